@@ -1,0 +1,496 @@
+//! Configuration: TOML text → [`RawConfig`] (serde, unknown keys rejected) → [`Config`]
+//! (validated, typed, ready to run).
+//!
+//! Two phases so that every error names the file, the key and the problem in one line:
+//! syntax and unknown keys are caught while deserializing (with the key path), everything else
+//! (addresses, ranges, duplicates) by [`RawConfig::validate`]. Binding the addresses happens at
+//! start-up, not here (see `server`), so "port in use" is reported there with the same shape.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration compiled into the binary: the same text as `config/sidewire.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/sidewire.toml");
+
+/// Name shown in errors for the embedded default configuration.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/sidewire.toml>";
+
+/// A configuration error: `{file}: {key}: {problem}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The file the configuration came from.
+    pub file: String,
+    /// The key (path such as `listener[0].listen`) or the position for syntax errors.
+    pub key: String,
+    /// What is wrong, in a few words.
+    pub problem: String,
+}
+
+// === Raw (as written) ===
+
+/// The configuration as written, with defaults filled in. Serializes back to TOML for
+/// `sidewire check`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[runtime]`
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[[listener]]`
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+}
+
+/// `[runtime]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRuntime {
+    /// Worker threads; 0 = one per CPU in the affinity mask.
+    pub workers: usize,
+    /// Pin each worker to one CPU.
+    pub pin_cores: bool,
+    /// Drain period on SIGTERM/SIGINT.
+    pub shutdown_grace_ms: u64,
+    /// io_uring submission queue size per worker.
+    pub ring_entries: u32,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            workers: 0,
+            pin_cores: true,
+            shutdown_grace_ms: 30_000,
+            ring_entries: 4096,
+        }
+    }
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Admin server address.
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:4191".into(),
+        }
+    }
+}
+
+/// One `[[listener]]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, the `listener` metric label.
+    pub name: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// Upstream endpoints.
+    pub upstream: Vec<String>,
+    /// Upstream connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+
+// === Validated ===
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker and shutdown settings.
+    pub runtime: RuntimeConfig,
+    /// Admin server settings.
+    pub admin: AdminConfig,
+    /// Listeners, in file order (the index is used by workers and metrics).
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// Validated `[runtime]`.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Worker count; 0 = one per CPU in the affinity mask (resolved at start).
+    pub workers: usize,
+    /// Pin workers to CPUs.
+    pub pin_cores: bool,
+    /// How long open connections may drain after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// io_uring entries per worker.
+    pub ring_entries: u32,
+}
+
+/// Validated `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin server address.
+    pub listen: SocketAddr,
+}
+
+/// One validated `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique name, the `listener` metric label.
+    pub name: String,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Upstream endpoints (resolved).
+    pub upstream: Vec<SocketAddr>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Upper bound on `workers`: far above any sidecar's need, low enough to catch typos.
+const MAX_WORKERS: usize = 1024;
+/// Upper bound on timeouts (10 minutes): a larger value is almost certainly a unit mistake.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+impl Config {
+    /// Parses and validates configuration text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        RawConfig::parse(text, file)?.validate(file)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
+            .expect("invariant: the embedded default config is valid (tested)")
+    }
+
+    /// Index of the listener named `name`.
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.name == name)
+    }
+}
+
+impl RawConfig {
+    /// Phase one: syntax, types and unknown keys.
+    pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().trim().to_string();
+            let at = inner
+                .span()
+                .map(|s| {
+                    let (line, col) = line_col(text, s.start);
+                    format!(" (line {line}, column {col})")
+                })
+                .unwrap_or_default();
+            // serde reports an unknown key at its parent's path; name the key itself.
+            let key = match unknown_field(&msg) {
+                Some(field) if path == "." || path.is_empty() => field.to_string(),
+                Some(field) => format!("{path}.{field}"),
+                None if path == "." || path.is_empty() => "(syntax)".to_string(),
+                None => path,
+            };
+            ConfigError {
+                file: file.into(),
+                key,
+                problem: format!("{msg}{at}"),
+            }
+        })
+    }
+
+    /// Phase two: values, ranges, addresses and cross-key rules.
+    pub fn validate(&self, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: String, problem: String| ConfigError {
+            file: file.into(),
+            key,
+            problem,
+        };
+        let rt = &self.runtime;
+        if rt.workers > MAX_WORKERS {
+            return Err(err(
+                "runtime.workers".into(),
+                format!("{} is more than the maximum of {MAX_WORKERS}", rt.workers),
+            ));
+        }
+        if !(64..=32768).contains(&rt.ring_entries) || !rt.ring_entries.is_power_of_two() {
+            return Err(err(
+                "runtime.ring_entries".into(),
+                format!("{} must be a power of two from 64 to 32768", rt.ring_entries),
+            ));
+        }
+        if rt.shutdown_grace_ms > MAX_TIMEOUT_MS {
+            return Err(err(
+                "runtime.shutdown_grace_ms".into(),
+                format!("{} is more than the maximum of {MAX_TIMEOUT_MS}", rt.shutdown_grace_ms),
+            ));
+        }
+        let admin_listen = parse_listen(&self.admin.listen)
+            .map_err(|p| err("admin.listen".into(), p))?;
+
+        if self.listeners.is_empty() {
+            return Err(err(
+                "listener".into(),
+                "at least one [[listener]] is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut addrs: Vec<(SocketAddr, &str)> = vec![(admin_listen, "the admin server")];
+        let mut listeners = Vec::with_capacity(self.listeners.len());
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = |k: &str| format!("listener[{i}].{k}");
+            if l.name.is_empty()
+                || !l
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(err(
+                    key("name"),
+                    format!("{:?} must be non-empty and use only letters, digits, '-' and '_'", l.name),
+                ));
+            }
+            if !names.insert(l.name.as_str()) {
+                return Err(err(key("name"), format!("duplicate listener name {:?}", l.name)));
+            }
+            let listen = parse_listen(&l.listen).map_err(|p| err(key("listen"), p))?;
+            if listen.port() != 0 {
+                if let Some((_, owner)) = addrs.iter().find(|(a, _)| *a == listen) {
+                    return Err(err(key("listen"), format!("{listen} is already used by {owner}")));
+                }
+            }
+            if l.upstream.is_empty() {
+                return Err(err(key("upstream"), "at least one endpoint is required".into()));
+            }
+            let mut upstream = Vec::with_capacity(l.upstream.len());
+            for (j, u) in l.upstream.iter().enumerate() {
+                let addr = resolve_endpoint(u).map_err(|p| err(format!("listener[{i}].upstream[{j}]"), p))?;
+                upstream.push(addr);
+            }
+            if l.connect_timeout_ms == 0 || l.connect_timeout_ms > MAX_TIMEOUT_MS {
+                return Err(err(
+                    key("connect_timeout_ms"),
+                    format!("{} must be from 1 to {MAX_TIMEOUT_MS}", l.connect_timeout_ms),
+                ));
+            }
+            listeners.push(ListenerConfig {
+                name: l.name.clone(),
+                listen,
+                upstream,
+                connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+            });
+            addrs.push((listen, "another listener"));
+        }
+        Ok(Config {
+            runtime: RuntimeConfig {
+                workers: rt.workers,
+                pin_cores: rt.pin_cores,
+                shutdown_grace: Duration::from_millis(rt.shutdown_grace_ms),
+                ring_entries: rt.ring_entries,
+            },
+            admin: AdminConfig {
+                listen: admin_listen,
+            },
+            listeners,
+        })
+    }
+
+    /// The effective configuration as TOML (defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("invariant: RawConfig serializes (plain strings and numbers)")
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for l in &self.listeners {
+            writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+        }
+        write!(f, "admin: {}", self.admin.listen)
+    }
+}
+
+/// A listen address must be a literal `ip:port` (no DNS at bind time).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not an ip:port address (e.g. \"127.0.0.1:4140\" or \"[::1]:4140\")"))
+}
+
+/// An endpoint is `ip:port`, or `host:port` resolved once now (the first address wins).
+fn resolve_endpoint(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(format!("{s:?}: port 0 is not a valid upstream port"));
+        }
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?} has no port (expected \"host:port\")"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{s:?} resolved to no address")),
+        Err(e) => Err(format!("{s:?} is not an ip:port and does not resolve: {e}")),
+    }
+}
+
+/// The field name in serde's "unknown field `x`, expected …" message.
+fn unknown_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").expect_err("config should be rejected")
+    }
+
+    const OK: &str = r#"
+        [[listener]]
+        name = "a"
+        listen = "127.0.0.1:0"
+        upstream = ["127.0.0.1:9"]
+    "#;
+
+    #[test]
+    fn embedded_default_is_valid_and_documented_defaults_hold() {
+        let c = Config::embedded_default();
+        assert_eq!(c.runtime.workers, 0);
+        assert!(c.runtime.pin_cores);
+        assert_eq!(c.runtime.shutdown_grace, Duration::from_millis(30_000));
+        assert_eq!(c.admin.listen, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "outbound");
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn every_file_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no config files found in {}", dir.display());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        assert_eq!(c.runtime.ring_entries, 4096);
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = parse_err(&format!("{OK}\nbogus = 1\n"));
+        assert_eq!(e.key, "listener[0].bogus", "{e}");
+        let e = parse_err("[runtime]\nworkerz = 2\n");
+        assert_eq!(e.key, "runtime.workerz", "{e}");
+        assert!(e.problem.contains("unknown field"), "{e}");
+        assert!(e.to_string().starts_with("t.toml: runtime.workerz: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse_err("[runtime\nworkers = 1\n");
+        assert!(e.problem.contains("line 1"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse_err("[runtime]\nworkers = \"two\"\n");
+        assert_eq!(e.key, "runtime.workers", "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"nope\"\nupstream = [\"127.0.0.1:9\"]",
+                "listener[0].listen",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = []",
+                "listener[0].upstream",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1\"]",
+                "listener[0].upstream[0]",
+            ),
+            (
+                "[[listener]]\nname = \"a b\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]",
+                "listener[0].name",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nconnect_timeout_ms = 0",
+                "listener[0].connect_timeout_ms",
+            ),
+            ("[admin]\nlisten = \"localhost\"", "admin.listen"),
+            ("[runtime]\nring_entries = 1000", "runtime.ring_entries"),
+            ("[runtime]\nworkers = 100000", "runtime.workers"),
+            ("", "listener"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(&parse_err(text).key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_addresses_are_rejected() {
+        let dup = format!("{OK}\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n");
+        let e = parse_err(&dup);
+        assert_eq!(e.key, "listener[1].name");
+        assert!(e.problem.contains("duplicate"), "{e}");
+        let clash = "[admin]\nlisten = \"127.0.0.1:5000\"\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:5000\"\nupstream = [\"127.0.0.1:9\"]\n";
+        let e = parse_err(clash);
+        assert_eq!(e.key, "listener[0].listen");
+        assert!(e.problem.contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let raw = RawConfig::parse(OK, "t.toml").unwrap();
+        let again = RawConfig::parse(&raw.to_toml(), "t.toml").unwrap();
+        assert_eq!(again.runtime.ring_entries, 4096);
+        assert_eq!(again.listeners[0].name, "a");
+    }
+}

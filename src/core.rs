@@ -1,0 +1,235 @@
+//! One worker: a pinned thread running a monoio io_uring runtime that owns its own
+//! `SO_REUSEPORT` listeners, its connections, its metrics and its pipe pool.
+//!
+//! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers. The only
+//! cross-thread traffic is the [`Control`] channel from the admin thread and the supervisor
+//! (metric snapshots, drain), which never touches a connection.
+//!
+//! Not here: binding sockets (the supervisor in `server` binds them so bind errors are
+//! reported before any thread starts), per-connection logic (`conn`).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::future::{FutureExt, Shared};
+use futures_util::StreamExt;
+use monoio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ListenerConfig};
+use crate::conn;
+use crate::forward::PIPE_BYTES;
+use crate::metrics::{CoreSnapshot, ListenerMetrics};
+use crate::sys::Pipe;
+use crate::upstream::Balancer;
+
+/// Requests a worker answers from other threads.
+#[derive(Debug)]
+pub enum Control {
+    /// Send a copy of this core's metrics.
+    Snapshot(std::sync::mpsc::SyncSender<CoreSnapshot>),
+    /// Stop accepting, let open connections finish within the grace period, then exit.
+    Drain,
+}
+
+/// Empty pipes kept per core for reuse: creating one costs `pipe2` + `fcntl`, two syscalls
+/// per direction per connection that churn-heavy traffic would otherwise pay. 128 pipes are
+/// 256 fds and no pinned memory (an empty pipe holds no pages).
+const PIPE_POOL_MAX: usize = 128;
+
+/// One listener's per-core state.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its configuration.
+    pub cfg: ListenerConfig,
+    /// Its metrics on this core.
+    pub metrics: ListenerMetrics,
+    /// Endpoint choice on this core.
+    pub balancer: Balancer,
+}
+
+/// A worker's state.
+#[derive(Debug)]
+pub struct Core {
+    /// Worker index (0-based).
+    pub id: usize,
+    /// Listeners in config order.
+    pub listeners: Vec<Rc<Listener>>,
+    pipes: RefCell<Vec<Pipe>>,
+    open: Cell<usize>,
+    drained: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+/// Counts a connection as open for the drain until dropped.
+#[derive(Debug)]
+pub struct ConnGuard {
+    core: Rc<Core>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let n = self.core.open.get() - 1;
+        self.core.open.set(n);
+        if n == 0 {
+            if let Some(tx) = self.core.drained.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Core {
+    /// State for worker `id` serving `cfg`'s listeners.
+    pub fn new(id: usize, cfg: &Config) -> Core {
+        Core {
+            id,
+            listeners: cfg
+                .listeners
+                .iter()
+                .map(|l| {
+                    Rc::new(Listener {
+                        cfg: l.clone(),
+                        metrics: ListenerMetrics::default(),
+                        balancer: Balancer::new(l.upstream.clone()),
+                    })
+                })
+                .collect(),
+            pipes: RefCell::new(Vec::new()),
+            open: Cell::new(0),
+            drained: RefCell::new(None),
+        }
+    }
+
+    /// Marks a connection open until the guard drops.
+    pub fn track(self: &Rc<Self>) -> ConnGuard {
+        self.open.set(self.open.get() + 1);
+        ConnGuard { core: self.clone() }
+    }
+
+    /// Open connections on this core.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+
+    /// An empty pipe, from the pool or new.
+    pub fn take_pipe(&self) -> io::Result<Pipe> {
+        match self.pipes.borrow_mut().pop() {
+            Some(p) => Ok(p),
+            None => Pipe::new(PIPE_BYTES),
+        }
+    }
+
+    /// Returns an **empty** pipe to the pool (or closes it when the pool is full).
+    pub fn put_pipe(&self, p: Pipe) {
+        let mut pool = self.pipes.borrow_mut();
+        if pool.len() < PIPE_POOL_MAX {
+            pool.push(p);
+        }
+    }
+
+    /// This core's metric values.
+    pub fn snapshot(&self) -> CoreSnapshot {
+        CoreSnapshot {
+            listeners: self.listeners.iter().map(|l| l.metrics.snapshot()).collect(),
+        }
+    }
+
+    /// Resolves once no connection is open.
+    async fn wait_drained(&self) {
+        if self.open.get() == 0 {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        *self.drained.borrow_mut() = Some(tx);
+        let _ = rx.await;
+    }
+}
+
+/// Accepts on one listener until `stop` fires, spawning a task per connection.
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: Rc<Listener>,
+    socket: TcpListener,
+    stop: Shared<oneshot::Receiver<()>>,
+) {
+    loop {
+        let accepted = monoio::select! {
+            _ = stop.clone() => break,
+            r = socket.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(core.clone(), listener.clone(), stream, peer));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                debug!(listener = %listener.cfg.name, "accept: connection aborted by peer");
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the backlog keeps the clients; back off so the
+                // worker does not spin while it cannot accept.
+                warn!(listener = %listener.cfg.name, core = core.id, error = %e, "accept failed; retrying in 100ms");
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    debug!(listener = %listener.cfg.name, core = core.id, "stopped accepting");
+}
+
+/// The worker's main future: serve until drained, answering control requests throughout.
+pub async fn run(
+    core: Rc<Core>,
+    sockets: Vec<std::net::TcpListener>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    grace: Duration,
+    started: impl FnOnce(io::Result<()>),
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stop = stop_rx.shared();
+    let mut listening = Vec::with_capacity(sockets.len());
+    for s in sockets {
+        match TcpListener::from_std(s) {
+            Ok(l) => listening.push(l),
+            Err(e) => return started(Err(e)),
+        }
+    }
+    for (l, socket) in core.listeners.iter().zip(listening) {
+        monoio::spawn(accept_loop(core.clone(), l.clone(), socket, stop.clone()));
+    }
+    started(Ok(()));
+
+    // Serve control requests until told to drain (or the supervisor is gone).
+    while let Some(msg) = control.next().await {
+        match msg {
+            Control::Snapshot(tx) => {
+                let _ = tx.send(core.snapshot());
+            }
+            Control::Drain => break,
+        }
+    }
+    drop(stop_tx);
+    let open = core.open_connections();
+    if open > 0 {
+        info!(core = core.id, open, grace_ms = grace.as_millis() as u64, "draining");
+    }
+    let mut drained = pin!(core.wait_drained());
+    let mut deadline = pin!(monoio::time::sleep(grace));
+    let mut control_open = true;
+    loop {
+        monoio::select! {
+            _ = &mut drained => break,
+            _ = &mut deadline => {
+                warn!(core = core.id, open = core.open_connections(), "grace period over; closing open connections");
+                break;
+            }
+            msg = control.next(), if control_open => match msg {
+                Some(Control::Snapshot(tx)) => { let _ = tx.send(core.snapshot()); }
+                Some(Control::Drain) => {}
+                None => control_open = false,
+            },
+        }
+    }
+}

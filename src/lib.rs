@@ -1,0 +1,27 @@
+//! sidewire: a thread-per-core io_uring sidecar TCP proxy.
+//!
+//! # Layout (data flow order)
+//! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
+//! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
+//! - [`core`]: one pinned worker: io_uring runtime, its `SO_REUSEPORT` listeners, accept loop,
+//!   per-core state (metrics, pipe pool, drain).
+//! - [`conn`]: the spine of one connection: accept → upstream → forward → metrics.
+//! - [`upstream`]: endpoint choice (least connections) and non-blocking connect with timeout.
+//! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
+//! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
+//! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
+//! - [`sys`]: the raw syscalls (the only `unsafe` in the crate).
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::await_holding_refcell_ref)]
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod forward;
+pub mod metrics;
+pub mod server;
+pub mod sys;
+pub mod upstream;

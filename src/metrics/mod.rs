@@ -1,0 +1,268 @@
+//! Per-core metrics: plain counters in `Cell`s and hdrhistograms in `RefCell`s, owned by one
+//! worker, never shared. The admin thread asks each worker for a [`ListenerSnapshot`] per
+//! listener, merges them and renders Prometheus text ([`prom`]).
+//!
+//! Hot-path cost is an add on a core-local integer: no atomics, locks, hashing or strings.
+//! Byte counters are bumped per `splice` chunk (up to 256 KiB), so long-lived connections show
+//! progress while they run, unlike Linkerd's update-on-close.
+
+pub mod prom;
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Why an upstream connect failed: the `error` label of `tcp_connect_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    /// `ECONNREFUSED`: nothing listens on the endpoint.
+    Refused,
+    /// No answer within `connect_timeout_ms`.
+    Timeout,
+    /// `EHOSTUNREACH` / `ENETUNREACH`.
+    Unreachable,
+    /// Anything else (fd exhaustion, …).
+    Other,
+}
+
+impl ConnectErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [ConnectErrorKind; 4] = [
+        ConnectErrorKind::Refused,
+        ConnectErrorKind::Timeout,
+        ConnectErrorKind::Unreachable,
+        ConnectErrorKind::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectErrorKind::Refused => "refused",
+            ConnectErrorKind::Timeout => "timeout",
+            ConnectErrorKind::Unreachable => "unreachable",
+            ConnectErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Counters for one side of proxied connections (`peer="src"`: clients, `peer="dst"`: upstreams).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    open_total: Cell<u64>,
+    open: Cell<u64>,
+    close_ok: Cell<u64>,
+    close_err: Cell<u64>,
+    read_bytes: Cell<u64>,
+    write_bytes: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
+}
+
+impl PeerCounters {
+    /// A connection on this side opened.
+    pub fn opened(&self) {
+        bump(&self.open_total, 1);
+        bump(&self.open, 1);
+    }
+
+    /// A connection on this side closed, cleanly (`ok`) or by error.
+    pub fn closed(&self, ok: bool) {
+        self.open.set(self.open.get().saturating_sub(1));
+        bump(if ok { &self.close_ok } else { &self.close_err }, 1);
+    }
+
+    /// Bytes read from this peer.
+    pub fn read(&self, n: u64) {
+        bump(&self.read_bytes, n);
+    }
+
+    /// Bytes written to this peer.
+    pub fn wrote(&self, n: u64) {
+        bump(&self.write_bytes, n);
+    }
+
+    fn snapshot(&self) -> PeerSnapshot {
+        PeerSnapshot {
+            open_total: self.open_total.get(),
+            open: self.open.get(),
+            close_ok: self.close_ok.get(),
+            close_err: self.close_err.get(),
+            read_bytes: self.read_bytes.get(),
+            write_bytes: self.write_bytes.get(),
+        }
+    }
+}
+
+/// Highest recordable duration: one week, in microseconds. Longer values are clamped.
+const HIST_MAX_US: u64 = 7 * 24 * 3600 * 1_000_000;
+
+/// A latency/duration histogram in microseconds with 2 significant digits (1% error).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+        .expect("invariant: constant histogram bounds are valid")
+}
+
+/// Records a duration, clamped to the histogram's range; never fails.
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = (d.as_micros() as u64).clamp(1, HIST_MAX_US);
+    h.saturating_record(us);
+}
+
+/// All metrics of one listener on one core.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    /// Client side.
+    pub src: PeerCounters,
+    /// Upstream side.
+    pub dst: PeerCounters,
+    connect_errors: [Cell<u64>; 4],
+    duration: RefCell<Histogram<u64>>,
+}
+
+impl Default for ListenerMetrics {
+    fn default() -> Self {
+        ListenerMetrics {
+            src: PeerCounters::default(),
+            dst: PeerCounters::default(),
+            connect_errors: Default::default(),
+            duration: RefCell::new(new_histogram()),
+        }
+    }
+}
+
+impl ListenerMetrics {
+    /// An upstream connect failed.
+    pub fn connect_failed(&self, kind: ConnectErrorKind) {
+        bump(&self.connect_errors[kind as usize], 1);
+    }
+
+    /// A client connection ended after `d`.
+    pub fn record_duration(&self, d: Duration) {
+        record(&mut self.duration.borrow_mut(), d);
+    }
+
+    /// A copy of the current values, sent to the admin thread.
+    pub fn snapshot(&self) -> ListenerSnapshot {
+        ListenerSnapshot {
+            src: self.src.snapshot(),
+            dst: self.dst.snapshot(),
+            connect_errors: std::array::from_fn(|i| self.connect_errors[i].get()),
+            duration: self.duration.borrow().clone(),
+        }
+    }
+}
+
+/// Plain values of [`PeerCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    /// Connections opened.
+    pub open_total: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Connections closed cleanly.
+    pub close_ok: u64,
+    /// Connections closed by an error.
+    pub close_err: u64,
+    /// Bytes read from the peer.
+    pub read_bytes: u64,
+    /// Bytes written to the peer.
+    pub write_bytes: u64,
+}
+
+impl PeerSnapshot {
+    fn merge(&mut self, o: &PeerSnapshot) {
+        self.open_total += o.open_total;
+        self.open += o.open;
+        self.close_ok += o.close_ok;
+        self.close_err += o.close_err;
+        self.read_bytes += o.read_bytes;
+        self.write_bytes += o.write_bytes;
+    }
+}
+
+/// Plain values of [`ListenerMetrics`], mergeable across cores.
+#[derive(Debug, Clone)]
+pub struct ListenerSnapshot {
+    /// Client side.
+    pub src: PeerSnapshot,
+    /// Upstream side.
+    pub dst: PeerSnapshot,
+    /// Upstream connect failures, indexed by [`ConnectErrorKind`].
+    pub connect_errors: [u64; 4],
+    /// Client connection durations (µs).
+    pub duration: Histogram<u64>,
+}
+
+impl Default for ListenerSnapshot {
+    fn default() -> Self {
+        ListenerSnapshot {
+            src: PeerSnapshot::default(),
+            dst: PeerSnapshot::default(),
+            connect_errors: [0; 4],
+            duration: new_histogram(),
+        }
+    }
+}
+
+impl ListenerSnapshot {
+    /// Adds another core's values into this one.
+    pub fn merge(&mut self, o: &ListenerSnapshot) {
+        self.src.merge(&o.src);
+        self.dst.merge(&o.dst);
+        for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
+            *a += b;
+        }
+        // Same bounds on both sides, so `add` cannot fail; a failure would only lose one
+        // core's histogram for one scrape.
+        let _ = self.duration.add(&o.duration);
+    }
+}
+
+/// Everything one core reports: one snapshot per listener, in config order.
+#[derive(Debug, Clone, Default)]
+pub struct CoreSnapshot {
+    /// Per-listener values.
+    pub listeners: Vec<ListenerSnapshot>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_snapshot_and_merge() {
+        let a = ListenerMetrics::default();
+        a.src.opened();
+        a.src.read(10);
+        a.src.closed(true);
+        a.dst.opened();
+        a.connect_failed(ConnectErrorKind::Timeout);
+        a.record_duration(Duration::from_millis(5));
+        let b = ListenerMetrics::default();
+        b.src.opened();
+        b.src.read(5);
+        b.record_duration(Duration::from_secs(2));
+
+        let mut m = a.snapshot();
+        m.merge(&b.snapshot());
+        assert_eq!(m.src.open_total, 2);
+        assert_eq!(m.src.open, 1);
+        assert_eq!(m.src.close_ok, 1);
+        assert_eq!(m.src.read_bytes, 15);
+        assert_eq!(m.dst.open, 1);
+        assert_eq!(m.connect_errors[ConnectErrorKind::Timeout as usize], 1);
+        assert_eq!(m.duration.len(), 2);
+        assert_eq!(m.duration.count_between(0, 10_000), 1);
+    }
+
+    #[test]
+    fn record_clamps_out_of_range() {
+        let mut h = new_histogram();
+        record(&mut h, Duration::ZERO);
+        record(&mut h, Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(h.len(), 2);
+    }
+}

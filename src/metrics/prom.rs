@@ -1,0 +1,170 @@
+//! Prometheus text exposition (format 0.0.4) of merged snapshots, written directly into a
+//! `String`: no registry, no global state.
+//!
+//! Names follow Linkerd's transport metrics (`tcp_open_total`, `tcp_read_bytes_total`, …) so
+//! existing dashboards keep working; labels are `listener` (from config) and `peer`
+//! (`src` = client side, `dst` = upstream side): bounded sets only.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::{ConnectErrorKind, ListenerSnapshot, PeerSnapshot};
+
+/// Bucket bounds of `tcp_connection_duration_seconds`, in seconds.
+pub const DURATION_BUCKETS_S: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+
+/// Process-wide values the admin thread reads from `/proc`.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessInfo {
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size in bytes.
+    pub resident_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// Process start, seconds since the epoch.
+    pub start_time_seconds: f64,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every metric family. `listeners` pairs each listener's name with its merged values.
+pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> String {
+    let mut out = String::with_capacity(4096 + listeners.len() * 4096);
+    type PeerField = fn(&PeerSnapshot) -> u64;
+    let peer_families: [(&str, &str, &str, PeerField); 4] = [
+        ("tcp_open_total", "counter", "Connections opened.", |p| p.open_total),
+        ("tcp_open_connections", "gauge", "Connections open now.", |p| p.open),
+        ("tcp_read_bytes_total", "counter", "Bytes read from the peer.", |p| p.read_bytes),
+        ("tcp_write_bytes_total", "counter", "Bytes written to the peer.", |p| p.write_bytes),
+    ];
+    for (name, kind, help, field) in peer_families {
+        header(&mut out, name, kind, help);
+        for (l, s) in listeners {
+            for (peer, p) in [("src", &s.src), ("dst", &s.dst)] {
+                let _ = writeln!(out, "{name}{{listener=\"{l}\",peer=\"{peer}\"}} {}", field(p));
+            }
+        }
+    }
+    header(&mut out, "tcp_close_total", "counter", "Connections closed, by outcome.");
+    for (l, s) in listeners {
+        for (peer, p) in [("src", &s.src), ("dst", &s.dst)] {
+            for (class, v) in [("success", p.close_ok), ("failure", p.close_err)] {
+                let _ = writeln!(
+                    out,
+                    "tcp_close_total{{listener=\"{l}\",peer=\"{peer}\",classification=\"{class}\"}} {v}"
+                );
+            }
+        }
+    }
+    header(&mut out, "tcp_connect_errors_total", "counter", "Failed upstream connects, by cause.");
+    for (l, s) in listeners {
+        for k in ConnectErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "tcp_connect_errors_total{{listener=\"{l}\",error=\"{}\"}} {}",
+                k.as_str(),
+                s.connect_errors[k as usize]
+            );
+        }
+    }
+    header(
+        &mut out,
+        "tcp_connection_duration_seconds",
+        "histogram",
+        "Lifetime of client connections.",
+    );
+    for (l, s) in listeners {
+        histogram(
+            &mut out,
+            "tcp_connection_duration_seconds",
+            &format!("listener=\"{l}\""),
+            &s.duration,
+            &DURATION_BUCKETS_S,
+        );
+    }
+    header(&mut out, "process_cpu_seconds_total", "counter", "User and system CPU time.");
+    let _ = writeln!(out, "process_cpu_seconds_total {}", process.cpu_seconds);
+    header(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory.");
+    let _ = writeln!(out, "process_resident_memory_bytes {}", process.resident_bytes);
+    header(&mut out, "process_open_fds", "gauge", "Open file descriptors.");
+    let _ = writeln!(out, "process_open_fds {}", process.open_fds);
+    header(&mut out, "process_start_time_seconds", "gauge", "Start time since the epoch.");
+    let _ = writeln!(out, "process_start_time_seconds {}", process.start_time_seconds);
+    header(&mut out, "sidewire_workers", "gauge", "Worker threads (one per core).");
+    let _ = writeln!(out, "sidewire_workers {}", process.workers);
+    header(&mut out, "sidewire_build_info", "gauge", "Build information.");
+    let _ = writeln!(
+        out,
+        "sidewire_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
+
+/// Writes one Prometheus histogram from an hdrhistogram in microseconds. Bucket counts are
+/// cumulative (`le` includes every value up to the bound, within hdrhistogram's 1% precision).
+pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, bounds_s: &[f64]) {
+    for b in bounds_s {
+        let le_us = (b * 1e6) as u64;
+        let n = h.count_between(0, le_us);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
+    let sum_s = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{record, ListenerMetrics};
+    use std::time::Duration;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = ListenerMetrics::default();
+        m.src.opened();
+        m.src.read(1234);
+        m.dst.wrote(1234);
+        m.connect_failed(ConnectErrorKind::Refused);
+        m.record_duration(Duration::from_millis(3));
+        let text = render(&[("out", m.snapshot())], &ProcessInfo::default());
+        assert!(text.contains("tcp_open_total{listener=\"out\",peer=\"src\"} 1\n"), "{text}");
+        assert!(text.contains("tcp_read_bytes_total{listener=\"out\",peer=\"src\"} 1234\n"));
+        assert!(text.contains("tcp_write_bytes_total{listener=\"out\",peer=\"dst\"} 1234\n"));
+        assert!(text.contains("tcp_connect_errors_total{listener=\"out\",error=\"refused\"} 1\n"));
+        assert!(text.contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.001\"} 0\n"));
+        assert!(text.contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.005\"} 1\n"));
+        assert!(text.contains("tcp_connection_duration_seconds_count{listener=\"out\"} 1\n"));
+        // Every sample line is "name{labels} value" or "name value".
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, v) = line.rsplit_once(' ').expect(line);
+            v.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+        }
+    }
+
+    #[test]
+    fn histogram_sum_is_in_seconds() {
+        let mut h = crate::metrics::new_histogram();
+        record(&mut h, Duration::from_secs(2));
+        let mut out = String::new();
+        histogram(&mut out, "x", "a=\"b\"", &h, &[1.0, 10.0]);
+        let sum: f64 = out
+            .lines()
+            .find(|l| l.starts_with("x_sum"))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap();
+        assert!((sum - 2.0).abs() < 0.05, "{out}");
+    }
+}

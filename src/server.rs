@@ -1,0 +1,310 @@
+//! The supervisor: binds every socket, starts the admin thread and one pinned worker per core,
+//! and drives shutdown. This is what `main` runs and what the integration tests embed.
+//!
+//! Sockets are bound here, on the calling thread, before any worker starts, so a port in use
+//! or a bad address fails start-up with a clear error instead of a dead worker. Each listener
+//! gets one `SO_REUSEPORT` socket per worker; the kernel spreads connections across them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_channel::mpsc;
+use monoio::{IoUringDriver, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+use crate::admin::{Admin, ReadyState, Scrape};
+use crate::config::Config;
+use crate::core::{self, Control, Core};
+
+/// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// Why the proxy could not start. Display is `key: problem`, to be prefixed by the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("listener[{index}].listen: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Listener index in the config.
+        index: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The admin address could not be bound.
+    #[error("admin.listen: cannot listen on {addr}: {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A worker could not start (io_uring unavailable, thread limit, …).
+    #[error("runtime: worker {worker}: {problem}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        problem: String,
+    },
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<(String, SocketAddr)>,
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    ready: Arc<ReadyState>,
+    admin: Option<Admin>,
+    done: std_mpsc::Receiver<usize>,
+    threads: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Workers that finished (drained or grace expired) in time.
+    pub finished: usize,
+    /// Workers in all.
+    pub workers: usize,
+}
+
+impl Server {
+    /// Binds, starts the admin thread and the workers, and returns once every worker accepts.
+    pub fn start(cfg: Config) -> Result<Server, StartError> {
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let workers = match cfg.runtime.workers {
+            0 => cpus.len().max(1),
+            n => n,
+        };
+        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
+            warn!(workers, cpus = cpus.len(), "more workers than CPUs: some share a core");
+        }
+
+        // Bind everything first: every error surfaces here, before a thread exists.
+        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::with_capacity(cfg.listeners.len());
+        for (index, l) in cfg.listeners.iter().enumerate() {
+            let bound = bind_reuseport(l.listen, workers).map_err(|source| StartError::Bind {
+                index,
+                addr: l.listen,
+                source,
+            })?;
+            let local = bound[0].local_addr().map_err(|source| StartError::Bind {
+                index,
+                addr: l.listen,
+                source,
+            })?;
+            listeners.push((l.name.clone(), local));
+            for (w, s) in bound.into_iter().enumerate() {
+                sockets[w].push(s);
+            }
+        }
+        let admin_sock = std::net::TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::AdminBind {
+            addr: cfg.admin.listen,
+            source,
+        })?;
+
+        let ready = Arc::new(ReadyState {
+            listening: Default::default(),
+            workers,
+            draining: Default::default(),
+        });
+        let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded()).unzip();
+        let admin = Admin::spawn(
+            admin_sock,
+            Scrape {
+                controls: controls.clone(),
+                listeners: cfg.listeners.iter().map(|l| l.name.clone()).collect(),
+                ready: ready.clone(),
+                started: SystemTime::now(),
+            },
+        )
+        .map_err(|e| StartError::Worker {
+            worker: 0,
+            problem: format!("cannot start the admin thread: {e}"),
+        })?;
+
+        let cfg = Arc::new(cfg);
+        let (started_tx, started_rx) = std_mpsc::channel::<(usize, Result<(), String>)>();
+        let (done_tx, done) = std_mpsc::channel::<usize>();
+        let mut threads = Vec::with_capacity(workers);
+        for (id, (socks, control)) in sockets.into_iter().zip(control_rxs).enumerate() {
+            let cpu = (cfg.runtime.pin_cores && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            let cfg = cfg.clone();
+            let started = started_tx.clone();
+            let done = done_tx.clone();
+            let ready = ready.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("sidewire-core-{id}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if !core_affinity::set_for_current(cpu) {
+                            warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+                        }
+                    }
+                    // The io_uring driver is named explicitly: no silent epoll fallback.
+                    let rt = RuntimeBuilder::<IoUringDriver>::new()
+                        .with_entries(cfg.runtime.ring_entries)
+                        .enable_timer()
+                        .build();
+                    let mut rt = match rt {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = started.send((
+                                id,
+                                Err(format!(
+                                    "cannot create the io_uring runtime: {e} (sidewire requires io_uring: \
+                                     check kernel.io_uring_disabled, seccomp and RLIMIT_MEMLOCK)"
+                                )),
+                            ));
+                            return;
+                        }
+                    };
+                    let core = Rc::new(Core::new(id, &cfg));
+                    rt.block_on(core::run(core, socks, control, cfg.runtime.shutdown_grace, |r| {
+                        if r.is_ok() {
+                            ready.listening.fetch_add(1, Ordering::AcqRel);
+                        }
+                        let _ = started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
+                    }));
+                    let _ = done.send(id);
+                })
+                .map_err(|e| StartError::Worker {
+                    worker: id,
+                    problem: format!("cannot spawn thread: {e}"),
+                })?;
+            threads.push(t);
+        }
+        drop(started_tx);
+        for _ in 0..workers {
+            match started_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((worker, Err(problem))) => {
+                    for c in &controls {
+                        let _ = c.unbounded_send(Control::Drain);
+                    }
+                    admin.stop();
+                    return Err(StartError::Worker { worker, problem });
+                }
+                Err(_) => {
+                    admin.stop();
+                    return Err(StartError::Worker {
+                        worker: 0,
+                        problem: "a worker exited during start-up".into(),
+                    });
+                }
+            }
+        }
+        for (name, addr) in &listeners {
+            info!(listener = %name, %addr, workers, "listening");
+        }
+        info!(addr = %admin.addr(), "admin listening");
+        Ok(Server {
+            listeners,
+            controls,
+            ready,
+            admin: Some(admin),
+            done,
+            threads,
+            grace: cfg.runtime.shutdown_grace,
+        })
+    }
+
+    /// The bound address of the listener named `name` (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.as_ref().expect("invariant: admin runs until shutdown completes").addr()
+    }
+
+    /// Begins shutdown: `/ready` turns 503, workers stop accepting and drain.
+    pub fn drain(&self) {
+        if !self.ready.draining.swap(true, Ordering::AcqRel) {
+            info!(grace_ms = self.grace.as_millis() as u64, "shutting down: draining connections");
+        }
+        for c in &self.controls {
+            let _ = c.unbounded_send(Control::Drain);
+        }
+    }
+
+    /// Drains (if not begun) and waits for the workers: each ends when its connections are
+    /// done or the grace period is over. Stops the admin server last.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.drain();
+        let workers = self.threads.len();
+        // Workers enforce the grace period themselves; the slack covers closing sockets.
+        let deadline = Instant::now() + self.grace + Duration::from_secs(5);
+        let mut finished = 0;
+        while finished < workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done.recv_timeout(left) {
+                Ok(_) => finished += 1,
+                Err(_) => break,
+            }
+        }
+        if finished == workers {
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        } else {
+            warn!(finished, workers, "some workers did not stop in time");
+        }
+        if let Some(a) = self.admin.take() {
+            a.stop();
+        }
+        ShutdownReport { finished, workers }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A dropped server (e.g. a failed test) must not leave workers accepting.
+        for c in &self.controls {
+            let _ = c.unbounded_send(Control::Drain);
+        }
+    }
+}
+
+/// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`. For a fixed port, a probe bind
+/// without `SO_REUSEPORT` first makes "port in use" an error even when the other owner is
+/// another reuseport process (which would otherwise silently share our port). For port 0 the
+/// first socket picks the port and the others join it.
+fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let new_socket = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        Ok(s)
+    };
+    if addr.port() != 0 {
+        let probe = new_socket()?;
+        probe.bind(&addr.into())?;
+        drop(probe);
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut target = addr;
+    for _ in 0..n {
+        let s = new_socket()?;
+        s.set_reuse_port(true)?;
+        s.set_nodelay(true)?;
+        s.bind(&target.into())?;
+        s.listen(BACKLOG)?;
+        let l: std::net::TcpListener = s.into();
+        target = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
