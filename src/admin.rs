@@ -35,7 +35,8 @@ pub struct ReadyState {
 impl ReadyState {
     /// True while every worker listens and no drain has begun.
     pub fn is_ready(&self) -> bool {
-        self.listening.load(Ordering::Acquire) == self.workers && !self.draining.load(Ordering::Acquire)
+        self.listening.load(Ordering::Acquire) == self.workers
+            && !self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -125,7 +126,13 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST_HEAD {
-            return respond(&mut c, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", false);
+            return respond(
+                &mut c,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+                false,
+            );
         }
     }
     let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -135,21 +142,53 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let head_only = method == b"HEAD";
     if method != b"GET" && !head_only {
-        return respond(&mut c, "405 Method Not Allowed", "text/plain", "only GET and HEAD\n", head_only);
+        return respond(
+            &mut c,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET and HEAD\n",
+            head_only,
+        );
     }
     match path {
         b"/metrics" => {
             let body = render_metrics(s);
-            respond(&mut c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body, head_only)
+            respond(
+                &mut c,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head_only,
+            )
         }
         b"/live" => respond(&mut c, "200 OK", "text/plain", "live\n", head_only),
-        b"/ready" if s.ready.is_ready() => respond(&mut c, "200 OK", "text/plain", "ready\n", head_only),
-        b"/ready" => respond(&mut c, "503 Service Unavailable", "text/plain", "not ready\n", head_only),
-        _ => respond(&mut c, "404 Not Found", "text/plain", "not found: try /metrics, /live, /ready\n", head_only),
+        b"/ready" if s.ready.is_ready() => {
+            respond(&mut c, "200 OK", "text/plain", "ready\n", head_only)
+        }
+        b"/ready" => respond(
+            &mut c,
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n",
+            head_only,
+        ),
+        _ => respond(
+            &mut c,
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics, /live, /ready\n",
+            head_only,
+        ),
     }
 }
 
-fn respond(c: &mut TcpStream, status: &str, ctype: &str, body: &str, head_only: bool) -> io::Result<()> {
+fn respond(
+    c: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -163,7 +202,11 @@ fn respond(c: &mut TcpStream, status: &str, ctype: &str, body: &str, head_only: 
 
 /// Asks every worker for its snapshot, merges them per listener and renders the text.
 pub fn render_metrics(s: &Scrape) -> String {
-    let mut merged: Vec<ListenerSnapshot> = s.listeners.iter().map(|_| ListenerSnapshot::default()).collect();
+    let mut merged: Vec<ListenerSnapshot> = s
+        .listeners
+        .iter()
+        .map(|_| ListenerSnapshot::default())
+        .collect();
     let mut pending = Vec::with_capacity(s.controls.len());
     for ctl in &s.controls {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -181,7 +224,8 @@ pub fn render_metrics(s: &Scrape) -> String {
             Err(e) => debug!(error = %e, "a worker did not answer the scrape"),
         }
     }
-    let named: Vec<(&str, ListenerSnapshot)> = s.listeners.iter().map(String::as_str).zip(merged).collect();
+    let named: Vec<(&str, ListenerSnapshot)> =
+        s.listeners.iter().map(String::as_str).zip(merged).collect();
     prom::render(&named, &process_info(s))
 }
 
@@ -197,8 +241,14 @@ fn process_info(s: &Scrape) -> ProcessInfo {
     ProcessInfo {
         cpu_seconds: sys::process_cpu_micros() as f64 / 1e6,
         resident_bytes: rss_kb * 1024,
-        open_fds: std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0),
-        start_time_seconds: s.started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        open_fds: std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+        start_time_seconds: s
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
         workers: s.controls.len(),
     }
 }

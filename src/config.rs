@@ -197,7 +197,14 @@ impl RawConfig {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = inner.message().trim().to_string();
+            // toml's messages can span lines ("invalid table header\nexpected `.`, `]`"): one line.
+            let msg = inner
+                .message()
+                .trim()
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; ");
             let at = inner
                 .span()
                 .map(|s| {
@@ -237,17 +244,23 @@ impl RawConfig {
         if !(64..=32768).contains(&rt.ring_entries) || !rt.ring_entries.is_power_of_two() {
             return Err(err(
                 "runtime.ring_entries".into(),
-                format!("{} must be a power of two from 64 to 32768", rt.ring_entries),
+                format!(
+                    "{} must be a power of two from 64 to 32768",
+                    rt.ring_entries
+                ),
             ));
         }
         if rt.shutdown_grace_ms > MAX_TIMEOUT_MS {
             return Err(err(
                 "runtime.shutdown_grace_ms".into(),
-                format!("{} is more than the maximum of {MAX_TIMEOUT_MS}", rt.shutdown_grace_ms),
+                format!(
+                    "{} is more than the maximum of {MAX_TIMEOUT_MS}",
+                    rt.shutdown_grace_ms
+                ),
             ));
         }
-        let admin_listen = parse_listen(&self.admin.listen)
-            .map_err(|p| err("admin.listen".into(), p))?;
+        let admin_listen =
+            parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?;
 
         if self.listeners.is_empty() {
             return Err(err(
@@ -268,30 +281,46 @@ impl RawConfig {
             {
                 return Err(err(
                     key("name"),
-                    format!("{:?} must be non-empty and use only letters, digits, '-' and '_'", l.name),
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                        l.name
+                    ),
                 ));
             }
             if !names.insert(l.name.as_str()) {
-                return Err(err(key("name"), format!("duplicate listener name {:?}", l.name)));
+                return Err(err(
+                    key("name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
             }
             let listen = parse_listen(&l.listen).map_err(|p| err(key("listen"), p))?;
             if listen.port() != 0 {
                 if let Some((_, owner)) = addrs.iter().find(|(a, _)| *a == listen) {
-                    return Err(err(key("listen"), format!("{listen} is already used by {owner}")));
+                    return Err(err(
+                        key("listen"),
+                        format!("{listen} is already used by {owner}"),
+                    ));
                 }
             }
             if l.upstream.is_empty() {
-                return Err(err(key("upstream"), "at least one endpoint is required".into()));
+                return Err(err(
+                    key("upstream"),
+                    "at least one endpoint is required".into(),
+                ));
             }
             let mut upstream = Vec::with_capacity(l.upstream.len());
             for (j, u) in l.upstream.iter().enumerate() {
-                let addr = resolve_endpoint(u).map_err(|p| err(format!("listener[{i}].upstream[{j}]"), p))?;
+                let addr = resolve_endpoint(u)
+                    .map_err(|p| err(format!("listener[{i}].upstream[{j}]"), p))?;
                 upstream.push(addr);
             }
             if l.connect_timeout_ms == 0 || l.connect_timeout_ms > MAX_TIMEOUT_MS {
                 return Err(err(
                     key("connect_timeout_ms"),
-                    format!("{} must be from 1 to {MAX_TIMEOUT_MS}", l.connect_timeout_ms),
+                    format!(
+                        "{} must be from 1 to {MAX_TIMEOUT_MS}",
+                        l.connect_timeout_ms
+                    ),
                 ));
             }
             listeners.push(ListenerConfig {
@@ -333,8 +362,9 @@ impl fmt::Display for Config {
 
 /// A listen address must be a literal `ip:port` (no DNS at bind time).
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| format!("{s:?} is not an ip:port address (e.g. \"127.0.0.1:4140\" or \"[::1]:4140\")"))
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an ip:port address (e.g. \"127.0.0.1:4140\" or \"[::1]:4140\")")
+    })
 }
 
 /// An endpoint is `ip:port`, or `host:port` resolved once now (the first address wins).
@@ -425,7 +455,11 @@ mod tests {
         let e = parse_err("[runtime]\nworkerz = 2\n");
         assert_eq!(e.key, "runtime.workerz", "{e}");
         assert!(e.problem.contains("unknown field"), "{e}");
-        assert!(e.to_string().starts_with("t.toml: runtime.workerz: unknown field"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml: runtime.workerz: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -134,7 +134,11 @@ impl Core {
     /// This core's metric values.
     pub fn snapshot(&self) -> CoreSnapshot {
         CoreSnapshot {
-            listeners: self.listeners.iter().map(|l| l.metrics.snapshot()).collect(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| l.metrics.snapshot())
+                .collect(),
         }
     }
 
@@ -213,7 +217,12 @@ pub async fn run(
     drop(stop_tx);
     let open = core.open_connections();
     if open > 0 {
-        info!(core = core.id, open, grace_ms = grace.as_millis() as u64, "draining");
+        info!(
+            core = core.id,
+            open,
+            grace_ms = grace.as_millis() as u64,
+            "draining"
+        );
     }
     let mut drained = pin!(core.wait_drained());
     let mut deadline = pin!(monoio::time::sleep(grace));

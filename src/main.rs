@@ -112,6 +112,10 @@ fn run(cfg: Config, name: &str) -> ExitCode {
     });
     let report = server.shutdown();
     handle.close();
-    info!(finished = report.finished, workers = report.workers, "stopped");
+    info!(
+        finished = report.finished,
+        workers = report.workers,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }

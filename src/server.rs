@@ -88,11 +88,16 @@ impl Server {
             n => n,
         };
         if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
-            warn!(workers, cpus = cpus.len(), "more workers than CPUs: some share a core");
+            warn!(
+                workers,
+                cpus = cpus.len(),
+                "more workers than CPUs: some share a core"
+            );
         }
 
         // Bind everything first: every error surfaces here, before a thread exists.
-        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(cfg.listeners.len());
         for (index, l) in cfg.listeners.iter().enumerate() {
             let bound = bind_reuseport(l.listen, workers).map_err(|source| StartError::Bind {
@@ -110,9 +115,11 @@ impl Server {
                 sockets[w].push(s);
             }
         }
-        let admin_sock = std::net::TcpListener::bind(cfg.admin.listen).map_err(|source| StartError::AdminBind {
-            addr: cfg.admin.listen,
-            source,
+        let admin_sock = std::net::TcpListener::bind(cfg.admin.listen).map_err(|source| {
+            StartError::AdminBind {
+                addr: cfg.admin.listen,
+                source,
+            }
         })?;
 
         let ready = Arc::new(ReadyState {
@@ -120,7 +127,8 @@ impl Server {
             workers,
             draining: Default::default(),
         });
-        let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded()).unzip();
+        let (controls, control_rxs): (Vec<_>, Vec<_>) =
+            (0..workers).map(|_| mpsc::unbounded()).unzip();
         let admin = Admin::spawn(
             admin_sock,
             Scrape {
@@ -223,18 +231,27 @@ impl Server {
 
     /// The bound address of the listener named `name` (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.as_ref().expect("invariant: admin runs until shutdown completes").addr()
+        self.admin
+            .as_ref()
+            .expect("invariant: admin runs until shutdown completes")
+            .addr()
     }
 
     /// Begins shutdown: `/ready` turns 503, workers stop accepting and drain.
     pub fn drain(&self) {
         if !self.ready.draining.swap(true, Ordering::AcqRel) {
-            info!(grace_ms = self.grace.as_millis() as u64, "shutting down: draining connections");
+            info!(
+                grace_ms = self.grace.as_millis() as u64,
+                "shutting down: draining connections"
+            );
         }
         for c in &self.controls {
             let _ = c.unbounded_send(Control::Drain);
@@ -285,7 +302,11 @@ impl Drop for Server {
 /// first socket picks the port and the others join it.
 fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let new_socket = || -> io::Result<Socket> {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        let s = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )?;
         s.set_reuse_address(true)?;
         Ok(s)
     };

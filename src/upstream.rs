@@ -121,7 +121,8 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(classify(addr, e)),
     }
-    let stream = TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(|e| classify(addr, e))?;
+    let stream =
+        TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(|e| classify(addr, e))?;
     match monoio::time::timeout(timeout, stream.writable(false)).await {
         Err(_elapsed) => {
             return Err(ConnectError {
@@ -145,7 +146,9 @@ mod tests {
 
     #[test]
     fn least_connections_with_round_robin_ties() {
-        let eps: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
         let b = Balancer::new(eps.clone());
         // Ties rotate: 1, 2, 3.
         let l1 = b.pick();

@@ -41,20 +41,46 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     let mut out = String::with_capacity(4096 + listeners.len() * 4096);
     type PeerField = fn(&PeerSnapshot) -> u64;
     let peer_families: [(&str, &str, &str, PeerField); 4] = [
-        ("tcp_open_total", "counter", "Connections opened.", |p| p.open_total),
-        ("tcp_open_connections", "gauge", "Connections open now.", |p| p.open),
-        ("tcp_read_bytes_total", "counter", "Bytes read from the peer.", |p| p.read_bytes),
-        ("tcp_write_bytes_total", "counter", "Bytes written to the peer.", |p| p.write_bytes),
+        ("tcp_open_total", "counter", "Connections opened.", |p| {
+            p.open_total
+        }),
+        (
+            "tcp_open_connections",
+            "gauge",
+            "Connections open now.",
+            |p| p.open,
+        ),
+        (
+            "tcp_read_bytes_total",
+            "counter",
+            "Bytes read from the peer.",
+            |p| p.read_bytes,
+        ),
+        (
+            "tcp_write_bytes_total",
+            "counter",
+            "Bytes written to the peer.",
+            |p| p.write_bytes,
+        ),
     ];
     for (name, kind, help, field) in peer_families {
         header(&mut out, name, kind, help);
         for (l, s) in listeners {
             for (peer, p) in [("src", &s.src), ("dst", &s.dst)] {
-                let _ = writeln!(out, "{name}{{listener=\"{l}\",peer=\"{peer}\"}} {}", field(p));
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{l}\",peer=\"{peer}\"}} {}",
+                    field(p)
+                );
             }
         }
     }
-    header(&mut out, "tcp_close_total", "counter", "Connections closed, by outcome.");
+    header(
+        &mut out,
+        "tcp_close_total",
+        "counter",
+        "Connections closed, by outcome.",
+    );
     for (l, s) in listeners {
         for (peer, p) in [("src", &s.src), ("dst", &s.dst)] {
             for (class, v) in [("success", p.close_ok), ("failure", p.close_err)] {
@@ -65,7 +91,12 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             }
         }
     }
-    header(&mut out, "tcp_connect_errors_total", "counter", "Failed upstream connects, by cause.");
+    header(
+        &mut out,
+        "tcp_connect_errors_total",
+        "counter",
+        "Failed upstream connects, by cause.",
+    );
     for (l, s) in listeners {
         for k in ConnectErrorKind::ALL {
             let _ = writeln!(
@@ -91,17 +122,55 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             &DURATION_BUCKETS_S,
         );
     }
-    header(&mut out, "process_cpu_seconds_total", "counter", "User and system CPU time.");
+    header(
+        &mut out,
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time.",
+    );
     let _ = writeln!(out, "process_cpu_seconds_total {}", process.cpu_seconds);
-    header(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory.");
-    let _ = writeln!(out, "process_resident_memory_bytes {}", process.resident_bytes);
-    header(&mut out, "process_open_fds", "gauge", "Open file descriptors.");
+    header(
+        &mut out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory.",
+    );
+    let _ = writeln!(
+        out,
+        "process_resident_memory_bytes {}",
+        process.resident_bytes
+    );
+    header(
+        &mut out,
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+    );
     let _ = writeln!(out, "process_open_fds {}", process.open_fds);
-    header(&mut out, "process_start_time_seconds", "gauge", "Start time since the epoch.");
-    let _ = writeln!(out, "process_start_time_seconds {}", process.start_time_seconds);
-    header(&mut out, "sidewire_workers", "gauge", "Worker threads (one per core).");
+    header(
+        &mut out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time since the epoch.",
+    );
+    let _ = writeln!(
+        out,
+        "process_start_time_seconds {}",
+        process.start_time_seconds
+    );
+    header(
+        &mut out,
+        "sidewire_workers",
+        "gauge",
+        "Worker threads (one per core).",
+    );
     let _ = writeln!(out, "sidewire_workers {}", process.workers);
-    header(&mut out, "sidewire_build_info", "gauge", "Build information.");
+    header(
+        &mut out,
+        "sidewire_build_info",
+        "gauge",
+        "Build information.",
+    );
     let _ = writeln!(
         out,
         "sidewire_build_info{{version=\"{}\"}} 1",
@@ -119,7 +188,11 @@ pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>,
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
     }
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
-    let sum_s = h.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>() / 1e6;
+    let sum_s = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
 }
@@ -139,17 +212,23 @@ mod tests {
         m.connect_failed(ConnectErrorKind::Refused);
         m.record_duration(Duration::from_millis(3));
         let text = render(&[("out", m.snapshot())], &ProcessInfo::default());
-        assert!(text.contains("tcp_open_total{listener=\"out\",peer=\"src\"} 1\n"), "{text}");
+        assert!(
+            text.contains("tcp_open_total{listener=\"out\",peer=\"src\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("tcp_read_bytes_total{listener=\"out\",peer=\"src\"} 1234\n"));
         assert!(text.contains("tcp_write_bytes_total{listener=\"out\",peer=\"dst\"} 1234\n"));
         assert!(text.contains("tcp_connect_errors_total{listener=\"out\",error=\"refused\"} 1\n"));
-        assert!(text.contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.001\"} 0\n"));
-        assert!(text.contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.005\"} 1\n"));
+        assert!(text
+            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.001\"} 0\n"));
+        assert!(text
+            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.005\"} 1\n"));
         assert!(text.contains("tcp_connection_duration_seconds_count{listener=\"out\"} 1\n"));
         // Every sample line is "name{labels} value" or "name value".
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = line.rsplit_once(' ').expect(line);
-            v.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+            v.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
         }
     }
 

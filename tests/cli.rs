@@ -1,0 +1,243 @@
+//! The `sidewire` binary: CLI, config errors, port in use, signals and drain.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidewire");
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sidewire-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `sidewire [args]`, expecting a quick exit; returns (code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--config") && out.contains("check"), "{out}");
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("sidewire "), "{out}");
+}
+
+#[test]
+fn check_prints_the_effective_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sidewire.toml");
+    let (code, out, err) = run(&["check", "--config", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(out.contains("shutdown_grace_ms = 30000"), "{out}");
+    assert!(out.contains("name = \"outbound\""), "{out}");
+    // Without --config: the embedded default, same content.
+    let (code, out2, _) = run(&["check"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().skip(1).collect::<Vec<_>>(),
+        out2.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_configs_exit_nonzero_with_one_clear_line() {
+    let listener = |extra: &str| {
+        format!("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n{extra}")
+    };
+    let cases = [
+        ("syntax.toml", "[runtime\n".to_string(), "(syntax)"),
+        ("unknown.toml", listener("colour = \"blue\"\n"), "listener[0].colour"),
+        (
+            "badaddr.toml",
+            "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:99999\"\nupstream = [\"127.0.0.1:9\"]\n".into(),
+            "listener[0].listen",
+        ),
+        (
+            "dupname.toml",
+            format!("{}{}", listener(""), listener("")),
+            "listener[1].name",
+        ),
+    ];
+    for (file, text, key) in cases {
+        let path = write_config(file, &text);
+        for args in [
+            vec!["--config", path.to_str().unwrap()],
+            vec!["check", "--config", path.to_str().unwrap()],
+        ] {
+            let (code, _, err) = run(&args);
+            assert_eq!(code, 2, "{file}: {err}");
+            let line = err.trim_end();
+            assert_eq!(line.lines().count(), 1, "one line: {line}");
+            assert!(
+                line.contains(path.to_str().unwrap()),
+                "names the file: {line}"
+            );
+            assert!(line.contains(key), "names the key {key}: {line}");
+        }
+    }
+    let (code, _, err) = run(&["--config", "/nonexistent/sidewire.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/nonexistent/sidewire.toml") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = write_config(
+        "inuse.toml",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"a\"\nlisten = \"{addr}\"\nupstream = [\"127.0.0.1:9\"]\n"
+        ),
+    );
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains(path.to_str().unwrap()), "{err}");
+    assert!(last.contains("listener[0].listen"), "{err}");
+    assert!(
+        last.contains(&addr.to_string()) && last.contains("in use"),
+        "{err}"
+    );
+}
+
+/// A running binary whose log lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(config: &str) -> Proc {
+        let path = write_config(&format!("run-{}.toml", rand_suffix()), config);
+        let mut child = Command::new(BIN)
+            .args(["--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a log line containing `needle`, returns it.
+    fn expect_line(&self, needle: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}
+
+/// The `addr=` field of a log line.
+fn addr_field(line: &str) -> SocketAddr {
+    let a = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    a.parse().unwrap_or_else(|_| panic!("bad addr in {line}"))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> u16 {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s[9..12].parse().unwrap()
+}
+
+#[test]
+fn sigterm_drains_open_connections_then_exits_zero() {
+    let (up, _h) = common::upstream(common::echo);
+    let p = Proc::start(&format!(
+        "[runtime]\nworkers = 2\npin_cores = false\nshutdown_grace_ms = 20000\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
+    ));
+    let proxy = addr_field(&p.expect_line("listening listener=a"));
+    let admin = addr_field(&p.expect_line("admin listening"));
+    assert_eq!(http_get(admin, "/ready"), 200);
+
+    let mut c = TcpStream::connect(proxy).unwrap();
+    c.write_all(b"one").unwrap();
+    let mut b = [0u8; 3];
+    c.read_exact(&mut b).unwrap();
+
+    p.signal("-TERM");
+    p.expect_line("draining");
+    assert_eq!(http_get(admin, "/ready"), 503);
+    assert_eq!(http_get(admin, "/live"), 200);
+    c.write_all(b"two").unwrap();
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"two", "open connection still served while draining");
+    drop(c);
+
+    let mut p = p;
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigint_with_nothing_open_exits_zero_at_once() {
+    let mut p = Proc::start(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n",
+    );
+    p.expect_line("admin listening");
+    p.signal("-INT");
+    // Default grace is 30 s; with no connection open the exit must not wait for it.
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

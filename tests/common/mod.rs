@@ -1,0 +1,175 @@
+//! Helpers shared by the integration tests: an in-process proxy on port 0, simple upstream
+//! servers on real loopback sockets, and a `/metrics` scraper.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sidewire::config::Config;
+use sidewire::server::Server;
+
+/// Starts the proxy with one listener `t` on port 0 in front of `upstream`, plus `extra` TOML
+/// appended to the listener table (e.g. `connect_timeout_ms = 200`).
+pub fn proxy(upstream: &[SocketAddr], extra: &str) -> Server {
+    let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
+    let text = format!(
+        "[runtime]\nworkers = 2\npin_cores = false\nshutdown_grace_ms = 5000\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [{}]\n{extra}\n",
+        ups.join(", ")
+    );
+    let cfg = Config::parse(&text, "test.toml").expect("test config is valid");
+    Server::start(cfg).expect("proxy starts")
+}
+
+/// The listener `t`'s address.
+pub fn addr(s: &Server) -> SocketAddr {
+    s.listener_addr("t").expect("listener t")
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A loopback listener on port 0 with a deep backlog (std's is 128: too shallow for a burst
+/// of 1,000 connects, whose dropped SYNs would turn into upstream connect timeouts).
+pub fn listen_any() -> TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(4096).unwrap();
+    s.into()
+}
+
+/// An upstream that runs `f` on each accepted connection in its own thread.
+pub fn upstream<F>(f: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream) + Send + Sync + Clone + 'static,
+{
+    let l = listen_any();
+    let a = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { break };
+            let f = f.clone();
+            std::thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || f(c))
+                .unwrap();
+        }
+    });
+    (a, h)
+}
+
+/// Echoes everything until EOF, then half-closes.
+pub fn echo(mut c: TcpStream) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if c.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = c.shutdown(Shutdown::Write);
+}
+
+/// `GET path` on the admin server; returns (status, body).
+pub fn admin_get(s: &Server, path: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(s.admin_addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `series` (name with labels, exactly as rendered).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrapes until `series` equals `want` (metrics are updated by the worker after the client
+/// may already have seen the effect), failing after 10 s.
+pub fn wait_metric(s: &Server, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = admin_get(s, "/metrics");
+        let got = metric(&text, series);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series}: want {want}, last saw {got:?}\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so both ends can hash what they move.
+pub struct Gen(u64);
+
+impl Gen {
+    pub fn new(seed: u64) -> Gen {
+        Gen(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `total` generated bytes, then half-closes; returns the hash of what was sent.
+pub fn send_all(mut w: TcpStream, seed: u64, total: u64) -> u128 {
+    let mut g = Gen::new(seed);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n]).expect("send");
+        left -= n as u64;
+    }
+    w.shutdown(Shutdown::Write).expect("half-close");
+    h.digest128()
+}
+
+/// Reads to EOF; returns (bytes, hash).
+pub fn recv_all(mut r: TcpStream) -> (u64, u128) {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).expect("recv");
+        if n == 0 {
+            return (total, h.digest128());
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
