@@ -215,6 +215,7 @@ impl RawConfig {
             // serde reports an unknown key at its parent's path; name the key itself.
             let key = match unknown_field(&msg) {
                 Some(field) if path == "." || path.is_empty() => field.to_string(),
+                Some(field) if path.ends_with(&format!(".{field}")) => path,
                 Some(field) => format!("{path}.{field}"),
                 None if path == "." || path.is_empty() => "(syntax)".to_string(),
                 None => path,
