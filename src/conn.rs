@@ -20,8 +20,8 @@ pub async fn serve(core: Rc<Core>, listener: Rc<Listener>, client: TcpStream, pe
     let t0 = Instant::now();
     let m = &listener.metrics;
     m.src.opened();
-    // Small writes must not wait for Nagle + delayed ACK (runtime.md: 3.4 s vs 18 ms).
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
+    // setsockopt per connection; `server` has a test that checks the inheritance.
 
     let ok = opaque(&core, &listener, &client, peer).await;
 

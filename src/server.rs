@@ -329,3 +329,43 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `conn` relies on accepted sockets inheriting TCP_NODELAY from the listener.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_share_the_port() {
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = ls[0].local_addr().unwrap();
+        assert_eq!(
+            ls[1].local_addr().unwrap(),
+            addr,
+            "every worker socket on one port"
+        );
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        // The kernel puts the connection on one of the two reuseport sockets.
+        for l in &ls {
+            l.set_nonblocking(true).unwrap();
+        }
+        let accepted = loop {
+            if let Some(s) = ls.iter().find_map(|l| l.accept().ok()) {
+                break s.0;
+            }
+            std::thread::yield_now();
+        };
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
+    }
+
+    #[test]
+    fn fixed_port_in_use_is_refused_even_for_reuseport_owners() {
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        let err = bind_reuseport(addr, 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}

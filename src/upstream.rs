@@ -106,8 +106,8 @@ fn classify(addr: SocketAddr, e: io::Error) -> ConnectError {
     }
 }
 
-/// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The socket is left blocking
-/// for monoio's completion I/O; callers that splice switch it to non-blocking themselves.
+/// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
+/// non-blocking (as `forward` needs it).
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let sock = Socket::new(
         Domain::for_address(addr),
