@@ -2,6 +2,7 @@
 # TCP benchmark: sidewire vs HAProxy (and the no-proxy baseline) in one run.
 #
 #  bulk  : iperf3 pushes BULK_BYTES through the proxy; proxy CPU seconds per GiB moved.
+#  (sidewire runtime.splice_pipe_bytes = $SPLICE_PIPE_BYTES; HAProxy keeps its default pipes)
 #  churn : `loadtest churn` loops connect → 64 B → echo → close for CHURN_SECS;
 #          proxy CPU microseconds per connection.
 #
@@ -18,6 +19,7 @@ REPS=${REPS:-3}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-27000}
+SPLICE_PIPE_BYTES=${SPLICE_PIPE_BYTES:-262144}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 for tool in haproxy iperf3 taskset; do
@@ -43,6 +45,7 @@ cat > "$tmp/sidewire.toml" <<TOML
 workers = 1
 pin_cores = true
 shutdown_grace_ms = 1000
+splice_pipe_bytes = $SPLICE_PIPE_BYTES
 [admin]
 listen = "127.0.0.1:$SW_ADMIN"
 [[listener]]

@@ -62,6 +62,8 @@ pub struct RawRuntime {
     pub shutdown_grace_ms: u64,
     /// io_uring submission queue size per worker.
     pub ring_entries: u32,
+    /// Capacity of each splice pipe.
+    pub splice_pipe_bytes: usize,
 }
 
 impl Default for RawRuntime {
@@ -71,6 +73,7 @@ impl Default for RawRuntime {
             pin_cores: true,
             shutdown_grace_ms: 30_000,
             ring_entries: 4096,
+            splice_pipe_bytes: 256 * 1024,
         }
     }
 }
@@ -134,6 +137,8 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// io_uring entries per worker.
     pub ring_entries: u32,
+    /// Capacity of each splice pipe (the most one direction moves per syscall).
+    pub splice_pipe_bytes: usize,
 }
 
 /// Validated `[admin]`.
@@ -260,6 +265,15 @@ impl RawConfig {
                 ),
             ));
         }
+        if !(4096..=1 << 20).contains(&rt.splice_pipe_bytes) {
+            return Err(err(
+                "runtime.splice_pipe_bytes".into(),
+                format!(
+                    "{} must be from 4096 to 1048576 (the kernel's default pipe-max-size)",
+                    rt.splice_pipe_bytes
+                ),
+            ));
+        }
         let admin_listen =
             parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?;
 
@@ -338,6 +352,7 @@ impl RawConfig {
                 pin_cores: rt.pin_cores,
                 shutdown_grace: Duration::from_millis(rt.shutdown_grace_ms),
                 ring_entries: rt.ring_entries,
+                splice_pipe_bytes: rt.splice_pipe_bytes,
             },
             admin: AdminConfig {
                 listen: admin_listen,
@@ -502,6 +517,7 @@ mod tests {
             ("[admin]\nlisten = \"localhost\"", "admin.listen"),
             ("[runtime]\nring_entries = 1000", "runtime.ring_entries"),
             ("[runtime]\nworkers = 100000", "runtime.workers"),
+            ("[runtime]\nsplice_pipe_bytes = 100", "runtime.splice_pipe_bytes"),
             ("", "listener"),
         ];
         for (text, key) in cases {

@@ -22,7 +22,6 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, ListenerConfig};
 use crate::conn;
-use crate::forward::PIPE_BYTES;
 use crate::metrics::{CoreSnapshot, ListenerMetrics};
 use crate::sys::Pipe;
 use crate::upstream::Balancer;
@@ -59,7 +58,10 @@ pub struct Core {
     pub id: usize,
     /// Listeners in config order.
     pub listeners: Vec<Rc<Listener>>,
+    /// Capacity asked for each new pipe (`runtime.splice_pipe_bytes`).
+    pub pipe_bytes: usize,
     pipes: RefCell<Vec<Pipe>>,
+    pipe_size_refused: Cell<bool>,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
 }
@@ -98,7 +100,9 @@ impl Core {
                     })
                 })
                 .collect(),
+            pipe_bytes: cfg.runtime.splice_pipe_bytes,
             pipes: RefCell::new(Vec::new()),
+            pipe_size_refused: Cell::new(false),
             open: Cell::new(0),
             drained: RefCell::new(None),
         }
@@ -117,10 +121,19 @@ impl Core {
 
     /// An empty pipe, from the pool or new.
     pub fn take_pipe(&self) -> io::Result<Pipe> {
-        match self.pipes.borrow_mut().pop() {
-            Some(p) => Ok(p),
-            None => Pipe::new(PIPE_BYTES),
+        if let Some(p) = self.pipes.borrow_mut().pop() {
+            return Ok(p);
         }
+        let (p, granted) = Pipe::new(self.pipe_bytes)?;
+        if !granted && !self.pipe_size_refused.replace(true) {
+            warn!(
+                core = self.id,
+                bytes = self.pipe_bytes,
+                "the kernel refused the splice pipe size (pipe-user-pages-soft or pipe-max-size); \
+                 forwarding continues with smaller pipes and more syscalls"
+            );
+        }
+        Ok(p)
     }
 
     /// Returns an **empty** pipe to the pool (or closes it when the pool is full).

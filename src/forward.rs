@@ -26,9 +26,6 @@ use crate::core::Core;
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
-/// Largest single splice: the pipe's capacity (set in `Core::take_pipe`).
-pub const PIPE_BYTES: usize = 256 * 1024;
-
 /// Which way bytes flow, for the metrics.
 #[derive(Clone, Copy)]
 enum Dir {
@@ -88,7 +85,7 @@ async fn pump(
             Some(p) => p,
             None => pipe.insert(core.take_pipe()?),
         };
-        match sys::splice(src_fd, p.write.as_raw_fd(), PIPE_BYTES) {
+        match sys::splice(src_fd, p.write.as_raw_fd(), core.pipe_bytes) {
             Ok(0) => {
                 // EOF from src. The pipe is empty (every chunk is drained below).
                 if let Some(p) = pipe.take() {

@@ -66,19 +66,20 @@ pub struct Pipe {
 
 impl Pipe {
     /// Creates a pipe with `O_NONBLOCK | O_CLOEXEC` and asks for `size` bytes of capacity.
+    /// Returns the pipe and whether the kernel granted the size.
     ///
     /// A refused resize (`EPERM` once an unprivileged user is over `pipe-user-pages-soft`) is
-    /// not an error: the pipe keeps the kernel's default size and the proxy just moves smaller
-    /// chunks.
-    pub fn new(size: usize) -> io::Result<Pipe> {
+    /// not an error: the pipe keeps the kernel's size and the proxy moves smaller chunks.
+    pub fn new(size: usize) -> io::Result<(Pipe, bool)> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: pipe2 writes two fds into the two-element array it is given.
         cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
         // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: F_SETPIPE_SZ takes an int argument and no pointers.
-        let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
-        Ok(Pipe { read, write })
+        let granted =
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        Ok((Pipe { read, write }, granted >= size as libc::c_int))
     }
 }
 
