@@ -6,7 +6,7 @@
 //! (addresses, ranges, duplicates) by [`RawConfig::validate`]. Binding the addresses happens at
 //! start-up, not here (see `server`), so "port in use" is reported there with the same shape.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// `[admin]`
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[detect]`
+    #[serde(default)]
+    pub detect: RawDetect,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -94,6 +97,70 @@ impl Default for RawAdmin {
     }
 }
 
+/// `[detect]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDetect {
+    /// Detection timeout; then the connection is forwarded opaque.
+    pub timeout_ms: u64,
+    /// Dial the upstream while the client is silent.
+    pub server_first: ServerFirst,
+    /// How long a silent client waits before that dial.
+    pub server_first_dial_delay_ms: u64,
+    /// Extra opaque destination ports (added to the built-in list).
+    pub opaque_ports: Vec<u16>,
+    /// Whether the built-in opaque ports apply.
+    pub builtin_opaque_ports: bool,
+}
+
+impl Default for RawDetect {
+    fn default() -> Self {
+        RawDetect {
+            timeout_ms: 10_000,
+            server_first: ServerFirst::Eager,
+            server_first_dial_delay_ms: DEFAULT_DIAL_DELAY_MS,
+            opaque_ports: Vec::new(),
+            builtin_opaque_ports: true,
+        }
+    }
+}
+
+/// `[detect] server_first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerFirst {
+    /// Dial the upstream in parallel with detection; a server that speaks first is forwarded
+    /// at once.
+    Eager,
+    /// Dial only after detection (a server-first protocol waits for the detect timeout).
+    Off,
+}
+
+/// `[[listener]] protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Detect per connection.
+    #[default]
+    Detect,
+    /// Forward every connection opaque, no detection.
+    Opaque,
+    /// Treat every connection as HTTP/1 (no detection).
+    Http1,
+    /// Treat every connection as HTTP/2 prior knowledge (no detection).
+    Http2,
+}
+
+/// Server-speaks-first ports that skip detection by default: SMTP (25, 587), MySQL (3306),
+/// NATS (4222), Galera (4444), PostgreSQL (5432), Redis (6379), Elasticsearch transport
+/// (9300), Memcached (11211).
+pub const BUILTIN_OPAQUE_PORTS: [u16; 9] = [25, 587, 3306, 4222, 4444, 5432, 6379, 9300, 11211];
+
+/// Default silence before the server-first dial. Measured (README, "Protocol detection"):
+/// HTTP clients' first bytes are already queued when the connection is accepted, so they
+/// never reach this timer, while a server-first greeting is delayed by about this much.
+pub const DEFAULT_DIAL_DELAY_MS: u64 = 1;
+
 /// One `[[listener]]` as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +174,12 @@ pub struct RawListener {
     /// Upstream connect timeout.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Detect, or force a protocol.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// Overrides `[detect] timeout_ms` for this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_timeout_ms: Option<u64>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -122,6 +195,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Admin server settings.
     pub admin: AdminConfig,
+    /// Detection settings shared by all listeners.
+    pub detect: DetectConfig,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -148,6 +223,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
+/// Validated `[detect]`.
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    /// Default detection timeout.
+    pub timeout: Duration,
+    /// Server-first dialling.
+    pub server_first: ServerFirst,
+    /// Silence before the server-first dial.
+    pub dial_delay: Duration,
+    /// Effective opaque ports: the built-in list (unless disabled) plus the user's.
+    pub opaque_ports: BTreeSet<u16>,
+}
+
 /// One validated `[[listener]]`.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -159,6 +247,10 @@ pub struct ListenerConfig {
     pub upstream: Vec<SocketAddr>,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Detect or force a protocol.
+    pub protocol: ListenerProtocol,
+    /// Detection timeout (listener override or `[detect] timeout_ms`).
+    pub detect_timeout: Duration,
 }
 
 /// Upper bound on `workers`: far above any sidecar's need, low enough to catch typos.
@@ -277,6 +369,32 @@ impl RawConfig {
         let admin_listen =
             parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?;
 
+        let d = &self.detect;
+        if d.timeout_ms == 0 || d.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(err(
+                "detect.timeout_ms".into(),
+                format!("{} must be from 1 to {MAX_TIMEOUT_MS}", d.timeout_ms),
+            ));
+        }
+        if d.server_first_dial_delay_ms > 1000 {
+            return Err(err(
+                "detect.server_first_dial_delay_ms".into(),
+                format!(
+                    "{} is more than 1000: server-first greetings would wait that long",
+                    d.server_first_dial_delay_ms
+                ),
+            ));
+        }
+        if let Some(i) = d.opaque_ports.iter().position(|&p| p == 0) {
+            return Err(err(
+                format!("detect.opaque_ports[{i}]"),
+                "port 0 is not a valid port".into(),
+            ));
+        }
+        let mut opaque_ports: BTreeSet<u16> = d.opaque_ports.iter().copied().collect();
+        if d.builtin_opaque_ports {
+            opaque_ports.extend(BUILTIN_OPAQUE_PORTS);
+        }
         if self.listeners.is_empty() {
             return Err(err(
                 "listener".into(),
@@ -338,11 +456,20 @@ impl RawConfig {
                     ),
                 ));
             }
+            let detect_timeout_ms = l.detect_timeout_ms.unwrap_or(d.timeout_ms);
+            if detect_timeout_ms == 0 || detect_timeout_ms > MAX_TIMEOUT_MS {
+                return Err(err(
+                    key("detect_timeout_ms"),
+                    format!("{detect_timeout_ms} must be from 1 to {MAX_TIMEOUT_MS}"),
+                ));
+            }
             listeners.push(ListenerConfig {
                 name: l.name.clone(),
                 listen,
                 upstream,
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+                protocol: l.protocol,
+                detect_timeout: Duration::from_millis(detect_timeout_ms),
             });
             addrs.push((listen, "another listener"));
         }
@@ -356,6 +483,12 @@ impl RawConfig {
             },
             admin: AdminConfig {
                 listen: admin_listen,
+            },
+            detect: DetectConfig {
+                timeout: Duration::from_millis(d.timeout_ms),
+                server_first: d.server_first,
+                dial_delay: Duration::from_millis(d.server_first_dial_delay_ms),
+                opaque_ports,
             },
             listeners,
         })
@@ -518,6 +651,18 @@ mod tests {
             ("[runtime]\nring_entries = 1000", "runtime.ring_entries"),
             ("[runtime]\nworkers = 100000", "runtime.workers"),
             ("[runtime]\nsplice_pipe_bytes = 100", "runtime.splice_pipe_bytes"),
+            ("[detect]\ntimeout_ms = 0", "detect.timeout_ms"),
+            ("[detect]\nserver_first = \"sometimes\"", "detect.server_first"),
+            ("[detect]\nopaque_ports = [5432, 0]", "detect.opaque_ports[1]"),
+            ("[detect]\nopaque_ports = [70000]", "detect.opaque_ports[0]"),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nprotocol = \"gopher\"",
+                "listener[0].protocol",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\ndetect_timeout_ms = 0",
+                "listener[0].detect_timeout_ms",
+            ),
             ("", "listener"),
         ];
         for (text, key) in cases {
@@ -535,6 +680,36 @@ mod tests {
         let e = parse_err(clash);
         assert_eq!(e.key, "listener[0].listen");
         assert!(e.problem.contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn opaque_ports_add_to_the_builtin_list() {
+        let c = Config::parse(&format!("[detect]\nopaque_ports = [9092]\n{OK}"), "t.toml").unwrap();
+        assert!(c.detect.opaque_ports.contains(&9092));
+        assert!(BUILTIN_OPAQUE_PORTS
+            .iter()
+            .all(|p| c.detect.opaque_ports.contains(p)));
+        let c = Config::parse(
+            &format!("[detect]\nopaque_ports = [9092]\nbuiltin_opaque_ports = false\n{OK}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.detect.opaque_ports.iter().copied().collect::<Vec<_>>(),
+            vec![9092]
+        );
+    }
+
+    #[test]
+    fn listener_detect_timeout_overrides_the_default() {
+        let c = Config::parse(
+            &format!("[detect]\ntimeout_ms = 300\n{OK}detect_timeout_ms = 50\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.detect.timeout, Duration::from_millis(300));
+        assert_eq!(c.listeners[0].detect_timeout, Duration::from_millis(50));
+        assert_eq!(c.listeners[0].protocol, ListenerProtocol::Detect);
     }
 
     #[test]

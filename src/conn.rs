@@ -1,8 +1,10 @@
 //! The spine: one accepted connection from accept to close.
 //!
-//! accept → (detect: not yet, every connection is opaque) → upstream connect → splice both
-//! ways → metrics. Each stage is a call into its own module; this file only sequences them
-//! and records the outcome, so the data flow reads top to bottom.
+//! accept → choose endpoint → detect (or skip: opaque port, forced protocol) → upstream
+//! connect (unless detection already dialled it) → splice both ways → metrics. HTTP verdicts
+//! are counted but, until the HTTP proxies land, forwarded opaque like everything else.
+//! Each stage is a call into its own module; this file only sequences them and records the
+//! outcome, so the data flow reads top to bottom.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,29 +13,84 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use crate::config::ListenerProtocol;
 use crate::core::{Core, Listener};
-use crate::{forward, upstream};
+use crate::detect::{self, DetectResult};
+use crate::forward;
+use crate::upstream::{self, ConnectError};
 
 /// Drives one accepted client connection to its end.
 pub async fn serve(core: Rc<Core>, listener: Rc<Listener>, client: TcpStream, peer: SocketAddr) {
     let _open = core.track();
     let t0 = Instant::now();
-    let m = &listener.metrics;
+    let l = &*listener;
+    let m = &l.metrics;
     m.src.opened();
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
+    let (addr, _lease) = l.balancer.pick();
 
-    let ok = opaque(&core, &listener, &client, peer).await;
+    // Detect, unless the destination or the listener says not to.
+    let shortcut = match l.cfg.protocol {
+        ListenerProtocol::Opaque => Some(DetectResult::OpaquePort),
+        ListenerProtocol::Http1 => Some(DetectResult::Http1),
+        ListenerProtocol::Http2 => Some(DetectResult::Http2),
+        ListenerProtocol::Detect if l.opaque_ports.contains(&addr.port()) => {
+            Some(DetectResult::OpaquePort)
+        }
+        ListenerProtocol::Detect => None,
+    };
+    let (result, early_upstream) = match shortcut {
+        Some(r) => {
+            m.detected(r, None);
+            (Some(r), None)
+        }
+        None => match detect::detect(&core, l, &client, addr).await {
+            Ok(d) => {
+                if let Some(r) = d.result {
+                    m.detected(r, Some(t0.elapsed()));
+                    debug!(listener = %l.cfg.name, %peer, result = r.as_str(), sni = ?d.hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?d.hello.as_ref().map(|h| &h.alpn), "detected");
+                }
+                if let Some(h) = &d.hello {
+                    m.tls_hello(h.sni.is_some());
+                }
+                (d.result, d.upstream)
+            }
+            Err(e) => {
+                debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
+                m.src.closed(false);
+                m.record_duration(t0.elapsed());
+                return;
+            }
+        },
+    };
+
+    let ok = match result {
+        // The client left without a word; an upstream dialled meanwhile is just dropped.
+        Some(DetectResult::Closed) => true,
+        _ => opaque(&core, l, &client, peer, addr, early_upstream).await,
+    };
 
     m.src.closed(ok);
     m.record_duration(t0.elapsed());
 }
 
-/// Connects upstream and splices until both sides are done. Returns whether it ended cleanly.
-async fn opaque(core: &Core, l: &Listener, client: &TcpStream, peer: SocketAddr) -> bool {
+/// Connects upstream (unless detection already did) and splices until both sides are done.
+/// Returns whether it ended cleanly.
+async fn opaque(
+    core: &Core,
+    l: &Listener,
+    client: &TcpStream,
+    peer: SocketAddr,
+    addr: SocketAddr,
+    early: Option<Result<TcpStream, ConnectError>>,
+) -> bool {
     let m = &l.metrics;
-    let (addr, _lease) = l.balancer.pick();
-    let upstream = match upstream::connect(addr, l.cfg.connect_timeout).await {
+    let dialled = match early {
+        Some(r) => r,
+        None => upstream::connect(addr, l.cfg.connect_timeout).await,
+    };
+    let upstream = match dialled {
         Ok(s) => s,
         Err(e) => {
             m.connect_failed(e.kind);

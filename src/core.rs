@@ -20,8 +20,9 @@ use futures_util::StreamExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ServerFirst};
 use crate::conn;
+use crate::detect::{DetectSettings, PEEK_CAP};
 use crate::metrics::{CoreSnapshot, ListenerMetrics};
 use crate::sys::Pipe;
 use crate::upstream::Balancer;
@@ -49,6 +50,10 @@ pub struct Listener {
     pub metrics: ListenerMetrics,
     /// Endpoint choice on this core.
     pub balancer: Balancer,
+    /// Detection settings for this listener.
+    pub detect: DetectSettings,
+    /// Destination ports that skip detection.
+    pub opaque_ports: std::collections::BTreeSet<u16>,
 }
 
 /// A worker's state.
@@ -60,6 +65,8 @@ pub struct Core {
     pub listeners: Vec<Rc<Listener>>,
     /// Capacity asked for each new pipe (`runtime.splice_pipe_bytes`).
     pub pipe_bytes: usize,
+    /// Scratch buffer for detection peeks: borrowed only synchronously, never across an await.
+    pub peek_buf: RefCell<Box<[u8]>>,
     pipes: RefCell<Vec<Pipe>>,
     pipe_size_refused: Cell<bool>,
     open: Cell<usize>,
@@ -97,10 +104,17 @@ impl Core {
                         cfg: l.clone(),
                         metrics: ListenerMetrics::default(),
                         balancer: Balancer::new(l.upstream.clone()),
+                        detect: DetectSettings {
+                            timeout: l.detect_timeout,
+                            eager_dial: cfg.detect.server_first == ServerFirst::Eager,
+                            dial_delay: cfg.detect.dial_delay,
+                        },
+                        opaque_ports: cfg.detect.opaque_ports.clone(),
                     })
                 })
                 .collect(),
             pipe_bytes: cfg.runtime.splice_pipe_bytes,
+            peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
             pipes: RefCell::new(Vec::new()),
             pipe_size_refused: Cell::new(false),
             open: Cell::new(0),

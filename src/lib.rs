@@ -5,7 +5,9 @@
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
 //! - [`core`]: one pinned worker: io_uring runtime, its `SO_REUSEPORT` listeners, accept loop,
 //!   per-core state (metrics, pipe pool, drain).
-//! - [`conn`]: the spine of one connection: accept → upstream → forward → metrics.
+//! - [`conn`]: the spine of one connection: accept → detect → upstream → forward → metrics.
+//! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
+//!   with a bounded timeout and server-speaks-first support.
 //! - [`upstream`]: endpoint choice (least connections) and non-blocking connect with timeout.
 //! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod detect;
 pub mod forward;
 pub mod metrics;
 pub mod server;

@@ -150,3 +150,39 @@ pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     })?;
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
+
+/// `recv(fd, buf, MSG_PEEK | MSG_DONTWAIT)`: copies queued bytes without consuming them.
+/// `Ok(0)` is EOF with nothing queued; `WouldBlock` means nothing queued yet.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`, a live exclusive slice.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sets `SO_RCVLOWAT`: the socket polls readable only once `n` bytes are queued (or on EOF
+/// or error), so waiting for "more than I have" does not wake for every segment.
+pub fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {
+    let v = n.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: the option value points at a live c_int of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}

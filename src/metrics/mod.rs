@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::detect::DetectResult;
+
 /// Why an upstream connect failed: the `error` label of `tcp_connect_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectErrorKind {
@@ -120,6 +122,9 @@ pub struct ListenerMetrics {
     pub dst: PeerCounters,
     connect_errors: [Cell<u64>; 4],
     duration: RefCell<Histogram<u64>>,
+    detect: [Cell<u64>; 8],
+    detect_latency: RefCell<Histogram<u64>>,
+    tls_sni: [Cell<u64>; 2],
 }
 
 impl Default for ListenerMetrics {
@@ -129,6 +134,9 @@ impl Default for ListenerMetrics {
             dst: PeerCounters::default(),
             connect_errors: Default::default(),
             duration: RefCell::new(new_histogram()),
+            detect: Default::default(),
+            detect_latency: RefCell::new(new_histogram()),
+            tls_sni: Default::default(),
         }
     }
 }
@@ -137,6 +145,19 @@ impl ListenerMetrics {
     /// An upstream connect failed.
     pub fn connect_failed(&self, kind: ConnectErrorKind) {
         bump(&self.connect_errors[kind as usize], 1);
+    }
+
+    /// A connection was classified (`took`: accept → verdict, when detection ran).
+    pub fn detected(&self, result: DetectResult, took: Option<Duration>) {
+        bump(&self.detect[result as usize], 1);
+        if let Some(d) = took {
+            record(&mut self.detect_latency.borrow_mut(), d);
+        }
+    }
+
+    /// A TLS ClientHello was seen, with or without SNI.
+    pub fn tls_hello(&self, has_sni: bool) {
+        bump(&self.tls_sni[usize::from(!has_sni)], 1);
     }
 
     /// A client connection ended after `d`.
@@ -151,6 +172,9 @@ impl ListenerMetrics {
             dst: self.dst.snapshot(),
             connect_errors: std::array::from_fn(|i| self.connect_errors[i].get()),
             duration: self.duration.borrow().clone(),
+            detect: std::array::from_fn(|i| self.detect[i].get()),
+            detect_latency: self.detect_latency.borrow().clone(),
+            tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
         }
     }
 }
@@ -194,6 +218,12 @@ pub struct ListenerSnapshot {
     pub connect_errors: [u64; 4],
     /// Client connection durations (µs).
     pub duration: Histogram<u64>,
+    /// Detection results, indexed by [`DetectResult`].
+    pub detect: [u64; 8],
+    /// Accept → verdict (µs), for connections that went through detection.
+    pub detect_latency: Histogram<u64>,
+    /// TLS ClientHellos with SNI `[0]` and without `[1]`.
+    pub tls_sni: [u64; 2],
 }
 
 impl Default for ListenerSnapshot {
@@ -203,6 +233,9 @@ impl Default for ListenerSnapshot {
             dst: PeerSnapshot::default(),
             connect_errors: [0; 4],
             duration: new_histogram(),
+            detect: [0; 8],
+            detect_latency: new_histogram(),
+            tls_sni: [0; 2],
         }
     }
 }
@@ -218,6 +251,13 @@ impl ListenerSnapshot {
         // Same bounds on both sides, so `add` cannot fail; a failure would only lose one
         // core's histogram for one scrape.
         let _ = self.duration.add(&o.duration);
+        let _ = self.detect_latency.add(&o.detect_latency);
+        for (a, b) in self.detect.iter_mut().zip(o.detect) {
+            *a += b;
+        }
+        for (a, b) in self.tls_sni.iter_mut().zip(o.tls_sni) {
+            *a += b;
+        }
     }
 }
 

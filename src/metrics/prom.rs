@@ -10,10 +10,18 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::{ConnectErrorKind, ListenerSnapshot, PeerSnapshot};
+use crate::detect::DetectResult;
 
 /// Bucket bounds of `tcp_connection_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS_S: [f64; 14] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+
+/// Bucket bounds of `tcp_detect_duration_seconds`: 10 µs to 30 s, fine where detection
+/// normally lands (tens of µs) and where timeouts sit (seconds).
+pub const DETECT_BUCKETS_S: [f64; 20] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Process-wide values the admin thread reads from `/proc`.
@@ -121,6 +129,52 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             &s.duration,
             &DURATION_BUCKETS_S,
         );
+    }
+    header(
+        &mut out,
+        "tcp_detect_total",
+        "counter",
+        "Protocol detection verdicts.",
+    );
+    for (l, s) in listeners {
+        for r in DetectResult::ALL {
+            let _ = writeln!(
+                out,
+                "tcp_detect_total{{listener=\"{l}\",result=\"{}\"}} {}",
+                r.as_str(),
+                s.detect[r as usize]
+            );
+        }
+    }
+    header(
+        &mut out,
+        "tcp_detect_duration_seconds",
+        "histogram",
+        "Time from accept to the detection verdict.",
+    );
+    for (l, s) in listeners {
+        histogram(
+            &mut out,
+            "tcp_detect_duration_seconds",
+            &format!("listener=\"{l}\""),
+            &s.detect_latency,
+            &DETECT_BUCKETS_S,
+        );
+    }
+    header(
+        &mut out,
+        "tcp_detect_tls_total",
+        "counter",
+        "TLS ClientHellos, with and without SNI.",
+    );
+    for (l, s) in listeners {
+        for (i, sni) in ["present", "absent"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tcp_detect_tls_total{{listener=\"{l}\",sni=\"{sni}\"}} {}",
+                s.tls_sni[i]
+            );
+        }
     }
     header(
         &mut out,

@@ -1,0 +1,81 @@
+//! HTTP probes over peeked bytes: the HTTP/2 prior-knowledge preface and an HTTP/1.x request
+//! line. Pure functions, no allocation.
+
+use super::Probe;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `Yes` once the full 24-byte preface is there; `NeedMore` while `buf` is a proper prefix.
+pub fn probe_h2(buf: &[u8]) -> Probe<()> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] != H2_PREFACE[..n] {
+        Probe::No
+    } else if n == H2_PREFACE.len() {
+        Probe::Yes(())
+    } else {
+        Probe::NeedMore(H2_PREFACE.len())
+    }
+}
+
+/// Longest method we accept (see `probe_h1`).
+const MAX_METHOD: usize = 20;
+
+/// `Yes` once httparse accepts a whole request line (method, target, `HTTP/1.0` or `HTTP/1.1`);
+/// `NeedMore` while the bytes so far could still become one (a client that sends `GE` and then
+/// `T / HTTP/1.1` is HTTP/1); `No` as soon as httparse rejects them.
+pub fn probe_h1(buf: &[u8]) -> Probe<()> {
+    // Stricter than RFC 9110's `token` on purpose: every registered method is upper-case
+    // letters (with '-' or '_' in a few extensions) and at most 17 bytes (`VERSION-CONTROL`,
+    // `BASELINE-CONTROL`). Without this, any opaque protocol whose first bytes read like
+    // "word word" would wait for the detect timeout instead of flowing at once.
+    let method_len = buf
+        .iter()
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
+        .count();
+    if method_len > MAX_METHOD {
+        return Probe::No;
+    }
+    match buf.get(method_len) {
+        None => return Probe::NeedMore(buf.len() + 1),
+        Some(b' ') if method_len > 0 => {}
+        Some(_) => return Probe::No,
+    }
+    // Zero header slots: httparse stops after the request line (`TooManyHeaders` on the first
+    // header, `Partial` before it), which is all detection needs.
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => Probe::Yes(()),
+        // The version is set only once the request line has been parsed through `HTTP/1.x`.
+        Ok(httparse::Status::Partial) if req.version.is_some() => Probe::Yes(()),
+        Ok(httparse::Status::Partial) => Probe::NeedMore(buf.len() + 1),
+        Err(_) => Probe::No,
+    }
+}
+
+/// Whether `buf` starts with (a prefix of) an HTTP/2 SETTINGS frame header on stream 0: what
+/// an h2 server may send on accept, before the client's preface (RFC 9113 §3.4).
+pub fn probe_h2_server_settings(buf: &[u8]) -> Probe<()> {
+    // 3-byte length (a multiple of 6, at most 16 KiB here), type 0x4, flags 0, stream id 0.
+    const HEADER: usize = 9;
+    let ok = buf.iter().take(HEADER).enumerate().all(|(i, &b)| match i {
+        0 => b == 0,
+        3 => b == 0x04,
+        4 => b == 0x00,
+        5 => b & 0x7f == 0,
+        6..=8 => b == 0,
+        _ => true,
+    });
+    if !ok {
+        return Probe::No;
+    }
+    if buf.len() < HEADER {
+        return Probe::NeedMore(HEADER);
+    }
+    let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]);
+    if len % 6 == 0 {
+        Probe::Yes(())
+    } else {
+        Probe::No
+    }
+}

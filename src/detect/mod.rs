@@ -1,0 +1,362 @@
+//! Protocol detection: decide what an accepted connection speaks **without consuming its
+//! bytes**, so that the opaque path can still splice from byte 0 with no copy.
+//!
+//! Two layers:
+//! - [`classify`]: a pure function over the bytes peeked so far, answering decided
+//!   (HTTP/1, HTTP/2 prior knowledge, TLS with its ClientHello, opaque) or "need more".
+//! - [`detect`]: the I/O around it. `MSG_PEEK` into a per-core buffer; while undecided, wait
+//!   for readiness with `SO_RCVLOWAT` set to the number of bytes the verdict needs (so a
+//!   partial prefix does not spin and a large ClientHello costs one wake-up); all under the
+//!   detect timeout. Meanwhile, if the client stays silent for a short grace period, the
+//!   upstream is dialled in parallel ("server speaks first"): if it sends bytes before the
+//!   client does, the connection is opaque at once and those bytes flow immediately. An h2
+//!   server's initial SETTINGS frame is not a greeting: the client is awaited as before.
+//!
+//! Bias: availability over classification. A timeout, an over-long prefix or a client EOF
+//! mid-prefix all end in "opaque" (forwarded untouched), never in a closed connection. TLS
+//! included (Linkerd closes on TLS detection timeout; we do not).
+//!
+//! Not here: what happens after the verdict (`conn`), opaque-port and forced-protocol
+//! shortcuts (decided in `conn` before any peek).
+
+pub mod http;
+pub mod tls;
+
+use std::future::pending;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::pin::{pin, Pin};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use crate::core::{Core, Listener};
+use crate::sys;
+use crate::upstream::{self, ConnectError};
+pub use tls::ClientHello;
+
+/// A tri-state answer of one protocol probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe<T> {
+    /// The bytes are this protocol.
+    Yes(T),
+    /// Undecided until at least this many bytes (in total) are there.
+    NeedMore(usize),
+    /// The bytes are not this protocol.
+    No,
+}
+
+/// The answer of [`classify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// An HTTP/1.0 or 1.1 request line.
+    Http1,
+    /// The HTTP/2 prior-knowledge preface.
+    Http2,
+    /// A complete TLS ClientHello.
+    Tls(ClientHello),
+    /// None of the above: forward as-is.
+    Opaque,
+    /// Undecided until at least `want` bytes (in total) have arrived.
+    NeedMore {
+        /// Total bytes needed before classifying again is useful.
+        want: usize,
+    },
+}
+
+/// Classifies the first bytes of a client connection. Pure; allocates only for a ClientHello
+/// split across records and for the SNI/ALPN strings.
+///
+/// Order: h2 preface, TLS, HTTP/1 (their first bytes are disjoint, so order only matters for
+/// speed); `Opaque` as soon as every probe says no.
+pub fn classify(buf: &[u8]) -> Verdict {
+    if buf.is_empty() {
+        return Verdict::NeedMore { want: 1 };
+    }
+    let mut want = usize::MAX;
+    let mut need = |n: usize| want = want.min(n.max(buf.len() + 1));
+    match http::probe_h2(buf) {
+        Probe::Yes(()) => return Verdict::Http2,
+        Probe::NeedMore(n) => need(n),
+        Probe::No => {}
+    }
+    match tls::probe(buf) {
+        Probe::Yes(hello) => return Verdict::Tls(hello),
+        Probe::NeedMore(n) => need(n),
+        Probe::No => {}
+    }
+    match http::probe_h1(buf) {
+        Probe::Yes(()) => return Verdict::Http1,
+        Probe::NeedMore(n) => need(n),
+        Probe::No => {}
+    }
+    if want == usize::MAX {
+        Verdict::Opaque
+    } else {
+        Verdict::NeedMore { want }
+    }
+}
+
+/// The `result` label of `tcp_detect_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectResult {
+    /// HTTP/1.x request line.
+    Http1,
+    /// HTTP/2 prior knowledge.
+    Http2,
+    /// TLS ClientHello (proxied opaque).
+    Tls,
+    /// Bytes that match no known protocol.
+    Opaque,
+    /// No verdict within the detect timeout: proxied opaque.
+    Timeout,
+    /// The upstream spoke before the client: proxied opaque.
+    ServerFirst,
+    /// Destination port is an opaque port, or the listener sets `protocol = "opaque"`: no
+    /// detection. (A listener forcing `http1`/`http2` counts under that result.)
+    OpaquePort,
+    /// The client closed before sending anything.
+    Closed,
+}
+
+impl DetectResult {
+    /// Every result, in label order.
+    pub const ALL: [DetectResult; 8] = [
+        DetectResult::Http1,
+        DetectResult::Http2,
+        DetectResult::Tls,
+        DetectResult::Opaque,
+        DetectResult::Timeout,
+        DetectResult::ServerFirst,
+        DetectResult::OpaquePort,
+        DetectResult::Closed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectResult::Http1 => "http1",
+            DetectResult::Http2 => "http2",
+            DetectResult::Tls => "tls",
+            DetectResult::Opaque => "opaque",
+            DetectResult::Timeout => "timeout",
+            DetectResult::ServerFirst => "server_first",
+            DetectResult::OpaquePort => "opaque_port",
+            DetectResult::Closed => "closed",
+        }
+    }
+}
+
+/// Bytes peeked at most. A ClientHello up to one full record (16 KiB + header) fits; HTTP
+/// request lines longer than this are forwarded opaque.
+pub const PEEK_CAP: usize = 16 * 1024 + 64;
+
+/// What detection found, and the upstream connection it may already have opened.
+#[derive(Debug)]
+pub struct Detection {
+    /// The verdict; `None` when the server-first dial failed before the client said anything
+    /// (counted as a connect error, not as a detection).
+    pub result: Option<DetectResult>,
+    /// The ClientHello, for `Tls`.
+    pub hello: Option<ClientHello>,
+    /// An upstream dialled during detection (server-first), connected or failed.
+    pub upstream: Option<Result<TcpStream, ConnectError>>,
+}
+
+/// One peek + classify step.
+enum Step {
+    Decided(DetectResult, Option<ClientHello>),
+    /// Undecided; `have` bytes so far, wake when `want` are there.
+    Need {
+        have: usize,
+        want: usize,
+    },
+}
+
+/// Peeks the client's queued bytes and classifies them. `prev` is the byte count of the
+/// previous peek after a readiness wake-up (None for the first peek): no growth after a
+/// wake-up means EOF, so the bytes so far are all there will be.
+fn step(core: &Core, fd: i32, prev: Option<usize>) -> io::Result<Step> {
+    let mut buf = core.peek_buf.borrow_mut();
+    let n = match sys::peek(fd, &mut buf[..]) {
+        Ok(0) => return Ok(Step::Decided(DetectResult::Closed, None)),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Ok(Step::Need { have: 0, want: 1 })
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match classify(&buf[..n]) {
+        Verdict::Http1 => Step::Decided(DetectResult::Http1, None),
+        Verdict::Http2 => Step::Decided(DetectResult::Http2, None),
+        Verdict::Tls(h) => Step::Decided(DetectResult::Tls, Some(h)),
+        Verdict::Opaque => Step::Decided(DetectResult::Opaque, None),
+        Verdict::NeedMore { want } => {
+            let stalled = prev == Some(n);
+            if stalled || n >= PEEK_CAP || want > PEEK_CAP {
+                // EOF mid-prefix, or more than we peek: whatever it is, forward it as-is.
+                // A TLS record header that is this long is still TLS, just without SNI.
+                if buf[0] == 0x16 && n >= 5 {
+                    Step::Decided(DetectResult::Tls, Some(ClientHello::default()))
+                } else {
+                    Step::Decided(DetectResult::Opaque, None)
+                }
+            } else {
+                Step::Need { have: n, want }
+            }
+        }
+    })
+}
+
+/// Restores `SO_RCVLOWAT` to 1 on drop if detection raised it: splicing waits on plain
+/// readability and would stall otherwise.
+struct LowWater {
+    fd: i32,
+    raised: bool,
+}
+
+impl LowWater {
+    fn set(&mut self, n: usize) {
+        if n <= 1 && !self.raised {
+            return; // already the default: no syscall
+        }
+        if sys::set_rcvlowat(self.fd, n).is_ok() {
+            self.raised = n > 1;
+        }
+    }
+}
+
+impl Drop for LowWater {
+    fn drop(&mut self) {
+        if self.raised {
+            let _ = sys::set_rcvlowat(self.fd, 1);
+        }
+    }
+}
+
+/// Detection settings resolved for one listener.
+#[derive(Debug, Clone)]
+pub struct DetectSettings {
+    /// Give up after this long: opaque.
+    pub timeout: Duration,
+    /// Dial the upstream while the client is silent (server-speaks-first support).
+    pub eager_dial: bool,
+    /// How long the client may stay silent before that dial.
+    pub dial_delay: Duration,
+}
+
+/// An upstream dial in flight during detection.
+type Dial<'a> = Pin<Box<dyn std::future::Future<Output = Result<TcpStream, ConnectError>> + 'a>>;
+
+/// Runs detection on a client connection whose upstream will be `endpoint`.
+pub async fn detect(
+    core: &Core,
+    l: &Listener,
+    client: &TcpStream,
+    endpoint: SocketAddr,
+) -> io::Result<Detection> {
+    let s = &l.detect;
+    let fd = client.as_raw_fd();
+    let decided = |result, hello, upstream| {
+        Ok(Detection {
+            result: Some(result),
+            hello,
+            upstream,
+        })
+    };
+
+    // Most clients' first bytes are already queued at accept: decide without waiting.
+    let (mut have, want) = match step(core, fd, None)? {
+        Step::Decided(r, h) => return decided(r, h, None),
+        Step::Need { have, want } => (have, want),
+    };
+    let mut lowat = LowWater { fd, raised: false };
+    lowat.set(want);
+
+    let mut deadline = pin!(monoio::time::sleep(s.timeout));
+    let mut delay = pin!(monoio::time::sleep(s.dial_delay));
+    let mut dial_started = !s.eager_dial;
+    let mut dial: Option<Dial<'_>> = None;
+    let mut up: Option<TcpStream> = None;
+    let mut up_lowat: Option<LowWater> = None;
+    let mut watch_up = false;
+
+    loop {
+        monoio::select! {
+            biased;
+            r = client.readable(false) => {
+                r?;
+                match step(core, fd, Some(have))? {
+                    Step::Decided(result, hello) => {
+                        // The client spoke first. A dial still in flight is finished and
+                        // handed over (the opaque path needs it anyway).
+                        let upstream = match (up, dial) {
+                            (Some(u), _) => Some(Ok(u)),
+                            (None, Some(d)) => Some(d.await),
+                            (None, None) => None,
+                        };
+                        drop(up_lowat);
+                        return decided(result, hello, upstream);
+                    }
+                    Step::Need { have: h, want } => {
+                        have = h;
+                        lowat.set(want);
+                    }
+                }
+            }
+            _ = &mut deadline => {
+                let upstream = match (up, dial) {
+                    (Some(u), _) => Some(Ok(u)),
+                    (None, Some(d)) => Some(d.await),
+                    (None, None) => None,
+                };
+                drop(up_lowat);
+                return decided(DetectResult::Timeout, None, upstream);
+            }
+            _ = &mut delay, if !dial_started => {
+                dial_started = true;
+                dial = Some(Box::pin(upstream::connect(endpoint, l.cfg.connect_timeout)));
+            }
+            r = async { match dial.as_mut() { Some(d) => d.await, None => pending().await } }, if dial.is_some() => {
+                dial = None;
+                match r {
+                    Ok(u) => {
+                        watch_up = true;
+                        up_lowat = Some(LowWater { fd: u.as_raw_fd(), raised: false });
+                        up = Some(u);
+                    }
+                    // The upstream is down: nothing to proxy to, whatever the client says.
+                    Err(e) => return Ok(Detection { result: None, hello: None, upstream: Some(Err(e)) }),
+                }
+            }
+            r = async { match up.as_ref() { Some(u) => u.readable(false).await, None => pending().await } }, if watch_up => {
+                r?;
+                let u = up.as_ref().expect("invariant: watch_up implies a connected upstream");
+                let mut buf = core.peek_buf.borrow_mut();
+                let n = match sys::peek(u.as_raw_fd(), &mut buf[..64]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => 0, // reset: the opaque path will carry it to the client
+                };
+                let verdict = if n == 0 { Probe::No } else { http::probe_h2_server_settings(&buf[..n]) };
+                drop(buf);
+                match verdict {
+                    // An h2 server's SETTINGS on accept: not a greeting; wait for the client.
+                    Probe::Yes(()) => watch_up = false,
+                    Probe::NeedMore(k) => {
+                        if let Some(lw) = up_lowat.as_mut() { lw.set(k) }
+                    }
+                    // Bytes (or EOF) from the server first: opaque now, greeting flows at once.
+                    Probe::No => {
+                        drop(up_lowat);
+                        return decided(DetectResult::ServerFirst, None, up.map(Ok));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
