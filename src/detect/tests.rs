@@ -1,1 +1,320 @@
+//! `classify` case table, every-split-point tests and ClientHello parsing on captured hellos.
 
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn tls(sni: Option<&str>, alpn: &[&str]) -> Verdict {
+    Verdict::Tls(ClientHello {
+        sni: sni.map(str::to_string),
+        alpn: alpn.iter().map(|s| s.to_string()).collect(),
+        malformed: false,
+    })
+}
+
+/// Binary bytes that start like nothing we know.
+const GARBAGE: &[u8] = &[0x00, 0xff, 0x13, 0x37, 0x80, 0x01, 0x02, 0x03];
+/// A PostgreSQL StartupMessage (length, protocol 3.0, "user\0app\0\0").
+const PG_STARTUP: &[u8] = b"\x00\x00\x00\x13\x00\x03\x00\x00user\x00app\x00\x00";
+
+fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
+    let mut v: Vec<(&'static str, Vec<u8>, Verdict)> = vec![
+        (
+            "GET 1.1",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "GET 1.0 no headers",
+            b"GET /index.html HTTP/1.0\r\n\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "POST",
+            b"POST /api/v1/items?x=1 HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+            Verdict::Http1,
+        ),
+        ("PUT", b"PUT /a HTTP/1.1\r\n".to_vec(), Verdict::Http1),
+        (
+            "DELETE",
+            b"DELETE /a/b HTTP/1.1\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        ("HEAD", b"HEAD / HTTP/1.0\r\n".to_vec(), Verdict::Http1),
+        (
+            "OPTIONS *",
+            b"OPTIONS * HTTP/1.1\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        ("PATCH", b"PATCH /x HTTP/1.1\r\n".to_vec(), Verdict::Http1),
+        ("TRACE", b"TRACE / HTTP/1.1\r\n".to_vec(), Verdict::Http1),
+        (
+            "CONNECT",
+            b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "PROPFIND",
+            b"PROPFIND /dav/ HTTP/1.1\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "absolute-form",
+            b"GET http://example.com/ HTTP/1.1\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "websocket upgrade",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec(),
+            Verdict::Http1,
+        ),
+        (
+            "HTTP/2.0 request line",
+            b"GET / HTTP/2.0\r\n".to_vec(),
+            Verdict::Opaque,
+        ),
+        ("HTTP/1.2", b"GET / HTTP/1.2\r\n".to_vec(), Verdict::Opaque),
+        (
+            "lower-case method",
+            b"get / HTTP/1.1\r\n".to_vec(),
+            Verdict::Opaque,
+        ),
+        ("h2 preface", http::H2_PREFACE.to_vec(), Verdict::Http2),
+        (
+            "h2 preface + SETTINGS",
+            [
+                &http::H2_PREFACE[..],
+                b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            ]
+            .concat(),
+            Verdict::Http2,
+        ),
+        (
+            "SSH banner",
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n".to_vec(),
+            Verdict::Opaque,
+        ),
+        (
+            "Redis RESP PING",
+            b"*1\r\n$4\r\nPING\r\n".to_vec(),
+            Verdict::Opaque,
+        ),
+        ("Redis inline PING", b"PING\r\n".to_vec(), Verdict::Opaque),
+        ("PostgreSQL startup", PG_STARTUP.to_vec(), Verdict::Opaque),
+        ("binary garbage", GARBAGE.to_vec(), Verdict::Opaque),
+        (
+            "SMTP-ish client",
+            b"EHLO client.example\r\n".to_vec(),
+            Verdict::Opaque,
+        ),
+    ];
+    v.push((
+        "openssl TLS 1.2",
+        fixture("openssl-tls12.bin"),
+        tls(Some("api.example.com"), &["http/1.1"]),
+    ));
+    v.push((
+        "openssl TLS 1.3",
+        fixture("openssl-tls13.bin"),
+        tls(Some("api.example.com"), &["h2", "http/1.1"]),
+    ));
+    v.push((
+        "curl TLS 1.3",
+        fixture("curl-tls13.bin"),
+        tls(Some("www.example.org"), &["h2", "http/1.1"]),
+    ));
+    v.push((
+        "python ssl",
+        fixture("python-ssl.bin"),
+        tls(Some("grpc.example.net"), &["grpc-exp", "h2"]),
+    ));
+    v.push((
+        "chromium post-quantum",
+        fixture("chromium-pq.bin"),
+        tls(Some("pq.example.com"), &["h2", "http/1.1"]),
+    ));
+    v
+}
+
+#[test]
+fn case_table() {
+    for (name, bytes, want) in cases() {
+        assert_eq!(classify(&bytes), want, "{name}");
+    }
+}
+
+#[test]
+fn every_split_point_needs_more_then_the_same_verdict() {
+    for (name, bytes, want) in cases() {
+        let mut decided: Option<(usize, Verdict)> = None;
+        for k in 1..=bytes.len() {
+            let v = classify(&bytes[..k]);
+            match (&decided, v) {
+                (None, Verdict::NeedMore { want: w }) => {
+                    assert!(
+                        w > k,
+                        "{name}: need-more at {k} must ask for more bytes, asked {w}"
+                    );
+                }
+                (None, v) => {
+                    assert_eq!(v, want, "{name}: first verdict at prefix {k}");
+                    decided = Some((k, v));
+                }
+                (Some((at, first)), v) => {
+                    assert_eq!(
+                        &v, first,
+                        "{name}: verdict changed between prefix {at} and {k}"
+                    );
+                }
+            }
+        }
+        assert!(decided.is_some(), "{name}: never decided");
+    }
+}
+
+#[test]
+fn tls_is_decided_only_with_the_whole_hello() {
+    let hello = fixture("chromium-pq.bin");
+    assert!(hello.len() > 1024, "the post-quantum hello is over 1 KiB");
+    for k in 1..hello.len() {
+        assert!(
+            matches!(classify(&hello[..k]), Verdict::NeedMore { .. }),
+            "prefix {k} of {} decided early",
+            hello.len()
+        );
+    }
+    // Once the record header is in, the whole record is asked for at once (one wake-up).
+    assert_eq!(classify(&hello[..5]), Verdict::NeedMore { want: 9 });
+    assert_eq!(
+        classify(&hello[..9]),
+        Verdict::NeedMore { want: hello.len() }
+    );
+}
+
+#[test]
+fn dribbled_http1_is_not_given_up() {
+    // A client that sends "GE", then the rest.
+    assert_eq!(classify(b"G"), Verdict::NeedMore { want: 2 });
+    assert_eq!(classify(b"GE"), Verdict::NeedMore { want: 3 });
+    assert_eq!(classify(b"GET / HTTP/1."), Verdict::NeedMore { want: 14 });
+    // The request line is decided once the version is complete.
+    assert_eq!(classify(b"GET / HTTP/1.1"), Verdict::Http1);
+    assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Verdict::Http1);
+}
+
+/// Re-frames a single-record hello as several records of at most `chunk` payload bytes.
+fn split_records(hello: &[u8], chunk: usize) -> Vec<u8> {
+    let (hdr, payload) = hello.split_at(5);
+    let mut out = Vec::new();
+    for part in payload.chunks(chunk) {
+        out.extend_from_slice(&[hdr[0], hdr[1], hdr[2]]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+#[test]
+fn hello_split_across_records() {
+    let hello = fixture("chromium-pq.bin");
+    let multi = split_records(&hello, 500);
+    assert_eq!(multi.len(), hello.len() + 5 * 3, "four records");
+    assert_eq!(
+        classify(&multi),
+        tls(Some("pq.example.com"), &["h2", "http/1.1"])
+    );
+    for k in 1..multi.len() {
+        assert!(
+            matches!(classify(&multi[..k]), Verdict::NeedMore { .. }),
+            "prefix {k}"
+        );
+    }
+}
+
+#[test]
+fn malformed_hello_is_tls_without_fields() {
+    let mut hello = fixture("openssl-tls13.bin");
+    // Corrupt the cipher-suite length (after header 5+4, version 2, random 32, session id).
+    let sid_len = hello[5 + 4 + 2 + 32] as usize;
+    let at = 5 + 4 + 2 + 32 + 1 + sid_len;
+    hello[at] = 0xff;
+    match classify(&hello) {
+        Verdict::Tls(h) => assert!(h.malformed && h.sni.is_none()),
+        v => panic!("got {v:?}"),
+    }
+}
+
+#[test]
+fn not_tls_after_a_handshake_byte() {
+    assert_eq!(
+        classify(&[0x16, 0x02]),
+        Verdict::Opaque,
+        "bad major version"
+    );
+    assert_eq!(
+        classify(&[0x16, 0x03, 0x09]),
+        Verdict::Opaque,
+        "bad minor version"
+    );
+    assert_eq!(
+        classify(&[0x16, 0x03, 0x01, 0x00, 0x00]),
+        Verdict::Opaque,
+        "empty record"
+    );
+    assert_eq!(
+        classify(&[0x16, 0x03, 0x01, 0x00, 0x10, 0x02]),
+        Verdict::Opaque,
+        "ServerHello"
+    );
+}
+
+#[test]
+fn h2_server_settings_is_recognised() {
+    // grpcio's first frame: SETTINGS with 3 parameters (18 bytes).
+    let settings = b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x04\x00\x40\x00\x00\x00\x05\x00\x40\x00\x00\x00\x06\x00\x00\x20\x00";
+    assert_eq!(http::probe_h2_server_settings(settings), Probe::Yes(()));
+    assert_eq!(
+        http::probe_h2_server_settings(&settings[..4]),
+        Probe::NeedMore(9)
+    );
+    assert_eq!(
+        http::probe_h2_server_settings(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"),
+        Probe::No,
+        "SETTINGS ACK"
+    );
+    // A MySQL greeting (3-byte length, sequence 0, protocol 10) and an SMTP banner.
+    assert_eq!(
+        http::probe_h2_server_settings(b"\x4a\x00\x00\x00\x0a8.0.36\x00"),
+        Probe::No
+    );
+    assert_eq!(
+        http::probe_h2_server_settings(b"220 mail.example ESMTP\r\n"),
+        Probe::No
+    );
+}
+
+#[test]
+fn never_panics_on_short_or_hostile_input() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = [0u8; 300];
+    for _ in 0..20_000 {
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let len = (x % 300) as usize;
+        // Half the time, make it look like a TLS record to reach the hello parser.
+        if x % 2 == 0 && len >= 6 {
+            buf[0] = 0x16;
+            buf[1] = 0x03;
+            buf[2] = 0x01;
+            buf[5] = 0x01;
+        }
+        let _ = classify(&buf[..len]);
+    }
+}

@@ -13,10 +13,15 @@ use sidewire::server::Server;
 /// Starts the proxy with one listener `t` on port 0 in front of `upstream`, plus `extra` TOML
 /// appended to the listener table (e.g. `connect_timeout_ms = 200`).
 pub fn proxy(upstream: &[SocketAddr], extra: &str) -> Server {
+    proxy_with(upstream, "", extra)
+}
+
+/// Like [`proxy`], with `top` TOML (e.g. a `[detect]` table) before the listener.
+pub fn proxy_with(upstream: &[SocketAddr], top: &str, extra: &str) -> Server {
     let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
     let text = format!(
         "[runtime]\nworkers = 2\npin_cores = false\nshutdown_grace_ms = 5000\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{top}\n\
          [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [{}]\n{extra}\n",
         ups.join(", ")
     );

@@ -1,0 +1,269 @@
+//! Protocol detection through a running proxy, with real loopback sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn detect_total(result: &str) -> String {
+    format!("tcp_detect_total{{listener=\"t\",result=\"{result}\"}}")
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// An upstream that reads one HTTP/1 request head and answers it.
+fn http_upstream(mut c: TcpStream) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut b).unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(b[0]);
+    }
+    let body = format!("saw {} bytes", head.len());
+    let _ = write!(
+        c,
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[test]
+fn dribbling_http1_client_is_detected_and_forwarded_intact() {
+    let (up, _h) = upstream(http_upstream);
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let req = b"GET /dribble HTTP/1.1\r\nHost: example\r\n\r\n";
+    // A slow client: "G", a pause, "E", a pause, then the rest (the pauses are the behaviour
+    // under test, not synchronisation: the verdict is the same however the bytes arrive).
+    c.write_all(&req[..1]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    c.write_all(&req[1..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    c.write_all(&req[2..]).unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.ends_with(&format!("saw {} bytes", req.len())),
+        "{resp}"
+    );
+    wait_metric(&p, &detect_total("http1"), 1.0);
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(metric(&m, &detect_total("timeout")), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "tcp_detect_duration_seconds_count{listener=\"t\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn silent_client_goes_opaque_after_the_timeout_without_losing_data() {
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "detect_timeout_ms = 150");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // Nothing sent until the proxy has given up on detection.
+    wait_metric(&p, &detect_total("timeout"), 1.0);
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n and then some")
+        .unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n and then some");
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(&m, &detect_total("http1")),
+        Some(0.0),
+        "verdict is the timeout, once"
+    );
+}
+
+/// An upstream that greets on accept, like MySQL or SMTP, then echoes.
+fn greeter(mut c: TcpStream) {
+    c.write_all(b"220 smtp.example ESMTP ready\r\n").unwrap();
+    echo(c)
+}
+
+#[test]
+fn server_first_greeting_arrives_without_waiting_for_the_timeout() {
+    let (up, _h) = upstream(greeter);
+    // The default 10 s detect timeout: the greeting must not wait for it.
+    let p = proxy(&[up], "");
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut greeting = [0u8; 30];
+    c.read_exact(&mut greeting).unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(&greeting, b"220 smtp.example ESMTP ready\r\n");
+    assert!(waited < Duration::from_secs(2), "greeting took {waited:?}");
+    c.write_all(b"EHLO me\r\n").unwrap();
+    let mut echoed = [0u8; 9];
+    c.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"EHLO me\r\n");
+    wait_metric(&p, &detect_total("server_first"), 1.0);
+}
+
+#[test]
+fn server_first_off_waits_for_the_detect_timeout() {
+    let (up, _h) = upstream(greeter);
+    let p = proxy_with(
+        &[up],
+        "[detect]\nserver_first = \"off\"\n",
+        "detect_timeout_ms = 200",
+    );
+    let t0 = Instant::now();
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut greeting = [0u8; 30];
+    c.read_exact(&mut greeting).unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "no dial before the timeout"
+    );
+    wait_metric(&p, &detect_total("timeout"), 1.0);
+}
+
+#[test]
+fn h2_server_settings_before_the_preface_is_not_server_first() {
+    const SETTINGS: &[u8] = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64";
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let (tx, rx) = mpsc::channel();
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        c.write_all(SETTINGS).unwrap(); // as grpcio does on accept
+        let mut pre = [0u8; 24];
+        c.read_exact(&mut pre).unwrap();
+        tx.send(pre.to_vec()).unwrap();
+    });
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // Like a client that takes a moment before its preface: the proxy dials meanwhile and sees
+    // the server's SETTINGS first.
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(PREFACE).unwrap();
+    let mut s = [0u8; 15];
+    c.read_exact(&mut s).unwrap();
+    assert_eq!(
+        &s, SETTINGS,
+        "the server's SETTINGS reach the client untouched"
+    );
+    assert_eq!(rx.recv().unwrap(), PREFACE);
+    wait_metric(&p, &detect_total("http2"), 1.0);
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(metric(&m, &detect_total("server_first")), Some(0.0), "{m}");
+}
+
+#[test]
+fn opaque_port_skips_detection() {
+    let (up, _h) = upstream(echo);
+    let p = proxy_with(
+        &[up],
+        &format!("[detect]\nopaque_ports = [{}]\n", up.port()),
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+    wait_metric(&p, &detect_total("opaque_port"), 1.0);
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(metric(&m, &detect_total("http1")), Some(0.0));
+    assert_eq!(
+        metric(&m, "tcp_detect_duration_seconds_count{listener=\"t\"}"),
+        Some(0.0),
+        "no detection ran"
+    );
+}
+
+#[test]
+fn listener_protocol_opaque_skips_detection() {
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "protocol = \"opaque\"");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"\x16\x03\x01").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"\x16\x03\x01");
+    wait_metric(&p, &detect_total("opaque_port"), 1.0);
+}
+
+#[test]
+fn tls_passthrough_is_byte_exact_and_counts_sni() {
+    let (tx, rx) = mpsc::channel();
+    let (up, _h) = upstream(move |c: TcpStream| {
+        tx.send(recv_all(c)).unwrap();
+    });
+    let p = proxy(&[up], "");
+    let hello = fixture("chromium-pq.bin");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // The hello in two segments, split mid-record: detection must wait for the whole of it.
+    c.write_all(&hello[..700]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    c.write_all(&hello[700..]).unwrap();
+    let mut body = vec![0u8; 1 << 20];
+    Gen::new(7).fill(&mut body);
+    c.write_all(&body).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let (n, hash) = rx.recv().unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&hello);
+    h.update(&body);
+    assert_eq!(n as usize, hello.len() + body.len());
+    assert_eq!(
+        hash,
+        h.digest128(),
+        "bytes reach the upstream exactly as sent"
+    );
+    wait_metric(&p, &detect_total("tls"), 1.0);
+    wait_metric(
+        &p,
+        "tcp_detect_tls_total{listener=\"t\",sni=\"present\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn client_that_closes_silently_is_counted_closed() {
+    let (up, _h) = upstream(echo);
+    // Server-first off, so the proxy cannot have dialled: nothing to proxy at all.
+    let p = proxy_with(&[up], "[detect]\nserver_first = \"off\"\n", "");
+    drop(TcpStream::connect(addr(&p)).unwrap());
+    wait_metric(&p, &detect_total("closed"), 1.0);
+    wait_metric(&p, "tcp_open_total{listener=\"t\",peer=\"dst\"}", 0.0);
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",classification=\"success\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn every_detect_result_is_exported() {
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "");
+    let (_, m) = admin_get(&p, "/metrics");
+    for r in [
+        "http1",
+        "http2",
+        "tls",
+        "opaque",
+        "timeout",
+        "server_first",
+        "opaque_port",
+        "closed",
+    ] {
+        assert_eq!(metric(&m, &detect_total(r)), Some(0.0), "{r}");
+    }
+    assert!(
+        m.contains("tcp_detect_duration_seconds_bucket{listener=\"t\",le=\"0.00001\"} 0"),
+        "{m}"
+    );
+    assert!(m.contains("tcp_detect_tls_total{listener=\"t\",sni=\"absent\"} 0"));
+}
