@@ -107,6 +107,7 @@ fn server_first_greeting_arrives_without_waiting_for_the_timeout() {
     c.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"EHLO me\r\n");
     wait_metric(&p, &detect_total("server_first"), 1.0);
+    wait_metric(&p, "tcp_detect_early_dials_total{listener=\"t\"}", 1.0);
 }
 
 #[test]
@@ -266,4 +267,27 @@ fn every_detect_result_is_exported() {
         "{m}"
     );
     assert!(m.contains("tcp_detect_tls_total{listener=\"t\",sni=\"absent\"} 0"));
+}
+
+#[test]
+fn client_that_speaks_at_once_causes_no_early_dial() {
+    let (up, _h) = upstream(http_upstream);
+    // A long dial delay makes this deterministic on a loaded machine: a client that speaks
+    // within the delay never causes a dial. (The default delay's cost is measured in the
+    // README, not asserted here.)
+    let p = proxy_with(&[up], "[detect]\nserver_first_dial_delay_ms = 1000\n", "");
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    wait_metric(&p, &detect_total("http1"), 20.0);
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(&m, "tcp_detect_early_dials_total{listener=\"t\"}"),
+        Some(0.0),
+        "{m}"
+    );
 }

@@ -316,6 +316,7 @@ pub async fn detect(
             }
             _ = &mut delay, if !dial_started => {
                 dial_started = true;
+                l.metrics.early_dial();
                 dial = Some(Box::pin(upstream::connect(endpoint, l.cfg.connect_timeout)));
             }
             r = async { match dial.as_mut() { Some(d) => d.await, None => pending().await } }, if dial.is_some() => {

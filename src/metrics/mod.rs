@@ -125,6 +125,7 @@ pub struct ListenerMetrics {
     detect: [Cell<u64>; 8],
     detect_latency: RefCell<Histogram<u64>>,
     tls_sni: [Cell<u64>; 2],
+    early_dials: Cell<u64>,
 }
 
 impl Default for ListenerMetrics {
@@ -137,6 +138,7 @@ impl Default for ListenerMetrics {
             detect: Default::default(),
             detect_latency: RefCell::new(new_histogram()),
             tls_sni: Default::default(),
+            early_dials: Cell::new(0),
         }
     }
 }
@@ -153,6 +155,11 @@ impl ListenerMetrics {
         if let Some(d) = took {
             record(&mut self.detect_latency.borrow_mut(), d);
         }
+    }
+
+    /// Detection dialled the upstream while the client was silent (server-first support).
+    pub fn early_dial(&self) {
+        bump(&self.early_dials, 1);
     }
 
     /// A TLS ClientHello was seen, with or without SNI.
@@ -175,6 +182,7 @@ impl ListenerMetrics {
             detect: std::array::from_fn(|i| self.detect[i].get()),
             detect_latency: self.detect_latency.borrow().clone(),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
+            early_dials: self.early_dials.get(),
         }
     }
 }
@@ -224,6 +232,8 @@ pub struct ListenerSnapshot {
     pub detect_latency: Histogram<u64>,
     /// TLS ClientHellos with SNI `[0]` and without `[1]`.
     pub tls_sni: [u64; 2],
+    /// Upstream dials made during detection because the client was silent.
+    pub early_dials: u64,
 }
 
 impl Default for ListenerSnapshot {
@@ -236,6 +246,7 @@ impl Default for ListenerSnapshot {
             detect: [0; 8],
             detect_latency: new_histogram(),
             tls_sni: [0; 2],
+            early_dials: 0,
         }
     }
 }
@@ -258,6 +269,7 @@ impl ListenerSnapshot {
         for (a, b) in self.tls_sni.iter_mut().zip(o.tls_sni) {
             *a += b;
         }
+        self.early_dials += o.early_dials;
     }
 }
 

@@ -178,6 +178,19 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     }
     header(
         &mut out,
+        "tcp_detect_early_dials_total",
+        "counter",
+        "Upstream dials made during detection because the client was silent (server-speaks-first).",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(
+            out,
+            "tcp_detect_early_dials_total{{listener=\"{l}\"}} {}",
+            s.early_dials
+        );
+    }
+    header(
+        &mut out,
         "process_cpu_seconds_total",
         "counter",
         "User and system CPU time.",
