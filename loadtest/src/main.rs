@@ -29,6 +29,24 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         threads: usize,
     },
+    /// Server-first backend: sends a banner on accept (like SMTP/MySQL), then echoes.
+    Greeter {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18025")]
+        listen: SocketAddr,
+        /// Accepting threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
+    /// Server-first connect latency: time from connect() to the server's first byte.
+    FirstByte {
+        /// Target (the proxy, or the greeter itself for the baseline).
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections to measure (one at a time).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
     /// Connection churn: each worker loops connect → write N bytes → read them back → close.
     Churn {
         /// Target (the proxy or the backend itself for the baseline).
@@ -49,6 +67,8 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Echo { listen, threads } => echo(listen, threads),
+        Cmd::Greeter { listen, threads } => greeter(listen, threads),
+        Cmd::FirstByte { target, count } => first_byte(target, count),
         Cmd::Churn {
             target,
             concurrency,
@@ -61,6 +81,60 @@ fn main() -> Result<()> {
             bytes,
         ),
     }
+}
+
+fn greeter(listen: SocketAddr, threads: usize) -> Result<()> {
+    let l = Arc::new(TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?);
+    eprintln!("greeter listening on {}", l.local_addr()?);
+    let hs: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                for c in l.incoming() {
+                    let Ok(mut c) = c else { continue };
+                    let _ = c.set_nodelay(true);
+                    if c.write_all(b"220 loadtest greeter ready\r\n").is_err() {
+                        continue;
+                    }
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn first_byte(target: SocketAddr, count: usize) -> Result<()> {
+    let mut lat = Vec::with_capacity(count);
+    let mut one = [0u8; 1];
+    for _ in 0..count.max(1) {
+        let t0 = Instant::now();
+        let mut c = TcpStream::connect(target).with_context(|| format!("connect {target}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        if c.read(&mut one)? == 0 {
+            bail!("{target} closed without a greeting");
+        }
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "first_byte_us n={} p50={:.0} p90={:.0} p99={:.0} max={:.0}",
+        lat.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        lat[lat.len() - 1].as_secs_f64() * 1e6
+    );
+    Ok(())
 }
 
 fn echo(listen: SocketAddr, threads: usize) -> Result<()> {

@@ -278,6 +278,12 @@ pub async fn detect(
     let mut delay = pin!(monoio::time::sleep(s.dial_delay));
     let mut dial_started = !s.eager_dial;
     let mut dial: Option<Dial<'_>> = None;
+    if !dial_started && s.dial_delay.is_zero() {
+        // "At once" must not wait for the timer wheel's next tick (about 1 ms).
+        dial_started = true;
+        l.metrics.early_dial();
+        dial = Some(Box::pin(upstream::connect(endpoint, l.cfg.connect_timeout)));
+    }
     let mut up: Option<TcpStream> = None;
     let mut up_lowat: Option<LowWater> = None;
     let mut watch_up = false;
