@@ -20,6 +20,7 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-27000}
 SPLICE_PIPE_BYTES=${SPLICE_PIPE_BYTES:-262144}
+SW_PROTOCOL=${SW_PROTOCOL:-detect}   # sidewire listeners: "detect" (default) or "opaque" (no detection, like HAProxy mode tcp)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 for tool in haproxy iperf3 taskset; do
@@ -52,10 +53,12 @@ listen = "127.0.0.1:$SW_ADMIN"
 name = "bulk"
 listen = "127.0.0.1:$SW_BULK"
 upstream = ["127.0.0.1:$IPERF_PORT"]
+protocol = "$SW_PROTOCOL"
 [[listener]]
 name = "churn"
 listen = "127.0.0.1:$SW_CHURN"
 upstream = ["127.0.0.1:$ECHO_PORT"]
+protocol = "$SW_PROTOCOL"
 TOML
 cat > "$tmp/haproxy.cfg" <<CFG
 global
@@ -131,7 +134,7 @@ col() { grep -v '^$' <<<"${R[$1]}" | awk -v c="$2" '{print $c}' | median; }
 
 echo
 echo "# bench-tcp $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r)"
-echo "# $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU; median of $REPS"
+echo "# sidewire protocol=$SW_PROTOCOL splice_pipe_bytes=$SPLICE_PIPE_BYTES; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU; median of $REPS"
 printf "%-10s %16s %10s %18s %10s\n" target "bulk CPU-s/GiB" "Gbit/s" "churn CPU-us/conn" "conn/s"
 for t in base sw ha; do
   name=$([ $t = base ] && echo baseline || { [ $t = sw ] && echo sidewire || echo haproxy; })

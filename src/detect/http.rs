@@ -41,13 +41,18 @@ pub fn probe_h1(buf: &[u8]) -> Probe<()> {
         Some(b' ') if method_len > 0 => {}
         Some(_) => return Probe::No,
     }
-    // Zero header slots: httparse stops after the request line (`TooManyHeaders` on the first
-    // header, `Partial` before it), which is all detection needs.
+    // Only the request line decides: headers after it are the HTTP/1 proxy's business, and a
+    // verdict must not change as more bytes arrive. So parse up to the first '\n' only, and
+    // say yes only once the line is terminated ("GET / HTTP/1.1" could still become
+    // "GET / HTTP/1.10").
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line = line_end.map_or(buf, |i| &buf[..=i]);
+    // Zero header slots: httparse stops after the request line.
     let mut req = httparse::Request::new(&mut []);
-    match req.parse(buf) {
+    match req.parse(line) {
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => Probe::Yes(()),
-        // The version is set only once the request line has been parsed through `HTTP/1.x`.
-        Ok(httparse::Status::Partial) if req.version.is_some() => Probe::Yes(()),
+        // The version is set once the line has been parsed through `HTTP/1.x`.
+        Ok(httparse::Status::Partial) if line_end.is_some() && req.version.is_some() => Probe::Yes(()),
         Ok(httparse::Status::Partial) => Probe::NeedMore(buf.len() + 1),
         Err(_) => Probe::No,
     }
