@@ -291,3 +291,25 @@ fn client_that_speaks_at_once_causes_no_early_dial() {
         "{m}"
     );
 }
+
+#[test]
+fn client_that_closes_after_the_early_dial_closes_the_upstream_too() {
+    let (tx, rx) = mpsc::channel();
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest); // EOF once the proxy drops its side
+        tx.send(rest.len()).unwrap();
+    });
+    let p = proxy(&[up], "");
+    let c = TcpStream::connect(addr(&p)).unwrap();
+    // Silent long enough for the server-first dial to happen...
+    wait_metric(&p, "tcp_detect_early_dials_total{listener=\"t\"}", 1.0);
+    // ...then gone without a word.
+    drop(c);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        0,
+        "upstream saw EOF, no bytes"
+    );
+    wait_metric(&p, &detect_total("closed"), 1.0);
+}

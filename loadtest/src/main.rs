@@ -125,7 +125,8 @@ fn first_byte(target: SocketAddr, count: usize) -> Result<()> {
         lat.push(t0.elapsed());
     }
     lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
     println!(
         "first_byte_us n={} p50={:.0} p90={:.0} p99={:.0} max={:.0}",
         lat.len(),

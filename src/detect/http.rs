@@ -52,7 +52,9 @@ pub fn probe_h1(buf: &[u8]) -> Probe<()> {
     match req.parse(line) {
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => Probe::Yes(()),
         // The version is set once the line has been parsed through `HTTP/1.x`.
-        Ok(httparse::Status::Partial) if line_end.is_some() && req.version.is_some() => Probe::Yes(()),
+        Ok(httparse::Status::Partial) if line_end.is_some() && req.version.is_some() => {
+            Probe::Yes(())
+        }
         Ok(httparse::Status::Partial) => Probe::NeedMore(buf.len() + 1),
         Err(_) => Probe::No,
     }

@@ -202,7 +202,10 @@ fn dribbled_http1_is_not_given_up() {
     assert_eq!(classify(b"GET / HTTP/1."), Verdict::NeedMore { want: 14 });
     // Decided only once the request line ends ("HTTP/1.1" could still become "HTTP/1.10").
     assert_eq!(classify(b"GET / HTTP/1.1"), Verdict::NeedMore { want: 15 });
-    assert_eq!(classify(b"GET / HTTP/1.1\r"), Verdict::NeedMore { want: 16 });
+    assert_eq!(
+        classify(b"GET / HTTP/1.1\r"),
+        Verdict::NeedMore { want: 16 }
+    );
     assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Verdict::Http1);
 }
 
