@@ -1,14 +1,19 @@
-//! sidewire's load-test harness. For now: the TCP pieces the core-proxy benchmark needs
-//! (`scripts/bench-tcp.sh`): an echo backend and a connection-churn client. The full suite
-//! (open-loop HTTP, h2, reports) grows here.
+//! sidewire's load-test harness: built-in backends, load generators (open-loop HTTP/1 with
+//! coordinated-omission correction, closed-loop max throughput, TCP bulk, connection churn,
+//! server-first connect latency) and a suite runner that compares the no-proxy baseline,
+//! sidewire and installed peers (HAProxy, nginx) in one run.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod backends;
+mod load;
+mod report;
+mod suite;
+mod targets;
 
-use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -20,42 +25,116 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Echo backend: echoes every connection until EOF, then closes.
+    /// Run every scenario against the baseline, sidewire and installed peers; print a table,
+    /// write JSON + HTML under target/loadtest/.
+    Suite {
+        /// Short runs (under 2 minutes in all).
+        #[arg(long)]
+        quick: bool,
+        /// Comma-separated targets.
+        #[arg(
+            long,
+            default_value = "baseline,sidewire,haproxy,nginx",
+            value_delimiter = ','
+        )]
+        targets: Vec<String>,
+        /// Seconds per timed scenario (default: 2 quick, 15 full).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// CPU for the proxy.
+        #[arg(long, default_value_t = 1)]
+        proxy_cpu: usize,
+        /// CPU for load and backends.
+        #[arg(long, default_value_t = 0)]
+        load_cpu: usize,
+        /// sidewire binary (default: build and use target/release/sidewire).
+        #[arg(long)]
+        sidewire: Option<PathBuf>,
+        /// Report directory.
+        #[arg(long, default_value = "target/loadtest")]
+        out: PathBuf,
+    },
+    /// HTTP/1.1 load against one address.
+    Http {
+        /// Target address.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Requests per second in all (open loop); omit for closed loop (max throughput).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// One connection per request instead of keep-alive.
+        #[arg(long)]
+        close: bool,
+        /// Request body bytes (POST when > 0).
+        #[arg(long, default_value_t = 0)]
+        request_bytes: usize,
+    },
+    /// Push bytes through a target to a sink; report Gbit/s.
+    Bulk {
+        /// Target address (in front of a sink).
+        #[arg(long)]
+        target: SocketAddr,
+        /// Bytes to send.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+    },
+    /// Backend: HTTP/1.1 keep-alive server with a fixed response body.
+    HttpServer {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: SocketAddr,
+        /// Response body bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Backend: echo every connection until EOF.
     Echo {
-        /// Address to listen on.
+        /// Listen address.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
-        /// Accepting threads (each serves its connections inline).
+        /// Accepting threads.
         #[arg(long, default_value_t = 8)]
         threads: usize,
     },
-    /// Server-first backend: sends a banner on accept (like SMTP/MySQL), then echoes.
+    /// Backend: read and discard until EOF.
+    Sink {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18082")]
+        listen: SocketAddr,
+    },
+    /// Backend: server-first greeter (banner on accept, like SMTP/MySQL), then echo.
     Greeter {
-        /// Address to listen on.
+        /// Listen address.
         #[arg(long, default_value = "127.0.0.1:18025")]
         listen: SocketAddr,
         /// Accepting threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
-    /// Server-first connect latency: time from connect() to the server's first byte.
+    /// Server-first connect latency: connect → server's first byte, one at a time.
     FirstByte {
-        /// Target (the proxy, or the greeter itself for the baseline).
+        /// Target address (in front of a greeter).
         #[arg(long)]
         target: SocketAddr,
-        /// Connections to measure (one at a time).
+        /// Connections.
         #[arg(long, default_value_t = 1000)]
         count: usize,
     },
-    /// Connection churn: each worker loops connect → write N bytes → read them back → close.
+    /// Connection churn: connect → N bytes → echo → close, in a loop per worker.
     Churn {
-        /// Target (the proxy or the backend itself for the baseline).
+        /// Target address (in front of an echo backend).
         #[arg(long)]
         target: SocketAddr,
         /// Concurrent client threads.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
-        /// Seconds to run.
+        /// Seconds.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
         /// Payload bytes per connection.
@@ -64,156 +143,149 @@ enum Cmd {
     },
 }
 
+fn print_latency(name: &str, s: &load::Sample) {
+    println!(
+        "{name} ops={} errors={} rate={:.0}/s p50={}us p99={}us p99.9={}us max={}us",
+        s.ops,
+        s.errors,
+        s.rate(),
+        s.hist.value_at_quantile(0.5),
+        s.hist.value_at_quantile(0.99),
+        s.hist.value_at_quantile(0.999),
+        s.hist.max()
+    );
+}
+
+fn serve_forever(kind: backends::Kind, listen: SocketAddr, threads: usize) -> Result<()> {
+    let addr = backends::spawn(kind, listen, threads)?;
+    eprintln!("{kind:?} listening on {addr}");
+    loop {
+        std::thread::park();
+    }
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Echo { listen, threads } => echo(listen, threads),
-        Cmd::Greeter { listen, threads } => greeter(listen, threads),
-        Cmd::FirstByte { target, count } => first_byte(target, count),
+        Cmd::Suite {
+            quick,
+            targets,
+            duration,
+            proxy_cpu,
+            load_cpu,
+            sidewire,
+            out,
+        } => {
+            let targets = targets
+                .iter()
+                .map(|t| {
+                    targets::Kind::parse(t).ok_or_else(|| {
+                        anyhow::anyhow!("unknown target {t:?} (baseline, sidewire, haproxy, nginx)")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let sidewire = match sidewire {
+                Some(p) => p,
+                None => {
+                    let ok = std::process::Command::new("cargo")
+                        .args(["build", "--release", "--quiet", "-p", "sidewire"])
+                        .current_dir(env!("CARGO_MANIFEST_DIR"))
+                        .status()?
+                        .success();
+                    if !ok {
+                        bail!("cargo build --release -p sidewire failed");
+                    }
+                    suite::default_sidewire()
+                }
+            };
+            let opts = suite::Options {
+                quick,
+                targets,
+                duration,
+                proxy_cpu,
+                load_cpu,
+                sidewire,
+                out_dir: out,
+                progress: true,
+                pin: true,
+            };
+            let report = suite::run(&opts)?;
+            if report.records.iter().any(|r| r.errors > 0) {
+                eprintln!("loadtest: some scenarios had errors (see the errors column)");
+            }
+        }
+        Cmd::Http {
+            target,
+            connections,
+            rate,
+            duration,
+            close,
+            request_bytes,
+        } => {
+            let s = load::http1(&load::HttpLoad {
+                target,
+                connections,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+                keepalive: !close,
+                request_bytes,
+            })?;
+            print_latency("http1", &s);
+        }
+        Cmd::Bulk { target, bytes } => {
+            let s = load::bulk(target, bytes)?;
+            println!(
+                "bulk bytes={} seconds={:.3} gbit_per_s={:.2}",
+                s.bytes,
+                s.elapsed.as_secs_f64(),
+                s.bytes as f64 * 8.0 / s.elapsed.as_secs_f64() / 1e9
+            );
+        }
+        Cmd::HttpServer { listen, body_bytes } => {
+            serve_forever(backends::Kind::Http { body_bytes }, listen, 4)?
+        }
+        Cmd::Echo { listen, threads } => serve_forever(backends::Kind::Echo, listen, threads)?,
+        Cmd::Sink { listen } => serve_forever(backends::Kind::Sink, listen, 2)?,
+        Cmd::Greeter { listen, threads } => {
+            serve_forever(backends::Kind::Greeter, listen, threads)?
+        }
+        Cmd::FirstByte { target, count } => {
+            let s = load::first_byte(target, count)?;
+            if s.ops == 0 {
+                bail!("no greeting received from {target}");
+            }
+            println!(
+                "first_byte_us n={} p50={} p90={} p99={} max={}",
+                s.ops,
+                s.hist.value_at_quantile(0.5),
+                s.hist.value_at_quantile(0.9),
+                s.hist.value_at_quantile(0.99),
+                s.hist.max()
+            );
+        }
         Cmd::Churn {
             target,
             concurrency,
             duration,
             bytes,
-        } => churn(
-            target,
-            concurrency,
-            Duration::from_secs_f64(duration),
-            bytes,
-        ),
-    }
-}
-
-fn greeter(listen: SocketAddr, threads: usize) -> Result<()> {
-    let l = Arc::new(TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?);
-    eprintln!("greeter listening on {}", l.local_addr()?);
-    let hs: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let l = l.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 16 * 1024];
-                for c in l.incoming() {
-                    let Ok(mut c) = c else { continue };
-                    let _ = c.set_nodelay(true);
-                    if c.write_all(b"220 loadtest greeter ready\r\n").is_err() {
-                        continue;
-                    }
-                    while let Ok(n) = c.read(&mut buf) {
-                        if n == 0 || c.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        let _ = h.join();
-    }
-    Ok(())
-}
-
-fn first_byte(target: SocketAddr, count: usize) -> Result<()> {
-    let mut lat = Vec::with_capacity(count);
-    let mut one = [0u8; 1];
-    for _ in 0..count.max(1) {
-        let t0 = Instant::now();
-        let mut c = TcpStream::connect(target).with_context(|| format!("connect {target}"))?;
-        c.set_read_timeout(Some(Duration::from_secs(30)))?;
-        if c.read(&mut one)? == 0 {
-            bail!("{target} closed without a greeting");
+        } => {
+            let s = load::churn(
+                target,
+                concurrency,
+                Duration::from_secs_f64(duration),
+                bytes,
+            )?;
+            // Format parsed by scripts/bench-tcp.sh.
+            println!(
+                "connections={} errors={} seconds={:.3} rate={:.0}",
+                s.ops,
+                s.errors,
+                s.elapsed.as_secs_f64(),
+                s.rate()
+            );
+            if s.ops == 0 {
+                bail!("no connection completed against {target}");
+            }
         }
-        lat.push(t0.elapsed());
     }
-    lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
-    println!(
-        "first_byte_us n={} p50={:.0} p90={:.0} p99={:.0} max={:.0}",
-        lat.len(),
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        lat[lat.len() - 1].as_secs_f64() * 1e6
-    );
-    Ok(())
-}
-
-fn echo(listen: SocketAddr, threads: usize) -> Result<()> {
-    let l = Arc::new(TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?);
-    eprintln!("echo listening on {}", l.local_addr()?);
-    let hs: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let l = l.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                for c in l.incoming() {
-                    let Ok(mut c) = c else { continue };
-                    let _ = c.set_nodelay(true);
-                    loop {
-                        match c.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if c.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        let _ = h.join();
-    }
-    Ok(())
-}
-
-fn churn(target: SocketAddr, concurrency: usize, duration: Duration, bytes: usize) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
-    let hs: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
-            std::thread::spawn(move || {
-                let payload = vec![b'x'; bytes];
-                let mut back = vec![0u8; bytes];
-                while !stop.load(Ordering::Relaxed) {
-                    match one_conn(target, &payload, &mut back) {
-                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    for h in hs {
-        let _ = h.join();
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let (n, e) = (done.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
-    println!(
-        "connections={n} errors={e} seconds={secs:.3} rate={:.0}",
-        n as f64 / secs
-    );
-    if n == 0 {
-        bail!("no connection completed against {target}");
-    }
-    Ok(())
-}
-
-fn one_conn(target: SocketAddr, payload: &[u8], back: &mut [u8]) -> std::io::Result<()> {
-    let mut c = TcpStream::connect(target)?;
-    c.set_nodelay(true)?;
-    c.write_all(payload)?;
-    c.read_exact(back)?;
-    c.shutdown(Shutdown::Write)?;
-    // Wait for the server's close so every connection is fully torn down through the proxy.
-    let mut one = [0u8; 1];
-    let _ = c.read(&mut one)?;
     Ok(())
 }
