@@ -35,7 +35,19 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
 }
 
-/// Records one open-loop latency: from the intended send time to completion.
+/// Where an open-loop latency is measured from. If the previous request of this worker was
+/// still in flight at `intended`, the system made this one late: measure from `intended`
+/// (coordinated-omission correction). If the worker was idle, any lateness is the generator's
+/// own timer (tokio's has 1 ms granularity): measure from the actual send.
+pub fn measure_from(intended: Instant, prev_done: Instant, sent: Instant) -> Instant {
+    if prev_done > intended {
+        intended
+    } else {
+        sent
+    }
+}
+
+/// Records one latency: from `from` (see [`measure_from`]) to completion.
 pub fn record_corrected(h: &mut Histogram<u64>, intended: Instant, done: Instant) {
     let us = done.saturating_duration_since(intended).as_micros() as u64;
     h.saturating_record(us.max(1));
@@ -135,6 +147,7 @@ fn http1_conn(
     let mut conn: Option<TcpStream> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = first;
+    let mut prev_done = first;
     loop {
         let intended = match interval {
             Some(iv) => {
@@ -154,6 +167,7 @@ fn http1_conn(
         if interval.is_none() && Instant::now() < first {
             std::thread::sleep(first - Instant::now());
         }
+        let from = measure_from(intended, prev_done, Instant::now());
         let reused = conn.is_some();
         let mut result = exchange(cfg, &mut conn, req, &mut buf);
         if result.is_err() && reused {
@@ -164,7 +178,8 @@ fn http1_conn(
         }
         match result {
             Ok(n) => {
-                record_corrected(&mut s.hist, intended, Instant::now());
+                prev_done = Instant::now();
+                record_corrected(&mut s.hist, from, prev_done);
                 s.ops += 1;
                 s.bytes += n as u64;
                 if !cfg.keepalive {
@@ -172,6 +187,7 @@ fn http1_conn(
                 }
             }
             Err(_) => {
+                prev_done = Instant::now();
                 s.errors += 1;
                 conn = None;
             }
@@ -405,6 +421,23 @@ mod tests {
             slow as f64 >= 0.15 * s.ops as f64,
             "only {slow} slow of {}",
             s.ops
+        );
+    }
+
+    #[test]
+    fn late_because_busy_is_corrected_late_because_of_the_timer_is_not() {
+        let t0 = Instant::now();
+        let intended = t0 + Duration::from_millis(10);
+        let sent = t0 + Duration::from_millis(11);
+        // Previous answer came at 12 ms: the system held this request back.
+        assert_eq!(
+            measure_from(intended, t0 + Duration::from_millis(12), sent),
+            intended
+        );
+        // Previous answer came at 5 ms: the worker idled; 1 ms late is the timer's doing.
+        assert_eq!(
+            measure_from(intended, t0 + Duration::from_millis(5), sent),
+            sent
         );
     }
 

@@ -4,6 +4,7 @@
 //! sidewire and installed peers (HAProxy, nginx) in one run.
 
 mod backends;
+mod h2load;
 mod load;
 mod report;
 mod suite;
@@ -74,6 +75,33 @@ enum Cmd {
         /// Request body bytes (POST when > 0).
         #[arg(long, default_value_t = 0)]
         request_bytes: usize,
+    },
+    /// HTTP/2 (h2c prior knowledge) load: many concurrent streams per connection.
+    H2 {
+        /// Target address.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Connections.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Concurrent streams per connection.
+        #[arg(long, default_value_t = 32)]
+        streams: usize,
+        /// Requests per second in all (open loop); omit for closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Backend: h2c server with a fixed response body.
+    H2Server {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18083")]
+        listen: SocketAddr,
+        /// Response body bytes.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
     },
     /// Push bytes through a target to a sink; report Gbit/s.
     Bulk {
@@ -230,6 +258,29 @@ fn main() -> Result<()> {
                 request_bytes,
             })?;
             print_latency("http1", &s);
+        }
+        Cmd::H2 {
+            target,
+            connections,
+            streams,
+            rate,
+            duration,
+        } => {
+            let s = h2load::run(&h2load::H2Load {
+                target,
+                connections,
+                streams,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+            })?;
+            print_latency("h2", &s);
+        }
+        Cmd::H2Server { listen, body_bytes } => {
+            let addr = h2load::spawn_server(listen, body_bytes)?;
+            eprintln!("h2c listening on {addr}");
+            loop {
+                std::thread::park();
+            }
         }
         Cmd::Bulk { target, bytes } => {
             let s = load::bulk(target, bytes)?;

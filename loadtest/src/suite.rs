@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backends::{self, Kind as Backend};
+use crate::h2load::{self, H2Load};
 use crate::load::{self, HttpLoad, Sample};
 use crate::report::{Meta, Record, Report};
 use crate::targets::{self, Kind};
@@ -99,6 +100,21 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                     duration: d,
                     keepalive: false,
                     request_bytes: 0,
+                })
+            }),
+        },
+        Scenario {
+            name: "h2-streams",
+            route: "h2",
+            unit: "req/s",
+            bulk: false,
+            run: Box::new(move |t| {
+                h2load::run(&H2Load {
+                    target: t,
+                    connections: 2,
+                    streams: if quick { 16 } else { 64 },
+                    rate: Some(rate),
+                    duration: d,
                 })
             }),
         },
@@ -197,6 +213,7 @@ pub fn run(o: &Options) -> Result<Report> {
         "http",
         backends::spawn(Backend::Http { body_bytes: 1024 }, any, 4)?,
     );
+    backends.insert("h2", h2load::spawn_server(any, 1024)?);
     backends.insert("bulk", backends::spawn(Backend::Sink, any, 2)?);
     backends.insert("churn", backends::spawn(Backend::Echo, any, 4)?);
     backends.insert("greet", backends::spawn(Backend::Greeter, any, 2)?);
@@ -304,6 +321,7 @@ mod tests {
                 "http1-keepalive",
                 "http1-max",
                 "http1-conn-per-req",
+                "h2-streams",
                 "tcp-bulk",
                 "tcp-churn",
                 "server-first"

@@ -1,7 +1,7 @@
 //! The systems under test: the no-proxy baseline, sidewire, and peers found installed
 //! (HAProxy, nginx), each configured by the harness with one worker pinned to the proxy CPU
-//! and the same routes: `http` (HTTP/1.1 backend), `bulk` (sink), `churn` (echo),
-//! `greet` (server-first greeter).
+//! and the same routes: `http` (HTTP/1.1 backend), `h2` (h2c backend), `bulk` (sink),
+//! `churn` (echo), `greet` (server-first greeter).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// Route names, in scenario order.
-pub const ROUTES: [&str; 4] = ["http", "bulk", "churn", "greet"];
+pub const ROUTES: [&str; 5] = ["http", "h2", "bulk", "churn", "greet"];
 
 /// A kind of target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,7 +163,12 @@ pub fn start(
                 "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n",
             );
             for r in ROUTES {
-                if r == "http" {
+                if r == "h2" {
+                    cfg += &format!(
+                        "listen {r}\n  mode http\n  http-reuse always\n  bind {} proto h2\n  server s1 {} proto h2\n",
+                        routes[r], backends[r]
+                    );
+                } else if r == "http" {
                     cfg += &format!(
                         "listen {r}\n  mode http\n  option http-keep-alive\n  http-reuse always\n  bind {}\n  server s1 {}\n",
                         routes[r], backends[r]
@@ -184,14 +189,16 @@ pub fn start(
             let mut cfg = format!(
                 "load_module {NGINX_STREAM_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
                  pid {d}/nginx.pid;\nerror_log {d}/error.log error;\nevents {{ worker_connections 4096; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                  upstream be {{ server {}; keepalive 64; }}\n\
                  server {{ listen {}; location / {{ proxy_pass http://be; proxy_http_version 1.1; \
-                 proxy_set_header Connection \"\"; proxy_buffering off; }} }}\n}}\nstream {{\n",
-                backends["http"], routes["http"]
+                 proxy_set_header Connection \"\"; proxy_buffering off; }} }}\n\
+                 upstream h2be {{ server {}; keepalive 64; }}\n\
+                 server {{ listen {} http2; location / {{ grpc_pass grpc://h2be; }} }}\n}}\nstream {{\n",
+                backends["http"], routes["http"], backends["h2"], routes["h2"]
             );
-            for r in ROUTES.iter().filter(|r| **r != "http") {
+            for r in ROUTES.iter().filter(|r| **r != "http" && **r != "h2") {
                 cfg += &format!(
                     "  server {{ listen {}; proxy_pass {}; }}\n",
                     routes[r], backends[r]
