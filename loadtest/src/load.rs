@@ -9,10 +9,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use hdrhistogram::Histogram;
 
 /// The result of one generator run.
@@ -94,33 +93,44 @@ pub struct HttpLoad {
     pub request_bytes: usize,
 }
 
-/// Runs HTTP/1.1 load and returns the merged sample.
+/// Runs HTTP/1.1 load and returns the merged sample. All connections run as tasks on one
+/// tokio current-thread runtime on the calling thread (one thread per load core: the suite
+/// pins it), so a few hundred connections cost no more threads than one.
 pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
     let conns = cfg.connections.max(1);
-    let start = Instant::now() + Duration::from_millis(20);
-    let end = start + cfg.duration;
-    let req = Arc::new(request(cfg.request_bytes, cfg.keepalive));
-    let handles: Vec<_> = (0..conns)
-        .map(|i| {
-            let cfg = cfg.clone();
-            let req = req.clone();
-            std::thread::spawn(move || {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let req: std::rc::Rc<[u8]> = request(cfg.request_bytes, cfg.keepalive).into();
+    let duration = cfg.duration;
+    let cfg = cfg.clone();
+    let total = local.block_on(&rt, async move {
+        let start = Instant::now() + Duration::from_millis(20);
+        let end = start + cfg.duration;
+        let tasks: Vec<_> = (0..conns)
+            .map(|i| {
+                let cfg = cfg.clone();
+                let req = req.clone();
                 // Each connection carries rate/conns, staggered so sends spread evenly.
                 let interval = cfg.rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
                 let first =
                     start + interval.map_or(Duration::ZERO, |iv| iv * i as u32 / conns as u32);
-                http1_conn(&cfg, &req, first, interval, end)
+                tokio::task::spawn_local(async move {
+                    http1_conn(&cfg, &req, first, interval, end).await
+                })
             })
-        })
-        .collect();
-    let mut total = Sample::empty();
-    for h in handles {
-        match h.join() {
-            Ok(s) => total.merge(&s),
-            Err(_) => bail!("a load thread panicked"),
+            .collect();
+        let mut total = Sample::empty();
+        for t in tasks {
+            if let Ok(s) = t.await {
+                total.merge(&s);
+            }
         }
-    }
-    total.elapsed = cfg.duration;
+        total
+    });
+    let mut total = total;
+    total.elapsed = duration;
     Ok(total)
 }
 
@@ -136,7 +146,7 @@ fn request(body: usize, keepalive: bool) -> Vec<u8> {
     r
 }
 
-fn http1_conn(
+async fn http1_conn(
     cfg: &HttpLoad,
     req: &[u8],
     first: Instant,
@@ -144,41 +154,40 @@ fn http1_conn(
     end: Instant,
 ) -> Sample {
     let mut s = Sample::empty();
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<tokio::net::TcpStream> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = first;
     let mut prev_done = first;
     loop {
         let intended = match interval {
             Some(iv) => {
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                }
+                tokio::time::sleep_until(next.into()).await;
                 let t = next;
                 next += iv;
                 t
             }
-            None => Instant::now().max(first),
+            None => {
+                if Instant::now() < first {
+                    tokio::time::sleep_until(first.into()).await;
+                }
+                Instant::now()
+            }
         };
         if intended >= end {
             break;
         }
-        if interval.is_none() && Instant::now() < first {
-            std::thread::sleep(first - Instant::now());
-        }
         let from = measure_from(intended, prev_done, Instant::now());
         let reused = conn.is_some();
-        let mut result = exchange(cfg, &mut conn, req, &mut buf);
+        let mut result = exchange(cfg, &mut conn, req, &mut buf).await;
         if result.is_err() && reused {
             // A reused connection the server closed between requests (keep-alive limits):
             // like any HTTP client, retry once on a fresh connection; only then it is an error.
             conn = None;
-            result = exchange(cfg, &mut conn, req, &mut buf);
+            result = exchange(cfg, &mut conn, req, &mut buf).await;
         }
+        prev_done = Instant::now();
         match result {
             Ok(n) => {
-                prev_done = Instant::now();
                 record_corrected(&mut s.hist, from, prev_done);
                 s.ops += 1;
                 s.bytes += n as u64;
@@ -187,7 +196,6 @@ fn http1_conn(
                 }
             }
             Err(_) => {
-                prev_done = Instant::now();
                 s.errors += 1;
                 conn = None;
             }
@@ -197,28 +205,32 @@ fn http1_conn(
 }
 
 /// Sends one request (connecting first if needed) and reads its response.
-fn exchange(
+async fn exchange(
     cfg: &HttpLoad,
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<tokio::net::TcpStream>,
     req: &[u8],
     buf: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
+    use tokio::io::AsyncWriteExt;
     if conn.is_none() {
-        let c = TcpStream::connect(cfg.target)?;
+        let c = tokio::net::TcpStream::connect(cfg.target).await?;
         c.set_nodelay(true)?;
-        c.set_read_timeout(Some(Duration::from_secs(10)))?;
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("connected above");
-    c.write_all(req)?;
-    read_response(c, buf)
+    c.write_all(req).await?;
+    match tokio::time::timeout(Duration::from_secs(10), read_response(c, buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Reads one response (head + Content-Length body); returns the body length.
-fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_response(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
     let mut have = 0;
     loop {
-        let n = c.read(&mut buf[have..])?;
+        let n = c.read(&mut buf[have..]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -238,7 +250,7 @@ fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize>
                     .ok_or_else(|| std::io::Error::other("no content-length"))?;
                 let mut got = have - head;
                 while got < len {
-                    let n = c.read(&mut buf[..])?;
+                    let n = c.read(&mut buf[..]).await?;
                     if n == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }
