@@ -92,9 +92,6 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
     let cfg = cfg.clone();
     local.block_on(&rt, async move {
         let workers = cfg.connections.max(1) * cfg.streams.max(1);
-        let interval = cfg
-            .rate
-            .map(|r| Duration::from_secs_f64(workers as f64 / r));
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + cfg.duration;
         let mut tasks = Vec::new();
@@ -107,26 +104,12 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                 let conn = conn.clone();
                 let total = t2.clone();
                 let w = c * cfg.streams.max(1) + k;
-                let mut next =
-                    start + interval.map_or(Duration::ZERO, |iv| iv * w as u32 / workers as u32);
+                let mut pacer = crate::load::Pacer::new(start, cfg.rate, w, workers);
                 let target = cfg.target;
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut prev_done = start;
                     loop {
-                        let intended = match interval {
-                            Some(iv) => {
-                                tokio::time::sleep_until(next.into()).await;
-                                let t = next;
-                                next += iv;
-                                t
-                            }
-                            None => {
-                                if Instant::now() < start {
-                                    tokio::time::sleep_until(start.into()).await;
-                                }
-                                Instant::now()
-                            }
-                        };
+                        let intended = pacer.wait().await;
                         if intended >= end {
                             break;
                         }

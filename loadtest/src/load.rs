@@ -46,6 +46,46 @@ pub fn measure_from(intended: Instant, prev_done: Instant, sent: Instant) -> Ins
     }
 }
 
+/// When one load worker sends: at a fixed interval (open loop) or as soon as it can (closed
+/// loop), never before `start`.
+pub struct Pacer {
+    next: Instant,
+    start: Instant,
+    interval: Option<Duration>,
+}
+
+impl Pacer {
+    /// Worker `index` of `workers` sharing `rate` requests/s (None = closed loop); open-loop
+    /// workers are staggered so sends spread evenly over each interval.
+    pub fn new(start: Instant, rate: Option<f64>, index: usize, workers: usize) -> Pacer {
+        let interval = rate.map(|r| Duration::from_secs_f64(workers as f64 / r));
+        let next = start + interval.map_or(Duration::ZERO, |iv| iv * index as u32 / workers as u32);
+        Pacer {
+            next,
+            start,
+            interval,
+        }
+    }
+
+    /// Waits for the next send slot and returns its intended time.
+    pub async fn wait(&mut self) -> Instant {
+        match self.interval {
+            Some(iv) => {
+                tokio::time::sleep_until(self.next.into()).await;
+                let t = self.next;
+                self.next += iv;
+                t
+            }
+            None => {
+                if Instant::now() < self.start {
+                    tokio::time::sleep_until(self.start.into()).await;
+                }
+                Instant::now()
+            }
+        }
+    }
+}
+
 /// Records one latency: from `from` (see [`measure_from`]) to completion.
 pub fn record_corrected(h: &mut Histogram<u64>, intended: Instant, done: Instant) {
     let us = done.saturating_duration_since(intended).as_micros() as u64;
@@ -112,13 +152,10 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
             .map(|i| {
                 let cfg = cfg.clone();
                 let req = req.clone();
-                // Each connection carries rate/conns, staggered so sends spread evenly.
-                let interval = cfg.rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
-                let first =
-                    start + interval.map_or(Duration::ZERO, |iv| iv * i as u32 / conns as u32);
-                tokio::task::spawn_local(async move {
-                    http1_conn(&cfg, &req, first, interval, end).await
-                })
+                let pacer = Pacer::new(start, cfg.rate, i, conns);
+                tokio::task::spawn_local(
+                    async move { http1_conn(&cfg, &req, pacer, start, end).await },
+                )
             })
             .collect();
         let mut total = Sample::empty();
@@ -149,30 +186,16 @@ fn request(body: usize, keepalive: bool) -> Vec<u8> {
 async fn http1_conn(
     cfg: &HttpLoad,
     req: &[u8],
-    first: Instant,
-    interval: Option<Duration>,
+    mut pacer: Pacer,
+    start: Instant,
     end: Instant,
 ) -> Sample {
     let mut s = Sample::empty();
     let mut conn: Option<tokio::net::TcpStream> = None;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut next = first;
-    let mut prev_done = first;
+    let mut prev_done = start;
     loop {
-        let intended = match interval {
-            Some(iv) => {
-                tokio::time::sleep_until(next.into()).await;
-                let t = next;
-                next += iv;
-                t
-            }
-            None => {
-                if Instant::now() < first {
-                    tokio::time::sleep_until(first.into()).await;
-                }
-                Instant::now()
-            }
-        };
+        let intended = pacer.wait().await;
         if intended >= end {
             break;
         }

@@ -249,6 +249,19 @@ pub struct DetectSettings {
 /// An upstream dial in flight during detection.
 type Dial<'a> = Pin<Box<dyn std::future::Future<Output = Result<TcpStream, ConnectError>> + 'a>>;
 
+/// The upstream detection dialled, if any: connected, or the dial still in flight finished
+/// (the forwarding path needs it either way).
+async fn hand_over(
+    up: Option<TcpStream>,
+    dial: Option<Dial<'_>>,
+) -> Option<Result<TcpStream, ConnectError>> {
+    match (up, dial) {
+        (Some(u), _) => Some(Ok(u)),
+        (None, Some(d)) => Some(d.await),
+        (None, None) => None,
+    }
+}
+
 /// Runs detection on a client connection whose upstream will be `endpoint`.
 pub async fn detect(
     core: &Core,
@@ -297,12 +310,8 @@ pub async fn detect(
                     Step::Decided(result, hello) => {
                         // The client spoke first. A dial still in flight is finished and
                         // handed over (the opaque path needs it anyway).
-                        let upstream = match (up, dial) {
-                            (Some(u), _) => Some(Ok(u)),
-                            (None, Some(d)) => Some(d.await),
-                            (None, None) => None,
-                        };
                         drop(up_lowat);
+                        let upstream = hand_over(up, dial).await;
                         return decided(result, hello, upstream);
                     }
                     Step::Need { have: h, want } => {
@@ -312,12 +321,8 @@ pub async fn detect(
                 }
             }
             _ = &mut deadline => {
-                let upstream = match (up, dial) {
-                    (Some(u), _) => Some(Ok(u)),
-                    (None, Some(d)) => Some(d.await),
-                    (None, None) => None,
-                };
                 drop(up_lowat);
+                let upstream = hand_over(up, dial).await;
                 return decided(DetectResult::Timeout, None, upstream);
             }
             _ = &mut delay, if !dial_started => {
