@@ -27,7 +27,7 @@ pub const BANNER: &[u8] = b"220 loadtest greeter ready\r\n";
 /// Binds `listen` and serves `kind` on `threads` accepting threads (each connection gets its
 /// own thread). Returns the bound address; the threads live as long as the process.
 pub fn spawn(kind: Kind, listen: SocketAddr, threads: usize) -> Result<SocketAddr> {
-    let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    let l = listen_deep(listen)?;
     let addr = l.local_addr()?;
     let l = Arc::new(l);
     for _ in 0..threads.max(1) {
@@ -44,6 +44,21 @@ pub fn spawn(kind: Kind, listen: SocketAddr, threads: usize) -> Result<SocketAdd
         });
     }
     Ok(addr)
+}
+
+/// Binds with a 4096-connection backlog (std's is 128): a burst of connects through a proxy
+/// must not overflow it, or dropped SYNs would show up as proxy connect timeouts.
+pub fn listen_deep(addr: SocketAddr) -> Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("bind {addr}"))?;
+    s.listen(4096)?;
+    Ok(s.into())
 }
 
 fn serve(kind: Kind, mut c: TcpStream) {

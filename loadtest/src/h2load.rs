@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 
 use crate::load::{histogram, record_corrected, Sample};
 
 /// Starts an h2c server on `listen`; every request gets 200 with `body_bytes` of body.
 pub fn spawn_server(listen: SocketAddr, body_bytes: usize) -> Result<SocketAddr> {
-    let std_l = std::net::TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    let std_l = crate::backends::listen_deep(listen)?;
     std_l.set_nonblocking(true)?;
     let addr = std_l.local_addr()?;
     let body = Bytes::from(vec![b'z'; body_bytes]);
