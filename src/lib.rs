@@ -10,6 +10,8 @@
 //!   with a bounded timeout and server-speaks-first support.
 //! - [`upstream`]: endpoint choice (least connections) and non-blocking connect with timeout.
 //! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
+//! - [`http1`]: HTTP/1 head parsing with smuggling defences and a chunked decoder (the
+//!   building blocks of the HTTP/1 proxy; not wired in yet).
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
 //! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
 //! - [`sys`]: the raw syscalls (the only `unsafe` in the crate).
@@ -24,6 +26,7 @@ pub mod conn;
 pub mod core;
 pub mod detect;
 pub mod forward;
+pub mod http1;
 pub mod metrics;
 pub mod server;
 pub mod sys;

@@ -1,0 +1,235 @@
+//! A streaming validator for the chunked transfer coding (RFC 9112 §7.1). The proxy forwards
+//! chunked bodies byte for byte; this decoder walks the same bytes to find where the body ends
+//! and to refuse malformed framing (bad or oversized chunk sizes, missing CRLF, bare LF/CR),
+//! which would otherwise let two parties disagree about message boundaries.
+
+/// Longest chunk-size line accepted (size + extensions), in bytes.
+const MAX_LINE: usize = 4096;
+
+/// Where the decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size.
+    Size { digits: u8 },
+    /// After the size: extensions until CR.
+    Ext,
+    /// Expecting the LF after the size line's CR.
+    SizeLf,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting CR after chunk data.
+    DataCr,
+    /// Expecting LF after chunk data.
+    DataLf,
+    /// In the trailer section, at the start of a line.
+    TrailerStart,
+    /// In a trailer field line.
+    TrailerLine,
+    /// Expecting LF of a trailer line (`end` = the line was empty: body done after LF).
+    TrailerLf { end: bool },
+    /// The body is complete.
+    Done,
+}
+
+/// A chunked-framing error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkError(pub &'static str);
+
+/// Streaming chunked decoder.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    state: State,
+    size: u64,
+    line: usize,
+    last_chunk: bool,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            state: State::Size { digits: 0 },
+            size: 0,
+            line: 0,
+            last_chunk: false,
+        }
+    }
+}
+
+impl Decoder {
+    /// Whether the whole body (through the final CRLF) has been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Feeds bytes. Returns how many belong to the body (all of `buf`, or fewer when the
+    /// body ends inside it; the rest is the next message).
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data(left) => {
+                    let take = (left.min((buf.len() - i) as u64)) as usize;
+                    i += take;
+                    self.state = if left - take as u64 == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(left - take as u64)
+                    };
+                    continue;
+                }
+                State::Size { digits } => {
+                    if let Some(v) = (b as char).to_digit(16) {
+                        if digits >= 16 {
+                            return Err(ChunkError("chunk size too large"));
+                        }
+                        self.size = self.size << 4 | v as u64;
+                        self.state = State::Size { digits: digits + 1 };
+                    } else if digits == 0 {
+                        return Err(ChunkError("invalid chunk size"));
+                    } else if b == b'\r' {
+                        self.state = State::SizeLf;
+                    } else if b == b';' || b == b' ' || b == b'\t' {
+                        self.state = State::Ext;
+                    } else {
+                        return Err(ChunkError("invalid chunk size"));
+                    }
+                }
+                State::Ext => match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' => return Err(ChunkError("bare LF in chunk size line")),
+                    _ => {}
+                },
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("bare CR in chunk size line"));
+                    }
+                    self.line = 0;
+                    if self.size == 0 {
+                        self.last_chunk = true;
+                        self.state = State::TrailerStart;
+                    } else {
+                        self.state = State::Data(self.size);
+                        self.size = 0;
+                    }
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError("chunk data longer than its size"));
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("missing LF after chunk data"));
+                    }
+                    self.state = State::Size { digits: 0 };
+                }
+                State::TrailerStart => match b {
+                    b'\r' => self.state = State::TrailerLf { end: true },
+                    b'\n' => return Err(ChunkError("bare LF in trailers")),
+                    _ => self.state = State::TrailerLine,
+                },
+                State::TrailerLine => match b {
+                    b'\r' => self.state = State::TrailerLf { end: false },
+                    b'\n' => return Err(ChunkError("bare LF in trailers")),
+                    _ => {}
+                },
+                State::TrailerLf { end } => {
+                    if b != b'\n' {
+                        return Err(ChunkError("bare CR in trailers"));
+                    }
+                    self.line = 0;
+                    self.state = if end {
+                        State::Done
+                    } else {
+                        State::TrailerStart
+                    };
+                    i += 1;
+                    if end {
+                        return Ok(i);
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+            self.line += 1;
+            if self.line > MAX_LINE && !matches!(self.state, State::Data(_)) {
+                return Err(ChunkError("chunk size or trailer line too long"));
+            }
+        }
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(body: &[u8]) -> Result<usize, ChunkError> {
+        let mut d = Decoder::default();
+        let n = d.feed(body)?;
+        assert!(d.is_done(), "not done after {n} of {} bytes", body.len());
+        Ok(n)
+    }
+
+    #[test]
+    fn valid_bodies_end_exactly() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\nGET /next";
+        assert_eq!(whole(body).unwrap(), body.len() - "GET /next".len());
+        let trailers = b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
+        assert_eq!(whole(trailers).unwrap(), trailers.len());
+        assert_eq!(whole(b"0\r\n\r\n").unwrap(), 5);
+        assert_eq!(
+            whole(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap(),
+            20,
+            "hex sizes"
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_boundary() {
+        let body = b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\nrest";
+        let mut d = Decoder::default();
+        let mut consumed = 0;
+        for b in body.iter() {
+            if d.is_done() {
+                break;
+            }
+            consumed += d.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert!(d.is_done());
+        assert_eq!(consumed, body.len() - 4);
+    }
+
+    #[test]
+    fn malformed_framing_is_rejected() {
+        let cases: &[&[u8]] = &[
+            b"\r\nabc\r\n0\r\n\r\n",   // empty size
+            b"g\r\nabc\r\n0\r\n\r\n",  // not hex
+            b"-1\r\nabc\r\n0\r\n\r\n", // sign
+            b"11111111111111111\r\n",  // 17 hex digits: overflow
+            b"3\nabc\r\n0\r\n\r\n",    // bare LF after size
+            b"3\rXabc\r\n0\r\n\r\n",   // bare CR after size
+            b"3\r\nabcd\r\n0\r\n\r\n", // data longer than size
+            b"3\r\nabc\rX0\r\n\r\n",   // CR without LF after data
+            b"0\r\nT: v\n\r\n",        // bare LF in trailers
+        ];
+        for c in cases {
+            let mut d = Decoder::default();
+            assert!(
+                d.feed(c).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_size_line_is_rejected() {
+        let mut line = b"5;".to_vec();
+        line.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        assert!(Decoder::default().feed(&line).is_err());
+    }
+}
