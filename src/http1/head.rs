@@ -319,25 +319,15 @@ mod tests {
                 .0,
             Framing::Chunked
         );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .1,
-            false
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().1,
-            false,
+        let keep_alive = |raw: &[u8]| parse(raw).unwrap().unwrap().1;
+        assert!(!keep_alive(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(
+            !keep_alive(b"GET / HTTP/1.0\r\n\r\n"),
             "1.0 closes by default"
         );
-        assert_eq!(
-            parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .1,
-            true
-        );
+        assert!(keep_alive(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        ));
         assert!(
             parse(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
                 .unwrap()
