@@ -8,6 +8,7 @@
 //! - [`conn`]: the spine of one connection: accept → detect → upstream → forward → metrics.
 //! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
 //!   with a bounded timeout and server-speaks-first support.
+//! - [`balance`]: per-request P2C over peak-EWMA latency (for HTTP proxying; not wired in yet).
 //! - [`upstream`]: endpoint choice (least connections) and non-blocking connect with timeout.
 //! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
 //! - [`http1`]: HTTP/1 head parsing with smuggling defences and a chunked decoder (the
@@ -21,6 +22,7 @@
 #![deny(clippy::await_holding_refcell_ref)]
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod conn;
 pub mod core;

@@ -214,6 +214,106 @@ fn too_large(buf: &[u8], limits: Limits) -> HeadError {
     }
 }
 
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Response<'b, 'h> {
+    /// Status code.
+    pub code: u16,
+    /// Minor version: 0 or 1.
+    pub minor: u8,
+    /// Header fields (in the caller's storage).
+    pub headers: &'h [Header<'b>],
+    /// Head length in bytes.
+    pub head_len: usize,
+    /// Body framing (RFC 9112 §6.3).
+    pub framing: Framing,
+    /// Whether the upstream connection may carry another request.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head to a request whose method was `HEAD` (`head_request`).
+/// `Ok(None)`: incomplete. Responses get the same strictness as requests, because a
+/// compromised or buggy upstream can desynchronise a pooled connection just as well.
+pub fn parse_response<'b, 'h>(
+    buf: &'b [u8],
+    head_request: bool,
+    max_head_bytes: usize,
+    storage: &'h mut [Header<'b>],
+) -> Result<Option<Response<'b, 'h>>, HeadError> {
+    let mut resp = httparse::Response::new(storage);
+    let head_len = match resp.parse(buf) {
+        Ok(Status::Complete(n)) => n,
+        Ok(Status::Partial) if buf.len() > max_head_bytes => return Err(HeadError::TooLarge),
+        Ok(Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Bad("malformed response head")),
+    };
+    if head_len > max_head_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let code = resp.code.ok_or(HeadError::Bad("no status code"))?;
+    let minor = resp.version.ok_or(HeadError::Bad("no version"))?;
+    let headers: &'h [Header<'b>] = resp.headers;
+    let mut content_length = None;
+    let mut te: Option<&[u8]> = None;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if content_length.is_some() {
+                return Err(HeadError::Bad("duplicate Content-Length in response"));
+            }
+            content_length = Some(
+                parse_length(h.value)
+                    .ok_or(HeadError::Bad("invalid Content-Length in response"))?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if te.is_some() {
+                return Err(HeadError::Bad("duplicate Transfer-Encoding in response"));
+            }
+            te = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let t = trim(token);
+                conn_close |= t.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    // RFC 9112 §6.3, in order: no body for HEAD, 1xx, 204, 304; then TE, then CL, else EOF.
+    let framing = if head_request || (100..200).contains(&code) || code == 204 || code == 304 {
+        Framing::Empty
+    } else {
+        match (te, content_length) {
+            (Some(_), Some(_)) => {
+                return Err(HeadError::Bad(
+                    "both Content-Length and Transfer-Encoding in response",
+                ))
+            }
+            // A non-chunked final coding: the body runs to the connection's close.
+            (Some(v), None) if final_coding_is_chunked(v) && minor == 1 => Framing::Chunked,
+            (Some(_), None) => Framing::UntilClose,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    let keep_alive = framing != Framing::UntilClose
+        && if minor == 0 {
+            conn_keep_alive && !conn_close
+        } else {
+            !conn_close
+        };
+    Ok(Some(Response {
+        code,
+        minor,
+        headers,
+        head_len,
+        framing,
+        keep_alive,
+    }))
+}
+
 /// `1*DIGIT`, no sign, no spaces inside, no overflow.
 fn parse_length(v: &[u8]) -> Option<u64> {
     let v = trim(v);
@@ -419,6 +519,88 @@ mod tests {
         let many = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\n\r\n";
         let e = parse_request(many.as_bytes(), limits, &mut st).unwrap_err();
         assert_eq!((e, e.status()), (HeadError::TooManyHeaders, 431));
+    }
+
+    fn resp(raw: &[u8], head: bool) -> Result<Option<(u16, Framing, bool)>, HeadError> {
+        let mut st = [httparse::EMPTY_HEADER; 32];
+        parse_response(raw, head, 16 * 1024, &mut st)
+            .map(|o| o.map(|r| (r.code, r.framing, r.keep_alive)))
+    }
+
+    #[test]
+    fn response_framing_follows_rfc9112() {
+        let ok = |raw: &[u8], head| resp(raw, head).unwrap().unwrap();
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false),
+            (200, Framing::Length(3), true)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true),
+            (200, Framing::Empty, true),
+            "HEAD"
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+                false
+            )
+            .1,
+            Framing::Empty
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 304 Not Modified\r\n\r\n", false).1,
+            Framing::Empty
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 100 Continue\r\n\r\n", false).1,
+            Framing::Empty
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .1,
+            Framing::Chunked
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\n\r\nbody until close", false),
+            (200, Framing::UntilClose, false)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            (200, Framing::UntilClose, false)
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            (200, Framing::Empty, false)
+        );
+        assert!(
+            !ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", false).2,
+            "1.0 closes"
+        );
+        assert_eq!(
+            resp(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+                .unwrap()
+                .map(|r| r.0),
+            None
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                resp(bad, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

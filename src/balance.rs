@@ -1,0 +1,199 @@
+//! Per-request load balancing: power of two choices over a peak-EWMA latency estimate, as
+//! Linkerd (and Finagle before it) does. Each endpoint's cost is its smoothed round-trip time
+//! times its outstanding requests plus one; two distinct endpoints are drawn at random and the
+//! cheaper one wins. "Peak" means a slower observation replaces the estimate at once while a
+//! faster one only pulls it down gradually, so an endpoint that starts to struggle is avoided
+//! quickly and trusted again slowly.
+//!
+//! Per core and single-threaded (`Cell`s): each worker balances its own traffic. Not wired
+//! into the opaque path (one connection = one choice, least-connections is right there); it is
+//! the balancer for per-request HTTP proxying.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The estimate an endpoint starts with, before any observation (Linkerd's default).
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// How fast old observations fade (Linkerd's default decay).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Endpoint {
+    /// Smoothed RTT in nanoseconds.
+    rtt_ns: Cell<f64>,
+    /// When `rtt_ns` was last updated.
+    stamp: Cell<Instant>,
+    /// Requests in flight.
+    pending: Cell<u32>,
+}
+
+/// Power-of-two-choices over peak-EWMA costs.
+#[derive(Debug)]
+pub struct PeakEwma {
+    endpoints: Rc<[Endpoint]>,
+    decay_ns: f64,
+    rng: Cell<u64>,
+}
+
+/// One request in flight on an endpoint: report its latency with [`InFlight::done`]; dropping
+/// it without a report (a failure) still releases the pending count.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoints: Rc<[Endpoint]>,
+    index: usize,
+    decay_ns: f64,
+}
+
+impl PeakEwma {
+    /// A balancer over `n` endpoints (n ≥ 1); `seed` makes the random draws reproducible.
+    pub fn new(n: usize, decay: Duration, seed: u64) -> PeakEwma {
+        let now = Instant::now();
+        let endpoints: Rc<[Endpoint]> = (0..n.max(1))
+            .map(|_| Endpoint {
+                rtt_ns: Cell::new(DEFAULT_RTT.as_nanos() as f64),
+                stamp: Cell::new(now),
+                pending: Cell::new(0),
+            })
+            .collect();
+        PeakEwma {
+            endpoints,
+            decay_ns: decay.as_nanos().max(1) as f64,
+            rng: Cell::new(seed | 1),
+        }
+    }
+
+    fn next_rand(&self) -> u64 {
+        // xorshift64*: fast, good enough to break ties between endpoints.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn cost(&self, i: usize, now: Instant) -> f64 {
+        let e = &self.endpoints[i];
+        // Decay the estimate toward zero while idle, so a penalised endpoint gets retried.
+        let idle = now.saturating_duration_since(e.stamp.get()).as_nanos() as f64;
+        let rtt = e.rtt_ns.get() * (-idle / self.decay_ns).exp();
+        rtt * (e.pending.get() as f64 + 1.0)
+    }
+
+    /// Chooses an endpoint for one request.
+    pub fn pick(&self) -> (usize, InFlight) {
+        let n = self.endpoints.len();
+        let index = if n == 1 {
+            0
+        } else {
+            let r = self.next_rand();
+            let a = (r % n as u64) as usize;
+            let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+            let now = Instant::now();
+            if self.cost(a, now) <= self.cost(b, now) {
+                a
+            } else {
+                b
+            }
+        };
+        let e = &self.endpoints[index];
+        e.pending.set(e.pending.get() + 1);
+        (
+            index,
+            InFlight {
+                endpoints: self.endpoints.clone(),
+                index,
+                decay_ns: self.decay_ns,
+            },
+        )
+    }
+
+    /// The current cost of endpoint `i` (for tests and debugging).
+    pub fn cost_of(&self, i: usize) -> f64 {
+        self.cost(i, Instant::now())
+    }
+}
+
+impl InFlight {
+    /// The request finished after `rtt` (time to the response's first byte).
+    pub fn done(self, rtt: Duration) {
+        let e = &self.endpoints[self.index];
+        let now = Instant::now();
+        let sample = rtt.as_nanos() as f64;
+        let prev = e.rtt_ns.get();
+        let next = if sample > prev {
+            sample // peak: jump up at once
+        } else {
+            let elapsed = now.saturating_duration_since(e.stamp.get()).as_nanos() as f64;
+            let w = (-elapsed / self.decay_ns).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        e.rtt_ns.set(next);
+        e.stamp.set(now);
+        // `drop` releases the pending count.
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let p = &self.endpoints[self.index].pending;
+        p.set(p.get().saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_endpoint_gets_less_traffic() {
+        let b = PeakEwma::new(3, DEFAULT_DECAY, 42);
+        let rtts = [
+            Duration::from_millis(2),
+            Duration::from_millis(2),
+            Duration::from_millis(40),
+        ];
+        let mut hits = [0usize; 3];
+        for _ in 0..3000 {
+            let (i, f) = b.pick();
+            hits[i] += 1;
+            f.done(rtts[i]);
+        }
+        // The slow endpoint is only chosen when drawn against... nothing cheaper: rarely.
+        assert!(hits[2] < 150, "slow endpoint got {hits:?}");
+        assert!(
+            hits[0] > 1000 && hits[1] > 1000,
+            "fast endpoints share the rest: {hits:?}"
+        );
+    }
+
+    #[test]
+    fn outstanding_requests_raise_the_cost() {
+        let b = PeakEwma::new(2, DEFAULT_DECAY, 7);
+        let held: Vec<InFlight> = (0..10).map(|_| b.pick().1).collect();
+        // Equal RTTs, so the draws spread the load: neither endpoint holds all ten.
+        let on0 = held.iter().filter(|f| f.index == 0).count();
+        assert!((3..=7).contains(&on0), "{on0} of 10 on endpoint 0");
+        drop(held);
+        assert_eq!(
+            b.endpoints.iter().map(|e| e.pending.get()).sum::<u32>(),
+            0,
+            "drops release pending"
+        );
+    }
+
+    #[test]
+    fn peak_jumps_up_and_decays_down() {
+        let b = PeakEwma::new(1, Duration::from_millis(50), 1);
+        b.pick().1.done(Duration::from_millis(100));
+        let after_peak = b.cost_of(0);
+        assert!(after_peak >= 90e6, "peak taken at once: {after_peak}");
+        std::thread::sleep(Duration::from_millis(60));
+        b.pick().1.done(Duration::from_millis(1));
+        assert!(
+            b.cost_of(0) < after_peak / 2.0,
+            "a fast sample after a quiet period pulls it down"
+        );
+    }
+}
