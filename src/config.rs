@@ -48,6 +48,9 @@ pub struct RawConfig {
     /// `[detect]`
     #[serde(default)]
     pub detect: RawDetect,
+    /// `[http1]`
+    #[serde(default)]
+    pub http1: RawHttp1,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -125,6 +128,40 @@ impl Default for RawDetect {
     }
 }
 
+/// `[http1]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp1 {
+    /// Proxy HTTP/1 request by request (experimental); off = forward HTTP/1 opaque.
+    pub enabled: bool,
+    /// Largest request head.
+    pub max_head_bytes: usize,
+    /// Most header fields per request.
+    pub max_headers: usize,
+    /// A request head must arrive within this long.
+    pub header_timeout_ms: u64,
+    /// The response must start within this long.
+    pub response_timeout_ms: u64,
+    /// Idle pooled upstream connections are dropped after this long.
+    pub pool_idle_timeout_ms: u64,
+    /// Idle pooled upstream connections kept per listener and worker.
+    pub pool_max_idle: usize,
+}
+
+impl Default for RawHttp1 {
+    fn default() -> Self {
+        RawHttp1 {
+            enabled: false,
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            header_timeout_ms: 10_000,
+            response_timeout_ms: 10_000,
+            pool_idle_timeout_ms: 3_000,
+            pool_max_idle: 64,
+        }
+    }
+}
+
 /// `[detect] server_first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,6 +234,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Detection settings shared by all listeners.
     pub detect: DetectConfig,
+    /// HTTP/1 proxy settings.
+    pub http1: Http1Config,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -234,6 +273,23 @@ pub struct DetectConfig {
     pub dial_delay: Duration,
     /// Effective opaque ports: the built-in list (unless disabled) plus the user's.
     pub opaque_ports: BTreeSet<u16>,
+}
+
+/// Validated `[http1]`.
+#[derive(Debug, Clone)]
+pub struct Http1Config {
+    /// Proxy HTTP/1 per request.
+    pub enabled: bool,
+    /// Head limits.
+    pub limits: crate::http1::head::Limits,
+    /// Slowloris bound.
+    pub header_timeout: Duration,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    /// Pool idle timeout.
+    pub pool_idle_timeout: Duration,
+    /// Pool size per listener and worker.
+    pub pool_max_idle: usize,
 }
 
 /// One validated `[[listener]]`.
@@ -391,6 +447,31 @@ impl RawConfig {
                 "port 0 is not a valid port".into(),
             ));
         }
+        let h = &self.http1;
+        if !(1024..=1 << 20).contains(&h.max_head_bytes) {
+            return Err(err(
+                "http1.max_head_bytes".into(),
+                format!("{} must be from 1024 to 1048576", h.max_head_bytes),
+            ));
+        }
+        if !(1..=1000).contains(&h.max_headers) {
+            return Err(err(
+                "http1.max_headers".into(),
+                format!("{} must be from 1 to 1000", h.max_headers),
+            ));
+        }
+        for (k, v) in [
+            ("http1.header_timeout_ms", h.header_timeout_ms),
+            ("http1.response_timeout_ms", h.response_timeout_ms),
+            ("http1.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_MS {
+                return Err(err(
+                    k.into(),
+                    format!("{v} must be from 1 to {MAX_TIMEOUT_MS}"),
+                ));
+            }
+        }
         let mut opaque_ports: BTreeSet<u16> = d.opaque_ports.iter().copied().collect();
         if d.builtin_opaque_ports {
             opaque_ports.extend(BUILTIN_OPAQUE_PORTS);
@@ -483,6 +564,17 @@ impl RawConfig {
             },
             admin: AdminConfig {
                 listen: admin_listen,
+            },
+            http1: Http1Config {
+                enabled: self.http1.enabled,
+                limits: crate::http1::head::Limits {
+                    max_head_bytes: self.http1.max_head_bytes,
+                    max_headers: self.http1.max_headers,
+                },
+                header_timeout: Duration::from_millis(self.http1.header_timeout_ms),
+                response_timeout: Duration::from_millis(self.http1.response_timeout_ms),
+                pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
+                pool_max_idle: self.http1.pool_max_idle,
             },
             detect: DetectConfig {
                 timeout: Duration::from_millis(d.timeout_ms),

@@ -16,11 +16,17 @@ use tracing::debug;
 use crate::config::ListenerProtocol;
 use crate::core::{Core, Listener};
 use crate::detect::{self, DetectResult};
-use crate::forward;
 use crate::upstream::{self, ConnectError};
+use crate::{forward, http1, sys};
+use std::os::fd::AsRawFd;
 
 /// Drives one accepted client connection to its end.
-pub async fn serve(core: Rc<Core>, listener: Rc<Listener>, client: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    core: Rc<Core>,
+    listener: Rc<Listener>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) {
     let _open = core.track();
     let t0 = Instant::now();
     let l = &*listener;
@@ -68,6 +74,18 @@ pub async fn serve(core: Rc<Core>, listener: Rc<Listener>, client: TcpStream, pe
     let ok = match result {
         // The client left without a word; an upstream dialled meanwhile is just dropped.
         Some(DetectResult::Closed) => true,
+        Some(DetectResult::Http1) if l.http1.enabled => {
+            // An upstream dialled during detection is not wasted: it joins the pool.
+            if let Some(Ok(u)) = early_upstream {
+                if let Some(idx) = l.cfg.upstream.iter().position(|a| *a == addr) {
+                    if sys::set_blocking(u.as_raw_fd()).is_ok() {
+                        l.put_pooled(idx, u);
+                    }
+                }
+            }
+            drop(_lease);
+            http1::proxy::serve(&core, l, &mut client, peer).await
+        }
         _ => opaque(&core, l, &client, peer, addr, early_upstream).await,
     };
 

@@ -20,7 +20,8 @@ use futures_util::StreamExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ListenerConfig, ServerFirst};
+use crate::balance::{PeakEwma, DEFAULT_DECAY};
+use crate::config::{Config, Http1Config, ListenerConfig, ServerFirst};
 use crate::conn;
 use crate::detect::{DetectSettings, PEEK_CAP};
 use crate::metrics::{CoreSnapshot, ListenerMetrics};
@@ -54,6 +55,31 @@ pub struct Listener {
     pub detect: DetectSettings,
     /// Destination ports that skip detection.
     pub opaque_ports: std::collections::BTreeSet<u16>,
+    /// HTTP/1 proxy settings.
+    pub http1: Http1Config,
+    /// Per-request endpoint choice (HTTP).
+    pub http_balancer: PeakEwma,
+    /// Idle upstream connections for HTTP/1: (endpoint index, connection, idle since).
+    pool: RefCell<Vec<(usize, monoio::net::TcpStream, std::time::Instant)>>,
+}
+
+impl Listener {
+    /// A pooled idle connection to endpoint `idx` that has not idled past the pool timeout.
+    pub fn take_pooled(&self, idx: usize) -> Option<monoio::net::TcpStream> {
+        let mut pool = self.pool.borrow_mut();
+        let timeout = self.http1.pool_idle_timeout;
+        pool.retain(|(_, _, since)| since.elapsed() < timeout);
+        let at = pool.iter().rposition(|(i, _, _)| *i == idx)?;
+        Some(pool.swap_remove(at).1)
+    }
+
+    /// Returns a connection whose last response was fully read, if the pool has room.
+    pub fn put_pooled(&self, idx: usize, s: monoio::net::TcpStream) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < self.http1.pool_max_idle {
+            pool.push((idx, s, std::time::Instant::now()));
+        }
+    }
 }
 
 /// A worker's state.
@@ -110,6 +136,13 @@ impl Core {
                             dial_delay: cfg.detect.dial_delay,
                         },
                         opaque_ports: cfg.detect.opaque_ports.clone(),
+                        http1: cfg.http1.clone(),
+                        http_balancer: PeakEwma::new(
+                            l.upstream.len(),
+                            DEFAULT_DECAY,
+                            0x5eed ^ id as u64,
+                        ),
+                        pool: RefCell::new(Vec::new()),
                     })
                 })
                 .collect(),

@@ -186,3 +186,11 @@ pub fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// Clears non-blocking mode (monoio's completion I/O expects blocking sockets: io_uring
+/// returns EAGAIN for an O_NONBLOCK socket instead of waiting).
+pub fn set_blocking(fd: RawFd) -> io::Result<()> {
+    let off: libc::c_int = 0;
+    // SAFETY: FIONBIO reads one c_int through the pointer, which points at a live local.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONBIO, &off) }).map(drop)
+}

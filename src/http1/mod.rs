@@ -3,9 +3,9 @@
 //! ([`chunked`]). Pure code over byte slices, no I/O, no allocation per request beyond the
 //! caller's header array.
 //!
-//! Not wired into `conn` yet: until the keep-alive proxy loop, the upstream pool and upgrade
-//! handling land (issue 4), HTTP/1 verdicts are forwarded opaque, which keeps WebSocket and
-//! CONNECT working untouched.
+//! [`proxy`] is the keep-alive proxy loop built on them. It is experimental and off unless
+//! `[http1] enabled = true`; otherwise HTTP/1 verdicts are forwarded opaque.
 
 pub mod chunked;
 pub mod head;
+pub mod proxy;

@@ -126,6 +126,8 @@ pub struct ListenerMetrics {
     detect_latency: RefCell<Histogram<u64>>,
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
+    /// HTTP-level metrics (HTTP/1 proxying).
+    pub http: HttpMetrics,
 }
 
 impl Default for ListenerMetrics {
@@ -139,6 +141,7 @@ impl Default for ListenerMetrics {
             detect_latency: RefCell::new(new_histogram()),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
+            http: HttpMetrics::default(),
         }
     }
 }
@@ -183,7 +186,92 @@ impl ListenerMetrics {
             detect_latency: self.detect_latency.borrow().clone(),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
+            http: self.http.snapshot(),
         }
+    }
+}
+
+/// HTTP metrics of one listener on one core (Linkerd's `request_total`, `response_total`,
+/// `response_latency_ms`).
+#[derive(Debug)]
+pub struct HttpMetrics {
+    requests: Cell<u64>,
+    /// (status code, count): at most the ~500 codes from 100 to 599, so bounded.
+    responses: RefCell<Vec<(u16, u64)>>,
+    latency: RefCell<Histogram<u64>>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Cell::new(0),
+            responses: RefCell::new(Vec::new()),
+            latency: RefCell::new(new_histogram()),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// A request head was read.
+    pub fn request(&self) {
+        bump(&self.requests, 1);
+    }
+
+    /// A response started after `ttfb` (or the proxy answered itself).
+    pub fn response(&self, code: u16, ttfb: Duration) {
+        let code = code.clamp(100, 599);
+        let mut r = self.responses.borrow_mut();
+        match r.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => r.push((code, 1)),
+        }
+        drop(r);
+        record(&mut self.latency.borrow_mut(), ttfb);
+    }
+
+    /// A copy for the admin thread.
+    pub fn snapshot(&self) -> HttpSnapshot {
+        HttpSnapshot {
+            requests: self.requests.get(),
+            responses: self.responses.borrow().clone(),
+            latency: self.latency.borrow().clone(),
+        }
+    }
+}
+
+/// Plain values of [`HttpMetrics`].
+#[derive(Debug, Clone)]
+pub struct HttpSnapshot {
+    /// Requests.
+    pub requests: u64,
+    /// (status, count).
+    pub responses: Vec<(u16, u64)>,
+    /// Time to first response byte (µs).
+    pub latency: Histogram<u64>,
+}
+
+impl Default for HttpSnapshot {
+    fn default() -> Self {
+        HttpSnapshot {
+            requests: 0,
+            responses: Vec::new(),
+            latency: new_histogram(),
+        }
+    }
+}
+
+impl HttpSnapshot {
+    /// Adds another core's values.
+    pub fn merge(&mut self, o: &HttpSnapshot) {
+        self.requests += o.requests;
+        for &(code, n) in &o.responses {
+            match self.responses.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, m)) => *m += n,
+                None => self.responses.push((code, n)),
+            }
+        }
+        self.responses.sort_unstable();
+        let _ = self.latency.add(&o.latency);
     }
 }
 
@@ -234,6 +322,8 @@ pub struct ListenerSnapshot {
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.
     pub early_dials: u64,
+    /// HTTP metrics.
+    pub http: HttpSnapshot,
 }
 
 impl Default for ListenerSnapshot {
@@ -247,6 +337,7 @@ impl Default for ListenerSnapshot {
             detect_latency: new_histogram(),
             tls_sni: [0; 2],
             early_dials: 0,
+            http: HttpSnapshot::default(),
         }
     }
 }
@@ -270,6 +361,7 @@ impl ListenerSnapshot {
             *a += b;
         }
         self.early_dials += o.early_dials;
+        self.http.merge(&o.http);
     }
 }
 

@@ -24,6 +24,12 @@ pub const DETECT_BUCKETS_S: [f64; 20] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Bucket bounds of `response_latency_ms`, in milliseconds: Linkerd's, so dashboards port.
+pub const RESPONSE_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
 /// Process-wide values the admin thread reads from `/proc`.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessInfo {
@@ -178,6 +184,46 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     }
     header(
         &mut out,
+        "request_total",
+        "counter",
+        "HTTP requests (HTTP/1 proxying).",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(out, "request_total{{listener=\"{l}\"}} {}", s.http.requests);
+    }
+    header(
+        &mut out,
+        "response_total",
+        "counter",
+        "HTTP responses by status; 5xx are failures.",
+    );
+    for (l, s) in listeners {
+        for (code, n) in &s.http.responses {
+            let class = if *code >= 500 { "failure" } else { "success" };
+            let _ = writeln!(
+                out,
+                "response_total{{listener=\"{l}\",status_code=\"{code}\",classification=\"{class}\"}} {n}"
+            );
+        }
+    }
+    header(
+        &mut out,
+        "response_latency_ms",
+        "histogram",
+        "Time to the response's first byte.",
+    );
+    for (l, s) in listeners {
+        histogram_in(
+            &mut out,
+            "response_latency_ms",
+            &format!("listener=\"{l}\""),
+            &s.http.latency,
+            &RESPONSE_BUCKETS_MS,
+            1e3,
+        );
+    }
+    header(
+        &mut out,
         "tcp_detect_early_dials_total",
         "counter",
         "Upstream dials made during detection because the client was silent (server-speaks-first).",
@@ -249,8 +295,20 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
 /// Writes one Prometheus histogram from an hdrhistogram in microseconds. Bucket counts are
 /// cumulative (`le` includes every value up to the bound, within hdrhistogram's 1% precision).
 pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, bounds_s: &[f64]) {
-    for b in bounds_s {
-        let le_us = (b * 1e6) as u64;
+    histogram_in(out, name, labels, h, bounds_s, 1e6)
+}
+
+/// Like [`histogram`] with bounds (and sum) in a unit of `us_per_unit` microseconds.
+pub fn histogram_in(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    h: &Histogram<u64>,
+    bounds: &[f64],
+    us_per_unit: f64,
+) {
+    for b in bounds {
+        let le_us = (b * us_per_unit) as u64;
         let n = h.count_between(0, le_us);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
     }
@@ -259,7 +317,7 @@ pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>,
         .iter_recorded()
         .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
         .sum::<f64>()
-        / 1e6;
+        / us_per_unit;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
 }

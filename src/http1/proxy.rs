@@ -1,0 +1,446 @@
+//! The HTTP/1 proxy loop for one client connection: read a request head, pick an endpoint per
+//! request (P2C over peak-EWMA), reuse a pooled upstream connection or dial one, forward the
+//! head (hop-by-hop fields stripped) and the body as it streams, read the response (passing
+//! 1xx interim responses on), forward it, record HTTP metrics, pool the upstream connection
+//! when its framing allows, and go again while both sides keep the connection alive.
+//! Upgrades (`101 Switching Protocols`) and CONNECT tunnels (2xx) continue as spliced opaque
+//! streams.
+//!
+//! Errors before any response byte reached the client are answered by the proxy with a
+//! `sidewire-error` header: 400/414/431 for a bad request head, 502 for an unreachable
+//! upstream or a malformed response, 504 when the response does not start within
+//! `response_timeout_ms`. After that, the connection is closed.
+//!
+//! Experimental, off by default (`[http1] enabled`): not yet here are routes, pipelining
+//! across upstream connections, request retries and slow-client body timeouts (issue 4).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::chunked::Decoder;
+use super::head::{
+    connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, Limits,
+};
+use crate::core::{Core, Listener};
+use crate::{forward, sys, upstream};
+
+/// Bytes read per syscall while streaming bodies.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request head, parsed and rewritten for the upstream.
+struct Req {
+    head: Vec<u8>,
+    head_len: usize,
+    framing: Framing,
+    keep_alive: bool,
+    upgrade: bool,
+    connect: bool,
+    expect_continue: bool,
+    is_head: bool,
+}
+
+/// A response head, parsed and rewritten for the client.
+struct Resp {
+    head: Vec<u8>,
+    head_len: usize,
+    code: u16,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Appends what one read returns to `buf`. `Ok(0)` is EOF.
+async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_CHUNK);
+    }
+    let len = buf.len();
+    let (r, slice) = s.read(buf.slice_mut(len..)).await;
+    (r, slice.into_inner())
+}
+
+async fn write_all(s: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
+    let (r, data) = s.write_all(data).await;
+    r.map(|_| data)
+}
+
+fn rewrite_request(buf: &[u8], limits: Limits) -> Result<Option<Req>, HeadError> {
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let Some(r) = parse_request(buf, limits, &mut storage)? else {
+        return Ok(None);
+    };
+    let listed = connection_listed(r.headers);
+    let mut head = Vec::with_capacity(r.head_len + 32);
+    head.extend_from_slice(format!("{} {} HTTP/1.{}\r\n", r.method, r.target, r.minor).as_bytes());
+    for h in r
+        .headers
+        .iter()
+        .filter(|h| !is_hop_by_hop(h, &listed, r.upgrade))
+    {
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if r.upgrade && r.method != "CONNECT" {
+        head.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Some(Req {
+        head,
+        head_len: r.head_len,
+        framing: r.framing,
+        keep_alive: r.keep_alive,
+        upgrade: r.upgrade,
+        connect: r.method == "CONNECT",
+        expect_continue: r.expect_continue,
+        is_head: r.method == "HEAD",
+    }))
+}
+
+fn rewrite_response(
+    buf: &[u8],
+    is_head: bool,
+    client_keep_alive: bool,
+    upgrading: bool,
+) -> Result<Option<Resp>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; 128];
+    let Some(r) = parse_response(buf, is_head, 64 * 1024, &mut storage)? else {
+        return Ok(None);
+    };
+    let upgrading = upgrading && r.code == 101;
+    let listed = connection_listed(r.headers);
+    let reason = "";
+    let mut head = Vec::with_capacity(r.head_len + 32);
+    head.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            r.code,
+            reason_phrase(r.code).unwrap_or(reason)
+        )
+        .as_bytes(),
+    );
+    for h in r
+        .headers
+        .iter()
+        .filter(|h| !is_hop_by_hop(h, &listed, upgrading))
+    {
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if upgrading {
+        head.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !client_keep_alive || r.framing == Framing::UntilClose {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Some(Resp {
+        head,
+        head_len: r.head_len,
+        code: r.code,
+        framing: r.framing,
+        keep_alive: r.keep_alive,
+    }))
+}
+
+fn reason_phrase(code: u16) -> Option<&'static str> {
+    Some(match code {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+/// A response the proxy makes itself; the connection closes after it.
+async fn proxy_error(client: &mut TcpStream, code: u16, reason: &str) {
+    let body = format!("{reason}\n");
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nsidewire-error: {reason}\r\nconnection: close\r\n\r\n{body}",
+        reason_phrase(code).unwrap_or(""),
+        body.len()
+    );
+    let _ = client.write_all(head.into_bytes()).await;
+}
+
+/// Moves one body from `src` to `dst`. `buf` holds bytes already read from `src` (they go
+/// first); on return it holds what followed the body (the next message, pipelined).
+async fn forward_body(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    framing: Framing,
+    mut buf: Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    match framing {
+        Framing::Empty => Ok(buf),
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = (left.min(buf.len() as u64)) as usize;
+                if take > 0 {
+                    let rest = buf.split_off(take);
+                    let _ = write_all(dst, buf).await?;
+                    buf = rest;
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    return Ok(buf);
+                }
+                let (r, b) = read_more(src, buf).await;
+                buf = b;
+                if r? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut dec = Decoder::default();
+            loop {
+                let used = dec
+                    .feed(&buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                if used > 0 {
+                    let rest = buf.split_off(used);
+                    let _ = write_all(dst, buf).await?;
+                    buf = rest;
+                }
+                if dec.is_done() {
+                    return Ok(buf);
+                }
+                let (r, b) = read_more(src, buf).await;
+                buf = b;
+                if r? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            if !buf.is_empty() {
+                buf = write_all(dst, buf).await?;
+                buf.clear();
+            }
+            let (r, b) = read_more(src, buf).await;
+            buf = b;
+            if r? == 0 {
+                return Ok(Vec::new());
+            }
+        },
+    }
+}
+
+/// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte.
+async fn read_head<T>(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
+) -> Result<Option<T>, Result<HeadError, io::Error>> {
+    loop {
+        if !buf.is_empty() {
+            match parse(buf) {
+                Ok(Some(t)) => return Ok(Some(t)),
+                Ok(None) => {}
+                Err(e) => return Err(Ok(e)),
+            }
+        }
+        let (r, b) = read_more(s, std::mem::take(buf)).await;
+        *buf = b;
+        match r {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => return Err(Err(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(Err(e)),
+        }
+    }
+}
+
+/// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
+/// it ended cleanly.
+pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
+    let cfg = &l.http1;
+    let m = &l.metrics.http;
+    let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
+    loop {
+        // 1. The request head, under the header timeout (slowloris).
+        let head = monoio::time::timeout(
+            cfg.header_timeout,
+            read_head(client, &mut cbuf, |b| rewrite_request(b, cfg.limits)),
+        )
+        .await;
+        let req = match head {
+            Err(_) => {
+                if !cbuf.is_empty() {
+                    proxy_error(client, 408, "request head timeout").await;
+                }
+                return cbuf.is_empty();
+            }
+            Ok(Ok(None)) => return true,
+            Ok(Ok(Some(r))) => r,
+            Ok(Err(Ok(e))) => {
+                debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
+                m.request();
+                m.response(e.status(), Duration::ZERO);
+                proxy_error(client, e.status(), e.reason()).await;
+                return false;
+            }
+            Ok(Err(Err(e))) => {
+                debug!(listener = %l.cfg.name, %peer, error = %e, "client read failed");
+                return false;
+            }
+        };
+        let mut body_buf = cbuf.split_off(req.head_len);
+        cbuf.clear();
+        m.request();
+        let t0 = Instant::now();
+
+        // 2. An endpoint for this request, and a connection to it.
+        let (idx, inflight) = l.http_balancer.pick();
+        let addr = l.cfg.upstream[idx];
+        let mut up = match l.take_pooled(idx) {
+            Some(u) => u,
+            None => match upstream::connect(addr, l.cfg.connect_timeout).await {
+                Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
+                Ok(_) => {
+                    proxy_error(client, 502, "upstream socket error").await;
+                    m.response(502, t0.elapsed());
+                    return false;
+                }
+                Err(e) => {
+                    l.metrics.connect_failed(e.kind);
+                    debug!(listener = %l.cfg.name, %peer, error = %e, "502: upstream connect failed");
+                    proxy_error(client, 502, "upstream connect failed").await;
+                    m.response(502, t0.elapsed());
+                    return false;
+                }
+            },
+        };
+
+        // 3. Head, then body (after an interim 100 if the client waits for one).
+        let wait_continue = req.expect_continue && req.framing != Framing::Empty;
+        if write_all(&mut up, req.head).await.is_err() {
+            proxy_error(client, 502, "upstream write failed").await;
+            m.response(502, t0.elapsed());
+            return false;
+        }
+        let mut body_sent = !wait_continue;
+        if body_sent {
+            match forward_body(client, &mut up, req.framing, body_buf).await {
+                Ok(rest) => cbuf = rest,
+                Err(e) => {
+                    debug!(listener = %l.cfg.name, %peer, error = %e, "request body failed");
+                    proxy_error(client, 400, "bad request body").await;
+                    return false;
+                }
+            }
+            body_buf = Vec::new();
+        }
+
+        // 4. The response head (interim 1xx responses pass through), under the response timeout.
+        let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
+        let resp = loop {
+            let read = monoio::time::timeout(
+                cfg.response_timeout,
+                read_head(&mut up, &mut ubuf, |b| {
+                    rewrite_response(b, req.is_head, req.keep_alive, req.upgrade)
+                }),
+            )
+            .await;
+            let r = match read {
+                Err(_) => {
+                    proxy_error(client, 504, "upstream response timeout").await;
+                    m.response(504, t0.elapsed());
+                    return false;
+                }
+                Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    proxy_error(client, 502, "bad or no upstream response").await;
+                    m.response(502, t0.elapsed());
+                    return false;
+                }
+            };
+            if (100..200).contains(&r.code) && r.code != 101 {
+                ubuf.drain(..r.head_len);
+                if client.write_all(r.head).await.0.is_err() {
+                    return false;
+                }
+                if r.code == 100 && !body_sent {
+                    match forward_body(client, &mut up, req.framing, std::mem::take(&mut body_buf))
+                        .await
+                    {
+                        Ok(rest) => cbuf = rest,
+                        Err(_) => return false,
+                    }
+                    body_sent = true;
+                }
+                continue;
+            }
+            break r;
+        };
+        inflight.done(t0.elapsed());
+        m.response(resp.code, t0.elapsed());
+        ubuf.drain(..resp.head_len);
+
+        // 5. Upgrades become opaque streams.
+        let switched =
+            (req.upgrade && resp.code == 101) || (req.connect && (200..300).contains(&resp.code));
+        if switched {
+            let mut out = resp.head;
+            out.extend_from_slice(&ubuf);
+            if client.write_all(out).await.0.is_err() {
+                return false;
+            }
+            if !cbuf.is_empty() || !body_buf.is_empty() {
+                let mut early = std::mem::take(&mut body_buf);
+                early.extend_from_slice(&cbuf);
+                if up.write_all(early).await.0.is_err() {
+                    return false;
+                }
+            }
+            let _ = sys::set_nonblocking(up.as_raw_fd());
+            return forward::splice_both(core, &l.metrics, client, &up)
+                .await
+                .is_ok();
+        }
+
+        // 6. The response.
+        if client.write_all(resp.head).await.0.is_err() {
+            return false;
+        }
+        let rest = match forward_body(&mut up, client, resp.framing, ubuf).await {
+            Ok(rest) => rest,
+            Err(e) => {
+                debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
+                return false;
+            }
+        };
+        let reusable = resp.keep_alive && body_sent && rest.is_empty();
+        if reusable {
+            l.put_pooled(idx, up);
+        }
+        if !req.keep_alive || resp.framing == Framing::UntilClose || !body_sent {
+            return true;
+        }
+    }
+}

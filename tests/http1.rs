@@ -1,0 +1,428 @@
+//! HTTP/1 proxying (`[http1] enabled = true`) through a running proxy, with real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use sidewire::http1::chunked::Decoder;
+
+const ON: &str = "[http1]\nenabled = true\nresponse_timeout_ms = 500\n";
+
+/// Reads one request (head + body per Content-Length or chunked) from `c`; None at EOF.
+fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    loop {
+        let mut h = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Request::new(&mut h);
+        if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let cl: Option<usize> = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+            let chunked = r
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            buf.drain(..n);
+            let mut body = Vec::new();
+            if let Some(len) = cl {
+                while buf.len() < len {
+                    read_some(c, buf)?;
+                }
+                body = buf.drain(..len).collect();
+            } else if chunked {
+                let mut d = Decoder::default();
+                loop {
+                    let used = d.feed(buf).unwrap();
+                    body.extend(buf.drain(..used));
+                    if d.is_done() {
+                        break;
+                    }
+                    read_some(c, buf)?;
+                }
+            }
+            return Some((head, body));
+        }
+        read_some(c, buf)?;
+    }
+}
+
+fn read_some(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut tmp = [0u8; 65536];
+    match c.read(&mut tmp) {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            Some(())
+        }
+    }
+}
+
+/// The payload of a complete raw chunked body (framing removed).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let eol = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = std::str::from_utf8(&raw[at..eol]).unwrap();
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+        at = eol + 2;
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[at..at + size]);
+        at += size + 2;
+    }
+}
+
+/// An upstream that answers every request with its body length and head echo, counting
+/// connections.
+fn counting_upstream(conns: Arc<AtomicUsize>) -> SocketAddr {
+    upstream(move |mut c: TcpStream| {
+        conns.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        while let Some((head, body)) = read_request(&mut c, &mut buf) {
+            let close = head.to_ascii_lowercase().contains("connection: close")
+                || head.contains("HTTP/1.0");
+            let msg = format!(
+                "got {} body bytes; keep-alive header: {}",
+                body.len(),
+                head.to_ascii_lowercase().contains("keep-alive")
+            );
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{msg}",
+                msg.len(),
+                if close { "connection: close\r\n" } else { "" }
+            );
+            if close {
+                return;
+            }
+        }
+    })
+    .0
+}
+
+/// Reads one response; returns (head, body).
+fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    loop {
+        let mut h = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut h);
+        if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let cl: Option<usize> = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+            let chunked = r
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            buf.drain(..n);
+            let mut body = Vec::new();
+            if let Some(len) = cl {
+                while buf.len() < len {
+                    read_some(c, buf).expect("response body");
+                }
+                body = buf.drain(..len).collect();
+            } else if chunked {
+                let mut d = Decoder::default();
+                loop {
+                    let used = d.feed(buf).unwrap();
+                    body.extend(buf.drain(..used));
+                    if d.is_done() {
+                        break;
+                    }
+                    read_some(c, buf).expect("chunked body");
+                }
+            } else {
+                while read_some(c, buf).is_some() {}
+                body = std::mem::take(buf);
+            }
+            return (head, body);
+        }
+        read_some(c, buf).expect("response head");
+    }
+}
+
+#[test]
+fn keep_alive_reuses_one_upstream_connection() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let up = counting_upstream(conns.clone());
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..5 {
+        write!(c, "POST /r{i} HTTP/1.1\r\nHost: x\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        let (head, body) = read_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "got 3 body bytes; keep-alive header: false",
+            "hop-by-hop stripped"
+        );
+    }
+    drop(c);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one upstream connection for five requests"
+    );
+    wait_metric(&p, "request_total{listener=\"t\"}", 5.0);
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",status_code=\"200\",classification=\"success\"}",
+        5.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    assert!(
+        m.contains("response_latency_ms_bucket{listener=\"t\",le=\"50000\"} 5"),
+        "{m}"
+    );
+}
+
+#[test]
+fn chunked_bodies_pass_both_ways_byte_exact() {
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((_, raw)) = read_request(&mut c, &mut buf) {
+            let body = dechunk(&raw);
+            // Echo the body back, chunked in odd sizes.
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+            for part in body.chunks(7777) {
+                let _ = write!(c, "{:x}\r\n", part.len());
+                let _ = c.write_all(part);
+                let _ = c.write_all(b"\r\n");
+            }
+            let _ = c.write_all(b"0\r\n\r\n");
+        }
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut body = vec![0u8; 3 << 20];
+    Gen::new(3).fill(&mut body);
+    write!(
+        c,
+        "PUT /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for part in body.chunks(65_000) {
+        write!(c, "{:x}\r\n", part.len()).unwrap();
+        c.write_all(part).unwrap();
+        c.write_all(b"\r\n").unwrap();
+    }
+    c.write_all(b"0\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let (head, echoed) = read_response(&mut c, &mut buf);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert!(dechunk(&echoed) == body, "3 MiB body changed in transit");
+}
+
+#[test]
+fn http10_request_gets_an_answer_and_a_close() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns)], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap(); // ends: the proxy closes after a 1.0 exchange
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(all.contains("got 0 body bytes"));
+}
+
+#[test]
+fn smuggling_attempts_get_400_and_a_close() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns.clone())], ON, "");
+    for raw in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    ] {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(raw).unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(resp.contains("sidewire-error: "), "{resp}");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+}
+
+#[test]
+fn oversized_heads_get_431_and_414() {
+    let p = proxy_with(
+        &[dead_addr()],
+        "[http1]\nenabled = true\nmax_head_bytes = 2048\nmax_headers = 8\n",
+        "",
+    );
+    let cases = [
+        (format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(3000)), "414"),
+        (
+            format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(3000)),
+            "431",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\n{}\r\n",
+                (0..9).map(|i| format!("h{i}: v\r\n")).collect::<String>()
+            ),
+            "431",
+        ),
+    ];
+    for (req, code) in cases {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = c.read_to_string(&mut resp);
+        assert!(
+            resp.starts_with(&format!("HTTP/1.1 {code}")),
+            "{code}: {resp}"
+        );
+    }
+}
+
+#[test]
+fn dead_upstream_is_502_and_silent_upstream_is_504() {
+    let p = proxy_with(&[dead_addr()], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 502")
+            && resp.contains("sidewire-error: upstream connect failed"),
+        "{resp}"
+    );
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",status_code=\"502\",classification=\"failure\"}",
+        1.0,
+    );
+
+    let (silent, _h) = upstream(|mut c: TcpStream| {
+        let mut b = [0u8; 1024];
+        while c.read(&mut b).map(|n| n > 0).unwrap_or(false) {}
+    });
+    let p = proxy_with(&[silent], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+}
+
+#[test]
+fn websocket_upgrade_becomes_a_spliced_stream() {
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let (head, _) = read_request(&mut c, &mut buf).unwrap();
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+        c.write_all(&buf).unwrap(); // anything sent early
+        echo(c);
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 101")
+            && head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    c.write_all(b"\x81\x05hello").unwrap();
+    let mut frame = [0u8; 7];
+    c.read_exact(&mut frame).unwrap();
+    assert_eq!(&frame, b"\x81\x05hello");
+}
+
+#[test]
+fn expect_100_continue_passes_through() {
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        loop {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Request::new(&mut h);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                buf.drain(..n);
+                break;
+            }
+            read_some(&mut c, &mut buf).unwrap();
+        }
+        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        while buf.len() < 5 {
+            read_some(&mut c, &mut buf).unwrap();
+        }
+        let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    c.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    c.write_all(b"hello").unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+}
+
+#[test]
+fn curl_through_the_proxy() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("curl is required (.ci/run installs it)");
+    }
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns)], ON, "");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-d",
+            "hello",
+            &format!("http://{}/curl", addr(&p)),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got 5 body bytes; keep-alive header: false"
+    );
+}
