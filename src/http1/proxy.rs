@@ -186,28 +186,45 @@ async fn proxy_error(client: &mut TcpStream, code: u16, reason: &str) {
     let _ = client.write_all(head.into_bytes()).await;
 }
 
-/// Moves one body from `src` to `dst`. `buf` holds bytes already read from `src` (they go
-/// first); on return it holds what followed the body (the next message, pipelined).
-async fn forward_body(
+/// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
+/// body bytes that came with it, instead of two.
+async fn send_with_head(dst: &mut TcpStream, head: &mut Vec<u8>, data: Vec<u8>) -> io::Result<()> {
+    if head.is_empty() {
+        write_all(dst, data).await.map(drop)
+    } else {
+        let mut out = std::mem::take(head);
+        out.extend_from_slice(&data);
+        write_all(dst, out).await.map(drop)
+    }
+}
+
+/// Moves one message from `src` to `dst`: `head` first (sent together with the first body
+/// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
+/// on return it holds what followed the body (the next message, pipelined).
+async fn forward_message(
     src: &mut TcpStream,
     dst: &mut TcpStream,
+    mut head: Vec<u8>,
     framing: Framing,
     mut buf: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
-    match framing {
-        Framing::Empty => Ok(buf),
+    let rest = match framing {
+        Framing::Empty => buf,
         Framing::Length(n) => {
             let mut left = n;
             loop {
                 let take = (left.min(buf.len() as u64)) as usize;
                 if take > 0 {
                     let rest = buf.split_off(take);
-                    let _ = write_all(dst, buf).await?;
+                    send_with_head(dst, &mut head, buf).await?;
                     buf = rest;
                     left -= take as u64;
                 }
                 if left == 0 {
-                    return Ok(buf);
+                    break buf;
+                }
+                if !head.is_empty() {
+                    send_with_head(dst, &mut head, Vec::new()).await?;
                 }
                 let (r, b) = read_more(src, buf).await;
                 buf = b;
@@ -224,11 +241,14 @@ async fn forward_body(
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
                 if used > 0 {
                     let rest = buf.split_off(used);
-                    let _ = write_all(dst, buf).await?;
+                    send_with_head(dst, &mut head, buf).await?;
                     buf = rest;
                 }
                 if dec.is_done() {
-                    return Ok(buf);
+                    break buf;
+                }
+                if !head.is_empty() {
+                    send_with_head(dst, &mut head, Vec::new()).await?;
                 }
                 let (r, b) = read_more(src, buf).await;
                 buf = b;
@@ -238,17 +258,20 @@ async fn forward_body(
             }
         }
         Framing::UntilClose => loop {
-            if !buf.is_empty() {
-                buf = write_all(dst, buf).await?;
-                buf.clear();
+            if !buf.is_empty() || !head.is_empty() {
+                send_with_head(dst, &mut head, std::mem::take(&mut buf)).await?;
             }
             let (r, b) = read_more(src, buf).await;
             buf = b;
             if r? == 0 {
-                return Ok(Vec::new());
+                break Vec::new();
             }
         },
+    };
+    if !head.is_empty() {
+        send_with_head(dst, &mut head, Vec::new()).await?;
     }
+    Ok(rest)
 }
 
 /// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte.
@@ -339,22 +362,21 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
 
         // 3. Head, then body (after an interim 100 if the client waits for one).
         let wait_continue = req.expect_continue && req.framing != Framing::Empty;
-        if write_all(&mut up, req.head).await.is_err() {
-            proxy_error(client, 502, "upstream write failed").await;
-            m.response(502, t0.elapsed());
-            return false;
-        }
         let mut body_sent = !wait_continue;
         if body_sent {
-            match forward_body(client, &mut up, req.framing, body_buf).await {
+            match forward_message(client, &mut up, req.head, req.framing, body_buf).await {
                 Ok(rest) => cbuf = rest,
                 Err(e) => {
-                    debug!(listener = %l.cfg.name, %peer, error = %e, "request body failed");
-                    proxy_error(client, 400, "bad request body").await;
+                    debug!(listener = %l.cfg.name, %peer, error = %e, "request forwarding failed");
+                    proxy_error(client, 400, "bad request body or upstream write failed").await;
                     return false;
                 }
             }
             body_buf = Vec::new();
+        } else if write_all(&mut up, req.head).await.is_err() {
+            proxy_error(client, 502, "upstream write failed").await;
+            m.response(502, t0.elapsed());
+            return false;
         }
 
         // 4. The response head (interim 1xx responses pass through), under the response timeout.
@@ -386,9 +408,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                     return false;
                 }
                 if r.code == 100 && !body_sent {
-                    match forward_body(client, &mut up, req.framing, std::mem::take(&mut body_buf))
-                        .await
-                    {
+                    let pending = std::mem::take(&mut body_buf);
+                    match forward_message(client, &mut up, Vec::new(), req.framing, pending).await {
                         Ok(rest) => cbuf = rest,
                         Err(_) => return false,
                     }
@@ -425,10 +446,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         }
 
         // 6. The response.
-        if client.write_all(resp.head).await.0.is_err() {
-            return false;
-        }
-        let rest = match forward_body(&mut up, client, resp.framing, ubuf).await {
+        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf).await {
             Ok(rest) => rest,
             Err(e) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
