@@ -426,3 +426,173 @@ fn curl_through_the_proxy() {
         "got 5 body bytes; keep-alive header: false"
     );
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns)], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // Three requests in one write.
+    c.write_all(b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\naPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nbbGET /3 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    for want in ["got 1 body bytes", "got 2 body bytes", "got 0 body bytes"] {
+        let (_, body) = read_response(&mut c, &mut buf);
+        assert!(String::from_utf8(body).unwrap().starts_with(want), "{want}");
+    }
+}
+
+#[test]
+fn connect_tunnel_is_spliced_after_2xx() {
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let (head, _) = read_request(&mut c, &mut buf).unwrap();
+        assert!(
+            head.starts_with("CONNECT db.internal:5432 HTTP/1.1"),
+            "{head}"
+        );
+        c.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .unwrap();
+        echo(c);
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"\x00\x00\x00\x08tunnel!!").unwrap();
+    let mut back = [0u8; 12];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"\x00\x00\x00\x08tunnel!!");
+}
+
+#[test]
+fn malformed_upstream_response_is_502() {
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let _ = read_request(&mut c, &mut buf);
+        let _ =
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc");
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 502") && resp.contains("sidewire-error"),
+        "{resp}"
+    );
+}
+
+#[test]
+fn slowloris_is_cut_off() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(
+        &[counting_upstream(conns.clone())],
+        "[http1]\nenabled = true\nheader_timeout_ms = 300\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // A request line, then headers that never finish.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+        .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert_eq!(conns.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn hundred_mib_bodies_both_ways_byte_exact() {
+    const N: usize = 100 << 20;
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let (_, body) = read_request(&mut c, &mut buf).unwrap();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&body);
+        // Answer with the body reversed-order-free: the same bytes, Content-Length framed.
+        let _ = write!(
+            c,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-hash: {:032x}\r\n\r\n",
+            body.len(),
+            h.digest128()
+        );
+        let _ = c.write_all(&body);
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut body = vec![0u8; N];
+    Gen::new(11).fill(&mut body);
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let w = c.try_clone().unwrap();
+    let sent = body.clone();
+    let writer = std::thread::spawn(move || {
+        let mut w = w;
+        write!(
+            w,
+            "PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: {N}\r\n\r\n"
+        )
+        .unwrap();
+        w.write_all(&sent).unwrap();
+    });
+    let mut buf = Vec::new();
+    let (head, echoed) = read_response(&mut c, &mut buf);
+    writer.join().unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&body);
+    assert!(
+        head.contains(&format!("x-hash: {:032x}", h.digest128())),
+        "upstream received the exact body"
+    );
+    assert_eq!(echoed.len(), N);
+    assert!(echoed == body, "response body changed in transit");
+}
+
+#[test]
+fn a_slow_endpoint_gets_less_traffic() {
+    let hits = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let mk = |n: Arc<AtomicUsize>, delay_ms: u64| {
+        upstream(move |mut c: TcpStream| {
+            let mut buf = Vec::new();
+            while read_request(&mut c, &mut buf).is_some() {
+                n.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+        })
+        .0
+    };
+    let fast = mk(hits[0].clone(), 0);
+    let slow = mk(hits[1].clone(), 25);
+    // One worker, so one balancer sees every request.
+    let text = format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{ON}\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{fast}\", \"{slow}\"]\n"
+    );
+    let p =
+        sidewire::server::Server::start(sidewire::config::Config::parse(&text, "t.toml").unwrap())
+            .unwrap();
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..200 {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let _ = read_response(&mut c, &mut buf);
+    }
+    let (f, s) = (
+        hits[0].load(Ordering::SeqCst),
+        hits[1].load(Ordering::SeqCst),
+    );
+    assert_eq!(f + s, 200);
+    assert!(s < 40, "slow endpoint got {s} of 200 (fast {f})");
+}

@@ -141,6 +141,7 @@ pub fn parse_request<'b, 'h>(
     let mut conn_keep_alive = false;
     let mut conn_upgrade = false;
     let mut has_upgrade = false;
+    let mut upgrade_h2c = false;
     let mut expect_continue = false;
     for h in headers {
         let name = h.name;
@@ -164,6 +165,7 @@ pub fn parse_request<'b, 'h>(
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
             has_upgrade = true;
+            upgrade_h2c |= trim(h.value).eq_ignore_ascii_case(b"h2c");
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue |= trim(h.value).eq_ignore_ascii_case(b"100-continue");
         }
@@ -184,7 +186,9 @@ pub fn parse_request<'b, 'h>(
         (None, Some(0)) | (None, None) => Framing::Empty,
         (None, Some(n)) => Framing::Length(n),
     };
-    let upgrade = method == "CONNECT" || (has_upgrade && conn_upgrade);
+    // An `h2c` upgrade is not offered to the upstream: the proxy speaks HTTP/1.1 on this hop,
+    // so `Upgrade: h2c` (and `HTTP2-Settings`, listed in `Connection`) are stripped.
+    let upgrade = method == "CONNECT" || (has_upgrade && conn_upgrade && !upgrade_h2c);
     let keep_alive = if minor == 0 {
         conn_keep_alive && !conn_close
     } else {
@@ -457,6 +461,27 @@ mod tests {
             parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap(),
             None,
             "incomplete"
+        );
+    }
+
+    #[test]
+    fn h2c_upgrade_is_not_an_upgrade_on_this_hop() {
+        let raw = b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAA\r\n\r\n";
+        let mut st = [httparse::EMPTY_HEADER; 16];
+        let r = parse_request(raw, Limits::default(), &mut st)
+            .unwrap()
+            .unwrap();
+        assert!(!r.upgrade);
+        let listed = connection_listed(r.headers);
+        let kept: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|h| !is_hop_by_hop(h, &listed, r.upgrade))
+            .map(|h| h.name)
+            .collect();
+        assert!(
+            kept.is_empty(),
+            "Connection, Upgrade and HTTP2-Settings all stripped: {kept:?}"
         );
     }
 

@@ -274,10 +274,13 @@ async fn forward_message(
     Ok(rest)
 }
 
-/// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte.
+/// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte. `started`
+/// turns true once any byte of the head is buffered (the caller may time this future out, and
+/// the buffer itself is lent to the kernel while a read is in flight).
 async fn read_head<T>(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
+    started: &mut bool,
     mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
 ) -> Result<Option<T>, Result<HeadError, io::Error>> {
     loop {
@@ -290,6 +293,7 @@ async fn read_head<T>(
         }
         let (r, b) = read_more(s, std::mem::take(buf)).await;
         *buf = b;
+        *started |= !buf.is_empty();
         match r {
             Ok(0) if buf.is_empty() => return Ok(None),
             Ok(0) => return Err(Err(io::ErrorKind::UnexpectedEof.into())),
@@ -307,17 +311,21 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // 1. The request head, under the header timeout (slowloris).
+        let mut started = !cbuf.is_empty();
         let head = monoio::time::timeout(
             cfg.header_timeout,
-            read_head(client, &mut cbuf, |b| rewrite_request(b, cfg.limits)),
+            read_head(client, &mut cbuf, &mut started, |b| {
+                rewrite_request(b, cfg.limits)
+            }),
         )
         .await;
         let req = match head {
             Err(_) => {
-                if !cbuf.is_empty() {
+                // Mid-head: a slow client (408). Between requests: an idle keep-alive ends.
+                if started {
                     proxy_error(client, 408, "request head timeout").await;
                 }
-                return cbuf.is_empty();
+                return !started;
             }
             Ok(Ok(None)) => return true,
             Ok(Ok(Some(r))) => r,
@@ -384,7 +392,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let resp = loop {
             let read = monoio::time::timeout(
                 cfg.response_timeout,
-                read_head(&mut up, &mut ubuf, |b| {
+                read_head(&mut up, &mut ubuf, &mut false, |b| {
                     rewrite_response(b, req.is_head, req.keep_alive, req.upgrade)
                 }),
             )
