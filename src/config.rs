@@ -217,6 +217,26 @@ pub struct RawListener {
     /// Overrides `[detect] timeout_ms` for this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect_timeout_ms: Option<u64>,
+    /// `[[listener.route]]`: HTTP routes to other endpoint sets.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// One `[[listener.route]]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The `route` metric label; default `route-<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Match this Host (port ignored, case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Match targets whose path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Endpoints for matching requests.
+    pub upstream: Vec<String>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -307,6 +327,50 @@ pub struct ListenerConfig {
     pub protocol: ListenerProtocol,
     /// Detection timeout (listener override or `[detect] timeout_ms`).
     pub detect_timeout: Duration,
+    /// HTTP routes, first match wins; requests matching none use `upstream`.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One validated HTTP route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The `route` metric label.
+    pub name: String,
+    /// Lower-case host to match, if any.
+    pub host: Option<String>,
+    /// Path prefix to match, if any.
+    pub path_prefix: Option<String>,
+    /// Endpoints.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl RouteConfig {
+    /// Whether a request with this Host header value and target matches.
+    pub fn matches(&self, host: Option<&str>, target: &str) -> bool {
+        if let Some(want) = &self.host {
+            let Some(h) = host else { return false };
+            let h = h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(h, _)| h);
+            if !h.eq_ignore_ascii_case(want) {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            // absolute-form ("http://host/path") routes by its path.
+            let path = match target.find("://") {
+                Some(i) => target[i + 3..]
+                    .find('/')
+                    .map_or("/", |j| &target[i + 3 + j..]),
+                None => target,
+            };
+            if !path.starts_with(prefix.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Upper bound on `workers`: far above any sidecar's need, low enough to catch typos.
@@ -544,7 +608,57 @@ impl RawConfig {
                     format!("{detect_timeout_ms} must be from 1 to {MAX_TIMEOUT_MS}"),
                 ));
             }
+            let mut routes = Vec::with_capacity(l.routes.len());
+            for (j, r) in l.routes.iter().enumerate() {
+                let rkey = |k: &str| format!("listener[{i}].route[{j}].{k}");
+                if r.host.is_none() && r.path_prefix.is_none() {
+                    return Err(err(
+                        rkey("host"),
+                        "a route needs host, path_prefix or both".into(),
+                    ));
+                }
+                if let Some(p) = &r.path_prefix {
+                    if !p.starts_with('/') {
+                        return Err(err(
+                            rkey("path_prefix"),
+                            format!("{p:?} must start with '/'"),
+                        ));
+                    }
+                }
+                if r.upstream.is_empty() {
+                    return Err(err(
+                        rkey("upstream"),
+                        "at least one endpoint is required".into(),
+                    ));
+                }
+                let mut ups = Vec::with_capacity(r.upstream.len());
+                for (k, u) in r.upstream.iter().enumerate() {
+                    ups.push(
+                        resolve_endpoint(u).map_err(|p| {
+                            err(format!("listener[{i}].route[{j}].upstream[{k}]"), p)
+                        })?,
+                    );
+                }
+                let name = r.name.clone().unwrap_or_else(|| format!("route-{j}"));
+                if name == "default"
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(err(
+                        rkey("name"),
+                        format!("{name:?}: use letters, digits, '-' and '_' (and not \"default\")"),
+                    ));
+                }
+                routes.push(RouteConfig {
+                    name,
+                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    path_prefix: r.path_prefix.clone(),
+                    upstream: ups,
+                });
+            }
             listeners.push(ListenerConfig {
+                routes,
                 name: l.name.clone(),
                 listen,
                 upstream,
@@ -802,6 +916,32 @@ mod tests {
         assert_eq!(c.detect.timeout, Duration::from_millis(300));
         assert_eq!(c.listeners[0].detect_timeout, Duration::from_millis(50));
         assert_eq!(c.listeners[0].protocol, ListenerProtocol::Detect);
+    }
+
+    #[test]
+    fn routes_parse_validate_and_match() {
+        let text = format!(
+            "{OK}[[listener.route]]\nhost = \"API.example\"\npath_prefix = \"/v1/\"\nupstream = [\"127.0.0.1:9001\"]\n\
+             [[listener.route]]\nname = \"static\"\npath_prefix = \"/static/\"\nupstream = [\"127.0.0.1:9002\"]\n"
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let r = &c.listeners[0].routes;
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].name.as_str(), r[1].name.as_str()),
+            ("route-0", "static")
+        );
+        assert!(r[0].matches(Some("api.example:8080"), "/v1/users"));
+        assert!(!r[0].matches(Some("other.example"), "/v1/users"));
+        assert!(!r[0].matches(None, "/v1/users"));
+        assert!(!r[0].matches(Some("api.example"), "/v2/"));
+        assert!(r[1].matches(None, "http://cdn.example/static/a.css"));
+        let bad = format!("{OK}[[listener.route]]\nupstream = [\"127.0.0.1:9001\"]\n");
+        assert_eq!(parse_err(&bad).key, "listener[0].route[0].host");
+        let bad = format!(
+            "{OK}[[listener.route]]\npath_prefix = \"v1\"\nupstream = [\"127.0.0.1:9001\"]\n"
+        );
+        assert_eq!(parse_err(&bad).key, "listener[0].route[0].path_prefix");
     }
 
     #[test]

@@ -77,10 +77,8 @@ pub async fn serve(
         Some(DetectResult::Http1) if l.http1.enabled => {
             // An upstream dialled during detection is not wasted: it joins the pool.
             if let Some(Ok(u)) = early_upstream {
-                if let Some(idx) = l.cfg.upstream.iter().position(|a| *a == addr) {
-                    if sys::set_blocking(u.as_raw_fd()).is_ok() {
-                        l.put_pooled(idx, u);
-                    }
+                if sys::set_blocking(u.as_raw_fd()).is_ok() {
+                    l.put_pooled(addr, u);
                 }
             }
             drop(_lease);

@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -57,27 +58,36 @@ pub struct Listener {
     pub opaque_ports: std::collections::BTreeSet<u16>,
     /// HTTP/1 proxy settings.
     pub http1: Http1Config,
-    /// Per-request endpoint choice (HTTP).
-    pub http_balancer: PeakEwma,
-    /// Idle upstream connections for HTTP/1: (endpoint index, connection, idle since).
-    pool: RefCell<Vec<(usize, monoio::net::TcpStream, std::time::Instant)>>,
+    /// HTTP endpoint sets: `[0]` the listener's `upstream`, then one per route.
+    pub http_sets: Vec<EndpointSet>,
+    /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
+    pool: RefCell<Vec<(SocketAddr, monoio::net::TcpStream, std::time::Instant)>>,
+}
+
+/// Endpoints balanced per request (the listener's own, or a route's).
+#[derive(Debug)]
+pub struct EndpointSet {
+    /// The endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// P2C over peak-EWMA latency.
+    pub balancer: PeakEwma,
 }
 
 impl Listener {
     /// A pooled idle connection to endpoint `idx` that has not idled past the pool timeout.
-    pub fn take_pooled(&self, idx: usize) -> Option<monoio::net::TcpStream> {
+    pub fn take_pooled(&self, addr: SocketAddr) -> Option<monoio::net::TcpStream> {
         let mut pool = self.pool.borrow_mut();
         let timeout = self.http1.pool_idle_timeout;
         pool.retain(|(_, _, since)| since.elapsed() < timeout);
-        let at = pool.iter().rposition(|(i, _, _)| *i == idx)?;
+        let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
         Some(pool.swap_remove(at).1)
     }
 
     /// Returns a connection whose last response was fully read, if the pool has room.
-    pub fn put_pooled(&self, idx: usize, s: monoio::net::TcpStream) {
+    pub fn put_pooled(&self, addr: SocketAddr, s: monoio::net::TcpStream) {
         let mut pool = self.pool.borrow_mut();
         if pool.len() < self.http1.pool_max_idle {
-            pool.push((idx, s, std::time::Instant::now()));
+            pool.push((addr, s, std::time::Instant::now()));
         }
     }
 }
@@ -126,9 +136,15 @@ impl Core {
                 .listeners
                 .iter()
                 .map(|l| {
+                    let mut metrics = ListenerMetrics::default();
+                    metrics.http.extend(
+                        l.routes
+                            .iter()
+                            .map(|r| crate::metrics::HttpMetrics::new(&r.name)),
+                    );
                     Rc::new(Listener {
                         cfg: l.clone(),
-                        metrics: ListenerMetrics::default(),
+                        metrics,
                         balancer: Balancer::new(l.upstream.clone()),
                         detect: DetectSettings {
                             timeout: l.detect_timeout,
@@ -137,11 +153,18 @@ impl Core {
                         },
                         opaque_ports: cfg.detect.opaque_ports.clone(),
                         http1: cfg.http1.clone(),
-                        http_balancer: PeakEwma::new(
-                            l.upstream.len(),
-                            DEFAULT_DECAY,
-                            0x5eed ^ id as u64,
-                        ),
+                        http_sets: std::iter::once(&l.upstream)
+                            .chain(l.routes.iter().map(|r| &r.upstream))
+                            .enumerate()
+                            .map(|(k, eps)| EndpointSet {
+                                endpoints: eps.clone(),
+                                balancer: PeakEwma::new(
+                                    eps.len(),
+                                    DEFAULT_DECAY,
+                                    0x5eed ^ (id * 131 + k) as u64,
+                                ),
+                            })
+                            .collect(),
                         pool: RefCell::new(Vec::new()),
                     })
                 })

@@ -174,15 +174,15 @@ fn keep_alive_reuses_one_upstream_connection() {
         1,
         "one upstream connection for five requests"
     );
-    wait_metric(&p, "request_total{listener=\"t\"}", 5.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"default\"}", 5.0);
     wait_metric(
         &p,
-        "response_total{listener=\"t\",status_code=\"200\",classification=\"success\"}",
+        "response_total{listener=\"t\",route=\"default\",status_code=\"200\",classification=\"success\"}",
         5.0,
     );
     let (_, m) = admin_get(&p, "/metrics");
     assert!(
-        m.contains("response_latency_ms_bucket{listener=\"t\",le=\"50000\"} 5"),
+        m.contains("response_latency_ms_bucket{listener=\"t\",route=\"default\",le=\"50000\"} 5"),
         "{m}"
     );
 }
@@ -311,7 +311,7 @@ fn dead_upstream_is_502_and_silent_upstream_is_504() {
     );
     wait_metric(
         &p,
-        "response_total{listener=\"t\",status_code=\"502\",classification=\"failure\"}",
+        "response_total{listener=\"t\",route=\"default\",status_code=\"502\",classification=\"failure\"}",
         1.0,
     );
 
@@ -595,4 +595,45 @@ fn a_slow_endpoint_gets_less_traffic() {
     );
     assert_eq!(f + s, 200);
     assert!(s < 40, "slow endpoint got {s} of 200 (fast {f})");
+}
+
+#[test]
+fn routes_by_host_and_path_prefix() {
+    let named = |name: &'static str| {
+        upstream(move |mut c: TcpStream| {
+            let mut buf = Vec::new();
+            while read_request(&mut c, &mut buf).is_some() {
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
+                    name.len()
+                );
+            }
+        })
+        .0
+    };
+    let (default, api, v2) = (named("default"), named("api"), named("api-v2"));
+    let p = proxy_with(
+        &[default],
+        ON,
+        &format!(
+            "[[listener.route]]\nname = \"api-v2\"\nhost = \"api.example\"\npath_prefix = \"/v2/\"\nupstream = [\"{v2}\"]\n\
+             [[listener.route]]\nname = \"api\"\nhost = \"api.example\"\nupstream = [\"{api}\"]\n"
+        ),
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for (host, path, want) in [
+        ("api.example:8080", "/v2/users", "api-v2"),
+        ("API.example", "/v1/users", "api"),
+        ("other.example", "/v2/users", "default"),
+        ("api.example", "/v2", "api"),
+    ] {
+        write!(c, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+        let (_, body) = read_response(&mut c, &mut buf);
+        assert_eq!(String::from_utf8(body).unwrap(), want, "{host}{path}");
+    }
+    wait_metric(&p, "request_total{listener=\"t\",route=\"api\"}", 2.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"api-v2\"}", 1.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"default\"}", 1.0);
 }

@@ -28,6 +28,7 @@ use super::chunked::Decoder;
 use super::head::{
     connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, Limits,
 };
+use crate::config::RouteConfig;
 use crate::core::{Core, Listener};
 use crate::{forward, sys, upstream};
 
@@ -36,6 +37,8 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// A request head, parsed and rewritten for the upstream.
 struct Req {
+    /// Endpoint set: 0 = the listener's own, i + 1 = route i.
+    route: usize,
     head: Vec<u8>,
     head_len: usize,
     framing: Framing,
@@ -70,11 +73,25 @@ async fn write_all(s: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
     r.map(|_| data)
 }
 
-fn rewrite_request(buf: &[u8], limits: Limits) -> Result<Option<Req>, HeadError> {
+fn rewrite_request(
+    buf: &[u8],
+    limits: Limits,
+    routes: &[RouteConfig],
+) -> Result<Option<Req>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let Some(r) = parse_request(buf, limits, &mut storage)? else {
         return Ok(None);
     };
+    let host = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim);
+    let route = routes
+        .iter()
+        .position(|rt| rt.matches(host, r.target))
+        .map_or(0, |i| i + 1);
     let listed = connection_listed(r.headers);
     let mut head = Vec::with_capacity(r.head_len + 32);
     head.extend_from_slice(format!("{} {} HTTP/1.{}\r\n", r.method, r.target, r.minor).as_bytes());
@@ -93,6 +110,7 @@ fn rewrite_request(buf: &[u8], limits: Limits) -> Result<Option<Req>, HeadError>
     }
     head.extend_from_slice(b"\r\n");
     Ok(Some(Req {
+        route,
         head,
         head_len: r.head_len,
         framing: r.framing,
@@ -307,7 +325,7 @@ async fn read_head<T>(
 /// it ended cleanly.
 pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
     let cfg = &l.http1;
-    let m = &l.metrics.http;
+    let default_metrics = &l.metrics.http[0];
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // 1. The request head, under the header timeout (slowloris).
@@ -315,7 +333,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let head = monoio::time::timeout(
             cfg.header_timeout,
             read_head(client, &mut cbuf, &mut started, |b| {
-                rewrite_request(b, cfg.limits)
+                rewrite_request(b, cfg.limits, &l.cfg.routes)
             }),
         )
         .await;
@@ -331,8 +349,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             Ok(Ok(Some(r))) => r,
             Ok(Err(Ok(e))) => {
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
-                m.request();
-                m.response(e.status(), Duration::ZERO);
+                default_metrics.request();
+                default_metrics.response(e.status(), Duration::ZERO);
                 proxy_error(client, e.status(), e.reason()).await;
                 return false;
             }
@@ -343,13 +361,15 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         };
         let mut body_buf = cbuf.split_off(req.head_len);
         cbuf.clear();
+        let m = &l.metrics.http[req.route];
         m.request();
         let t0 = Instant::now();
 
         // 2. An endpoint for this request, and a connection to it.
-        let (idx, inflight) = l.http_balancer.pick();
-        let addr = l.cfg.upstream[idx];
-        let mut up = match l.take_pooled(idx) {
+        let set = &l.http_sets[req.route];
+        let (idx, inflight) = set.balancer.pick();
+        let addr = set.endpoints[idx];
+        let mut up = match l.take_pooled(addr) {
             Some(u) => u,
             None => match upstream::connect(addr, l.cfg.connect_timeout).await {
                 Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
@@ -463,7 +483,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         };
         let reusable = resp.keep_alive && body_sent && rest.is_empty();
         if reusable {
-            l.put_pooled(idx, up);
+            l.put_pooled(addr, up);
         }
         if !req.keep_alive || resp.framing == Framing::UntilClose || !body_sent {
             return true;

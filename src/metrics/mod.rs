@@ -126,8 +126,8 @@ pub struct ListenerMetrics {
     detect_latency: RefCell<Histogram<u64>>,
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
-    /// HTTP-level metrics (HTTP/1 proxying).
-    pub http: HttpMetrics,
+    /// HTTP-level metrics (HTTP/1 proxying), per route: `default` first, then the routes.
+    pub http: Vec<HttpMetrics>,
 }
 
 impl Default for ListenerMetrics {
@@ -141,7 +141,7 @@ impl Default for ListenerMetrics {
             detect_latency: RefCell::new(new_histogram()),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
-            http: HttpMetrics::default(),
+            http: vec![HttpMetrics::new("default")],
         }
     }
 }
@@ -186,7 +186,7 @@ impl ListenerMetrics {
             detect_latency: self.detect_latency.borrow().clone(),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
-            http: self.http.snapshot(),
+            http: self.http.iter().map(HttpMetrics::snapshot).collect(),
         }
     }
 }
@@ -195,23 +195,24 @@ impl ListenerMetrics {
 /// `response_latency_ms`).
 #[derive(Debug)]
 pub struct HttpMetrics {
+    route: String,
     requests: Cell<u64>,
     /// (status code, count): at most the ~500 codes from 100 to 599, so bounded.
     responses: RefCell<Vec<(u16, u64)>>,
     latency: RefCell<Histogram<u64>>,
 }
 
-impl Default for HttpMetrics {
-    fn default() -> Self {
+impl HttpMetrics {
+    /// Metrics for the route named `route` (`default`: the listener's own endpoints).
+    pub fn new(route: &str) -> HttpMetrics {
         HttpMetrics {
+            route: route.to_string(),
             requests: Cell::new(0),
             responses: RefCell::new(Vec::new()),
             latency: RefCell::new(new_histogram()),
         }
     }
-}
 
-impl HttpMetrics {
     /// A request head was read.
     pub fn request(&self) {
         bump(&self.requests, 1);
@@ -232,6 +233,7 @@ impl HttpMetrics {
     /// A copy for the admin thread.
     pub fn snapshot(&self) -> HttpSnapshot {
         HttpSnapshot {
+            route: self.route.clone(),
             requests: self.requests.get(),
             responses: self.responses.borrow().clone(),
             latency: self.latency.borrow().clone(),
@@ -242,6 +244,8 @@ impl HttpMetrics {
 /// Plain values of [`HttpMetrics`].
 #[derive(Debug, Clone)]
 pub struct HttpSnapshot {
+    /// The `route` label.
+    pub route: String,
     /// Requests.
     pub requests: u64,
     /// (status, count).
@@ -253,6 +257,7 @@ pub struct HttpSnapshot {
 impl Default for HttpSnapshot {
     fn default() -> Self {
         HttpSnapshot {
+            route: String::new(),
             requests: 0,
             responses: Vec::new(),
             latency: new_histogram(),
@@ -322,8 +327,8 @@ pub struct ListenerSnapshot {
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.
     pub early_dials: u64,
-    /// HTTP metrics.
-    pub http: HttpSnapshot,
+    /// HTTP metrics per route (`default` first).
+    pub http: Vec<HttpSnapshot>,
 }
 
 impl Default for ListenerSnapshot {
@@ -337,7 +342,7 @@ impl Default for ListenerSnapshot {
             detect_latency: new_histogram(),
             tls_sni: [0; 2],
             early_dials: 0,
-            http: HttpSnapshot::default(),
+            http: Vec::new(),
         }
     }
 }
@@ -361,7 +366,12 @@ impl ListenerSnapshot {
             *a += b;
         }
         self.early_dials += o.early_dials;
-        self.http.merge(&o.http);
+        for (i, h) in o.http.iter().enumerate() {
+            match self.http.get_mut(i) {
+                Some(mine) => mine.merge(h),
+                None => self.http.push(h.clone()),
+            }
+        }
     }
 }
 

@@ -189,7 +189,13 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "HTTP requests (HTTP/1 proxying).",
     );
     for (l, s) in listeners {
-        let _ = writeln!(out, "request_total{{listener=\"{l}\"}} {}", s.http.requests);
+        for h in &s.http {
+            let _ = writeln!(
+                out,
+                "request_total{{listener=\"{l}\",route=\"{}\"}} {}",
+                h.route, h.requests
+            );
+        }
     }
     header(
         &mut out,
@@ -198,12 +204,15 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "HTTP responses by status; 5xx are failures.",
     );
     for (l, s) in listeners {
-        for (code, n) in &s.http.responses {
-            let class = if *code >= 500 { "failure" } else { "success" };
-            let _ = writeln!(
-                out,
-                "response_total{{listener=\"{l}\",status_code=\"{code}\",classification=\"{class}\"}} {n}"
-            );
+        for h in &s.http {
+            for (code, n) in &h.responses {
+                let class = if *code >= 500 { "failure" } else { "success" };
+                let _ = writeln!(
+                    out,
+                    "response_total{{listener=\"{l}\",route=\"{}\",status_code=\"{code}\",classification=\"{class}\"}} {n}",
+                    h.route
+                );
+            }
         }
     }
     header(
@@ -213,14 +222,16 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "Time to the response's first byte.",
     );
     for (l, s) in listeners {
-        histogram_in(
-            &mut out,
-            "response_latency_ms",
-            &format!("listener=\"{l}\""),
-            &s.http.latency,
-            &RESPONSE_BUCKETS_MS,
-            1e3,
-        );
+        for h in &s.http {
+            histogram_in(
+                &mut out,
+                "response_latency_ms",
+                &format!("listener=\"{l}\",route=\"{}\"", h.route),
+                &h.latency,
+                &RESPONSE_BUCKETS_MS,
+                1e3,
+            );
+        }
     }
     header(
         &mut out,
