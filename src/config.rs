@@ -140,6 +140,8 @@ pub struct RawHttp1 {
     pub max_headers: usize,
     /// A request head must arrive within this long.
     pub header_timeout_ms: u64,
+    /// A kept-alive client connection may idle this long between requests.
+    pub idle_timeout_ms: u64,
     /// The response must start within this long.
     pub response_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
@@ -155,6 +157,7 @@ impl Default for RawHttp1 {
             max_head_bytes: 16 * 1024,
             max_headers: 100,
             header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
             response_timeout_ms: 10_000,
             pool_idle_timeout_ms: 3_000,
             pool_max_idle: 64,
@@ -304,6 +307,8 @@ pub struct Http1Config {
     pub limits: crate::http1::head::Limits,
     /// Slowloris bound.
     pub header_timeout: Duration,
+    /// Keep-alive idle bound.
+    pub idle_timeout: Duration,
     /// Time to the response head.
     pub response_timeout: Duration,
     /// Pool idle timeout.
@@ -526,6 +531,7 @@ impl RawConfig {
         }
         for (k, v) in [
             ("http1.header_timeout_ms", h.header_timeout_ms),
+            ("http1.idle_timeout_ms", h.idle_timeout_ms),
             ("http1.response_timeout_ms", h.response_timeout_ms),
             ("http1.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
         ] {
@@ -686,6 +692,7 @@ impl RawConfig {
                     max_headers: self.http1.max_headers,
                 },
                 header_timeout: Duration::from_millis(self.http1.header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.http1.idle_timeout_ms),
                 response_timeout: Duration::from_millis(self.http1.response_timeout_ms),
                 pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
                 pool_max_idle: self.http1.pool_max_idle,

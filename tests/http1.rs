@@ -637,3 +637,24 @@ fn routes_by_host_and_path_prefix() {
     wait_metric(&p, "request_total{listener=\"t\",route=\"api-v2\"}", 1.0);
     wait_metric(&p, "request_total{listener=\"t\",route=\"default\"}", 1.0);
 }
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(
+        &[counting_upstream(conns)],
+        "[http1]\nenabled = true\nidle_timeout_ms = 200\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200"));
+    // Then silence: the proxy closes the idle connection (EOF, no 408).
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}

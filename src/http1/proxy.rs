@@ -328,6 +328,14 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
     let default_metrics = &l.metrics.http[0];
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
+        // 0. Between requests, the client may idle up to the keep-alive idle timeout.
+        if cbuf.is_empty() {
+            match monoio::time::timeout(cfg.idle_timeout, client.readable(false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => return true, // idle keep-alive connection: close quietly
+            }
+        }
         // 1. The request head, under the header timeout (slowloris).
         let mut started = !cbuf.is_empty();
         let head = monoio::time::timeout(
@@ -339,7 +347,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         .await;
         let req = match head {
             Err(_) => {
-                // Mid-head: a slow client (408). Between requests: an idle keep-alive ends.
+                // Mid-head: a slow client gets 408; no byte at all (readable was a FIN): close.
                 if started {
                     proxy_error(client, 408, "request head timeout").await;
                 }
