@@ -143,7 +143,8 @@ pub fn start(
     match kind {
         Kind::Sidewire => {
             let mut cfg = String::from(
-                "[runtime]\nworkers = 1\npin_cores = true\nshutdown_grace_ms = 1000\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+                "[runtime]\nworkers = 1\npin_cores = true\nshutdown_grace_ms = 1000\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [http1]\nenabled = true\n",
             );
             for r in ROUTES {
                 cfg += &format!(
