@@ -78,8 +78,16 @@ fn rewrite_request(
     limits: Limits,
     routes: &[RouteConfig],
 ) -> Result<Option<Req>, HeadError> {
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let Some(r) = parse_request(buf, limits, &mut storage)? else {
+    // Header slots on the stack for the usual limit (≤ 128), on the heap above it.
+    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut heap = Vec::new();
+    let storage: &mut [httparse::Header<'_>] = if limits.max_headers <= stack.len() {
+        &mut stack[..]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let Some(r) = parse_request(buf, limits, storage)? else {
         return Ok(None);
     };
     let host = r
@@ -94,7 +102,16 @@ fn rewrite_request(
         .map_or(0, |i| i + 1);
     let listed = connection_listed(r.headers);
     let mut head = Vec::with_capacity(r.head_len + 32);
-    head.extend_from_slice(format!("{} {} HTTP/1.{}\r\n", r.method, r.target, r.minor).as_bytes());
+    for part in [
+        r.method.as_bytes(),
+        b" ",
+        r.target.as_bytes(),
+        b" HTTP/1.",
+        &[b'0' + r.minor],
+        b"\r\n",
+    ] {
+        head.extend_from_slice(part);
+    }
     for h in r
         .headers
         .iter()
@@ -328,12 +345,19 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
     let default_metrics = &l.metrics.http[0];
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
-        // 0. Between requests, the client may idle up to the keep-alive idle timeout.
+        // 0. Between requests, the client may idle up to the keep-alive idle timeout. The
+        // first read of the next request does the waiting (no extra readiness op).
         if cbuf.is_empty() {
-            match monoio::time::timeout(cfg.idle_timeout, client.readable(false)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return false,
+            match monoio::time::timeout(
+                cfg.idle_timeout,
+                read_more(client, std::mem::take(&mut cbuf)),
+            )
+            .await
+            {
                 Err(_) => return true, // idle keep-alive connection: close quietly
+                Ok((Ok(0), _)) => return true,
+                Ok((Ok(_), b)) => cbuf = b,
+                Ok((Err(_), _)) => return false,
             }
         }
         // 1. The request head, under the header timeout (slowloris).
