@@ -658,3 +658,31 @@ fn idle_keep_alive_connection_is_closed() {
     c.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
+
+#[test]
+fn stale_pooled_connection_is_retried_for_a_bodiless_request() {
+    // Claims keep-alive but closes after every response: the proxy's pooled connection is
+    // dead when the next request arrives.
+    let conns = Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        n.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        if read_request(&mut c, &mut buf).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = read_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, b"ok");
+    }
+    assert!(
+        conns.load(Ordering::SeqCst) >= 3,
+        "each request needed a fresh upstream connection"
+    );
+}

@@ -401,7 +401,13 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let set = &l.http_sets[req.route];
         let (idx, inflight) = set.balancer.pick();
         let addr = set.endpoints[idx];
-        let mut up = match l.take_pooled(addr) {
+        let pooled = l.take_pooled(addr);
+        // A pooled connection may have been closed by the upstream meanwhile. A bodiless
+        // request that meets such a connection (EOF or reset before any response byte) is
+        // sent once more on a fresh connection: it cannot have been processed.
+        let mut retry_head =
+            (pooled.is_some() && req.framing == Framing::Empty).then(|| req.head.clone());
+        let mut up = match pooled {
             Some(u) => u,
             None => match upstream::connect(addr, l.cfg.connect_timeout).await {
                 Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
@@ -456,6 +462,25 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                     return false;
                 }
                 Ok(Ok(Some(r))) => r,
+                Ok(Ok(None)) | Ok(Err(Err(_))) if ubuf.is_empty() && retry_head.is_some() => {
+                    let head = retry_head.take().expect("checked is_some above");
+                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection; retrying on a fresh one");
+                    let fresh = match upstream::connect(addr, l.cfg.connect_timeout).await {
+                        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
+                        _ => {
+                            proxy_error(client, 502, "upstream connect failed").await;
+                            m.response(502, t0.elapsed());
+                            return false;
+                        }
+                    };
+                    up = fresh;
+                    if write_all(&mut up, head).await.is_err() {
+                        proxy_error(client, 502, "upstream write failed").await;
+                        m.response(502, t0.elapsed());
+                        return false;
+                    }
+                    continue;
+                }
                 Ok(Ok(None)) | Ok(Err(_)) => {
                     proxy_error(client, 502, "bad or no upstream response").await;
                     m.response(502, t0.elapsed());
