@@ -12,6 +12,52 @@ use sidewire::http1::chunked::Decoder;
 
 const ON: &str = "[http1]\nenabled = true\nresponse_timeout_ms = 500\n";
 
+/// Framing read from a head: (Content-Length, chunked).
+fn framing(headers: &[httparse::Header<'_>]) -> (Option<usize>, bool) {
+    let cl = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
+    let chunked = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    (cl, chunked)
+}
+
+/// Reads the body that follows a head (raw chunked framing kept; `None` for read-until-close
+/// framing reads to EOF). Returns None if the peer closes early.
+fn read_body(
+    c: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    cl: Option<usize>,
+    chunked: bool,
+    until_close: bool,
+) -> Option<Vec<u8>> {
+    if let Some(len) = cl {
+        while buf.len() < len {
+            read_some(c, buf)?;
+        }
+        return Some(buf.drain(..len).collect());
+    }
+    if chunked {
+        let mut body = Vec::new();
+        let mut d = Decoder::default();
+        loop {
+            let used = d.feed(buf).unwrap();
+            body.extend(buf.drain(..used));
+            if d.is_done() {
+                return Some(body);
+            }
+            read_some(c, buf)?;
+        }
+    }
+    if until_close {
+        while read_some(c, buf).is_some() {}
+        return Some(std::mem::take(buf));
+    }
+    Some(Vec::new())
+}
+
 /// Reads one request (head + body per Content-Length or chunked) from `c`; None at EOF.
 fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
     loop {
@@ -19,33 +65,9 @@ fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>
         let mut r = httparse::Request::new(&mut h);
         if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let cl: Option<usize> = r
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
-            let chunked = r
-                .headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            let (cl, chunked) = framing(r.headers);
             buf.drain(..n);
-            let mut body = Vec::new();
-            if let Some(len) = cl {
-                while buf.len() < len {
-                    read_some(c, buf)?;
-                }
-                body = buf.drain(..len).collect();
-            } else if chunked {
-                let mut d = Decoder::default();
-                loop {
-                    let used = d.feed(buf).unwrap();
-                    body.extend(buf.drain(..used));
-                    if d.is_done() {
-                        break;
-                    }
-                    read_some(c, buf)?;
-                }
-            }
+            let body = read_body(c, buf, cl, chunked, false)?;
             return Some((head, body));
         }
         read_some(c, buf)?;
@@ -115,36 +137,9 @@ fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
         let mut r = httparse::Response::new(&mut h);
         if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let cl: Option<usize> = r
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
-            let chunked = r
-                .headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            let (cl, chunked) = framing(r.headers);
             buf.drain(..n);
-            let mut body = Vec::new();
-            if let Some(len) = cl {
-                while buf.len() < len {
-                    read_some(c, buf).expect("response body");
-                }
-                body = buf.drain(..len).collect();
-            } else if chunked {
-                let mut d = Decoder::default();
-                loop {
-                    let used = d.feed(buf).unwrap();
-                    body.extend(buf.drain(..used));
-                    if d.is_done() {
-                        break;
-                    }
-                    read_some(c, buf).expect("chunked body");
-                }
-            } else {
-                while read_some(c, buf).is_some() {}
-                body = std::mem::take(buf);
-            }
+            let body = read_body(c, buf, cl, chunked, true).expect("response body");
             return (head, body);
         }
         read_some(c, buf).expect("response head");
