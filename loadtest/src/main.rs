@@ -184,9 +184,9 @@ fn print_latency(name: &str, s: &load::Sample) {
     );
 }
 
-fn serve_forever(kind: backends::Kind, listen: SocketAddr, threads: usize) -> Result<()> {
-    let addr = backends::spawn(kind, listen, threads)?;
-    eprintln!("{kind:?} listening on {addr}");
+/// Announces a started backend and keeps the process alive for it.
+fn serve_forever(what: &str, addr: SocketAddr) -> Result<()> {
+    eprintln!("{what} listening on {addr}");
     loop {
         std::thread::park();
     }
@@ -276,11 +276,7 @@ fn main() -> Result<()> {
             print_latency("h2", &s);
         }
         Cmd::H2Server { listen, body_bytes } => {
-            let addr = h2load::spawn_server(listen, body_bytes)?;
-            eprintln!("h2c listening on {addr}");
-            loop {
-                std::thread::park();
-            }
+            serve_forever("h2c", h2load::spawn_server(listen, body_bytes)?)?
         }
         Cmd::Bulk { target, bytes } => {
             let s = load::bulk(target, bytes)?;
@@ -291,14 +287,21 @@ fn main() -> Result<()> {
                 s.bytes as f64 * 8.0 / s.elapsed.as_secs_f64() / 1e9
             );
         }
-        Cmd::HttpServer { listen, body_bytes } => {
-            serve_forever(backends::Kind::Http { body_bytes }, listen, 4)?
+        Cmd::HttpServer { listen, body_bytes } => serve_forever(
+            "http",
+            backends::spawn(backends::Kind::Http { body_bytes }, listen, 4)?,
+        )?,
+        Cmd::Echo { listen, threads } => serve_forever(
+            "echo",
+            backends::spawn(backends::Kind::Echo, listen, threads)?,
+        )?,
+        Cmd::Sink { listen } => {
+            serve_forever("sink", backends::spawn(backends::Kind::Sink, listen, 2)?)?
         }
-        Cmd::Echo { listen, threads } => serve_forever(backends::Kind::Echo, listen, threads)?,
-        Cmd::Sink { listen } => serve_forever(backends::Kind::Sink, listen, 2)?,
-        Cmd::Greeter { listen, threads } => {
-            serve_forever(backends::Kind::Greeter, listen, threads)?
-        }
+        Cmd::Greeter { listen, threads } => serve_forever(
+            "greeter",
+            backends::spawn(backends::Kind::Greeter, listen, threads)?,
+        )?,
         Cmd::FirstByte { target, count } => {
             let s = load::first_byte(target, count)?;
             if s.ops == 0 {

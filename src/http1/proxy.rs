@@ -221,6 +221,38 @@ async fn proxy_error(client: &mut TcpStream, code: u16, reason: &str) {
     let _ = client.write_all(head.into_bytes()).await;
 }
 
+/// Where a delimited body ends: after a byte count, or after the chunked terminator.
+enum BodyEnd {
+    Length(u64),
+    Chunked(Decoder),
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> BodyEnd {
+        match framing {
+            Framing::Length(n) => BodyEnd::Length(n),
+            _ => BodyEnd::Chunked(Decoder::default()),
+        }
+    }
+
+    /// How many of `buf`'s bytes belong to the body, and whether the body is complete.
+    fn feed(&mut self, buf: &[u8]) -> io::Result<(usize, bool)> {
+        match self {
+            BodyEnd::Length(left) => {
+                let take = (*left).min(buf.len() as u64);
+                *left -= take;
+                Ok((take as usize, *left == 0))
+            }
+            BodyEnd::Chunked(dec) => {
+                let used = dec
+                    .feed(buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                Ok((used, dec.is_done()))
+            }
+        }
+    }
+}
+
 /// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
 /// body bytes that came with it, instead of two.
 async fn send_with_head(dst: &mut TcpStream, head: &mut Vec<u8>, data: Vec<u8>) -> io::Result<()> {
@@ -245,41 +277,16 @@ async fn forward_message(
 ) -> io::Result<Vec<u8>> {
     let rest = match framing {
         Framing::Empty => buf,
-        Framing::Length(n) => {
-            let mut left = n;
+        Framing::Length(_) | Framing::Chunked => {
+            let mut end = BodyEnd::new(framing);
             loop {
-                let take = (left.min(buf.len() as u64)) as usize;
-                if take > 0 {
-                    let rest = buf.split_off(take);
-                    send_with_head(dst, &mut head, buf).await?;
-                    buf = rest;
-                    left -= take as u64;
-                }
-                if left == 0 {
-                    break buf;
-                }
-                if !head.is_empty() {
-                    send_with_head(dst, &mut head, Vec::new()).await?;
-                }
-                let (r, b) = read_more(src, buf).await;
-                buf = b;
-                if r? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        }
-        Framing::Chunked => {
-            let mut dec = Decoder::default();
-            loop {
-                let used = dec
-                    .feed(&buf)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                let (used, done) = end.feed(&buf)?;
                 if used > 0 {
                     let rest = buf.split_off(used);
                     send_with_head(dst, &mut head, buf).await?;
                     buf = rest;
                 }
-                if dec.is_done() {
+                if done {
                     break buf;
                 }
                 if !head.is_empty() {
