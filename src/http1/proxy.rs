@@ -210,6 +210,20 @@ fn reason_phrase(code: u16) -> Option<&'static str> {
     })
 }
 
+/// A new upstream connection in blocking mode (for completion I/O); a failure is counted and
+/// returned as the `sidewire-error` reason.
+async fn dial(l: &Listener, addr: SocketAddr, peer: SocketAddr) -> Result<TcpStream, &'static str> {
+    match upstream::connect(addr, l.cfg.connect_timeout).await {
+        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(u),
+        Ok(_) => Err("upstream socket error"),
+        Err(e) => {
+            l.metrics.connect_failed(e.kind);
+            debug!(listener = %l.cfg.name, %peer, error = %e, "502: upstream connect failed");
+            Err("upstream connect failed")
+        }
+    }
+}
+
 /// A response the proxy makes itself; the connection closes after it.
 async fn proxy_error(client: &mut TcpStream, code: u16, reason: &str) {
     let body = format!("{reason}\n");
@@ -416,17 +430,10 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             (pooled.is_some() && req.framing == Framing::Empty).then(|| req.head.clone());
         let mut up = match pooled {
             Some(u) => u,
-            None => match upstream::connect(addr, l.cfg.connect_timeout).await {
-                Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
-                Ok(_) => {
-                    proxy_error(client, 502, "upstream socket error").await;
-                    m.response(502, t0.elapsed());
-                    return false;
-                }
-                Err(e) => {
-                    l.metrics.connect_failed(e.kind);
-                    debug!(listener = %l.cfg.name, %peer, error = %e, "502: upstream connect failed");
-                    proxy_error(client, 502, "upstream connect failed").await;
+            None => match dial(l, addr, peer).await {
+                Ok(u) => u,
+                Err(reason) => {
+                    proxy_error(client, 502, reason).await;
                     m.response(502, t0.elapsed());
                     return false;
                 }
@@ -472,10 +479,10 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 Ok(Ok(None)) | Ok(Err(Err(_))) if ubuf.is_empty() && retry_head.is_some() => {
                     let head = retry_head.take().expect("checked is_some above");
                     debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection; retrying on a fresh one");
-                    let fresh = match upstream::connect(addr, l.cfg.connect_timeout).await {
-                        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => u,
-                        _ => {
-                            proxy_error(client, 502, "upstream connect failed").await;
+                    let fresh = match dial(l, addr, peer).await {
+                        Ok(u) => u,
+                        Err(reason) => {
+                            proxy_error(client, 502, reason).await;
                             m.response(502, t0.elapsed());
                             return false;
                         }
