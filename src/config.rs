@@ -144,6 +144,8 @@ pub struct RawHttp1 {
     pub idle_timeout_ms: u64,
     /// The response must start within this long.
     pub response_timeout_ms: u64,
+    /// A request body may pause at most this long between two reads.
+    pub body_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
     pub pool_idle_timeout_ms: u64,
     /// Idle pooled upstream connections kept per listener and worker.
@@ -153,12 +155,13 @@ pub struct RawHttp1 {
 impl Default for RawHttp1 {
     fn default() -> Self {
         RawHttp1 {
-            enabled: false,
+            enabled: true,
             max_head_bytes: 16 * 1024,
             max_headers: 100,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             response_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
             pool_idle_timeout_ms: 3_000,
             pool_max_idle: 64,
         }
@@ -311,6 +314,8 @@ pub struct Http1Config {
     pub idle_timeout: Duration,
     /// Time to the response head.
     pub response_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_timeout: Duration,
     /// Pool idle timeout.
     pub pool_idle_timeout: Duration,
     /// Pool size per listener and worker.
@@ -533,6 +538,7 @@ impl RawConfig {
             ("http1.header_timeout_ms", h.header_timeout_ms),
             ("http1.idle_timeout_ms", h.idle_timeout_ms),
             ("http1.response_timeout_ms", h.response_timeout_ms),
+            ("http1.body_timeout_ms", h.body_timeout_ms),
             ("http1.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
         ] {
             if v == 0 || v > MAX_TIMEOUT_MS {
@@ -694,6 +700,7 @@ impl RawConfig {
                 header_timeout: Duration::from_millis(self.http1.header_timeout_ms),
                 idle_timeout: Duration::from_millis(self.http1.idle_timeout_ms),
                 response_timeout: Duration::from_millis(self.http1.response_timeout_ms),
+                body_timeout: Duration::from_millis(self.http1.body_timeout_ms),
                 pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
                 pool_max_idle: self.http1.pool_max_idle,
             },

@@ -510,6 +510,37 @@ fn slowloris_is_cut_off() {
 }
 
 #[test]
+fn request_body_that_stalls_gets_408() {
+    // The upstream reads what it gets and never answers: the proxy's body timeout decides.
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let _ = std::io::copy(&mut c, &mut std::io::sink());
+    });
+    let p = proxy_with(
+        &[up],
+        "[http1]\nbody_timeout_ms = 200\nresponse_timeout_ms = 60000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // A complete head announcing 100 bytes, then only 10 of them.
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(
+        resp.contains("sidewire-error: request body timeout"),
+        "{resp}"
+    );
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",status_code=\"408\",classification=\"success\"}",
+        1.0,
+    );
+}
+
+#[test]
 fn hundred_mib_bodies_both_ways_byte_exact() {
     const N: usize = 100 << 20;
     let (up, _h) = upstream(|mut c: TcpStream| {

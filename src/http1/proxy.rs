@@ -11,8 +11,8 @@
 //! upstream or a malformed response, 504 when the response does not start within
 //! `response_timeout_ms`. After that, the connection is closed.
 //!
-//! Experimental, off by default (`[http1] enabled`): not yet here are routes, pipelining
-//! across upstream connections, request retries and slow-client body timeouts (issue 4).
+//! A request body that pauses longer than `body_timeout_ms` gets 408. Pipelined requests are
+//! answered in order over one upstream connection at a time (not spread across several).
 
 use std::io;
 use std::net::SocketAddr;
@@ -282,12 +282,14 @@ async fn send_with_head(dst: &mut TcpStream, head: &mut Vec<u8>, data: Vec<u8>) 
 /// Moves one message from `src` to `dst`: `head` first (sent together with the first body
 /// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
 /// on return it holds what followed the body (the next message, pipelined).
+/// `pause` bounds the wait for each read of a delimited body (`TimedOut` on expiry).
 async fn forward_message(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     mut head: Vec<u8>,
     framing: Framing,
     mut buf: Vec<u8>,
+    pause: Option<Duration>,
 ) -> io::Result<Vec<u8>> {
     let rest = match framing {
         Framing::Empty => buf,
@@ -306,7 +308,14 @@ async fn forward_message(
                 if !head.is_empty() {
                     send_with_head(dst, &mut head, Vec::new()).await?;
                 }
-                let (r, b) = read_more(src, buf).await;
+                let (r, b) = match pause {
+                    None => read_more(src, buf).await,
+                    // On expiry the read is cancelled and its buffer lost: the connection is
+                    // closed anyway.
+                    Some(d) => monoio::time::timeout(d, read_more(src, buf))
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
+                };
                 buf = b;
                 if r? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
@@ -357,6 +366,28 @@ async fn read_head<T>(
             Err(e) => return Err(Err(e)),
         }
     }
+}
+
+/// Answers a request whose body could not be forwarded (no response byte has gone out yet):
+/// 408 for a body that paused too long, 400 for bad chunked framing, 502 when the upstream
+/// would not take it; a client that went away gets nothing.
+async fn request_body_failed(
+    l: &Listener,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    m: &crate::metrics::HttpMetrics,
+    t0: Instant,
+    e: io::Error,
+) {
+    debug!(listener = %l.cfg.name, %peer, error = %e, "request body not forwarded");
+    let (code, reason) = match e.kind() {
+        io::ErrorKind::TimedOut => (408, "request body timeout"),
+        io::ErrorKind::InvalidData => (400, "bad chunked request body"),
+        io::ErrorKind::UnexpectedEof => return,
+        _ => (502, "upstream write failed"),
+    };
+    m.response(code, t0.elapsed());
+    proxy_error(client, code, reason).await;
 }
 
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
@@ -444,11 +475,19 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let wait_continue = req.expect_continue && req.framing != Framing::Empty;
         let mut body_sent = !wait_continue;
         if body_sent {
-            match forward_message(client, &mut up, req.head, req.framing, body_buf).await {
+            let sent = forward_message(
+                client,
+                &mut up,
+                req.head,
+                req.framing,
+                body_buf,
+                Some(cfg.body_timeout),
+            )
+            .await;
+            match sent {
                 Ok(rest) => cbuf = rest,
                 Err(e) => {
-                    debug!(listener = %l.cfg.name, %peer, error = %e, "request forwarding failed");
-                    proxy_error(client, 400, "bad request body or upstream write failed").await;
+                    request_body_failed(l, client, peer, m, t0, e).await;
                     return false;
                 }
             }
@@ -508,9 +547,21 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 }
                 if r.code == 100 && !body_sent {
                     let pending = std::mem::take(&mut body_buf);
-                    match forward_message(client, &mut up, Vec::new(), req.framing, pending).await {
+                    let sent = forward_message(
+                        client,
+                        &mut up,
+                        Vec::new(),
+                        req.framing,
+                        pending,
+                        Some(cfg.body_timeout),
+                    )
+                    .await;
+                    match sent {
                         Ok(rest) => cbuf = rest,
-                        Err(_) => return false,
+                        Err(e) => {
+                            request_body_failed(l, client, peer, m, t0, e).await;
+                            return false;
+                        }
                     }
                     body_sent = true;
                 }
@@ -545,7 +596,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         }
 
         // 6. The response.
-        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf).await {
+        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf, None).await
+        {
             Ok(rest) => rest,
             Err(e) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
