@@ -51,6 +51,9 @@ pub struct RawConfig {
     /// `[http1]`
     #[serde(default)]
     pub http1: RawHttp1,
+    /// `[http2]`
+    #[serde(default)]
+    pub http2: RawHttp2,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -168,6 +171,60 @@ impl Default for RawHttp1 {
     }
 }
 
+/// `[http2]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp2 {
+    /// Proxy HTTP/2 stream by stream; off = forward HTTP/2 opaque.
+    pub enabled: bool,
+    /// Concurrent streams a client may open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list a client may send (also bounds CONTINUATION frames).
+    pub max_header_list_size: u32,
+    /// Flow-control window per stream, both directions.
+    pub initial_stream_window: u32,
+    /// Flow-control window per connection, both directions.
+    pub initial_connection_window: u32,
+    /// Largest frame payload accepted.
+    pub max_frame_size: u32,
+    /// Streams a client may reset before they are accepted (rapid-reset defence).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the proxy may reset because of peer errors before it sends GOAWAY.
+    pub max_local_error_reset_streams: usize,
+    /// Bytes buffered per stream towards a peer before back-pressure.
+    pub max_send_buffer_bytes: usize,
+    /// The response (headers) must start within this long; 504 (gRPC: DEADLINE_EXCEEDED).
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RawHttp2 {
+    fn default() -> Self {
+        RawHttp2 {
+            enabled: true,
+            max_concurrent_streams: 256,
+            max_header_list_size: 16 * 1024,
+            initial_stream_window: 65_535,
+            initial_connection_window: 1 << 20,
+            max_frame_size: 16_384,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_send_buffer_bytes: 400 * 1024,
+            response_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[[listener]] upstream_protocol`: what the upstream speaks for proxied HTTP/2 streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1: each stream becomes a request on the HTTP/1 pool.
+    #[default]
+    Http1,
+    /// HTTP/2 prior knowledge (h2c): streams are multiplexed on one pooled connection.
+    Http2,
+}
+
 /// `[detect] server_first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -220,6 +277,9 @@ pub struct RawListener {
     /// Detect, or force a protocol.
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// What the upstream speaks for proxied HTTP/2 streams.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
     /// Overrides `[detect] timeout_ms` for this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect_timeout_ms: Option<u64>,
@@ -262,6 +322,8 @@ pub struct Config {
     pub detect: DetectConfig,
     /// HTTP/1 proxy settings.
     pub http1: Http1Config,
+    /// HTTP/2 proxy settings.
+    pub http2: Http2Config,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -322,6 +384,22 @@ pub struct Http1Config {
     pub pool_max_idle: usize,
 }
 
+/// Validated `[http2]` (see [`RawHttp2`] for the meaning of each field).
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct Http2Config {
+    pub enabled: bool,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+    pub max_frame_size: u32,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+    pub max_send_buffer_bytes: usize,
+    pub response_timeout: Duration,
+}
+
 /// One validated `[[listener]]`.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -335,6 +413,8 @@ pub struct ListenerConfig {
     pub connect_timeout: Duration,
     /// Detect or force a protocol.
     pub protocol: ListenerProtocol,
+    /// What the upstream speaks for proxied HTTP/2 streams.
+    pub upstream_protocol: UpstreamProtocol,
     /// Detection timeout (listener override or `[detect] timeout_ms`).
     pub detect_timeout: Duration,
     /// HTTP routes, first match wins; requests matching none use `upstream`.
@@ -676,6 +756,7 @@ impl RawConfig {
                 upstream,
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms),
                 protocol: l.protocol,
+                upstream_protocol: l.upstream_protocol,
                 detect_timeout: Duration::from_millis(detect_timeout_ms),
             });
             addrs.push((listen, "another listener"));
@@ -704,6 +785,7 @@ impl RawConfig {
                 pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
                 pool_max_idle: self.http1.pool_max_idle,
             },
+            http2: self.validate_http2(file)?,
             detect: DetectConfig {
                 timeout: Duration::from_millis(d.timeout_ms),
                 server_first: d.server_first,
@@ -711,6 +793,43 @@ impl RawConfig {
                 opaque_ports,
             },
             listeners,
+        })
+    }
+
+    /// `[http2]`: ranges from RFC 9113 §6.5.2 and sane bounds.
+    fn validate_http2(&self, file: &str) -> Result<Http2Config, ConfigError> {
+        let h = &self.http2;
+        let check = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    file: file.into(),
+                    key: format!("http2.{key}"),
+                    problem: format!("{v} must be from {lo} to {hi}"),
+                })
+            }
+        };
+        check("max_concurrent_streams", h.max_concurrent_streams.into(), 1, 65_536)?;
+        check("max_header_list_size", h.max_header_list_size.into(), 1024, 1 << 20)?;
+        check("initial_stream_window", h.initial_stream_window.into(), 1024, (1 << 31) - 1)?;
+        check("initial_connection_window", h.initial_connection_window.into(), 65_535, (1 << 31) - 1)?;
+        check("max_frame_size", h.max_frame_size.into(), 16_384, (1 << 24) - 1)?;
+        check("max_pending_accept_reset_streams", h.max_pending_accept_reset_streams as u64, 1, 100_000)?;
+        check("max_local_error_reset_streams", h.max_local_error_reset_streams as u64, 1, 100_000)?;
+        check("max_send_buffer_bytes", h.max_send_buffer_bytes as u64, 16_384, 1 << 30)?;
+        check("response_timeout_ms", h.response_timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        Ok(Http2Config {
+            enabled: h.enabled,
+            max_concurrent_streams: h.max_concurrent_streams,
+            max_header_list_size: h.max_header_list_size,
+            initial_stream_window: h.initial_stream_window,
+            initial_connection_window: h.initial_connection_window,
+            max_frame_size: h.max_frame_size,
+            max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
+            max_local_error_reset_streams: h.max_local_error_reset_streams,
+            max_send_buffer_bytes: h.max_send_buffer_bytes,
+            response_timeout: Duration::from_millis(h.response_timeout_ms),
         })
     }
 

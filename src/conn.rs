@@ -13,11 +13,11 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::ListenerProtocol;
+use crate::config::{ListenerProtocol, UpstreamProtocol};
 use crate::core::{Core, Listener};
 use crate::detect::{self, DetectResult};
 use crate::upstream::{self, ConnectError};
-use crate::{forward, http1, sys};
+use crate::{forward, http1, http2, sys};
 use std::os::fd::AsRawFd;
 
 /// Drives one accepted client connection to its end.
@@ -83,6 +83,19 @@ pub async fn serve(
             }
             drop(_lease);
             http1::proxy::serve(&core, l, &mut client, peer).await
+        }
+        Some(DetectResult::Http2) if l.http2.enabled => {
+            // Streams pick their own endpoints; an upstream dialled during detection is only
+            // kept when it can serve them (the HTTP/1 pool).
+            if let Some(Ok(u)) = early_upstream {
+                if l.cfg.upstream_protocol == UpstreamProtocol::Http1
+                    && sys::set_blocking(u.as_raw_fd()).is_ok()
+                {
+                    l.put_pooled(addr, u);
+                }
+            }
+            drop(_lease);
+            http2::serve(&core, &listener, client, peer).await
         }
         _ => opaque(&core, l, &client, peer, addr, early_upstream).await,
     };

@@ -22,10 +22,10 @@ use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::balance::{PeakEwma, DEFAULT_DECAY};
-use crate::config::{Config, Http1Config, ListenerConfig, ServerFirst};
+use crate::config::{Config, Http1Config, Http2Config, ListenerConfig, ServerFirst};
 use crate::conn;
 use crate::detect::{DetectSettings, PEEK_CAP};
-use crate::metrics::{CoreSnapshot, ListenerMetrics};
+use crate::metrics::{CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol};
 use crate::sys::Pipe;
 use crate::upstream::Balancer;
 
@@ -58,10 +58,14 @@ pub struct Listener {
     pub opaque_ports: std::collections::BTreeSet<u16>,
     /// HTTP/1 proxy settings.
     pub http1: Http1Config,
+    /// HTTP/2 proxy settings.
+    pub http2: Http2Config,
     /// HTTP endpoint sets: `[0]` the listener's `upstream`, then one per route.
     pub http_sets: Vec<EndpointSet>,
     /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
     pool: RefCell<Vec<(SocketAddr, monoio::net::TcpStream, std::time::Instant)>>,
+    /// HTTP/2 upstream connections (`upstream_protocol = "http2"`): one sender per endpoint.
+    h2_conns: RefCell<Vec<(SocketAddr, crate::http2::H2Conn)>>,
 }
 
 /// Endpoints balanced per request (the listener's own, or a route's).
@@ -81,6 +85,24 @@ impl Listener {
         pool.retain(|(_, _, since)| since.elapsed() < timeout);
         let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
         Some(pool.swap_remove(at).1)
+    }
+
+    /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
+    pub fn h2_conn(&self, addr: SocketAddr) -> Option<crate::http2::H2Conn> {
+        let conns = self.h2_conns.borrow();
+        conns.iter().find(|(a, _)| *a == addr).map(|(_, s)| s.clone())
+    }
+
+    /// Pools `c` as the HTTP/2 connection to `addr` (replacing any older one).
+    pub fn h2_pool(&self, addr: SocketAddr, c: crate::http2::H2Conn) {
+        let mut conns = self.h2_conns.borrow_mut();
+        conns.retain(|(a, _)| *a != addr);
+        conns.push((addr, c));
+    }
+
+    /// Drops the pooled HTTP/2 connection to `addr` (it failed).
+    pub fn h2_forget(&self, addr: SocketAddr) {
+        self.h2_conns.borrow_mut().retain(|(a, _)| *a != addr);
     }
 
     /// Returns a connection whose last response was fully read, if the pool has room.
@@ -107,6 +129,8 @@ pub struct Core {
     pipe_size_refused: Cell<bool>,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
+    /// Fires when the worker starts draining (HTTP/2 connections then send GOAWAY).
+    stop: RefCell<Option<Shared<oneshot::Receiver<()>>>>,
 }
 
 /// Counts a connection as open for the drain until dropped.
@@ -137,11 +161,10 @@ impl Core {
                 .iter()
                 .map(|l| {
                     let mut metrics = ListenerMetrics::default();
-                    metrics.http.extend(
-                        l.routes
-                            .iter()
-                            .map(|r| crate::metrics::HttpMetrics::new(&r.name)),
-                    );
+                    for r in &l.routes {
+                        metrics.http.push(HttpMetrics::new(&r.name, Protocol::Http1));
+                        metrics.h2.push(HttpMetrics::new(&r.name, Protocol::Http2));
+                    }
                     Rc::new(Listener {
                         cfg: l.clone(),
                         metrics,
@@ -153,6 +176,7 @@ impl Core {
                         },
                         opaque_ports: cfg.detect.opaque_ports.clone(),
                         http1: cfg.http1.clone(),
+                        http2: cfg.http2.clone(),
                         http_sets: std::iter::once(&l.upstream)
                             .chain(l.routes.iter().map(|r| &r.upstream))
                             .enumerate()
@@ -166,6 +190,7 @@ impl Core {
                             })
                             .collect(),
                         pool: RefCell::new(Vec::new()),
+                        h2_conns: RefCell::new(Vec::new()),
                     })
                 })
                 .collect(),
@@ -175,6 +200,7 @@ impl Core {
             pipe_size_refused: Cell::new(false),
             open: Cell::new(0),
             drained: RefCell::new(None),
+            stop: RefCell::new(None),
         }
     }
 
@@ -182,6 +208,19 @@ impl Core {
     pub fn track(self: &Rc<Self>) -> ConnGuard {
         self.open.set(self.open.get() + 1);
         ConnGuard { core: self.clone() }
+    }
+
+    /// Resolves when the worker starts draining (never, before `run` has started).
+    pub fn draining(&self) -> impl std::future::Future<Output = ()> {
+        let stop = self.stop.borrow().clone();
+        async move {
+            match stop {
+                Some(s) => {
+                    let _ = s.await;
+                }
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Open connections on this core.
@@ -276,6 +315,7 @@ pub async fn run(
 ) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
+    *core.stop.borrow_mut() = Some(stop.clone());
     let mut listening = Vec::with_capacity(sockets.len());
     for s in sockets {
         match TcpListener::from_std(s) {

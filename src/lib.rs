@@ -13,6 +13,8 @@
 //! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
 //! - [`http1`]: HTTP/1 head parsing with smuggling defences and a chunked decoder (the
 //!   building blocks of the HTTP/1 proxy; not wired in yet).
+//! - [`http2`]: HTTP/2 (h2c prior knowledge, gRPC) proxying per stream, to HTTP/2 or HTTP/1.1
+//!   upstreams.
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
 //! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
 //! - [`sys`]: the raw syscalls (the only `unsafe` in the crate).
@@ -29,6 +31,7 @@ pub mod core;
 pub mod detect;
 pub mod forward;
 pub mod http1;
+pub mod http2;
 pub mod metrics;
 pub mod server;
 pub mod sys;

@@ -169,15 +169,15 @@ fn keep_alive_reuses_one_upstream_connection() {
         1,
         "one upstream connection for five requests"
     );
-    wait_metric(&p, "request_total{listener=\"t\",route=\"default\"}", 5.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}", 5.0);
     wait_metric(
         &p,
-        "response_total{listener=\"t\",route=\"default\",status_code=\"200\",classification=\"success\"}",
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"200\",classification=\"success\"}",
         5.0,
     );
     let (_, m) = admin_get(&p, "/metrics");
     assert!(
-        m.contains("response_latency_ms_bucket{listener=\"t\",route=\"default\",le=\"50000\"} 5"),
+        m.contains("response_latency_ms_bucket{listener=\"t\",route=\"default\",protocol=\"http/1\",le=\"50000\"} 5"),
         "{m}"
     );
 }
@@ -306,7 +306,7 @@ fn dead_upstream_is_502_and_silent_upstream_is_504() {
     );
     wait_metric(
         &p,
-        "response_total{listener=\"t\",route=\"default\",status_code=\"502\",classification=\"failure\"}",
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"502\",classification=\"failure\"}",
         1.0,
     );
 
@@ -535,7 +535,7 @@ fn request_body_that_stalls_gets_408() {
     );
     wait_metric(
         &p,
-        "response_total{listener=\"t\",route=\"default\",status_code=\"408\",classification=\"success\"}",
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"408\",classification=\"success\"}",
         1.0,
     );
 }
@@ -659,9 +659,9 @@ fn routes_by_host_and_path_prefix() {
         let (_, body) = read_response(&mut c, &mut buf);
         assert_eq!(String::from_utf8(body).unwrap(), want, "{host}{path}");
     }
-    wait_metric(&p, "request_total{listener=\"t\",route=\"api\"}", 2.0);
-    wait_metric(&p, "request_total{listener=\"t\",route=\"api-v2\"}", 1.0);
-    wait_metric(&p, "request_total{listener=\"t\",route=\"default\"}", 1.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"api\",protocol=\"http/1\"}", 2.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"api-v2\",protocol=\"http/1\"}", 1.0);
+    wait_metric(&p, "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}", 1.0);
 }
 
 #[test]

@@ -64,6 +64,12 @@ impl Decoder {
     /// Feeds bytes. Returns how many belong to the body (all of `buf`, or fewer when the
     /// body ends inside it; the rest is the next message).
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        self.decode(buf, |_| {})
+    }
+
+    /// [`feed`](Self::feed) that also hands each piece of chunk data (the payload without
+    /// framing) to `data`, in order: what the HTTP/2 side sends as DATA frames.
+    pub fn decode(&mut self, buf: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < buf.len() {
             let b = buf[i];
@@ -71,6 +77,7 @@ impl Decoder {
                 State::Done => return Ok(i),
                 State::Data(left) => {
                     let take = (left.min((buf.len() - i) as u64)) as usize;
+                    data(&buf[i..i + take]);
                     i += take;
                     self.state = if left - take as u64 == 0 {
                         State::DataCr

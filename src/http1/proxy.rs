@@ -59,7 +59,7 @@ struct Resp {
 }
 
 /// Appends what one read returns to `buf`. `Ok(0)` is EOF.
-async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+pub(crate) async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(READ_CHUNK);
     }
@@ -68,7 +68,7 @@ async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, V
     (r, slice.into_inner())
 }
 
-async fn write_all(s: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
+pub(crate) async fn write_all(s: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
     let (r, data) = s.write_all(data).await;
     r.map(|_| data)
 }
@@ -186,7 +186,7 @@ fn rewrite_response(
     }))
 }
 
-fn reason_phrase(code: u16) -> Option<&'static str> {
+pub(crate) fn reason_phrase(code: u16) -> Option<&'static str> {
     Some(match code {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -212,7 +212,7 @@ fn reason_phrase(code: u16) -> Option<&'static str> {
 
 /// A new upstream connection in blocking mode (for completion I/O); a failure is counted and
 /// returned as the `sidewire-error` reason.
-async fn dial(l: &Listener, addr: SocketAddr, peer: SocketAddr) -> Result<TcpStream, &'static str> {
+pub(crate) async fn dial(l: &Listener, addr: SocketAddr, peer: SocketAddr) -> Result<TcpStream, &'static str> {
     match upstream::connect(addr, l.cfg.connect_timeout).await {
         Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(u),
         Ok(_) => Err("upstream socket error"),
@@ -342,7 +342,7 @@ async fn forward_message(
 /// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte. `started`
 /// turns true once any byte of the head is buffered (the caller may time this future out, and
 /// the buffer itself is lent to the kernel while a read is in flight).
-async fn read_head<T>(
+pub(crate) async fn read_head<T>(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
     started: &mut bool,

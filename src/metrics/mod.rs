@@ -126,8 +126,11 @@ pub struct ListenerMetrics {
     detect_latency: RefCell<Histogram<u64>>,
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
+    h2_errors: Cell<u64>,
     /// HTTP-level metrics (HTTP/1 proxying), per route: `default` first, then the routes.
     pub http: Vec<HttpMetrics>,
+    /// HTTP/2 metrics per route, same order as `http`.
+    pub h2: Vec<HttpMetrics>,
 }
 
 impl Default for ListenerMetrics {
@@ -141,7 +144,9 @@ impl Default for ListenerMetrics {
             detect_latency: RefCell::new(new_histogram()),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
-            http: vec![HttpMetrics::new("default")],
+            h2_errors: Cell::new(0),
+            http: vec![HttpMetrics::new("default", Protocol::Http1)],
+            h2: vec![HttpMetrics::new("default", Protocol::Http2)],
         }
     }
 }
@@ -165,6 +170,11 @@ impl ListenerMetrics {
         bump(&self.early_dials, 1);
     }
 
+    /// An HTTP/2 connection failed on a protocol error or a broken limit (h2 sent GOAWAY).
+    pub fn h2_error(&self) {
+        bump(&self.h2_errors, 1);
+    }
+
     /// A TLS ClientHello was seen, with or without SNI.
     pub fn tls_hello(&self, has_sni: bool) {
         bump(&self.tls_sni[usize::from(!has_sni)], 1);
@@ -186,27 +196,59 @@ impl ListenerMetrics {
             detect_latency: self.detect_latency.borrow().clone(),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
-            http: self.http.iter().map(HttpMetrics::snapshot).collect(),
+            h2_errors: self.h2_errors.get(),
+            http: self
+                .http
+                .iter()
+                .chain(&self.h2)
+                .map(HttpMetrics::snapshot)
+                .collect(),
         }
     }
 }
+
+/// The `protocol` label of the HTTP families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.x.
+    #[default]
+    Http1,
+    /// HTTP/2 (including gRPC).
+    Http2,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http/1",
+            Protocol::Http2 => "http/2",
+        }
+    }
+}
+
+/// `grpc-status` absent (not a gRPC response, or no status seen).
+pub const NO_GRPC_STATUS: u8 = u8::MAX;
 
 /// HTTP metrics of one listener on one core (Linkerd's `request_total`, `response_total`,
 /// `response_latency_ms`).
 #[derive(Debug)]
 pub struct HttpMetrics {
     route: String,
+    protocol: Protocol,
     requests: Cell<u64>,
-    /// (status code, count): at most the ~500 codes from 100 to 599, so bounded.
-    responses: RefCell<Vec<(u16, u64)>>,
+    /// (status code, gRPC status or [`NO_GRPC_STATUS`], count): codes 100–599 times gRPC
+    /// codes 0–16, so bounded.
+    responses: RefCell<Vec<(u16, u8, u64)>>,
     latency: RefCell<Histogram<u64>>,
 }
 
 impl HttpMetrics {
     /// Metrics for the route named `route` (`default`: the listener's own endpoints).
-    pub fn new(route: &str) -> HttpMetrics {
+    pub fn new(route: &str, protocol: Protocol) -> HttpMetrics {
         HttpMetrics {
             route: route.to_string(),
+            protocol,
             requests: Cell::new(0),
             responses: RefCell::new(Vec::new()),
             latency: RefCell::new(new_histogram()),
@@ -218,22 +260,34 @@ impl HttpMetrics {
         bump(&self.requests, 1);
     }
 
-    /// A response started after `ttfb` (or the proxy answered itself).
+    /// A response started after `ttfb` (or the proxy answered itself): latency and count.
     pub fn response(&self, code: u16, ttfb: Duration) {
-        let code = code.clamp(100, 599);
-        let mut r = self.responses.borrow_mut();
-        match r.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, n)) => *n += 1,
-            None => r.push((code, 1)),
-        }
-        drop(r);
+        self.first_byte(ttfb);
+        self.completed(code, None);
+    }
+
+    /// The response's first byte (its head) after `ttfb`.
+    pub fn first_byte(&self, ttfb: Duration) {
         record(&mut self.latency.borrow_mut(), ttfb);
+    }
+
+    /// A response ended (gRPC: with `grpc-status` from its trailers, if any). Counted at the
+    /// end, as Linkerd does, because gRPC's outcome is known only then.
+    pub fn completed(&self, code: u16, grpc: Option<u8>) {
+        let code = code.clamp(100, 599);
+        let grpc = grpc.map_or(NO_GRPC_STATUS, |g| g.min(NO_GRPC_STATUS - 1));
+        let mut r = self.responses.borrow_mut();
+        match r.iter_mut().find(|(c, g, _)| *c == code && *g == grpc) {
+            Some((_, _, n)) => *n += 1,
+            None => r.push((code, grpc, 1)),
+        }
     }
 
     /// A copy for the admin thread.
     pub fn snapshot(&self) -> HttpSnapshot {
         HttpSnapshot {
             route: self.route.clone(),
+            protocol: self.protocol,
             requests: self.requests.get(),
             responses: self.responses.borrow().clone(),
             latency: self.latency.borrow().clone(),
@@ -246,10 +300,12 @@ impl HttpMetrics {
 pub struct HttpSnapshot {
     /// The `route` label.
     pub route: String,
+    /// The `protocol` label.
+    pub protocol: Protocol,
     /// Requests.
     pub requests: u64,
-    /// (status, count).
-    pub responses: Vec<(u16, u64)>,
+    /// (status, gRPC status or [`NO_GRPC_STATUS`], count).
+    pub responses: Vec<(u16, u8, u64)>,
     /// Time to first response byte (µs).
     pub latency: Histogram<u64>,
 }
@@ -258,6 +314,7 @@ impl Default for HttpSnapshot {
     fn default() -> Self {
         HttpSnapshot {
             route: String::new(),
+            protocol: Protocol::Http1,
             requests: 0,
             responses: Vec::new(),
             latency: new_histogram(),
@@ -269,10 +326,14 @@ impl HttpSnapshot {
     /// Adds another core's values.
     pub fn merge(&mut self, o: &HttpSnapshot) {
         self.requests += o.requests;
-        for &(code, n) in &o.responses {
-            match self.responses.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, m)) => *m += n,
-                None => self.responses.push((code, n)),
+        for &(code, grpc, n) in &o.responses {
+            match self
+                .responses
+                .iter_mut()
+                .find(|(c, g, _)| *c == code && *g == grpc)
+            {
+                Some((_, _, m)) => *m += n,
+                None => self.responses.push((code, grpc, n)),
             }
         }
         self.responses.sort_unstable();
@@ -327,6 +388,8 @@ pub struct ListenerSnapshot {
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.
     pub early_dials: u64,
+    /// HTTP/2 connections closed on a protocol error.
+    pub h2_errors: u64,
     /// HTTP metrics per route (`default` first).
     pub http: Vec<HttpSnapshot>,
 }
@@ -342,6 +405,7 @@ impl Default for ListenerSnapshot {
             detect_latency: new_histogram(),
             tls_sni: [0; 2],
             early_dials: 0,
+            h2_errors: 0,
             http: Vec::new(),
         }
     }
@@ -366,6 +430,7 @@ impl ListenerSnapshot {
             *a += b;
         }
         self.early_dials += o.early_dials;
+        self.h2_errors += o.h2_errors;
         for (i, h) in o.http.iter().enumerate() {
             match self.http.get_mut(i) {
                 Some(mine) => mine.merge(h),

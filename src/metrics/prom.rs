@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::{ConnectErrorKind, ListenerSnapshot, PeerSnapshot};
+use super::{ConnectErrorKind, ListenerSnapshot, PeerSnapshot, NO_GRPC_STATUS};
 use crate::detect::DetectResult;
 
 /// Bucket bounds of `tcp_connection_duration_seconds`, in seconds.
@@ -186,14 +186,16 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         &mut out,
         "request_total",
         "counter",
-        "HTTP requests (HTTP/1 proxying).",
+        "HTTP requests (HTTP/1 and HTTP/2 proxying).",
     );
     for (l, s) in listeners {
         for h in &s.http {
             let _ = writeln!(
                 out,
-                "request_total{{listener=\"{l}\",route=\"{}\"}} {}",
-                h.route, h.requests
+                "request_total{{listener=\"{l}\",route=\"{}\",protocol=\"{}\"}} {}",
+                h.route,
+                h.protocol.as_str(),
+                h.requests
             );
         }
     }
@@ -201,17 +203,23 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         &mut out,
         "response_total",
         "counter",
-        "HTTP responses by status; 5xx are failures.",
+        "HTTP responses by status (and gRPC status); 5xx and non-zero grpc-status are failures.",
     );
     for (l, s) in listeners {
         for h in &s.http {
-            for (code, n) in &h.responses {
-                let class = if *code >= 500 { "failure" } else { "success" };
-                let _ = writeln!(
+            for &(code, grpc, n) in &h.responses {
+                let failed = code >= 500 || (grpc != NO_GRPC_STATUS && grpc != 0);
+                let class = if failed { "failure" } else { "success" };
+                let _ = write!(
                     out,
-                    "response_total{{listener=\"{l}\",route=\"{}\",status_code=\"{code}\",classification=\"{class}\"}} {n}",
-                    h.route
+                    "response_total{{listener=\"{l}\",route=\"{}\",protocol=\"{}\",status_code=\"{code}\",classification=\"{class}\"",
+                    h.route,
+                    h.protocol.as_str()
                 );
+                if grpc != NO_GRPC_STATUS {
+                    let _ = write!(out, ",grpc_status_code=\"{grpc}\"");
+                }
+                let _ = writeln!(out, "}} {n}");
             }
         }
     }
@@ -226,7 +234,11 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             histogram_in(
                 &mut out,
                 "response_latency_ms",
-                &format!("listener=\"{l}\",route=\"{}\"", h.route),
+                &format!(
+                    "listener=\"{l}\",route=\"{}\",protocol=\"{}\"",
+                    h.route,
+                    h.protocol.as_str()
+                ),
                 &h.latency,
                 &RESPONSE_BUCKETS_MS,
                 1e3,
@@ -244,6 +256,19 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             out,
             "tcp_detect_early_dials_total{{listener=\"{l}\"}} {}",
             s.early_dials
+        );
+    }
+    header(
+        &mut out,
+        "http2_connection_errors_total",
+        "counter",
+        "HTTP/2 client connections closed on a protocol error or a broken [http2] limit (GOAWAY sent).",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(
+            out,
+            "http2_connection_errors_total{{listener=\"{l}\"}} {}",
+            s.h2_errors
         );
     }
     header(

@@ -1,0 +1,352 @@
+//! HTTP/2 proxying (prior knowledge, h2c, as gRPC and meshed clients use it). The client
+//! connection is terminated with the `h2` crate over monoio's poll-io bridge, and each stream
+//! is proxied as one request: routed by `:authority` (or Host) and path with the listener's
+//! routes, balanced per request by the same P2C/peak-EWMA endpoint sets as HTTP/1, then
+//! either multiplexed on a pooled HTTP/2 connection to the endpoint ([`to_h2`],
+//! `upstream_protocol = "http2"`) or translated to HTTP/1.1 on the HTTP/1 pool ([`to_h1`]).
+//!
+//! Bodies stream with flow control end to end: a stream's receive window is released only as
+//! the other side takes the bytes, so a slow reader throttles its own stream and no other.
+//! Trailers pass through h2 → h2. gRPC responses are classified by `grpc-status`, `grpc-timeout`
+//! is the upstream deadline, and the proxy's own errors to gRPC clients are gRPC-shaped
+//! (HTTP 200, `grpc-status` UNAVAILABLE or DEADLINE_EXCEEDED) ([`grpc`]).
+//!
+//! Limits come from `[http2]`: concurrent streams, header list size (which also bounds
+//! CONTINUATION frames), windows, frame size, and the reset-flood bounds. A peer that breaks
+//! them gets a GOAWAY from `h2`, the connection closes and `http2_connection_errors_total`
+//! counts it. Draining sends GOAWAY and lets open streams finish.
+//!
+//! Not here: TLS termination, h2c upgrade from HTTP/1.1 (the HTTP/1 proxy strips it), server
+//! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
+
+pub mod grpc;
+mod to_h1;
+mod to_h2;
+
+pub use to_h2::H2Conn;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use monoio::io::IntoPollIo;
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use crate::config::UpstreamProtocol;
+use crate::core::{Core, Listener};
+
+/// Why a stream got no upstream response head.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The proxy answers with this status (gRPC clients: the matching `grpc-status`).
+    Status(u16, &'static str),
+    /// The upstream reset the stream: the client's stream is reset with the same reason.
+    Reset(Reason),
+}
+
+/// A response body on its way from the upstream.
+pub(crate) enum UpBody {
+    /// From an HTTP/2 upstream (trailers included).
+    H2(to_h2::Body),
+    /// From an HTTP/1.1 upstream, decoded from its framing.
+    H1(to_h1::Body),
+}
+
+impl UpBody {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::H2(b) => b.recv.is_end_stream(),
+            UpBody::H1(b) => b.is_end_stream(),
+        }
+    }
+}
+
+/// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
+pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
+    let io = match client.into_poll_io() {
+        Ok(io) => io,
+        Err(e) => {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
+            return false;
+        }
+    };
+    let c = &l.http2;
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(c.max_concurrent_streams)
+        .max_header_list_size(c.max_header_list_size)
+        .initial_window_size(c.initial_stream_window)
+        .initial_connection_window_size(c.initial_connection_window)
+        .max_frame_size(c.max_frame_size)
+        .max_pending_accept_reset_streams(c.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(c.max_local_error_reset_streams))
+        .max_send_buffer_size(c.max_send_buffer_bytes);
+    // The preface and SETTINGS exchange: bounded like an HTTP/1 request head.
+    let mut conn =
+        match monoio::time::timeout(l.http1.header_timeout, b.handshake::<_, Bytes>(io)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                debug!(listener = %l.cfg.name, %peer, error = %e, "http2: handshake failed");
+                l.metrics.h2_error();
+                return false;
+            }
+            Err(_) => {
+                debug!(listener = %l.cfg.name, %peer, "http2: handshake timed out");
+                return false;
+            }
+        };
+    let mut draining = pin!(core.draining());
+    let mut goaway_sent = false;
+    loop {
+        let next = monoio::select! {
+            next = conn.accept() => next,
+            _ = &mut draining, if !goaway_sent => {
+                // GOAWAY: no new streams; `accept` keeps driving the open ones to their end.
+                conn.graceful_shutdown();
+                goaway_sent = true;
+                continue;
+            }
+        };
+        match next {
+            Some(Ok((req, respond))) => {
+                monoio::spawn(stream(l.clone(), req, respond, peer));
+            }
+            Some(Err(e)) => {
+                // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.
+                debug!(listener = %l.cfg.name, %peer, error = %e, "http2: connection error");
+                if !e.is_io() {
+                    l.metrics.h2_error();
+                }
+                return e.is_go_away() && e.reason() == Some(Reason::NO_ERROR);
+            }
+            None => return true,
+        }
+    }
+}
+
+/// Proxies one stream: route, pick an endpoint, exchange with the upstream, stream the
+/// response back, record metrics.
+async fn stream(
+    l: Rc<Listener>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+) {
+    let (parts, body) = req.into_parts();
+    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let route = l
+        .cfg
+        .routes
+        .iter()
+        .position(|r| r.matches(host, path))
+        .map_or(0, |i| i + 1);
+    let m = &l.metrics.h2[route];
+    m.request();
+    let is_grpc = grpc::is_grpc(&parts.headers);
+    let t0 = Instant::now();
+    if parts.method == Method::CONNECT {
+        m.first_byte(t0.elapsed());
+        let grpc = proxy_error(&mut respond, is_grpc, 501, "CONNECT over HTTP/2 is not supported");
+        m.completed(501, grpc);
+        return;
+    }
+    let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
+    let set = &l.http_sets[route];
+    let (idx, inflight) = set.balancer.pick();
+    let addr = set.endpoints[idx];
+
+    // Until the response head: the exchange, unless the client resets the stream first.
+    let outcome = {
+        let exchange = async {
+            match l.cfg.upstream_protocol {
+                UpstreamProtocol::Http2 => to_h2::exchange(&l, addr, parts, body, timeout).await,
+
+                UpstreamProtocol::Http1 => {
+                    to_h1::exchange(&l, addr, peer, parts, body, timeout).await
+                }
+            }
+        };
+        let reset = poll_fn(|cx| respond.poll_reset(cx));
+        monoio::select! {
+            r = exchange => Some(r),
+            _ = reset => None,
+        }
+    };
+    let (head, up_body) = match outcome {
+        None => {
+            debug!(listener = %l.cfg.name, %peer, "http2: client reset the stream before the response");
+            return;
+        }
+        Some(Err(Failure::Reset(reason))) => {
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, ?reason, "http2: upstream reset the stream");
+            respond.send_reset(reason);
+            return;
+        }
+        Some(Err(Failure::Status(code, reason))) => {
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
+            m.first_byte(t0.elapsed());
+            let grpc = proxy_error(&mut respond, is_grpc, code, reason);
+            m.completed(code, grpc);
+            return;
+        }
+        Some(Ok(r)) => r,
+    };
+    inflight.done(t0.elapsed());
+    m.first_byte(t0.elapsed());
+    let code = head.status.as_u16();
+    // A trailers-only gRPC response carries its status in the headers.
+    let head_grpc = if is_grpc {
+        grpc::status(&head.headers)
+    } else {
+        None
+    };
+    let eos = up_body.is_end_stream();
+    let send = match respond.send_response(Response::from_parts(head, ()), eos) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: response head not sent");
+            return;
+        }
+    };
+    if eos {
+        if let UpBody::H1(b) = up_body {
+            b.finish(&l);
+        }
+        m.completed(code, head_grpc);
+        return;
+    }
+    match forward_response(&l, up_body, send).await {
+        Ok(trailer_grpc) => m.completed(code, if is_grpc { trailer_grpc.or(head_grpc) } else { None }),
+        Err(e) => {
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "http2: response body failed");
+            // The client saw a reset stream: for gRPC, that is UNAVAILABLE.
+            m.completed(code, is_grpc.then_some(grpc::UNAVAILABLE));
+        }
+    }
+}
+
+/// Streams the upstream's response body (and trailers) to the client. Returns the
+/// `grpc-status` of the trailers, if any.
+async fn forward_response(
+    l: &Listener,
+    body: UpBody,
+    mut send: SendStream<Bytes>,
+) -> Result<Option<u8>, h2::Error> {
+    match body {
+        UpBody::H2(b) => pump(b.recv, send).await,
+        UpBody::H1(mut b) => loop {
+            match b.next().await {
+                Ok(Some(chunk)) => send_chunk(&mut send, chunk).await?,
+                Ok(None) => {
+                    send.send_data(Bytes::new(), true)?;
+                    b.finish(l);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    debug!(error = %e, "http2: HTTP/1 upstream body failed");
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Err(Reason::INTERNAL_ERROR.into());
+                }
+            }
+        },
+    }
+}
+
+/// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
+/// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
+/// the trailers' `grpc-status`.
+pub(crate) async fn pump(
+    mut src: RecvStream,
+    mut dst: SendStream<Bytes>,
+) -> Result<Option<u8>, h2::Error> {
+    let moved: Result<Option<u8>, h2::Error> = async {
+        while let Some(chunk) = src.data().await {
+            let chunk = chunk?;
+            let n = chunk.len();
+            send_chunk(&mut dst, chunk).await?;
+            let _ = src.flow_control().release_capacity(n);
+        }
+        match src.trailers().await? {
+            Some(t) => {
+                let g = grpc::status(&t);
+                dst.send_trailers(t)?;
+                Ok(g)
+            }
+            None => {
+                dst.send_data(Bytes::new(), true)?;
+                Ok(None)
+            }
+        }
+    }
+    .await;
+    if let Err(e) = &moved {
+        dst.send_reset(e.reason().unwrap_or(Reason::CANCEL));
+    }
+    moved
+}
+
+/// Sends `data` as the peer's window and the send buffer allow.
+pub(crate) async fn send_chunk(dst: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        dst.reserve_capacity(data.len());
+        match poll_fn(|cx| dst.poll_capacity(cx)).await {
+            None => return Err(Reason::CANCEL.into()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(0)) => {}
+            Some(Ok(n)) => {
+                let part = data.split_to(n.min(data.len()));
+                dst.send_data(part, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A response the proxy makes itself, with `sidewire-error: <reason>`. gRPC clients get
+/// HTTP 200 with the matching `grpc-status` (trailers-only), others `code` and a text body.
+/// Returns the gRPC status sent, for the metrics.
+fn proxy_error(
+    respond: &mut SendResponse<Bytes>,
+    is_grpc: bool,
+    code: u16,
+    reason: &'static str,
+) -> Option<u8> {
+    let mut headers = HeaderMap::new();
+    headers.insert("sidewire-error", HeaderValue::from_static(reason));
+    let grpc = is_grpc.then(|| grpc::status_for(code));
+    let mut resp = Response::new(());
+    if let Some(g) = grpc {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(u16::from(g)));
+        headers.insert("grpc-message", HeaderValue::from_static(reason));
+    } else {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+        *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    }
+    *resp.headers_mut() = headers;
+    match respond.send_response(resp, is_grpc) {
+        Ok(mut s) if !is_grpc => {
+            let _ = s.send_data(Bytes::from(format!("{reason}\n")), true);
+        }
+        _ => {}
+    }
+    grpc
+}

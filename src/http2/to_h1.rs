@@ -1,0 +1,391 @@
+//! h2 → h1: a stream becomes an HTTP/1.1 request on the worker's HTTP/1 pool (the same pool
+//! and dial path as the HTTP/1 proxy). `:authority` becomes Host, split cookies are joined, a
+//! body without Content-Length is sent chunked (request trailers go in the chunked trailer
+//! section), and the response is parsed with the HTTP/1 proxy's strict parser, its hop-by-hop
+//! fields dropped and its body decoded from its framing into DATA frames. The upstream
+//! connection returns to the pool when the response ended cleanly and both sides allow it.
+//!
+//! The request body is sent before the response is read (as the HTTP/1 proxy does); a
+//! bodiless request that meets a pooled connection the upstream closed meanwhile is sent once
+//! more on a fresh connection. Not here: HTTP/1 response trailers (dropped), 1xx responses
+//! (not relayed), upgrades.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream};
+use http::header::{HeaderName, COOKIE, HOST};
+use http::{request, response, HeaderMap, HeaderValue, Method};
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::{Failure, UpBody};
+use crate::core::Listener;
+use crate::http1::chunked::Decoder;
+use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
+use crate::http1::proxy::{dial, read_head, read_more, write_all};
+
+/// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
+/// forbids them anyway), Host (rewritten from `:authority`), Cookie (joined).
+fn skip_request_field(name: &HeaderName, value: &HeaderValue) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "host" | "cookie"
+    ) || (name == "te" && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
+/// The HTTP/1.1 request head for `parts`, and whether its body goes chunked.
+fn encode_request(parts: &request::Parts, eos: bool) -> Result<(Vec<u8>, bool), Failure> {
+    let mut head = Vec::with_capacity(512);
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    let host = match parts.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => match parts.headers.get(HOST) {
+            Some(h) => h.as_bytes(),
+            None => return Err(Failure::Status(400, "request without :authority or host")),
+        },
+    };
+    head.extend_from_slice(host);
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if skip_request_field(name, value) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    // RFC 9113 §8.2.3: cookie crumbs are joined with "; " for HTTP/1.
+    let mut cookies = parts.headers.get_all(COOKIE).iter();
+    if let Some(first) = cookies.next() {
+        head.extend_from_slice(b"cookie: ");
+        head.extend_from_slice(first.as_bytes());
+        for c in cookies {
+            head.extend_from_slice(b"; ");
+            head.extend_from_slice(c.as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+    }
+    let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let chunked = !eos && !has_length;
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if eos
+        && !has_length
+        && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        head.extend_from_slice(b"content-length: 0\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok((head, chunked))
+}
+
+/// A parsed HTTP/1 response head, converted for HTTP/2.
+struct Head {
+    parts: response::Parts,
+    head_len: usize,
+    framing: Framing,
+    keep_alive: bool,
+    interim: bool,
+}
+
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; 128];
+    let Some(r) = parse_response(buf, head_request, 64 * 1024, &mut storage)? else {
+        return Ok(None);
+    };
+    let listed = connection_listed(r.headers);
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for h in r.headers.iter().filter(|h| {
+        !is_hop_by_hop(h, &listed, false) && !h.name.eq_ignore_ascii_case("transfer-encoding")
+    }) {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Bad("response field name not valid in HTTP/2"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HeadError::Bad("response field value not valid in HTTP/2"))?;
+        headers.append(name, value);
+    }
+    let mut resp = response::Response::new(());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(r.code).map_err(|_| HeadError::Bad("invalid status code"))?;
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok(Some(Head {
+        parts,
+        head_len: r.head_len,
+        framing: r.framing,
+        keep_alive: r.keep_alive,
+        interim: (100..200).contains(&r.code),
+    }))
+}
+
+/// Sends the request to `addr` over HTTP/1.1 and reads the response head (skipping 1xx),
+/// waiting up to `timeout` for it once the request is sent.
+pub(super) async fn exchange(
+    l: &Listener,
+    addr: SocketAddr,
+    peer: SocketAddr,
+    parts: request::Parts,
+    mut body: RecvStream,
+    timeout: Duration,
+) -> Result<(response::Parts, UpBody), Failure> {
+    let eos = body.is_end_stream();
+    let (head, chunked) = encode_request(&parts, eos)?;
+    let is_head = parts.method == Method::HEAD;
+    let pooled = l.take_pooled(addr);
+    let mut retry = (pooled.is_some() && eos).then(|| head.clone());
+    let mut up = match pooled {
+        Some(u) => u,
+        None => dial(l, addr, peer).await.map_err(|r| Failure::Status(502, r))?,
+    };
+    write_all(&mut up, head)
+        .await
+        .map_err(|_| Failure::Status(502, "upstream write failed"))?;
+    if !eos {
+        send_body(&mut up, &mut body, chunked).await?;
+    }
+    let mut buf = Vec::with_capacity(8192);
+    let head = loop {
+        let read = monoio::time::timeout(
+            timeout,
+            read_head(&mut up, &mut buf, &mut false, |b| parse_head(b, is_head)),
+        )
+        .await;
+        match read {
+            Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
+            Ok(Ok(Some(h))) if h.interim => {
+                buf.drain(..h.head_len);
+            }
+            Ok(Ok(Some(h))) => break h,
+            // A stale pooled connection: nothing of a response came back.
+            Ok(Ok(None)) | Ok(Err(Err(_))) if buf.is_empty() && retry.is_some() => {
+                let head = retry.take().expect("checked is_some");
+                debug!(upstream = %addr, "http2→h1: stale pooled connection; retrying on a fresh one");
+                up = dial(l, addr, peer)
+                    .await
+                    .map_err(|r| Failure::Status(502, r))?;
+                write_all(&mut up, head)
+                    .await
+                    .map_err(|_| Failure::Status(502, "upstream write failed"))?;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                return Err(Failure::Status(502, "bad or no upstream response"))
+            }
+        }
+    };
+    buf.drain(..head.head_len);
+    let end = match head.framing {
+        Framing::Empty => End::Done,
+        Framing::Length(0) => End::Done,
+        Framing::Length(n) => End::Length(n),
+        Framing::Chunked => End::Chunked(Decoder::default()),
+        Framing::UntilClose => End::Close,
+    };
+    Ok((
+        head.parts,
+        UpBody::H1(Body {
+            up,
+            buf,
+            end,
+            addr,
+            keep_alive: head.keep_alive && head.framing != Framing::UntilClose,
+        }),
+    ))
+}
+
+/// Streams the request body to the upstream, chunked or as is, releasing the client's window
+/// as the upstream takes the bytes.
+async fn send_body(up: &mut TcpStream, body: &mut RecvStream, chunked: bool) -> Result<(), Failure> {
+    let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
+    let write_failed = |_| Failure::Status(502, "upstream write failed");
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(reset)?;
+        let n = chunk.len();
+        if n == 0 {
+            continue;
+        }
+        if chunked {
+            let mut framed = Vec::with_capacity(n + 20);
+            let _ = write!(Hex(&mut framed), "{n:x}\r\n");
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            write_all(up, framed).await.map_err(write_failed)?;
+        } else {
+            let (r, _) = up.write_all(chunk).await;
+            r.map_err(write_failed)?;
+        }
+        let _ = body.flow_control().release_capacity(n);
+    }
+    let trailers = body.trailers().await.map_err(reset)?;
+    if chunked {
+        let mut end = b"0\r\n".to_vec();
+        for (name, value) in trailers.iter().flatten() {
+            end.extend_from_slice(name.as_str().as_bytes());
+            end.extend_from_slice(b": ");
+            end.extend_from_slice(value.as_bytes());
+            end.extend_from_slice(b"\r\n");
+        }
+        end.extend_from_slice(b"\r\n");
+        write_all(up, end).await.map_err(write_failed)?;
+    }
+    Ok(())
+}
+
+/// `fmt::Write` into a byte vector.
+struct Hex<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Hex<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Where the response body ends.
+enum End {
+    Done,
+    Length(u64),
+    Chunked(Decoder),
+    Close,
+}
+
+/// An HTTP/1 response body being decoded into DATA frames.
+pub(crate) struct Body {
+    up: TcpStream,
+    /// Bytes read but not yet handed out.
+    buf: Vec<u8>,
+    end: End,
+    addr: SocketAddr,
+    keep_alive: bool,
+}
+
+impl Body {
+    /// Whether the body is already complete (nothing to send after the head).
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.end, End::Done)
+    }
+
+    /// The next piece of payload; `None` at the end of the body.
+    pub async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if !self.buf.is_empty() {
+                let out = match &mut self.end {
+                    End::Done => return Ok(None),
+                    End::Length(left) => {
+                        let take = (*left).min(self.buf.len() as u64);
+                        *left -= take;
+                        let rest = self.buf.split_off(take as usize);
+                        if *left == 0 {
+                            self.end = End::Done;
+                        }
+                        std::mem::replace(&mut self.buf, rest)
+                    }
+                    End::Chunked(dec) => {
+                        let mut data = Vec::with_capacity(self.buf.len());
+                        let used = dec
+                            .decode(&self.buf, |d| data.extend_from_slice(d))
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                        self.buf.drain(..used);
+                        if dec.is_done() {
+                            self.end = End::Done;
+                        }
+                        data
+                    }
+                    End::Close => std::mem::take(&mut self.buf),
+                };
+                if !out.is_empty() {
+                    return Ok(Some(Bytes::from(out)));
+                }
+            }
+            if matches!(self.end, End::Done) {
+                return Ok(None);
+            }
+            let (r, b) = read_more(&mut self.up, std::mem::take(&mut self.buf)).await;
+            self.buf = b;
+            if r? == 0 {
+                if matches!(self.end, End::Close) {
+                    self.end = End::Done;
+                    self.keep_alive = false;
+                    return Ok(None);
+                }
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Returns the connection to the pool if the response ended exactly and the upstream
+    /// keeps it alive.
+    pub fn finish(self, l: &Listener) {
+        if self.keep_alive && matches!(self.end, End::Done) && self.buf.is_empty() {
+            l.put_pooled(self.addr, self.up);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: http::Request<()>) -> request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn request_head_for_http1() {
+        let p = parts(
+            http::Request::post("http://api.example:8080/v1/x?q=1")
+                .header("content-type", "text/plain")
+                .header("te", "trailers")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap(),
+        );
+        let (head, chunked) = encode_request(&p, false).unwrap();
+        assert!(chunked);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /v1/x?q=1 HTTP/1.1\r\nhost: api.example:8080\r\ncontent-type: text/plain\r\n\
+             te: trailers\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let p = parts(
+            http::Request::put("http://h/")
+                .header("content-length", "0")
+                .body(())
+                .unwrap(),
+        );
+        let (head, chunked) = encode_request(&p, true).unwrap();
+        assert!(!chunked);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "PUT / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n"
+        );
+        let p = parts(http::Request::post("http://h/").body(()).unwrap());
+        let (head, _) = encode_request(&p, true).unwrap();
+        assert!(String::from_utf8(head).unwrap().contains("content-length: 0\r\n"));
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_fields() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: x-private, keep-alive\r\nX-Private: 1\r\n\
+                    Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\n";
+        let h = parse_head(raw, false).unwrap().unwrap();
+        assert_eq!(h.parts.status, 200);
+        assert_eq!(h.framing, Framing::Chunked);
+        let names: Vec<_> = h.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+        assert!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+            .unwrap()
+            .unwrap()
+            .interim);
+    }
+}
