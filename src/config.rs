@@ -810,15 +810,60 @@ impl RawConfig {
                 })
             }
         };
-        check("max_concurrent_streams", h.max_concurrent_streams.into(), 1, 65_536)?;
-        check("max_header_list_size", h.max_header_list_size.into(), 1024, 1 << 20)?;
-        check("initial_stream_window", h.initial_stream_window.into(), 1024, (1 << 31) - 1)?;
-        check("initial_connection_window", h.initial_connection_window.into(), 65_535, (1 << 31) - 1)?;
-        check("max_frame_size", h.max_frame_size.into(), 16_384, (1 << 24) - 1)?;
-        check("max_pending_accept_reset_streams", h.max_pending_accept_reset_streams as u64, 1, 100_000)?;
-        check("max_local_error_reset_streams", h.max_local_error_reset_streams as u64, 1, 100_000)?;
-        check("max_send_buffer_bytes", h.max_send_buffer_bytes as u64, 16_384, 1 << 30)?;
-        check("response_timeout_ms", h.response_timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        check(
+            "max_concurrent_streams",
+            h.max_concurrent_streams.into(),
+            1,
+            65_536,
+        )?;
+        check(
+            "max_header_list_size",
+            h.max_header_list_size.into(),
+            1024,
+            1 << 20,
+        )?;
+        check(
+            "initial_stream_window",
+            h.initial_stream_window.into(),
+            1024,
+            (1 << 31) - 1,
+        )?;
+        check(
+            "initial_connection_window",
+            h.initial_connection_window.into(),
+            65_535,
+            (1 << 31) - 1,
+        )?;
+        check(
+            "max_frame_size",
+            h.max_frame_size.into(),
+            16_384,
+            (1 << 24) - 1,
+        )?;
+        check(
+            "max_pending_accept_reset_streams",
+            h.max_pending_accept_reset_streams as u64,
+            1,
+            100_000,
+        )?;
+        check(
+            "max_local_error_reset_streams",
+            h.max_local_error_reset_streams as u64,
+            1,
+            100_000,
+        )?;
+        check(
+            "max_send_buffer_bytes",
+            h.max_send_buffer_bytes as u64,
+            16_384,
+            1 << 30,
+        )?;
+        check(
+            "response_timeout_ms",
+            h.response_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
         Ok(Http2Config {
             enabled: h.enabled,
             max_concurrent_streams: h.max_concurrent_streams,

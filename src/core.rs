@@ -90,7 +90,10 @@ impl Listener {
     /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
     pub fn h2_conn(&self, addr: SocketAddr) -> Option<crate::http2::H2Conn> {
         let conns = self.h2_conns.borrow();
-        conns.iter().find(|(a, _)| *a == addr).map(|(_, s)| s.clone())
+        conns
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| s.clone())
     }
 
     /// Pools `c` as the HTTP/2 connection to `addr` (replacing any older one).
@@ -162,7 +165,9 @@ impl Core {
                 .map(|l| {
                     let mut metrics = ListenerMetrics::default();
                     for r in &l.routes {
-                        metrics.http.push(HttpMetrics::new(&r.name, Protocol::Http1));
+                        metrics
+                            .http
+                            .push(HttpMetrics::new(&r.name, Protocol::Http1));
                         metrics.h2.push(HttpMetrics::new(&r.name, Protocol::Http2));
                     }
                     Rc::new(Listener {

@@ -169,7 +169,11 @@ fn keep_alive_reuses_one_upstream_connection() {
         1,
         "one upstream connection for five requests"
     );
-    wait_metric(&p, "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}", 5.0);
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}",
+        5.0,
+    );
     wait_metric(
         &p,
         "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"200\",classification=\"success\"}",
@@ -659,9 +663,21 @@ fn routes_by_host_and_path_prefix() {
         let (_, body) = read_response(&mut c, &mut buf);
         assert_eq!(String::from_utf8(body).unwrap(), want, "{host}{path}");
     }
-    wait_metric(&p, "request_total{listener=\"t\",route=\"api\",protocol=\"http/1\"}", 2.0);
-    wait_metric(&p, "request_total{listener=\"t\",route=\"api-v2\",protocol=\"http/1\"}", 1.0);
-    wait_metric(&p, "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}", 1.0);
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"api\",protocol=\"http/1\"}",
+        2.0,
+    );
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"api-v2\",protocol=\"http/1\"}",
+        1.0,
+    );
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"default\",protocol=\"http/1\"}",
+        1.0,
+    );
 }
 
 #[test]

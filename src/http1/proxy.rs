@@ -212,7 +212,11 @@ pub(crate) fn reason_phrase(code: u16) -> Option<&'static str> {
 
 /// A new upstream connection in blocking mode (for completion I/O); a failure is counted and
 /// returned as the `sidewire-error` reason.
-pub(crate) async fn dial(l: &Listener, addr: SocketAddr, peer: SocketAddr) -> Result<TcpStream, &'static str> {
+pub(crate) async fn dial(
+    l: &Listener,
+    addr: SocketAddr,
+    peer: SocketAddr,
+) -> Result<TcpStream, &'static str> {
     match upstream::connect(addr, l.cfg.connect_timeout).await {
         Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(u),
         Ok(_) => Err("upstream socket error"),

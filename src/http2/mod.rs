@@ -158,8 +158,13 @@ async fn stream(
     let t0 = Instant::now();
     if parts.method == Method::CONNECT {
         m.first_byte(t0.elapsed());
-        let grpc = proxy_error(&mut respond, is_grpc, 501, "CONNECT over HTTP/2 is not supported");
-        m.completed(501, grpc);
+        let (sent, grpc) = proxy_error(
+            &mut respond,
+            is_grpc,
+            501,
+            "CONNECT over HTTP/2 is not supported",
+        );
+        m.completed(sent, grpc);
         return;
     }
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
@@ -197,8 +202,8 @@ async fn stream(
         Some(Err(Failure::Status(code, reason))) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
             m.first_byte(t0.elapsed());
-            let grpc = proxy_error(&mut respond, is_grpc, code, reason);
-            m.completed(code, grpc);
+            let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
+            m.completed(sent, grpc);
             return;
         }
         Some(Ok(r)) => r,
@@ -228,7 +233,14 @@ async fn stream(
         return;
     }
     match forward_response(&l, up_body, send).await {
-        Ok(trailer_grpc) => m.completed(code, if is_grpc { trailer_grpc.or(head_grpc) } else { None }),
+        Ok(trailer_grpc) => m.completed(
+            code,
+            if is_grpc {
+                trailer_grpc.or(head_grpc)
+            } else {
+                None
+            },
+        ),
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "http2: response body failed");
             // The client saw a reset stream: for gRPC, that is UNAVAILABLE.
@@ -248,7 +260,14 @@ async fn forward_response(
         UpBody::H2(b) => pump(b.recv, send).await,
         UpBody::H1(mut b) => loop {
             match b.next().await {
-                Ok(Some(chunk)) => send_chunk(&mut send, chunk).await?,
+                Ok(Some(chunk)) => {
+                    let eos = b.is_end_stream();
+                    send_chunk(&mut send, chunk, eos).await?;
+                    if eos {
+                        b.finish(l);
+                        return Ok(None);
+                    }
+                }
                 Ok(None) => {
                     send.send_data(Bytes::new(), true)?;
                     b.finish(l);
@@ -275,8 +294,14 @@ pub(crate) async fn pump(
         while let Some(chunk) = src.data().await {
             let chunk = chunk?;
             let n = chunk.len();
-            send_chunk(&mut dst, chunk).await?;
+            // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
+            // budget small frames: h2's flood defence counts them).
+            let eos = src.is_end_stream();
+            send_chunk(&mut dst, chunk, eos).await?;
             let _ = src.flow_control().release_capacity(n);
+            if eos {
+                return Ok(None);
+            }
         }
         match src.trailers().await? {
             Some(t) => {
@@ -297,8 +322,20 @@ pub(crate) async fn pump(
     moved
 }
 
-/// Sends `data` as the peer's window and the send buffer allow.
-pub(crate) async fn send_chunk(dst: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+/// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with
+/// its last frame.
+pub(crate) async fn send_chunk(
+    dst: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    eos: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return if eos {
+            dst.send_data(data, true)
+        } else {
+            Ok(())
+        };
+    }
     while !data.is_empty() {
         dst.reserve_capacity(data.len());
         match poll_fn(|cx| dst.poll_capacity(cx)).await {
@@ -307,7 +344,7 @@ pub(crate) async fn send_chunk(dst: &mut SendStream<Bytes>, mut data: Bytes) -> 
             Some(Ok(0)) => {}
             Some(Ok(n)) => {
                 let part = data.split_to(n.min(data.len()));
-                dst.send_data(part, false)?;
+                dst.send_data(part, eos && data.is_empty())?;
             }
         }
     }
@@ -316,13 +353,13 @@ pub(crate) async fn send_chunk(dst: &mut SendStream<Bytes>, mut data: Bytes) -> 
 
 /// A response the proxy makes itself, with `sidewire-error: <reason>`. gRPC clients get
 /// HTTP 200 with the matching `grpc-status` (trailers-only), others `code` and a text body.
-/// Returns the gRPC status sent, for the metrics.
+/// Returns the HTTP status and gRPC status sent, for the metrics.
 fn proxy_error(
     respond: &mut SendResponse<Bytes>,
     is_grpc: bool,
     code: u16,
     reason: &'static str,
-) -> Option<u8> {
+) -> (u16, Option<u8>) {
     let mut headers = HeaderMap::new();
     headers.insert("sidewire-error", HeaderValue::from_static(reason));
     let grpc = is_grpc.then(|| grpc::status_for(code));
@@ -339,7 +376,8 @@ fn proxy_error(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain"),
         );
-        *resp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        *resp.status_mut() =
+            http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
     }
     *resp.headers_mut() = headers;
     match respond.send_response(resp, is_grpc) {
@@ -348,5 +386,5 @@ fn proxy_error(
         }
         _ => {}
     }
-    grpc
+    (if is_grpc { 200 } else { code }, grpc)
 }

@@ -34,7 +34,13 @@ use crate::http1::proxy::{dial, read_head, read_more, write_all};
 fn skip_request_field(name: &HeaderName, value: &HeaderValue) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "host" | "cookie"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "cookie"
     ) || (name == "te" && !value.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
@@ -145,7 +151,9 @@ pub(super) async fn exchange(
     let mut retry = (pooled.is_some() && eos).then(|| head.clone());
     let mut up = match pooled {
         Some(u) => u,
-        None => dial(l, addr, peer).await.map_err(|r| Failure::Status(502, r))?,
+        None => dial(l, addr, peer)
+            .await
+            .map_err(|r| Failure::Status(502, r))?,
     };
     write_all(&mut up, head)
         .await
@@ -204,7 +212,11 @@ pub(super) async fn exchange(
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
 /// as the upstream takes the bytes.
-async fn send_body(up: &mut TcpStream, body: &mut RecvStream, chunked: bool) -> Result<(), Failure> {
+async fn send_body(
+    up: &mut TcpStream,
+    body: &mut RecvStream,
+    chunked: bool,
+) -> Result<(), Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     let write_failed = |_| Failure::Status(502, "upstream write failed");
     while let Some(chunk) = body.data().await {
@@ -371,7 +383,9 @@ mod tests {
         );
         let p = parts(http::Request::post("http://h/").body(()).unwrap());
         let (head, _) = encode_request(&p, true).unwrap();
-        assert!(String::from_utf8(head).unwrap().contains("content-length: 0\r\n"));
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .contains("content-length: 0\r\n"));
     }
 
     #[test]
@@ -383,9 +397,11 @@ mod tests {
         assert_eq!(h.framing, Framing::Chunked);
         let names: Vec<_> = h.parts.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
-        assert!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false)
-            .unwrap()
-            .unwrap()
-            .interim);
+        assert!(
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+                .unwrap()
+                .unwrap()
+                .interim
+        );
     }
 }

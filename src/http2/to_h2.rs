@@ -46,15 +46,16 @@ pub(super) async fn exchange(
     body: RecvStream,
     timeout: Duration,
 ) -> Result<(response::Parts, UpBody), Failure> {
-    // A pooled connection may have died since its last use: then dial once more.
+    // A pooled connection may have died since its last use: then dial once more (a fresh
+    // dial that fails is not repeated).
+    let pooled = l.h2_conn(addr).is_some();
     let mut sender = match ready(l, addr).await {
         Ok(s) => s,
-        Err(_) => {
+        Err(_) if pooled => {
             l.h2_forget(addr);
-            ready(l, addr)
-                .await
-                .map_err(|_| Failure::Status(502, "upstream HTTP/2 connection failed"))?
+            ready(l, addr).await?
         }
+        Err(e) => return Err(e),
     };
     let eos = body.is_end_stream();
     let (response, send_body) = sender
