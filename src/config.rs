@@ -543,6 +543,7 @@ impl RawConfig {
             problem,
         };
         let rt = &self.runtime;
+        let http2 = self.validate_http2(file)?;
         if rt.workers > MAX_WORKERS {
             return Err(err(
                 "runtime.workers".into(),
@@ -785,7 +786,7 @@ impl RawConfig {
                 pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
                 pool_max_idle: self.http1.pool_max_idle,
             },
-            http2: self.validate_http2(file)?,
+            http2,
             detect: DetectConfig {
                 timeout: Duration::from_millis(d.timeout_ms),
                 server_first: d.server_first,
@@ -1046,6 +1047,15 @@ mod tests {
             (
                 "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\ndetect_timeout_ms = 0",
                 "listener[0].detect_timeout_ms",
+            ),
+            ("[http2]\nmax_frame_size = 100", "http2.max_frame_size"),
+            ("[http2]\nmax_concurrent_streams = 0", "http2.max_concurrent_streams"),
+            ("[http2]\ninitial_stream_window = 4294967295", "http2.initial_stream_window"),
+            ("[http2]\nresponse_timeout_ms = 0", "http2.response_timeout_ms"),
+            ("[http1]\nbody_timeout_ms = 0", "http1.body_timeout_ms"),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nupstream_protocol = \"spdy\"",
+                "listener[0].upstream_protocol",
             ),
             ("", "listener"),
         ];

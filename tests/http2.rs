@@ -711,3 +711,116 @@ fn h2load_through_the_proxy() {
         );
     }
 }
+
+/// The Python interpreter that has grpcio (Debian's `python3-grpcio` lives in the system one).
+fn python_with_grpc() -> String {
+    for py in ["/usr/bin/python3", "python3"] {
+        let ok = std::process::Command::new(py)
+            .args(["-c", "import grpc"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return py.to_string();
+        }
+    }
+    panic!("python3 with grpcio is required (.ci/run installs python3-grpcio)");
+}
+
+#[test]
+fn grpc_client_and_server_through_the_proxy() {
+    let py = python_with_grpc();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/echo.py");
+    // The server runs until its stdin closes (when `server` is dropped with the test).
+    let mut server = std::process::Command::new(&py)
+        .args([script, "server"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .parse()
+        .expect("the gRPC server prints its port");
+    let p = proxy(&[SocketAddr::from(([127, 0, 0, 1], port))], H2_UP);
+    let out = std::process::Command::new(&py)
+        .args([script, "client", &addr(&p).to_string()])
+        .output()
+        .unwrap();
+    drop(server.stdin.take());
+    let _ = server.wait();
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base =
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"200\"";
+    // Unary, server streaming, client streaming and bidi succeed; Fail is NOT_FOUND (5).
+    wait_metric(
+        &p,
+        &format!("{base},classification=\"success\",grpc_status_code=\"0\"}}"),
+        4.0,
+    );
+    wait_metric(
+        &p,
+        &format!("{base},classification=\"failure\",grpc_status_code=\"5\"}}"),
+        1.0,
+    );
+}
+
+#[test]
+fn drain_sends_goaway_and_lets_open_streams_finish() {
+    let (up, _) = app_upstream("a");
+    let p = proxy(&[up], H2_UP);
+    let target = addr(&p);
+    let (tx, rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let client_thread = std::thread::spawn(move || {
+        rt().block_on(async move {
+            let send = client(target).await;
+            // A stream that is open when the drain starts: its request body is unfinished.
+            let mut s = send.clone().ready().await.unwrap();
+            let req = Request::post("http://x/echo").body(()).unwrap();
+            let (resp, mut body) = s.send_request(req, false).unwrap();
+            body.send_data(Bytes::from_static(b"before "), false)
+                .unwrap();
+            // Wait for the drain (a blocking wait off the runtime's thread).
+            tokio::task::spawn_blocking(move || rx.recv().unwrap())
+                .await
+                .unwrap();
+            // The connection got GOAWAY: new streams are refused...
+            let mut refused = false;
+            for _ in 0..200 {
+                if fetch(&send, get("x", "/big/1")).await.is_err() {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // ...while the open one completes.
+            body.send_data(Bytes::from_static(b"after"), true).unwrap();
+            let (head, rbody) = resp.await.unwrap().into_parts();
+            let (got, _) = read_body(rbody).await.unwrap();
+            done_tx.send((refused, head.status, got)).unwrap();
+        })
+    });
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"default\",protocol=\"http/2\"}",
+        1.0,
+    );
+    p.drain();
+    tx.send(()).unwrap();
+    let (refused, status, got) = done_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    client_thread.join().unwrap();
+    assert!(refused, "new streams are refused after GOAWAY");
+    assert_eq!(status, 200);
+    assert_eq!(got, b"before after");
+    let report = p.shutdown();
+    assert_eq!(report.finished, report.workers, "every worker drained");
+}

@@ -119,6 +119,21 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
             }),
         },
         Scenario {
+            name: "h2-to-h1",
+            route: "h2h1",
+            unit: "req/s",
+            bulk: false,
+            run: Box::new(move |t| {
+                h2load::run(&H2Load {
+                    target: t,
+                    connections: 2,
+                    streams: if quick { 16 } else { 64 },
+                    rate: Some(rate),
+                    duration: d,
+                })
+            }),
+        },
+        Scenario {
             name: "tcp-bulk",
             route: "bulk",
             unit: "Gbit/s",
@@ -214,6 +229,7 @@ pub fn run(o: &Options) -> Result<Report> {
         backends::spawn(Backend::Http { body_bytes: 1024 }, any, 4)?,
     );
     backends.insert("h2", h2load::spawn_server(any, 1024)?);
+    backends.insert("h2h1", backends["http"]);
     backends.insert("bulk", backends::spawn(Backend::Sink, any, 2)?);
     backends.insert("churn", backends::spawn(Backend::Echo, any, 4)?);
     backends.insert("greet", backends::spawn(Backend::Greeter, any, 2)?);
@@ -322,6 +338,7 @@ mod tests {
                 "http1-max",
                 "http1-conn-per-req",
                 "h2-streams",
+                "h2-to-h1",
                 "tcp-bulk",
                 "tcp-churn",
                 "server-first"

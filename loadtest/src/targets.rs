@@ -1,7 +1,8 @@
 //! The systems under test: the no-proxy baseline, sidewire, and peers found installed
 //! (HAProxy, nginx), each configured by the harness with one worker pinned to the proxy CPU
-//! and the same routes: `http` (HTTP/1.1 backend), `h2` (h2c backend), `bulk` (sink),
-//! `churn` (echo), `greet` (server-first greeter).
+//! and the same routes: `http` (HTTP/1.1 backend), `h2` (h2c backend), `h2h1` (h2c in front,
+//! the HTTP/1.1 backend behind: the translation most sidecars do), `bulk` (sink), `churn`
+//! (echo), `greet` (server-first greeter).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// Route names, in scenario order.
-pub const ROUTES: [&str; 5] = ["http", "h2", "bulk", "churn", "greet"];
+pub const ROUTES: [&str; 6] = ["http", "h2", "h2h1", "bulk", "churn", "greet"];
 
 /// A kind of target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -126,8 +127,11 @@ pub fn start(
     sidewire: &Path,
 ) -> Result<Running> {
     if kind == Kind::Baseline {
+        // No proxy translates for the baseline: its h2h1 load goes to the h2c backend.
+        let mut routes = backends.clone();
+        routes.insert("h2h1", backends["h2"]);
         return Ok(Running {
-            routes: backends.clone(),
+            routes,
             child: None,
             _dir: None,
         });
@@ -151,6 +155,9 @@ pub fn start(
                     "[[listener]]\nname = \"{r}\"\nlisten = \"{}\"\nupstream = [\"{}\"]\n",
                     routes[r], backends[r]
                 );
+                if r == "h2" {
+                    cfg += "upstream_protocol = \"http2\"\n";
+                }
             }
             let path = dir.join("sidewire.toml");
             std::fs::write(&path, cfg)?;
@@ -167,6 +174,11 @@ pub fn start(
                 if r == "h2" {
                     cfg += &format!(
                         "listen {r}\n  mode http\n  http-reuse always\n  bind {} proto h2\n  server s1 {} proto h2\n",
+                        routes[r], backends[r]
+                    );
+                } else if r == "h2h1" {
+                    cfg += &format!(
+                        "listen {r}\n  mode http\n  http-reuse always\n  bind {} proto h2\n  server s1 {}\n",
                         routes[r], backends[r]
                     );
                 } else if r == "http" {
@@ -196,10 +208,15 @@ pub fn start(
                  server {{ listen {}; location / {{ proxy_pass http://be; proxy_http_version 1.1; \
                  proxy_set_header Connection \"\"; proxy_buffering off; }} }}\n\
                  upstream h2be {{ server {}; keepalive 64; }}\n\
-                 server {{ listen {} http2; location / {{ grpc_pass grpc://h2be; }} }}\n}}\nstream {{\n",
-                backends["http"], routes["http"], backends["h2"], routes["h2"]
+                 server {{ listen {} http2; location / {{ grpc_pass grpc://h2be; }} }}\n\
+                 server {{ listen {} http2; location / {{ proxy_pass http://be; proxy_http_version 1.1; \
+                 proxy_set_header Connection \"\"; proxy_buffering off; }} }}\n}}\nstream {{\n",
+                backends["http"], routes["http"], backends["h2"], routes["h2"], routes["h2h1"]
             );
-            for r in ROUTES.iter().filter(|r| **r != "http" && **r != "h2") {
+            for r in ROUTES
+                .iter()
+                .filter(|r| !["http", "h2", "h2h1"].contains(*r))
+            {
                 cfg += &format!(
                     "  server {{ listen {}; proxy_pass {}; }}\n",
                     routes[r], backends[r]
