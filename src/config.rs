@@ -166,7 +166,7 @@ impl Default for RawHttp1 {
             response_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             pool_idle_timeout_ms: 3_000,
-            pool_max_idle: 64,
+            pool_max_idle: 1024,
         }
     }
 }

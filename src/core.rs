@@ -82,7 +82,8 @@ impl Listener {
     pub fn take_pooled(&self, addr: SocketAddr) -> Option<monoio::net::TcpStream> {
         let mut pool = self.pool.borrow_mut();
         let timeout = self.http1.pool_idle_timeout;
-        pool.retain(|(_, _, since)| since.elapsed() < timeout);
+        let now = std::time::Instant::now();
+        pool.retain(|(_, _, since)| now.duration_since(*since) < timeout);
         let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
         Some(pool.swap_remove(at).1)
     }

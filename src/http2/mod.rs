@@ -19,15 +19,16 @@
 //! Not here: TLS termination, h2c upgrade from HTTP/1.1 (the HTTP/1 proxy strips it), server
 //! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
 
+mod coalesce;
 pub mod grpc;
 mod to_h1;
 mod to_h2;
 
 pub use to_h2::H2Conn;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ impl UpBody {
 /// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
 pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
     let io = match client.into_poll_io() {
-        Ok(io) => io,
+        Ok(io) => coalesce::Coalesce::new(io),
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
             return false;
@@ -174,13 +175,14 @@ async fn stream(
 
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {
-        let exchange = async {
-            match l.cfg.upstream_protocol {
-                UpstreamProtocol::Http2 => to_h2::exchange(&l, addr, parts, body, timeout).await,
-
-                UpstreamProtocol::Http1 => {
-                    to_h1::exchange(&l, addr, peer, parts, body, timeout).await
-                }
+        // Boxed: the task holds only the variant in use (spawning copies the task's state).
+        let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = match l
+            .cfg
+            .upstream_protocol
+        {
+            UpstreamProtocol::Http2 => Box::pin(to_h2::exchange(&l, addr, parts, body, timeout)),
+            UpstreamProtocol::Http1 => {
+                Box::pin(to_h1::exchange(&l, addr, peer, parts, body, timeout))
             }
         };
         let reset = poll_fn(|cx| respond.poll_reset(cx));
@@ -232,7 +234,7 @@ async fn stream(
         m.completed(code, head_grpc);
         return;
     }
-    match forward_response(&l, up_body, send).await {
+    match Box::pin(forward_response(&l, up_body, send)).await {
         Ok(trailer_grpc) => m.completed(
             code,
             if is_grpc {

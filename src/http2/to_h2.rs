@@ -128,6 +128,7 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
         })?;
     let io = tcp
         .into_poll_io()
+        .map(super::coalesce::Coalesce::new)
         .map_err(|_| Failure::Status(502, "upstream socket error"))?;
     let c = &l.http2;
     let mut b = h2::client::Builder::new();
