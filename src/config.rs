@@ -223,6 +223,9 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 prior knowledge (h2c): streams are multiplexed on one pooled connection.
     Http2,
+    /// Learned per endpoint on first use: a probe sends the h2c preface, and an endpoint that
+    /// answers with SETTINGS gets HTTP/2, any other an HTTP/1.1 translation.
+    Auto,
 }
 
 /// `[detect] server_first`.

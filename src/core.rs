@@ -66,6 +66,8 @@ pub struct Listener {
     pool: RefCell<Vec<(SocketAddr, monoio::net::TcpStream, std::time::Instant)>>,
     /// HTTP/2 upstream connections (`upstream_protocol = "http2"`): one sender per endpoint.
     h2_conns: RefCell<Vec<(SocketAddr, crate::http2::H2Conn)>>,
+    /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
+    h2_learned: RefCell<Vec<(SocketAddr, bool)>>,
 }
 
 /// Endpoints balanced per request (the listener's own, or a route's).
@@ -102,6 +104,19 @@ impl Listener {
         let mut conns = self.h2_conns.borrow_mut();
         conns.retain(|(a, _)| *a != addr);
         conns.push((addr, c));
+    }
+
+    /// What `upstream_protocol = "auto"` learned about `addr`: speaks HTTP/2 or not.
+    pub fn h2_learned(&self, addr: SocketAddr) -> Option<bool> {
+        let learned = self.h2_learned.borrow();
+        learned.iter().find(|(a, _)| *a == addr).map(|(_, h2)| *h2)
+    }
+
+    /// Records what `addr` speaks.
+    pub fn h2_learn(&self, addr: SocketAddr, h2: bool) {
+        let mut learned = self.h2_learned.borrow_mut();
+        learned.retain(|(a, _)| *a != addr);
+        learned.push((addr, h2));
     }
 
     /// Drops the pooled HTTP/2 connection to `addr` (it failed).
@@ -197,6 +212,7 @@ impl Core {
                             .collect(),
                         pool: RefCell::new(Vec::new()),
                         h2_conns: RefCell::new(Vec::new()),
+                        h2_learned: RefCell::new(Vec::new()),
                     })
                 })
                 .collect(),

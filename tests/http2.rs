@@ -824,3 +824,34 @@ fn drain_sends_goaway_and_lets_open_streams_finish() {
     let report = p.shutdown();
     assert_eq!(report.finished, report.workers, "every worker drained");
 }
+
+#[test]
+fn auto_upstream_protocol_is_learned_per_endpoint() {
+    let (h2_up, _) = app_upstream("h2");
+    let h1_up = h1_upstream();
+    let p = proxy(
+        &[h2_up],
+        &format!(
+            "upstream_protocol = \"auto\"\n[[listener.route]]\nname = \"h1\"\npath_prefix = \"/legacy/\"\nupstream = [\"{h1_up}\"]\n"
+        ),
+    );
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        for _ in 0..3 {
+            // The h2c endpoint: answered by the h2 app (multiplexed, trailers intact).
+            let req = Request::post("http://x/grpc/ok")
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let (h, _, trailers) = fetch(&send, req).await.unwrap();
+            assert_eq!(h.headers["x-upstream"], "h2");
+            assert_eq!(trailers.unwrap()["grpc-status"], "0");
+            // The HTTP/1.1 endpoint: translated.
+            let (h, _, _) = fetch(&send, get("x", "/legacy/a")).await.unwrap();
+            assert_eq!(h.status, 200);
+            let seen = h.headers["x-head"].to_str().unwrap();
+            assert!(seen.starts_with("GET /legacy/a HTTP/1.1|"), "{seen}");
+        }
+    });
+}

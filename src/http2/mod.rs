@@ -176,14 +176,15 @@ async fn stream(
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {
         // Boxed: the task holds only the variant in use (spawning copies the task's state).
-        let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = match l
-            .cfg
-            .upstream_protocol
-        {
-            UpstreamProtocol::Http2 => Box::pin(to_h2::exchange(&l, addr, parts, body, timeout)),
-            UpstreamProtocol::Http1 => {
-                Box::pin(to_h1::exchange(&l, addr, peer, parts, body, timeout))
-            }
+        let h2 = match l.cfg.upstream_protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Auto => to_h2::speaks_h2(&l, addr).await,
+        };
+        let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = if h2 {
+            Box::pin(to_h2::exchange(&l, addr, parts, body, timeout))
+        } else {
+            Box::pin(to_h1::exchange(&l, addr, peer, parts, body, timeout))
         };
         let reset = poll_fn(|cx| respond.poll_reset(cx));
         monoio::select! {

@@ -19,7 +19,8 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use h2::client::SendRequest;
 use h2::RecvStream;
 use http::{request, response, Request};
-use monoio::io::IntoPollIo;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
+use std::os::fd::AsRawFd;
 use tracing::debug;
 
 use super::{pump, Failure, UpBody};
@@ -98,6 +99,38 @@ pub(super) async fn exchange(
             _abort: abort,
         }),
     ))
+}
+
+/// Whether `addr` speaks HTTP/2 prior knowledge (`upstream_protocol = "auto"`), learned once
+/// per endpoint and worker: a probe connection sends the client preface and an empty
+/// SETTINGS frame; an h2c server answers with its SETTINGS frame (type 4), an HTTP/1 server
+/// with an error response, a close, or nothing within the connect timeout. An endpoint that
+/// cannot be reached is not learned (the exchange then reports the connect failure).
+pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
+    if let Some(h2) = l.h2_learned(addr) {
+        return h2;
+    }
+    let Ok(mut s) = upstream::connect(addr, l.cfg.connect_timeout).await else {
+        return false;
+    };
+    if crate::sys::set_blocking(s.as_raw_fd()).is_err() {
+        return false;
+    }
+    let mut probe = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    probe.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let answer = async {
+        let (r, _) = s.write_all(probe).await;
+        r?;
+        let (r, buf) = s.read(Vec::with_capacity(64)).await;
+        r.map(|_| buf)
+    };
+    let h2 = match monoio::time::timeout(l.cfg.connect_timeout, answer).await {
+        Ok(Ok(buf)) => buf.len() >= 4 && buf[3] == 4,
+        Ok(Err(_)) | Err(_) => false,
+    };
+    debug!(upstream = %addr, h2, "http2: learned the upstream protocol");
+    l.h2_learn(addr, h2);
+    h2
 }
 
 /// The pooled sender for `addr` (dialled if there is none), once it can take a stream.
