@@ -195,6 +195,8 @@ pub struct RawHttp2 {
     pub max_send_buffer_bytes: usize,
     /// The response (headers) must start within this long; 504 (gRPC: DEADLINE_EXCEEDED).
     pub response_timeout_ms: u64,
+    /// A client connection without streams for this long gets GOAWAY.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for RawHttp2 {
@@ -210,6 +212,7 @@ impl Default for RawHttp2 {
             max_local_error_reset_streams: 1024,
             max_send_buffer_bytes: 400 * 1024,
             response_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -401,6 +404,7 @@ pub struct Http2Config {
     pub max_local_error_reset_streams: usize,
     pub max_send_buffer_bytes: usize,
     pub response_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// One validated `[[listener]]`.
@@ -862,6 +866,7 @@ impl RawConfig {
             16_384,
             1 << 30,
         )?;
+        check("idle_timeout_ms", h.idle_timeout_ms, 1, 24 * 3600 * 1000)?;
         check(
             "response_timeout_ms",
             h.response_timeout_ms,
@@ -879,6 +884,7 @@ impl RawConfig {
             max_local_error_reset_streams: h.max_local_error_reset_streams,
             max_send_buffer_bytes: h.max_send_buffer_bytes,
             response_timeout: Duration::from_millis(h.response_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         })
     }
 

@@ -855,3 +855,22 @@ fn auto_upstream_protocol_is_learned_per_endpoint() {
         }
     });
 }
+
+#[test]
+fn idle_connection_gets_goaway_and_closes() {
+    let (up, _) = app_upstream("a");
+    let p = proxy_with(&[up], "[http2]\nidle_timeout_ms = 100\n", H2_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let s = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (send, conn) = h2::client::handshake(s).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let (h, _, _) = fetch(&send, get("x", "/big/10")).await.unwrap();
+        assert_eq!(h.status, 200);
+        // No more streams: the proxy says GOAWAY and the connection ends cleanly.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the idle connection was closed");
+        assert!(matches!(ended, Ok(Ok(()))), "a graceful close: {ended:?}");
+    });
+}

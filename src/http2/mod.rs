@@ -26,6 +26,7 @@ mod to_h2;
 
 pub use to_h2::H2Conn;
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -104,6 +105,11 @@ pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: Socke
         };
     let mut draining = pin!(core.draining());
     let mut goaway_sent = false;
+    // Idle: no stream open and none started during a whole `idle_timeout` tick (so an idle
+    // connection closes between one and two ticks after its last stream).
+    let open = Rc::new(Cell::new(0usize));
+    let (mut started, mut started_at_tick) = (0u64, 0u64);
+    let mut tick = pin!(monoio::time::sleep(l.http2.idle_timeout));
     loop {
         let next = monoio::select! {
             next = conn.accept() => next,
@@ -113,10 +119,27 @@ pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: Socke
                 goaway_sent = true;
                 continue;
             }
+            _ = &mut tick, if !goaway_sent => {
+                if open.get() == 0 && started == started_at_tick {
+                    debug!(listener = %l.cfg.name, %peer, "http2: idle connection; GOAWAY");
+                    conn.graceful_shutdown();
+                    goaway_sent = true;
+                } else {
+                    started_at_tick = started;
+                    tick.set(monoio::time::sleep(l.http2.idle_timeout));
+                }
+                continue;
+            }
         };
         match next {
             Some(Ok((req, respond))) => {
-                monoio::spawn(stream(l.clone(), req, respond, peer));
+                started += 1;
+                open.set(open.get() + 1);
+                let (l, open) = (l.clone(), open.clone());
+                monoio::spawn(async move {
+                    stream(l, req, respond, peer).await;
+                    open.set(open.get() - 1);
+                });
             }
             Some(Err(e)) => {
                 // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.
