@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::config::{ListenerProtocol, UpstreamProtocol};
 use crate::core::{Core, Listener};
 use crate::detect::{self, DetectResult};
-use crate::upstream::{self, ConnectError};
+use crate::upstream::{self, ConnectError, UpConn};
 use crate::{forward, http1, http2, sys};
 use std::os::fd::AsRawFd;
 
@@ -78,7 +78,7 @@ pub async fn serve(
             // An upstream dialled during detection is not wasted: it joins the pool.
             if let Some(Ok(u)) = early_upstream {
                 if sys::set_blocking(u.as_raw_fd()).is_ok() {
-                    l.put_pooled(addr, u);
+                    l.put_pooled(addr, UpConn::new(u, &m.dst));
                 }
             }
             drop(_lease);
@@ -91,7 +91,7 @@ pub async fn serve(
                 if l.cfg.upstream_protocol == UpstreamProtocol::Http1
                     && sys::set_blocking(u.as_raw_fd()).is_ok()
                 {
-                    l.put_pooled(addr, u);
+                    l.put_pooled(addr, UpConn::new(u, &m.dst));
                 }
             }
             drop(_lease);

@@ -27,7 +27,7 @@ use crate::conn;
 use crate::detect::{DetectSettings, PEEK_CAP};
 use crate::metrics::{CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol};
 use crate::sys::Pipe;
-use crate::upstream::Balancer;
+use crate::upstream::{Balancer, UpConn};
 
 /// Requests a worker answers from other threads.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ pub struct Listener {
     /// HTTP endpoint sets: `[0]` the listener's `upstream`, then one per route.
     pub http_sets: Vec<EndpointSet>,
     /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
-    pool: RefCell<Vec<(SocketAddr, monoio::net::TcpStream, std::time::Instant)>>,
+    pool: RefCell<Vec<(SocketAddr, UpConn, std::time::Instant)>>,
     /// HTTP/2 upstream connections (`upstream_protocol = "http2"`): one sender per endpoint.
     h2_conns: RefCell<Vec<(SocketAddr, crate::http2::H2Conn)>>,
     /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
@@ -81,7 +81,7 @@ pub struct EndpointSet {
 
 impl Listener {
     /// A pooled idle connection to endpoint `idx` that has not idled past the pool timeout.
-    pub fn take_pooled(&self, addr: SocketAddr) -> Option<monoio::net::TcpStream> {
+    pub fn take_pooled(&self, addr: SocketAddr) -> Option<UpConn> {
         let mut pool = self.pool.borrow_mut();
         let timeout = self.http1.pool_idle_timeout;
         let now = std::time::Instant::now();
@@ -125,7 +125,7 @@ impl Listener {
     }
 
     /// Returns a connection whose last response was fully read, if the pool has room.
-    pub fn put_pooled(&self, addr: SocketAddr, s: monoio::net::TcpStream) {
+    pub fn put_pooled(&self, addr: SocketAddr, s: UpConn) {
         let mut pool = self.pool.borrow_mut();
         if pool.len() < self.http1.pool_max_idle {
             pool.push((addr, s, std::time::Instant::now()));

@@ -106,6 +106,44 @@ fn classify(addr: SocketAddr, e: io::Error) -> ConnectError {
     }
 }
 
+/// An upstream connection of the HTTP proxies (pooled between requests), counted in the
+/// listener's `peer="dst"` metrics from dial to close.
+#[derive(Debug)]
+pub struct UpConn {
+    stream: TcpStream,
+    counters: std::rc::Rc<crate::metrics::PeerCounters>,
+}
+
+impl UpConn {
+    /// Counts `stream` as an open upstream connection until dropped.
+    pub fn new(stream: TcpStream, counters: &std::rc::Rc<crate::metrics::PeerCounters>) -> UpConn {
+        counters.opened();
+        UpConn {
+            stream,
+            counters: counters.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for UpConn {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl std::ops::DerefMut for UpConn {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+impl Drop for UpConn {
+    fn drop(&mut self) {
+        self.counters.closed(true);
+    }
+}
+
 /// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
 /// non-blocking (as `forward` needs it).
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {

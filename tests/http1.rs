@@ -180,6 +180,17 @@ fn keep_alive_reuses_one_upstream_connection() {
         5.0,
     );
     let (_, m) = admin_get(&p, "/metrics");
+    // The pooled upstream connection is counted on the upstream side, open and idle.
+    assert_eq!(
+        metric(&m, "tcp_open_total{listener=\"t\",peer=\"dst\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "tcp_open_connections{listener=\"t\",peer=\"dst\"}"),
+        Some(1.0),
+        "{m}"
+    );
     assert!(
         m.contains("response_latency_ms_bucket{listener=\"t\",route=\"default\",protocol=\"http/1\",le=\"50000\"} 5"),
         "{m}"

@@ -30,6 +30,7 @@ use super::head::{
 };
 use crate::config::RouteConfig;
 use crate::core::{Core, Listener};
+use crate::upstream::UpConn;
 use crate::{forward, sys, upstream};
 
 /// Bytes read per syscall while streaming bodies.
@@ -216,9 +217,9 @@ pub(crate) async fn dial(
     l: &Listener,
     addr: SocketAddr,
     peer: SocketAddr,
-) -> Result<TcpStream, &'static str> {
+) -> Result<UpConn, &'static str> {
     match upstream::connect(addr, l.cfg.connect_timeout).await {
-        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(u),
+        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(UpConn::new(u, &l.metrics.dst)),
         Ok(_) => Err("upstream socket error"),
         Err(e) => {
             l.metrics.connect_failed(e.kind);

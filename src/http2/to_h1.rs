@@ -28,6 +28,7 @@ use crate::core::Listener;
 use crate::http1::chunked::Decoder;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::proxy::{dial, read_head, read_more, write_all};
+use crate::upstream::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
 /// forbids them anyway), Host (rewritten from `:authority`), Cookie (joined).
@@ -272,7 +273,7 @@ enum End {
 
 /// An HTTP/1 response body being decoded into DATA frames.
 pub(crate) struct Body {
-    up: TcpStream,
+    up: UpConn,
     /// Bytes read but not yet handed out.
     buf: Vec<u8>,
     end: End,

@@ -178,10 +178,15 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
             debug!(upstream = %addr, error = %e, "http2: upstream handshake failed");
             Failure::Status(502, "upstream HTTP/2 handshake failed")
         })?;
+    // Counted on the upstream side (`peer="dst"`) while its driver runs.
+    let dst = l.metrics.dst.clone();
+    dst.opened();
     monoio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = conn.await;
+        if let Err(e) = &ended {
             debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
         }
+        dst.closed(ended.is_ok());
     });
     Ok(sender)
 }

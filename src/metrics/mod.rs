@@ -119,7 +119,7 @@ pub struct ListenerMetrics {
     /// Client side.
     pub src: PeerCounters,
     /// Upstream side.
-    pub dst: PeerCounters,
+    pub dst: std::rc::Rc<PeerCounters>,
     connect_errors: [Cell<u64>; 4],
     duration: RefCell<Histogram<u64>>,
     detect: [Cell<u64>; 8],
@@ -137,7 +137,7 @@ impl Default for ListenerMetrics {
     fn default() -> Self {
         ListenerMetrics {
             src: PeerCounters::default(),
-            dst: PeerCounters::default(),
+            dst: std::rc::Rc::default(),
             connect_errors: Default::default(),
             duration: RefCell::new(new_histogram()),
             detect: Default::default(),
