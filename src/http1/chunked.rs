@@ -196,6 +196,28 @@ mod tests {
     }
 
     #[test]
+    fn decode_hands_out_the_payload_at_any_split() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nT: v\r\n\r\nnext";
+        let framed = body.len() - "next".len();
+        for split in 0..=body.len() {
+            let mut dec = Decoder::default();
+            let mut out = Vec::new();
+            let a = dec
+                .decode(&body[..split], |d| out.extend_from_slice(d))
+                .unwrap();
+            let mut used = a;
+            if !dec.is_done() {
+                used += dec
+                    .decode(&body[a..], |d| out.extend_from_slice(d))
+                    .unwrap();
+            }
+            assert!(dec.is_done(), "split {split}");
+            assert_eq!(used, framed, "split {split}");
+            assert_eq!(out, b"hello world", "split {split}");
+        }
+    }
+
+    #[test]
     fn byte_at_a_time_gives_the_same_boundary() {
         let body = b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\nrest";
         let mut d = Decoder::default();
