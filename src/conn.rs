@@ -1,8 +1,9 @@
 //! The spine: one accepted connection from accept to close.
 //!
-//! accept → choose endpoint → detect (or skip: opaque port, forced protocol) → upstream
-//! connect (unless detection already dialled it) → splice both ways → metrics. HTTP verdicts
-//! are counted but, until the HTTP proxies land, forwarded opaque like everything else.
+//! accept → choose endpoint → detect (or skip: opaque port, forced protocol) → one of:
+//! HTTP/1 ([`crate::http1::proxy`]), HTTP/2 ([`crate::http2`]), each picking endpoints per
+//! request, or opaque: upstream connect (unless detection already dialled it) → splice both
+//! ways. Then metrics. HTTP with its proxy switched off (`enabled = false`) goes opaque.
 //! Each stage is a call into its own module; this file only sequences them and records the
 //! outcome, so the data flow reads top to bottom.
 

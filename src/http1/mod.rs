@@ -3,8 +3,8 @@
 //! ([`chunked`]). Pure code over byte slices, no I/O, no allocation per request beyond the
 //! caller's header array.
 //!
-//! [`proxy`] is the keep-alive proxy loop built on them. It is experimental and off unless
-//! `[http1] enabled = true`; otherwise HTTP/1 verdicts are forwarded opaque.
+//! [`proxy`] is the keep-alive proxy loop built on them (on unless `[http1] enabled = false`,
+//! which forwards HTTP/1 opaque).
 
 pub mod chunked;
 pub mod head;

@@ -2,8 +2,8 @@
 //! connection is terminated with the `h2` crate over monoio's poll-io bridge, and each stream
 //! is proxied as one request: routed by `:authority` (or Host) and path with the listener's
 //! routes, balanced per request by the same P2C/peak-EWMA endpoint sets as HTTP/1, then
-//! either multiplexed on a pooled HTTP/2 connection to the endpoint ([`to_h2`],
-//! `upstream_protocol = "http2"`) or translated to HTTP/1.1 on the HTTP/1 pool ([`to_h1`]).
+//! either multiplexed on a pooled HTTP/2 connection to the endpoint (`to_h2`,
+//! `upstream_protocol = "http2"`) or translated to HTTP/1.1 on the HTTP/1 pool (`to_h1`).
 //!
 //! Bodies stream with flow control end to end: a stream's receive window is released only as
 //! the other side takes the bytes, so a slow reader throttles its own stream and no other.
