@@ -24,20 +24,14 @@ LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-28000}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-for tool in haproxy h2load taskset; do
-  command -v "$tool" >/dev/null || { echo "bench-h2: '$tool' not found (apt-get install haproxy nghttp2-client util-linux)" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
-SW="$root/target/release/sidewire"
-LT="$root/target/release/loadtest"
+name=bench-h2
+source "$root/scripts/bench-lib.sh"
+need "apt-get install haproxy nghttp2-client util-linux" haproxy h2load taskset
+build
 
 H1_BE=$((BASE_PORT)); H2_BE=$((BASE_PORT+1))
 SW_H1=$((BASE_PORT+10)); SW_H2=$((BASE_PORT+11)); SW_ADMIN=$((BASE_PORT+12))
 HA_H1=$((BASE_PORT+20)); HA_H2=$((BASE_PORT+21))
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
 
 taskset -c "$LOAD_CPU" "$LT" http-server --listen "127.0.0.1:$H1_BE" --body-bytes "$BODY" >/dev/null 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" "$LT" h2-server --listen "127.0.0.1:$H2_BE" --body-bytes "$BODY" >/dev/null 2>&1 & pids+=($!)
@@ -79,13 +73,8 @@ CFG
 
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$SW" --config "$tmp/sidewire.toml" & SW_PID=$!; pids+=($SW_PID)
 taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 & HA_PID=$!; pids+=($HA_PID)
-for port in $H1_BE $H2_BE $SW_H1 $SW_H2 $HA_H1 $HA_H2; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-done
+wait_ports $H1_BE $H2_BE $SW_H1 $SW_H2 $HA_H1 $HA_H2
 
-TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # load <port> <pid|-> <rate|max> : prints "cpu_us_per_req req_per_s"
 load() {

@@ -20,18 +20,12 @@ LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-29000}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-for tool in haproxy taskset; do
-  command -v "$tool" >/dev/null || { echo "bench-http1: '$tool' not found (apt-get install haproxy util-linux)" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
-SW="$root/target/release/sidewire"
-LT="$root/target/release/loadtest"
+name=bench-http1
+source "$root/scripts/bench-lib.sh"
+need "apt-get install haproxy util-linux" haproxy taskset
+build
 
 BE=$BASE_PORT; SW_PORT=$((BASE_PORT+10)); SW_ADMIN=$((BASE_PORT+11)); HA_PORT=$((BASE_PORT+20))
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
 
 taskset -c "$LOAD_CPU" "$LT" http-server --listen "127.0.0.1:$BE" >/dev/null 2>&1 & pids+=($!)
 cat > "$tmp/sidewire.toml" <<TOML
@@ -63,13 +57,8 @@ listen http
 CFG
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$SW" --config "$tmp/sidewire.toml" & SW_PID=$!; pids+=($SW_PID)
 taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 & HA_PID=$!; pids+=($HA_PID)
-for port in $BE $SW_PORT $HA_PORT; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-done
+wait_ports $BE $SW_PORT $HA_PORT
 
-TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # load <port> <pid|-> <rate|max> : prints "cpu_us_per_req req_per_s p99"
 load() {

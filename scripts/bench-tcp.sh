@@ -23,20 +23,14 @@ SPLICE_PIPE_BYTES=${SPLICE_PIPE_BYTES:-262144}
 SW_PROTOCOL=${SW_PROTOCOL:-detect}   # sidewire listeners: "detect" (default) or "opaque" (no detection, like HAProxy mode tcp)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-for tool in haproxy iperf3 taskset; do
-  command -v "$tool" >/dev/null || { echo "bench-tcp: '$tool' not found (apt-get install haproxy iperf3 util-linux)" >&2; exit 1; }
-done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
-SW="$root/target/release/sidewire"
-LT="$root/target/release/loadtest"
+name=bench-tcp
+source "$root/scripts/bench-lib.sh"
+need "apt-get install haproxy iperf3 util-linux" haproxy iperf3 taskset
+build
 
 IPERF_PORT=$BASE_PORT; ECHO_PORT=$((BASE_PORT+1))
 SW_BULK=$((BASE_PORT+10)); SW_CHURN=$((BASE_PORT+11)); SW_ADMIN=$((BASE_PORT+12))
 HA_BULK=$((BASE_PORT+20)); HA_CHURN=$((BASE_PORT+21))
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
 
 taskset -c "$LOAD_CPU" iperf3 -s -p "$IPERF_PORT" >/dev/null 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" "$LT" echo --listen "127.0.0.1:$ECHO_PORT" --threads 8 2>/dev/null & pids+=($!)
@@ -81,13 +75,8 @@ CFG
 
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$SW" --config "$tmp/sidewire.toml" & SW_PID=$!; pids+=($SW_PID)
 taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 & HA_PID=$!; pids+=($HA_PID)
-for port in $IPERF_PORT $ECHO_PORT $SW_BULK $SW_CHURN $HA_BULK $HA_CHURN; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-done
+wait_ports $IPERF_PORT $ECHO_PORT $SW_BULK $SW_CHURN $HA_BULK $HA_CHURN
 
-TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 to_bytes() { numfmt --from=iec "$1"; }
 GIB=$(awk -v b="$(to_bytes "$BULK_BYTES")" 'BEGIN{print b/1073741824}')
 

@@ -54,6 +54,21 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
     let bulk_bytes: u64 = if quick { 1 << 30 } else { 8 << 30 };
     let churn_secs = d;
     let greets = if quick { 300 } else { 3000 };
+    let h2_scenario = |name: &'static str, route: &'static str| Scenario {
+        name,
+        route,
+        unit: "req/s",
+        bulk: false,
+        run: Box::new(move |t| {
+            h2load::run(&H2Load {
+                target: t,
+                connections: 2,
+                streams: if quick { 16 } else { 64 },
+                rate: Some(rate),
+                duration: d,
+            })
+        }),
+    };
     vec![
         Scenario {
             name: "http1-keepalive",
@@ -103,36 +118,9 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                 })
             }),
         },
-        Scenario {
-            name: "h2-streams",
-            route: "h2",
-            unit: "req/s",
-            bulk: false,
-            run: Box::new(move |t| {
-                h2load::run(&H2Load {
-                    target: t,
-                    connections: 2,
-                    streams: if quick { 16 } else { 64 },
-                    rate: Some(rate),
-                    duration: d,
-                })
-            }),
-        },
-        Scenario {
-            name: "h2-to-h1",
-            route: "h2h1",
-            unit: "req/s",
-            bulk: false,
-            run: Box::new(move |t| {
-                h2load::run(&H2Load {
-                    target: t,
-                    connections: 2,
-                    streams: if quick { 16 } else { 64 },
-                    rate: Some(rate),
-                    duration: d,
-                })
-            }),
-        },
+        // The same h2c load, to the h2c backend and (translated) to the HTTP/1.1 backend.
+        h2_scenario("h2-streams", "h2"),
+        h2_scenario("h2-to-h1", "h2h1"),
         Scenario {
             name: "tcp-bulk",
             route: "bulk",

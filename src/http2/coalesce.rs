@@ -57,6 +57,21 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> Coalesce<T> {
+    /// With the buffer full, writes it out first (back-pressure when the socket is full too).
+    /// `Err` carries what `poll_write` must return instead of accepting more.
+    fn make_room(&mut self, cx: &mut Context<'_>) -> Result<(), Poll<io::Result<usize>>> {
+        if self.buf.len() < WRITE_THROUGH {
+            return Ok(());
+        }
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(e)) => Err(Poll::Ready(Err(e))),
+            Poll::Pending => Err(Poll::Pending),
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -73,13 +88,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.buf.len() >= WRITE_THROUGH {
-            // Full: make room first (back-pressure when the socket is full too).
-            match self.drain(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+        if let Err(p) = self.make_room(cx) {
+            return p;
         }
         self.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -90,12 +100,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.buf.len() >= WRITE_THROUGH {
-            match self.drain(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+        if let Err(p) = self.make_room(cx) {
+            return p;
         }
         let mut n = 0;
         for b in bufs {

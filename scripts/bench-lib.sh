@@ -1,0 +1,36 @@
+# Shared by the bench-*.sh scripts (sourced, not run): tool checks, the release build,
+# process cleanup, waiting for ports, the proxy's CPU ticks and medians.
+# Expects `root` (the repository) and `name` (the script's name for messages) to be set.
+
+# need <apt hint> <tool>...: fail with the install hint when a tool is missing.
+need() {
+  local hint=$1; shift
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$name: '$tool' not found ($hint)" >&2; exit 1; }
+  done
+}
+
+# build: the release sidewire and loadtest binaries, as $SW and $LT.
+build() {
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
+  SW="$root/target/release/sidewire"
+  LT="$root/target/release/loadtest"
+}
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# wait_ports <port>...: until each accepts a connection (5 s at most each).
+wait_ports() {
+  for port in "$@"; do
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+  done
+}
+
+TCK=$(getconf CLK_TCK)
+# cpu_ticks <pid>: user + system clock ticks of the process (all threads).
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# median: of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
