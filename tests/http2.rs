@@ -70,7 +70,7 @@ async fn read_body(mut b: RecvStream) -> Result<(Vec<u8>, Option<HeaderMap>), h2
 }
 
 /// Sends `data` respecting the peer's window.
-async fn send_all(s: &mut h2::SendStream<Bytes>, mut data: Bytes) {
+async fn send_h2_data(s: &mut h2::SendStream<Bytes>, mut data: Bytes) {
     while !data.is_empty() {
         s.reserve_capacity(data.len());
         let n = std::future::poll_fn(|cx| s.poll_capacity(cx))
@@ -117,7 +117,7 @@ fn app(name: &'static str, events: mpsc::Sender<String>) -> Handler {
                     let mut s = respond
                         .send_response(resp(200).body(()).unwrap(), false)
                         .unwrap();
-                    send_all(&mut s, Bytes::from(data)).await;
+                    send_h2_data(&mut s, Bytes::from(data)).await;
                     match trailers {
                         Some(t) => s.send_trailers(t).unwrap(),
                         None => s.send_data(Bytes::new(), true).unwrap(),
@@ -127,7 +127,7 @@ fn app(name: &'static str, events: mpsc::Sender<String>) -> Handler {
                     let mut s = respond
                         .send_response(resp(200).body(()).unwrap(), false)
                         .unwrap();
-                    send_all(&mut s, generated(7, n)).await;
+                    send_h2_data(&mut s, generated(7, n)).await;
                     let _ = s.send_data(Bytes::new(), true);
                 } else if path == "/grpc/ok" || path == "/grpc/internal" {
                     let _ = read_body(body).await;
@@ -251,7 +251,7 @@ async fn echo_big(target: SocketAddr, n: usize) {
     let data = generated(11, n);
     let want = xxhash_rust::xxh3::xxh3_128(&data);
     let sender = tokio::spawn(async move {
-        send_all(&mut body, data).await;
+        send_h2_data(&mut body, data).await;
         body.send_data(Bytes::new(), true).unwrap();
     });
     let (head, rbody) = resp.await.unwrap().into_parts();

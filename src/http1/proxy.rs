@@ -187,7 +187,7 @@ fn rewrite_response(
     }))
 }
 
-pub(crate) fn reason_phrase(code: u16) -> Option<&'static str> {
+fn reason_phrase(code: u16) -> Option<&'static str> {
     Some(match code {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -373,26 +373,41 @@ pub(crate) async fn read_head<T>(
     }
 }
 
-/// Answers a request whose body could not be forwarded (no response byte has gone out yet):
-/// 408 for a body that paused too long, 400 for bad chunked framing, 502 when the upstream
-/// would not take it; a client that went away gets nothing.
-async fn request_body_failed(
-    l: &Listener,
-    client: &mut TcpStream,
+/// The request in flight, for answering and recording it.
+struct InFlight<'a> {
+    l: &'a Listener,
     peer: SocketAddr,
-    m: &crate::metrics::HttpMetrics,
+    m: &'a crate::metrics::HttpMetrics,
     t0: Instant,
-    e: io::Error,
-) {
-    debug!(listener = %l.cfg.name, %peer, error = %e, "request body not forwarded");
+}
+
+/// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
+/// what followed the body, or `None` after answering the client itself (no response byte has
+/// gone out yet): 408 for a body that paused too long, 400 for bad chunked framing, 502 when
+/// the upstream would not take it; a client that went away gets nothing.
+async fn send_request_body(
+    r: &InFlight<'_>,
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    head: Vec<u8>,
+    framing: Framing,
+    buf: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let pause = Some(r.l.http1.body_timeout);
+    let e = match forward_message(client, up, head, framing, buf, pause).await {
+        Ok(rest) => return Some(rest),
+        Err(e) => e,
+    };
+    debug!(listener = %r.l.cfg.name, peer = %r.peer, error = %e, "request body not forwarded");
     let (code, reason) = match e.kind() {
         io::ErrorKind::TimedOut => (408, "request body timeout"),
         io::ErrorKind::InvalidData => (400, "bad chunked request body"),
-        io::ErrorKind::UnexpectedEof => return,
+        io::ErrorKind::UnexpectedEof => return None,
         _ => (502, "upstream write failed"),
     };
-    m.response(code, t0.elapsed());
+    r.m.response(code, r.t0.elapsed());
     proxy_error(client, code, reason).await;
+    None
 }
 
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
@@ -480,21 +495,10 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let wait_continue = req.expect_continue && req.framing != Framing::Empty;
         let mut body_sent = !wait_continue;
         if body_sent {
-            let sent = forward_message(
-                client,
-                &mut up,
-                req.head,
-                req.framing,
-                body_buf,
-                Some(cfg.body_timeout),
-            )
-            .await;
-            match sent {
-                Ok(rest) => cbuf = rest,
-                Err(e) => {
-                    request_body_failed(l, client, peer, m, t0, e).await;
-                    return false;
-                }
+            let r = InFlight { l, peer, m, t0 };
+            match send_request_body(&r, client, &mut up, req.head, req.framing, body_buf).await {
+                Some(rest) => cbuf = rest,
+                None => return false,
             }
             body_buf = Vec::new();
         } else if write_all(&mut up, req.head).await.is_err() {
@@ -552,21 +556,12 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 }
                 if r.code == 100 && !body_sent {
                     let pending = std::mem::take(&mut body_buf);
-                    let sent = forward_message(
-                        client,
-                        &mut up,
-                        Vec::new(),
-                        req.framing,
-                        pending,
-                        Some(cfg.body_timeout),
-                    )
-                    .await;
-                    match sent {
-                        Ok(rest) => cbuf = rest,
-                        Err(e) => {
-                            request_body_failed(l, client, peer, m, t0, e).await;
-                            return false;
-                        }
+                    let r = InFlight { l, peer, m, t0 };
+                    let sent =
+                        send_request_body(&r, client, &mut up, Vec::new(), req.framing, pending);
+                    match sent.await {
+                        Some(rest) => cbuf = rest,
+                        None => return false,
                     }
                     body_sent = true;
                 }

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-/// `CANCELLED`.
-pub const CANCELLED: u8 = 1;
 /// `DEADLINE_EXCEEDED`: the proxy's answer when the upstream missed the deadline.
 pub const DEADLINE_EXCEEDED: u8 = 4;
 /// `UNIMPLEMENTED`.

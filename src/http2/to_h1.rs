@@ -10,8 +10,8 @@
 //! more on a fresh connection. Not here: HTTP/1 response trailers (dropped), 1xx responses
 //! (not relayed), upgrades.
 
-use std::fmt::Write as _;
 use std::io;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -228,7 +228,7 @@ async fn send_body(
         }
         if chunked {
             let mut framed = Vec::with_capacity(n + 20);
-            let _ = write!(Hex(&mut framed), "{n:x}\r\n");
+            let _ = write!(framed, "{n:x}\r\n");
             framed.extend_from_slice(&chunk);
             framed.extend_from_slice(b"\r\n");
             write_all(up, framed).await.map_err(write_failed)?;
@@ -251,16 +251,6 @@ async fn send_body(
         write_all(up, end).await.map_err(write_failed)?;
     }
     Ok(())
-}
-
-/// `fmt::Write` into a byte vector.
-struct Hex<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Hex<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Where the response body ends.
