@@ -154,13 +154,25 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
     )
     .map_err(|e| classify(addr, e))?;
     sock.set_nodelay(true).map_err(|e| classify(addr, e))?;
-    match sock.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+    let sa = addr.into();
+    let in_progress = match sock.connect(&sa) {
+        Ok(()) => false,
+        // A local upstream (the sidecar's usual case) has finished the handshake by the time
+        // `connect` returns, since loopback runs it inline. Asking again costs one syscall
+        // and saves a poll through the ring: 0 = connected, EALREADY = still going, or the
+        // error (ECONNREFUSED) that ended it.
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match sock.connect(&sa) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EALREADY) => true,
+            Err(e) => return Err(classify(addr, e)),
+        },
         Err(e) => return Err(classify(addr, e)),
-    }
+    };
     let stream =
         TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(|e| classify(addr, e))?;
+    if !in_progress {
+        return Ok(stream);
+    }
     match monoio::time::timeout(timeout, stream.writable(false)).await {
         Err(_elapsed) => {
             return Err(ConnectError {
