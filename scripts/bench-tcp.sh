@@ -21,11 +21,13 @@ LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-27000}
 SPLICE_PIPE_BYTES=${SPLICE_PIPE_BYTES:-262144}
 SW_PROTOCOL=${SW_PROTOCOL:-detect}   # sidewire listeners: "detect" (default) or "opaque" (no detection, like HAProxy mode tcp)
+PROFILE=${PROFILE:-0}   # 1: one more churn and bulk run per proxy under `perf record`, split by scripts/cpu-split.py
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=bench-tcp
 source "$root/scripts/bench-lib.sh"
 need "apt-get install haproxy iperf3 util-linux" haproxy iperf3 taskset
+[ "$PROFILE" = 1 ] && need "apt-get install linux-perf" perf python3
 build
 
 IPERF_PORT=$BASE_PORT; ECHO_PORT=$((BASE_PORT+1))
@@ -131,3 +133,31 @@ for t in base sw ha; do
 done
 awk -v sb="$(col sw_bulk 1)" -v hb="$(col ha_bulk 1)" -v sc="$(col sw_churn 1)" -v hc="$(col ha_churn 1)" \
   'BEGIN{printf "ratio sidewire/haproxy: bulk CPU %.2fx, churn CPU %.2fx\n", sb/hb, sc/hc}'
+
+# Where the CPU goes: the kernel's TCP work (the same for any proxy moving the same traffic)
+# vs each proxy's own overhead. perf adds some cost of its own, so these totals run higher
+# than the table above; compare the categories, not the totals with the table.
+if [ "$PROFILE" = 1 ]; then
+  split() {  # split <label> <pid> <units> <unit> : perf.data in $tmp -> table
+    perf script -i "$tmp/perf.data" 2>/dev/null | "$root/scripts/cpu-split.py" --units "$3" --unit "$4" --hz 10000 --label "$1 "
+  }
+  echo
+  echo "# CPU split (perf record -F 10000 -g, one run each; scripts/cpu-split.py)"
+  for t in sw ha; do
+    pid=$([ $t = sw ] && echo $SW_PID || echo $HA_PID)
+    port=$([ $t = sw ] && echo $SW_CHURN || echo $HA_CHURN)
+    label=$([ $t = sw ] && echo "sidewire churn" || echo "haproxy churn")
+    perf record -F 10000 -g -o "$tmp/perf.data" -p "$pid" -- sleep $((CHURN_SECS + 1)) >/dev/null 2>&1 & rec=$!
+    sleep 0.3
+    out=$(taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$port" --concurrency "$CHURN_CONC" --duration "$CHURN_SECS")
+    wait $rec
+    split "$label" "$pid" "$(sed -E 's/.*connections=([0-9]+).*/\1/' <<<"$out")" conn
+    port=$([ $t = sw ] && echo $SW_BULK || echo $HA_BULK)
+    label=$([ $t = sw ] && echo "sidewire bulk" || echo "haproxy bulk")
+    perf record -F 10000 -g -o "$tmp/perf.data" -p "$pid" >/dev/null 2>&1 & rec=$!
+    sleep 0.3
+    taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$port" -n "$BULK_BYTES" -l 256K >/dev/null
+    kill -INT $rec; wait $rec || true
+    split "$label" "$pid" "$GIB" GiB
+  done
+fi
