@@ -9,14 +9,15 @@
 //! reported before any thread starts), per-connection logic (`conn`).
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_channel::{mpsc, oneshot};
-use futures_util::future::{FutureExt, Shared};
 use futures_util::StreamExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -148,8 +149,79 @@ pub struct Core {
     pipe_size_refused: Cell<bool>,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
-    /// Fires when the worker starts draining (HTTP/2 connections then send GOAWAY).
-    stop: RefCell<Option<Shared<oneshot::Receiver<()>>>>,
+    /// Fires when the worker starts draining: accept loops stop, HTTP/2 connections send GOAWAY.
+    stop: StopSignal,
+}
+
+/// A one-shot, core-local "start draining" signal. Awaiting it takes no lock and no atomic
+/// (a cross-thread channel would, once per accepted connection). Waiters that go away free
+/// their slot, so long-lived workers do not collect stale wakers.
+#[derive(Debug, Default)]
+struct StopSignal {
+    fired: Cell<bool>,
+    /// Wakers by slot; `None` marks a free slot.
+    waiters: RefCell<Vec<Option<Waker>>>,
+}
+
+impl StopSignal {
+    fn fire(&self) {
+        self.fired.set(true);
+        for w in self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+        {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves once the worker starts draining; see [`Core::draining`].
+#[derive(Debug)]
+pub struct Draining<'a> {
+    signal: &'a StopSignal,
+    slot: Option<usize>,
+}
+
+impl Future for Draining<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.fired.get() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.signal.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut waiters[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match waiters.iter().position(Option::is_none) {
+                    Some(i) => i,
+                    None => {
+                        waiters.push(None);
+                        waiters.len() - 1
+                    }
+                };
+                waiters[i] = Some(cx.waker().clone());
+                drop(waiters);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            if let Some(w) = self.signal.waiters.borrow_mut().get_mut(i) {
+                *w = None;
+            }
+        }
+    }
 }
 
 /// Counts a connection as open for the drain until dropped.
@@ -222,7 +294,7 @@ impl Core {
             pipe_size_refused: Cell::new(false),
             open: Cell::new(0),
             drained: RefCell::new(None),
-            stop: RefCell::new(None),
+            stop: StopSignal::default(),
         }
     }
 
@@ -232,16 +304,11 @@ impl Core {
         ConnGuard { core: self.clone() }
     }
 
-    /// Resolves when the worker starts draining (never, before `run` has started).
-    pub fn draining(&self) -> impl std::future::Future<Output = ()> {
-        let stop = self.stop.borrow().clone();
-        async move {
-            match stop {
-                Some(s) => {
-                    let _ = s.await;
-                }
-                None => std::future::pending().await,
-            }
+    /// Resolves when the worker starts draining.
+    pub fn draining(&self) -> Draining<'_> {
+        Draining {
+            signal: &self.stop,
+            slot: None,
         }
     }
 
@@ -298,15 +365,11 @@ impl Core {
 }
 
 /// Accepts on one listener until `stop` fires, spawning a task per connection.
-async fn accept_loop(
-    core: Rc<Core>,
-    listener: Rc<Listener>,
-    socket: TcpListener,
-    stop: Shared<oneshot::Receiver<()>>,
-) {
+async fn accept_loop(core: Rc<Core>, listener: Rc<Listener>, socket: TcpListener) {
+    let mut stop = pin!(core.draining());
     loop {
         let accepted = monoio::select! {
-            _ = stop.clone() => break,
+            _ = &mut stop => break,
             r = socket.accept() => r,
         };
         match accepted {
@@ -335,9 +398,6 @@ pub async fn run(
     grace: Duration,
     started: impl FnOnce(io::Result<()>),
 ) {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let stop = stop_rx.shared();
-    *core.stop.borrow_mut() = Some(stop.clone());
     let mut listening = Vec::with_capacity(sockets.len());
     for s in sockets {
         match TcpListener::from_std(s) {
@@ -346,7 +406,7 @@ pub async fn run(
         }
     }
     for (l, socket) in core.listeners.iter().zip(listening) {
-        monoio::spawn(accept_loop(core.clone(), l.clone(), socket, stop.clone()));
+        monoio::spawn(accept_loop(core.clone(), l.clone(), socket));
     }
     started(Ok(()));
 
@@ -359,7 +419,7 @@ pub async fn run(
             Control::Drain => break,
         }
     }
-    drop(stop_tx);
+    core.stop.fire();
     let open = core.open_connections();
     if open > 0 {
         info!(
@@ -385,5 +445,53 @@ pub async fn run(
                 None => control_open = false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct CountWakes(AtomicUsize);
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn stop_signal_wakes_every_waiter_and_frees_slots_of_dropped_ones() {
+        let signal = StopSignal::default();
+        let count = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wait = || Draining {
+            signal: &signal,
+            slot: None,
+        };
+
+        let mut a = Box::pin(wait());
+        let mut b = Box::pin(wait());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        // Polling again keeps one slot per waiter.
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(signal.waiters.borrow().len(), 2);
+
+        // A waiter that goes away frees its slot for the next one.
+        drop(b);
+        let mut c = Box::pin(wait());
+        assert!(c.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(signal.waiters.borrow().len(), 2);
+
+        signal.fire();
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(c.as_mut().poll(&mut cx).is_ready());
+        // After the signal fired, a new waiter is ready at once.
+        assert!(Box::pin(wait()).as_mut().poll(&mut cx).is_ready());
     }
 }
