@@ -138,6 +138,15 @@ impl std::ops::DerefMut for UpConn {
     }
 }
 
+impl crate::http1::proxy::Peer for UpConn {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+    fn counters(&self) -> &crate::metrics::PeerCounters {
+        &self.counters
+    }
+}
+
 impl Drop for UpConn {
     fn drop(&mut self) {
         self.counters.closed(true);

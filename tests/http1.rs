@@ -153,9 +153,13 @@ fn keep_alive_reuses_one_upstream_connection() {
     let p = proxy_with(&[up], ON, "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     let mut buf = Vec::new();
+    let (mut sent, mut received) = (0, 0);
     for i in 0..5 {
-        write!(c, "POST /r{i} HTTP/1.1\r\nHost: x\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        let req = format!("POST /r{i} HTTP/1.1\r\nHost: x\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nabc");
+        c.write_all(req.as_bytes()).unwrap();
+        sent += req.len();
         let (head, body) = read_response(&mut c, &mut buf);
+        received += head.len() + body.len();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(
             String::from_utf8(body).unwrap(),
@@ -179,7 +183,22 @@ fn keep_alive_reuses_one_upstream_connection() {
         "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"200\",classification=\"success\"}",
         5.0,
     );
+    // Bytes of HTTP-proxied traffic count in the TCP byte families, per side.
+    wait_metric(
+        &p,
+        "tcp_read_bytes_total{listener=\"t\",peer=\"src\"}",
+        sent as f64,
+    );
+    wait_metric(
+        &p,
+        "tcp_write_bytes_total{listener=\"t\",peer=\"src\"}",
+        received as f64,
+    );
     let (_, m) = admin_get(&p, "/metrics");
+    for series in ["tcp_read_bytes_total", "tcp_write_bytes_total"] {
+        let dst = metric(&m, &format!("{series}{{listener=\"t\",peer=\"dst\"}}"));
+        assert!(dst.unwrap_or(0.0) > 0.0, "{series} dst: {m}");
+    }
     // The pooled upstream connection is counted on the upstream side, open and idle.
     assert_eq!(
         metric(&m, "tcp_open_total{listener=\"t\",peer=\"dst\"}"),

@@ -262,11 +262,35 @@ async fn echo_big(target: SocketAddr, n: usize) {
     assert_eq!(xxhash_rust::xxh3::xxh3_128(&got), want);
 }
 
+/// Each side's TCP byte counters reach at least `n` (frames and heads add a little): what
+/// HTTP/2 streams carry counts as TCP traffic, as for spliced streams.
+fn assert_bytes_counted(p: &sidewire::server::Server, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = admin_get(p, "/metrics");
+        let low: Vec<String> = ["read", "write"]
+            .iter()
+            .flat_map(|dir| ["src", "dst"].map(|peer| (dir, peer)))
+            .map(|(dir, peer)| format!("tcp_{dir}_bytes_total{{listener=\"t\",peer=\"{peer}\"}}"))
+            .filter(|series| metric(&m, series).unwrap_or(0.0) < n as f64)
+            .collect();
+        if low.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "below {n}: {low:?}\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn large_bodies_both_ways_byte_exact_h2_upstream() {
     let (up, _) = app_upstream("a");
     let p = proxy(&[up], H2_UP);
     rt().block_on(echo_big(addr(&p), 64 << 20));
+    assert_bytes_counted(&p, 64 << 20);
 }
 
 #[test]
@@ -274,6 +298,7 @@ fn large_bodies_both_ways_byte_exact_h1_upstream() {
     let up = h1_upstream();
     let p = proxy(&[up], "");
     rt().block_on(echo_big(addr(&p), 64 << 20));
+    assert_bytes_counted(&p, 64 << 20);
 }
 
 #[test]

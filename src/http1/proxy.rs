@@ -30,6 +30,7 @@ use super::head::{
 };
 use crate::config::RouteConfig;
 use crate::core::{Core, Listener};
+use crate::metrics::PeerCounters;
 use crate::upstream::UpConn;
 use crate::{forward, sys, upstream};
 
@@ -59,19 +60,51 @@ struct Resp {
     keep_alive: bool,
 }
 
+/// A socket the HTTP proxies read and write, with the byte counters of its side
+/// (`peer="src"` for the client, `peer="dst"` for an upstream): every byte that goes through
+/// [`read_more`] and [`write_all`] is counted in `tcp_read_bytes_total` /
+/// `tcp_write_bytes_total`, as the splice path counts opaque bytes.
+pub(crate) trait Peer {
+    /// The socket.
+    fn stream(&mut self) -> &mut TcpStream;
+    /// Its side's counters.
+    fn counters(&self) -> &PeerCounters;
+}
+
+/// The client connection of an HTTP/1 proxy loop.
+pub(crate) struct Client<'a> {
+    stream: &'a mut TcpStream,
+    counters: &'a PeerCounters,
+}
+
+impl Peer for Client<'_> {
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream
+    }
+    fn counters(&self) -> &PeerCounters {
+        self.counters
+    }
+}
+
 /// Appends what one read returns to `buf`. `Ok(0)` is EOF.
-pub(crate) async fn read_more(s: &mut TcpStream, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+pub(crate) async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(READ_CHUNK);
     }
     let len = buf.len();
-    let (r, slice) = s.read(buf.slice_mut(len..)).await;
+    let (r, slice) = s.stream().read(buf.slice_mut(len..)).await;
+    if let Ok(n) = r {
+        s.counters().read(n as u64);
+    }
     (r, slice.into_inner())
 }
 
-pub(crate) async fn write_all(s: &mut TcpStream, data: Vec<u8>) -> io::Result<Vec<u8>> {
-    let (r, data) = s.write_all(data).await;
-    r.map(|_| data)
+/// Writes all of `data`, handing the buffer back for reuse.
+pub(crate) async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
+    let (r, data) = s.stream().write_all(data).await;
+    let n = r?;
+    s.counters().wrote(n as u64);
+    Ok(data)
 }
 
 fn rewrite_request(
@@ -230,14 +263,14 @@ pub(crate) async fn dial(
 }
 
 /// A response the proxy makes itself; the connection closes after it.
-async fn proxy_error(client: &mut TcpStream, code: u16, reason: &str) {
+async fn proxy_error(client: &mut impl Peer, code: u16, reason: &str) {
     let body = format!("{reason}\n");
     let head = format!(
         "HTTP/1.1 {code} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nsidewire-error: {reason}\r\nconnection: close\r\n\r\n{body}",
         reason_phrase(code).unwrap_or(""),
         body.len()
     );
-    let _ = client.write_all(head.into_bytes()).await;
+    let _ = write_all(client, head.into_bytes()).await;
 }
 
 /// Where a delimited body ends: after a byte count, or after the chunked terminator.
@@ -274,7 +307,7 @@ impl BodyEnd {
 
 /// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
 /// body bytes that came with it, instead of two.
-async fn send_with_head(dst: &mut TcpStream, head: &mut Vec<u8>, data: Vec<u8>) -> io::Result<()> {
+async fn send_with_head(dst: &mut impl Peer, head: &mut Vec<u8>, data: Vec<u8>) -> io::Result<()> {
     if head.is_empty() {
         write_all(dst, data).await.map(drop)
     } else {
@@ -289,8 +322,8 @@ async fn send_with_head(dst: &mut TcpStream, head: &mut Vec<u8>, data: Vec<u8>) 
 /// on return it holds what followed the body (the next message, pipelined).
 /// `pause` bounds the wait for each read of a delimited body (`TimedOut` on expiry).
 async fn forward_message(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
     mut head: Vec<u8>,
     framing: Framing,
     mut buf: Vec<u8>,
@@ -348,7 +381,7 @@ async fn forward_message(
 /// turns true once any byte of the head is buffered (the caller may time this future out, and
 /// the buffer itself is lent to the kernel while a read is in flight).
 pub(crate) async fn read_head<T>(
-    s: &mut TcpStream,
+    s: &mut impl Peer,
     buf: &mut Vec<u8>,
     started: &mut bool,
     mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
@@ -387,8 +420,8 @@ struct InFlight<'a> {
 /// the upstream would not take it; a client that went away gets nothing.
 async fn send_request_body(
     r: &InFlight<'_>,
-    client: &mut TcpStream,
-    up: &mut TcpStream,
+    client: &mut Client<'_>,
+    up: &mut UpConn,
     head: Vec<u8>,
     framing: Framing,
     buf: Vec<u8>,
@@ -413,6 +446,10 @@ async fn send_request_body(
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
 /// it ended cleanly.
 pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
+    let client = &mut Client {
+        stream: client,
+        counters: &l.metrics.src,
+    };
     let cfg = &l.http1;
     let default_metrics = &l.metrics.http[0];
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
@@ -551,7 +588,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             };
             if (100..200).contains(&r.code) && r.code != 101 {
                 ubuf.drain(..r.head_len);
-                if client.write_all(r.head).await.0.is_err() {
+                if write_all(client, r.head).await.is_err() {
                     return false;
                 }
                 if r.code == 100 && !body_sent {
@@ -579,18 +616,18 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         if switched {
             let mut out = resp.head;
             out.extend_from_slice(&ubuf);
-            if client.write_all(out).await.0.is_err() {
+            if write_all(client, out).await.is_err() {
                 return false;
             }
             if !cbuf.is_empty() || !body_buf.is_empty() {
                 let mut early = std::mem::take(&mut body_buf);
                 early.extend_from_slice(&cbuf);
-                if up.write_all(early).await.0.is_err() {
+                if write_all(&mut up, early).await.is_err() {
                     return false;
                 }
             }
             let _ = sys::set_nonblocking(up.as_raw_fd());
-            return forward::splice_both(core, &l.metrics, client, &up)
+            return forward::splice_both(core, &l.metrics, client.stream, &up)
                 .await
                 .is_ok();
         }

@@ -20,6 +20,7 @@
 //! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
 
 mod coalesce;
+mod counted;
 pub mod grpc;
 mod to_h1;
 mod to_h2;
@@ -73,7 +74,7 @@ impl UpBody {
 /// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
 pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
     let io = match client.into_poll_io() {
-        Ok(io) => coalesce::Coalesce::new(io),
+        Ok(io) => coalesce::Coalesce::new(counted::Counted::new(io, &l.metrics.src)),
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
             return false;

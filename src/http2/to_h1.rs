@@ -20,14 +20,13 @@ use h2::{Reason, RecvStream};
 use http::header::{HeaderName, COOKIE, HOST};
 use http::{request, response, HeaderMap, HeaderValue, Method};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::{Failure, UpBody};
 use crate::core::Listener;
 use crate::http1::chunked::Decoder;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
-use crate::http1::proxy::{dial, read_head, read_more, write_all};
+use crate::http1::proxy::{dial, read_head, read_more, write_all, Peer};
 use crate::upstream::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
@@ -213,11 +212,7 @@ pub(super) async fn exchange(
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
 /// as the upstream takes the bytes.
-async fn send_body(
-    up: &mut TcpStream,
-    body: &mut RecvStream,
-    chunked: bool,
-) -> Result<(), Failure> {
+async fn send_body(up: &mut UpConn, body: &mut RecvStream, chunked: bool) -> Result<(), Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     let write_failed = |_| Failure::Status(502, "upstream write failed");
     while let Some(chunk) = body.data().await {
@@ -235,6 +230,7 @@ async fn send_body(
         } else {
             let (r, _) = up.write_all(chunk).await;
             r.map_err(write_failed)?;
+            up.counters().wrote(n as u64);
         }
         let _ = body.flow_control().release_capacity(n);
     }

@@ -161,6 +161,7 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
         })?;
     let io = tcp
         .into_poll_io()
+        .map(|io| super::counted::Counted::new(io, l.metrics.dst.clone()))
         .map(super::coalesce::Coalesce::new)
         .map_err(|_| Failure::Status(502, "upstream socket error"))?;
     let c = &l.http2;

@@ -86,7 +86,7 @@ impl PeerCounters {
         bump(&self.write_bytes, n);
     }
 
-    fn snapshot(&self) -> PeerSnapshot {
+    pub(crate) fn snapshot(&self) -> PeerSnapshot {
         PeerSnapshot {
             open_total: self.open_total.get(),
             open: self.open.get(),
