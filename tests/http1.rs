@@ -758,3 +758,45 @@ fn stale_pooled_connection_is_retried_for_a_bodiless_request() {
         "each request needed a fresh upstream connection"
     );
 }
+
+#[test]
+fn upstream_answer_before_the_body_reaches_the_client() {
+    let up = answers_before_body(TOO_LARGE);
+    let p = proxy_with(&[up], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let body_len: usize = 32 << 20;
+    write!(
+        c,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent < body_len && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"too large");
+    // The proxy closes gracefully after the answer: EOF, not a reset.
+    let mut rest = Vec::new();
+    assert!(
+        c.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+        "{rest:?}"
+    );
+    writer.join().unwrap();
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"413\",classification=\"success\"}",
+        1.0,
+    );
+}

@@ -899,3 +899,41 @@ fn idle_connection_gets_goaway_and_closes() {
         assert!(matches!(ended, Ok(Ok(()))), "a graceful close: {ended:?}");
     });
 }
+
+#[test]
+fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
+    let p = proxy(&[answers_before_body(TOO_LARGE)], "");
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/upload").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        // The body goes out as flow control allows; the proxy stops taking it once the
+        // upstream is gone, so this task may never finish and its errors do not matter.
+        let sender = tokio::spawn(async move {
+            let mut data = generated(5, 32 << 20);
+            while !data.is_empty() {
+                body.reserve_capacity(data.len());
+                let Some(Ok(n)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await else {
+                    return;
+                };
+                if body
+                    .send_data(data.split_to(n.min(data.len())), false)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 413);
+        let (got, _) = read_body(rbody).await.unwrap();
+        assert_eq!(got, b"too large");
+        sender.abort();
+    });
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"413\",classification=\"success\"}",
+        1.0,
+    );
+}

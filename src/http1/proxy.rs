@@ -11,8 +11,11 @@
 //! upstream or a malformed response, 504 when the response does not start within
 //! `response_timeout_ms`. After that, the connection is closed.
 //!
-//! A request body that pauses longer than `body_timeout_ms` gets 408. Pipelined requests are
-//! answered in order over one upstream connection at a time (not spread across several).
+//! A request body that pauses longer than `body_timeout_ms` gets 408. An upstream that stops
+//! taking a body has the answer it sent meanwhile relayed (else 502). A client whose body was
+//! cut short is closed gracefully (FIN, then its remaining bytes are read and discarded for up
+//! to `LINGER`, 5 s), so a reset cannot destroy the answer. Pipelined requests are answered in
+//! order over one upstream connection at a time (not spread across several).
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +39,11 @@ use crate::{forward, sys, upstream};
 
 /// Bytes read per syscall while streaming bodies.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long a client whose request body was cut short may keep sending after the proxy's
+/// answer (which it reads and discards) before the connection is closed. Closing with unread
+/// bytes would send a reset, which can destroy the answer before the client has read it.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// A request head, parsed and rewritten for the upstream.
 struct Req {
@@ -415,9 +423,10 @@ struct InFlight<'a> {
 }
 
 /// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
-/// what followed the body, or `None` after answering the client itself (no response byte has
-/// gone out yet): 408 for a body that paused too long, 400 for bad chunked framing, 502 when
-/// the upstream would not take it; a client that went away gets nothing.
+/// what followed the body, or `None` after the client was answered otherwise (no response
+/// byte had gone out yet): 408 for a body that paused too long, 400 for bad chunked framing;
+/// when the upstream stopped taking the body, the answer it sent meanwhile (a 413 or 401 for
+/// an upload, say) or else 502. A client that went away gets nothing.
 async fn send_request_body(
     r: &InFlight<'_>,
     client: &mut Client<'_>,
@@ -436,11 +445,69 @@ async fn send_request_body(
         io::ErrorKind::TimedOut => (408, "request body timeout"),
         io::ErrorKind::InvalidData => (400, "bad chunked request body"),
         io::ErrorKind::UnexpectedEof => return None,
-        _ => (502, "upstream write failed"),
+        _ => {
+            if early_response(r, client, up).await {
+                return None;
+            }
+            (502, "upstream write failed")
+        }
     };
     r.m.response(code, r.t0.elapsed());
     proxy_error(client, code, reason).await;
+    linger_close(client).await;
     None
+}
+
+/// After the upstream stopped taking a request body: relays the final response it sent
+/// meanwhile (marked `connection: close`), then closes the client with [`linger_close`].
+/// Returns whether there was such a response.
+async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpConn) -> bool {
+    let mut ubuf = Vec::new();
+    let resp = loop {
+        let read = monoio::time::timeout(
+            r.l.http1.response_timeout,
+            read_head(up, &mut ubuf, &mut false, |b| {
+                rewrite_response(b, false, false, false)
+            }),
+        )
+        .await;
+        match read {
+            // Interim responses (a 100 Continue sent before the upstream gave up) are skipped.
+            Ok(Ok(Some(resp))) if resp.code < 200 => {
+                ubuf.drain(..resp.head_len);
+            }
+            Ok(Ok(Some(resp))) => break resp,
+            _ => return false,
+        }
+    };
+    debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
+    r.m.response(resp.code, r.t0.elapsed());
+    ubuf.drain(..resp.head_len);
+    let relayed = forward_message(up, client, resp.head, resp.framing, ubuf, None).await;
+    if relayed.is_ok() {
+        linger_close(client).await;
+    }
+    true
+}
+
+/// Closes a client whose request was not read to its end without resetting it: sends FIN,
+/// then reads and discards what the client still sends until it closes too, or [`LINGER`].
+async fn linger_close(client: &mut Client<'_>) {
+    if sys::shutdown_write(client.stream.as_raw_fd()).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, read_more(client, buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                buf = b;
+                buf.clear();
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether

@@ -135,7 +135,9 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
 }
 
 /// Sends the request to `addr` over HTTP/1.1 and reads the response head (skipping 1xx),
-/// waiting up to `timeout` for it once the request is sent.
+/// waiting up to `timeout` for it once the request is sent. An upstream that stops taking
+/// the body has often answered already (a 413 for an upload): that answer is returned, and
+/// the connection is not pooled.
 pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
@@ -158,8 +160,14 @@ pub(super) async fn exchange(
     write_all(&mut up, head)
         .await
         .map_err(|_| Failure::Status(502, "upstream write failed"))?;
+    // Set when the upstream stopped taking the body: the error if no response follows.
+    let mut body_failed = None;
     if !eos {
-        send_body(&mut up, &mut body, chunked).await?;
+        match send_body(&mut up, &mut body, chunked).await {
+            Ok(()) => {}
+            Err(f @ Failure::Status(502, _)) => body_failed = Some(f),
+            Err(f) => return Err(f),
+        }
     }
     let mut buf = Vec::with_capacity(8192);
     let head = loop {
@@ -169,6 +177,9 @@ pub(super) async fn exchange(
         )
         .await;
         match read {
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) if body_failed.is_some() => {
+                return Err(body_failed.take().expect("checked is_some"));
+            }
             Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
             Ok(Ok(Some(h))) if h.interim => {
                 buf.drain(..h.head_len);
@@ -190,6 +201,9 @@ pub(super) async fn exchange(
             }
         }
     };
+    if body_failed.is_some() {
+        debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
+    }
     buf.drain(..head.head_len);
     let end = match head.framing {
         Framing::Empty => End::Done,
@@ -205,7 +219,9 @@ pub(super) async fn exchange(
             buf,
             end,
             addr,
-            keep_alive: head.keep_alive && head.framing != Framing::UntilClose,
+            keep_alive: head.keep_alive
+                && head.framing != Framing::UntilClose
+                && body_failed.is_none(),
         }),
     ))
 }

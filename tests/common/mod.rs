@@ -70,6 +70,28 @@ where
     (a, h)
 }
 
+/// An early answer to an upload, for [`answers_before_body`].
+pub const TOO_LARGE: &[u8] =
+    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
+
+/// An upstream that reads a request head, answers with `response` at once and closes
+/// without reading the body (the kernel then resets the connection), as servers that reject
+/// an upload do.
+pub fn answers_before_body(response: &'static [u8]) -> SocketAddr {
+    upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = c.write_all(response);
+    })
+    .0
+}
+
 /// Echoes everything until EOF, then half-closes.
 pub fn echo(mut c: TcpStream) {
     let mut buf = [0u8; 16384];
