@@ -147,7 +147,8 @@ pub struct RawHttp1 {
     pub idle_timeout_ms: u64,
     /// The response must start within this long.
     pub response_timeout_ms: u64,
-    /// A request body may pause at most this long between two reads.
+    /// A request body may pause at most this long between two reads, and the upstream may
+    /// take this long to accept each write of it.
     pub body_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
     pub pool_idle_timeout_ms: u64,
@@ -382,7 +383,7 @@ pub struct Http1Config {
     pub idle_timeout: Duration,
     /// Time to the response head.
     pub response_timeout: Duration,
-    /// Longest pause inside a request body.
+    /// Longest pause inside a request body, on either side of the proxy.
     pub body_timeout: Duration,
     /// Pool idle timeout.
     pub pool_idle_timeout: Duration,

@@ -759,12 +759,11 @@ fn stale_pooled_connection_is_retried_for_a_bodiless_request() {
     );
 }
 
-#[test]
-fn upstream_answer_before_the_body_reaches_the_client() {
-    let up = answers_before_body(TOO_LARGE);
-    let p = proxy_with(&[up], ON, "");
-    let mut c = TcpStream::connect(addr(&p)).unwrap();
-    let body_len: usize = 32 << 20;
+/// Streams a `body_len` upload through `p` (the client's write side closes after it) and
+/// checks that the upstream's early 413 comes back, marked `connection: close`, followed by a
+/// clean EOF rather than a reset.
+fn upload_gets_413(p: &sidewire::server::Server, body_len: usize) {
+    let mut c = TcpStream::connect(addr(p)).unwrap();
     write!(
         c,
         "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n"
@@ -787,16 +786,33 @@ fn upstream_answer_before_the_body_reaches_the_client() {
         "{head}"
     );
     assert_eq!(body, b"too large");
-    // The proxy closes gracefully after the answer: EOF, not a reset.
     let mut rest = Vec::new();
     assert!(
         c.read_to_end(&mut rest).is_ok() && rest.is_empty(),
         "{rest:?}"
     );
     writer.join().unwrap();
+}
+
+#[test]
+fn upstream_answer_before_the_body_reaches_the_client() {
+    // The upstream answers 413 after the head and closes: the body write fails.
+    let p = proxy_with(&[answers_before_body(TOO_LARGE, None)], ON, "");
+    upload_gets_413(&p, 32 << 20);
     wait_metric(
         &p,
         "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"413\",classification=\"success\"}",
         1.0,
     );
+}
+
+#[test]
+fn upstream_that_answers_and_stops_reading_does_not_stall_the_upload() {
+    // The upstream answers 413 after the head, then neither reads nor closes: the body
+    // writes stall, and after `body_timeout_ms` the answer is relayed.
+    let done = Arc::new(std::sync::Barrier::new(2));
+    let up = answers_before_body(TOO_LARGE, Some(done.clone()));
+    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
+    upload_gets_413(&p, 64 << 20);
+    done.wait();
 }

@@ -900,18 +900,17 @@ fn idle_connection_gets_goaway_and_closes() {
     });
 }
 
-#[test]
-fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
-    let p = proxy(&[answers_before_body(TOO_LARGE)], "");
+/// Streams a 64 MiB upload through `p` on one h2 stream and checks that the upstream's early
+/// 413 comes back. The body goes out as flow control allows; the proxy stops taking it once
+/// the upstream is gone, so the sending task may never finish and its errors do not matter.
+fn upload_gets_413(p: &sidewire::server::Server) {
     rt().block_on(async {
-        let send = client(addr(&p)).await;
+        let send = client(addr(p)).await;
         let mut s = send.ready().await.unwrap();
         let req = Request::post("http://x/upload").body(()).unwrap();
         let (resp, mut body) = s.send_request(req, false).unwrap();
-        // The body goes out as flow control allows; the proxy stops taking it once the
-        // upstream is gone, so this task may never finish and its errors do not matter.
         let sender = tokio::spawn(async move {
-            let mut data = generated(5, 32 << 20);
+            let mut data = generated(5, 64 << 20);
             while !data.is_empty() {
                 body.reserve_capacity(data.len());
                 let Some(Ok(n)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await else {
@@ -931,9 +930,26 @@ fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
         assert_eq!(got, b"too large");
         sender.abort();
     });
+}
+
+#[test]
+fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
+    let p = proxy(&[answers_before_body(TOO_LARGE, None)], "");
+    upload_gets_413(&p);
     wait_metric(
         &p,
         "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"413\",classification=\"success\"}",
         1.0,
     );
+}
+
+#[test]
+fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
+    // The upstream answers 413, then neither reads nor closes: after `body_timeout_ms`
+    // without progress, the answer is relayed.
+    let done = Arc::new(std::sync::Barrier::new(2));
+    let up = answers_before_body(TOO_LARGE, Some(done.clone()));
+    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
+    upload_gets_413(&p);
+    done.wait();
 }

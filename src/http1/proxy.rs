@@ -314,21 +314,35 @@ impl BodyEnd {
 }
 
 /// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
-/// body bytes that came with it, instead of two.
-async fn send_with_head(dst: &mut impl Peer, head: &mut Vec<u8>, data: Vec<u8>) -> io::Result<()> {
-    if head.is_empty() {
-        write_all(dst, data).await.map(drop)
+/// body bytes that came with it, instead of two. With `pause`, a `dst` that does not take the
+/// bytes within it fails the write (`dst` is then unusable: part may have gone out).
+async fn send_with_head(
+    dst: &mut impl Peer,
+    head: &mut Vec<u8>,
+    data: Vec<u8>,
+    pause: Option<Duration>,
+) -> io::Result<()> {
+    let out = if head.is_empty() {
+        data
     } else {
         let mut out = std::mem::take(head);
         out.extend_from_slice(&data);
-        write_all(dst, out).await.map(drop)
+        out
+    };
+    match pause {
+        None => write_all(dst, out).await.map(drop),
+        Some(d) => match monoio::time::timeout(d, write_all(dst, out)).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(io::Error::other("peer stopped reading")),
+        },
     }
 }
 
 /// Moves one message from `src` to `dst`: `head` first (sent together with the first body
 /// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
 /// on return it holds what followed the body (the next message, pipelined).
-/// `pause` bounds the wait for each read of a delimited body (`TimedOut` on expiry).
+/// `pause` bounds the wait for each read of a delimited body (`TimedOut` on expiry) and for
+/// each write of it (an `Other` error on expiry).
 async fn forward_message(
     src: &mut impl Peer,
     dst: &mut impl Peer,
@@ -345,14 +359,14 @@ async fn forward_message(
                 let (used, done) = end.feed(&buf)?;
                 if used > 0 {
                     let rest = buf.split_off(used);
-                    send_with_head(dst, &mut head, buf).await?;
+                    send_with_head(dst, &mut head, buf, pause).await?;
                     buf = rest;
                 }
                 if done {
                     break buf;
                 }
                 if !head.is_empty() {
-                    send_with_head(dst, &mut head, Vec::new()).await?;
+                    send_with_head(dst, &mut head, Vec::new(), pause).await?;
                 }
                 let (r, b) = match pause {
                     None => read_more(src, buf).await,
@@ -370,7 +384,7 @@ async fn forward_message(
         }
         Framing::UntilClose => loop {
             if !buf.is_empty() || !head.is_empty() {
-                send_with_head(dst, &mut head, std::mem::take(&mut buf)).await?;
+                send_with_head(dst, &mut head, std::mem::take(&mut buf), pause).await?;
             }
             let (r, b) = read_more(src, buf).await;
             buf = b;
@@ -380,7 +394,7 @@ async fn forward_message(
         },
     };
     if !head.is_empty() {
-        send_with_head(dst, &mut head, Vec::new()).await?;
+        send_with_head(dst, &mut head, Vec::new(), pause).await?;
     }
     Ok(rest)
 }

@@ -163,7 +163,7 @@ pub(super) async fn exchange(
     // Set when the upstream stopped taking the body: the error if no response follows.
     let mut body_failed = None;
     if !eos {
-        match send_body(&mut up, &mut body, chunked).await {
+        match send_body(&mut up, &mut body, chunked, l.http1.body_timeout).await {
             Ok(()) => {}
             Err(f @ Failure::Status(502, _)) => body_failed = Some(f),
             Err(f) => return Err(f),
@@ -227,10 +227,15 @@ pub(super) async fn exchange(
 }
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
-/// as the upstream takes the bytes.
-async fn send_body(up: &mut UpConn, body: &mut RecvStream, chunked: bool) -> Result<(), Failure> {
+/// as the upstream takes the bytes. A write the upstream does not take within `pause` (it
+/// may have answered early and stopped reading) fails like a broken connection.
+async fn send_body(
+    up: &mut UpConn,
+    body: &mut RecvStream,
+    chunked: bool,
+    pause: Duration,
+) -> Result<(), Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
-    let write_failed = |_| Failure::Status(502, "upstream write failed");
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(reset)?;
         let n = chunk.len();
@@ -242,11 +247,13 @@ async fn send_body(up: &mut UpConn, body: &mut RecvStream, chunked: bool) -> Res
             let _ = write!(framed, "{n:x}\r\n");
             framed.extend_from_slice(&chunk);
             framed.extend_from_slice(b"\r\n");
-            write_all(up, framed).await.map_err(write_failed)?;
+            write_within(up, framed, pause).await?;
         } else {
-            let (r, _) = up.write_all(chunk).await;
-            r.map_err(write_failed)?;
-            up.counters().wrote(n as u64);
+            // `Bytes` as is: no copy.
+            match monoio::time::timeout(pause, up.write_all(chunk)).await {
+                Ok((Ok(_), _)) => up.counters().wrote(n as u64),
+                _ => return Err(WRITE_FAILED),
+            }
         }
         let _ = body.flow_control().release_capacity(n);
     }
@@ -260,9 +267,20 @@ async fn send_body(up: &mut UpConn, body: &mut RecvStream, chunked: bool) -> Res
             end.extend_from_slice(b"\r\n");
         }
         end.extend_from_slice(b"\r\n");
-        write_all(up, end).await.map_err(write_failed)?;
+        write_within(up, end, pause).await?;
     }
     Ok(())
+}
+
+/// A request body write that failed or stalled.
+const WRITE_FAILED: Failure = Failure::Status(502, "upstream write failed");
+
+/// Writes `data` to the upstream within `pause`.
+async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result<(), Failure> {
+    match monoio::time::timeout(pause, write_all(up, data)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(WRITE_FAILED),
+    }
 }
 
 /// Where the response body ends.

@@ -74,10 +74,14 @@ where
 pub const TOO_LARGE: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
 
-/// An upstream that reads a request head, answers with `response` at once and closes
-/// without reading the body (the kernel then resets the connection), as servers that reject
-/// an upload do.
-pub fn answers_before_body(response: &'static [u8]) -> SocketAddr {
+/// An upstream that reads a request head and answers with `response` at once. Without
+/// `hold` it then closes without reading the body (the kernel resets the connection), as
+/// servers that reject an upload do; with `hold` it neither reads nor closes until the test
+/// waits on the barrier too.
+pub fn answers_before_body(
+    response: &'static [u8],
+    hold: Option<std::sync::Arc<std::sync::Barrier>>,
+) -> SocketAddr {
     upstream(move |mut c: TcpStream| {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -88,6 +92,9 @@ pub fn answers_before_body(response: &'static [u8]) -> SocketAddr {
             }
         }
         let _ = c.write_all(response);
+        if let Some(b) = &hold {
+            b.wait();
+        }
     })
     .0
 }
