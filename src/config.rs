@@ -150,6 +150,9 @@ pub struct RawHttp1 {
     /// A request body may pause at most this long between two reads, and the upstream may
     /// take this long to accept each write of it.
     pub body_timeout_ms: u64,
+    /// A response body may pause at most this long: between two reads from the upstream,
+    /// and for each write to the client.
+    pub stream_idle_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
     pub pool_idle_timeout_ms: u64,
     /// Idle pooled upstream connections kept per listener and worker.
@@ -166,6 +169,7 @@ impl Default for RawHttp1 {
             idle_timeout_ms: 60_000,
             response_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            stream_idle_timeout_ms: 300_000,
             pool_idle_timeout_ms: 3_000,
             pool_max_idle: 1024,
         }
@@ -385,6 +389,8 @@ pub struct Http1Config {
     pub response_timeout: Duration,
     /// Longest pause inside a request body, on either side of the proxy.
     pub body_timeout: Duration,
+    /// Longest pause inside a response body, on either side of the proxy.
+    pub stream_idle_timeout: Duration,
     /// Pool idle timeout.
     pub pool_idle_timeout: Duration,
     /// Pool size per listener and worker.
@@ -628,6 +634,7 @@ impl RawConfig {
             ("http1.idle_timeout_ms", h.idle_timeout_ms),
             ("http1.response_timeout_ms", h.response_timeout_ms),
             ("http1.body_timeout_ms", h.body_timeout_ms),
+            ("http1.stream_idle_timeout_ms", h.stream_idle_timeout_ms),
             ("http1.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
         ] {
             if v == 0 || v > MAX_TIMEOUT_MS {
@@ -791,6 +798,7 @@ impl RawConfig {
                 idle_timeout: Duration::from_millis(self.http1.idle_timeout_ms),
                 response_timeout: Duration::from_millis(self.http1.response_timeout_ms),
                 body_timeout: Duration::from_millis(self.http1.body_timeout_ms),
+                stream_idle_timeout: Duration::from_millis(self.http1.stream_idle_timeout_ms),
                 pool_idle_timeout: Duration::from_millis(self.http1.pool_idle_timeout_ms),
                 pool_max_idle: self.http1.pool_max_idle,
             },
@@ -1063,6 +1071,10 @@ mod tests {
             ("[http2]\ninitial_stream_window = 4294967295", "http2.initial_stream_window"),
             ("[http2]\nresponse_timeout_ms = 0", "http2.response_timeout_ms"),
             ("[http1]\nbody_timeout_ms = 0", "http1.body_timeout_ms"),
+            (
+                "[http1]\nstream_idle_timeout_ms = 0",
+                "http1.stream_idle_timeout_ms",
+            ),
             (
                 "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nupstream_protocol = \"spdy\"",
                 "listener[0].upstream_protocol",

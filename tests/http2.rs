@@ -934,7 +934,7 @@ fn upload_gets_413(p: &sidewire::server::Server) {
 
 #[test]
 fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
-    let p = proxy(&[answers_before_body(TOO_LARGE, None)], "");
+    let p = proxy(&[answers_after_head(TOO_LARGE, None)], "");
     upload_gets_413(&p);
     wait_metric(
         &p,
@@ -948,8 +948,39 @@ fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
     // The upstream answers 413, then neither reads nor closes: after `body_timeout_ms`
     // without progress, the answer is relayed.
     let done = Arc::new(std::sync::Barrier::new(2));
-    let up = answers_before_body(TOO_LARGE, Some(done.clone()));
+    let up = answers_after_head(TOO_LARGE, Some(done.clone()));
     let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
     upload_gets_413(&p);
+    done.wait();
+}
+
+#[test]
+fn h1_upstream_body_that_stalls_resets_the_stream() {
+    // 10 of 100 promised bytes, then nothing: after `stream_idle_timeout_ms` the stream is
+    // reset, and the connection carries on.
+    let done = Arc::new(std::sync::Barrier::new(2));
+    let stalling = answers_after_head(STALLS_MID_BODY, Some(done.clone()));
+    let app = h1_upstream();
+    let routes = format!(
+        "[[listener.route]]\nname = \"app\"\npath_prefix = \"/app/\"\nupstream = [\"{app}\"]\n"
+    );
+    let p = proxy_with(
+        &[stalling],
+        "[http1]\nstream_idle_timeout_ms = 200\n",
+        &routes,
+    );
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s.send_request(get("x", "/slow"), true).unwrap();
+        let (head, body) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        assert!(
+            read_body(body).await.is_err(),
+            "a stalled body must not end cleanly"
+        );
+        let (head, _, _) = fetch(&send, get("x", "/app/ok")).await.unwrap();
+        assert_eq!(head.status, 200);
+    });
     done.wait();
 }

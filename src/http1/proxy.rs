@@ -11,7 +11,8 @@
 //! upstream or a malformed response, 504 when the response does not start within
 //! `response_timeout_ms`. After that, the connection is closed.
 //!
-//! A request body that pauses longer than `body_timeout_ms` gets 408. An upstream that stops
+//! A request body that pauses longer than `body_timeout_ms` gets 408; a response body that
+//! pauses longer than `stream_idle_timeout_ms` closes the connection. An upstream that stops
 //! taking a body has the answer it sent meanwhile relayed (else 502). A client whose body was
 //! cut short is closed gracefully (FIN, then its remaining bytes are read and discarded for up
 //! to `LINGER`, 5 s), so a reset cannot destroy the answer. Pipelined requests are answered in
@@ -105,6 +106,21 @@ pub(crate) async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Resul
         s.counters().read(n as u64);
     }
     (r, slice.into_inner())
+}
+
+/// [`read_more`], bounded by `pause` when given: `TimedOut` on expiry. The read is then
+/// cancelled and its buffer lost; the caller closes the connection anyway.
+pub(crate) async fn read_within(
+    s: &mut impl Peer,
+    buf: Vec<u8>,
+    pause: Option<Duration>,
+) -> io::Result<(io::Result<usize>, Vec<u8>)> {
+    match pause {
+        None => Ok(read_more(s, buf).await),
+        Some(d) => monoio::time::timeout(d, read_more(s, buf))
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Writes all of `data`, handing the buffer back for reuse.
@@ -368,14 +384,7 @@ async fn forward_message(
                 if !head.is_empty() {
                     send_with_head(dst, &mut head, Vec::new(), pause).await?;
                 }
-                let (r, b) = match pause {
-                    None => read_more(src, buf).await,
-                    // On expiry the read is cancelled and its buffer lost: the connection is
-                    // closed anyway.
-                    Some(d) => monoio::time::timeout(d, read_more(src, buf))
-                        .await
-                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?,
-                };
+                let (r, b) = read_within(src, buf, pause).await?;
                 buf = b;
                 if r? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
@@ -386,7 +395,7 @@ async fn forward_message(
             if !buf.is_empty() || !head.is_empty() {
                 send_with_head(dst, &mut head, std::mem::take(&mut buf), pause).await?;
             }
-            let (r, b) = read_more(src, buf).await;
+            let (r, b) = read_within(src, buf, pause).await?;
             buf = b;
             if r? == 0 {
                 break Vec::new();
@@ -714,7 +723,9 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         }
 
         // 6. The response.
-        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf, None).await
+        let pause = Some(cfg.stream_idle_timeout);
+        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf, pause)
+            .await
         {
             Ok(rest) => rest,
             Err(e) => {

@@ -26,7 +26,7 @@ use super::{Failure, UpBody};
 use crate::core::Listener;
 use crate::http1::chunked::Decoder;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
-use crate::http1::proxy::{dial, read_head, read_more, write_all, Peer};
+use crate::http1::proxy::{dial, read_head, read_within, write_all, Peer};
 use crate::upstream::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
@@ -222,6 +222,7 @@ pub(super) async fn exchange(
             keep_alive: head.keep_alive
                 && head.framing != Framing::UntilClose
                 && body_failed.is_none(),
+            pause: l.http1.stream_idle_timeout,
         }),
     ))
 }
@@ -299,6 +300,8 @@ pub(crate) struct Body {
     end: End,
     addr: SocketAddr,
     keep_alive: bool,
+    /// `http1.stream_idle_timeout`: longest wait for the next bytes of the body.
+    pause: Duration,
 }
 
 impl Body {
@@ -342,7 +345,8 @@ impl Body {
             if matches!(self.end, End::Done) {
                 return Ok(None);
             }
-            let (r, b) = read_more(&mut self.up, std::mem::take(&mut self.buf)).await;
+            let buf = std::mem::take(&mut self.buf);
+            let (r, b) = read_within(&mut self.up, buf, Some(self.pause)).await?;
             self.buf = b;
             if r? == 0 {
                 if matches!(self.end, End::Close) {

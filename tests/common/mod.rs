@@ -70,15 +70,18 @@ where
     (a, h)
 }
 
-/// An early answer to an upload, for [`answers_before_body`].
+/// A response head promising 100 body bytes, and only 10 of them, for [`answers_after_head`].
+pub const STALLS_MID_BODY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789";
+
+/// An early answer to an upload, for [`answers_after_head`].
 pub const TOO_LARGE: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
 
-/// An upstream that reads a request head and answers with `response` at once. Without
-/// `hold` it then closes without reading the body (the kernel resets the connection), as
-/// servers that reject an upload do; with `hold` it neither reads nor closes until the test
-/// waits on the barrier too.
-pub fn answers_before_body(
+/// An upstream that reads a request head and answers with `response` at once, without
+/// reading any body. Without `hold` it then closes (with body bytes unread the kernel resets
+/// the connection), as servers that reject an upload do; with `hold` it neither reads, sends
+/// nor closes until the test waits on the barrier too.
+pub fn answers_after_head(
     response: &'static [u8],
     hold: Option<std::sync::Arc<std::sync::Barrier>>,
 ) -> SocketAddr {
