@@ -506,7 +506,8 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
     ubuf.drain(..resp.head_len);
-    let relayed = forward_message(up, client, resp.head, resp.framing, ubuf, None).await;
+    let pause = Some(r.l.http1.stream_idle_timeout);
+    let relayed = forward_message(up, client, resp.head, resp.framing, ubuf, pause).await;
     if relayed.is_ok() {
         linger_close(client).await;
     }

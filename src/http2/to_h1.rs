@@ -157,9 +157,7 @@ pub(super) async fn exchange(
             .await
             .map_err(|r| Failure::Status(502, r))?,
     };
-    write_all(&mut up, head)
-        .await
-        .map_err(|_| Failure::Status(502, "upstream write failed"))?;
+    write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
     // Set when the upstream stopped taking the body: the error if no response follows.
     let mut body_failed = None;
     if !eos {
@@ -192,9 +190,7 @@ pub(super) async fn exchange(
                 up = dial(l, addr, peer)
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
-                write_all(&mut up, head)
-                    .await
-                    .map_err(|_| Failure::Status(502, "upstream write failed"))?;
+                write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
             }
             Ok(Ok(None)) | Ok(Err(_)) => {
                 return Err(Failure::Status(502, "bad or no upstream response"))
