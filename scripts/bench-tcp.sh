@@ -138,26 +138,27 @@ awk -v sb="$(col sw_bulk 1)" -v hb="$(col ha_bulk 1)" -v sc="$(col sw_churn 1)" 
 # vs each proxy's own overhead. perf adds some cost of its own, so these totals run higher
 # than the table above; compare the categories, not the totals with the table.
 if [ "$PROFILE" = 1 ]; then
-  split() {  # split <label> <pid> <units> <unit> : perf.data in $tmp -> table
-    perf script -i "$tmp/perf.data" 2>/dev/null | "$root/scripts/cpu-split.py" --units "$3" --unit "$4" --hz 10000 --label "$1 "
+  # record <pid> <command...>: runs the command with `perf record` attached to the proxy, then
+  # prints the samples (callee-first stacks) for scripts/cpu-split.py.
+  record() {
+    local pid=$1 rec; shift
+    perf record -F 10000 -g -o "$tmp/perf.data" -p "$pid" >/dev/null 2>&1 & rec=$!
+    sleep 0.3   # perf attaches asynchronously; the load must not start before it
+    "$@"
+    kill -INT $rec; wait $rec || true
+  }
+  split() {  # split <label> <units> <unit>: the recorded samples as a table
+    perf script -i "$tmp/perf.data" 2>/dev/null | "$root/scripts/cpu-split.py" --units "$2" --unit "$3" --hz 10000 --label "$1 "
   }
   echo
   echo "# CPU split (perf record -F 10000 -g, one run each; scripts/cpu-split.py)"
   for t in sw ha; do
-    pid=$([ $t = sw ] && echo $SW_PID || echo $HA_PID)
-    port=$([ $t = sw ] && echo $SW_CHURN || echo $HA_CHURN)
-    label=$([ $t = sw ] && echo "sidewire churn" || echo "haproxy churn")
-    perf record -F 10000 -g -o "$tmp/perf.data" -p "$pid" -- sleep $((CHURN_SECS + 1)) >/dev/null 2>&1 & rec=$!
-    sleep 0.3
-    out=$(taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$port" --concurrency "$CHURN_CONC" --duration "$CHURN_SECS")
-    wait $rec
-    split "$label" "$pid" "$(sed -E 's/.*connections=([0-9]+).*/\1/' <<<"$out")" conn
-    port=$([ $t = sw ] && echo $SW_BULK || echo $HA_BULK)
-    label=$([ $t = sw ] && echo "sidewire bulk" || echo "haproxy bulk")
-    perf record -F 10000 -g -o "$tmp/perf.data" -p "$pid" >/dev/null 2>&1 & rec=$!
-    sleep 0.3
-    taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$port" -n "$BULK_BYTES" -l 256K >/dev/null
-    kill -INT $rec; wait $rec || true
-    split "$label" "$pid" "$GIB" GiB
+    if [ $t = sw ]; then pid=$SW_PID name=sidewire churn_port=$SW_CHURN bulk_port=$SW_BULK
+    else pid=$HA_PID name=haproxy churn_port=$HA_CHURN bulk_port=$HA_BULK; fi
+    record "$pid" taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$churn_port" \
+      --concurrency "$CHURN_CONC" --duration "$CHURN_SECS" > "$tmp/churn.out"
+    split "$name churn" "$(sed -E 's/.*connections=([0-9]+).*/\1/' "$tmp/churn.out")" conn
+    record "$pid" taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$bulk_port" -n "$BULK_BYTES" -l 256K >/dev/null
+    split "$name bulk" "$GIB" GiB
   done
 fi

@@ -797,7 +797,7 @@ fn upload_gets_413(p: &sidewire::server::Server, body_len: usize) {
 #[test]
 fn upstream_answer_before_the_body_reaches_the_client() {
     // The upstream answers 413 after the head and closes: the body write fails.
-    let p = proxy_with(&[answers_after_head(TOO_LARGE, None)], ON, "");
+    let p = proxy_with(&[answers_after_head(TOO_LARGE)], ON, "");
     upload_gets_413(&p, 32 << 20);
     wait_metric(
         &p,
@@ -810,8 +810,7 @@ fn upstream_answer_before_the_body_reaches_the_client() {
 fn upstream_that_answers_and_stops_reading_does_not_stall_the_upload() {
     // The upstream answers 413 after the head, then neither reads nor closes: the body
     // writes stall, and after `body_timeout_ms` the answer is relayed.
-    let done = Arc::new(std::sync::Barrier::new(2));
-    let up = answers_after_head(TOO_LARGE, Some(done.clone()));
+    let (up, done) = answers_and_holds(TOO_LARGE);
     let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
     upload_gets_413(&p, 64 << 20);
     done.wait();
@@ -822,8 +821,7 @@ fn response_body_that_stalls_is_cut_off() {
     // The upstream sends 10 of 100 promised body bytes, then nothing: after
     // `stream_idle_timeout_ms` the proxy closes the client connection, which cannot be told
     // otherwise (the head is out).
-    let done = Arc::new(std::sync::Barrier::new(2));
-    let up = answers_after_head(STALLS_MID_BODY, Some(done.clone()));
+    let (up, done) = answers_and_holds(STALLS_MID_BODY);
     let p = proxy_with(&[up], "[http1]\nstream_idle_timeout_ms = 200\n", "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

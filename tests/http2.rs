@@ -934,7 +934,7 @@ fn upload_gets_413(p: &sidewire::server::Server) {
 
 #[test]
 fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
-    let p = proxy(&[answers_after_head(TOO_LARGE, None)], "");
+    let p = proxy(&[answers_after_head(TOO_LARGE)], "");
     upload_gets_413(&p);
     wait_metric(
         &p,
@@ -947,8 +947,7 @@ fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
 fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
     // The upstream answers 413, then neither reads nor closes: after `body_timeout_ms`
     // without progress, the answer is relayed.
-    let done = Arc::new(std::sync::Barrier::new(2));
-    let up = answers_after_head(TOO_LARGE, Some(done.clone()));
+    let (up, done) = answers_and_holds(TOO_LARGE);
     let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
     upload_gets_413(&p);
     done.wait();
@@ -958,8 +957,7 @@ fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
 fn h1_upstream_body_that_stalls_resets_the_stream() {
     // 10 of 100 promised bytes, then nothing: after `stream_idle_timeout_ms` the stream is
     // reset, and the connection carries on.
-    let done = Arc::new(std::sync::Barrier::new(2));
-    let stalling = answers_after_head(STALLS_MID_BODY, Some(done.clone()));
+    let (stalling, done) = answers_and_holds(STALLS_MID_BODY);
     let app = h1_upstream();
     let routes = format!(
         "[[listener.route]]\nname = \"app\"\npath_prefix = \"/app/\"\nupstream = [\"{app}\"]\n"

@@ -70,18 +70,30 @@ where
     (a, h)
 }
 
-/// A response head promising 100 body bytes, and only 10 of them, for [`answers_after_head`].
+/// A response head promising 100 body bytes, and only 10 of them, for [`answers_and_holds`].
 pub const STALLS_MID_BODY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789";
 
 /// An early answer to an upload, for [`answers_after_head`].
 pub const TOO_LARGE: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large";
 
-/// An upstream that reads a request head and answers with `response` at once, without
-/// reading any body. Without `hold` it then closes (with body bytes unread the kernel resets
-/// the connection), as servers that reject an upload do; with `hold` it neither reads, sends
-/// nor closes until the test waits on the barrier too.
-pub fn answers_after_head(
+/// An upstream that reads a request head, answers with `response` at once without reading
+/// any body, and closes (with body bytes unread the kernel resets the connection), as servers
+/// that reject an upload do.
+pub fn answers_after_head(response: &'static [u8]) -> SocketAddr {
+    answering_upstream(response, None)
+}
+
+/// Like [`answers_after_head`], but the upstream then neither reads, sends nor closes until
+/// the test waits on the returned barrier too.
+pub fn answers_and_holds(
+    response: &'static [u8],
+) -> (SocketAddr, std::sync::Arc<std::sync::Barrier>) {
+    let hold = std::sync::Arc::new(std::sync::Barrier::new(2));
+    (answering_upstream(response, Some(hold.clone())), hold)
+}
+
+fn answering_upstream(
     response: &'static [u8],
     hold: Option<std::sync::Arc<std::sync::Barrier>>,
 ) -> SocketAddr {
