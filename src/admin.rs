@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_channel::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
-use crate::core::Control;
 use crate::metrics::prom::{self, ProcessInfo};
 use crate::metrics::ListenerSnapshot;
 use crate::sys;
+use crate::worker::Control;
 
 /// Readiness, shared between the supervisor, the workers (at start) and the admin thread.
 #[derive(Debug)]

@@ -1,11 +1,11 @@
 //! The spine: one accepted connection from accept to close.
 //!
-//! accept → choose endpoint → detect (or skip: opaque port, forced protocol) → one of:
-//! HTTP/1 ([`crate::http1::proxy`]), HTTP/2 ([`crate::http2`]), each picking endpoints per
-//! request, or opaque: upstream connect (unless detection already dialled it) → splice both
-//! ways. Then metrics. HTTP with its proxy switched off (`enabled = false`) goes opaque.
-//! Each stage is a call into its own module; this file only sequences them and records the
-//! outcome, so the data flow reads top to bottom.
+//! accept → target (where the connection goes) → detect (or skip: opaque port, forced
+//! protocol) → one of: HTTP/1 ([`crate::http1::proxy`]), HTTP/2 ([`crate::http2`]), each
+//! picking endpoints per request, or opaque: upstream connect (unless detection already
+//! dialled it) → splice both ways. Then metrics. HTTP with its proxy switched off
+//! (`enabled = false`) goes opaque. Each stage is a call into its own module; this file only
+//! sequences them and records the outcome, so the data flow reads top to bottom.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,10 +16,11 @@ use tracing::debug;
 
 use crate::config::{ListenerProtocol, UpstreamProtocol};
 use crate::core::{Core, Listener};
-use crate::detect::{self, DetectResult};
-use crate::upstream::{self, ConnectError, UpConn};
-use crate::{forward, http1, http2, sys};
-use std::os::fd::AsRawFd;
+use crate::detect::{self, DetectResult, Detection};
+use crate::error::ConnectError;
+use crate::metrics::Opened;
+use crate::upstream::{self, pool, Target};
+use crate::{forward, http1, http2};
 
 /// Drives one accepted client connection to its end.
 pub async fn serve(
@@ -35,7 +36,8 @@ pub async fn serve(
     m.src.opened();
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
-    let (addr, _lease) = l.balancer.pick();
+    let mut target = Target::pick(&l.balancer);
+    let addr = target.addr;
 
     // Detect, unless the destination or the listener says not to.
     let shortcut = match l.cfg.protocol {
@@ -47,58 +49,75 @@ pub async fn serve(
         }
         ListenerProtocol::Detect => None,
     };
-    let (result, early_upstream) = match shortcut {
+    let (result, early) = match shortcut {
         Some(r) => {
             m.detected(r, None);
-            (Some(r), None)
+            (r, None)
         }
-        None => match detect::detect(&core, l, &client, addr).await {
-            Ok(d) => {
-                if let Some(r) = d.result {
-                    m.detected(r, Some(t0.elapsed()));
-                    debug!(listener = %l.cfg.name, %peer, result = r.as_str(), sni = ?d.hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?d.hello.as_ref().map(|h| &h.alpn), "detected");
+        None => {
+            let dial = || {
+                m.early_dial();
+                upstream::connect(addr, l.cfg.connect_timeout)
+            };
+            match detect::detect(&client, &l.detect, &core.peek_buf, dial).await {
+                Ok(Detection::Decided {
+                    result,
+                    hello,
+                    early,
+                }) => {
+                    m.detected(result, Some(t0.elapsed()));
+                    debug!(listener = %l.cfg.name, %peer, result = result.as_str(), sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
+                    if let Some(h) = &hello {
+                        m.tls_hello(h.sni.is_some());
+                    }
+                    (result, early)
                 }
-                if let Some(h) = &d.hello {
-                    m.tls_hello(h.sni.is_some());
+                Ok(Detection::DialFailed(e)) => {
+                    // Nothing to proxy to: the opaque path counts the failure and closes.
+                    let ok = opaque(&core, l, &client, peer, addr, Some(Err(e))).await;
+                    m.src.closed(ok);
+                    m.record_duration(t0.elapsed());
+                    return;
                 }
-                (d.result, d.upstream)
+                Err(e) => {
+                    debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
+                    m.src.closed(false);
+                    m.record_duration(t0.elapsed());
+                    return;
+                }
             }
-            Err(e) => {
-                debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
-                m.src.closed(false);
-                m.record_duration(t0.elapsed());
-                return;
-            }
-        },
+        }
     };
 
     let ok = match result {
         // The client left without a word; an upstream dialled meanwhile is just dropped.
-        Some(DetectResult::Closed) => true,
-        Some(DetectResult::Http1) if l.http1.enabled => {
+        DetectResult::Closed => true,
+        DetectResult::Http1 if l.http1.enabled => {
             // An upstream dialled during detection is not wasted: it joins the pool.
-            if let Some(Ok(u)) = early_upstream {
-                if sys::set_blocking(u.as_raw_fd()).is_ok() {
-                    l.put_pooled(addr, UpConn::new(u, &m.dst));
+            if let Some(Ok(u)) = early {
+                if let Some(u) = pool::adopt_h1(m, u) {
+                    l.pools.put_h1(addr, u);
                 }
             }
-            drop(_lease);
+            target.release();
             http1::proxy::serve(&core, l, &mut client, peer).await
         }
-        Some(DetectResult::Http2) if l.http2.enabled => {
+        DetectResult::Http2 if l.http2.enabled => {
             // Streams pick their own endpoints; an upstream dialled during detection is only
             // kept when it can serve them (the HTTP/1 pool).
-            if let Some(Ok(u)) = early_upstream {
-                if l.cfg.upstream_protocol == UpstreamProtocol::Http1
-                    && sys::set_blocking(u.as_raw_fd()).is_ok()
-                {
-                    l.put_pooled(addr, UpConn::new(u, &m.dst));
+            if let Some(Ok(u)) = early {
+                if l.cfg.upstream_protocol == UpstreamProtocol::Http1 {
+                    if let Some(u) = pool::adopt_h1(m, u) {
+                        l.pools.put_h1(addr, u);
+                    }
                 }
             }
-            drop(_lease);
+            target.release();
             http2::serve(&core, &listener, client, peer).await
         }
-        _ => opaque(&core, l, &client, peer, addr, early_upstream).await,
+        // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
+        // with its proxy off: forwarded untouched.
+        _ => opaque(&core, l, &client, peer, addr, early).await,
     };
 
     m.src.closed(ok);
@@ -128,11 +147,11 @@ async fn opaque(
             return false;
         }
     };
-    m.dst.opened();
-    let result = forward::splice_both(core, m, client, &upstream).await;
+    let mut open = Opened::new(&m.dst);
+    let result = forward::splice_both(&core.pipes, m, client, &upstream).await;
     if let Err(e) = &result {
         debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
+        open.failed();
     }
-    m.dst.closed(result.is_ok());
     result.is_ok()
 }

@@ -1,48 +1,26 @@
-//! One worker: a pinned thread running a monoio io_uring runtime that owns its own
-//! `SO_REUSEPORT` listeners, its connections, its metrics and its pipe pool.
+//! Per-core state: one worker's listeners (config, metrics, balancers, pools), its pipe pool,
+//! its detection scratch buffer, and the drain bookkeeping (open connections, stop signal).
 //!
-//! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers. The only
-//! cross-thread traffic is the [`Control`] channel from the admin thread and the supervisor
-//! (metric snapshots, drain), which never touches a connection.
+//! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers.
 //!
-//! Not here: binding sockets (the supervisor in `server` binds them so bind errors are
-//! reported before any thread starts), per-connection logic (`conn`).
+//! Not here: the worker loop and its control channel (`worker`), the accept loop (`accept`),
+//! binding sockets (`server`), per-connection logic (`conn`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
-use futures_channel::{mpsc, oneshot};
-use futures_util::StreamExt;
-use monoio::net::TcpListener;
-use tracing::{debug, info, warn};
+use futures_channel::oneshot;
 
-use crate::balance::{PeakEwma, DEFAULT_DECAY};
-use crate::config::{Config, Http1Config, Http2Config, ListenerConfig, ServerFirst};
-use crate::conn;
+use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
 use crate::detect::{DetectSettings, PEEK_CAP};
+use crate::forward::PipePool;
 use crate::metrics::{CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol};
-use crate::sys::Pipe;
-use crate::upstream::{Balancer, UpConn};
-
-/// Requests a worker answers from other threads.
-#[derive(Debug)]
-pub enum Control {
-    /// Send a copy of this core's metrics.
-    Snapshot(std::sync::mpsc::SyncSender<CoreSnapshot>),
-    /// Stop accepting, let open connections finish within the grace period, then exit.
-    Drain,
-}
-
-/// Empty pipes kept per core for reuse: creating one costs `pipe2` + `fcntl`, two syscalls
-/// per direction per connection that churn-heavy traffic would otherwise pay. 128 pipes are
-/// 256 fds and no pinned memory (an empty pipe holds no pages).
-const PIPE_POOL_MAX: usize = 128;
+use crate::upstream::balance::EndpointSet;
+use crate::upstream::pool::Pools;
+use crate::upstream::Balancer;
 
 /// One listener's per-core state.
 #[derive(Debug)]
@@ -63,74 +41,15 @@ pub struct Listener {
     pub http2: Http2Config,
     /// HTTP endpoint sets: `[0]` the listener's `upstream`, then one per route.
     pub http_sets: Vec<EndpointSet>,
-    /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
-    pool: RefCell<Vec<(SocketAddr, UpConn, std::time::Instant)>>,
-    /// HTTP/2 upstream connections (`upstream_protocol = "http2"`): one sender per endpoint.
-    h2_conns: RefCell<Vec<(SocketAddr, crate::http2::H2Conn)>>,
-    /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
-    h2_learned: RefCell<Vec<(SocketAddr, bool)>>,
-}
-
-/// Endpoints balanced per request (the listener's own, or a route's).
-#[derive(Debug)]
-pub struct EndpointSet {
-    /// The endpoints.
-    pub endpoints: Vec<SocketAddr>,
-    /// P2C over peak-EWMA latency.
-    pub balancer: PeakEwma,
+    /// Upstream connection pools (HTTP/1 idle connections, HTTP/2 connections).
+    pub pools: Pools,
 }
 
 impl Listener {
-    /// A pooled idle connection to endpoint `idx` that has not idled past the pool timeout.
-    pub fn take_pooled(&self, addr: SocketAddr) -> Option<UpConn> {
-        let mut pool = self.pool.borrow_mut();
-        let timeout = self.http1.pool_idle_timeout;
-        let now = std::time::Instant::now();
-        pool.retain(|(_, _, since)| now.duration_since(*since) < timeout);
-        let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
-        Some(pool.swap_remove(at).1)
-    }
-
-    /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
-    pub fn h2_conn(&self, addr: SocketAddr) -> Option<crate::http2::H2Conn> {
-        let conns = self.h2_conns.borrow();
-        conns
-            .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, s)| s.clone())
-    }
-
-    /// Pools `c` as the HTTP/2 connection to `addr` (replacing any older one).
-    pub fn h2_pool(&self, addr: SocketAddr, c: crate::http2::H2Conn) {
-        let mut conns = self.h2_conns.borrow_mut();
-        conns.retain(|(a, _)| *a != addr);
-        conns.push((addr, c));
-    }
-
-    /// What `upstream_protocol = "auto"` learned about `addr`: speaks HTTP/2 or not.
-    pub fn h2_learned(&self, addr: SocketAddr) -> Option<bool> {
-        let learned = self.h2_learned.borrow();
-        learned.iter().find(|(a, _)| *a == addr).map(|(_, h2)| *h2)
-    }
-
-    /// Records what `addr` speaks.
-    pub fn h2_learn(&self, addr: SocketAddr, h2: bool) {
-        let mut learned = self.h2_learned.borrow_mut();
-        learned.retain(|(a, _)| *a != addr);
-        learned.push((addr, h2));
-    }
-
-    /// Drops the pooled HTTP/2 connection to `addr` (it failed).
-    pub fn h2_forget(&self, addr: SocketAddr) {
-        self.h2_conns.borrow_mut().retain(|(a, _)| *a != addr);
-    }
-
-    /// Returns a connection whose last response was fully read, if the pool has room.
-    pub fn put_pooled(&self, addr: SocketAddr, s: UpConn) {
-        let mut pool = self.pool.borrow_mut();
-        if pool.len() < self.http1.pool_max_idle {
-            pool.push((addr, s, std::time::Instant::now()));
-        }
+    /// The endpoint set for route index `route` (0 = the listener's own upstream, i + 1 =
+    /// route i), as [`RouteConfig::select`](crate::config::RouteConfig::select) numbers them.
+    pub fn endpoints(&self, route: usize) -> &EndpointSet {
+        &self.http_sets[route]
     }
 }
 
@@ -141,12 +60,10 @@ pub struct Core {
     pub id: usize,
     /// Listeners in config order.
     pub listeners: Vec<Rc<Listener>>,
-    /// Capacity asked for each new pipe (`runtime.splice_pipe_bytes`).
-    pub pipe_bytes: usize,
+    /// Empty splice pipes for opaque forwarding.
+    pub pipes: PipePool,
     /// Scratch buffer for detection peeks: borrowed only synchronously, never across an await.
     pub peek_buf: RefCell<Box<[u8]>>,
-    pipes: RefCell<Vec<Pipe>>,
-    pipe_size_refused: Cell<bool>,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
     /// Fires when the worker starts draining: accept loops stop, HTTP/2 connections send GOAWAY.
@@ -242,6 +159,12 @@ impl Drop for ConnGuard {
     }
 }
 
+/// The seed of endpoint set `k`'s random draws on worker `id`: distinct per worker and set,
+/// so workers do not pick in lockstep, and reproducible run to run.
+fn balancer_seed(id: usize, k: usize) -> u64 {
+    0x5eed ^ (id * 131 + k) as u64
+}
+
 impl Core {
     /// State for worker `id` serving `cfg`'s listeners.
     pub fn new(id: usize, cfg: &Config) -> Core {
@@ -262,36 +185,21 @@ impl Core {
                         cfg: l.clone(),
                         metrics,
                         balancer: Balancer::new(l.upstream.clone()),
-                        detect: DetectSettings {
-                            timeout: l.detect_timeout,
-                            eager_dial: cfg.detect.server_first == ServerFirst::Eager,
-                            dial_delay: cfg.detect.dial_delay,
-                        },
+                        detect: DetectSettings::new(l, &cfg.detect),
                         opaque_ports: cfg.detect.opaque_ports.clone(),
                         http1: cfg.http1.clone(),
                         http2: cfg.http2.clone(),
                         http_sets: std::iter::once(&l.upstream)
                             .chain(l.routes.iter().map(|r| &r.upstream))
                             .enumerate()
-                            .map(|(k, eps)| EndpointSet {
-                                endpoints: eps.clone(),
-                                balancer: PeakEwma::new(
-                                    eps.len(),
-                                    DEFAULT_DECAY,
-                                    0x5eed ^ (id * 131 + k) as u64,
-                                ),
-                            })
+                            .map(|(k, eps)| EndpointSet::new(eps.clone(), balancer_seed(id, k)))
                             .collect(),
-                        pool: RefCell::new(Vec::new()),
-                        h2_conns: RefCell::new(Vec::new()),
-                        h2_learned: RefCell::new(Vec::new()),
+                        pools: Pools::new(cfg.http1.pool_idle_timeout, cfg.http1.pool_max_idle),
                     })
                 })
                 .collect(),
-            pipe_bytes: cfg.runtime.splice_pipe_bytes,
+            pipes: PipePool::new(id, cfg.runtime.splice_pipe_bytes),
             peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
-            pipes: RefCell::new(Vec::new()),
-            pipe_size_refused: Cell::new(false),
             open: Cell::new(0),
             drained: RefCell::new(None),
             stop: StopSignal::default(),
@@ -317,31 +225,6 @@ impl Core {
         self.open.get()
     }
 
-    /// An empty pipe, from the pool or new.
-    pub fn take_pipe(&self) -> io::Result<Pipe> {
-        if let Some(p) = self.pipes.borrow_mut().pop() {
-            return Ok(p);
-        }
-        let (p, granted) = Pipe::new(self.pipe_bytes)?;
-        if !granted && !self.pipe_size_refused.replace(true) {
-            warn!(
-                core = self.id,
-                bytes = self.pipe_bytes,
-                "the kernel refused the splice pipe size (pipe-user-pages-soft or pipe-max-size); \
-                 forwarding continues with smaller pipes and more syscalls"
-            );
-        }
-        Ok(p)
-    }
-
-    /// Returns an **empty** pipe to the pool (or closes it when the pool is full).
-    pub fn put_pipe(&self, p: Pipe) {
-        let mut pool = self.pipes.borrow_mut();
-        if pool.len() < PIPE_POOL_MAX {
-            pool.push(p);
-        }
-    }
-
     /// This core's metric values.
     pub fn snapshot(&self) -> CoreSnapshot {
         CoreSnapshot {
@@ -353,98 +236,20 @@ impl Core {
         }
     }
 
+    /// Starts draining: every [`Core::draining`] future resolves (accept loops stop, HTTP/2
+    /// connections send GOAWAY).
+    pub fn start_draining(&self) {
+        self.stop.fire();
+    }
+
     /// Resolves once no connection is open.
-    async fn wait_drained(&self) {
+    pub async fn wait_drained(&self) {
         if self.open.get() == 0 {
             return;
         }
         let (tx, rx) = oneshot::channel();
         *self.drained.borrow_mut() = Some(tx);
         let _ = rx.await;
-    }
-}
-
-/// Accepts on one listener until `stop` fires, spawning a task per connection.
-async fn accept_loop(core: Rc<Core>, listener: Rc<Listener>, socket: TcpListener) {
-    let mut stop = pin!(core.draining());
-    loop {
-        let accepted = monoio::select! {
-            _ = &mut stop => break,
-            r = socket.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(core.clone(), listener.clone(), stream, peer));
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
-                debug!(listener = %listener.cfg.name, "accept: connection aborted by peer");
-            }
-            Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: the backlog keeps the clients; back off so the
-                // worker does not spin while it cannot accept.
-                warn!(listener = %listener.cfg.name, core = core.id, error = %e, "accept failed; retrying in 100ms");
-                monoio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    debug!(listener = %listener.cfg.name, core = core.id, "stopped accepting");
-}
-
-/// The worker's main future: serve until drained, answering control requests throughout.
-pub async fn run(
-    core: Rc<Core>,
-    sockets: Vec<std::net::TcpListener>,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    grace: Duration,
-    started: impl FnOnce(io::Result<()>),
-) {
-    let mut listening = Vec::with_capacity(sockets.len());
-    for s in sockets {
-        match TcpListener::from_std(s) {
-            Ok(l) => listening.push(l),
-            Err(e) => return started(Err(e)),
-        }
-    }
-    for (l, socket) in core.listeners.iter().zip(listening) {
-        monoio::spawn(accept_loop(core.clone(), l.clone(), socket));
-    }
-    started(Ok(()));
-
-    // Serve control requests until told to drain (or the supervisor is gone).
-    while let Some(msg) = control.next().await {
-        match msg {
-            Control::Snapshot(tx) => {
-                let _ = tx.send(core.snapshot());
-            }
-            Control::Drain => break,
-        }
-    }
-    core.stop.fire();
-    let open = core.open_connections();
-    if open > 0 {
-        info!(
-            core = core.id,
-            open,
-            grace_ms = grace.as_millis() as u64,
-            "draining"
-        );
-    }
-    let mut drained = pin!(core.wait_drained());
-    let mut deadline = pin!(monoio::time::sleep(grace));
-    let mut control_open = true;
-    loop {
-        monoio::select! {
-            _ = &mut drained => break,
-            _ = &mut deadline => {
-                warn!(core = core.id, open = core.open_connections(), "grace period over; closing open connections");
-                break;
-            }
-            msg = control.next(), if control_open => match msg {
-                Some(Control::Snapshot(tx)) => { let _ = tx.send(core.snapshot()); }
-                Some(Control::Drain) => {}
-                None => control_open = false,
-            },
-        }
     }
 }
 

@@ -1,39 +1,68 @@
 //! sidewire: a thread-per-core io_uring sidecar TCP proxy.
 //!
 //! # Layout (data flow order)
-//! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
-//! - [`core`]: one pinned worker: io_uring runtime, its `SO_REUSEPORT` listeners, accept loop,
-//!   per-core state (metrics, pipe pool, drain).
-//! - [`conn`]: the spine of one connection: accept → detect → {opaque splice | HTTP/1 |
+//! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
+//! - [`worker`]: one pinned worker: its io_uring runtime, accept loops and control channel.
+//! - [`accept`]: one listener's accept loop on one worker.
+//! - [`conn`]: the spine of one connection: target → detect → {opaque splice | HTTP/1 |
 //!   HTTP/2} → upstream → metrics.
-//! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
-//!   with a bounded timeout and server-speaks-first support.
-//! - [`balance`]: per-request P2C over peak-EWMA latency (HTTP/1 and HTTP/2 endpoint sets).
-//! - [`upstream`]: endpoint choice (least connections) and non-blocking connect with timeout.
-//! - [`forward`]: opaque forwarding with `splice(2)` in both directions, half-close, reset.
-//! - [`http1`]: HTTP/1 head parsing with smuggling defences, a chunked decoder, and the
-//!   keep-alive proxy loop with its per-core upstream pool.
 //! - [`http2`]: HTTP/2 (h2c prior knowledge, gRPC) proxying per stream, to HTTP/2 or HTTP/1.1
 //!   upstreams.
+//! - [`http1`]: the HTTP/1 keep-alive proxy loop, HTTP/1 message I/O shared with h2→h1, head
+//!   parsing with smuggling defences and a chunked decoder.
+//! - [`core`]: per-core state: listeners (config, metrics, balancers, pools), pipe pool, drain.
+//! - [`forward`]: opaque forwarding with `splice(2)` in both directions; the pipe pool.
+//! - [`upstream`]: where connections and requests go (target, balancers), connect, and the
+//!   HTTP/1 and HTTP/2 upstream pools.
+//! - [`io`]: byte I/O shared by the HTTP proxies (`Peer`, counted and coalesced poll-IO).
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
-//! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
+//! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
+//!   with a bounded timeout and server-speaks-first support.
+//! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
+//! - [`error`]: the error taxonomy (which side failed, connect errors, stream failures).
 //! - [`sys`]: the raw syscalls (the only `unsafe` in the crate).
+//!
+//! # Layers
+//!
+//! Each module may import only modules in lower layers (further down this list); inside a
+//! folder, files import each other without cycles. `scripts/check-layers.py` checks this (CI
+//! runs it through `tests/layers.rs`).
+//!
+//! 1. `main`
+//! 2. `server`
+//! 3. `admin`
+//! 4. `worker`
+//! 5. `accept`
+//! 6. `conn`
+//! 7. `http2`
+//! 8. `http1`
+//! 9. `core`
+//! 10. `forward`
+//! 11. `upstream`
+//! 12. `io`
+//! 13. `metrics`
+//! 14. `detect`
+//! 15. `config`
+//! 16. `error`, `sys`
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::await_holding_refcell_ref)]
 
+pub mod accept;
 pub mod admin;
-pub mod balance;
 pub mod config;
 pub mod conn;
 pub mod core;
 pub mod detect;
+pub mod error;
 pub mod forward;
 pub mod http1;
 pub mod http2;
+pub mod io;
 pub mod metrics;
 pub mod server;
 pub mod sys;
 pub mod upstream;
+pub mod worker;

@@ -14,13 +14,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::mpsc;
-use monoio::{IoUringDriver, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::admin::{Admin, ReadyState, Scrape};
 use crate::config::Config;
-use crate::core::{self, Control, Core};
+use crate::core::Core;
+use crate::worker::{self, Control};
 
 /// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -162,7 +162,7 @@ impl Server {
                         }
                     }
                     // The io_uring driver is named explicitly: no silent epoll fallback.
-                    let rt = build_runtime(cfg.runtime.ring_entries);
+                    let rt = worker::build_runtime(cfg.runtime.ring_entries);
                     let mut rt = match rt {
                         Ok(rt) => rt,
                         Err(e) => {
@@ -177,7 +177,7 @@ impl Server {
                         }
                     };
                     let core = Rc::new(Core::new(id, &cfg));
-                    rt.block_on(core::run(core, socks, control, cfg.runtime.shutdown_grace, |r| {
+                    rt.block_on(worker::run(core, socks, control, cfg.runtime.shutdown_grace, |r| {
                         if r.is_ok() {
                             ready.listening.fetch_add(1, Ordering::AcqRel);
                         }
@@ -291,46 +291,6 @@ impl Drop for Server {
             let _ = c.unbounded_send(Control::Drain);
         }
     }
-}
-
-/// A monoio runtime on the io_uring driver, named explicitly: there is no epoll fallback.
-///
-/// The ring is set up single-issuer with deferred task work (Linux 6.1+): completions are
-/// processed when the worker waits for events instead of interrupting every syscall it makes.
-/// Measured with `loadtest churn` (connect, 64 B each way, close; 5 interleaved runs), this
-/// cut proxy CPU per connection from a median of ~158 µs to ~113 µs, with no change for bulk
-/// transfers. It is safe for monoio because each ring is only touched by its own thread and
-/// the runtime parks (`io_uring_enter` with GETEVENTS) whenever it runs out of tasks. Older
-/// kernels get cooperative task running (5.19+), then a plain ring.
-fn build_runtime(
-    entries: u32,
-) -> io::Result<monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>> {
-    let mut last = None;
-    for mode in ["defer-taskrun", "coop-taskrun", "plain"] {
-        let mut urb = io_uring::IoUring::builder();
-        match mode {
-            "defer-taskrun" => {
-                urb.setup_single_issuer().setup_defer_taskrun();
-            }
-            "coop-taskrun" => {
-                urb.setup_coop_taskrun().setup_taskrun_flag();
-            }
-            _ => {}
-        }
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .uring_builder(urb)
-            .with_entries(entries)
-            .enable_timer()
-            .build()
-        {
-            Ok(rt) => {
-                tracing::debug!(mode, "io_uring ring ready");
-                return Ok(rt);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.expect("invariant: at least one ring mode was tried"))
 }
 
 /// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`. For a fixed port, a probe bind

@@ -1,7 +1,7 @@
 //! HTTP probes over peeked bytes: the HTTP/2 prior-knowledge preface and an HTTP/1.x request
 //! line. Pure functions, no allocation.
 
-use super::Probe;
+use super::probe::Probe;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -20,32 +20,23 @@
 //! shortcuts (decided in `conn` before any peek).
 
 pub mod http;
+mod probe;
 pub mod tls;
 
-use std::future::pending;
+use std::cell::RefCell;
+use std::future::{pending, Future};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use crate::core::{Core, Listener};
+use crate::config::{DetectConfig, ListenerConfig, ServerFirst};
+use crate::error::ConnectError;
 use crate::sys;
-use crate::upstream::{self, ConnectError};
+pub use probe::Probe;
 pub use tls::ClientHello;
-
-/// A tri-state answer of one protocol probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe<T> {
-    /// The bytes are this protocol.
-    Yes(T),
-    /// Undecided until at least this many bytes (in total) are there.
-    NeedMore(usize),
-    /// The bytes are not this protocol.
-    No,
-}
 
 /// The answer of [`classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,14 +145,19 @@ pub const PEEK_CAP: usize = 16 * 1024 + 64;
 
 /// What detection found, and the upstream connection it may already have opened.
 #[derive(Debug)]
-pub struct Detection {
-    /// The verdict; `None` when the server-first dial failed before the client said anything
-    /// (counted as a connect error, not as a detection).
-    pub result: Option<DetectResult>,
-    /// The ClientHello, for `Tls`.
-    pub hello: Option<ClientHello>,
-    /// An upstream dialled during detection (server-first), connected or failed.
-    pub upstream: Option<Result<TcpStream, ConnectError>>,
+pub enum Detection {
+    /// A verdict.
+    Decided {
+        /// What the connection speaks.
+        result: DetectResult,
+        /// The ClientHello, for [`DetectResult::Tls`].
+        hello: Option<ClientHello>,
+        /// An upstream dialled during detection (server-first), connected or failed.
+        early: Option<Result<TcpStream, ConnectError>>,
+    },
+    /// The server-first dial failed before the client said anything: there is nothing to
+    /// proxy to, whatever the client says (counted as a connect error, not as a detection).
+    DialFailed(ConnectError),
 }
 
 /// One peek + classify step.
@@ -177,8 +173,8 @@ enum Step {
 /// Peeks the client's queued bytes and classifies them. `prev` is the byte count of the
 /// previous peek after a readiness wake-up (None for the first peek): no growth after a
 /// wake-up means EOF, so the bytes so far are all there will be.
-fn step(core: &Core, fd: i32, prev: Option<usize>) -> io::Result<Step> {
-    let mut buf = core.peek_buf.borrow_mut();
+fn step(scratch: &RefCell<Box<[u8]>>, fd: i32, prev: Option<usize>) -> io::Result<Step> {
+    let mut buf = scratch.borrow_mut();
     let n = match sys::peek(fd, &mut buf[..]) {
         Ok(0) => return Ok(Step::Decided(DetectResult::Closed, None)),
         Ok(n) => n,
@@ -238,6 +234,9 @@ impl Drop for LowWater {
 /// Detection settings resolved for one listener.
 #[derive(Debug, Clone)]
 pub struct DetectSettings {
+    // Built by `DetectSettings::new` from `[detect]` and the listener; the config keys are
+    // `detect_timeout_ms` (or `[detect] timeout_ms`), `server_first`,
+    // `server_first_dial_delay_ms`.
     /// Give up after this long: opaque.
     pub timeout: Duration,
     /// Dial the upstream while the client is silent (server-speaks-first support).
@@ -246,15 +245,23 @@ pub struct DetectSettings {
     pub dial_delay: Duration,
 }
 
-/// An upstream dial in flight during detection.
-type Dial<'a> = Pin<Box<dyn std::future::Future<Output = Result<TcpStream, ConnectError>> + 'a>>;
+impl DetectSettings {
+    /// The settings for listener `l` under `[detect]` `d`.
+    pub fn new(l: &ListenerConfig, d: &DetectConfig) -> DetectSettings {
+        DetectSettings {
+            timeout: l.detect_timeout,
+            eager_dial: d.server_first == ServerFirst::Eager,
+            dial_delay: d.dial_delay,
+        }
+    }
+}
 
 /// The upstream detection dialled, if any: connected, or the dial still in flight finished
 /// (the forwarding path needs it either way).
-async fn hand_over(
-    up: Option<TcpStream>,
-    dial: Option<Dial<'_>>,
-) -> Option<Result<TcpStream, ConnectError>> {
+async fn hand_over<F>(up: Option<TcpStream>, dial: Option<Pin<Box<F>>>) -> Option<F::Output>
+where
+    F: Future<Output = Result<TcpStream, ConnectError>>,
+{
     match (up, dial) {
         (Some(u), _) => Some(Ok(u)),
         (None, Some(d)) => Some(d.await),
@@ -262,25 +269,33 @@ async fn hand_over(
     }
 }
 
-/// Runs detection on a client connection whose upstream will be `endpoint`.
-pub async fn detect(
-    core: &Core,
-    l: &Listener,
+/// Runs detection on `client` with settings `s`. `scratch` is the worker's peek buffer
+/// (at least [`PEEK_CAP`] bytes; borrowed only between awaits). `dial` opens the upstream
+/// the connection will go to; it is called at most once, when the client stays silent for
+/// `s.dial_delay` and `s.eager_dial` is set (server-speaks-first support).
+///
+/// Errors: the client socket failing (a reset during the peek). A timeout is not an error:
+/// it is the verdict [`DetectResult::Timeout`].
+pub async fn detect<F>(
     client: &TcpStream,
-    endpoint: SocketAddr,
-) -> io::Result<Detection> {
-    let s = &l.detect;
+    s: &DetectSettings,
+    scratch: &RefCell<Box<[u8]>>,
+    mut dial: impl FnMut() -> F,
+) -> io::Result<Detection>
+where
+    F: Future<Output = Result<TcpStream, ConnectError>>,
+{
     let fd = client.as_raw_fd();
-    let decided = |result, hello, upstream| {
-        Ok(Detection {
-            result: Some(result),
+    let decided = |result, hello, early| {
+        Ok(Detection::Decided {
+            result,
             hello,
-            upstream,
+            early,
         })
     };
 
     // Most clients' first bytes are already queued at accept: decide without waiting.
-    let (mut have, want) = match step(core, fd, None)? {
+    let (mut have, want) = match step(scratch, fd, None)? {
         Step::Decided(r, h) => return decided(r, h, None),
         Step::Need { have, want } => (have, want),
     };
@@ -290,12 +305,11 @@ pub async fn detect(
     let mut deadline = pin!(monoio::time::sleep(s.timeout));
     let mut delay = pin!(monoio::time::sleep(s.dial_delay));
     let mut dial_started = !s.eager_dial;
-    let mut dial: Option<Dial<'_>> = None;
+    let mut in_flight: Option<Pin<Box<F>>> = None;
     if !dial_started && s.dial_delay.is_zero() {
         // "At once" must not wait for the timer wheel's next tick (about 1 ms).
         dial_started = true;
-        l.metrics.early_dial();
-        dial = Some(Box::pin(upstream::connect(endpoint, l.cfg.connect_timeout)));
+        in_flight = Some(Box::pin(dial()));
     }
     let mut up: Option<TcpStream> = None;
     let mut up_lowat: Option<LowWater> = None;
@@ -306,13 +320,13 @@ pub async fn detect(
             biased;
             r = client.readable(false) => {
                 r?;
-                match step(core, fd, Some(have))? {
+                match step(scratch, fd, Some(have))? {
                     Step::Decided(result, hello) => {
                         // The client spoke first. A dial still in flight is finished and
                         // handed over (the opaque path needs it anyway).
                         drop(up_lowat);
-                        let upstream = hand_over(up, dial).await;
-                        return decided(result, hello, upstream);
+                        let early = hand_over(up, in_flight).await;
+                        return decided(result, hello, early);
                     }
                     Step::Need { have: h, want } => {
                         have = h;
@@ -322,16 +336,15 @@ pub async fn detect(
             }
             _ = &mut deadline => {
                 drop(up_lowat);
-                let upstream = hand_over(up, dial).await;
-                return decided(DetectResult::Timeout, None, upstream);
+                let early = hand_over(up, in_flight).await;
+                return decided(DetectResult::Timeout, None, early);
             }
             _ = &mut delay, if !dial_started => {
                 dial_started = true;
-                l.metrics.early_dial();
-                dial = Some(Box::pin(upstream::connect(endpoint, l.cfg.connect_timeout)));
+                in_flight = Some(Box::pin(dial()));
             }
-            r = async { match dial.as_mut() { Some(d) => d.await, None => pending().await } }, if dial.is_some() => {
-                dial = None;
+            r = async { match in_flight.as_mut() { Some(d) => d.await, None => pending().await } }, if in_flight.is_some() => {
+                in_flight = None;
                 match r {
                     Ok(u) => {
                         watch_up = true;
@@ -339,13 +352,13 @@ pub async fn detect(
                         up = Some(u);
                     }
                     // The upstream is down: nothing to proxy to, whatever the client says.
-                    Err(e) => return Ok(Detection { result: None, hello: None, upstream: Some(Err(e)) }),
+                    Err(e) => return Ok(Detection::DialFailed(e)),
                 }
             }
             r = async { match up.as_ref() { Some(u) => u.readable(false).await, None => pending().await } }, if watch_up => {
                 r?;
                 let u = up.as_ref().expect("invariant: watch_up implies a connected upstream");
-                let mut buf = core.peek_buf.borrow_mut();
+                let mut buf = scratch.borrow_mut();
                 let n = match sys::peek(u.as_raw_fd(), &mut buf[..64]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

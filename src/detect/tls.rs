@@ -4,7 +4,7 @@
 //! (post-quantum key shares). Every length is checked before use: bad input is `No` or a
 //! hello without fields, never a panic.
 
-use super::Probe;
+use super::probe::Probe;
 
 /// Record content type `handshake`.
 const HANDSHAKE: u8 = 0x16;

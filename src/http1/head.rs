@@ -10,25 +10,7 @@
 
 use httparse::{Header, Status};
 
-/// Size limits for request heads (`[http1] max_head_bytes`, `max_headers`).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Request line + headers + CRLF, at most.
-    pub max_head_bytes: usize,
-    /// Header fields, at most.
-    pub max_headers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // 16 KiB and 100 headers: common server defaults (nginx's large buffers are 8 KiB
-        // per line; hyper and Go allow 100 headers / 1 MiB). Sidecar traffic rarely needs more.
-        Limits {
-            max_head_bytes: 16 * 1024,
-            max_headers: 100,
-        }
-    }
-}
+use crate::config::Limits;
 
 /// Why a request head was refused; each maps to one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,10 @@
-//! HTTP/1.x building blocks for the per-core HTTP/1 proxy: request/response head parsing with
-//! limits and request-smuggling defences ([`head`]), and a streaming chunked-body decoder
-//! ([`chunked`]). Pure code over byte slices, no I/O, no allocation per request beyond the
-//! caller's header array.
-//!
-//! [`proxy`] is the keep-alive proxy loop built on them (on unless `[http1] enabled = false`,
-//! which forwards HTTP/1 opaque).
+//! HTTP/1.x: the per-core keep-alive proxy loop ([`proxy`], on unless `[http1] enabled =
+//! false`, which forwards HTTP/1 opaque), the message I/O it shares with the h2→h1 bridge
+//! ([`message`]), and the pure building blocks under both: request/response head parsing with
+//! limits and request-smuggling defences ([`head`]) and a streaming chunked-body decoder
+//! ([`chunked`]).
 
 pub mod chunked;
 pub mod head;
+pub mod message;
 pub mod proxy;

@@ -18,28 +18,26 @@
 //! to `LINGER`, 5 s), so a reset cannot destroy the answer. Pipelined requests are answered in
 //! order over one upstream connection at a time (not spread across several).
 
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::chunked::Decoder;
 use super::head::{
-    connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, Limits,
+    connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError,
 };
-use crate::config::RouteConfig;
+use super::message::{
+    early_answer, forward_message, read_head, reason_phrase, HeadRead, Resend, ResponseHead,
+    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+};
+use crate::config::{Limits, RouteConfig};
 use crate::core::{Core, Listener};
-use crate::metrics::PeerCounters;
-use crate::upstream::UpConn;
-use crate::{forward, sys, upstream};
-
-/// Bytes read per syscall while streaming bodies.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::error::{MessageError, Side};
+use crate::io::{read_more, write_all, Client, Peer, READ_CHUNK};
+use crate::upstream::pool::{dial_h1, UpConn};
+use crate::{forward, sys};
 
 /// How long a client whose request body was cut short may keep sending after the proxy's
 /// answer (which it reads and discards) before the connection is closed. Closing with unread
@@ -69,66 +67,13 @@ struct Resp {
     keep_alive: bool,
 }
 
-/// A socket the HTTP proxies read and write, with the byte counters of its side
-/// (`peer="src"` for the client, `peer="dst"` for an upstream): every byte that goes through
-/// [`read_more`] and [`write_all`] is counted in `tcp_read_bytes_total` /
-/// `tcp_write_bytes_total`, as the splice path counts opaque bytes.
-pub(crate) trait Peer {
-    /// The socket.
-    fn stream(&mut self) -> &mut TcpStream;
-    /// Its side's counters.
-    fn counters(&self) -> &PeerCounters;
-}
-
-/// The client connection of an HTTP/1 proxy loop.
-pub(crate) struct Client<'a> {
-    stream: &'a mut TcpStream,
-    counters: &'a PeerCounters,
-}
-
-impl Peer for Client<'_> {
-    fn stream(&mut self) -> &mut TcpStream {
-        self.stream
+impl ResponseHead for Resp {
+    fn code(&self) -> u16 {
+        self.code
     }
-    fn counters(&self) -> &PeerCounters {
-        self.counters
+    fn head_len(&self) -> usize {
+        self.head_len
     }
-}
-
-/// Appends what one read returns to `buf`. `Ok(0)` is EOF.
-pub(crate) async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(READ_CHUNK);
-    }
-    let len = buf.len();
-    let (r, slice) = s.stream().read(buf.slice_mut(len..)).await;
-    if let Ok(n) = r {
-        s.counters().read(n as u64);
-    }
-    (r, slice.into_inner())
-}
-
-/// [`read_more`], bounded by `pause` when given: `TimedOut` on expiry. The read is then
-/// cancelled and its buffer lost; the caller closes the connection anyway.
-pub(crate) async fn read_within(
-    s: &mut impl Peer,
-    buf: Vec<u8>,
-    pause: Option<Duration>,
-) -> io::Result<(io::Result<usize>, Vec<u8>)> {
-    match pause {
-        None => Ok(read_more(s, buf).await),
-        Some(d) => monoio::time::timeout(d, read_more(s, buf))
-            .await
-            .map_err(|_| io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// Writes all of `data`, handing the buffer back for reuse.
-pub(crate) async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
-    let (r, data) = s.stream().write_all(data).await;
-    let n = r?;
-    s.counters().wrote(n as u64);
-    Ok(data)
 }
 
 fn rewrite_request(
@@ -154,10 +99,7 @@ fn rewrite_request(
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .map(str::trim);
-    let route = routes
-        .iter()
-        .position(|rt| rt.matches(host, r.target))
-        .map_or(0, |i| i + 1);
+    let route = RouteConfig::select(routes, host, r.target);
     let listed = connection_listed(r.headers);
     let mut head = Vec::with_capacity(r.head_len + 32);
     for part in [
@@ -203,8 +145,8 @@ fn rewrite_response(
     client_keep_alive: bool,
     upgrading: bool,
 ) -> Result<Option<Resp>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    let Some(r) = parse_response(buf, is_head, 64 * 1024, &mut storage)? else {
+    let mut storage = [httparse::EMPTY_HEADER; RESPONSE_HEADERS];
+    let Some(r) = parse_response(buf, is_head, MAX_RESPONSE_HEAD, &mut storage)? else {
         return Ok(None);
     };
     let upgrading = upgrading && r.code == 101;
@@ -244,48 +186,6 @@ fn rewrite_response(
     }))
 }
 
-fn reason_phrase(code: u16) -> Option<&'static str> {
-    Some(match code {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => return None,
-    })
-}
-
-/// A new upstream connection in blocking mode (for completion I/O); a failure is counted and
-/// returned as the `sidewire-error` reason.
-pub(crate) async fn dial(
-    l: &Listener,
-    addr: SocketAddr,
-    peer: SocketAddr,
-) -> Result<UpConn, &'static str> {
-    match upstream::connect(addr, l.cfg.connect_timeout).await {
-        Ok(u) if sys::set_blocking(u.as_raw_fd()).is_ok() => Ok(UpConn::new(u, &l.metrics.dst)),
-        Ok(_) => Err("upstream socket error"),
-        Err(e) => {
-            l.metrics.connect_failed(e.kind);
-            debug!(listener = %l.cfg.name, %peer, error = %e, "502: upstream connect failed");
-            Err("upstream connect failed")
-        }
-    }
-}
-
 /// A response the proxy makes itself; the connection closes after it.
 async fn proxy_error(client: &mut impl Peer, code: u16, reason: &str) {
     let body = format!("{reason}\n");
@@ -295,146 +195,6 @@ async fn proxy_error(client: &mut impl Peer, code: u16, reason: &str) {
         body.len()
     );
     let _ = write_all(client, head.into_bytes()).await;
-}
-
-/// Where a delimited body ends: after a byte count, or after the chunked terminator.
-enum BodyEnd {
-    Length(u64),
-    Chunked(Decoder),
-}
-
-impl BodyEnd {
-    fn new(framing: Framing) -> BodyEnd {
-        match framing {
-            Framing::Length(n) => BodyEnd::Length(n),
-            _ => BodyEnd::Chunked(Decoder::default()),
-        }
-    }
-
-    /// How many of `buf`'s bytes belong to the body, and whether the body is complete.
-    fn feed(&mut self, buf: &[u8]) -> io::Result<(usize, bool)> {
-        match self {
-            BodyEnd::Length(left) => {
-                let take = (*left).min(buf.len() as u64);
-                *left -= take;
-                Ok((take as usize, *left == 0))
-            }
-            BodyEnd::Chunked(dec) => {
-                let used = dec
-                    .feed(buf)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-                Ok((used, dec.is_done()))
-            }
-        }
-    }
-}
-
-/// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
-/// body bytes that came with it, instead of two. With `pause`, a `dst` that does not take the
-/// bytes within it fails the write (`dst` is then unusable: part may have gone out).
-async fn send_with_head(
-    dst: &mut impl Peer,
-    head: &mut Vec<u8>,
-    data: Vec<u8>,
-    pause: Option<Duration>,
-) -> io::Result<()> {
-    let out = if head.is_empty() {
-        data
-    } else {
-        let mut out = std::mem::take(head);
-        out.extend_from_slice(&data);
-        out
-    };
-    match pause {
-        None => write_all(dst, out).await.map(drop),
-        Some(d) => match monoio::time::timeout(d, write_all(dst, out)).await {
-            Ok(r) => r.map(drop),
-            Err(_) => Err(io::Error::other("peer stopped reading")),
-        },
-    }
-}
-
-/// Moves one message from `src` to `dst`: `head` first (sent together with the first body
-/// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
-/// on return it holds what followed the body (the next message, pipelined).
-/// `pause` bounds the wait for each read of a delimited body (`TimedOut` on expiry) and for
-/// each write of it (an `Other` error on expiry).
-async fn forward_message(
-    src: &mut impl Peer,
-    dst: &mut impl Peer,
-    mut head: Vec<u8>,
-    framing: Framing,
-    mut buf: Vec<u8>,
-    pause: Option<Duration>,
-) -> io::Result<Vec<u8>> {
-    let rest = match framing {
-        Framing::Empty => buf,
-        Framing::Length(_) | Framing::Chunked => {
-            let mut end = BodyEnd::new(framing);
-            loop {
-                let (used, done) = end.feed(&buf)?;
-                if used > 0 {
-                    let rest = buf.split_off(used);
-                    send_with_head(dst, &mut head, buf, pause).await?;
-                    buf = rest;
-                }
-                if done {
-                    break buf;
-                }
-                if !head.is_empty() {
-                    send_with_head(dst, &mut head, Vec::new(), pause).await?;
-                }
-                let (r, b) = read_within(src, buf, pause).await?;
-                buf = b;
-                if r? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        }
-        Framing::UntilClose => loop {
-            if !buf.is_empty() || !head.is_empty() {
-                send_with_head(dst, &mut head, std::mem::take(&mut buf), pause).await?;
-            }
-            let (r, b) = read_within(src, buf, pause).await?;
-            buf = b;
-            if r? == 0 {
-                break Vec::new();
-            }
-        },
-    };
-    if !head.is_empty() {
-        send_with_head(dst, &mut head, Vec::new(), pause).await?;
-    }
-    Ok(rest)
-}
-
-/// Reads from `s` until `parse` yields a head. `Ok(None)`: EOF before any byte. `started`
-/// turns true once any byte of the head is buffered (the caller may time this future out, and
-/// the buffer itself is lent to the kernel while a read is in flight).
-pub(crate) async fn read_head<T>(
-    s: &mut impl Peer,
-    buf: &mut Vec<u8>,
-    started: &mut bool,
-    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
-) -> Result<Option<T>, Result<HeadError, io::Error>> {
-    loop {
-        if !buf.is_empty() {
-            match parse(buf) {
-                Ok(Some(t)) => return Ok(Some(t)),
-                Ok(None) => {}
-                Err(e) => return Err(Ok(e)),
-            }
-        }
-        let (r, b) = read_more(s, std::mem::take(buf)).await;
-        *buf = b;
-        *started |= !buf.is_empty();
-        match r {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => return Err(Err(io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => {}
-            Err(e) => return Err(Err(e)),
-        }
-    }
 }
 
 /// The request in flight, for answering and recording it.
@@ -464,10 +224,12 @@ async fn send_request_body(
         Err(e) => e,
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, error = %e, "request body not forwarded");
-    let (code, reason) = match e.kind() {
-        io::ErrorKind::TimedOut => (408, "request body timeout"),
-        io::ErrorKind::InvalidData => (400, "bad chunked request body"),
-        io::ErrorKind::UnexpectedEof => return None,
+    let (code, reason) = match e {
+        MessageError::ReadTimeout(Side::Client) => (408, "request body timeout"),
+        MessageError::BadFraming(Side::Client, _) => (400, "bad chunked request body"),
+        // The client went away: nobody to answer.
+        MessageError::Eof(Side::Client) | MessageError::Io(Side::Client, _) => return None,
+        // The upstream stopped taking the body (closed, reset or stalled).
         _ => {
             if early_response(r, client, up).await {
                 return None;
@@ -485,27 +247,12 @@ async fn send_request_body(
 /// meanwhile (marked `connection: close`), then closes the client with [`linger_close`].
 /// Returns whether there was such a response.
 async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpConn) -> bool {
-    let mut ubuf = Vec::new();
-    let resp = loop {
-        let read = monoio::time::timeout(
-            r.l.http1.response_timeout,
-            read_head(up, &mut ubuf, &mut false, |b| {
-                rewrite_response(b, false, false, false)
-            }),
-        )
-        .await;
-        match read {
-            // Interim responses (a 100 Continue sent before the upstream gave up) are skipped.
-            Ok(Ok(Some(resp))) if resp.code < 200 => {
-                ubuf.drain(..resp.head_len);
-            }
-            Ok(Ok(Some(resp))) => break resp,
-            _ => return false,
-        }
+    let parse = |b: &[u8]| rewrite_response(b, false, false, false);
+    let Some((resp, ubuf)) = early_answer(up, r.l.http1.response_timeout, parse).await else {
+        return false;
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
-    ubuf.drain(..resp.head_len);
     let pause = Some(r.l.http1.stream_idle_timeout);
     let relayed = forward_message(up, client, resp.head, resp.framing, ubuf, pause).await;
     if relayed.is_ok() {
@@ -517,7 +264,7 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
 /// Closes a client whose request was not read to its end without resetting it: sends FIN,
 /// then reads and discards what the client still sends until it closes too, or [`LINGER`].
 async fn linger_close(client: &mut Client<'_>) {
-    if sys::shutdown_write(client.stream.as_raw_fd()).is_err() {
+    if sys::shutdown_write(client.io().as_raw_fd()).is_err() {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -537,10 +284,7 @@ async fn linger_close(client: &mut Client<'_>) {
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
 /// it ended cleanly.
 pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
-    let client = &mut Client {
-        stream: client,
-        counters: &l.metrics.src,
-    };
+    let client = &mut Client::new(client, &l.metrics.src);
     let cfg = &l.http1;
     let default_metrics = &l.metrics.http[0];
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
@@ -577,16 +321,16 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 }
                 return !started;
             }
-            Ok(Ok(None)) => return true,
-            Ok(Ok(Some(r))) => r,
-            Ok(Err(Ok(e))) => {
+            Ok(HeadRead::Closed) => return true,
+            Ok(HeadRead::Head(r)) => r,
+            Ok(HeadRead::Bad(e)) => {
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
                 default_metrics.request();
                 default_metrics.response(e.status(), Duration::ZERO);
                 proxy_error(client, e.status(), e.reason()).await;
                 return false;
             }
-            Ok(Err(Err(e))) => {
+            Ok(HeadRead::Failed(e)) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "client read failed");
                 return false;
             }
@@ -598,18 +342,15 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let t0 = Instant::now();
 
         // 2. An endpoint for this request, and a connection to it.
-        let set = &l.http_sets[req.route];
-        let (idx, inflight) = set.balancer.pick();
-        let addr = set.endpoints[idx];
-        let pooled = l.take_pooled(addr);
+        let (addr, inflight) = l.endpoints(req.route).pick();
+        let pooled = l.pools.take_h1(addr);
         // A pooled connection may have been closed by the upstream meanwhile. A bodiless
         // request that meets such a connection (EOF or reset before any response byte) is
         // sent once more on a fresh connection: it cannot have been processed.
-        let mut retry_head =
-            (pooled.is_some() && req.framing == Framing::Empty).then(|| req.head.clone());
+        let mut resend = Resend::new(pooled.is_some(), req.framing == Framing::Empty, &req.head);
         let mut up = match pooled {
             Some(u) => u,
-            None => match dial(l, addr, peer).await {
+            None => match dial_h1(&l.metrics, addr, l.cfg.connect_timeout).await {
                 Ok(u) => u,
                 Err(reason) => {
                     proxy_error(client, 502, reason).await;
@@ -651,27 +392,20 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                     m.response(504, t0.elapsed());
                     return false;
                 }
-                Ok(Ok(Some(r))) => r,
-                Ok(Ok(None)) | Ok(Err(Err(_))) if ubuf.is_empty() && retry_head.is_some() => {
-                    let head = retry_head.take().expect("checked is_some above");
-                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection; retrying on a fresh one");
-                    let fresh = match dial(l, addr, peer).await {
-                        Ok(u) => u,
+                Ok(HeadRead::Head(r)) => r,
+                Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
+                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
+                    match resend.resend(&l.metrics, addr, l.cfg.connect_timeout).await {
+                        Ok(fresh) => up = fresh,
                         Err(reason) => {
                             proxy_error(client, 502, reason).await;
                             m.response(502, t0.elapsed());
                             return false;
                         }
-                    };
-                    up = fresh;
-                    if write_all(&mut up, head).await.is_err() {
-                        proxy_error(client, 502, "upstream write failed").await;
-                        m.response(502, t0.elapsed());
-                        return false;
                     }
                     continue;
                 }
-                Ok(Ok(None)) | Ok(Err(_)) => {
+                Ok(_) => {
                     proxy_error(client, 502, "bad or no upstream response").await;
                     m.response(502, t0.elapsed());
                     return false;
@@ -717,8 +451,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                     return false;
                 }
             }
-            let _ = sys::set_nonblocking(up.as_raw_fd());
-            return forward::splice_both(core, &l.metrics, client.stream, &up)
+            let _ = sys::set_nonblocking(up.stream().as_raw_fd());
+            return forward::splice_both(&core.pipes, &l.metrics, client.io(), up.stream())
                 .await
                 .is_ok();
         }
@@ -736,7 +470,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         };
         let reusable = resp.keep_alive && body_sent && rest.is_empty();
         if reusable {
-            l.put_pooled(addr, up);
+            l.pools.put_h1(addr, up);
         }
         if !req.keep_alive || resp.framing == Framing::UntilClose || !body_sent {
             return true;

@@ -19,13 +19,10 @@
 //! Not here: TLS termination, h2c upgrade from HTTP/1.1 (the HTTP/1 proxy strips it), server
 //! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
 
-mod coalesce;
-mod counted;
+mod body;
 pub mod grpc;
 mod to_h1;
 mod to_h2;
-
-pub use to_h2::H2Conn;
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -42,17 +39,12 @@ use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use self::body::{pump, send_chunk};
+use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::{Core, Listener};
-
-/// Why a stream got no upstream response head.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// The proxy answers with this status (gRPC clients: the matching `grpc-status`).
-    Status(u16, &'static str),
-    /// The upstream reset the stream: the client's stream is reset with the same reason.
-    Reset(Reason),
-}
+use crate::error::Failure;
+use crate::io::{coalesce::Coalesce, counted::Counted};
 
 /// A response body on its way from the upstream.
 pub(crate) enum UpBody {
@@ -74,7 +66,7 @@ impl UpBody {
 /// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
 pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
     let io = match client.into_poll_io() {
-        Ok(io) => coalesce::Coalesce::new(counted::Counted::new(io, &l.metrics.src)),
+        Ok(io) => Coalesce::new(Counted::new(io, &l.metrics.src)),
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
             return false;
@@ -171,12 +163,7 @@ async fn stream(
             .and_then(|h| h.to_str().ok())
     });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let route = l
-        .cfg
-        .routes
-        .iter()
-        .position(|r| r.matches(host, path))
-        .map_or(0, |i| i + 1);
+    let route = RouteConfig::select(&l.cfg.routes, host, path);
     let m = &l.metrics.h2[route];
     m.request();
     let is_grpc = grpc::is_grpc(&parts.headers);
@@ -193,9 +180,7 @@ async fn stream(
         return;
     }
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
-    let set = &l.http_sets[route];
-    let (idx, inflight) = set.balancer.pick();
-    let addr = set.endpoints[idx];
+    let (addr, inflight) = l.endpoints(route).pick();
 
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {
@@ -206,9 +191,15 @@ async fn stream(
             UpstreamProtocol::Auto => to_h2::speaks_h2(&l, addr).await,
         };
         let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = if h2 {
-            Box::pin(to_h2::exchange(&l, addr, parts, body, timeout))
+            Box::pin(async {
+                let (head, body) = to_h2::exchange(&l, addr, parts, body, timeout).await?;
+                Ok((head, UpBody::H2(body)))
+            })
         } else {
-            Box::pin(to_h1::exchange(&l, addr, peer, parts, body, timeout))
+            Box::pin(async {
+                let (head, body) = to_h1::exchange(&l, addr, parts, body, timeout).await?;
+                Ok((head, UpBody::H1(body)))
+            })
         };
         let reset = poll_fn(|cx| respond.poll_reset(cx));
         monoio::select! {
@@ -308,74 +299,6 @@ async fn forward_response(
             }
         },
     }
-}
-
-/// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
-/// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
-/// the trailers' `grpc-status`.
-pub(crate) async fn pump(
-    mut src: RecvStream,
-    mut dst: SendStream<Bytes>,
-) -> Result<Option<u8>, h2::Error> {
-    let moved: Result<Option<u8>, h2::Error> = async {
-        while let Some(chunk) = src.data().await {
-            let chunk = chunk?;
-            let n = chunk.len();
-            // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
-            // budget small frames: h2's flood defence counts them).
-            let eos = src.is_end_stream();
-            send_chunk(&mut dst, chunk, eos).await?;
-            let _ = src.flow_control().release_capacity(n);
-            if eos {
-                return Ok(None);
-            }
-        }
-        match src.trailers().await? {
-            Some(t) => {
-                let g = grpc::status(&t);
-                dst.send_trailers(t)?;
-                Ok(g)
-            }
-            None => {
-                dst.send_data(Bytes::new(), true)?;
-                Ok(None)
-            }
-        }
-    }
-    .await;
-    if let Err(e) = &moved {
-        dst.send_reset(e.reason().unwrap_or(Reason::CANCEL));
-    }
-    moved
-}
-
-/// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with
-/// its last frame.
-pub(crate) async fn send_chunk(
-    dst: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    eos: bool,
-) -> Result<(), h2::Error> {
-    if data.is_empty() {
-        return if eos {
-            dst.send_data(data, true)
-        } else {
-            Ok(())
-        };
-    }
-    while !data.is_empty() {
-        dst.reserve_capacity(data.len());
-        match poll_fn(|cx| dst.poll_capacity(cx)).await {
-            None => return Err(Reason::CANCEL.into()),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(0)) => {}
-            Some(Ok(n)) => {
-                let part = data.split_to(n.min(data.len()));
-                dst.send_data(part, eos && data.is_empty())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A response the proxy makes itself, with `sidewire-error: <reason>`. gRPC clients get

@@ -22,12 +22,15 @@ use http::{request, response, HeaderMap, HeaderValue, Method};
 use monoio::io::AsyncWriteRentExt;
 use tracing::debug;
 
-use super::{Failure, UpBody};
 use crate::core::Listener;
-use crate::http1::chunked::Decoder;
+use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
-use crate::http1::proxy::{dial, read_head, read_within, write_all, Peer};
-use crate::upstream::UpConn;
+use crate::http1::message::{
+    early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD,
+    RESPONSE_HEADERS,
+};
+use crate::io::{read_within, write_all, Peer};
+use crate::upstream::pool::{dial_h1, UpConn};
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
 /// forbids them anyway), Host (rewritten from `:authority`), Cookie (joined).
@@ -104,9 +107,18 @@ struct Head {
     interim: bool,
 }
 
+impl ResponseHead for Head {
+    fn code(&self) -> u16 {
+        self.parts.status.as_u16()
+    }
+    fn head_len(&self) -> usize {
+        self.head_len
+    }
+}
+
 fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    let Some(r) = parse_response(buf, head_request, 64 * 1024, &mut storage)? else {
+    let mut storage = [httparse::EMPTY_HEADER; RESPONSE_HEADERS];
+    let Some(r) = parse_response(buf, head_request, MAX_RESPONSE_HEAD, &mut storage)? else {
         return Ok(None);
     };
     let listed = connection_listed(r.headers);
@@ -141,29 +153,36 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
 pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
-    peer: SocketAddr,
     parts: request::Parts,
     mut body: RecvStream,
     timeout: Duration,
-) -> Result<(response::Parts, UpBody), Failure> {
+) -> Result<(response::Parts, Body), Failure> {
     let eos = body.is_end_stream();
     let (head, chunked) = encode_request(&parts, eos)?;
     let is_head = parts.method == Method::HEAD;
-    let pooled = l.take_pooled(addr);
-    let mut retry = (pooled.is_some() && eos).then(|| head.clone());
+    let connect_timeout = l.cfg.connect_timeout;
+    let pooled = l.pools.take_h1(addr);
+    let mut resend = Resend::new(pooled.is_some(), eos, &head);
     let mut up = match pooled {
         Some(u) => u,
-        None => dial(l, addr, peer)
+        None => dial_h1(&l.metrics, addr, connect_timeout)
             .await
             .map_err(|r| Failure::Status(502, r))?,
     };
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
-    // Set when the upstream stopped taking the body: the error if no response follows.
-    let mut body_failed = None;
     if !eos {
         match send_body(&mut up, &mut body, chunked, l.http1.body_timeout).await {
             Ok(()) => {}
-            Err(f @ Failure::Status(502, _)) => body_failed = Some(f),
+            // The upstream stopped taking the body: relay the answer it sent meanwhile.
+            Err(f @ Failure::Status(502, _)) => {
+                let Some((head, buf)) =
+                    early_answer(&mut up, timeout, |b| parse_head(b, is_head)).await
+                else {
+                    return Err(f);
+                };
+                debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
+                return Ok(response(head, up, buf, addr, l, false));
+            }
             Err(f) => return Err(f),
         }
     }
@@ -175,52 +194,48 @@ pub(super) async fn exchange(
         )
         .await;
         match read {
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) if body_failed.is_some() => {
-                return Err(body_failed.take().expect("checked is_some"));
-            }
             Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
-            Ok(Ok(Some(h))) if h.interim => {
+            Ok(HeadRead::Head(h)) if h.interim => {
                 buf.drain(..h.head_len);
             }
-            Ok(Ok(Some(h))) => break h,
+            Ok(HeadRead::Head(h)) => break h,
             // A stale pooled connection: nothing of a response came back.
-            Ok(Ok(None)) | Ok(Err(Err(_))) if buf.is_empty() && retry.is_some() => {
-                let head = retry.take().expect("checked is_some");
-                debug!(upstream = %addr, "http2→h1: stale pooled connection; retrying on a fresh one");
-                up = dial(l, addr, peer)
+            Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(buf.is_empty()) => {
+                up = resend
+                    .resend(&l.metrics, addr, connect_timeout)
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
-                write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
             }
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                return Err(Failure::Status(502, "bad or no upstream response"))
-            }
+            Ok(_) => return Err(Failure::Status(502, "bad or no upstream response")),
         }
     };
-    if body_failed.is_some() {
-        debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
-    }
     buf.drain(..head.head_len);
-    let end = match head.framing {
-        Framing::Empty => End::Done,
-        Framing::Length(0) => End::Done,
-        Framing::Length(n) => End::Length(n),
-        Framing::Chunked => End::Chunked(Decoder::default()),
-        Framing::UntilClose => End::Close,
-    };
-    Ok((
+    Ok(response(head, up, buf, addr, l, true))
+}
+
+/// The response head for HTTP/2 and its body still to read from `up` (`buf` holds the body
+/// bytes read with the head). `reusable`: the connection may be pooled after the body.
+fn response(
+    head: Head,
+    up: UpConn,
+    buf: Vec<u8>,
+    addr: SocketAddr,
+    l: &Listener,
+    reusable: bool,
+) -> (response::Parts, Body) {
+    let end = BodyEnd::new(head.framing);
+    (
         head.parts,
-        UpBody::H1(Body {
+        Body {
             up,
             buf,
+            done: end.is_done(),
             end,
             addr,
-            keep_alive: head.keep_alive
-                && head.framing != Framing::UntilClose
-                && body_failed.is_none(),
+            keep_alive: reusable && head.keep_alive && head.framing != Framing::UntilClose,
             pause: l.http1.stream_idle_timeout,
-        }),
-    ))
+        },
+    )
 }
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
@@ -247,7 +262,7 @@ async fn send_body(
             write_within(up, framed, pause).await?;
         } else {
             // `Bytes` as is: no copy.
-            match monoio::time::timeout(pause, up.write_all(chunk)).await {
+            match monoio::time::timeout(pause, up.io().write_all(chunk)).await {
                 Ok((Ok(_), _)) => up.counters().wrote(n as u64),
                 _ => return Err(WRITE_FAILED),
             }
@@ -280,20 +295,14 @@ async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result
     }
 }
 
-/// Where the response body ends.
-enum End {
-    Done,
-    Length(u64),
-    Chunked(Decoder),
-    Close,
-}
-
 /// An HTTP/1 response body being decoded into DATA frames.
 pub(crate) struct Body {
     up: UpConn,
     /// Bytes read but not yet handed out.
     buf: Vec<u8>,
-    end: End,
+    end: BodyEnd,
+    /// The body is complete.
+    done: bool,
     addr: SocketAddr,
     keep_alive: bool,
     /// `http1.stream_idle_timeout`: longest wait for the next bytes of the body.
@@ -303,50 +312,42 @@ pub(crate) struct Body {
 impl Body {
     /// Whether the body is already complete (nothing to send after the head).
     pub fn is_end_stream(&self) -> bool {
-        matches!(self.end, End::Done)
+        self.done
     }
 
     /// The next piece of payload; `None` at the end of the body.
+    ///
+    /// Errors: the upstream failing, pausing longer than `stream_idle_timeout_ms`
+    /// (`TimedOut`), closing before the end (`UnexpectedEof`) or framing the body badly
+    /// (`InvalidData`).
     pub async fn next(&mut self) -> io::Result<Option<Bytes>> {
         loop {
+            if self.done {
+                return Ok(None);
+            }
             if !self.buf.is_empty() {
-                let out = match &mut self.end {
-                    End::Done => return Ok(None),
-                    End::Length(left) => {
-                        let take = (*left).min(self.buf.len() as u64);
-                        *left -= take;
-                        let rest = self.buf.split_off(take as usize);
-                        if *left == 0 {
-                            self.end = End::Done;
-                        }
-                        std::mem::replace(&mut self.buf, rest)
-                    }
-                    End::Chunked(dec) => {
-                        let mut data = Vec::with_capacity(self.buf.len());
-                        let used = dec
-                            .decode(&self.buf, |d| data.extend_from_slice(d))
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-                        self.buf.drain(..used);
-                        if dec.is_done() {
-                            self.end = End::Done;
-                        }
-                        data
-                    }
-                    End::Close => std::mem::take(&mut self.buf),
-                };
+                let mut out = Vec::with_capacity(self.buf.len());
+                let used = self
+                    .end
+                    .decode(&self.buf, &mut out)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.buf.drain(..used);
+                self.done = self.end.is_done();
                 if !out.is_empty() {
                     return Ok(Some(Bytes::from(out)));
                 }
-            }
-            if matches!(self.end, End::Done) {
-                return Ok(None);
+                if self.done {
+                    return Ok(None);
+                }
             }
             let buf = std::mem::take(&mut self.buf);
-            let (r, b) = read_within(&mut self.up, buf, Some(self.pause)).await?;
+            let (r, b) = read_within(&mut self.up, buf, Some(self.pause))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
             self.buf = b;
             if r? == 0 {
-                if matches!(self.end, End::Close) {
-                    self.end = End::Done;
+                if matches!(self.end, BodyEnd::Close) {
+                    self.done = true;
                     self.keep_alive = false;
                     return Ok(None);
                 }
@@ -358,8 +359,8 @@ impl Body {
     /// Returns the connection to the pool if the response ended exactly and the upstream
     /// keeps it alive.
     pub fn finish(self, l: &Listener) {
-        if self.keep_alive && matches!(self.end, End::Done) && self.buf.is_empty() {
-            l.put_pooled(self.addr, self.up);
+        if self.keep_alive && self.done && self.buf.is_empty() {
+            l.pools.put_h1(self.addr, self.up);
         }
     }
 }

@@ -15,21 +15,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+use futures_util::future::FutureExt;
 use h2::client::SendRequest;
 use h2::RecvStream;
 use http::{request, response, Request};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
-use std::os::fd::AsRawFd;
 use tracing::debug;
 
-use super::{pump, Failure, UpBody};
+use super::body::pump;
 use crate::core::Listener;
-use crate::upstream;
-
-/// A pooled HTTP/2 upstream connection: the dial in progress, then its sender. Shared, so
-/// streams that arrive together wait for one dial instead of each opening a connection.
-pub type H2Conn = Shared<LocalBoxFuture<'static, Result<SendRequest<Bytes>, Failure>>>;
+use crate::error::Failure;
+use crate::upstream::{self, pool};
 
 /// An HTTP/2 response body, with the guard that aborts the request pump when dropped.
 pub(crate) struct Body {
@@ -46,14 +41,14 @@ pub(super) async fn exchange(
     parts: request::Parts,
     body: RecvStream,
     timeout: Duration,
-) -> Result<(response::Parts, UpBody), Failure> {
+) -> Result<(response::Parts, Body), Failure> {
     // A pooled connection may have died since its last use: then dial once more (a fresh
     // dial that fails is not repeated).
-    let pooled = l.h2_conn(addr).is_some();
+    let pooled = l.pools.h2(addr).is_some();
     let mut sender = match ready(l, addr).await {
         Ok(s) => s,
         Err(_) if pooled => {
-            l.h2_forget(addr);
+            l.pools.forget_h2(addr);
             ready(l, addr).await?
         }
         Err(e) => return Err(e),
@@ -63,7 +58,7 @@ pub(super) async fn exchange(
         .send_request(Request::from_parts(parts, ()), eos)
         .map_err(|e| {
             debug!(upstream = %addr, error = %e, "http2: send_request failed");
-            l.h2_forget(addr);
+            l.pools.forget_h2(addr);
             Failure::Status(502, "upstream HTTP/2 connection failed")
         })?;
     let abort = (!eos).then(|| {
@@ -94,56 +89,39 @@ pub(super) async fn exchange(
     let (head, recv) = resp.into_parts();
     Ok((
         head,
-        UpBody::H2(Body {
+        Body {
             recv,
             _abort: abort,
-        }),
+        },
     ))
 }
 
 /// Whether `addr` speaks HTTP/2 prior knowledge (`upstream_protocol = "auto"`), learned once
-/// per endpoint and worker: a probe connection sends the client preface and an empty
-/// SETTINGS frame; an h2c server answers with its SETTINGS frame (type 4), an HTTP/1 server
-/// with an error response, a close, or nothing within the connect timeout. An endpoint that
-/// cannot be reached is not learned (the exchange then reports the connect failure).
+/// per endpoint and worker with [`pool::probe_h2`]. An endpoint that cannot be reached is not
+/// learned (the exchange then reports the connect failure).
 pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
-    if let Some(h2) = l.h2_learned(addr) {
+    if let Some(h2) = l.pools.learned(addr) {
         return h2;
     }
-    let Ok(mut s) = upstream::connect(addr, l.cfg.connect_timeout).await else {
+    let Some(h2) = pool::probe_h2(addr, l.cfg.connect_timeout).await else {
         return false;
-    };
-    if crate::sys::set_blocking(s.as_raw_fd()).is_err() {
-        return false;
-    }
-    let mut probe = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    probe.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    let answer = async {
-        let (r, _) = s.write_all(probe).await;
-        r?;
-        let (r, buf) = s.read(Vec::with_capacity(64)).await;
-        r.map(|_| buf)
-    };
-    let h2 = match monoio::time::timeout(l.cfg.connect_timeout, answer).await {
-        Ok(Ok(buf)) => buf.len() >= 4 && buf[3] == 4,
-        Ok(Err(_)) | Err(_) => false,
     };
     debug!(upstream = %addr, h2, "http2: learned the upstream protocol");
-    l.h2_learn(addr, h2);
+    l.pools.learn(addr, h2);
     h2
 }
 
 /// The pooled sender for `addr` (dialled if there is none), once it can take a stream.
 async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
-    let conn = match l.h2_conn(addr) {
+    let conn = match l.pools.h2(addr) {
         Some(c) => c,
         None => {
             let c = dial(l.clone(), addr).boxed_local().shared();
-            l.h2_pool(addr, c.clone());
+            l.pools.put_h2(addr, c.clone());
             c
         }
     };
-    let sender = conn.await.inspect_err(|_| l.h2_forget(addr))?;
+    let sender = conn.await.inspect_err(|_| l.pools.forget_h2(addr))?;
     sender.ready().await.map_err(|e| {
         debug!(upstream = %addr, error = %e, "http2: upstream connection not ready");
         Failure::Status(502, "upstream HTTP/2 connection failed")
@@ -152,42 +130,11 @@ async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>,
 
 /// A new HTTP/2 connection to `addr`, its driver spawned.
 async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
-    let tcp = upstream::connect(addr, l.cfg.connect_timeout)
-        .await
-        .map_err(|e| {
-            l.metrics.connect_failed(e.kind);
-            debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
-            Failure::Status(502, "upstream connect failed")
-        })?;
-    let io = tcp
-        .into_poll_io()
-        .map(|io| super::counted::Counted::new(io, l.metrics.dst.clone()))
-        .map(super::coalesce::Coalesce::new)
-        .map_err(|_| Failure::Status(502, "upstream socket error"))?;
-    let c = &l.http2;
-    let mut b = h2::client::Builder::new();
-    b.initial_window_size(c.initial_stream_window)
-        .initial_connection_window_size(c.initial_connection_window)
-        .max_frame_size(c.max_frame_size)
-        .max_header_list_size(c.max_header_list_size)
-        .max_send_buffer_size(c.max_send_buffer_bytes)
-        .max_local_error_reset_streams(Some(c.max_local_error_reset_streams));
-    let (sender, conn) = monoio::time::timeout(l.cfg.connect_timeout, b.handshake::<_, Bytes>(io))
-        .await
-        .map_err(|_| Failure::Status(502, "upstream HTTP/2 handshake timed out"))?
-        .map_err(|e| {
-            debug!(upstream = %addr, error = %e, "http2: upstream handshake failed");
-            Failure::Status(502, "upstream HTTP/2 handshake failed")
-        })?;
-    // Counted on the upstream side (`peer="dst"`) while its driver runs.
-    let dst = l.metrics.dst.clone();
-    dst.opened();
-    monoio::spawn(async move {
-        let ended = conn.await;
-        if let Err(e) = &ended {
-            debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
-        }
-        dst.closed(ended.is_ok());
-    });
-    Ok(sender)
+    let timeout = l.cfg.connect_timeout;
+    let tcp = upstream::connect(addr, timeout).await.map_err(|e| {
+        l.metrics.connect_failed(e.kind);
+        debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
+        Failure::Status(502, "upstream connect failed")
+    })?;
+    pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst).await
 }

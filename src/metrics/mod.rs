@@ -14,39 +14,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::detect::DetectResult;
-
-/// Why an upstream connect failed: the `error` label of `tcp_connect_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectErrorKind {
-    /// `ECONNREFUSED`: nothing listens on the endpoint.
-    Refused,
-    /// No answer within `connect_timeout_ms`.
-    Timeout,
-    /// `EHOSTUNREACH` / `ENETUNREACH`.
-    Unreachable,
-    /// Anything else (fd exhaustion, …).
-    Other,
-}
-
-impl ConnectErrorKind {
-    /// Every kind, in label order.
-    pub const ALL: [ConnectErrorKind; 4] = [
-        ConnectErrorKind::Refused,
-        ConnectErrorKind::Timeout,
-        ConnectErrorKind::Unreachable,
-        ConnectErrorKind::Other,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectErrorKind::Refused => "refused",
-            ConnectErrorKind::Timeout => "timeout",
-            ConnectErrorKind::Unreachable => "unreachable",
-            ConnectErrorKind::Other => "other",
-        }
-    }
-}
+use crate::error::ConnectErrorKind;
 
 /// Counters for one side of proxied connections (`peer="src"`: clients, `peer="dst"`: upstreams).
 #[derive(Debug, Default)]
@@ -95,6 +63,43 @@ impl PeerCounters {
             read_bytes: self.read_bytes.get(),
             write_bytes: self.write_bytes.get(),
         }
+    }
+}
+
+/// One open connection on a side, counted from its creation to its drop: `open` goes up now
+/// and down on drop, closing as clean unless [`Opened::failed`] was called. The one way every
+/// stage counts a connection (opaque upstreams, pooled HTTP/1 upstreams, HTTP/2 upstream
+/// drivers).
+#[derive(Debug)]
+pub struct Opened {
+    counters: std::rc::Rc<PeerCounters>,
+    ok: bool,
+}
+
+impl Opened {
+    /// Counts a connection as open in `counters` until dropped.
+    pub fn new(counters: &std::rc::Rc<PeerCounters>) -> Opened {
+        counters.opened();
+        Opened {
+            counters: counters.clone(),
+            ok: true,
+        }
+    }
+
+    /// The counters of this connection's side.
+    pub fn counters(&self) -> &PeerCounters {
+        &self.counters
+    }
+
+    /// Marks the connection as ended by an error (counted on drop).
+    pub fn failed(&mut self) {
+        self.ok = false;
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.counters.closed(self.ok);
     }
 }
 

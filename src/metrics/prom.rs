@@ -9,8 +9,9 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::{ConnectErrorKind, ListenerSnapshot, PeerSnapshot, NO_GRPC_STATUS};
+use super::{ListenerSnapshot, PeerSnapshot, NO_GRPC_STATUS};
 use crate::detect::DetectResult;
+use crate::error::ConnectErrorKind;
 
 /// Bucket bounds of `tcp_connection_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS_S: [f64; 14] = [

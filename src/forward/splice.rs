@@ -2,10 +2,10 @@
 //! a pipe, so payload bytes never enter user space.
 //!
 //! Readiness comes from monoio (`readable`/`writable`, an io_uring POLL_ADD); the splices are
-//! plain non-blocking syscalls. This is the measured winner in `shared/notes/runtime.md`
+//! plain non-blocking syscalls. This was the measured winner on this project's 2-core VM
 //! (~0.29 CPU-s/GiB vs 0.62 for io_uring's SPLICE op, which also parks one kernel thread per
 //! idle direction). A direction holds a pipe only while bytes are moving: when its source has
-//! nothing to read, the (empty) pipe goes back to the core's pool, so idle connections hold no
+//! nothing to read, the (empty) pipe goes back to the core's [`PipePool`], so idle connections hold no
 //! pipe at all.
 //!
 //! Semantics: EOF on one side becomes `shutdown(SHUT_WR)` on the other (half-close passes
@@ -22,7 +22,7 @@ use std::pin::pin;
 use futures_util::future::{select, Either};
 use monoio::net::TcpStream;
 
-use crate::core::Core;
+use super::pipes::PipePool;
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -40,15 +40,15 @@ enum Dir {
 /// `upstream` must already be non-blocking (as `upstream::connect` returns it); `client` is
 /// switched here (io_uring accepts blocking sockets).
 pub async fn splice_both(
-    core: &Core,
+    pipes: &PipePool,
     m: &ListenerMetrics,
     client: &TcpStream,
     upstream: &TcpStream,
 ) -> io::Result<()> {
     sys::set_nonblocking(client.as_raw_fd())?;
     let finished = Cell::new(0u8);
-    let up = pin!(pump(core, m, client, upstream, Dir::Up, &finished));
-    let down = pin!(pump(core, m, upstream, client, Dir::Down, &finished));
+    let up = pin!(pump(pipes, m, client, upstream, Dir::Up, &finished));
+    let down = pin!(pump(pipes, m, upstream, client, Dir::Down, &finished));
     let result = match select(up, down).await {
         Either::Left((Ok(()), rest)) => rest.await,
         Either::Right((Ok(()), rest)) => rest.await,
@@ -66,7 +66,7 @@ pub async fn splice_both(
 /// directions that reached EOF: the second one skips its `shutdown`, since both sockets are
 /// closed right after (the close sends the same FIN) — one syscall less per connection.
 async fn pump(
-    core: &Core,
+    pipes: &PipePool,
     m: &ListenerMetrics,
     src: &TcpStream,
     dst: &TcpStream,
@@ -83,13 +83,13 @@ async fn pump(
     loop {
         let p = match &pipe {
             Some(p) => p,
-            None => pipe.insert(core.take_pipe()?),
+            None => pipe.insert(pipes.take()?),
         };
-        match sys::splice(src_fd, p.write.as_raw_fd(), core.pipe_bytes) {
+        match sys::splice(src_fd, p.write.as_raw_fd(), pipes.bytes) {
             Ok(0) => {
                 // EOF from src. The pipe is empty (every chunk is drained below).
                 if let Some(p) = pipe.take() {
-                    core.put_pipe(p);
+                    pipes.put(p);
                 }
                 finished.set(finished.get() + 1);
                 if finished.get() == 1 {
@@ -115,12 +115,12 @@ async fn pump(
                     // instead of paying a splice that returns EAGAIN (two fewer syscalls per
                     // request/response exchange). Readiness that is already there completes
                     // the wait at once.
-                    release_if_idle(core, &mut pipe);
+                    release_if_idle(pipes, &mut pipe);
                     src.readable(false).await?;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                release_if_idle(core, &mut pipe);
+                release_if_idle(pipes, &mut pipe);
                 src.readable(false).await?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -134,9 +134,9 @@ async fn pump(
 const SMALL_READ: usize = 16 * 1024;
 
 /// Hands the (empty) pipe back to the pool while the direction waits for bytes.
-fn release_if_idle(core: &Core, pipe: &mut Option<Pipe>) {
+fn release_if_idle(pipes: &PipePool, pipe: &mut Option<Pipe>) {
     if let Some(p) = pipe.take() {
-        core.put_pipe(p);
+        pipes.put(p);
     }
 }
 

@@ -10,8 +10,35 @@
 //! the balancer for per-request HTTP proxying.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// Endpoints balanced per request (a listener's own, or a route's).
+#[derive(Debug)]
+pub struct EndpointSet {
+    /// The endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// P2C over peak-EWMA latency.
+    pub balancer: PeakEwma,
+}
+
+impl EndpointSet {
+    /// A set over `endpoints` (non-empty); `seed` makes the random draws reproducible.
+    pub fn new(endpoints: Vec<SocketAddr>, seed: u64) -> EndpointSet {
+        EndpointSet {
+            balancer: PeakEwma::new(endpoints.len(), DEFAULT_DECAY, seed),
+            endpoints,
+        }
+    }
+
+    /// The endpoint for one request, with its in-flight record (report the latency with
+    /// [`InFlight::done`]).
+    pub fn pick(&self) -> (SocketAddr, InFlight) {
+        let (idx, inflight) = self.balancer.pick();
+        (self.endpoints[idx], inflight)
+    }
+}
 
 /// The estimate an endpoint starts with, before any observation (Linkerd's default).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);

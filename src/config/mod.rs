@@ -1,0 +1,468 @@
+//! Configuration: TOML text → [`RawConfig`] (serde, unknown keys rejected; [`raw`]) →
+//! [`Config`] (validated, typed, ready to run; [`validate`](mod@validate)).
+//!
+//! Two phases so that every error names the file, the key and the problem in one line:
+//! syntax and unknown keys are caught while deserializing (with the key path), everything else
+//! (addresses, ranges, duplicates) by [`RawConfig::validate`], one function per section.
+//! Binding the addresses happens at start-up, not here (see `server`), so "port in use" is
+//! reported there with the same shape.
+
+mod raw;
+mod validate;
+
+pub use raw::*;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The configuration compiled into the binary: the same text as `config/sidewire.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/sidewire.toml");
+
+/// Name shown in errors for the embedded default configuration.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/sidewire.toml>";
+
+/// A configuration error: `{file}: {key}: {problem}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The file the configuration came from.
+    pub file: String,
+    /// The key (path such as `listener[0].listen`) or the position for syntax errors.
+    pub key: String,
+    /// What is wrong, in a few words.
+    pub problem: String,
+}
+
+// === Validated ===
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker and shutdown settings.
+    pub runtime: RuntimeConfig,
+    /// Admin server settings.
+    pub admin: AdminConfig,
+    /// Detection settings shared by all listeners.
+    pub detect: DetectConfig,
+    /// HTTP/1 proxy settings.
+    pub http1: Http1Config,
+    /// HTTP/2 proxy settings.
+    pub http2: Http2Config,
+    /// Listeners, in file order (the index is used by workers and metrics).
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// Validated `[runtime]`.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Worker count; 0 = one per CPU in the affinity mask (resolved at start).
+    pub workers: usize,
+    /// Pin workers to CPUs.
+    pub pin_cores: bool,
+    /// How long open connections may drain after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// io_uring entries per worker.
+    pub ring_entries: u32,
+    /// Capacity of each splice pipe (the most one direction moves per syscall).
+    pub splice_pipe_bytes: usize,
+}
+
+/// Validated `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Admin server address.
+    pub listen: SocketAddr,
+}
+
+/// Validated `[detect]`.
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    /// `[detect] timeout_ms`: the default of each listener's `detect_timeout_ms`. Runs use
+    /// [`ListenerConfig::detect_timeout`], which already holds the effective value.
+    pub timeout: Duration,
+    /// Server-first dialling.
+    pub server_first: ServerFirst,
+    /// Silence before the server-first dial.
+    pub dial_delay: Duration,
+    /// Effective opaque ports: the built-in list (unless disabled) plus the user's.
+    pub opaque_ports: BTreeSet<u16>,
+}
+
+/// Validated `[http1]`.
+#[derive(Debug, Clone)]
+pub struct Http1Config {
+    /// Proxy HTTP/1 per request.
+    pub enabled: bool,
+    /// Head limits.
+    pub limits: Limits,
+    /// Slowloris bound.
+    pub header_timeout: Duration,
+    /// Keep-alive idle bound.
+    pub idle_timeout: Duration,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    /// Longest pause inside a request body, on either side of the proxy.
+    pub body_timeout: Duration,
+    /// Longest pause inside a response body, on either side of the proxy.
+    pub stream_idle_timeout: Duration,
+    /// Pool idle timeout.
+    pub pool_idle_timeout: Duration,
+    /// Pool size per listener and worker.
+    pub pool_max_idle: usize,
+}
+
+/// Validated `[http2]` (see [`RawHttp2`] for the meaning of each field).
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct Http2Config {
+    pub enabled: bool,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_stream_window: u32,
+    pub initial_connection_window: u32,
+    pub max_frame_size: u32,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+    pub max_send_buffer_bytes: usize,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// One validated `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique name, the `listener` metric label.
+    pub name: String,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Upstream endpoints (resolved).
+    pub upstream: Vec<SocketAddr>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Detect or force a protocol.
+    pub protocol: ListenerProtocol,
+    /// What the upstream speaks for proxied HTTP/2 streams.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Detection timeout (listener override or `[detect] timeout_ms`).
+    pub detect_timeout: Duration,
+    /// HTTP routes, first match wins; requests matching none use `upstream`.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One validated HTTP route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The `route` metric label.
+    pub name: String,
+    /// Lower-case host to match, if any.
+    pub host: Option<String>,
+    /// Path prefix to match, if any.
+    pub path_prefix: Option<String>,
+    /// Endpoints.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl RouteConfig {
+    /// The endpoint set for a request: 0 for the listener's own upstream, `i + 1` when
+    /// `routes[i]` is the first that matches `host` and `target`.
+    pub fn select(routes: &[RouteConfig], host: Option<&str>, target: &str) -> usize {
+        routes
+            .iter()
+            .position(|r| r.matches(host, target))
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Whether a request with this Host header value and target matches.
+    pub fn matches(&self, host: Option<&str>, target: &str) -> bool {
+        if let Some(want) = &self.host {
+            let Some(h) = host else { return false };
+            let h = h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(h, _)| h);
+            if !h.eq_ignore_ascii_case(want) {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            // absolute-form ("http://host/path") routes by its path.
+            let path = match target.find("://") {
+                Some(i) => target[i + 3..]
+                    .find('/')
+                    .map_or("/", |j| &target[i + 3 + j..]),
+                None => target,
+            };
+            if !path.starts_with(prefix.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Config {
+    /// Parses and validates configuration text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        RawConfig::parse(text, file)?.validate(file)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
+            .expect("invariant: the embedded default config is valid (tested)")
+    }
+}
+
+/// Size limits for request heads (`[http1] max_head_bytes`, `max_headers`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Request line + headers + CRLF, at most.
+    pub max_head_bytes: usize,
+    /// Header fields, at most.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 16 KiB and 100 headers: common server defaults (nginx's large buffers are 8 KiB
+        // per line; hyper and Go allow 100 headers / 1 MiB). Sidecar traffic rarely needs more.
+        Limits {
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for l in &self.listeners {
+            writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+        }
+        write!(f, "admin: {}", self.admin.listen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").expect_err("config should be rejected")
+    }
+
+    const OK: &str = r#"
+        [[listener]]
+        name = "a"
+        listen = "127.0.0.1:0"
+        upstream = ["127.0.0.1:9"]
+    "#;
+
+    #[test]
+    fn embedded_default_is_valid_and_documented_defaults_hold() {
+        let c = Config::embedded_default();
+        assert_eq!(c.runtime.workers, 0);
+        assert!(c.runtime.pin_cores);
+        assert_eq!(c.runtime.shutdown_grace, Duration::from_millis(30_000));
+        assert_eq!(c.admin.listen, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].name, "outbound");
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn every_file_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no config files found in {}", dir.display());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        assert_eq!(c.runtime.ring_entries, 4096);
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = parse_err(&format!("{OK}\nbogus = 1\n"));
+        assert_eq!(e.key, "listener[0].bogus", "{e}");
+        let e = parse_err("[runtime]\nworkerz = 2\n");
+        assert_eq!(e.key, "runtime.workerz", "{e}");
+        assert!(e.problem.contains("unknown field"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml: runtime.workerz: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse_err("[runtime\nworkers = 1\n");
+        assert!(e.problem.contains("line 1"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse_err("[runtime]\nworkers = \"two\"\n");
+        assert_eq!(e.key, "runtime.workers", "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"nope\"\nupstream = [\"127.0.0.1:9\"]",
+                "listener[0].listen",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = []",
+                "listener[0].upstream",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1\"]",
+                "listener[0].upstream[0]",
+            ),
+            (
+                "[[listener]]\nname = \"a b\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]",
+                "listener[0].name",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nconnect_timeout_ms = 0",
+                "listener[0].connect_timeout_ms",
+            ),
+            ("[admin]\nlisten = \"localhost\"", "admin.listen"),
+            ("[runtime]\nring_entries = 1000", "runtime.ring_entries"),
+            ("[runtime]\nworkers = 100000", "runtime.workers"),
+            ("[runtime]\nsplice_pipe_bytes = 100", "runtime.splice_pipe_bytes"),
+            ("[detect]\ntimeout_ms = 0", "detect.timeout_ms"),
+            ("[detect]\nserver_first = \"sometimes\"", "detect.server_first"),
+            ("[detect]\nopaque_ports = [5432, 0]", "detect.opaque_ports[1]"),
+            ("[detect]\nopaque_ports = [70000]", "detect.opaque_ports[0]"),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nprotocol = \"gopher\"",
+                "listener[0].protocol",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\ndetect_timeout_ms = 0",
+                "listener[0].detect_timeout_ms",
+            ),
+            ("[http2]\nmax_frame_size = 100", "http2.max_frame_size"),
+            ("[http2]\nmax_concurrent_streams = 0", "http2.max_concurrent_streams"),
+            ("[http2]\ninitial_stream_window = 4294967295", "http2.initial_stream_window"),
+            ("[http2]\nresponse_timeout_ms = 0", "http2.response_timeout_ms"),
+            ("[http1]\nbody_timeout_ms = 0", "http1.body_timeout_ms"),
+            (
+                "[http1]\nstream_idle_timeout_ms = 0",
+                "http1.stream_idle_timeout_ms",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\nupstream_protocol = \"spdy\"",
+                "listener[0].upstream_protocol",
+            ),
+            ("", "listener"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(&parse_err(text).key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_addresses_are_rejected() {
+        let dup = format!("{OK}\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n");
+        let e = parse_err(&dup);
+        assert_eq!(e.key, "listener[1].name");
+        assert!(e.problem.contains("duplicate"), "{e}");
+        let clash = "[admin]\nlisten = \"127.0.0.1:5000\"\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:5000\"\nupstream = [\"127.0.0.1:9\"]\n";
+        let e = parse_err(clash);
+        assert_eq!(e.key, "listener[0].listen");
+        assert!(e.problem.contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn opaque_ports_add_to_the_builtin_list() {
+        let c = Config::parse(&format!("[detect]\nopaque_ports = [9092]\n{OK}"), "t.toml").unwrap();
+        assert!(c.detect.opaque_ports.contains(&9092));
+        assert!(BUILTIN_OPAQUE_PORTS
+            .iter()
+            .all(|p| c.detect.opaque_ports.contains(p)));
+        let c = Config::parse(
+            &format!("[detect]\nopaque_ports = [9092]\nbuiltin_opaque_ports = false\n{OK}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.detect.opaque_ports.iter().copied().collect::<Vec<_>>(),
+            vec![9092]
+        );
+    }
+
+    #[test]
+    fn listener_detect_timeout_overrides_the_default() {
+        let c = Config::parse(
+            &format!("[detect]\ntimeout_ms = 300\n{OK}detect_timeout_ms = 50\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.detect.timeout, Duration::from_millis(300));
+        assert_eq!(c.listeners[0].detect_timeout, Duration::from_millis(50));
+        assert_eq!(c.listeners[0].protocol, ListenerProtocol::Detect);
+    }
+
+    #[test]
+    fn routes_parse_validate_and_match() {
+        let text = format!(
+            "{OK}[[listener.route]]\nhost = \"API.example\"\npath_prefix = \"/v1/\"\nupstream = [\"127.0.0.1:9001\"]\n\
+             [[listener.route]]\nname = \"static\"\npath_prefix = \"/static/\"\nupstream = [\"127.0.0.1:9002\"]\n"
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let r = &c.listeners[0].routes;
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].name.as_str(), r[1].name.as_str()),
+            ("route-0", "static")
+        );
+        assert!(r[0].matches(Some("api.example:8080"), "/v1/users"));
+        assert!(!r[0].matches(Some("other.example"), "/v1/users"));
+        assert!(!r[0].matches(None, "/v1/users"));
+        assert!(!r[0].matches(Some("api.example"), "/v2/"));
+        assert!(r[1].matches(None, "http://cdn.example/static/a.css"));
+        let bad = format!("{OK}[[listener.route]]\nupstream = [\"127.0.0.1:9001\"]\n");
+        assert_eq!(parse_err(&bad).key, "listener[0].route[0].host");
+        let bad = format!(
+            "{OK}[[listener.route]]\npath_prefix = \"v1\"\nupstream = [\"127.0.0.1:9001\"]\n"
+        );
+        assert_eq!(parse_err(&bad).key, "listener[0].route[0].path_prefix");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let raw = RawConfig::parse(OK, "t.toml").unwrap();
+        let again = RawConfig::parse(&raw.to_toml(), "t.toml").unwrap();
+        assert_eq!(again.runtime.ring_entries, 4096);
+        assert_eq!(again.listeners[0].name, "a");
+    }
+}

@@ -1,0 +1,290 @@
+//! The TOML schema: every section and key as written, with its default. Serializes back to
+//! TOML for `sidewire check`.
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration as written, with defaults filled in. Serializes back to TOML for
+/// `sidewire check`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[runtime]`
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[detect]`
+    #[serde(default)]
+    pub detect: RawDetect,
+    /// `[http1]`
+    #[serde(default)]
+    pub http1: RawHttp1,
+    /// `[http2]`
+    #[serde(default)]
+    pub http2: RawHttp2,
+    /// `[[listener]]`
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+}
+
+/// `[runtime]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRuntime {
+    /// Worker threads; 0 = one per CPU in the affinity mask.
+    pub workers: usize,
+    /// Pin each worker to one CPU.
+    pub pin_cores: bool,
+    /// Drain period on SIGTERM/SIGINT.
+    pub shutdown_grace_ms: u64,
+    /// io_uring submission queue size per worker.
+    pub ring_entries: u32,
+    /// Capacity of each splice pipe.
+    pub splice_pipe_bytes: usize,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            workers: 0,
+            pin_cores: true,
+            shutdown_grace_ms: 30_000,
+            ring_entries: 4096,
+            splice_pipe_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Admin server address.
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:4191".into(),
+        }
+    }
+}
+
+/// `[detect]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDetect {
+    /// Detection timeout; then the connection is forwarded opaque.
+    pub timeout_ms: u64,
+    /// Dial the upstream while the client is silent.
+    pub server_first: ServerFirst,
+    /// How long a silent client waits before that dial.
+    pub server_first_dial_delay_ms: u64,
+    /// Extra opaque destination ports (added to the built-in list).
+    pub opaque_ports: Vec<u16>,
+    /// Whether the built-in opaque ports apply.
+    pub builtin_opaque_ports: bool,
+}
+
+impl Default for RawDetect {
+    fn default() -> Self {
+        RawDetect {
+            timeout_ms: 10_000,
+            server_first: ServerFirst::Eager,
+            server_first_dial_delay_ms: DEFAULT_DIAL_DELAY_MS,
+            opaque_ports: Vec::new(),
+            builtin_opaque_ports: true,
+        }
+    }
+}
+
+/// `[http1]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp1 {
+    /// Proxy HTTP/1 request by request (experimental); off = forward HTTP/1 opaque.
+    pub enabled: bool,
+    /// Largest request head.
+    pub max_head_bytes: usize,
+    /// Most header fields per request.
+    pub max_headers: usize,
+    /// A request head must arrive within this long.
+    pub header_timeout_ms: u64,
+    /// A kept-alive client connection may idle this long between requests.
+    pub idle_timeout_ms: u64,
+    /// The response must start within this long.
+    pub response_timeout_ms: u64,
+    /// A request body may pause at most this long between two reads, and the upstream may
+    /// take this long to accept each write of it.
+    pub body_timeout_ms: u64,
+    /// A response body may pause at most this long: between two reads from the upstream,
+    /// and for each write to the client.
+    pub stream_idle_timeout_ms: u64,
+    /// Idle pooled upstream connections are dropped after this long.
+    pub pool_idle_timeout_ms: u64,
+    /// Idle pooled upstream connections kept per listener and worker.
+    pub pool_max_idle: usize,
+}
+
+impl Default for RawHttp1 {
+    fn default() -> Self {
+        RawHttp1 {
+            enabled: true,
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            response_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            stream_idle_timeout_ms: 300_000,
+            pool_idle_timeout_ms: 3_000,
+            pool_max_idle: 1024,
+        }
+    }
+}
+
+/// `[http2]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp2 {
+    /// Proxy HTTP/2 stream by stream; off = forward HTTP/2 opaque.
+    pub enabled: bool,
+    /// Concurrent streams a client may open on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list a client may send (also bounds CONTINUATION frames).
+    pub max_header_list_size: u32,
+    /// Flow-control window per stream, both directions.
+    pub initial_stream_window: u32,
+    /// Flow-control window per connection, both directions.
+    pub initial_connection_window: u32,
+    /// Largest frame payload accepted.
+    pub max_frame_size: u32,
+    /// Streams a client may reset before they are accepted (rapid-reset defence).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the proxy may reset because of peer errors before it sends GOAWAY.
+    pub max_local_error_reset_streams: usize,
+    /// Bytes buffered per stream towards a peer before back-pressure.
+    pub max_send_buffer_bytes: usize,
+    /// The response (headers) must start within this long; 504 (gRPC: DEADLINE_EXCEEDED).
+    pub response_timeout_ms: u64,
+    /// A client connection without streams for this long gets GOAWAY.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for RawHttp2 {
+    fn default() -> Self {
+        RawHttp2 {
+            enabled: true,
+            max_concurrent_streams: 256,
+            max_header_list_size: 16 * 1024,
+            initial_stream_window: 65_535,
+            initial_connection_window: 1 << 20,
+            max_frame_size: 16_384,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_send_buffer_bytes: 400 * 1024,
+            response_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// `[[listener]] upstream_protocol`: what the upstream speaks for proxied HTTP/2 streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1: each stream becomes a request on the HTTP/1 pool.
+    #[default]
+    Http1,
+    /// HTTP/2 prior knowledge (h2c): streams are multiplexed on one pooled connection.
+    Http2,
+    /// Learned per endpoint on first use: a probe sends the h2c preface, and an endpoint that
+    /// answers with SETTINGS gets HTTP/2, any other an HTTP/1.1 translation.
+    Auto,
+}
+
+/// `[detect] server_first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerFirst {
+    /// Dial the upstream in parallel with detection; a server that speaks first is forwarded
+    /// at once.
+    Eager,
+    /// Dial only after detection (a server-first protocol waits for the detect timeout).
+    Off,
+}
+
+/// `[[listener]] protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Detect per connection.
+    #[default]
+    Detect,
+    /// Forward every connection opaque, no detection.
+    Opaque,
+    /// Treat every connection as HTTP/1 (no detection).
+    Http1,
+    /// Treat every connection as HTTP/2 prior knowledge (no detection).
+    Http2,
+}
+
+/// Server-speaks-first ports that skip detection by default: SMTP (25, 587), MySQL (3306),
+/// NATS (4222), Galera (4444), PostgreSQL (5432), Redis (6379), Elasticsearch transport
+/// (9300), Memcached (11211).
+pub const BUILTIN_OPAQUE_PORTS: [u16; 9] = [25, 587, 3306, 4222, 4444, 5432, 6379, 9300, 11211];
+
+/// Default silence before the server-first dial. Measured (README, "Protocol detection"):
+/// HTTP clients' first bytes are already queued when the connection is accepted, so they
+/// never reach this timer, while a server-first greeting is delayed by about this much.
+pub const DEFAULT_DIAL_DELAY_MS: u64 = 1;
+
+/// One `[[listener]]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, the `listener` metric label.
+    pub name: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// Upstream endpoints.
+    pub upstream: Vec<String>,
+    /// Upstream connect timeout.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Detect, or force a protocol.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// What the upstream speaks for proxied HTTP/2 streams.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// Overrides `[detect] timeout_ms` for this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_timeout_ms: Option<u64>,
+    /// `[[listener.route]]`: HTTP routes to other endpoint sets.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// One `[[listener.route]]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The `route` metric label; default `route-<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Match this Host (port ignored, case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Match targets whose path starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Endpoints for matching requests.
+    pub upstream: Vec<String>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}

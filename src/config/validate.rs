@@ -1,0 +1,480 @@
+//! Phase two: [`RawConfig`] → [`Config`], one function per section, in the order errors are
+//! reported: `[http2]`, `[runtime]`, `[admin]`, `[detect]`, `[http1]`, then each listener.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::*;
+
+/// Upper bound on `workers`: far above any sidecar's need, low enough to catch typos.
+const MAX_WORKERS: usize = 1024;
+/// Upper bound on timeouts (10 minutes): a larger value is almost certainly a unit mistake.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+
+impl RawConfig {
+    /// Phase one: syntax, types and unknown keys.
+    pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // toml's messages can span lines ("invalid table header\nexpected `.`, `]`"): one line.
+            let msg = inner
+                .message()
+                .trim()
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let at = inner
+                .span()
+                .map(|s| {
+                    let (line, col) = line_col(text, s.start);
+                    format!(" (line {line}, column {col})")
+                })
+                .unwrap_or_default();
+            // serde reports an unknown key at its parent's path; name the key itself.
+            let key = match unknown_field(&msg) {
+                Some(field) if path == "." || path.is_empty() => field.to_string(),
+                Some(field) if path.ends_with(&format!(".{field}")) => path,
+                Some(field) => format!("{path}.{field}"),
+                None if path == "." || path.is_empty() => "(syntax)".to_string(),
+                None => path,
+            };
+            ConfigError {
+                file: file.into(),
+                key,
+                problem: format!("{msg}{at}"),
+            }
+        })
+    }
+
+    /// Phase two: checks every value and builds the typed [`Config`]. `file` is only used in
+    /// error messages.
+    ///
+    /// Errors: the first problem found, as `file: key: problem`.
+    pub fn validate(&self, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: String, problem: String| ConfigError {
+            file: file.into(),
+            key,
+            problem,
+        };
+        let http2 = self.validate_http2(file)?;
+        let runtime = self.validate_runtime(&err)?;
+        let admin = AdminConfig {
+            listen: parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?,
+        };
+        let detect = self.validate_detect(&err)?;
+        let http1 = self.validate_http1(&err)?;
+        let listeners = self.validate_listeners(&err, admin.listen)?;
+        Ok(Config {
+            runtime,
+            admin,
+            http1,
+            http2,
+            detect,
+            listeners,
+        })
+    }
+
+    /// `[runtime]`.
+    fn validate_runtime(&self, err: &Err) -> Result<RuntimeConfig, ConfigError> {
+        let rt = &self.runtime;
+        if rt.workers > MAX_WORKERS {
+            return Err(err(
+                "runtime.workers".into(),
+                format!("{} is more than the maximum of {MAX_WORKERS}", rt.workers),
+            ));
+        }
+        if !(64..=32768).contains(&rt.ring_entries) || !rt.ring_entries.is_power_of_two() {
+            return Err(err(
+                "runtime.ring_entries".into(),
+                format!(
+                    "{} must be a power of two from 64 to 32768",
+                    rt.ring_entries
+                ),
+            ));
+        }
+        if rt.shutdown_grace_ms > MAX_TIMEOUT_MS {
+            return Err(err(
+                "runtime.shutdown_grace_ms".into(),
+                format!(
+                    "{} is more than the maximum of {MAX_TIMEOUT_MS}",
+                    rt.shutdown_grace_ms
+                ),
+            ));
+        }
+        if !(4096..=1 << 20).contains(&rt.splice_pipe_bytes) {
+            return Err(err(
+                "runtime.splice_pipe_bytes".into(),
+                format!(
+                    "{} must be from 4096 to 1048576 (the kernel's default pipe-max-size)",
+                    rt.splice_pipe_bytes
+                ),
+            ));
+        }
+        Ok(RuntimeConfig {
+            workers: rt.workers,
+            pin_cores: rt.pin_cores,
+            shutdown_grace: Duration::from_millis(rt.shutdown_grace_ms),
+            ring_entries: rt.ring_entries,
+            splice_pipe_bytes: rt.splice_pipe_bytes,
+        })
+    }
+
+    /// `[detect]`.
+    fn validate_detect(&self, err: &Err) -> Result<DetectConfig, ConfigError> {
+        let d = &self.detect;
+        if d.timeout_ms == 0 || d.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(err(
+                "detect.timeout_ms".into(),
+                format!("{} must be from 1 to {MAX_TIMEOUT_MS}", d.timeout_ms),
+            ));
+        }
+        if d.server_first_dial_delay_ms > 1000 {
+            return Err(err(
+                "detect.server_first_dial_delay_ms".into(),
+                format!(
+                    "{} is more than 1000: server-first greetings would wait that long",
+                    d.server_first_dial_delay_ms
+                ),
+            ));
+        }
+        if let Some(i) = d.opaque_ports.iter().position(|&p| p == 0) {
+            return Err(err(
+                format!("detect.opaque_ports[{i}]"),
+                "port 0 is not a valid port".into(),
+            ));
+        }
+        let mut opaque_ports: BTreeSet<u16> = d.opaque_ports.iter().copied().collect();
+        if d.builtin_opaque_ports {
+            opaque_ports.extend(BUILTIN_OPAQUE_PORTS);
+        }
+        Ok(DetectConfig {
+            timeout: Duration::from_millis(d.timeout_ms),
+            server_first: d.server_first,
+            dial_delay: Duration::from_millis(d.server_first_dial_delay_ms),
+            opaque_ports,
+        })
+    }
+
+    /// `[http1]`.
+    fn validate_http1(&self, err: &Err) -> Result<Http1Config, ConfigError> {
+        let h = &self.http1;
+        if !(1024..=1 << 20).contains(&h.max_head_bytes) {
+            return Err(err(
+                "http1.max_head_bytes".into(),
+                format!("{} must be from 1024 to 1048576", h.max_head_bytes),
+            ));
+        }
+        if !(1..=1000).contains(&h.max_headers) {
+            return Err(err(
+                "http1.max_headers".into(),
+                format!("{} must be from 1 to 1000", h.max_headers),
+            ));
+        }
+        for (k, v) in [
+            ("http1.header_timeout_ms", h.header_timeout_ms),
+            ("http1.idle_timeout_ms", h.idle_timeout_ms),
+            ("http1.response_timeout_ms", h.response_timeout_ms),
+            ("http1.body_timeout_ms", h.body_timeout_ms),
+            ("http1.stream_idle_timeout_ms", h.stream_idle_timeout_ms),
+            ("http1.pool_idle_timeout_ms", h.pool_idle_timeout_ms),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_MS {
+                return Err(err(
+                    k.into(),
+                    format!("{v} must be from 1 to {MAX_TIMEOUT_MS}"),
+                ));
+            }
+        }
+        Ok(Http1Config {
+            enabled: h.enabled,
+            limits: Limits {
+                max_head_bytes: h.max_head_bytes,
+                max_headers: h.max_headers,
+            },
+            header_timeout: Duration::from_millis(h.header_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+            response_timeout: Duration::from_millis(h.response_timeout_ms),
+            body_timeout: Duration::from_millis(h.body_timeout_ms),
+            stream_idle_timeout: Duration::from_millis(h.stream_idle_timeout_ms),
+            pool_idle_timeout: Duration::from_millis(h.pool_idle_timeout_ms),
+            pool_max_idle: h.pool_max_idle,
+        })
+    }
+
+    /// Every `[[listener]]`: names unique, addresses unused (by each other and by
+    /// `admin_listen`), endpoints resolved, routes checked.
+    fn validate_listeners(
+        &self,
+        err: &Err,
+        admin_listen: SocketAddr,
+    ) -> Result<Vec<ListenerConfig>, ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(err(
+                "listener".into(),
+                "at least one [[listener]] is required".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut addrs: Vec<(SocketAddr, &str)> = vec![(admin_listen, "the admin server")];
+        let mut listeners = Vec::with_capacity(self.listeners.len());
+        for (i, l) in self.listeners.iter().enumerate() {
+            let key = |k: &str| format!("listener[{i}].{k}");
+            if !valid_name(&l.name) {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                        l.name
+                    ),
+                ));
+            }
+            if !names.insert(l.name.as_str()) {
+                return Err(err(
+                    key("name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            let listen = parse_listen(&l.listen).map_err(|p| err(key("listen"), p))?;
+            if listen.port() != 0 {
+                if let Some((_, owner)) = addrs.iter().find(|(a, _)| *a == listen) {
+                    return Err(err(
+                        key("listen"),
+                        format!("{listen} is already used by {owner}"),
+                    ));
+                }
+            }
+            let upstream = resolve_endpoints(&l.upstream, &format!("listener[{i}].upstream"), err)?;
+            if l.connect_timeout_ms == 0 || l.connect_timeout_ms > MAX_TIMEOUT_MS {
+                return Err(err(
+                    key("connect_timeout_ms"),
+                    format!(
+                        "{} must be from 1 to {MAX_TIMEOUT_MS}",
+                        l.connect_timeout_ms
+                    ),
+                ));
+            }
+            let detect_timeout_ms = l.detect_timeout_ms.unwrap_or(self.detect.timeout_ms);
+            if detect_timeout_ms == 0 || detect_timeout_ms > MAX_TIMEOUT_MS {
+                return Err(err(
+                    key("detect_timeout_ms"),
+                    format!("{detect_timeout_ms} must be from 1 to {MAX_TIMEOUT_MS}"),
+                ));
+            }
+            let routes = l
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(j, r)| validate_route(r, &format!("listener[{i}].route[{j}]"), j, err))
+                .collect::<Result<Vec<_>, _>>()?;
+            listeners.push(ListenerConfig {
+                routes,
+                name: l.name.clone(),
+                listen,
+                upstream,
+                connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+                protocol: l.protocol,
+                upstream_protocol: l.upstream_protocol,
+                detect_timeout: Duration::from_millis(detect_timeout_ms),
+            });
+            addrs.push((listen, "another listener"));
+        }
+        Ok(listeners)
+    }
+
+    /// `[http2]`: ranges from RFC 9113 §6.5.2 and sane bounds.
+    fn validate_http2(&self, file: &str) -> Result<Http2Config, ConfigError> {
+        let h = &self.http2;
+        let check = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    file: file.into(),
+                    key: format!("http2.{key}"),
+                    problem: format!("{v} must be from {lo} to {hi}"),
+                })
+            }
+        };
+        check(
+            "max_concurrent_streams",
+            h.max_concurrent_streams.into(),
+            1,
+            65_536,
+        )?;
+        check(
+            "max_header_list_size",
+            h.max_header_list_size.into(),
+            1024,
+            1 << 20,
+        )?;
+        check(
+            "initial_stream_window",
+            h.initial_stream_window.into(),
+            1024,
+            (1 << 31) - 1,
+        )?;
+        check(
+            "initial_connection_window",
+            h.initial_connection_window.into(),
+            65_535,
+            (1 << 31) - 1,
+        )?;
+        check(
+            "max_frame_size",
+            h.max_frame_size.into(),
+            16_384,
+            (1 << 24) - 1,
+        )?;
+        check(
+            "max_pending_accept_reset_streams",
+            h.max_pending_accept_reset_streams as u64,
+            1,
+            100_000,
+        )?;
+        check(
+            "max_local_error_reset_streams",
+            h.max_local_error_reset_streams as u64,
+            1,
+            100_000,
+        )?;
+        check(
+            "max_send_buffer_bytes",
+            h.max_send_buffer_bytes as u64,
+            16_384,
+            1 << 30,
+        )?;
+        check("idle_timeout_ms", h.idle_timeout_ms, 1, 24 * 3600 * 1000)?;
+        check(
+            "response_timeout_ms",
+            h.response_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        Ok(Http2Config {
+            enabled: h.enabled,
+            max_concurrent_streams: h.max_concurrent_streams,
+            max_header_list_size: h.max_header_list_size,
+            initial_stream_window: h.initial_stream_window,
+            initial_connection_window: h.initial_connection_window,
+            max_frame_size: h.max_frame_size,
+            max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
+            max_local_error_reset_streams: h.max_local_error_reset_streams,
+            max_send_buffer_bytes: h.max_send_buffer_bytes,
+            response_timeout: Duration::from_millis(h.response_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        })
+    }
+
+    /// The effective configuration as TOML (defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("invariant: RawConfig serializes (plain strings and numbers)")
+    }
+}
+
+/// How each section reports a problem: `(key, problem)` → the file's error.
+type Err<'a> = dyn Fn(String, String) -> ConfigError + 'a;
+
+/// Route `j` of a listener, its keys under `prefix` (`listener[i].route[j]`).
+fn validate_route(
+    r: &RawRoute,
+    prefix: &str,
+    j: usize,
+    err: &Err,
+) -> Result<RouteConfig, ConfigError> {
+    let rkey = |k: &str| format!("{prefix}.{k}");
+    if r.host.is_none() && r.path_prefix.is_none() {
+        return Err(err(
+            rkey("host"),
+            "a route needs host, path_prefix or both".into(),
+        ));
+    }
+    if let Some(p) = &r.path_prefix {
+        if !p.starts_with('/') {
+            return Err(err(
+                rkey("path_prefix"),
+                format!("{p:?} must start with '/'"),
+            ));
+        }
+    }
+    let upstream = resolve_endpoints(&r.upstream, &rkey("upstream"), err)?;
+    let name = r.name.clone().unwrap_or_else(|| format!("route-{j}"));
+    if name == "default" || !valid_name(&name) {
+        return Err(err(
+            rkey("name"),
+            format!("{name:?}: use letters, digits, '-' and '_' (and not \"default\")"),
+        ));
+    }
+    Ok(RouteConfig {
+        name,
+        host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        path_prefix: r.path_prefix.clone(),
+        upstream,
+    })
+}
+
+/// A listener or route name: non-empty, letters, digits, `-` and `_` (it becomes a label).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A non-empty endpoint list under `key`, each resolved (`key[k]` names a bad one).
+fn resolve_endpoints(
+    list: &[String],
+    key: &str,
+    err: &Err,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    if list.is_empty() {
+        return Err(err(key.into(), "at least one endpoint is required".into()));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(k, u)| resolve_endpoint(u).map_err(|p| err(format!("{key}[{k}]"), p)))
+        .collect()
+}
+
+/// A listen address must be a literal `ip:port` (no DNS at bind time).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an ip:port address (e.g. \"127.0.0.1:4140\" or \"[::1]:4140\")")
+    })
+}
+
+/// An endpoint is `ip:port`, or `host:port` resolved once now (the first address wins).
+fn resolve_endpoint(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(format!("{s:?}: port 0 is not a valid upstream port"));
+        }
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?} has no port (expected \"host:port\")"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{s:?} resolved to no address")),
+        Err(e) => Err(format!("{s:?} is not an ip:port and does not resolve: {e}")),
+    }
+}
+
+/// The field name in serde's "unknown field `x`, expected …" message.
+fn unknown_field(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

@@ -1,0 +1,307 @@
+//! HTTP/1 message I/O shared by both directions and by both users (the HTTP/1 proxy loop and
+//! the h2→h1 bridge): reading a head, moving a message (head + body as framed) from one
+//! [`Peer`] to another, one body-end state machine ([`BodyEnd`]), the stale-pooled-connection
+//! resend ([`Resend`]) and the early-answer read ([`early_answer`]).
+//!
+//! Errors say which side failed ([`MessageError`]), so a pause on the client's side is never
+//! answered as the upstream's fault or the other way round.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::chunked::Decoder;
+use super::head::{Framing, HeadError};
+use crate::error::MessageError;
+use crate::io::{read_more, read_within, write_all, Peer};
+use crate::metrics::ListenerMetrics;
+use crate::upstream::pool::{dial_h1, UpConn};
+
+/// Response heads larger than this are refused as malformed (502).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Header slots for parsing a response head.
+pub const RESPONSE_HEADERS: usize = 128;
+
+/// The reason phrase for `code`, for the statuses the proxy produces or commonly relays.
+pub fn reason_phrase(code: u16) -> Option<&'static str> {
+    Some(match code {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+/// Where a body ends (RFC 9112 §6.3): after a byte count, after the chunked terminator, or at
+/// the sender's close.
+#[derive(Debug)]
+pub enum BodyEnd {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked: the decoder knows when the last chunk and trailers are through.
+    Chunked(Decoder),
+    /// Read until the sender closes.
+    Close,
+}
+
+impl BodyEnd {
+    /// The state machine for a body framed as `framing` (`Empty` is a zero-length body).
+    pub fn new(framing: Framing) -> BodyEnd {
+        match framing {
+            Framing::Empty => BodyEnd::Length(0),
+            Framing::Length(n) => BodyEnd::Length(n),
+            Framing::Chunked => BodyEnd::Chunked(Decoder::default()),
+            Framing::UntilClose => BodyEnd::Close,
+        }
+    }
+
+    /// Whether the body is complete (never true for `Close`: its end is the sender's EOF).
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyEnd::Length(left) => *left == 0,
+            BodyEnd::Chunked(dec) => dec.is_done(),
+            BodyEnd::Close => false,
+        }
+    }
+
+    /// How many of `buf`'s bytes belong to the body, framing included (they pass through as
+    /// they are), and whether the body is then complete.
+    ///
+    /// Errors: malformed chunked framing, with the reason.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, bool), &'static str> {
+        match self {
+            BodyEnd::Length(left) => {
+                let take = (*left).min(buf.len() as u64);
+                *left -= take;
+                Ok((take as usize, *left == 0))
+            }
+            BodyEnd::Chunked(dec) => {
+                let used = dec.feed(buf).map_err(|e| e.0)?;
+                Ok((used, dec.is_done()))
+            }
+            BodyEnd::Close => Ok((buf.len(), false)),
+        }
+    }
+
+    /// Like [`BodyEnd::feed`], but appends only the payload to `out` (chunk framing
+    /// stripped): how many of `buf`'s bytes were used.
+    ///
+    /// Errors: malformed chunked framing, with the reason.
+    pub fn decode(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, &'static str> {
+        match self {
+            BodyEnd::Chunked(dec) => dec
+                .decode(buf, |d| out.extend_from_slice(d))
+                .map_err(|e| e.0),
+            _ => {
+                let (used, _) = self.feed(buf)?;
+                out.extend_from_slice(&buf[..used]);
+                Ok(used)
+            }
+        }
+    }
+}
+
+/// What reading a head gave.
+#[derive(Debug)]
+pub enum HeadRead<T> {
+    /// A complete head.
+    Head(T),
+    /// The peer closed before sending any byte.
+    Closed,
+    /// The head is malformed or over a limit.
+    Bad(HeadError),
+    /// A read failed, or the peer closed mid-head (`UnexpectedEof`).
+    Failed(io::Error),
+}
+
+/// Reads from `s` until `parse` yields a head. `started` turns true once any byte of the head
+/// is buffered (the caller may time this future out, and the buffer itself is lent to the
+/// kernel while a read is in flight).
+pub async fn read_head<T>(
+    s: &mut impl Peer,
+    buf: &mut Vec<u8>,
+    started: &mut bool,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
+) -> HeadRead<T> {
+    loop {
+        if !buf.is_empty() {
+            match parse(buf) {
+                Ok(Some(t)) => return HeadRead::Head(t),
+                Ok(None) => {}
+                Err(e) => return HeadRead::Bad(e),
+            }
+        }
+        let (r, b) = read_more(s, std::mem::take(buf)).await;
+        *buf = b;
+        *started |= !buf.is_empty();
+        match r {
+            Ok(0) if buf.is_empty() => return HeadRead::Closed,
+            Ok(0) => return HeadRead::Failed(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) => return HeadRead::Failed(e),
+        }
+    }
+}
+
+/// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
+/// body bytes that came with it, instead of two. With `pause`, a `dst` that does not take the
+/// bytes within it fails the write (`dst` is then unusable: part may have gone out).
+pub async fn send_with_head(
+    dst: &mut impl Peer,
+    head: &mut Vec<u8>,
+    data: Vec<u8>,
+    pause: Option<Duration>,
+) -> Result<(), MessageError> {
+    let side = dst.side();
+    let out = if head.is_empty() {
+        data
+    } else {
+        let mut out = std::mem::take(head);
+        out.extend_from_slice(&data);
+        out
+    };
+    let written = match pause {
+        None => write_all(dst, out).await,
+        Some(d) => match monoio::time::timeout(d, write_all(dst, out)).await {
+            Ok(r) => r,
+            Err(_) => return Err(MessageError::WriteStalled(side)),
+        },
+    };
+    written.map(drop).map_err(|e| MessageError::Io(side, e))
+}
+
+/// Moves one message from `src` to `dst`: `head` first (sent together with the first body
+/// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
+/// on return it holds what followed the body (the next message, pipelined).
+/// `pause` bounds the wait for each read of the body ([`MessageError::ReadTimeout`] on
+/// expiry) and for each write of it ([`MessageError::WriteStalled`]).
+pub async fn forward_message(
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    mut head: Vec<u8>,
+    framing: Framing,
+    mut buf: Vec<u8>,
+    pause: Option<Duration>,
+) -> Result<Vec<u8>, MessageError> {
+    let from = src.side();
+    let mut end = BodyEnd::new(framing);
+    let rest = loop {
+        let (used, done) = end
+            .feed(&buf)
+            .map_err(|e| MessageError::BadFraming(from, e))?;
+        if used > 0 || !head.is_empty() {
+            let rest = buf.split_off(used);
+            send_with_head(dst, &mut head, buf, pause).await?;
+            buf = rest;
+        }
+        if done || framing == Framing::Empty {
+            break buf;
+        }
+        let (r, b) = read_within(src, buf, pause)
+            .await
+            .map_err(|_| MessageError::ReadTimeout(from))?;
+        buf = b;
+        match r {
+            Ok(0) if matches!(end, BodyEnd::Close) => break Vec::new(),
+            Ok(0) => return Err(MessageError::Eof(from)),
+            Ok(_) => {}
+            Err(e) => return Err(MessageError::Io(from, e)),
+        }
+    };
+    Ok(rest)
+}
+
+/// A response head's status code and length, for the reads shared by the HTTP/1 proxy and
+/// the h2→h1 bridge.
+pub trait ResponseHead {
+    /// The status code.
+    fn code(&self) -> u16;
+    /// Bytes of the head in the read buffer.
+    fn head_len(&self) -> usize;
+}
+
+/// After the upstream stopped taking a request body: the final response it sent meanwhile (a
+/// 413 or 401 for an upload, say), with the bytes read after its head. Interim (1xx) responses
+/// are skipped. `None` when no final head arrives within `timeout`.
+pub async fn early_answer<T: ResponseHead>(
+    up: &mut UpConn,
+    timeout: Duration,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
+) -> Option<(T, Vec<u8>)> {
+    let mut buf = Vec::new();
+    loop {
+        let mut started = false;
+        let read = read_head(up, &mut buf, &mut started, &mut parse);
+        match monoio::time::timeout(timeout, read).await {
+            Ok(HeadRead::Head(h)) if h.code() < 200 => {
+                buf.drain(..h.head_len());
+            }
+            Ok(HeadRead::Head(h)) => {
+                buf.drain(..h.head_len());
+                return Some((h, buf));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A bodiless request sent on a pooled connection, kept so it can be sent once more: the
+/// upstream may have closed the connection while it idled (RFC 9112 §9.3.1 lets a client
+/// retry a request that got no response on a connection the server closed; a bodiless
+/// request that saw no response byte cannot have been processed).
+#[derive(Debug)]
+pub struct Resend {
+    head: Option<Vec<u8>>,
+}
+
+impl Resend {
+    /// Keeps a copy of `head` when the request went on a `pooled` connection and is
+    /// `bodiless`.
+    pub fn new(pooled: bool, bodiless: bool, head: &[u8]) -> Resend {
+        Resend {
+            head: (pooled && bodiless).then(|| head.to_vec()),
+        }
+    }
+
+    /// Whether a failed response read on the connection (`nothing_read`: not one byte of a
+    /// response came back) is a stale connection the request can be resent for.
+    pub fn applies(&self, nothing_read: bool) -> bool {
+        nothing_read && self.head.is_some()
+    }
+
+    /// Sends the request once more on a fresh connection to `addr` (only once: later calls
+    /// to [`Resend::applies`] say no).
+    ///
+    /// Errors: the `sidewire-error` reason for the client's 502.
+    pub async fn resend(
+        &mut self,
+        m: &ListenerMetrics,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<UpConn, &'static str> {
+        let head = self.head.take().ok_or("upstream connection failed")?;
+        tracing::debug!(upstream = %addr, "stale pooled connection; resending on a fresh one");
+        let mut up = dial_h1(m, addr, connect_timeout).await?;
+        write_all(&mut up, head)
+            .await
+            .map_err(|_| "upstream write failed")?;
+        Ok(up)
+    }
+}

@@ -1,0 +1,78 @@
+//! Moving HTTP/2 bodies: DATA frames and trailers from one stream to another with flow
+//! control end to end ([`pump`]), and sending a chunk as the peer's window allows
+//! ([`send_chunk`]).
+
+use std::future::poll_fn;
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+
+use super::grpc;
+
+/// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
+/// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
+/// the trailers' `grpc-status`.
+pub async fn pump(
+    mut src: RecvStream,
+    mut dst: SendStream<Bytes>,
+) -> Result<Option<u8>, h2::Error> {
+    let moved: Result<Option<u8>, h2::Error> = async {
+        while let Some(chunk) = src.data().await {
+            let chunk = chunk?;
+            let n = chunk.len();
+            // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
+            // budget small frames: h2's flood defence counts them).
+            let eos = src.is_end_stream();
+            send_chunk(&mut dst, chunk, eos).await?;
+            let _ = src.flow_control().release_capacity(n);
+            if eos {
+                return Ok(None);
+            }
+        }
+        match src.trailers().await? {
+            Some(t) => {
+                let g = grpc::status(&t);
+                dst.send_trailers(t)?;
+                Ok(g)
+            }
+            None => {
+                dst.send_data(Bytes::new(), true)?;
+                Ok(None)
+            }
+        }
+    }
+    .await;
+    if let Err(e) = &moved {
+        dst.send_reset(e.reason().unwrap_or(Reason::CANCEL));
+    }
+    moved
+}
+
+/// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with
+/// its last frame.
+pub async fn send_chunk(
+    dst: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    eos: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return if eos {
+            dst.send_data(data, true)
+        } else {
+            Ok(())
+        };
+    }
+    while !data.is_empty() {
+        dst.reserve_capacity(data.len());
+        match poll_fn(|cx| dst.poll_capacity(cx)).await {
+            None => return Err(Reason::CANCEL.into()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(0)) => {}
+            Some(Ok(n)) => {
+                let part = data.split_to(n.min(data.len()));
+                dst.send_data(part, eos && data.is_empty())?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Byte I/O shared by the HTTP proxies, with every byte counted on its side.
+//!
+//! - [`Peer`]: a connection the HTTP/1 code reads and writes with completion ("rent") I/O,
+//!   generic over its stream (a `TcpStream` today; a TLS stream later, with no change to the
+//!   HTTP/1 code), plus [`read_more`], [`read_within`] and [`write_all`], which count every
+//!   byte in `tcp_read_bytes_total` / `tcp_write_bytes_total` as the splice path counts its own.
+//! - [`counted`] and [`coalesce`]: the bridges for poll-style I/O (the `h2` crate over
+//!   monoio's poll-io): byte counting and write coalescing.
+//!
+//! Not here: what the bytes mean (`http1::message`), the opaque path (`forward`, which splices
+//! and never sees the bytes).
+
+pub mod coalesce;
+pub mod counted;
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::error::Side;
+use crate::metrics::PeerCounters;
+
+/// Bytes read per syscall while streaming bodies.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A connection the HTTP proxies read and write, with the byte counters of its side
+/// (`peer="src"` for the client, `peer="dst"` for an upstream).
+pub trait Peer {
+    /// The stream bytes move over (completion I/O).
+    type Io: AsyncReadRent + AsyncWriteRent;
+    /// The stream.
+    fn io(&mut self) -> &mut Self::Io;
+    /// Its side's counters.
+    fn counters(&self) -> &PeerCounters;
+    /// Which side of the proxy it is, for errors.
+    fn side(&self) -> Side;
+}
+
+/// The client connection of an HTTP proxy loop.
+#[derive(Debug)]
+pub struct Client<'a> {
+    stream: &'a mut TcpStream,
+    counters: &'a PeerCounters,
+}
+
+impl<'a> Client<'a> {
+    /// `stream`, counted in `counters` (the listener's `peer="src"`).
+    pub fn new(stream: &'a mut TcpStream, counters: &'a PeerCounters) -> Client<'a> {
+        Client { stream, counters }
+    }
+}
+
+impl Peer for Client<'_> {
+    type Io = TcpStream;
+    fn io(&mut self) -> &mut TcpStream {
+        self.stream
+    }
+    fn counters(&self) -> &PeerCounters {
+        self.counters
+    }
+    fn side(&self) -> Side {
+        Side::Client
+    }
+}
+
+/// Appends what one read returns to `buf` (growing it by [`READ_CHUNK`] when less than 4 KiB
+/// is free). `Ok(0)` is EOF.
+pub async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(READ_CHUNK);
+    }
+    let len = buf.len();
+    let (r, slice) = s.io().read(buf.slice_mut(len..)).await;
+    if let Ok(n) = r {
+        s.counters().read(n as u64);
+    }
+    (r, slice.into_inner())
+}
+
+/// [`read_more`], bounded by `pause` when given: `Err(Elapsed)` on expiry. The read is then
+/// cancelled and its buffer lost; the caller closes the connection anyway.
+pub async fn read_within(
+    s: &mut impl Peer,
+    buf: Vec<u8>,
+    pause: Option<Duration>,
+) -> Result<(io::Result<usize>, Vec<u8>), Elapsed> {
+    match pause {
+        None => Ok(read_more(s, buf).await),
+        Some(d) => monoio::time::timeout(d, read_more(s, buf))
+            .await
+            .map_err(|_| Elapsed),
+    }
+}
+
+/// A bounded wait expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// Writes all of `data`, handing the buffer back for reuse.
+pub async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
+    let (r, data) = s.io().write_all(data).await;
+    let n = r?;
+    s.counters().wrote(n as u64);
+    Ok(data)
+}

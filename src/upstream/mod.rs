@@ -1,0 +1,131 @@
+//! The upstream side: where a connection or request goes and how it gets there.
+//!
+//! - [`Target`]: where one accepted connection goes (today a least-connections pick from the
+//!   listener's endpoints; transparent mode adds the original destination).
+//! - [`Balancer`]: least open connections per endpoint on this core, ties round-robin (the
+//!   opaque path: one connection, one choice).
+//! - [`balance`]: per-request P2C over peak-EWMA for the HTTP proxies ([`balance::EndpointSet`]).
+//! - [`connect`](mod@connect): non-blocking dial under the connect timeout.
+//! - [`pool`]: [`pool::UpConn`] (a counted upstream connection) and the per-core HTTP/1 idle
+//!   pool and HTTP/2 connection pool.
+//!
+//! Not here: retries on another endpoint, health checking, DNS re-resolution.
+
+pub mod balance;
+pub mod connect;
+pub mod pool;
+
+pub use connect::connect;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Where one accepted connection goes: the endpoint, and the lease that counts it as open
+/// on that endpoint while the connection (or its detection) lasts.
+#[derive(Debug)]
+pub struct Target {
+    /// The upstream address connections and detection dial.
+    pub addr: SocketAddr,
+    lease: Option<EndpointLease>,
+}
+
+impl Target {
+    /// The endpoint with the fewest open connections among the listener's.
+    pub fn pick(b: &Balancer) -> Target {
+        let (addr, lease) = b.pick();
+        Target {
+            addr,
+            lease: Some(lease),
+        }
+    }
+
+    /// Stops counting this connection against its endpoint (the HTTP proxies pick an
+    /// endpoint per request instead).
+    pub fn release(&mut self) {
+        self.lease = None;
+    }
+}
+
+/// Per-core endpoint choice for one listener.
+#[derive(Debug)]
+pub struct Balancer {
+    endpoints: Vec<SocketAddr>,
+    /// Open connections per endpoint on this core.
+    active: Rc<[Cell<u32>]>,
+    /// Where the next tie-break scan starts, so equal endpoints take turns.
+    next: Cell<usize>,
+}
+
+/// Holds one endpoint's open-connection count up while the connection lives.
+#[derive(Debug)]
+pub struct EndpointLease {
+    active: Rc<[Cell<u32>]>,
+    index: usize,
+}
+
+impl Drop for EndpointLease {
+    fn drop(&mut self) {
+        let c = &self.active[self.index];
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
+impl Balancer {
+    /// A balancer over `endpoints` (non-empty, checked by config validation).
+    pub fn new(endpoints: Vec<SocketAddr>) -> Balancer {
+        let active: Rc<[Cell<u32>]> = endpoints.iter().map(|_| Cell::new(0)).collect();
+        Balancer {
+            endpoints,
+            active,
+            next: Cell::new(0),
+        }
+    }
+
+    /// Picks the endpoint with the fewest open connections; ties go round-robin.
+    pub fn pick(&self) -> (SocketAddr, EndpointLease) {
+        let n = self.endpoints.len();
+        let start = self.next.get();
+        let mut best = start % n;
+        for k in 1..n {
+            let i = (start + k) % n;
+            if self.active[i].get() < self.active[best].get() {
+                best = i;
+            }
+        }
+        self.next.set((best + 1) % n);
+        let c = &self.active[best];
+        c.set(c.get() + 1);
+        (
+            self.endpoints[best],
+            EndpointLease {
+                active: self.active.clone(),
+                index: best,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_connections_with_round_robin_ties() {
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let b = Balancer::new(eps.clone());
+        // Ties rotate: 1, 2, 3.
+        let l1 = b.pick();
+        let l2 = b.pick();
+        let l3 = b.pick();
+        assert_eq!([l1.0, l2.0, l3.0], [eps[0], eps[1], eps[2]]);
+        // Endpoint 2 frees up: it has the fewest and is chosen next.
+        drop(l2);
+        let l4 = b.pick();
+        assert_eq!(l4.0, eps[1]);
+        drop((l1, l3, l4));
+        assert!(b.active.iter().all(|c| c.get() == 0));
+    }
+}

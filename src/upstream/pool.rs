@@ -1,0 +1,245 @@
+//! Upstream connections of the HTTP proxies and their per-core pools.
+//!
+//! - [`UpConn`]: an upstream connection counted in the listener's `peer="dst"` metrics from
+//!   dial to close, readable and writable as an [`io::Peer`](crate::io::Peer).
+//! - [`Pools`]: one listener's idle HTTP/1 connections per endpoint, its HTTP/2 connection
+//!   per endpoint (shared by every stream), and what `upstream_protocol = "auto"` learned
+//!   about each endpoint.
+//! - [`dial_h1`], [`handshake_h2`], [`probe_h2`]: how those connections are made.
+//!
+//! Pools are small `Vec`s scanned linearly: a listener has a handful of endpoints per core.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{LocalBoxFuture, Shared};
+use h2::client::SendRequest;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::connect;
+use crate::config::Http2Config;
+use crate::detect::http::H2_PREFACE;
+use crate::error::{Failure, Side};
+use crate::io::{coalesce::Coalesce, counted::Counted, Peer};
+use crate::metrics::{ListenerMetrics, Opened, PeerCounters};
+use crate::sys;
+
+/// An upstream connection of the HTTP proxies (pooled between requests), counted in the
+/// listener's `peer="dst"` metrics from dial to close.
+#[derive(Debug)]
+pub struct UpConn {
+    stream: TcpStream,
+    open: Opened,
+}
+
+impl UpConn {
+    /// Counts `stream` as an open upstream connection until dropped.
+    pub fn new(stream: TcpStream, counters: &Rc<PeerCounters>) -> UpConn {
+        UpConn {
+            stream,
+            open: Opened::new(counters),
+        }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Marks the connection as ended by an error (counted when it drops).
+    pub fn failed(&mut self) {
+        self.open.failed();
+    }
+}
+
+impl Peer for UpConn {
+    type Io = TcpStream;
+    fn io(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+    fn counters(&self) -> &PeerCounters {
+        self.open.counters()
+    }
+    fn side(&self) -> Side {
+        Side::Upstream
+    }
+}
+
+/// A pooled HTTP/2 upstream connection: the dial in progress, then its sender. Shared, so
+/// streams that arrive together wait for one dial instead of each opening a connection.
+pub type H2Conn = Shared<LocalBoxFuture<'static, Result<SendRequest<Bytes>, Failure>>>;
+
+/// One listener's upstream pools on one core.
+#[derive(Debug)]
+pub struct Pools {
+    /// Idle HTTP/1 connections are closed after this long.
+    h1_idle_timeout: Duration,
+    /// At most this many idle HTTP/1 connections are kept.
+    h1_max_idle: usize,
+    /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
+    h1: RefCell<Vec<(SocketAddr, UpConn, Instant)>>,
+    /// HTTP/2 upstream connections: one sender per endpoint.
+    h2: RefCell<Vec<(SocketAddr, H2Conn)>>,
+    /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
+    learned: RefCell<Vec<(SocketAddr, bool)>>,
+}
+
+impl Pools {
+    /// Empty pools keeping idle HTTP/1 connections up to `h1_idle_timeout`, at most
+    /// `h1_max_idle` of them.
+    pub fn new(h1_idle_timeout: Duration, h1_max_idle: usize) -> Pools {
+        Pools {
+            h1_idle_timeout,
+            h1_max_idle,
+            h1: RefCell::new(Vec::new()),
+            h2: RefCell::new(Vec::new()),
+            learned: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A pooled idle HTTP/1 connection to `addr` that has not idled past the pool timeout.
+    pub fn take_h1(&self, addr: SocketAddr) -> Option<UpConn> {
+        let mut pool = self.h1.borrow_mut();
+        let now = Instant::now();
+        let timeout = self.h1_idle_timeout;
+        pool.retain(|(_, _, since)| now.duration_since(*since) < timeout);
+        let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
+        Some(pool.swap_remove(at).1)
+    }
+
+    /// Returns a connection whose last response was fully read, if the pool has room.
+    pub fn put_h1(&self, addr: SocketAddr, c: UpConn) {
+        let mut pool = self.h1.borrow_mut();
+        if pool.len() < self.h1_max_idle {
+            pool.push((addr, c, Instant::now()));
+        }
+    }
+
+    /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
+    pub fn h2(&self, addr: SocketAddr) -> Option<H2Conn> {
+        let conns = self.h2.borrow();
+        conns
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Pools `c` as the HTTP/2 connection to `addr` (replacing any older one).
+    pub fn put_h2(&self, addr: SocketAddr, c: H2Conn) {
+        let mut conns = self.h2.borrow_mut();
+        conns.retain(|(a, _)| *a != addr);
+        conns.push((addr, c));
+    }
+
+    /// Drops the pooled HTTP/2 connection to `addr` (it failed).
+    pub fn forget_h2(&self, addr: SocketAddr) {
+        self.h2.borrow_mut().retain(|(a, _)| *a != addr);
+    }
+
+    /// What `upstream_protocol = "auto"` learned about `addr`: speaks HTTP/2 or not.
+    pub fn learned(&self, addr: SocketAddr) -> Option<bool> {
+        let learned = self.learned.borrow();
+        learned.iter().find(|(a, _)| *a == addr).map(|(_, h2)| *h2)
+    }
+
+    /// Records what `addr` speaks.
+    pub fn learn(&self, addr: SocketAddr, h2: bool) {
+        let mut learned = self.learned.borrow_mut();
+        learned.retain(|(a, _)| *a != addr);
+        learned.push((addr, h2));
+    }
+}
+
+/// A new HTTP/1 upstream connection to `addr` in blocking mode (for completion I/O), counted
+/// in `m.dst`. A connect failure is counted in `tcp_connect_errors_total`.
+///
+/// Errors: the `sidewire-error` reason for the client's 502, with the cause in a debug log.
+pub async fn dial_h1(
+    m: &ListenerMetrics,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<UpConn, &'static str> {
+    match connect(addr, timeout).await {
+        Ok(u) => adopt_h1(m, u).ok_or("upstream socket error"),
+        Err(e) => {
+            m.connect_failed(e.kind);
+            debug!(upstream = %addr, error = %e, "upstream connect failed");
+            Err("upstream connect failed")
+        }
+    }
+}
+
+/// Takes a connected non-blocking stream (one dialled during detection, say) as an HTTP/1
+/// upstream connection: switched to blocking mode and counted in `m.dst`. `None` if the mode
+/// switch fails.
+pub fn adopt_h1(m: &ListenerMetrics, u: TcpStream) -> Option<UpConn> {
+    sys::set_blocking(u.as_raw_fd()).ok()?;
+    Some(UpConn::new(u, &m.dst))
+}
+
+/// An HTTP/2 client handshake on `tcp` (h2c prior knowledge) with the `[http2]` limits, under
+/// `timeout`; the connection's driver is spawned on this core and counted in `dst` while it
+/// runs.
+///
+/// Errors: a 502 [`Failure`] naming what failed.
+pub async fn handshake_h2(
+    addr: SocketAddr,
+    tcp: TcpStream,
+    c: &Http2Config,
+    timeout: Duration,
+    dst: &Rc<PeerCounters>,
+) -> Result<SendRequest<Bytes>, Failure> {
+    let io = tcp
+        .into_poll_io()
+        .map(|io| Coalesce::new(Counted::new(io, dst.clone())))
+        .map_err(|_| Failure::Status(502, "upstream socket error"))?;
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(c.initial_stream_window)
+        .initial_connection_window_size(c.initial_connection_window)
+        .max_frame_size(c.max_frame_size)
+        .max_header_list_size(c.max_header_list_size)
+        .max_send_buffer_size(c.max_send_buffer_bytes)
+        .max_local_error_reset_streams(Some(c.max_local_error_reset_streams));
+    let (sender, conn) = monoio::time::timeout(timeout, b.handshake::<_, Bytes>(io))
+        .await
+        .map_err(|_| Failure::Status(502, "upstream HTTP/2 handshake timed out"))?
+        .map_err(|e| {
+            debug!(upstream = %addr, error = %e, "http2: upstream handshake failed");
+            Failure::Status(502, "upstream HTTP/2 handshake failed")
+        })?;
+    let mut open = Opened::new(dst);
+    monoio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
+            open.failed();
+        }
+    });
+    Ok(sender)
+}
+
+/// Whether `addr` speaks HTTP/2 prior knowledge: a probe connection sends the client preface
+/// and an empty SETTINGS frame; an h2c server answers with its SETTINGS frame (type 4), an
+/// HTTP/1 server with an error response, a close, or nothing within `timeout`. `None` when
+/// `addr` cannot be reached (nothing learned).
+pub async fn probe_h2(addr: SocketAddr, timeout: Duration) -> Option<bool> {
+    let mut s = connect(addr, timeout).await.ok()?;
+    sys::set_blocking(s.as_raw_fd()).ok()?;
+    let mut probe = H2_PREFACE.to_vec();
+    probe.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let answer = async {
+        let (r, _) = s.write_all(probe).await;
+        r?;
+        let (r, buf) = s.read(Vec::with_capacity(64)).await;
+        r.map(|_| buf)
+    };
+    Some(match monoio::time::timeout(timeout, answer).await {
+        Ok(Ok(buf)) => buf.len() >= 4 && buf[3] == 4,
+        Ok(Err(_)) | Err(_) => false,
+    })
+}
