@@ -10,10 +10,11 @@ need() {
   done
 }
 
-# build: the release sidewire and loadtest binaries, as $SW and $LT.
+# build: the release sidewire and loadtest binaries, as $SW and $LT. SW_BIN=<path> measures
+# another sidewire binary instead (an earlier commit's, to compare before and after).
 build() {
   cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
-  SW="$root/target/release/sidewire"
+  SW="${SW_BIN:-$root/target/release/sidewire}"
   LT="$root/target/release/loadtest"
 }
 
