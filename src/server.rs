@@ -87,13 +87,6 @@ impl Server {
             0 => cpus.len().max(1),
             n => n,
         };
-        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
-            warn!(
-                workers,
-                cpus = cpus.len(),
-                "more workers than CPUs: some share a core"
-            );
-        }
 
         // Bind everything first: every error surfaces here, before a thread exists.
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
@@ -210,6 +203,14 @@ impl Server {
                     });
                 }
             }
+        }
+        // Logged only once everything runs: a failed start is one error line, nothing else.
+        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
+            warn!(
+                workers,
+                cpus = cpus.len(),
+                "more workers than CPUs: some share a core"
+            );
         }
         for (name, addr) in &listeners {
             info!(listener = %name, %addr, workers, "listening");
