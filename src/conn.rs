@@ -14,7 +14,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::{ListenerProtocol, UpstreamProtocol};
+use crate::config::ListenerProtocol;
 use crate::core::{Core, Listener};
 use crate::detect::{self, DetectResult, Detection};
 use crate::error::ConnectError;
@@ -91,25 +91,28 @@ pub async fn serve(
 
     let ok = match result {
         // The client left without a word; an upstream dialled meanwhile is just dropped.
-        DetectResult::Closed => true,
+        DetectResult::Closed => {
+            if let Some(Ok(_)) = early {
+                m.early_dial_unused();
+            }
+            true
+        }
         DetectResult::Http1 if l.http1.enabled => {
             // An upstream dialled during detection is not wasted: it joins the pool.
             if let Some(Ok(u)) = early {
-                if let Some(u) = pool::adopt_h1(m, u) {
-                    l.pools.put_h1(addr, u);
+                let pooled = pool::adopt_h1(m, u).is_some_and(|u| l.pools.put_h1(addr, u));
+                if !pooled {
+                    m.early_dial_unused();
                 }
             }
             target.release();
             http1::proxy::serve(&core, l, &mut client, peer).await
         }
         DetectResult::Http2 if l.http2.enabled => {
-            // Streams pick their own endpoints; an upstream dialled during detection is only
-            // kept when it can serve them (the HTTP/1 pool).
+            // Nor for HTTP/2: it becomes the pooled connection its streams use.
             if let Some(Ok(u)) = early {
-                if l.cfg.upstream_protocol == UpstreamProtocol::Http1 {
-                    if let Some(u) = pool::adopt_h1(m, u) {
-                        l.pools.put_h1(addr, u);
-                    }
+                if !http2::adopt_upstream(&listener, addr, u) {
+                    m.early_dial_unused();
                 }
             }
             target.release();

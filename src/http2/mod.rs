@@ -63,6 +63,28 @@ impl UpBody {
     }
 }
 
+/// Puts `tcp`, an upstream connection to `addr` dialled during detection, where this
+/// listener's HTTP/2 streams can use it: the HTTP/2 pool (`upstream_protocol` "client",
+/// "http2", or "auto" once `addr` is known to speak h2c) or the HTTP/1 pool ("http1", or
+/// "auto" once known not to). Returns whether it was taken (else it is closed).
+pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool {
+    let h2 = match l.cfg.upstream_protocol {
+        UpstreamProtocol::Client | UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Auto => match l.pools.learned(addr) {
+            Some(h2) => h2,
+            None => return false,
+        },
+    };
+    if h2 {
+        return to_h2::adopt(l, addr, tcp);
+    }
+    match crate::upstream::pool::adopt_h1(&l.metrics, tcp) {
+        Some(u) => l.pools.put_h1(addr, u),
+        None => false,
+    }
+}
+
 /// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
 pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
     let io = match client.into_poll_io() {

@@ -19,6 +19,7 @@ use futures_util::future::FutureExt;
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
 use http::{request, response, Request};
+use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::body::pump;
@@ -187,6 +188,22 @@ pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
     debug!(upstream = %addr, h2, "http2: learned the upstream protocol");
     l.pools.learn(addr, h2);
     h2
+}
+
+/// Takes `tcp`, a connection to `addr` dialled during detection, as the pooled HTTP/2
+/// connection to `addr` (its handshake runs on first use), unless one is pooled already.
+/// Returns whether it was taken.
+pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool {
+    if l.pools.h2(addr).is_some() {
+        return false;
+    }
+    let listener = l.clone();
+    let handshake = async move {
+        let l = listener;
+        pool::handshake_h2(addr, tcp, &l.http2, l.cfg.connect_timeout, &l.metrics.dst).await
+    };
+    l.pools.put_h2(addr, handshake.boxed_local().shared());
+    true
 }
 
 /// The pooled sender for `addr` (dialled if there is none), once it can take a stream.

@@ -131,6 +131,7 @@ pub struct ListenerMetrics {
     detect_latency: RefCell<Histogram<u64>>,
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
+    early_unused: Cell<u64>,
     h2_errors: Cell<u64>,
     /// HTTP-level metrics (HTTP/1 proxying), per route: `default` first, then the routes.
     pub http: Vec<HttpMetrics>,
@@ -149,6 +150,7 @@ impl Default for ListenerMetrics {
             detect_latency: RefCell::new(new_histogram()),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
+            early_unused: Cell::new(0),
             h2_errors: Cell::new(0),
             http: vec![HttpMetrics::new("default", Protocol::Http1)],
             h2: vec![HttpMetrics::new("default", Protocol::Http2)],
@@ -173,6 +175,12 @@ impl ListenerMetrics {
     /// Detection dialled the upstream while the client was silent (server-first support).
     pub fn early_dial(&self) {
         bump(&self.early_dials, 1);
+    }
+
+    /// A connection dialled during detection was closed unused (the client left, or spoke a
+    /// protocol whose upstream connections come from elsewhere).
+    pub fn early_dial_unused(&self) {
+        bump(&self.early_unused, 1);
     }
 
     /// An HTTP/2 connection failed on a protocol error or a broken limit (h2 sent GOAWAY).
@@ -201,6 +209,7 @@ impl ListenerMetrics {
             detect_latency: self.detect_latency.borrow().clone(),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
+            early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
             http: self
                 .http
@@ -393,6 +402,8 @@ pub struct ListenerSnapshot {
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.
     pub early_dials: u64,
+    /// Of those, connections closed unused.
+    pub early_unused: u64,
     /// HTTP/2 connections closed on a protocol error.
     pub h2_errors: u64,
     /// HTTP metrics per route (`default` first).
@@ -410,6 +421,7 @@ impl Default for ListenerSnapshot {
             detect_latency: new_histogram(),
             tls_sni: [0; 2],
             early_dials: 0,
+            early_unused: 0,
             h2_errors: 0,
             http: Vec::new(),
         }
@@ -435,6 +447,7 @@ impl ListenerSnapshot {
             *a += b;
         }
         self.early_dials += o.early_dials;
+        self.early_unused += o.early_unused;
         self.h2_errors += o.h2_errors;
         for (i, h) in o.http.iter().enumerate() {
             match self.http.get_mut(i) {

@@ -261,6 +261,19 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     }
     header(
         &mut out,
+        "tcp_detect_early_dials_unused_total",
+        "counter",
+        "Upstream connections dialled during detection that were closed unused.",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(
+            out,
+            "tcp_detect_early_dials_unused_total{{listener=\"{l}\"}} {}",
+            s.early_unused
+        );
+    }
+    header(
+        &mut out,
         "http2_connection_errors_total",
         "counter",
         "HTTP/2 client connections closed on a protocol error or a broken [http2] limit (GOAWAY sent).",

@@ -174,15 +174,19 @@ impl Pools {
     /// Returns a connection whose last response was fully read, if the pool has room. While
     /// the pool holds connections, a sweeper task on this core drops those the upstream
     /// closes or that idle past the timeout.
-    pub fn put_h1(&self, addr: SocketAddr, c: UpConn) {
+    ///
+    /// Returns whether it was pooled (false: the pool is full and `c` was closed).
+    pub fn put_h1(&self, addr: SocketAddr, c: UpConn) -> bool {
         let mut conns = self.h1.conns.borrow_mut();
-        if conns.len() < self.h1.max {
+        let pooled = conns.len() < self.h1.max;
+        if pooled {
             conns.push((addr, c, Instant::now()));
         }
         drop(conns);
         if !self.h1.sweeping.replace(true) {
             monoio::spawn(IdleH1::sweeper(self.h1.clone()));
         }
+        pooled
     }
 
     /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
