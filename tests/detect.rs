@@ -316,3 +316,112 @@ fn client_that_closes_after_the_early_dial_closes_the_upstream_too() {
     );
     wait_metric(&p, &detect_total("closed"), 1.0);
 }
+
+/// An upstream that answers every request on a connection with `name` and the length of the
+/// request line it saw.
+fn named_line_upstream(name: &'static str) -> std::net::SocketAddr {
+    upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let line = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            buf.drain(..end);
+            let body = format!("{name} {line}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })
+    .0
+}
+
+/// Reads one response with a Content-Length body; returns (head, body).
+fn read_one_response(c: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        buf.push(b[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn request_line_longer_than_the_peek_window_is_http1_and_routed() {
+    // Issue 12: with `max_head_bytes = 65536` and a `/search` route, a 20,000-byte query was
+    // classified opaque and spliced to the default upstream, skipping routing, metrics and the
+    // smuggling checks for every request on the connection.
+    let (default, search) = (
+        named_line_upstream("default"),
+        named_line_upstream("search"),
+    );
+    let p = proxy_with(
+        &[default],
+        "[http1]\nmax_head_bytes = 65536\n",
+        &format!(
+            "[[listener.route]]\nname = \"search\"\npath_prefix = \"/search\"\nupstream = [\"{search}\"]\n"
+        ),
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let line = format!("GET /search?{} HTTP/1.1", "q".repeat(20_000));
+    write!(c, "{line}\r\nHost: x\r\n\r\n").unwrap();
+    let (head, body) = read_one_response(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, format!("search {}", line.len()));
+    // Later requests on the connection are HTTP/1 too: routed, and checked.
+    c.write_all(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_one_response(&mut c);
+    assert_eq!(body, "default 19");
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
+    wait_metric(&p, &detect_total("http1"), 1.0);
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"search\",protocol=\"http/1\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(metric(&m, &detect_total("opaque")), Some(0.0), "{m}");
+}
+
+#[test]
+fn request_line_past_the_head_limit_gets_414_however_long() {
+    // Issue 12: with default limits, lines of 17,000 bytes and more went opaque instead of
+    // getting 414.
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "");
+    for len in [17_000, 40_000] {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(c, "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(len)).unwrap();
+        let mut resp = Vec::new();
+        let _ = c.read_to_end(&mut resp);
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(resp.starts_with("HTTP/1.1 414"), "{len}: {resp:.200}");
+    }
+    wait_metric(&p, &detect_total("http1"), 2.0);
+}

@@ -21,6 +21,48 @@ pub fn probe_h2(buf: &[u8]) -> Probe<()> {
 /// Longest method we accept (see `probe_h1`).
 const MAX_METHOD: usize = 20;
 
+/// The length of the method at the start of `buf`: upper-case letters, `-` and `_` (see
+/// [`probe_h1`] for why stricter than RFC 9110's `token`).
+fn method_len(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
+        .count()
+}
+
+/// Whether `b` may appear in a request target as httparse reads one (any visible ASCII byte,
+/// and bytes of UTF-8 sequences). Looser than RFC 9112 §3.2 on purpose: detection must call
+/// HTTP/1 everything an HTTP server behind the proxy might read as a request, and the HTTP/1
+/// proxy then refuses targets the RFC does not allow (400) instead of splicing them.
+fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// Whether `buf` (a full peek window, still undecided) is the start of a request line too
+/// long to see whole: a method, one space, then request-target bytes, possibly a second space
+/// and the start of `HTTP/1.x`, and no CR or LF anywhere. Such a connection is HTTP/1 however
+/// long its line is: the HTTP/1 proxy answers 414 past `max_head_bytes`, routes it otherwise.
+/// A text protocol whose first line ends within the window (a Redis inline `GET key`, an SMTP
+/// command) never gets here: httparse has refused it by its line end.
+pub fn long_request_line(buf: &[u8]) -> bool {
+    let m = method_len(buf);
+    if m == 0 || m > MAX_METHOD || buf.get(m) != Some(&b' ') {
+        return false;
+    }
+    let rest = &buf[m + 1..];
+    let target = rest.iter().take_while(|&&b| is_target_byte(b)).count();
+    if target == 0 {
+        return false;
+    }
+    match &rest[target..] {
+        [] => true,
+        [b' ', version @ ..] => {
+            version.len() <= 8
+                && (b"HTTP/1.1".starts_with(version) || b"HTTP/1.0".starts_with(version))
+        }
+        _ => false,
+    }
+}
+
 /// `Yes` once httparse accepts a whole request line (method, target, `HTTP/1.0` or `HTTP/1.1`);
 /// `NeedMore` while the bytes so far could still become one (a client that sends `GE` and then
 /// `T / HTTP/1.1` is HTTP/1); `No` as soon as httparse rejects them.
@@ -29,10 +71,7 @@ pub fn probe_h1(buf: &[u8]) -> Probe<()> {
     // letters (with '-' or '_' in a few extensions) and at most 17 bytes (`VERSION-CONTROL`,
     // `BASELINE-CONTROL`). Without this, any opaque protocol whose first bytes read like
     // "word word" would wait for the detect timeout instead of flowing at once.
-    let method_len = buf
-        .iter()
-        .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
-        .count();
+    let method_len = method_len(buf);
     if method_len > MAX_METHOD {
         return Probe::No;
     }

@@ -14,7 +14,10 @@
 //!
 //! Bias: availability over classification. A timeout, an over-long prefix or a client EOF
 //! mid-prefix all end in "opaque" (forwarded untouched), never in a closed connection. TLS
-//! included (Linkerd closes on TLS detection timeout; we do not).
+//! included (Linkerd closes on TLS detection timeout; we do not). One exception to "over-long
+//! is opaque": a request line longer than the peek window is HTTP/1 (a method, a space and
+//! request-target bytes filling the window), so no HTTP request skips the HTTP/1 checks and
+//! routing by being long.
 //!
 //! Not here: what happens after the verdict (`conn`), opaque-port and forced-protocol
 //! shortcuts (decided in `conn` before any peek).
@@ -60,7 +63,8 @@ pub enum Verdict {
 /// split across records and for the SNI/ALPN strings.
 ///
 /// Order: h2 preface, TLS, HTTP/1 (their first bytes are disjoint, so order only matters for
-/// speed); `Opaque` as soon as every probe says no.
+/// speed); `Opaque` as soon as every probe says no. At [`PEEK_CAP`] bytes or more, a request
+/// line not yet ended is HTTP/1 when everything so far could be one.
 pub fn classify(buf: &[u8]) -> Verdict {
     if buf.is_empty() {
         return Verdict::NeedMore { want: 1 };
@@ -79,6 +83,13 @@ pub fn classify(buf: &[u8]) -> Verdict {
     }
     match http::probe_h1(buf) {
         Probe::Yes(()) => return Verdict::Http1,
+        // A request line longer than the peek window: HTTP/1 all the same, so that no request
+        // skips the HTTP/1 checks and routing by being long.
+        Probe::NeedMore(_)
+            if buf.len() >= PEEK_CAP && http::long_request_line(&buf[..PEEK_CAP]) =>
+        {
+            return Verdict::Http1
+        }
         Probe::NeedMore(n) => need(n),
         Probe::No => {}
     }
@@ -139,8 +150,9 @@ impl DetectResult {
     }
 }
 
-/// Bytes peeked at most. A ClientHello up to one full record (16 KiB + header) fits; HTTP
-/// request lines longer than this are forwarded opaque.
+/// Bytes peeked at most. A ClientHello up to one full record (16 KiB + header) fits. An
+/// HTTP request line longer than this is still HTTP/1 when the whole window is a method, a
+/// space and request-target bytes (see [`http::long_request_line`]).
 pub const PEEK_CAP: usize = 16 * 1024 + 64;
 
 /// What detection found, and the upstream connection it may already have opened.
@@ -191,7 +203,8 @@ fn step(scratch: &RefCell<Box<[u8]>>, fd: i32, prev: Option<usize>) -> io::Resul
         Verdict::NeedMore { want } => {
             let stalled = prev == Some(n);
             if stalled || n >= PEEK_CAP || want > PEEK_CAP {
-                // EOF mid-prefix, or more than we peek: whatever it is, forward it as-is.
+                // EOF mid-prefix, or more than we peek (and not a long HTTP/1 request line,
+                // which `classify` decides at a full window): forward it as-is.
                 // A TLS record header that is this long is still TLS, just without SNI.
                 if buf[0] == 0x16 && n >= 5 {
                     Step::Decided(DetectResult::Tls, Some(ClientHello::default()))

@@ -103,6 +103,27 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
             Verdict::Opaque,
         ),
         ("Redis inline PING", b"PING\r\n".to_vec(), Verdict::Opaque),
+        ("Redis inline GET", b"GET key\r\n".to_vec(), Verdict::Opaque),
+        (
+            "Redis inline SET, value longer than the window",
+            [&b"SET key "[..], &[b'v'; PEEK_CAP], b"\r\n"].concat(),
+            Verdict::Opaque,
+        ),
+        (
+            "request line longer than the window",
+            [
+                &b"GET /search?"[..],
+                &[b'q'; 20_000],
+                b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            ]
+            .concat(),
+            Verdict::Http1,
+        ),
+        (
+            "request line ending just past the window",
+            [&b"GET /"[..], &[b'a'; PEEK_CAP - 10], b" HTTP/1.1\r\n\r\n"].concat(),
+            Verdict::Http1,
+        ),
         ("PostgreSQL startup", PG_STARTUP.to_vec(), Verdict::Opaque),
         ("binary garbage", GARBAGE.to_vec(), Verdict::Opaque),
         (
@@ -192,6 +213,39 @@ fn tls_is_decided_only_with_the_whole_hello() {
         classify(&hello[..9]),
         Verdict::NeedMore { want: hello.len() }
     );
+}
+
+#[test]
+fn long_request_line_is_decided_only_with_a_full_window() {
+    let line = [&b"PROPFIND /"[..], &[b'%'; PEEK_CAP]].concat();
+    assert_eq!(
+        classify(&line[..PEEK_CAP - 1]),
+        Verdict::NeedMore { want: PEEK_CAP }
+    );
+    assert_eq!(classify(&line[..PEEK_CAP]), Verdict::Http1);
+    // The window ends inside the version.
+    let mut v = [&b"GET /"[..], &[b'a'; PEEK_CAP - 10]].concat();
+    v.extend_from_slice(b" HTTP/1.1");
+    assert_eq!(classify(&v[..PEEK_CAP]), Verdict::Http1);
+    // Full windows that are not a request line.
+    for (name, bytes) in [
+        ("no target", [&b"GET "[..], &[b' '; PEEK_CAP]].concat()),
+        (
+            "lower-case method",
+            [&b"get /"[..], &[b'a'; PEEK_CAP]].concat(),
+        ),
+        (
+            "a control byte",
+            [&b"GET /"[..], b"\x01", &[b'a'; PEEK_CAP]].concat(),
+        ),
+        (
+            "a second space, then not a version",
+            [&b"GET /a b"[..], &[b'a'; PEEK_CAP]].concat(),
+        ),
+    ] {
+        assert!(!http::long_request_line(&bytes[..PEEK_CAP]), "{name}");
+        assert_ne!(classify(&bytes), Verdict::Http1, "{name}");
+    }
 }
 
 #[test]

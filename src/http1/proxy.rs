@@ -328,6 +328,9 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 default_metrics.request();
                 default_metrics.response(e.status(), Duration::ZERO);
                 proxy_error(client, e.status(), e.reason()).await;
+                // The client may still be sending (the rest of an over-long head, a body): a
+                // plain close would reset the connection and could destroy the answer.
+                linger_close(client).await;
                 return false;
             }
             Ok(HeadRead::Failed(e)) => {
