@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use sidewire::http1::chunked::Decoder;
@@ -831,4 +832,158 @@ fn response_body_that_stalls_is_cut_off() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("\r\n\r\n0123456789"), "{text}");
     done.wait();
+}
+
+/// Sends `raw` on a fresh connection and reads until the proxy closes it.
+fn exchange_to_close(p: &sidewire::server::Server, raw: &[u8]) -> String {
+    let mut c = TcpStream::connect(addr(p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(raw).unwrap();
+    let mut resp = Vec::new();
+    let _ = c.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+/// An upstream that answers every request with `name`, a newline and the request head it
+/// saw, counting requests in `hits`.
+fn named_upstream(name: &'static str, hits: Arc<AtomicUsize>) -> SocketAddr {
+    upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((head, _)) = read_request(&mut c, &mut buf) {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let body = format!("{name}\n{head}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })
+    .0
+}
+
+// === Request target and Host (RFC 9112 §3.2, §3.3) ===
+
+#[test]
+fn two_host_lines_get_400_instead_of_a_route() {
+    // Issue 12: routed by the first Host to the default upstream, with both lines forwarded.
+    let (public_hits, internal_hits) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let internal = named_upstream("internal", internal_hits.clone());
+    let p = proxy_with(
+        &[named_upstream("public", public_hits.clone())],
+        ON,
+        &format!("[[listener.route]]\nname = \"internal\"\nhost = \"internal.example\"\nupstream = [\"{internal}\"]\n"),
+    );
+    let resp = exchange_to_close(
+        &p,
+        b"GET /admin HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("sidewire-error: "), "{resp}");
+    assert_eq!(
+        public_hits.load(Ordering::SeqCst) + internal_hits.load(Ordering::SeqCst),
+        0
+    );
+}
+
+#[test]
+fn request_target_forms_and_host_through_the_proxy() {
+    // RFC 9112 §3.2/§3.3: routed by the target URI's authority; absolute-form goes upstream
+    // as origin-form with a Host made from its authority; forms a method may not use, and
+    // Host lines that are missing, repeated or invalid, get 400 and reach no upstream.
+    let (public_hits, internal_hits) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let internal = named_upstream("internal", internal_hits.clone());
+    let p = proxy_with(
+        &[named_upstream("public", public_hits.clone())],
+        ON,
+        &format!("[[listener.route]]\nname = \"internal\"\nhost = \"internal.example\"\nupstream = [\"{internal}\"]\n"),
+    );
+    // (request, upstream, forwarded request line, forwarded Host line)
+    let forwarded = [
+        (
+            "GET /a?b=c HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+            "internal",
+            "GET /a?b=c HTTP/1.1",
+            "Host: internal.example",
+        ),
+        (
+            "GET http://internal.example/admin?x=1 HTTP/1.1\r\nHost: public.example\r\n\r\n",
+            "internal",
+            "GET /admin?x=1 HTTP/1.1",
+            "host: internal.example",
+        ),
+        (
+            "GET http://public.example:8080 HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+            "public",
+            "GET / HTTP/1.1",
+            "host: public.example:8080",
+        ),
+        (
+            "OPTIONS http://internal.example:8001 HTTP/1.1\r\nHost: internal.example:8001\r\n\r\n",
+            "internal",
+            "OPTIONS * HTTP/1.1",
+            "host: internal.example:8001",
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: public.example\r\n\r\n",
+            "public",
+            "OPTIONS * HTTP/1.1",
+            "Host: public.example",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+            "public",
+            "GET / HTTP/1.1",
+            "Host: ",
+        ),
+    ];
+    for (req, want_up, line, host) in forwarded {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{req:?}: {head}");
+        let body = String::from_utf8(body).unwrap();
+        let mut lines = body.split("\r\n");
+        assert_eq!(
+            lines.next(),
+            Some(&*format!("{want_up}\n{line}")),
+            "{req:?}"
+        );
+        let hosts: Vec<&str> = lines
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .collect();
+        assert_eq!(hosts, [host], "{req:?}: exactly one Host upstream");
+    }
+    let (public_before, internal_before) = (
+        public_hits.load(Ordering::SeqCst),
+        internal_hits.load(Ordering::SeqCst),
+    );
+    for req in [
+        "GET /admin HTTP/1.1\r\n\r\n",
+        "GET http://internal.example/admin HTTP/1.1\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: internal.example\r\nHost: internal.example\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: internal.example, public.example\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: internal.example/admin\r\n\r\n",
+        "GET /admin HTTP/1.1\r\nHost: user@internal.example\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET internal.example:80 HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "CONNECT /admin HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "CONNECT internal.example HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET http://user@internal.example/ HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET ftp://internal.example/ HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET http:///admin HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET /admin#x HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET /a<b> HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET /%zz HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+        "GET admin HTTP/1.1\r\nHost: internal.example\r\n\r\n",
+    ] {
+        let resp = exchange_to_close(&p, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 400"), "{req:?}: {resp}");
+        assert!(resp.contains("sidewire-error: "), "{req:?}: {resp}");
+    }
+    assert_eq!(public_hits.load(Ordering::SeqCst), public_before);
+    assert_eq!(internal_hits.load(Ordering::SeqCst), internal_before);
 }

@@ -7,6 +7,16 @@
 //! coding is not `chunked` (requests), or any Transfer-Encoding in an HTTP/1.0 request;
 //! obs-fold, whitespace before a colon and bare CR (httparse refuses them); a head larger than
 //! `max_head_bytes` (431), a target longer than that (414), more than `max_headers` (431).
+//!
+//! The request target and Host (RFC 9112 §3.2, §3.3) are checked as strictly, because the
+//! proxy routes by them and a server behind it may read an ambiguous pair differently: an
+//! HTTP/1.1 request without Host, any request with more than one Host line or an invalid Host
+//! (400); a target that is not origin-form (`/path?query`), absolute-form with an `http` or
+//! `https` URI, authority-form (`host:port`, CONNECT only) or asterisk-form (`*`, OPTIONS only),
+//! or that holds a character RFC 3986 does not allow there (400). See [`Target`] for what is
+//! forwarded and routed by.
+
+use std::borrow::Cow;
 
 use httparse::{Header, Status};
 
@@ -59,6 +69,33 @@ pub enum Framing {
     UntilClose,
 }
 
+/// The form of a request target (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query` (§3.2.1).
+    Origin,
+    /// `http://authority/path?query` (§3.2.2).
+    Absolute,
+    /// `host:port`, for CONNECT only (§3.2.3).
+    Authority,
+    /// `*`, for OPTIONS only (§3.2.4).
+    Asterisk,
+}
+
+/// A request target, checked, and what the proxy does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'b> {
+    /// Which of the four forms it is.
+    pub form: TargetForm,
+    /// The request-target to send upstream, which is an origin server: as received, except
+    /// that absolute-form becomes origin-form (§3.2.1: path and query, `/` for an empty
+    /// path), or `*` for an OPTIONS with an empty path and no query (§3.2.4).
+    pub forward: Cow<'b, str>,
+    /// The target URI's authority (`host[:port]`) when the target holds one (absolute- and
+    /// authority-form): it wins over the Host field (§3.2.2, §3.3).
+    pub authority: Option<&'b str>,
+}
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct Request<'b, 'h> {
@@ -66,6 +103,12 @@ pub struct Request<'b, 'h> {
     pub method: &'b str,
     /// Request target as sent.
     pub target: &'b str,
+    /// The checked target: its form, what to forward, its authority.
+    pub checked: Target<'b>,
+    /// The target URI's authority (RFC 9112 §3.3), to route by: the target's own for
+    /// absolute- and authority-form, else the Host field value (`Some("")` for an empty
+    /// Host, `None` for none, which only HTTP/1.0 may send).
+    pub authority: Option<&'b str>,
     /// Minor version: 0 or 1.
     pub minor: u8,
     /// Header fields (in the caller's storage).
@@ -117,7 +160,10 @@ pub fn parse_request<'b, 'h>(
     let minor = req.version.ok_or(HeadError::Bad("no version"))?;
     let headers: &'h [Header<'b>] = req.headers;
 
+    let checked = check_target(method, target)?;
+
     let mut content_length: Option<u64> = None;
+    let mut host: Option<&'b [u8]> = None;
     let mut te: Option<&[u8]> = None;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
@@ -133,6 +179,16 @@ pub fn parse_request<'b, 'h>(
             }
             content_length =
                 Some(parse_length(h.value).ok_or(HeadError::Bad("invalid Content-Length"))?);
+        } else if name.eq_ignore_ascii_case("host") {
+            // RFC 9112 §3.2: more than one Host line, or an invalid value, is a 400.
+            if host.is_some() {
+                return Err(HeadError::Bad("more than one Host"));
+            }
+            let v = trim(h.value);
+            if !valid_host(v, false) {
+                return Err(HeadError::Bad("invalid Host"));
+            }
+            host = Some(v);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if te.is_some() {
                 return Err(HeadError::Bad("duplicate Transfer-Encoding"));
@@ -152,6 +208,13 @@ pub fn parse_request<'b, 'h>(
             expect_continue |= trim(h.value).eq_ignore_ascii_case(b"100-continue");
         }
     }
+    // RFC 9112 §3.2: every HTTP/1.1 request carries Host (an absolute-form target too, even
+    // though its own authority then wins).
+    if host.is_none() && minor == 1 {
+        return Err(HeadError::Bad("missing Host"));
+    }
+    let host = host.map(|v| std::str::from_utf8(v).expect("invariant: a valid Host is ASCII"));
+    let authority = checked.authority.or(host);
     let framing = match (te, content_length) {
         (Some(_), Some(_)) => {
             return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"))
@@ -179,6 +242,8 @@ pub fn parse_request<'b, 'h>(
     Ok(Some(Request {
         method,
         target,
+        checked,
+        authority,
         minor,
         headers,
         head_len,
@@ -187,6 +252,182 @@ pub fn parse_request<'b, 'h>(
         expect_continue,
         upgrade,
     }))
+}
+
+/// Checks `target` for `method` (RFC 9112 §3.2): which form it is, what to forward, and its
+/// authority.
+///
+/// Errors: a form the method may not use (asterisk-form but for OPTIONS, authority-form but
+/// for CONNECT, CONNECT with another form), an absolute-form URI that is not `http`/`https`,
+/// has no host or has userinfo (RFC 9110 §4.2.1, §4.2.4), or a character outside RFC 3986's
+/// grammar (a fragment `#`, `"`, `<`, `{`, non-ASCII, a `%` not followed by two hex digits…).
+pub fn check_target<'b>(method: &str, target: &'b str) -> Result<Target<'b>, HeadError> {
+    let t = target.as_bytes();
+    let plain = |form, authority| {
+        Ok(Target {
+            form,
+            forward: Cow::Borrowed(target),
+            authority,
+        })
+    };
+    if method == "CONNECT" {
+        // §3.2.3: CONNECT takes authority-form only, and its port is required (RFC 9110
+        // §9.3.6).
+        if !valid_host(t, true) || t.first() == Some(&b':') {
+            return Err(HeadError::Bad("CONNECT target is not host:port"));
+        }
+        return plain(TargetForm::Authority, Some(target));
+    }
+    if target == "*" {
+        if method != "OPTIONS" {
+            return Err(HeadError::Bad("asterisk-form target without OPTIONS"));
+        }
+        return plain(TargetForm::Asterisk, None);
+    }
+    if t.first() == Some(&b'/') {
+        if !valid_path_query(t) {
+            return Err(HeadError::Bad("invalid request target"));
+        }
+        return plain(TargetForm::Origin, None);
+    }
+    // §3.2.2: absolute-form. A reverse proxy has no business with other schemes.
+    let scheme_len = t.iter().position(|&b| b == b':').unwrap_or(0);
+    let scheme = &t[..scheme_len];
+    let after = &t[scheme_len..];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https"))
+        || !after.starts_with(b"://")
+    {
+        return Err(if valid_host(t, true) {
+            HeadError::Bad("authority-form target without CONNECT")
+        } else {
+            HeadError::Bad("invalid request target")
+        });
+    }
+    let rest = &target[scheme_len + 3..];
+    let auth_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path_query) = rest.split_at(auth_len);
+    if authority.contains('@') {
+        // RFC 9110 §4.2.4: userinfo is deprecated and used to obscure the authority.
+        return Err(HeadError::Bad("userinfo in request target"));
+    }
+    // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
+    if authority.is_empty()
+        || authority.starts_with(':')
+        || !valid_host(authority.as_bytes(), false)
+    {
+        return Err(HeadError::Bad("invalid authority in request target"));
+    }
+    if !valid_path_query(path_query.as_bytes()) {
+        return Err(HeadError::Bad("invalid request target"));
+    }
+    let forward = if path_query.is_empty() {
+        // §3.2.4: the last proxy sends `*` for an OPTIONS with an empty path and no query.
+        Cow::Borrowed(if method == "OPTIONS" { "*" } else { "/" })
+    } else if path_query.starts_with('?') {
+        Cow::Owned(format!("/{path_query}"))
+    } else {
+        Cow::Borrowed(path_query)
+    };
+    Ok(Target {
+        form: TargetForm::Absolute,
+        forward,
+        authority: Some(authority),
+    })
+}
+
+/// RFC 3986 `unreserved`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 `sub-delims`.
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// Whether every byte of `s` is one of `allowed` or a `%` followed by two hex digits
+/// (RFC 3986 `pct-encoded`).
+fn all_pct_or(s: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = |j: usize| s.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if allowed(s[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 `path-abempty [ "?" query ]`: the path and query of an origin-form or
+/// absolute-form target (no fragment: RFC 9112 §3.2 has none).
+fn valid_path_query(s: &[u8]) -> bool {
+    all_pct_or(s, |b| {
+        is_unreserved(b) || is_sub_delim(b) || matches!(b, b':' | b'@' | b'/' | b'?')
+    })
+}
+
+/// RFC 9110 §7.2 `Host = uri-host [ ":" port ]` (RFC 3986 §3.2.2, §3.2.3): an IP literal in
+/// brackets or a reg-name (IPv4 addresses are reg-names by their characters), then an
+/// optional `:` and digits. `port_required`: the port must be there and non-empty (CONNECT's
+/// authority-form). An empty value is a valid Host (a target URI without authority).
+pub fn valid_host(v: &[u8], port_required: bool) -> bool {
+    let (host_ok, port) = if let Some(lit) = v.strip_prefix(b"[") {
+        let Some(end) = lit.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let port = match &lit[end + 1..] {
+            [] => None,
+            [b':', p @ ..] => Some(p),
+            _ => return false,
+        };
+        (valid_ip_literal(&lit[..end]), port)
+    } else {
+        let (host, port) = match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        (
+            all_pct_or(host, |b| is_unreserved(b) || is_sub_delim(b)),
+            port,
+        )
+    };
+    let port_ok = match port {
+        None => !port_required,
+        Some(p) => p.iter().all(u8::is_ascii_digit) && !(port_required && p.is_empty()),
+    };
+    host_ok && port_ok
+}
+
+/// RFC 3986 `IPv6address / IPvFuture`, the inside of an IP literal's brackets.
+fn valid_ip_literal(lit: &[u8]) -> bool {
+    if let Some(future) = lit.strip_prefix(b"v").or_else(|| lit.strip_prefix(b"V")) {
+        // IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        let hex = future.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        return match future[hex..].split_first() {
+            Some((b'.', tail)) => {
+                hex > 0
+                    && !tail.is_empty()
+                    && tail
+                        .iter()
+                        .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':')
+            }
+            _ => false,
+        };
+    }
+    std::str::from_utf8(lit)
+        .ok()
+        .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+        .is_some()
 }
 
 /// A request line that alone passes the limit (its target, in practice) is a 414, any other
@@ -391,22 +632,24 @@ mod tests {
             Some((Framing::Empty, true, false, false))
         );
         assert_eq!(
-            parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap(),
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello").unwrap(),
             Some((Framing::Length(5), true, false, false))
         );
         assert_eq!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
             Some((Framing::Chunked, true, false, false))
         );
         assert_eq!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
                 .unwrap()
                 .unwrap()
                 .0,
             Framing::Chunked
         );
         let keep_alive = |raw: &[u8]| parse(raw).unwrap().unwrap().1;
-        assert!(!keep_alive(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!keep_alive(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        ));
         assert!(
             !keep_alive(b"GET / HTTP/1.0\r\n\r\n"),
             "1.0 closes by default"
@@ -415,13 +658,15 @@ mod tests {
             b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
         ));
         assert!(
-            parse(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .2
+            parse(
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .unwrap()
+            .unwrap()
+            .2
         );
         assert!(
-            !parse(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+            !parse(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n")
                 .unwrap()
                 .unwrap()
                 .2,
@@ -434,10 +679,12 @@ mod tests {
                 .2
         );
         assert!(
-            parse(b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .3
+            parse(
+                b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .unwrap()
+            .unwrap()
+            .3
         );
         assert_eq!(
             parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap(),
@@ -448,7 +695,7 @@ mod tests {
 
     #[test]
     fn h2c_upgrade_is_not_an_upgrade_on_this_hop() {
-        let raw = b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAA\r\n\r\n";
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAA\r\n\r\n";
         let mut st = [httparse::EMPTY_HEADER; 16];
         let r = parse_request(raw, Limits::default(), &mut st)
             .unwrap()
@@ -461,33 +708,34 @@ mod tests {
             .filter(|h| !is_hop_by_hop(h, &listed, r.upgrade))
             .map(|h| h.name)
             .collect();
-        assert!(
-            kept.is_empty(),
-            "Connection, Upgrade and HTTP2-Settings all stripped: {kept:?}"
+        assert_eq!(
+            kept,
+            ["Host"],
+            "Connection, Upgrade and HTTP2-Settings all stripped"
         );
     }
 
     #[test]
     fn smuggling_vectors_are_rejected() {
         let cases: &[&[u8]] = &[
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\n folded: value\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\rX-Bare: cr\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHo\x00st: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHo\x00st: a\r\n\r\n",
             b"GET / HTTP/2.0\r\n\r\n",
         ];
         for raw in cases {
@@ -498,6 +746,201 @@ mod tests {
                 "{:?} -> {e:?}",
                 String::from_utf8_lossy(raw)
             );
+            assert!(
+                !e.reason().contains("Host"),
+                "refused for its framing: {e:?}"
+            );
+        }
+    }
+
+    /// (method, target) → (form, forwarded target, authority), or the refusal.
+    fn target(method: &str, t: &str) -> Result<(TargetForm, String, Option<String>), HeadError> {
+        check_target(method, t).map(|c| {
+            (
+                c.form,
+                c.forward.into_owned(),
+                c.authority.map(str::to_string),
+            )
+        })
+    }
+
+    #[test]
+    fn the_four_target_forms_rfc9112_3_2() {
+        use TargetForm::*;
+        let ok = |m, t, form, fwd: &str, auth: Option<&str>| {
+            assert_eq!(
+                target(m, t),
+                Ok((form, fwd.to_string(), auth.map(str::to_string))),
+                "{m} {t}"
+            );
+        };
+        ok("GET", "/", Origin, "/", None);
+        ok(
+            "GET",
+            "/a/b;c=d?x=1&y=%20z/?",
+            Origin,
+            "/a/b;c=d?x=1&y=%20z/?",
+            None,
+        );
+        ok(
+            "GET",
+            "/~user/@:!$&'()*+,=-._",
+            Origin,
+            "/~user/@:!$&'()*+,=-._",
+            None,
+        );
+        ok(
+            "GET",
+            "http://a.example/p?q",
+            Absolute,
+            "/p?q",
+            Some("a.example"),
+        );
+        ok(
+            "GET",
+            "HTTPS://A.example:8443",
+            Absolute,
+            "/",
+            Some("A.example:8443"),
+        );
+        ok(
+            "GET",
+            "http://a.example?q=1",
+            Absolute,
+            "/?q=1",
+            Some("a.example"),
+        );
+        ok("GET", "http://[::1]:80/x", Absolute, "/x", Some("[::1]:80"));
+        ok("GET", "http://10.0.0.1/x", Absolute, "/x", Some("10.0.0.1"));
+        ok(
+            "OPTIONS",
+            "http://a.example:8001",
+            Absolute,
+            "*",
+            Some("a.example:8001"),
+        );
+        ok(
+            "OPTIONS",
+            "http://a.example/",
+            Absolute,
+            "/",
+            Some("a.example"),
+        );
+        ok("OPTIONS", "*", Asterisk, "*", None);
+        ok(
+            "CONNECT",
+            "db.internal:5432",
+            Authority,
+            "db.internal:5432",
+            Some("db.internal:5432"),
+        );
+        ok(
+            "CONNECT",
+            "[2001:db8::1]:443",
+            Authority,
+            "[2001:db8::1]:443",
+            Some("[2001:db8::1]:443"),
+        );
+        for (m, t) in [
+            ("GET", "*"),
+            ("POST", "*"),
+            ("GET", "a.example:443"),
+            ("CONNECT", "/"),
+            ("CONNECT", "http://a.example:443/"),
+            ("CONNECT", "a.example"),
+            ("CONNECT", "a.example:"),
+            ("CONNECT", ":443"),
+            ("CONNECT", "*"),
+            ("GET", "http://user:pw@a.example/"),
+            ("GET", "http://@a.example/"),
+            ("GET", "ftp://a.example/"),
+            ("GET", "http:/a.example/"),
+            ("GET", "http://"),
+            ("GET", "http:///x"),
+            ("GET", "http://:80/x"),
+            ("GET", "http://a b/"),
+            ("GET", "http://a.example:8o/"),
+            ("GET", "http://[::1/"),
+            ("GET", "http://a.example/#frag"),
+            ("GET", "/a#frag"),
+            ("GET", "/a\"b"),
+            ("GET", "/<script>"),
+            ("GET", "/a{b}"),
+            ("GET", "/a|b"),
+            ("GET", "/a\\b"),
+            ("GET", "/a^b"),
+            ("GET", "/a`b"),
+            ("GET", "/%zz"),
+            ("GET", "/%4"),
+            ("GET", "/caf\u{e9}"),
+            ("GET", "a/b"),
+            ("GET", "?q"),
+        ] {
+            let e = target(m, t).expect_err(&format!("{m} {t}"));
+            assert_eq!(e.status(), 400, "{m} {t}");
+        }
+    }
+
+    #[test]
+    fn host_rules_rfc9112_3_2() {
+        let req = |raw: &str| {
+            let mut st = [httparse::EMPTY_HEADER; 16];
+            parse_request(raw.as_bytes(), Limits::default(), &mut st)
+                .map(|r| r.unwrap().authority.map(str::to_string))
+        };
+        let auth = |raw: &str| req(raw).unwrap_or_else(|e| panic!("{raw:?}: {e:?}"));
+        assert_eq!(
+            auth("GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            auth("GET / HTTP/1.1\r\nHost:  a.example:80 \r\n\r\n").as_deref(),
+            Some("a.example:80")
+        );
+        assert_eq!(
+            auth("GET / HTTP/1.1\r\nHost: \r\n\r\n").as_deref(),
+            Some(""),
+            "empty Host is valid"
+        );
+        assert_eq!(
+            auth("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").as_deref(),
+            Some("[::1]:8080")
+        );
+        assert_eq!(
+            auth("GET / HTTP/1.1\r\nHost: [v1.fe80::a+en1]\r\n\r\n").as_deref(),
+            Some("[v1.fe80::a+en1]")
+        );
+        assert_eq!(
+            auth("GET / HTTP/1.0\r\n\r\n"),
+            None,
+            "HTTP/1.0 may omit Host"
+        );
+        // §3.2.2: an absolute-form target's authority wins over Host.
+        assert_eq!(
+            auth("GET http://in.example/ HTTP/1.1\r\nHost: out.example\r\n\r\n").as_deref(),
+            Some("in.example")
+        );
+        for raw in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET http://in.example/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example\r\nhost: b.example\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a example\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example/x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example:80:80\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example:http\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: [not-ipv6]\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a.example%\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: http://a.example\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a b\r\n\r\n",
+        ] {
+            let e = req(raw).expect_err(raw);
+            assert_eq!(e.status(), 400, "{raw:?}");
         }
     }
 
@@ -508,7 +951,7 @@ mod tests {
             max_headers: 4,
         };
         let mut st = [httparse::EMPTY_HEADER; 100];
-        let long_target = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n", "a".repeat(300));
         assert_eq!(
             parse_request(long_target.as_bytes(), limits, &mut st).unwrap_err(),
             HeadError::UriTooLong
@@ -518,12 +961,15 @@ mod tests {
             parse_request(complete.as_bytes(), limits, &mut st).unwrap_err(),
             HeadError::UriTooLong
         );
-        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "b".repeat(300));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n",
+            "b".repeat(300)
+        );
         assert_eq!(
             parse_request(big.as_bytes(), limits, &mut st).unwrap_err(),
             HeadError::TooLarge
         );
-        let many = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\n\r\n";
+        let many = "GET / HTTP/1.1\r\nHost: a\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\n\r\n";
         let e = parse_request(many.as_bytes(), limits, &mut st).unwrap_err();
         assert_eq!((e, e.status()), (HeadError::TooManyHeaders, 431));
     }

@@ -26,7 +26,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::head::{
-    connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError,
+    connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, TargetForm,
 };
 use super::message::{
     early_answer, forward_message, read_head, reason_phrase, HeadRead, Resend, ResponseHead,
@@ -93,29 +93,38 @@ fn rewrite_request(
     let Some(r) = parse_request(buf, limits, storage)? else {
         return Ok(None);
     };
-    let host = r
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim);
-    let route = RouteConfig::select(routes, host, r.target);
+    // Routed by the target URI's authority (RFC 9112 §3.3): an absolute-form target's own,
+    // else Host; and by the path that is forwarded.
+    let forward = &r.checked.forward;
+    let route = RouteConfig::select(routes, r.authority, forward);
     let listed = connection_listed(r.headers);
     let mut head = Vec::with_capacity(r.head_len + 32);
     for part in [
         r.method.as_bytes(),
         b" ",
-        r.target.as_bytes(),
+        forward.as_bytes(),
         b" HTTP/1.",
         &[b'0' + r.minor],
         b"\r\n",
     ] {
         head.extend_from_slice(part);
     }
+    // RFC 9112 §3.2.2: for an absolute-form target, the received Host is ignored and a new
+    // one made from the target's authority.
+    let new_host = (r.checked.form == TargetForm::Absolute)
+        .then_some(r.checked.authority)
+        .flatten();
+    if let Some(authority) = new_host {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(authority.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let replaced =
+        |h: &httparse::Header<'_>| new_host.is_some() && h.name.eq_ignore_ascii_case("host");
     for h in r
         .headers
         .iter()
-        .filter(|h| !is_hop_by_hop(h, &listed, r.upgrade))
+        .filter(|h| !is_hop_by_hop(h, &listed, r.upgrade) && !replaced(h))
     {
         head.extend_from_slice(h.name.as_bytes());
         head.extend_from_slice(b": ");
