@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use sidewire::http1::chunked::Decoder;
@@ -860,6 +860,177 @@ fn named_upstream(name: &'static str, hits: Arc<AtomicUsize>) -> SocketAddr {
         }
     })
     .0
+}
+
+// === Expect: 100-continue (RFC 9110 §10.1.1) ===
+
+/// An upstream that ignores `Expect`: it reads each request whole (head and body) before
+/// answering with the body it got.
+fn ignores_expect() -> SocketAddr {
+    upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((_, body)) = read_request(&mut c, &mut buf) {
+            let msg = format!("got {}", String::from_utf8_lossy(&body));
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                msg.len()
+            );
+        }
+    })
+    .0
+}
+
+#[test]
+fn expect_100_continue_without_a_100_still_forwards_the_body() {
+    // Issue 12: the upstream never sends 100; the client waits 1 s (as curl does), then
+    // sends the body anyway. It used to be held back until the 504.
+    let p = proxy_with(
+        &[ignores_expect()],
+        "[http1]\nresponse_timeout_ms = 5000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1)); // the client's own wait for a 100
+    c.write_all(b"hello world").unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    let took = t0.elapsed();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"got hello world");
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // The connection carries on.
+    c.write_all(b"POST /again HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"got ok");
+}
+
+#[test]
+fn curl_expect_100_continue_to_an_upstream_that_ignores_it() {
+    let p = proxy_with(
+        &[ignores_expect()],
+        "[http1]\nresponse_timeout_ms = 5000\n",
+        "",
+    );
+    let t0 = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "1",
+            "--data-binary",
+            "hello world",
+            &format!("http://{}/upload", addr(&p)),
+        ])
+        .output()
+        .expect("curl is installed");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello world");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn expect_on_a_bodiless_request_is_forwarded_at_once() {
+    let p = proxy_with(
+        &[ignores_expect()],
+        "[http1]\nresponse_timeout_ms = 5000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let t0 = Instant::now();
+    c.write_all(
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"got ");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn expect_answered_before_the_body_ends_the_connection() {
+    // The upstream refuses the upload from its head alone, without a 100: the answer reaches
+    // the waiting client, marked `connection: close`, and the connection then closes cleanly.
+    let p = proxy_with(
+        &[answers_after_head(TOO_LARGE)],
+        "[http1]\nresponse_timeout_ms = 5000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"too large");
+    let mut rest = Vec::new();
+    assert!(
+        c.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn expect_with_neither_body_nor_answer_is_504_after_the_response_timeout() {
+    let (silent, _h) = upstream(|mut c: TcpStream| {
+        let mut b = [0u8; 1024];
+        while c.read(&mut b).map(|n| n > 0).unwrap_or(false) {}
+    });
+    let p = proxy_with(&[silent], "[http1]\nresponse_timeout_ms = 300\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+}
+
+#[test]
+fn unknown_expectation_gets_417() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns.clone())], ON, "");
+    for expect in ["200-ok", "100-continue, x-trace"] {
+        let resp = exchange_to_close(
+            &p,
+            format!("PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: {expect}\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(resp.starts_with("HTTP/1.1 417"), "{expect}: {resp}");
+        assert!(
+            resp.contains("sidewire-error: unsupported expectation"),
+            "{resp}"
+        );
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"417\",classification=\"success\"}",
+        2.0,
+    );
 }
 
 // === Request target and Host (RFC 9112 §3.2, §3.3) ===

@@ -31,6 +31,9 @@ pub enum HeadError {
     UriTooLong,
     /// More than `max_headers` header fields.
     TooManyHeaders,
+    /// An `Expect` member other than `100-continue` in an HTTP/1.1 request (RFC 9110
+    /// §10.1.1): 417.
+    UnsupportedExpectation,
     /// Malformed or ambiguous (smuggling) request.
     Bad(&'static str),
 }
@@ -41,6 +44,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::UriTooLong => 414,
+            HeadError::UnsupportedExpectation => 417,
             HeadError::Bad(_) => 400,
         }
     }
@@ -51,6 +55,7 @@ impl HeadError {
             HeadError::TooLarge => "request head too large",
             HeadError::UriTooLong => "request target too long",
             HeadError::TooManyHeaders => "too many header fields",
+            HeadError::UnsupportedExpectation => "unsupported expectation",
             HeadError::Bad(why) => why,
         }
     }
@@ -119,7 +124,8 @@ pub struct Request<'b, 'h> {
     pub framing: Framing,
     /// Whether the connection may carry another request afterwards.
     pub keep_alive: bool,
-    /// `Expect: 100-continue`.
+    /// `Expect: 100-continue` in an HTTP/1.1 request (an HTTP/1.0 request's is ignored, RFC
+    /// 9110 §10.1.1).
     pub expect_continue: bool,
     /// An `Upgrade` request (with `Connection: upgrade`), or CONNECT.
     pub upgrade: bool,
@@ -171,6 +177,7 @@ pub fn parse_request<'b, 'h>(
     let mut has_upgrade = false;
     let mut upgrade_h2c = false;
     let mut expect_continue = false;
+    let mut unknown_expectation = false;
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -205,7 +212,14 @@ pub fn parse_request<'b, 'h>(
             has_upgrade = true;
             upgrade_h2c |= trim(h.value).eq_ignore_ascii_case(b"h2c");
         } else if name.eq_ignore_ascii_case("expect") {
-            expect_continue |= trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            // `Expect = #expectation`: a list, possibly over several lines.
+            for member in h.value.split(|&b| b == b',').map(trim) {
+                if member.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else if !member.is_empty() {
+                    unknown_expectation = true;
+                }
+            }
         }
     }
     // RFC 9112 §3.2: every HTTP/1.1 request carries Host (an absolute-form target too, even
@@ -231,6 +245,14 @@ pub fn parse_request<'b, 'h>(
         (None, Some(0)) | (None, None) => Framing::Empty,
         (None, Some(n)) => Framing::Length(n),
     };
+    // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0
+    // request; one it cannot meet MAY get 417. Expect came with HTTP/1.1, so an HTTP/1.0
+    // request's is ignored whole (and forwarded as it is).
+    if minor == 0 {
+        expect_continue = false;
+    } else if unknown_expectation {
+        return Err(HeadError::UnsupportedExpectation);
+    }
     // An `h2c` upgrade is not offered to the upstream: the proxy speaks HTTP/1.1 on this hop,
     // so `Upgrade: h2c` (and `HTTP2-Settings`, listed in `Connection`) are stripped.
     let upgrade = method == "CONNECT" || (has_upgrade && conn_upgrade && !upgrade_h2c);
@@ -691,6 +713,33 @@ mod tests {
             None,
             "incomplete"
         );
+    }
+
+    #[test]
+    fn expectations_rfc9110_10_1_1() {
+        let expect = |raw: &str| parse(raw.as_bytes()).map(|r| r.unwrap().3);
+        let put = |minor: u8, lines: &str| {
+            format!("PUT /x HTTP/1.{minor}\r\nHost: a\r\nContent-Length: 3\r\n{lines}\r\n")
+        };
+        assert_eq!(expect(&put(1, "Expect: 100-Continue\r\n")), Ok(true));
+        assert_eq!(expect(&put(1, "Expect: , 100-continue ,\r\n")), Ok(true));
+        assert_eq!(expect(&put(1, "")), Ok(false));
+        assert_eq!(expect(&put(1, "Expect: \r\n")), Ok(false), "an empty list");
+        assert_eq!(
+            expect(&put(0, "Expect: 100-continue\r\n")),
+            Ok(false),
+            "ignored in HTTP/1.0"
+        );
+        assert_eq!(expect(&put(0, "Expect: x-unknown\r\n")), Ok(false));
+        for lines in [
+            "Expect: 200-ok\r\n",
+            "Expect: 100-continue, x-trace\r\n",
+            "Expect: 100-continue\r\nExpect: x-trace=1\r\n",
+            "Expect: 100-continue=1\r\n",
+        ] {
+            let e = expect(&put(1, lines)).expect_err(lines);
+            assert_eq!((e, e.status()), (HeadError::UnsupportedExpectation, 417));
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn reason_phrase(code: u16) -> Option<&'static str> {
         404 => "Not Found",
         408 => "Request Timeout",
         414 => "URI Too Long",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",

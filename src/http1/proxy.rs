@@ -6,8 +6,11 @@
 //! Upgrades (`101 Switching Protocols`) and CONNECT tunnels (2xx) continue as spliced opaque
 //! streams.
 //!
+//! `Expect: 100-continue` leaves the client to decide when the body comes (after a relayed
+//! 100, or after its own wait).
+//!
 //! Errors before any response byte reached the client are answered by the proxy with a
-//! `sidewire-error` header: 400/414/431 for a bad request head, 502 for an unreachable
+//! `sidewire-error` header: 400/414/417/431 for a bad request head, 502 for an unreachable
 //! upstream or a malformed response, 504 when the response does not start within
 //! `response_timeout_ms`. After that, the connection is closed.
 //!
@@ -180,9 +183,11 @@ fn rewrite_response(
         head.extend_from_slice(h.value);
         head.extend_from_slice(b"\r\n");
     }
+    // Interim 1xx answers carry no connection option: the final answer decides.
+    let interim = (100..200).contains(&r.code) && !upgrading;
     if upgrading {
         head.extend_from_slice(b"connection: upgrade\r\n");
-    } else if !client_keep_alive || r.framing == Framing::UntilClose {
+    } else if !interim && (!client_keep_alive || r.framing == Framing::UntilClose) {
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -290,6 +295,33 @@ async fn linger_close(client: &mut Client<'_>) {
     }
 }
 
+/// Which side has bytes (or an EOF) to read first.
+enum Speaker {
+    Client,
+    Upstream,
+}
+
+/// Waits until the client or the upstream is readable, for at most `timeout` (`None`).
+/// Waits on readiness only (POLL_ADD), not reads: the one not chosen loses no bytes when
+/// its wait is cancelled. A readiness error counts as readable: the read that follows
+/// reports it.
+async fn first_to_speak(
+    client: &mut Client<'_>,
+    up: &UpConn,
+    timeout: Duration,
+) -> Option<Speaker> {
+    let client = &*client.io();
+    let up = up.stream();
+    let first = async {
+        monoio::select! {
+            biased;
+            _ = up.readable(false) => Speaker::Upstream,
+            _ = client.readable(false) => Speaker::Client,
+        }
+    };
+    monoio::time::timeout(timeout, first).await.ok()
+}
+
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
 /// it ended cleanly.
 pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
@@ -352,6 +384,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let m = &l.metrics.http[req.route];
         m.request();
         let t0 = Instant::now();
+        let ctx = InFlight { l, peer, m, t0 };
 
         // 2. An endpoint for this request, and a connection to it.
         let (addr, inflight) = l.endpoints(req.route).pick();
@@ -372,20 +405,51 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             },
         };
 
-        // 3. Head, then body (after an interim 100 if the client waits for one).
-        let wait_continue = req.expect_continue && req.framing != Framing::Empty;
+        // 3. Head, then body. A client that sent `Expect: 100-continue` (and no body byte yet)
+        // decides when its body comes: after a 100, or after its own wait when none comes
+        // (RFC 9110 §10.1.1; curl waits 1 s). So the body is forwarded as soon as it starts
+        // arriving, while an upstream 100 is relayed and an early final answer ends the
+        // request; whichever comes first, within `response_timeout_ms`.
+        let wait_continue =
+            req.expect_continue && req.framing != Framing::Empty && body_buf.is_empty();
         let mut body_sent = !wait_continue;
         if body_sent {
-            let r = InFlight { l, peer, m, t0 };
-            match send_request_body(&r, client, &mut up, req.head, req.framing, body_buf).await {
+            match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
                 Some(rest) => cbuf = rest,
                 None => return false,
             }
             body_buf = Vec::new();
-        } else if write_all(&mut up, req.head).await.is_err() {
-            proxy_error(client, 502, "upstream write failed").await;
-            m.response(502, t0.elapsed());
-            return false;
+        } else {
+            if write_all(&mut up, req.head).await.is_err() {
+                proxy_error(client, 502, "upstream write failed").await;
+                m.response(502, t0.elapsed());
+                return false;
+            }
+            match first_to_speak(client, &up, cfg.response_timeout).await {
+                // The body (or the client's EOF, which `send_request_body` handles) first.
+                Some(Speaker::Client) => {
+                    let sent = send_request_body(
+                        &ctx,
+                        client,
+                        &mut up,
+                        Vec::new(),
+                        req.framing,
+                        Vec::new(),
+                    );
+                    match sent.await {
+                        Some(rest) => cbuf = rest,
+                        None => return false,
+                    }
+                    body_sent = true;
+                }
+                // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
+                Some(Speaker::Upstream) => {}
+                None => {
+                    proxy_error(client, 504, "upstream response timeout").await;
+                    m.response(504, t0.elapsed());
+                    return false;
+                }
+            }
         }
 
         // 4. The response head (interim 1xx responses pass through), under the response timeout.
@@ -394,7 +458,10 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             let read = monoio::time::timeout(
                 cfg.response_timeout,
                 read_head(&mut up, &mut ubuf, &mut false, |b| {
-                    rewrite_response(b, req.is_head, req.keep_alive, req.upgrade)
+                    // An answer that comes before the body was sent ends the connection
+                    // (the body may still be on its way): say so (RFC 9110 §10.1.1).
+                    let keep_alive = req.keep_alive && body_sent;
+                    rewrite_response(b, req.is_head, keep_alive, req.upgrade)
                 }),
             )
             .await;
@@ -430,9 +497,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 }
                 if r.code == 100 && !body_sent {
                     let pending = std::mem::take(&mut body_buf);
-                    let r = InFlight { l, peer, m, t0 };
                     let sent =
-                        send_request_body(&r, client, &mut up, Vec::new(), req.framing, pending);
+                        send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
                     match sent.await {
                         Some(rest) => cbuf = rest,
                         None => return false,
@@ -484,7 +550,12 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         if reusable {
             l.pools.put_h1(addr, up);
         }
-        if !req.keep_alive || resp.framing == Framing::UntilClose || !body_sent {
+        if !body_sent {
+            // Answered before the body: the client may still send it (after its own wait).
+            linger_close(client).await;
+            return true;
+        }
+        if !req.keep_alive || resp.framing == Framing::UntilClose {
             return true;
         }
     }
