@@ -1033,6 +1033,34 @@ fn unknown_expectation_gets_417() {
     );
 }
 
+// === HTTP/1.0 clients (RFC 9112 §9.3, Appendix C.2.2) ===
+
+/// What `ab -k` sends.
+const AB_KEEP_ALIVE: &[u8] = b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: 127.0.0.1\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n";
+
+#[test]
+fn http10_keep_alive_is_answered_with_keep_alive() {
+    // Issue 12: the answer used to be `HTTP/1.1 200` with no Connection field and the
+    // connection stayed open, so a 1.0 client waited for a close that never came.
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns)], ON, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        c.write_all(AB_KEEP_ALIVE).unwrap();
+        let (head, body) = read_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nconnection: keep-alive\r\n"),
+            "{head}"
+        );
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .starts_with("got 0 body bytes"));
+    }
+}
+
 // === Request target and Host (RFC 9112 §3.2, §3.3) ===
 
 #[test]
@@ -1157,4 +1185,99 @@ fn request_target_forms_and_host_through_the_proxy() {
     }
     assert_eq!(public_hits.load(Ordering::SeqCst), public_before);
     assert_eq!(internal_hits.load(Ordering::SeqCst), internal_before);
+}
+
+#[test]
+fn http10_client_never_gets_a_chunked_response() {
+    // An upstream that answers chunked whatever the request's version: the 1.0 client gets
+    // the payload without chunk framing, delimited by the close (RFC 9112 §6.1, §6.3).
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while read_request(&mut c, &mut buf).is_some() {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n");
+        }
+    });
+    let p = proxy_with(&[up], ON, "");
+    for req in [AB_KEEP_ALIVE, b"GET / HTTP/1.0\r\n\r\n"] {
+        let resp = exchange_to_close(&p, req);
+        let (head, body) = resp.split_once("\r\n\r\n").expect("a whole head");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.starts_with("http/1.1 200"), "{resp}");
+        assert!(!lower.contains("transfer-encoding"), "{resp}");
+        assert!(lower.contains("\r\nconnection: close"), "{resp}");
+        assert_eq!(body, "hello, world");
+    }
+    // An HTTP/1.1 client on the same upstream still gets the chunked framing.
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(dechunk(&body), b"hello, world");
+}
+
+#[test]
+fn http10_client_gets_no_interim_responses() {
+    // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client, even from an upstream that sends a 100
+    // (and an HTTP/1.0 request's Expect is ignored, §10.1.1: the body goes at once).
+    let (up, _h) = upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        loop {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Request::new(&mut h);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                buf.drain(..n);
+                break;
+            }
+            read_some(&mut c, &mut buf).unwrap();
+        }
+        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        while buf.len() < 5 {
+            read_some(&mut c, &mut buf).unwrap();
+        }
+        let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    });
+    let p = proxy_with(&[up], ON, "");
+    let resp = exchange_to_close(
+        &p,
+        b"PUT /x HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\nok"), "{resp}");
+}
+
+#[test]
+fn http10_without_keep_alive_is_told_and_closed() {
+    let conns = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[counting_upstream(conns)], ON, "");
+    for req in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+    ] {
+        let resp = exchange_to_close(&p, req);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{resp}"
+        );
+    }
+}
+
+#[test]
+fn http10_upgrade_is_ignored() {
+    // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let p = proxy_with(&[named_upstream("up", hits)], ON, "");
+    let resp = exchange_to_close(
+        &p,
+        b"GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(!resp.to_ascii_lowercase().contains("upgrade"), "{resp}");
 }

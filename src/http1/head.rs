@@ -255,7 +255,9 @@ pub fn parse_request<'b, 'h>(
     }
     // An `h2c` upgrade is not offered to the upstream: the proxy speaks HTTP/1.1 on this hop,
     // so `Upgrade: h2c` (and `HTTP2-Settings`, listed in `Connection`) are stripped.
-    let upgrade = method == "CONNECT" || (has_upgrade && conn_upgrade && !upgrade_h2c);
+    // RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (and stripped: hop-by-hop).
+    let upgrade =
+        method == "CONNECT" || (minor == 1 && has_upgrade && conn_upgrade && !upgrade_h2c);
     let keep_alive = if minor == 0 {
         conn_keep_alive && !conn_close
     } else {
@@ -693,6 +695,13 @@ mod tests {
                 .unwrap()
                 .2,
             "Upgrade without Connection: upgrade"
+        );
+        assert!(
+            !parse(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .2,
+            "Upgrade in HTTP/1.0 is ignored"
         );
         assert!(
             parse(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n")

@@ -1,6 +1,7 @@
 //! HTTP/1 message I/O shared by both directions and by both users (the HTTP/1 proxy loop and
-//! the h2→h1 bridge): reading a head, moving a message (head + body as framed) from one
-//! [`Peer`] to another, one body-end state machine ([`BodyEnd`]), the stale-pooled-connection
+//! the h2→h1 bridge): reading a head, moving a message (head + body as framed, or de-chunked
+//! for an HTTP/1.0 recipient) from one [`Peer`] to another, one body-end state machine
+//! ([`BodyEnd`]), the stale-pooled-connection
 //! resend ([`Resend`]) and the early-answer read ([`early_answer`]).
 //!
 //! Errors say which side failed ([`MessageError`]), so a pause on the client's side is never
@@ -227,6 +228,43 @@ pub async fn forward_message(
         }
     };
     Ok(rest)
+}
+
+/// Moves one chunked message from `src` to `dst` like [`forward_message`], but sends only
+/// its payload: chunk framing and trailers are dropped. For a recipient that cannot take the
+/// chunked coding (an HTTP/1.0 client, RFC 9112 §6.1), whose copy of the body then ends at the
+/// close (the caller closes `dst` after it). Returns what followed the body in `src`.
+pub async fn forward_dechunked(
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    mut head: Vec<u8>,
+    mut buf: Vec<u8>,
+    pause: Option<Duration>,
+) -> Result<Vec<u8>, MessageError> {
+    let from = src.side();
+    let mut end = BodyEnd::new(Framing::Chunked);
+    loop {
+        let mut payload = Vec::with_capacity(buf.len());
+        let used = end
+            .decode(&buf, &mut payload)
+            .map_err(|e| MessageError::BadFraming(from, e))?;
+        if !payload.is_empty() || !head.is_empty() {
+            send_with_head(dst, &mut head, payload, pause).await?;
+        }
+        buf.drain(..used);
+        if end.is_done() {
+            return Ok(buf);
+        }
+        let (r, b) = read_within(src, buf, pause)
+            .await
+            .map_err(|_| MessageError::ReadTimeout(from))?;
+        buf = b;
+        match r {
+            Ok(0) => return Err(MessageError::Eof(from)),
+            Ok(_) => {}
+            Err(e) => return Err(MessageError::Io(from, e)),
+        }
+    }
 }
 
 /// A response head's status code and length, for the reads shared by the HTTP/1 proxy and

@@ -7,7 +7,8 @@
 //! streams.
 //!
 //! `Expect: 100-continue` leaves the client to decide when the body comes (after a relayed
-//! 100, or after its own wait).
+//! 100, or after its own wait); HTTP/1.0 clients get `connection: keep-alive` or `close` on
+//! every answer, and neither chunked bodies (de-chunked, close-delimited) nor 1xx.
 //!
 //! Errors before any response byte reached the client are answered by the proxy with a
 //! `sidewire-error` header: 400/414/417/431 for a bad request head, 502 for an unreachable
@@ -32,8 +33,8 @@ use super::head::{
     connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, TargetForm,
 };
 use super::message::{
-    early_answer, forward_message, read_head, reason_phrase, HeadRead, Resend, ResponseHead,
-    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    early_answer, forward_dechunked, forward_message, read_head, reason_phrase, HeadRead, Resend,
+    ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::{Core, Listener};
@@ -54,6 +55,8 @@ struct Req {
     head: Vec<u8>,
     head_len: usize,
     framing: Framing,
+    /// HTTP minor version: 0 or 1.
+    minor: u8,
     keep_alive: bool,
     upgrade: bool,
     connect: bool,
@@ -67,7 +70,12 @@ struct Resp {
     head_len: usize,
     code: u16,
     framing: Framing,
+    /// The upstream connection may carry another request.
     keep_alive: bool,
+    /// The chunked body goes to an HTTP/1.0 client without its framing.
+    dechunk: bool,
+    /// The client connection closes after this response (and the head says so).
+    close_after: bool,
 }
 
 impl ResponseHead for Resp {
@@ -143,6 +151,7 @@ fn rewrite_request(
         head,
         head_len: r.head_len,
         framing: r.framing,
+        minor: r.minor,
         keep_alive: r.keep_alive,
         upgrade: r.upgrade,
         connect: r.method == "CONNECT",
@@ -151,10 +160,18 @@ fn rewrite_request(
     }))
 }
 
+/// What the client of a response can take: its HTTP minor version and whether it asked to
+/// keep the connection (and may: false once it is to close, e.g. after an early answer).
+#[derive(Debug, Clone, Copy)]
+struct ClientHop {
+    minor: u8,
+    keep_alive: bool,
+}
+
 fn rewrite_response(
     buf: &[u8],
     is_head: bool,
-    client_keep_alive: bool,
+    client: ClientHop,
     upgrading: bool,
 ) -> Result<Option<Resp>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; RESPONSE_HEADERS];
@@ -163,6 +180,23 @@ fn rewrite_response(
     };
     let upgrading = upgrading && r.code == 101;
     let listed = connection_listed(r.headers);
+    // RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client. A chunked body is sent
+    // de-chunked and delimited by the close; any other coding it could not undo: 502.
+    let http10 = client.minor == 0;
+    let te = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let dechunk = http10 && r.framing == Framing::Chunked;
+    if http10 && r.framing != Framing::Empty {
+        if let Some(h) = te {
+            if !(dechunk && h.value.trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+                return Err(HeadError::Bad(
+                    "transfer coding an HTTP/1.0 client cannot take",
+                ));
+            }
+        }
+    }
     let reason = "";
     let mut head = Vec::with_capacity(r.head_len + 32);
     head.extend_from_slice(
@@ -173,23 +207,36 @@ fn rewrite_response(
         )
         .as_bytes(),
     );
+    let dropped_te =
+        |h: &httparse::Header<'_>| http10 && h.name.eq_ignore_ascii_case("transfer-encoding");
     for h in r
         .headers
         .iter()
-        .filter(|h| !is_hop_by_hop(h, &listed, upgrading))
+        .filter(|h| !is_hop_by_hop(h, &listed, upgrading) && !dropped_te(h))
     {
         head.extend_from_slice(h.name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(h.value);
         head.extend_from_slice(b"\r\n");
     }
+    // RFC 9112 §9.3: an HTTP/1.0 connection persists only when the answer says
+    // `keep-alive` (Appendix C.2.2), so say so whenever it will persist, and `close`
+    // whenever it will not.
     // Interim 1xx answers carry no connection option: the final answer decides.
     let interim = (100..200).contains(&r.code) && !upgrading;
-    if upgrading {
-        head.extend_from_slice(b"connection: upgrade\r\n");
-    } else if !interim && (!client_keep_alive || r.framing == Framing::UntilClose) {
-        head.extend_from_slice(b"connection: close\r\n");
-    }
+    let close_after = !client.keep_alive || r.framing == Framing::UntilClose || dechunk;
+    let option: &[u8] = if upgrading {
+        b"connection: upgrade\r\n"
+    } else if interim {
+        b""
+    } else if close_after {
+        b"connection: close\r\n"
+    } else if http10 {
+        b"connection: keep-alive\r\n"
+    } else {
+        b""
+    };
+    head.extend_from_slice(option);
     head.extend_from_slice(b"\r\n");
     Ok(Some(Resp {
         head,
@@ -197,7 +244,25 @@ fn rewrite_response(
         code: r.code,
         framing: r.framing,
         keep_alive: r.keep_alive,
+        dechunk,
+        close_after,
     }))
+}
+
+/// Relays a response's body (its head first) from the upstream to the client, de-chunked
+/// for an HTTP/1.0 client. Returns what followed it on the upstream connection.
+async fn relay_response(
+    up: &mut UpConn,
+    client: &mut Client<'_>,
+    resp: Resp,
+    ubuf: Vec<u8>,
+    pause: Option<Duration>,
+) -> Result<Vec<u8>, MessageError> {
+    if resp.dechunk {
+        forward_dechunked(up, client, resp.head, ubuf, pause).await
+    } else {
+        forward_message(up, client, resp.head, resp.framing, ubuf, pause).await
+    }
 }
 
 /// A response the proxy makes itself; the connection closes after it.
@@ -217,6 +282,8 @@ struct InFlight<'a> {
     peer: SocketAddr,
     m: &'a crate::metrics::HttpMetrics,
     t0: Instant,
+    /// The request's HTTP minor version.
+    minor: u8,
 }
 
 /// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
@@ -261,14 +328,18 @@ async fn send_request_body(
 /// meanwhile (marked `connection: close`), then closes the client with [`linger_close`].
 /// Returns whether there was such a response.
 async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpConn) -> bool {
-    let parse = |b: &[u8]| rewrite_response(b, false, false, false);
+    let to = ClientHop {
+        minor: r.minor,
+        keep_alive: false,
+    };
+    let parse = |b: &[u8]| rewrite_response(b, false, to, false);
     let Some((resp, ubuf)) = early_answer(up, r.l.http1.response_timeout, parse).await else {
         return false;
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
     let pause = Some(r.l.http1.stream_idle_timeout);
-    let relayed = forward_message(up, client, resp.head, resp.framing, ubuf, pause).await;
+    let relayed = relay_response(up, client, resp, ubuf, pause).await;
     if relayed.is_ok() {
         linger_close(client).await;
     }
@@ -384,7 +455,13 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         let m = &l.metrics.http[req.route];
         m.request();
         let t0 = Instant::now();
-        let ctx = InFlight { l, peer, m, t0 };
+        let ctx = InFlight {
+            l,
+            peer,
+            m,
+            t0,
+            minor: req.minor,
+        };
 
         // 2. An endpoint for this request, and a connection to it.
         let (addr, inflight) = l.endpoints(req.route).pick();
@@ -460,8 +537,11 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
                 read_head(&mut up, &mut ubuf, &mut false, |b| {
                     // An answer that comes before the body was sent ends the connection
                     // (the body may still be on its way): say so (RFC 9110 §10.1.1).
-                    let keep_alive = req.keep_alive && body_sent;
-                    rewrite_response(b, req.is_head, keep_alive, req.upgrade)
+                    let to = ClientHop {
+                        minor: req.minor,
+                        keep_alive: req.keep_alive && body_sent,
+                    };
+                    rewrite_response(b, req.is_head, to, req.upgrade)
                 }),
             )
             .await;
@@ -492,7 +572,8 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             };
             if (100..200).contains(&r.code) && r.code != 101 {
                 ubuf.drain(..r.head_len);
-                if write_all(client, r.head).await.is_err() {
+                // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+                if req.minor > 0 && write_all(client, r.head).await.is_err() {
                     return false;
                 }
                 if r.code == 100 && !body_sent {
@@ -537,16 +618,15 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
 
         // 6. The response.
         let pause = Some(cfg.stream_idle_timeout);
-        let rest = match forward_message(&mut up, client, resp.head, resp.framing, ubuf, pause)
-            .await
-        {
+        let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
+        let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
             Ok(rest) => rest,
             Err(e) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
                 return false;
             }
         };
-        let reusable = resp.keep_alive && body_sent && rest.is_empty();
+        let reusable = upstream_keep_alive && body_sent && rest.is_empty();
         if reusable {
             l.pools.put_h1(addr, up);
         }
@@ -555,7 +635,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
             linger_close(client).await;
             return true;
         }
-        if !req.keep_alive || resp.framing == Framing::UntilClose {
+        if close_after {
             return true;
         }
     }
