@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sidewire::config::Limits;
 use sidewire::http1::chunked::Decoder;
-use sidewire::http1::head::{parse_request, Limits};
+use sidewire::http1::head::parse_request;
 
 fuzz_target!(|data: &[u8]| {
     let mut st = [httparse::EMPTY_HEADER; 100];
