@@ -151,7 +151,7 @@ pub fn install_script(a: &InitArgs) -> String {
     let _ = writeln!(
         s,
         "\tchain outbound {{\n\
-         \t\ttype nat hook output priority dstnat; policy accept;\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
          \t\tmeta skuid {} return\n\
          \t\toifname \"lo\" return",
         a.proxy_uid
