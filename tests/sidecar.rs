@@ -29,6 +29,8 @@ const PROXY_UID: u32 = 2102;
 const APP_UID: u32 = 2103;
 const POD: &str = "198.18.0.1";
 const PEER: &str = "198.18.0.2";
+/// A second address of the peer, for `--skip-subnets`.
+const PEER_B: &str = "198.18.0.3";
 const POD6: &str = "2001:2::1";
 const PEER6: &str = "2001:2::2";
 
@@ -51,6 +53,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "no_loop_proxy_traffic_is_exempt_and_direct_connections_are_refused",
         no_loop_proxy_traffic_is_exempt_and_direct_connections_are_refused,
+    ),
+    (
+        "routes_still_apply_on_original_destination_listeners",
+        routes_still_apply_on_original_destination_listeners,
     ),
     (
         "init_is_idempotent_and_uninstall_restores_the_tables",
@@ -197,11 +203,14 @@ fn skipped_ports_bypass_the_proxy() -> Result<(), Failed> {
         "9000,9100-9200",
         "--skip-inbound-ports",
         "8081",
+        "--skip-subnets",
+        &format!("{PEER_B}/32"),
     ])?;
     pod.start_proxy("")?;
     for port in [9000, 9150, 9001] {
         pod.serve(Ns::Peer, None, &["serve-echo", &format!("{PEER}:{port}")])?;
     }
+    pod.serve(Ns::Peer, None, &["serve-echo", &format!("{PEER_B}:9001")])?;
     for port in [8081, 8082] {
         pod.serve(
             Ns::Pod,
@@ -210,12 +219,12 @@ fn skipped_ports_bypass_the_proxy() -> Result<(), Failed> {
         )?;
     }
     // Skipped: they work, and sidewire's counters do not move.
-    for port in [9000, 9150] {
-        pod.run_client(
-            Ns::Pod,
-            Some(APP_UID),
-            &["echo", &format!("{PEER}:{port}"), "65536"],
-        )?;
+    for dst in [
+        format!("{PEER}:9000"),
+        format!("{PEER}:9150"),
+        format!("{PEER_B}:9001"),
+    ] {
+        pod.run_client(Ns::Pod, Some(APP_UID), &["echo", &dst, "65536"])?;
     }
     pod.run_client(Ns::Peer, None, &["echo", &format!("{POD}:8081"), "65536"])?;
     let m = pod.metrics()?;
@@ -310,6 +319,44 @@ fn no_loop_proxy_traffic_is_exempt_and_direct_connections_are_refused() -> Resul
     )?;
     pod.wait_metric("tcp_open_total{listener=\"outbound\",peer=\"dst\"}", 1.0)?;
     pod.wait_metric("tcp_open_total{listener=\"inbound\",peer=\"dst\"}", 0.0)?;
+    Ok(())
+}
+
+fn routes_still_apply_on_original_destination_listeners() -> Result<(), Failed> {
+    let pod = Pod::new()?;
+    pod.init(&[])?;
+    // A route on the outbound listener: /routed/ goes to port 8081, whatever was dialled.
+    let route = format!(
+        "[[listener.route]]\nname = \"routed\"\npath_prefix = \"/routed/\"\nupstream = [\"{PEER}:8081\"]\n\n"
+    );
+    pod.start_proxy_with(|preset| {
+        preset.replacen(
+            "[[listener]]\nname = \"outbound-ipv6\"",
+            &format!("{route}[[listener]]\nname = \"outbound-ipv6\""),
+            1,
+        )
+    })?;
+    pod.serve(Ns::Peer, None, &["serve-http", &format!("{PEER}:8080")])?;
+    pod.serve(Ns::Peer, None, &["serve-http", &format!("{PEER}:8081")])?;
+    // The helper checks which server answered (each puts its port in the body).
+    pod.run_client(
+        Ns::Pod,
+        Some(APP_UID),
+        &["http-get", &format!("{PEER}:8080"), "4", "/routed/", "8081"],
+    )?;
+    pod.run_client(
+        Ns::Pod,
+        Some(APP_UID),
+        &["http-get", &format!("{PEER}:8080"), "3", "/other/", "8080"],
+    )?;
+    pod.wait_metric(
+        "request_total{listener=\"outbound\",route=\"routed\",protocol=\"http/1\"}",
+        4.0,
+    )?;
+    pod.wait_metric(
+        &format!("request_total{{listener=\"outbound\",route=\"default\",target_addr=\"{PEER}:8080\",protocol=\"http/1\"}}"),
+        3.0,
+    )?;
     Ok(())
 }
 
@@ -537,6 +584,10 @@ impl Pod {
                 "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &p.peer,
             ],
         )?;
+        ip(
+            &p.peer,
+            &["addr", "add", &format!("{PEER_B}/24"), "dev", "eth0"],
+        )?;
         for (ns, v4, v6) in [(&p.pod, POD, POD6), (&p.peer, PEER, PEER6)] {
             ip(ns, &["link", "set", "lo", "up"])?;
             ip(ns, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
@@ -605,15 +656,28 @@ impl Pod {
     /// Starts sidewire in the pod as the proxy UID with config/sidecar.toml plus `extra`,
     /// and waits until it says its admin server listens.
     fn start_proxy(&self, extra: &str) -> Result<(), String> {
+        if extra.is_empty() {
+            return self.run_proxy(bins().config.clone());
+        }
+        self.start_proxy_with(|preset| format!("{preset}\n{extra}"))
+    }
+
+    /// Like [`Pod::start_proxy`] with config/sidecar.toml rewritten by `edit`.
+    fn start_proxy_with(&self, edit: impl FnOnce(&str) -> String) -> Result<(), String> {
         let b = bins();
-        let config = if extra.is_empty() {
-            b.config.clone()
-        } else {
-            let path = b.dir.join(format!("{}.toml", self.pod));
-            let text = std::fs::read_to_string(&b.config).map_err(|e| e.to_string())?;
-            std::fs::write(&path, format!("{text}\n{extra}")).map_err(|e| e.to_string())?;
-            path
-        };
+        let path = b.dir.join(format!("{}.toml", self.pod));
+        let text = std::fs::read_to_string(&b.config).map_err(|e| e.to_string())?;
+        std::fs::write(&path, edit(&text)).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| e.to_string())?;
+        }
+        self.run_proxy(path)
+    }
+
+    fn run_proxy(&self, config: PathBuf) -> Result<(), String> {
+        let b = bins();
         let mut child = self
             .command(
                 Ns::Pod,
@@ -778,7 +842,10 @@ mod helper {
                 }
             }),
             ["serve-echo", addr] => serve(addr, echo_conn),
-            ["http-get", addr, n] => http_get(addr, n.parse().unwrap()),
+            ["http-get", addr, n] => http_get(addr, n.parse().unwrap(), "/req/", None),
+            ["http-get", addr, n, prefix, port] => {
+                http_get(addr, n.parse().unwrap(), prefix, port.parse().ok())
+            }
             ["greet", addr, n] => greet(addr, n.parse().unwrap()),
             ["echo", addr, n] => echo(addr, n.parse().unwrap()),
             ["get", addr, path] => get(addr, path),
@@ -806,15 +873,17 @@ mod helper {
         Ok(())
     }
 
-    /// The body the HTTP server sends for `path` (the client expects it byte for byte).
-    fn body(path: &str) -> Vec<u8> {
-        let mut b = format!("you asked for {path}\n").into_bytes();
+    /// The body the HTTP server on `port` sends for `path` (the client expects it byte for
+    /// byte).
+    fn body(path: &str, port: u16) -> Vec<u8> {
+        let mut b = format!("port {port} got {path}\n").into_bytes();
         b.extend((0..1024u32).map(|i| b'a' + (i % 26) as u8));
         b
     }
 
     fn http_conn(mut c: TcpStream) {
         let _ = c.set_nodelay(true);
+        let port = c.local_addr().map_or(0, |a| a.port());
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -828,7 +897,7 @@ mod helper {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end);
             let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-            let b = body(&path);
+            let b = body(&path, port);
             let mut resp =
                 format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", b.len()).into_bytes();
             resp.extend_from_slice(&b);
@@ -861,18 +930,26 @@ mod helper {
         Ok(c)
     }
 
-    /// `n` keep-alive requests on one connection, each body checked; prints each latency (µs).
-    fn http_get(addr: &str, n: usize) -> Result<(), String> {
+    /// `n` keep-alive requests for `prefix<i>` on one connection, each body checked (served
+    /// by port `port`, default the one dialled); prints each latency (µs).
+    fn http_get(addr: &str, n: usize, prefix: &str, port: Option<u16>) -> Result<(), String> {
+        let port = match port {
+            Some(p) => p,
+            None => addr
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{addr}: {e}"))?
+                .port(),
+        };
         let mut c = connect(addr)?;
         let mut lat = Vec::with_capacity(n);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         for i in 0..n {
-            let path = format!("/req/{i}");
+            let path = format!("{prefix}{i}");
             let t0 = Instant::now();
             c.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
                 .map_err(|e| format!("request {i}: {e}"))?;
-            let want = body(&path);
+            let want = body(&path, port);
             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", want.len());
             while buf.len() < head.len() + want.len() {
                 match c.read(&mut chunk) {
