@@ -47,6 +47,7 @@ listen = "127.0.0.1:$SW_ADMIN"
 name = "h2h1"
 listen = "127.0.0.1:$SW_H1"
 upstream = ["127.0.0.1:$H1_BE"]
+upstream_protocol = "http1"
 [[listener]]
 name = "h2h2"
 listen = "127.0.0.1:$SW_H2"

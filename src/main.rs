@@ -85,10 +85,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config, name: &str) -> ExitCode {
-    match sidewire::sys::raise_nofile_limit() {
-        Ok(n) => info!(nofile = n, "file descriptor limit"),
-        Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),
-    }
+    // Nothing is logged until the proxy runs: a config or bind error is exactly one line on
+    // stderr (`sidewire: file: key: problem`).
+    let nofile = sidewire::sys::raise_nofile_limit();
     // Register before starting so a signal during start-up is not lost.
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
@@ -97,7 +96,6 @@ fn run(cfg: Config, name: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    info!(config = %name, version = env!("CARGO_PKG_VERSION"), "starting");
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -105,6 +103,11 @@ fn run(cfg: Config, name: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    info!(config = %name, version = env!("CARGO_PKG_VERSION"), "started");
+    match nofile {
+        Ok(n) => info!(nofile = n, "file descriptor limit"),
+        Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),
+    }
     let sig = signals.forever().next();
     info!(signal = ?sig, "signal received");
     // A second signal while draining exits at once.

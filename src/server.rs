@@ -91,13 +91,6 @@ impl Server {
             0 => cpus.len().max(1),
             n => n,
         };
-        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
-            warn!(
-                workers,
-                cpus = cpus.len(),
-                "more workers than CPUs: some share a core"
-            );
-        }
 
         // Bind everything first: every error surfaces here, before a thread exists.
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
@@ -108,8 +101,7 @@ impl Server {
             let bound = match bind_reuseport(l.listen, workers) {
                 Ok(b) => b,
                 Err(e) if l.optional && unavailable_here(&e) => {
-                    warn!(listener = %l.name, addr = %l.listen, error = %e, "optional listener left out: its address is not available here");
-                    absent.push(index);
+                    absent.push((index, e));
                     continue;
                 }
                 Err(source) => {
@@ -130,8 +122,10 @@ impl Server {
                 sockets[w].push(s);
             }
         }
-        for &i in absent.iter().rev() {
-            cfg.listeners.remove(i);
+        let mut left_out = Vec::with_capacity(absent.len());
+        for (i, e) in absent.into_iter().rev() {
+            let l = cfg.listeners.remove(i);
+            left_out.push((l.name, l.listen, e));
         }
         let admin_sock = std::net::TcpListener::bind(cfg.admin.listen).map_err(|source| {
             StartError::AdminBind {
@@ -232,6 +226,17 @@ impl Server {
                     });
                 }
             }
+        }
+        // Logged only once everything runs: a failed start is one error line, nothing else.
+        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
+            warn!(
+                workers,
+                cpus = cpus.len(),
+                "more workers than CPUs: some share a core"
+            );
+        }
+        for (name, addr, e) in left_out.iter().rev() {
+            warn!(listener = %name, %addr, error = %e, "optional listener left out: its address is not available here");
         }
         for (name, addr) in &listeners {
             info!(listener = %name, %addr, workers, "listening");

@@ -120,6 +120,47 @@ fn port_in_use_is_a_clear_error() {
     );
 }
 
+/// Issue 12: a bind error at start-up (a listener's or the admin port in use) prints exactly
+/// one line on stderr, the `file: key: problem` line, and nothing else (before, two INFO
+/// lines came first).
+#[test]
+fn start_up_errors_print_exactly_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cases = [
+        (
+            "inuse-listener.toml",
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"a\"\nlisten = \"{addr}\"\nupstream = [\"127.0.0.1:9\"]\n"),
+            "listener[0].listen",
+        ),
+        (
+            "inuse-admin.toml",
+            format!("[admin]\nlisten = \"{addr}\"\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n"),
+            "admin.listen",
+        ),
+    ];
+    for (file, text, key) in cases {
+        let path = write_config(file, &text);
+        let out = Command::new(env!("CARGO_BIN_EXE_sidewire"))
+            .args(["--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
+        assert_eq!(err.lines().count(), 1, "{file}: exactly one line: {err}");
+        let line = err.trim_end();
+        assert!(
+            line.starts_with("sidewire: ")
+                && line.contains(path.to_str().unwrap())
+                && line.contains(key)
+                && line.contains("in use"),
+            "{file}: {line}"
+        );
+    }
+}
+
 /// A running binary whose log lines arrive on a channel.
 struct Proc {
     child: Child,

@@ -17,6 +17,8 @@ use h2::{Reason, RecvStream};
 use http::{HeaderMap, Request, Response};
 
 const H2_UP: &str = "upstream_protocol = \"http2\"";
+/// For HTTP/1.1-only upstreams: the default ("client") would speak HTTP/2 to them.
+const H1_UP: &str = "upstream_protocol = \"http1\"";
 
 type Handler = Arc<
     dyn Fn(Request<RecvStream>, SendResponse<Bytes>) -> Pin<Box<dyn Future<Output = ()> + Send>>
@@ -296,7 +298,7 @@ fn large_bodies_both_ways_byte_exact_h2_upstream() {
 #[test]
 fn large_bodies_both_ways_byte_exact_h1_upstream() {
     let up = h1_upstream();
-    let p = proxy(&[up], "");
+    let p = proxy(&[up], H1_UP);
     rt().block_on(echo_big(addr(&p), 64 << 20));
     assert_bytes_counted(&p, 64 << 20);
 }
@@ -571,7 +573,7 @@ fn h1_upstream() -> SocketAddr {
 #[test]
 fn h2_to_h1_translation() {
     let up = h1_upstream();
-    let p = proxy(&[up], "");
+    let p = proxy(&[up], H1_UP);
     let target = addr(&p);
     rt().block_on(async move {
         let send = client(target).await;
@@ -720,7 +722,7 @@ fn h2load_through_the_proxy() {
     }
     for (name, up, extra) in [
         ("h2", app_upstream("a").0, H2_UP),
-        ("h1", h1_upstream(), ""),
+        ("h1", h1_upstream(), H1_UP),
     ] {
         let p = proxy(&[up], extra);
         let out = std::process::Command::new("h2load")
@@ -735,6 +737,26 @@ fn h2load_through_the_proxy() {
             "{name}: {text}"
         );
     }
+}
+
+/// Issue 12: h2load through a listener with no `upstream_protocol` key to an upstream that
+/// speaks only h2c prior knowledge: every request succeeds (all 20,000 failed when the
+/// default sent HTTP/1.1 to it).
+#[test]
+fn h2load_to_an_h2c_only_upstream_with_no_configuration() {
+    let (up, _) = app_upstream("a");
+    let p = proxy(&[up], "");
+    let out = std::process::Command::new("h2load")
+        .args(["-n", "20000", "-c", "10", "-m", "10"])
+        .arg(format!("http://{}/big/100", addr(&p)))
+        .output()
+        .expect("h2load runs (.ci/run installs nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("20000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
 }
 
 /// The Python interpreter that has grpcio (Debian's `python3-grpcio` lives in the system one).
@@ -753,6 +775,20 @@ fn python_with_grpc() -> String {
 
 #[test]
 fn grpc_client_and_server_through_the_proxy() {
+    grpc_through_the_proxy(H2_UP);
+}
+
+/// Issue 12: gRPC works through a listener with only `name`, `listen` and `upstream` (the
+/// default `upstream_protocol = "client"` speaks HTTP/2 to the gRPC server). It failed with
+/// `UNAVAILABLE: bad or no upstream response` when the default sent HTTP/1.1.
+#[test]
+fn grpc_works_with_no_upstream_protocol_key() {
+    grpc_through_the_proxy("");
+}
+
+/// The grpcio echo client (unary, both streaming kinds, bidi, and a failing call) through a
+/// proxy whose listener has `extra` config, to the grpcio echo server.
+fn grpc_through_the_proxy(extra: &str) {
     let py = python_with_grpc();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/echo.py");
     // The server runs until its stdin closes (when `server` is dropped with the test).
@@ -770,7 +806,7 @@ fn grpc_client_and_server_through_the_proxy() {
         .trim()
         .parse()
         .expect("the gRPC server prints its port");
-    let p = proxy(&[SocketAddr::from(([127, 0, 0, 1], port))], H2_UP);
+    let p = proxy(&[SocketAddr::from(([127, 0, 0, 1], port))], extra);
     let out = std::process::Command::new(&py)
         .args([script, "client", &addr(&p).to_string()])
         .output()
@@ -934,7 +970,7 @@ fn upload_gets_413(p: &sidewire::server::Server) {
 
 #[test]
 fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
-    let p = proxy(&[answers_after_head(TOO_LARGE)], "");
+    let p = proxy(&[answers_after_head(TOO_LARGE)], H1_UP);
     upload_gets_413(&p);
     wait_metric(
         &p,
@@ -948,7 +984,7 @@ fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
     // The upstream answers 413, then neither reads nor closes: after `body_timeout_ms`
     // without progress, the answer is relayed.
     let (up, done) = answers_and_holds(TOO_LARGE);
-    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", "");
+    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", H1_UP);
     upload_gets_413(&p);
     done.wait();
 }
@@ -960,7 +996,7 @@ fn h1_upstream_body_that_stalls_resets_the_stream() {
     let (stalling, done) = answers_and_holds(STALLS_MID_BODY);
     let app = h1_upstream();
     let routes = format!(
-        "[[listener.route]]\nname = \"app\"\npath_prefix = \"/app/\"\nupstream = [\"{app}\"]\n"
+        "{H1_UP}\n[[listener.route]]\nname = \"app\"\npath_prefix = \"/app/\"\nupstream = [\"{app}\"]\n"
     );
     let p = proxy_with(
         &[stalling],
@@ -981,4 +1017,99 @@ fn h1_upstream_body_that_stalls_resets_the_stream() {
         assert_eq!(head.status, 200);
     });
     done.wait();
+}
+
+/// An h2c upstream written frame by frame: on each connection it answers `per_conn` streams
+/// with `200` (HEADERS, END_STREAM), then turns the next one down unprocessed: with a GOAWAY
+/// whose last-stream-id is the previous stream, then a close (RFC 9113 §6.8), or with
+/// `refuse`, an RST_STREAM REFUSED_STREAM (§8.7), after which it serves `per_conn` more.
+/// Returns its address and the count of streams it answered.
+fn goaway_upstream(
+    per_conn: usize,
+    refuse: bool,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = listen_any();
+    let a = l.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).is_err() {
+                    return;
+                }
+                s.write_all(&frame(4, 0, 0, &[])).unwrap();
+                let (mut served, mut last) = (0, 0u32);
+                loop {
+                    let mut h = [0u8; 9];
+                    if s.read_exact(&mut h).is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).is_err() {
+                        return;
+                    }
+                    let (kind, flags) = (h[3], h[4]);
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    match kind {
+                        4 if flags & 1 == 0 => s.write_all(&frame(4, 1, 0, &[])).unwrap(),
+                        6 if flags & 1 == 0 => s.write_all(&frame(6, 1, 0, &payload)).unwrap(),
+                        1 if served < per_conn => {
+                            served += 1;
+                            last = stream;
+                            // :status 200 is HPACK static entry 8; END_HEADERS | END_STREAM.
+                            s.write_all(&frame(1, 0x5, stream, &[0x88])).unwrap();
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        1 if refuse => {
+                            s.write_all(&frame(3, 0, stream, &7u32.to_be_bytes()))
+                                .unwrap();
+                            served = 0;
+                        }
+                        1 => {
+                            let mut goaway = last.to_be_bytes().to_vec();
+                            goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                            let _ = s.write_all(&frame(7, 0, 0, &goaway));
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (a, answered)
+}
+
+/// Issue 12: an upstream that sends GOAWAY (last-stream-id = the previous stream) after two
+/// streams per connection. The streams above last-stream-id were not processed and are sent
+/// again on a new connection: six sequential requests all get 200 (before: 200, 200, 502,
+/// 200, 200, 502).
+#[test]
+fn streams_refused_by_an_upstream_goaway_are_retried_on_a_new_connection() {
+    for refuse in [false, true] {
+        six_requests_all_succeed(refuse);
+    }
+}
+
+fn six_requests_all_succeed(refuse: bool) {
+    let (up, answered) = goaway_upstream(2, refuse);
+    let p = proxy(&[up], "");
+    let target = addr(&p);
+    let codes = rt().block_on(async move {
+        let send = client(target).await;
+        let mut codes = Vec::new();
+        for _ in 0..6 {
+            let (head, _, _) = fetch(&send, get("x", "/")).await.unwrap();
+            codes.push(head.status.as_u16());
+        }
+        codes
+    });
+    assert_eq!(codes, [200; 6], "refuse = {refuse}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 6);
 }

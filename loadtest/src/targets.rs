@@ -155,8 +155,10 @@ pub fn start(
                     "[[listener]]\nname = \"{r}\"\nlisten = \"{}\"\nupstream = [\"{}\"]\n",
                     routes[r], backends[r]
                 );
-                if r == "h2" {
-                    cfg += "upstream_protocol = \"http2\"\n";
+                // The h2h1 route translates HTTP/2 streams for an HTTP/1.1 backend; every
+                // other route keeps the client's protocol (the default).
+                if r == "h2h1" {
+                    cfg += "upstream_protocol = \"http1\"\n";
                 }
             }
             let path = dir.join("sidewire.toml");

@@ -263,8 +263,12 @@ impl Default for RawHttp2 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
-    /// HTTP/1.1: each stream becomes a request on the HTTP/1 pool.
+    /// The client's protocol (the default, Envoy's "use downstream protocol", Linkerd's
+    /// behaviour): HTTP/2 streams go out as HTTP/2 (h2c prior knowledge), HTTP/1 requests as
+    /// HTTP/1. A client that speaks h2c prior knowledge is proof that the server does too.
     #[default]
+    Client,
+    /// HTTP/1.1: each HTTP/2 stream becomes a request on the HTTP/1 pool.
     Http1,
     /// HTTP/2 prior knowledge (h2c): streams are multiplexed on one pooled connection.
     Http2,

@@ -195,7 +195,7 @@ async fn stream(
     let outcome = {
         // Boxed: the task holds only the variant in use (spawning copies the task's state).
         let h2 = match l.cfg.upstream_protocol {
-            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Client | UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Auto => to_h2::speaks_h2(&l, addr).await,
         };

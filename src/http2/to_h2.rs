@@ -11,13 +11,13 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::FutureExt;
 use h2::client::SendRequest;
-use h2::RecvStream;
+use h2::{Reason, RecvStream};
 use http::{request, response, Request};
 use tracing::debug;
 
@@ -35,6 +35,10 @@ pub(crate) struct Body {
 
 /// Sends the request on the pooled connection to `addr` and waits up to `timeout` for the
 /// response head.
+///
+/// A bodiless request the upstream did not process is sent once more on a new connection
+/// (RFC 9113 §8.7): one above the last-stream-id of a GOAWAY (§6.8), or one reset with
+/// REFUSED_STREAM. A request with a body is not: its body has been streamed away.
 pub(super) async fn exchange(
     l: &Rc<Listener>,
     addr: SocketAddr,
@@ -42,6 +46,67 @@ pub(super) async fn exchange(
     body: RecvStream,
     timeout: Duration,
 ) -> Result<(response::Parts, Body), Failure> {
+    let deadline = Instant::now() + timeout;
+    if !body.is_end_stream() {
+        return attempt(l, addr, parts, Some(body), deadline)
+            .await
+            .map_err(|a| a.into_failure(l, addr));
+    }
+    let copy = copy_head(&parts);
+    match attempt(l, addr, parts, None, deadline).await {
+        Err(Attempt::Unprocessed(why)) => {
+            l.pools.forget_h2(addr);
+            debug!(upstream = %addr, why, "http2: stream not processed by the upstream; sending it once more");
+            attempt(l, addr, copy, None, deadline)
+                .await
+                .map_err(|a| a.into_failure(l, addr))
+        }
+        r => r.map_err(|a| a.into_failure(l, addr)),
+    }
+}
+
+/// How one attempt at a stream failed.
+enum Attempt {
+    /// The upstream did not process the stream: it may be sent again.
+    Unprocessed(&'static str),
+    /// Anything else.
+    Failed(Failure),
+}
+
+impl Attempt {
+    /// What the client gets: an unprocessed stream is reset with REFUSED_STREAM, which tells
+    /// the client it may retry (RFC 9113 §8.7).
+    fn into_failure(self, l: &Listener, addr: SocketAddr) -> Failure {
+        match self {
+            Attempt::Unprocessed(why) => {
+                l.pools.forget_h2(addr);
+                debug!(upstream = %addr, why, "http2: stream not processed by the upstream");
+                Failure::Reset(Reason::REFUSED_STREAM)
+            }
+            Attempt::Failed(f) => f,
+        }
+    }
+}
+
+/// The request head of `parts` again, for a resend (extensions are not carried).
+fn copy_head(parts: &request::Parts) -> request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = parts.method.clone();
+    *r.uri_mut() = parts.uri.clone();
+    *r.version_mut() = parts.version;
+    *r.headers_mut() = parts.headers.clone();
+    r.into_parts().0
+}
+
+/// One try: the request on the pooled (or a new) connection, its body (`None`: bodiless)
+/// pumped by its own task, the response head awaited until `deadline`.
+async fn attempt(
+    l: &Rc<Listener>,
+    addr: SocketAddr,
+    parts: request::Parts,
+    body: Option<RecvStream>,
+    deadline: Instant,
+) -> Result<(response::Parts, Body), Attempt> {
     // A pooled connection may have died since its last use: then dial once more (a fresh
     // dial that fails is not repeated).
     let pooled = l.pools.h2(addr).is_some();
@@ -49,19 +114,18 @@ pub(super) async fn exchange(
         Ok(s) => s,
         Err(_) if pooled => {
             l.pools.forget_h2(addr);
-            ready(l, addr).await?
+            ready(l, addr).await.map_err(Attempt::Failed)?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(Attempt::Failed(e)),
     };
-    let eos = body.is_end_stream();
     let (response, send_body) = sender
-        .send_request(Request::from_parts(parts, ()), eos)
+        .send_request(Request::from_parts(parts, ()), body.is_none())
         .map_err(|e| {
             debug!(upstream = %addr, error = %e, "http2: send_request failed");
             l.pools.forget_h2(addr);
-            Failure::Status(502, "upstream HTTP/2 connection failed")
+            Attempt::Failed(Failure::Status(502, "upstream HTTP/2 connection failed"))
         })?;
-    let abort = (!eos).then(|| {
+    let abort = body.map(|body| {
         let (tx, rx) = oneshot::channel::<()>();
         monoio::spawn(async move {
             monoio::select! {
@@ -73,16 +137,30 @@ pub(super) async fn exchange(
         });
         tx
     });
-    let resp = match monoio::time::timeout(timeout, response).await {
-        Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
+    let left = deadline.saturating_duration_since(Instant::now());
+    let resp = match monoio::time::timeout(left, response).await {
+        Err(_) => {
+            return Err(Attempt::Failed(Failure::Status(
+                504,
+                "upstream response timeout",
+            )))
+        }
+        // Above the last-stream-id of a GOAWAY: never processed (RFC 9113 §6.8).
+        Ok(Err(e)) if e.is_go_away() && e.is_remote() => {
+            return Err(Attempt::Unprocessed("above the last-stream-id of a GOAWAY"))
+        }
+        // RFC 9113 §8.7: REFUSED_STREAM means no application processing happened.
+        Ok(Err(e)) if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) => {
+            return Err(Attempt::Unprocessed("reset with REFUSED_STREAM"))
+        }
         Ok(Err(e)) => {
-            return Err(match e.reason() {
+            return Err(Attempt::Failed(match e.reason() {
                 Some(r) if e.is_reset() => Failure::Reset(r),
                 _ => {
                     debug!(upstream = %addr, error = %e, "http2: upstream connection error");
                     Failure::Status(502, "upstream HTTP/2 connection failed")
                 }
-            })
+            }))
         }
         Ok(Ok(r)) => r,
     };

@@ -9,7 +9,7 @@
 //!
 //! Pools are small `Vec`s scanned linearly: a listener has a handful of endpoints per core.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -75,19 +75,67 @@ impl Peer for UpConn {
 /// streams that arrive together wait for one dial instead of each opening a connection.
 pub type H2Conn = Shared<LocalBoxFuture<'static, Result<SendRequest<Bytes>, Failure>>>;
 
+/// How often idle HTTP/1 connections are checked for an upstream close or an expired idle
+/// timeout while the pool holds any (at most; a shorter idle timeout checks more often).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// One listener's upstream pools on one core.
 #[derive(Debug)]
 pub struct Pools {
-    /// Idle HTTP/1 connections are closed after this long.
-    h1_idle_timeout: Duration,
-    /// At most this many idle HTTP/1 connections are kept.
-    h1_max_idle: usize,
-    /// Idle upstream connections for HTTP/1: (endpoint, connection, idle since).
-    h1: RefCell<Vec<(SocketAddr, UpConn, Instant)>>,
+    /// Idle HTTP/1 connections.
+    h1: Rc<IdleH1>,
     /// HTTP/2 upstream connections: one sender per endpoint.
     h2: RefCell<Vec<(SocketAddr, H2Conn)>>,
     /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
     learned: RefCell<Vec<(SocketAddr, bool)>>,
+}
+
+/// Idle HTTP/1 upstream connections of one listener on one core.
+#[derive(Debug)]
+struct IdleH1 {
+    /// Connections are closed after idling this long.
+    timeout: Duration,
+    /// At most this many are kept.
+    max: usize,
+    /// (endpoint, connection, idle since), oldest first.
+    conns: RefCell<Vec<(SocketAddr, UpConn, Instant)>>,
+    /// A sweeper task is running (see [`IdleH1::sweep`]).
+    sweeping: Cell<bool>,
+}
+
+impl IdleH1 {
+    /// Drops every connection that idled past the timeout or that the upstream closed (or
+    /// wrote to unasked, which leaves it unusable). Returns how many are left.
+    fn sweep(&self, now: Instant) -> usize {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|(_, c, since)| now.duration_since(*since) < self.timeout && idle_alive(c));
+        conns.len()
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] (or idle timeout, if shorter) while any connection is
+    /// idle, so an upstream's close is noticed (and the socket leaves CLOSE_WAIT) whether or
+    /// not traffic comes.
+    async fn sweeper(this: Rc<IdleH1>) {
+        let every = SWEEP_EVERY.min(this.timeout);
+        loop {
+            monoio::time::sleep(every).await;
+            if this.sweep(Instant::now()) == 0 {
+                break;
+            }
+        }
+        this.sweeping.set(false);
+    }
+}
+
+/// Whether an idle HTTP/1 connection can carry a request: the upstream has neither closed it
+/// (a peek sees EOF or an error) nor sent bytes nobody asked for (a peek sees data). One
+/// non-blocking `recv(MSG_PEEK)`.
+fn idle_alive(c: &UpConn) -> bool {
+    let mut byte = [0u8; 1];
+    match sys::peek(c.stream().as_raw_fd(), &mut byte) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    }
 }
 
 impl Pools {
@@ -95,29 +143,45 @@ impl Pools {
     /// `h1_max_idle` of them.
     pub fn new(h1_idle_timeout: Duration, h1_max_idle: usize) -> Pools {
         Pools {
-            h1_idle_timeout,
-            h1_max_idle,
-            h1: RefCell::new(Vec::new()),
+            h1: Rc::new(IdleH1 {
+                timeout: h1_idle_timeout,
+                max: h1_max_idle,
+                conns: RefCell::new(Vec::new()),
+                sweeping: Cell::new(false),
+            }),
             h2: RefCell::new(Vec::new()),
             learned: RefCell::new(Vec::new()),
         }
     }
 
-    /// A pooled idle HTTP/1 connection to `addr` that has not idled past the pool timeout.
+    /// A pooled idle HTTP/1 connection to `addr` that has not idled past the pool timeout
+    /// and that the upstream has not closed (checked with a peek: a closed connection is
+    /// never handed to a request).
     pub fn take_h1(&self, addr: SocketAddr) -> Option<UpConn> {
-        let mut pool = self.h1.borrow_mut();
+        let mut conns = self.h1.conns.borrow_mut();
         let now = Instant::now();
-        let timeout = self.h1_idle_timeout;
-        pool.retain(|(_, _, since)| now.duration_since(*since) < timeout);
-        let at = pool.iter().rposition(|(a, _, _)| *a == addr)?;
-        Some(pool.swap_remove(at).1)
+        let timeout = self.h1.timeout;
+        conns.retain(|(_, _, since)| now.duration_since(*since) < timeout);
+        while let Some(at) = conns.iter().rposition(|(a, _, _)| *a == addr) {
+            let (_, c, _) = conns.swap_remove(at);
+            if idle_alive(&c) {
+                return Some(c);
+            }
+        }
+        None
     }
 
-    /// Returns a connection whose last response was fully read, if the pool has room.
+    /// Returns a connection whose last response was fully read, if the pool has room. While
+    /// the pool holds connections, a sweeper task on this core drops those the upstream
+    /// closes or that idle past the timeout.
     pub fn put_h1(&self, addr: SocketAddr, c: UpConn) {
-        let mut pool = self.h1.borrow_mut();
-        if pool.len() < self.h1_max_idle {
-            pool.push((addr, c, Instant::now()));
+        let mut conns = self.h1.conns.borrow_mut();
+        if conns.len() < self.h1.max {
+            conns.push((addr, c, Instant::now()));
+        }
+        drop(conns);
+        if !self.h1.sweeping.replace(true) {
+            monoio::spawn(IdleH1::sweeper(self.h1.clone()));
         }
     }
 
