@@ -29,7 +29,7 @@ ip netns add "$pod"; ip netns add "$peer"
 ip -n "$pod" link add eth0 type veth peer name eth0 netns "$peer"
 for ns in "$pod:198.18.0.1" "$peer:198.18.0.2"; do
   n=${ns%%:*} a=${ns#*:}
-  ip -n "$n" link set lo up; ip -n "$n" addr add "$a/24" dev eth0; ip -n "$n" link set eth0 up
+  ip -n "$n" link set lo up; ip -n "$n" link set eth0 up; ip -n "$n" addr add "$a/24" dev eth0
 done
 in_pod() { ip netns exec "$pod" "$@"; }
 as() { local uid=$1; shift; in_pod setpriv --reuid="$uid" --regid="$uid" --clear-groups "$@"; }

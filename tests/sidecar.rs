@@ -584,12 +584,18 @@ impl Pod {
                 "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &p.peer,
             ],
         )?;
+        // Links up first, then addresses: an IPv6 address added to a link that is down has
+        // its first neighbour solicitation lost, which delays the first IPv6 connect by the
+        // retransmit timer (1 s, the proxy's connect timeout).
+        for ns in [&p.pod, &p.peer] {
+            ip(ns, &["link", "set", "lo", "up"])?;
+            ip(ns, &["link", "set", "eth0", "up"])?;
+        }
         ip(
             &p.peer,
             &["addr", "add", &format!("{PEER_B}/24"), "dev", "eth0"],
         )?;
         for (ns, v4, v6) in [(&p.pod, POD, POD6), (&p.peer, PEER, PEER6)] {
-            ip(ns, &["link", "set", "lo", "up"])?;
             ip(ns, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
             if Path::new("/proc/net/if_inet6").exists() {
                 ip(
@@ -597,7 +603,6 @@ impl Pod {
                     &["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"],
                 )?;
             }
-            ip(ns, &["link", "set", "eth0", "up"])?;
         }
         Ok(p)
     }
