@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use sidewire::metrics::prom::{render, ProcessInfo};
+use sidewire::config::Direction;
+use sidewire::metrics::prom::{listener_labels, render, ProcessInfo};
 use sidewire::metrics::{ListenerMetrics, ListenerSnapshot};
 
 fn busy_listener(seed: u64) -> ListenerSnapshot {
@@ -23,7 +24,10 @@ fn scrape(c: &mut Criterion) {
     let cores: Vec<Vec<ListenerSnapshot>> = (1..=2)
         .map(|s| (0..4).map(|l| busy_listener(s + l)).collect())
         .collect();
-    let names = ["inbound", "outbound", "db", "cache"];
+    let names: Vec<String> = ["inbound", "outbound", "db", "cache"]
+        .iter()
+        .map(|n| listener_labels(n, Direction::Outbound))
+        .collect();
     c.bench_function("merge_and_render_2cores_4listeners", |b| {
         b.iter(|| {
             let mut merged: Vec<ListenerSnapshot> =
@@ -33,7 +37,8 @@ fn scrape(c: &mut Criterion) {
                     m.merge(l);
                 }
             }
-            let named: Vec<(&str, ListenerSnapshot)> = names.iter().copied().zip(merged).collect();
+            let named: Vec<(&str, ListenerSnapshot)> =
+                names.iter().map(String::as_str).zip(merged).collect();
             black_box(render(&named, &ProcessInfo::default()))
         })
     });

@@ -52,7 +52,8 @@ pub struct Admin {
 pub struct Scrape {
     /// One control channel per worker.
     pub controls: Vec<UnboundedSender<Control>>,
-    /// Listener names in config order.
+    /// Each listener's labels in config order (`listener="…",direction="…"`, from
+    /// [`prom::listener_labels`]).
     pub listeners: Vec<String>,
     /// Readiness.
     pub ready: Arc<ReadyState>,

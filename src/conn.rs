@@ -1,7 +1,7 @@
 //! The spine: one accepted connection from accept to close.
 //!
-//! accept → target (where the connection goes) → detect (or skip: opaque port, forced
-//! protocol) → one of: HTTP/1 ([`crate::http1::proxy`]), HTTP/2 ([`crate::http2`]), each
+//! accept → target (where the connection goes: an endpoint, or the original destination,
+//! refusing loops) → detect (or skip: opaque port, declared port, forced protocol) → one of: HTTP/1 ([`crate::http1::proxy`]), HTTP/2 ([`crate::http2`]), each
 //! picking endpoints per request, or opaque: upstream connect (unless detection already
 //! dialled it) → splice both ways. Then metrics. HTTP with its proxy switched off
 //! (`enabled = false`) goes opaque. Each stage is a call into its own module; this file only
@@ -14,9 +14,8 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::ListenerProtocol;
-use crate::core::{Core, Listener};
-use crate::detect::{self, DetectResult, Detection};
+use crate::core::{Core, HttpDest, Listener};
+use crate::detect::{self, DetectReason, DetectResult, DetectSettings, Detection, Plan};
 use crate::error::ConnectError;
 use crate::metrics::Opened;
 use crate::upstream::{self, pool, Target};
@@ -36,37 +35,47 @@ pub async fn serve(
     m.src.opened();
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
-    let mut target = Target::pick(&l.balancer);
+    let mut target = if l.cfg.original_dst {
+        match Target::original_dst(&client) {
+            Ok(t) => t,
+            Err((why, e)) => {
+                // Never proxy a connection to the proxy itself.
+                m.refused(why);
+                debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
+                m.src.closed(false);
+                m.record_duration(t0.elapsed());
+                return;
+            }
+        }
+    } else {
+        Target::pick(&l.balancer)
+    };
     let addr = target.addr;
 
-    // Detect, unless the destination or the listener says not to.
-    let shortcut = match l.cfg.protocol {
-        ListenerProtocol::Opaque => Some(DetectResult::OpaquePort),
-        ListenerProtocol::Http1 => Some(DetectResult::Http1),
-        ListenerProtocol::Http2 => Some(DetectResult::Http2),
-        ListenerProtocol::Detect if l.opaque_ports.contains(&addr.port()) => {
-            Some(DetectResult::OpaquePort)
-        }
-        ListenerProtocol::Detect => None,
-    };
-    let (result, early) = match shortcut {
-        Some(r) => {
-            m.detected(r, None);
+    // Detect, unless the listener or the destination port says not to.
+    let (result, early) = match l.ports.plan(addr.port()) {
+        Plan::Skip(r, reason) => {
+            m.detected(r, reason, None);
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = r.as_str(), reason = reason.as_str(), "detection skipped");
             (r, None)
         }
-        None => {
+        Plan::Detect { timeout } => {
             let dial = || {
                 m.early_dial();
                 upstream::connect(addr, l.cfg.connect_timeout)
             };
-            match detect::detect(&client, &l.detect, &core.peek_buf, dial).await {
+            let s = DetectSettings {
+                timeout,
+                ..l.detect
+            };
+            match detect::detect(&client, &s, &core.peek_buf, dial).await {
                 Ok(Detection::Decided {
                     result,
                     hello,
                     early,
                 }) => {
-                    m.detected(result, Some(t0.elapsed()));
-                    debug!(listener = %l.cfg.name, %peer, result = result.as_str(), sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
+                    m.detected(result, DetectReason::Detected, Some(t0.elapsed()));
+                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = result.as_str(), reason = DetectReason::Detected.as_str(), timeout_ms = timeout.as_millis() as u64, sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
                     if let Some(h) = &hello {
                         m.tls_hello(h.sni.is_some());
                     }
@@ -105,8 +114,9 @@ pub async fn serve(
                     m.early_dial_unused();
                 }
             }
+            let dest = HttpDest::new(l, &target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, peer).await
+            http1::proxy::serve(&core, l, &mut client, peer, &dest).await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -115,8 +125,9 @@ pub async fn serve(
                     m.early_dial_unused();
                 }
             }
+            let dest = HttpDest::new(l, &target);
             target.release();
-            http2::serve(&core, &listener, client, peer).await
+            http2::serve(&core, &listener, client, peer, dest).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

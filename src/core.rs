@@ -8,19 +8,21 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use futures_channel::oneshot;
 
 use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
-use crate::detect::{DetectSettings, PEEK_CAP};
+use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
-use crate::metrics::{CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol};
-use crate::upstream::balance::EndpointSet;
+use crate::metrics::{CoreSnapshot, DstHttpMetrics, HttpMetrics, ListenerMetrics, Protocol};
+use crate::upstream::balance::{EndpointSet, InFlight};
 use crate::upstream::pool::Pools;
-use crate::upstream::Balancer;
+use crate::upstream::{Balancer, Target};
 
 /// One listener's per-core state.
 #[derive(Debug)]
@@ -33,8 +35,8 @@ pub struct Listener {
     pub balancer: Balancer,
     /// Detection settings for this listener.
     pub detect: DetectSettings,
-    /// Destination ports that skip detection.
-    pub opaque_ports: std::collections::BTreeSet<u16>,
+    /// Per destination port: skip detection (declared protocol, opaque port) or its timeout.
+    pub ports: PortPlan,
     /// HTTP/1 proxy settings.
     pub http1: Http1Config,
     /// HTTP/2 proxy settings.
@@ -50,6 +52,61 @@ impl Listener {
     /// route i), as [`RouteConfig::select`](crate::config::RouteConfig::select) numbers them.
     pub fn endpoints(&self, route: usize) -> &EndpointSet {
         &self.http_sets[route]
+    }
+}
+
+/// Where one connection's HTTP requests go when no route takes them, and the metrics they
+/// count in: the listener's own endpoint set (route `default`), or, on an
+/// original-destination listener, the connection's original destination with its
+/// per-destination series. Routes keep their own endpoints and series either way.
+#[derive(Debug, Clone)]
+pub struct HttpDest {
+    original: Option<(SocketAddr, Rc<DstHttpMetrics>)>,
+}
+
+/// One request's claim on the endpoint it was sent to: report the time to the response head
+/// with [`EndpointClaim::done`] (it feeds the balancer; an original destination has none).
+#[derive(Debug)]
+pub struct EndpointClaim(Option<InFlight>);
+
+impl EndpointClaim {
+    /// The response head arrived after `rtt`.
+    pub fn done(self, rtt: Duration) {
+        if let Some(f) = self.0 {
+            f.done(rtt);
+        }
+    }
+}
+
+impl HttpDest {
+    /// The destination of connections to `target` on listener `l`.
+    pub fn new(l: &Listener, target: &Target) -> HttpDest {
+        HttpDest {
+            original: target
+                .original
+                .then(|| (target.addr, l.metrics.for_dst(target.addr))),
+        }
+    }
+
+    /// The metrics of a request on route index `route` (0 = no route matched).
+    pub fn metrics<'a>(&'a self, l: &'a Listener, route: usize, p: Protocol) -> &'a HttpMetrics {
+        match (&self.original, route, p) {
+            (Some((_, m)), 0, p) => m.get(p),
+            (_, r, Protocol::Http1) => &l.metrics.http[r],
+            (_, r, Protocol::Http2) => &l.metrics.h2[r],
+        }
+    }
+
+    /// The endpoint for a request on route index `route`: the original destination when no
+    /// route matched on an original-destination listener, else a P2C pick from the set.
+    pub fn pick(&self, l: &Listener, route: usize) -> (SocketAddr, EndpointClaim) {
+        match (&self.original, route) {
+            (Some((addr, _)), 0) => (*addr, EndpointClaim(None)),
+            _ => {
+                let (addr, f) = l.endpoints(route).pick();
+                (addr, EndpointClaim(Some(f)))
+            }
+        }
     }
 }
 
@@ -186,7 +243,7 @@ impl Core {
                         metrics,
                         balancer: Balancer::new(l.upstream.clone()),
                         detect: DetectSettings::new(l, &cfg.detect),
-                        opaque_ports: cfg.detect.opaque_ports.clone(),
+                        ports: PortPlan::new(l, &cfg.detect),
                         http1: cfg.http1.clone(),
                         http2: cfg.http2.clone(),
                         http_sets: std::iter::once(&l.upstream)

@@ -128,3 +128,28 @@ pub enum Failure {
     /// The upstream reset the stream: the client's stream is reset with the same reason.
     Reset(h2::Reason),
 }
+
+/// Why an original-destination listener refused a connection: the `reason` label of
+/// `tcp_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The original destination is the listener itself: nothing redirected the connection
+    /// (a client dialled the proxy's port), or it was redirected back to the proxy. Proxying
+    /// it would connect the proxy to itself.
+    Loop,
+    /// The kernel knows no original destination (no NAT entry for the connection).
+    NoOriginalDst,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    pub const ALL: [Refusal; 2] = [Refusal::Loop, Refusal::NoOriginalDst];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Loop => "loop",
+            Refusal::NoOriginalDst => "no_original_dst",
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! sidewire: a thread-per-core io_uring sidecar TCP proxy.
 //!
 //! # Layout (data flow order)
+//! - [`init`]: `sidewire init`: the nftables interception rules (transparent sidecar mode).
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
 //! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
 //! - [`worker`]: one pinned worker: its io_uring runtime, accept loops and control channel.
@@ -30,7 +31,7 @@
 //! runs it through `tests/layers.rs`).
 //!
 //! 1. `main`
-//! 2. `server`
+//! 2. `init`, `server`
 //! 3. `admin`
 //! 4. `worker`
 //! 5. `accept`
@@ -60,6 +61,7 @@ pub mod error;
 pub mod forward;
 pub mod http1;
 pub mod http2;
+pub mod init;
 pub mod io;
 pub mod metrics;
 pub mod server;

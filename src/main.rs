@@ -30,10 +30,15 @@ struct Cli {
 enum Command {
     /// Validate the configuration and print the effective one (defaults filled in).
     Check,
+    /// Program transparent interception (nftables) in this network namespace.
+    Init(sidewire::init::InitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Init(a)) = &cli.command {
+        return sidewire::init::main(a);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

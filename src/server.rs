@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::admin::{Admin, ReadyState, Scrape};
 use crate::config::Config;
 use crate::core::Core;
+use crate::metrics::prom::listener_labels;
 use crate::worker::{self, Control};
 
 /// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
@@ -81,7 +82,10 @@ pub struct ShutdownReport {
 
 impl Server {
     /// Binds, starts the admin thread and the workers, and returns once every worker accepts.
-    pub fn start(cfg: Config) -> Result<Server, StartError> {
+    /// An `optional` listener whose address cannot exist here (its address family or the
+    /// address is not available, as IPv6 in a namespace without it) is left out with a
+    /// warning.
+    pub fn start(mut cfg: Config) -> Result<Server, StartError> {
         let cpus = core_affinity::get_core_ids().unwrap_or_default();
         let workers = match cfg.runtime.workers {
             0 => cpus.len().max(1),
@@ -92,12 +96,22 @@ impl Server {
         let mut sockets: Vec<Vec<std::net::TcpListener>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(cfg.listeners.len());
+        let mut absent = Vec::new();
         for (index, l) in cfg.listeners.iter().enumerate() {
-            let bound = bind_reuseport(l.listen, workers).map_err(|source| StartError::Bind {
-                index,
-                addr: l.listen,
-                source,
-            })?;
+            let bound = match bind_reuseport(l.listen, workers) {
+                Ok(b) => b,
+                Err(e) if l.optional && unavailable_here(&e) => {
+                    absent.push((index, e));
+                    continue;
+                }
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        index,
+                        addr: l.listen,
+                        source,
+                    })
+                }
+            };
             let local = bound[0].local_addr().map_err(|source| StartError::Bind {
                 index,
                 addr: l.listen,
@@ -107,6 +121,11 @@ impl Server {
             for (w, s) in bound.into_iter().enumerate() {
                 sockets[w].push(s);
             }
+        }
+        let mut left_out = Vec::with_capacity(absent.len());
+        for (i, e) in absent.into_iter().rev() {
+            let l = cfg.listeners.remove(i);
+            left_out.push((l.name, l.listen, e));
         }
         let admin_sock = std::net::TcpListener::bind(cfg.admin.listen).map_err(|source| {
             StartError::AdminBind {
@@ -126,7 +145,11 @@ impl Server {
             admin_sock,
             Scrape {
                 controls: controls.clone(),
-                listeners: cfg.listeners.iter().map(|l| l.name.clone()).collect(),
+                listeners: cfg
+                    .listeners
+                    .iter()
+                    .map(|l| listener_labels(&l.name, l.direction))
+                    .collect(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
             },
@@ -212,6 +235,9 @@ impl Server {
                 "more workers than CPUs: some share a core"
             );
         }
+        for (name, addr, e) in left_out.iter().rev() {
+            warn!(listener = %name, %addr, error = %e, "optional listener left out: its address is not available here");
+        }
         for (name, addr) in &listeners {
             info!(listener = %name, %addr, workers, "listening");
         }
@@ -294,7 +320,18 @@ impl Drop for Server {
     }
 }
 
-/// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`. For a fixed port, a probe bind
+/// Whether a bind error means the address cannot exist in this network namespace (no such
+/// address family, or the address is not configured), rather than a conflict.
+fn unavailable_here(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Binds `n` listening sockets to `addr` with `SO_REUSEPORT`. An IPv6 address listens for
+/// IPv6 only (`IPV6_V6ONLY`), so `[::]:P` and `0.0.0.0:P` can be separate listeners, as
+/// transparent interception of both families needs. For a fixed port, a probe bind
 /// without `SO_REUSEPORT` first makes "port in use" an error even when the other owner is
 /// another reuseport process (which would otherwise silently share our port). For port 0 the
 /// first socket picks the port and the others join it.
@@ -306,6 +343,9 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
             Some(Protocol::TCP),
         )?;
         s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
         Ok(s)
     };
     if addr.port() != 0 {

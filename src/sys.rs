@@ -1,5 +1,6 @@
 //! Raw syscalls that monoio 0.2.4 does not expose: non-blocking mode, pipes, `splice(2)`,
-//! half-close, abortive close, the fd limit.
+//! half-close, abortive close, the fd limit, the original destination of a redirected
+//! connection.
 //!
 //! This is the only module with `unsafe`. Each block is a plain libc call on a file descriptor
 //! the caller owns for the duration of the call; errors come back as `io::Error` from `errno`.
@@ -193,4 +194,53 @@ pub fn set_blocking(fd: RawFd) -> io::Result<()> {
     let off: libc::c_int = 0;
     // SAFETY: FIONBIO reads one c_int through the pointer, which points at a live local.
     cvt(unsafe { libc::ioctl(fd, libc::FIONBIO, &off) }).map(drop)
+}
+
+/// The original destination of a connection that netfilter NAT redirected to us (iptables or
+/// nftables `REDIRECT`/`DNAT`): `getsockopt(SOL_IP, SO_ORIGINAL_DST)` for an IPv4 socket,
+/// `getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST)` for an IPv6 one (`ipv6`). A connection that
+/// was not NATed reports its own local address; `ENOENT` means conntrack has no entry for it.
+pub fn original_dst(fd: RawFd, ipv6: bool) -> io::Result<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    if ipv6 {
+        // SAFETY: an all-zero `sockaddr_in6` is a valid value of this plain C struct.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `sa`.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                libc::IP6T_SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(SocketAddrV6::new(
+            Ipv6Addr::from(sa.sin6_addr.s6_addr),
+            u16::from_be(sa.sin6_port),
+            sa.sin6_flowinfo,
+            sa.sin6_scope_id,
+        )
+        .into())
+    } else {
+        // SAFETY: an all-zero `sockaddr_in` is a valid value of this plain C struct.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `sa`.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                libc::SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+            u16::from_be(sa.sin_port),
+        )
+        .into())
+    }
 }

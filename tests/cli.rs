@@ -282,3 +282,68 @@ fn sigint_with_nothing_open_exits_zero_at_once() {
     let status = p.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The flags of the dry-run snapshot (Linkerd's usual skips plus a range and subnets).
+const INIT_FLAGS: &[&str] = &[
+    "--proxy-uid",
+    "2102",
+    "--skip-inbound-ports",
+    "25,3306,10000-10100",
+    "--skip-outbound-ports",
+    "4567,4568",
+    "--skip-subnets",
+    "10.0.0.0/8,fd00::/8",
+];
+
+#[test]
+fn init_dry_run_output_is_a_stable_snapshot() {
+    let mut args = vec!["init", "--dry-run"];
+    args.extend_from_slice(INIT_FLAGS);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, include_str!("../testdata/init-dry-run.nft"));
+    let (code, out, err) = run(&["init", "--dry-run", "--uninstall", "--proxy-uid", "2102"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, include_str!("../testdata/init-uninstall.nft"));
+}
+
+#[test]
+fn init_without_nft_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["init", "--proxy-uid", "2102"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("sidewire init: nft not found in PATH")
+            && err.contains("apt-get install nftables"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn init_rejects_bad_lists() {
+    for (flag, bad, what) in [
+        ("--skip-inbound-ports", "25,70000", "70000"),
+        ("--skip-outbound-ports", "100-10", "start is after"),
+        ("--skip-subnets", "10.0.0.0/40", "prefix length"),
+    ] {
+        let (code, _, err) = run(&["init", "--dry-run", "--proxy-uid", "1", flag, bad]);
+        assert_eq!(code, 2, "{flag} {bad}: {err}");
+        assert!(err.contains(what), "{flag} {bad}: {err}");
+    }
+}
+
+#[test]
+fn check_accepts_the_sidecar_preset() {
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sidecar.toml");
+    let (code, out, err) = run(&["check", "--config", preset]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("upstream = \"original-dst\""), "{out}");
+    assert!(out.contains("direction = \"inbound\""), "{out}");
+    assert!(out.contains("listen = \"127.0.0.1:4140\""), "{out}");
+    assert!(out.contains("listen = \"0.0.0.0:4143\""), "{out}");
+}

@@ -265,10 +265,12 @@ fn every_detect_result_is_exported() {
         assert_eq!(metric(&m, &detect_total(r)), Some(0.0), "{r}");
     }
     assert!(
-        m.contains("tcp_detect_duration_seconds_bucket{listener=\"t\",le=\"0.00001\"} 0"),
+        m.contains("tcp_detect_duration_seconds_bucket{listener=\"t\",direction=\"outbound\",le=\"0.00001\"} 0"),
         "{m}"
     );
-    assert!(m.contains("tcp_detect_tls_total{listener=\"t\",sni=\"absent\"} 0"));
+    assert!(
+        m.contains("tcp_detect_tls_total{listener=\"t\",direction=\"outbound\",sni=\"absent\"} 0")
+    );
 }
 
 #[test]

@@ -212,7 +212,7 @@ fn keep_alive_reuses_one_upstream_connection() {
         "{m}"
     );
     assert!(
-        m.contains("response_latency_ms_bucket{listener=\"t\",route=\"default\",protocol=\"http/1\",le=\"50000\"} 5"),
+        m.contains("response_latency_ms_bucket{listener=\"t\",direction=\"outbound\",route=\"default\",protocol=\"http/1\",le=\"50000\"} 5"),
         "{m}"
     );
 }

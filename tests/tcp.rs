@@ -288,3 +288,40 @@ fn admin_endpoints_and_drain() {
     let report = p.shutdown();
     assert_eq!(report.finished, report.workers, "every worker drained");
 }
+
+/// A client that dials an original-destination listener itself (no redirect) is refused,
+/// not proxied to the proxy: the original destination is the listener (`loop`), or, where no
+/// NAT rule made conntrack track the connection, there is none (`no_original_dst`). The
+/// redirected case runs in network namespaces in `tests/sidecar.rs`.
+#[test]
+fn original_dst_listener_refuses_a_direct_connection() {
+    let text = "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = \"original-dst\"\n";
+    let cfg = sidewire::config::Config::parse(text, "test.toml").unwrap();
+    let p = sidewire::server::Server::start(cfg).unwrap();
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected a close without data, got {other:?}"),
+    }
+    wait_metric(
+        &p,
+        "tcp_refused_total{listener=\"t\",direction=\"outbound\"}",
+        1.0,
+    );
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",classification=\"failure\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(&m, "tcp_open_total{listener=\"t\",peer=\"dst\"}"),
+        Some(0.0),
+        "{m}"
+    );
+}

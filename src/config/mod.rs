@@ -7,9 +7,11 @@
 //! Binding the addresses happens at start-up, not here (see `server`), so "port in use" is
 //! reported there with the same shape.
 
+mod ports;
 mod raw;
 mod validate;
 
+pub use ports::PortSet;
 pub use raw::*;
 
 use std::collections::BTreeSet;
@@ -89,6 +91,23 @@ pub struct DetectConfig {
     pub dial_delay: Duration,
     /// Effective opaque ports: the built-in list (unless disabled) plus the user's.
     pub opaque_ports: BTreeSet<u16>,
+    /// The user's `opaque_ports` alone (to tell the verdict's reason from the built-in list).
+    pub user_opaque_ports: BTreeSet<u16>,
+    /// `[[detect.port]]` declarations; no two share a port.
+    pub port_rules: Vec<PortRule>,
+}
+
+/// One validated `[[detect.port]]`: connections to these ports skip detection with a
+/// declared protocol, or run it with their own timeout.
+#[derive(Debug, Clone)]
+pub struct PortRule {
+    /// The ports (destination ports; on inbound original-destination listeners, the
+    /// workload's own port).
+    pub ports: PortSet,
+    /// The declared protocol; `Detect` runs detection.
+    pub protocol: ListenerProtocol,
+    /// Detection timeout for these ports (`Detect` only; else the listener's).
+    pub timeout: Option<Duration>,
 }
 
 /// Validated `[http1]`.
@@ -138,8 +157,15 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Upstream endpoints (resolved).
+    /// Upstream endpoints (resolved); empty when `original_dst` is set.
     pub upstream: Vec<SocketAddr>,
+    /// `upstream = "original-dst"`: each connection goes to its original destination
+    /// (`SO_ORIGINAL_DST`), as redirected by `sidewire init`'s rules.
+    pub original_dst: bool,
+    /// Inbound or outbound: the `direction` metric label.
+    pub direction: Direction,
+    /// Skip the listener (with a warning) when its address cannot exist here.
+    pub optional: bool,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
     /// Detect or force a protocol.
@@ -250,7 +276,11 @@ impl Default for Limits {
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for l in &self.listeners {
-            writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+            if l.original_dst {
+                writeln!(f, "listener {:?}: {} -> {ORIGINAL_DST}", l.name, l.listen)?;
+            } else {
+                writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+            }
         }
         write!(f, "admin: {}", self.admin.listen)
     }
@@ -459,10 +489,124 @@ mod tests {
     }
 
     #[test]
+    fn original_dst_listeners_and_direction() {
+        let c = Config::parse(
+            "[[listener]]\nname = \"in\"\nlisten = \"0.0.0.0:0\"\nupstream = \"original-dst\"\n\
+             direction = \"inbound\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert!(l.original_dst && l.upstream.is_empty());
+        assert_eq!(l.direction, Direction::Inbound);
+        // Fixed endpoints stay the default, and outbound the default direction.
+        let c = Config::parse(OK, "t.toml").unwrap();
+        assert!(!c.listeners[0].original_dst);
+        assert_eq!(c.listeners[0].direction, Direction::Outbound);
+        for (text, key, problem) in [
+            (
+                "upstream = \"original\"",
+                "listener[0].upstream",
+                "\"original\": expected a list of endpoints or \"original-dst\"",
+            ),
+            ("upstream = 5", "listener[0].upstream", "original-dst"),
+            (
+                "upstream = \"original-dst\"\ndirection = \"sideways\"",
+                "listener[0].direction",
+                "unknown variant",
+            ),
+        ] {
+            let e = parse_err(&format!(
+                "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n{text}\n"
+            ));
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.problem.contains(problem), "{e}");
+            assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn detect_port_rules_validate() {
+        let c = Config::parse(
+            &format!(
+                "[[detect.port]]\nports = 9092\nprotocol = \"opaque\"\n\
+                 [[detect.port]]\nports = \"8080, 10000-10100\"\nprotocol = \"detect\"\ntimeout_ms = 250\n{OK}"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let r = &c.detect.port_rules;
+        assert_eq!(r.len(), 2);
+        assert!(r[0].ports.contains(9092) && r[1].ports.contains(10050));
+        assert_eq!(r[1].timeout, Some(Duration::from_millis(250)));
+        for (rules, key, problem) in [
+            (
+                "ports = \"80\"\nprotocol = \"http1\"\n[[detect.port]]\nports = \"70-90\"\nprotocol = \"opaque\"",
+                "detect.port[1].ports",
+                "port 80 is already declared by detect.port[0]",
+            ),
+            (
+                "ports = 80\nprotocol = \"opaque\"\ntimeout_ms = 5",
+                "detect.port[0].timeout_ms",
+                "only applies to protocol = \"detect\"",
+            ),
+            (
+                "ports = 0\nprotocol = \"opaque\"",
+                "detect.port[0].ports",
+                "not a port",
+            ),
+            (
+                "ports = \"80-x\"\nprotocol = \"opaque\"",
+                "detect.port[0].ports",
+                "\"80-x\"",
+            ),
+            ("ports = \"\"\nprotocol = \"opaque\"", "detect.port[0].ports", "no port"),
+            (
+                "ports = 80\nprotocol = \"detect\"\ntimeout_ms = 0",
+                "detect.port[0].timeout_ms",
+                "must be from 1",
+            ),
+            ("ports = 80\nprotocol = \"gopher\"", "detect.port[0].protocol", "unknown variant"),
+        ] {
+            let e = parse_err(&format!("[[detect.port]]\n{rules}\n{OK}"));
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.problem.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn sidecar_preset_has_linkerds_ports() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sidecar.toml");
+        let c = Config::load(&path).unwrap();
+        let find = |n: &str| c.listeners.iter().find(|l| l.name == n).unwrap();
+        let (out, inb) = (find("outbound"), find("inbound"));
+        assert_eq!(out.listen, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(inb.listen, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.admin.listen, "0.0.0.0:4191".parse().unwrap());
+        assert!(c.listeners.iter().all(|l| l.original_dst));
+        assert_eq!(
+            (out.direction, inb.direction),
+            (Direction::Outbound, Direction::Inbound)
+        );
+        assert!(find("outbound-ipv6").optional && find("inbound-ipv6").optional);
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let raw = RawConfig::parse(OK, "t.toml").unwrap();
         let again = RawConfig::parse(&raw.to_toml(), "t.toml").unwrap();
         assert_eq!(again.runtime.ring_entries, 4096);
         assert_eq!(again.listeners[0].name, "a");
+        // And the sidecar preset: original-dst, directions, optional, port rules.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sidecar.toml");
+        let text = std::fs::read_to_string(path).unwrap()
+            + "[[detect.port]]\nports = 9092\nprotocol = \"opaque\"\n";
+        let raw = RawConfig::parse(&text, "s.toml").unwrap();
+        let again = RawConfig::parse(&raw.to_toml(), "s.toml")
+            .unwrap()
+            .validate("s.toml")
+            .unwrap();
+        assert!(again.listeners.iter().all(|l| l.original_dst));
+        assert_eq!(again.detect.port_rules.len(), 1);
     }
 }

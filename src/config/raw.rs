@@ -86,6 +86,73 @@ pub struct RawDetect {
     pub opaque_ports: Vec<u16>,
     /// Whether the built-in opaque ports apply.
     pub builtin_opaque_ports: bool,
+    /// `[[detect.port]]`: per-port protocol declarations (Kubernetes' `appProtocol`).
+    #[serde(default, rename = "port", skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<RawPortRule>,
+}
+
+/// One `[[detect.port]]` as written: how connections to these ports are handled.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPortRule {
+    /// The ports: one port (`9092`) or a list with ranges (`"9092,10000-10100"`).
+    pub ports: RawPorts,
+    /// `"opaque"`, `"http1"`, `"http2"` (no detection) or `"detect"`.
+    pub protocol: ListenerProtocol,
+    /// Detection timeout for these ports (only with `protocol = "detect"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `[[detect.port]] ports`: a single port number or a `LIST` string.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "a port number or a string of ports and ranges such as \"9092,10000-10100\""
+)]
+pub enum RawPorts {
+    /// `ports = 9092`
+    One(u32),
+    /// `ports = "9092,10000-10100"`
+    List(String),
+}
+
+/// `[[listener]] upstream`: fixed endpoints, or the original destination of each connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "a list of endpoints (\"ip:port\" or \"host:port\") or the string \"original-dst\""
+)]
+pub enum RawUpstream {
+    /// `upstream = ["127.0.0.1:8080", ...]`
+    Endpoints(Vec<String>),
+    /// `upstream = "original-dst"` (any other string is rejected by validation).
+    Mode(String),
+}
+
+/// The `upstream` value that selects original-destination mode.
+pub const ORIGINAL_DST: &str = "original-dst";
+
+/// `[[listener]] direction`: which side of the workload the listener serves (the
+/// `direction` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Connections into the workload (from other pods to the app).
+    Inbound,
+    /// Connections out of the workload (from the app to others).
+    #[default]
+    Outbound,
+}
+
+impl Direction {
+    /// The label value: `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
 }
 
 impl Default for RawDetect {
@@ -96,6 +163,7 @@ impl Default for RawDetect {
             server_first_dial_delay_ms: DEFAULT_DIAL_DELAY_MS,
             opaque_ports: Vec::new(),
             builtin_opaque_ports: true,
+            ports: Vec::new(),
         }
     }
 }
@@ -256,8 +324,14 @@ pub struct RawListener {
     pub name: String,
     /// Address to listen on.
     pub listen: String,
-    /// Upstream endpoints.
-    pub upstream: Vec<String>,
+    /// Upstream endpoints, or `"original-dst"`.
+    pub upstream: RawUpstream,
+    /// Inbound or outbound (default outbound).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Skip this listener when its address family or address is not available here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
     /// Upstream connect timeout.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,

@@ -147,15 +147,63 @@ impl RawConfig {
                 "port 0 is not a valid port".into(),
             ));
         }
-        let mut opaque_ports: BTreeSet<u16> = d.opaque_ports.iter().copied().collect();
+        let user_opaque_ports: BTreeSet<u16> = d.opaque_ports.iter().copied().collect();
+        let mut opaque_ports = user_opaque_ports.clone();
         if d.builtin_opaque_ports {
             opaque_ports.extend(BUILTIN_OPAQUE_PORTS);
+        }
+        let mut port_rules: Vec<PortRule> = Vec::with_capacity(d.ports.len());
+        for (i, r) in d.ports.iter().enumerate() {
+            let key = |k: &str| format!("detect.port[{i}].{k}");
+            let ports = match &r.ports {
+                RawPorts::One(p) => match u16::try_from(*p) {
+                    Ok(p) if p > 0 => PortSet::from_ranges(vec![p..=p]),
+                    _ => return Err(err(key("ports"), format!("{p} is not a port (1-65535)"))),
+                },
+                RawPorts::List(s) => PortSet::parse(s).map_err(|p| err(key("ports"), p))?,
+            };
+            if ports.is_empty() {
+                return Err(err(key("ports"), "no port given".into()));
+            }
+            if let Some((j, p)) = port_rules
+                .iter()
+                .enumerate()
+                .find_map(|(j, o)| o.ports.first_common(&ports).map(|p| (j, p)))
+            {
+                return Err(err(
+                    key("ports"),
+                    format!("port {p} is already declared by detect.port[{j}]"),
+                ));
+            }
+            let timeout = match r.timeout_ms {
+                None => None,
+                Some(_) if r.protocol != ListenerProtocol::Detect => {
+                    return Err(err(
+                        key("timeout_ms"),
+                        "only applies to protocol = \"detect\"".into(),
+                    ))
+                }
+                Some(t) if t == 0 || t > MAX_TIMEOUT_MS => {
+                    return Err(err(
+                        key("timeout_ms"),
+                        format!("{t} must be from 1 to {MAX_TIMEOUT_MS}"),
+                    ))
+                }
+                Some(t) => Some(Duration::from_millis(t)),
+            };
+            port_rules.push(PortRule {
+                ports,
+                protocol: r.protocol,
+                timeout,
+            });
         }
         Ok(DetectConfig {
             timeout: Duration::from_millis(d.timeout_ms),
             server_first: d.server_first,
             dial_delay: Duration::from_millis(d.server_first_dial_delay_ms),
             opaque_ports,
+            user_opaque_ports,
+            port_rules,
         })
     }
 
@@ -247,7 +295,19 @@ impl RawConfig {
                     ));
                 }
             }
-            let upstream = resolve_endpoints(&l.upstream, &format!("listener[{i}].upstream"), err)?;
+            let (upstream, original_dst) = match &l.upstream {
+                RawUpstream::Endpoints(list) => (
+                    resolve_endpoints(list, &format!("listener[{i}].upstream"), err)?,
+                    false,
+                ),
+                RawUpstream::Mode(m) if m == ORIGINAL_DST => (Vec::new(), true),
+                RawUpstream::Mode(m) => {
+                    return Err(err(
+                        key("upstream"),
+                        format!("{m:?}: expected a list of endpoints or \"{ORIGINAL_DST}\""),
+                    ))
+                }
+            };
             if l.connect_timeout_ms == 0 || l.connect_timeout_ms > MAX_TIMEOUT_MS {
                 return Err(err(
                     key("connect_timeout_ms"),
@@ -275,6 +335,9 @@ impl RawConfig {
                 name: l.name.clone(),
                 listen,
                 upstream,
+                original_dst,
+                direction: l.direction,
+                optional: l.optional,
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms),
                 protocol: l.protocol,
                 upstream_protocol: l.upstream_protocol,

@@ -19,12 +19,14 @@
 //! request-target bytes filling the window), so no HTTP request skips the HTTP/1 checks and
 //! routing by being long.
 //!
-//! Not here: what happens after the verdict (`conn`), opaque-port and forced-protocol
-//! shortcuts (decided in `conn` before any peek).
+//! Not here: what happens after the verdict (`conn`). Opaque-port, declared-port and
+//! forced-protocol shortcuts are planned by [`plan`] and taken in `conn` before any peek.
 
 pub mod http;
+pub mod plan;
 mod probe;
 pub mod tls;
+mod verdict;
 
 use std::cell::RefCell;
 use std::future::{pending, Future};
@@ -38,8 +40,10 @@ use monoio::net::TcpStream;
 use crate::config::{DetectConfig, ListenerConfig, ServerFirst};
 use crate::error::ConnectError;
 use crate::sys;
+pub use plan::{Plan, PortPlan};
 pub use probe::Probe;
 pub use tls::ClientHello;
+pub use verdict::{DetectReason, DetectResult};
 
 /// The answer of [`classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,56 +101,6 @@ pub fn classify(buf: &[u8]) -> Verdict {
         Verdict::Opaque
     } else {
         Verdict::NeedMore { want }
-    }
-}
-
-/// The `result` label of `tcp_detect_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetectResult {
-    /// HTTP/1.x request line.
-    Http1,
-    /// HTTP/2 prior knowledge.
-    Http2,
-    /// TLS ClientHello (proxied opaque).
-    Tls,
-    /// Bytes that match no known protocol.
-    Opaque,
-    /// No verdict within the detect timeout: proxied opaque.
-    Timeout,
-    /// The upstream spoke before the client: proxied opaque.
-    ServerFirst,
-    /// Destination port is an opaque port, or the listener sets `protocol = "opaque"`: no
-    /// detection. (A listener forcing `http1`/`http2` counts under that result.)
-    OpaquePort,
-    /// The client closed before sending anything.
-    Closed,
-}
-
-impl DetectResult {
-    /// Every result, in label order.
-    pub const ALL: [DetectResult; 8] = [
-        DetectResult::Http1,
-        DetectResult::Http2,
-        DetectResult::Tls,
-        DetectResult::Opaque,
-        DetectResult::Timeout,
-        DetectResult::ServerFirst,
-        DetectResult::OpaquePort,
-        DetectResult::Closed,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DetectResult::Http1 => "http1",
-            DetectResult::Http2 => "http2",
-            DetectResult::Tls => "tls",
-            DetectResult::Opaque => "opaque",
-            DetectResult::Timeout => "timeout",
-            DetectResult::ServerFirst => "server_first",
-            DetectResult::OpaquePort => "opaque_port",
-            DetectResult::Closed => "closed",
-        }
     }
 }
 
@@ -245,7 +199,7 @@ impl Drop for LowWater {
 }
 
 /// Detection settings resolved for one listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct DetectSettings {
     // Built by `DetectSettings::new` from `[detect]` and the listener; the config keys are
     // `detect_timeout_ms` (or `[detect] timeout_ms`), `server_first`,

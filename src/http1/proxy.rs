@@ -37,9 +37,10 @@ use super::message::{
     ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
-use crate::core::{Core, Listener};
+use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, write_all, Client, Peer, READ_CHUNK};
+use crate::metrics::Protocol;
 use crate::upstream::pool::{dial_h1, UpConn};
 use crate::{forward, sys};
 
@@ -395,10 +396,17 @@ async fn first_to_speak(
 
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
 /// it ended cleanly.
-pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: SocketAddr) -> bool {
+/// `dest` says where requests that match no route go.
+pub async fn serve(
+    core: &Core,
+    l: &Listener,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    dest: &HttpDest,
+) -> bool {
     let client = &mut Client::new(client, &l.metrics.src);
     let cfg = &l.http1;
-    let default_metrics = &l.metrics.http[0];
+    let default_metrics = dest.metrics(l, 0, Protocol::Http1);
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // 0. Between requests, the client may idle up to the keep-alive idle timeout. The
@@ -452,7 +460,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         };
         let mut body_buf = cbuf.split_off(req.head_len);
         cbuf.clear();
-        let m = &l.metrics.http[req.route];
+        let m = dest.metrics(l, req.route, Protocol::Http1);
         m.request();
         let t0 = Instant::now();
         let ctx = InFlight {
@@ -464,7 +472,7 @@ pub async fn serve(core: &Core, l: &Listener, client: &mut TcpStream, peer: Sock
         };
 
         // 2. An endpoint for this request, and a connection to it.
-        let (addr, inflight) = l.endpoints(req.route).pick();
+        let (addr, inflight) = dest.pick(l, req.route);
         let pooled = l.pools.take_h1(addr);
         // A pooled connection may have been closed by the upstream meanwhile. A bodiless
         // request that meets such a connection (EOF or reset before any response byte) is

@@ -42,9 +42,10 @@ use tracing::debug;
 use self::body::{pump, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
-use crate::core::{Core, Listener};
+use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
+use crate::metrics::Protocol;
 
 /// A response body on its way from the upstream.
 pub(crate) enum UpBody {
@@ -85,8 +86,15 @@ pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> boo
     }
 }
 
-/// Serves one HTTP/2 client connection until it closes. Returns whether it ended cleanly.
-pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: SocketAddr) -> bool {
+/// Serves one HTTP/2 client connection until it closes; `dest` says where streams that match
+/// no route go. Returns whether it ended cleanly.
+pub async fn serve(
+    core: &Core,
+    l: &Rc<Listener>,
+    client: TcpStream,
+    peer: SocketAddr,
+    dest: HttpDest,
+) -> bool {
     let io = match client.into_poll_io() {
         Ok(io) => Coalesce::new(Counted::new(io, &l.metrics.src)),
         Err(e) => {
@@ -150,9 +158,9 @@ pub async fn serve(core: &Core, l: &Rc<Listener>, client: TcpStream, peer: Socke
             Some(Ok((req, respond))) => {
                 started += 1;
                 open.set(open.get() + 1);
-                let (l, open) = (l.clone(), open.clone());
+                let (l, open, dest) = (l.clone(), open.clone(), dest.clone());
                 monoio::spawn(async move {
-                    stream(l, req, respond, peer).await;
+                    stream(l, req, respond, peer, dest).await;
                     open.set(open.get() - 1);
                 });
             }
@@ -176,6 +184,7 @@ async fn stream(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
+    dest: HttpDest,
 ) {
     let (parts, body) = req.into_parts();
     let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
@@ -186,7 +195,7 @@ async fn stream(
     });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let route = RouteConfig::select(&l.cfg.routes, host, path);
-    let m = &l.metrics.h2[route];
+    let m = dest.metrics(&l, route, Protocol::Http2);
     m.request();
     let is_grpc = grpc::is_grpc(&parts.headers);
     let t0 = Instant::now();
@@ -202,7 +211,7 @@ async fn stream(
         return;
     }
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
-    let (addr, inflight) = l.endpoints(route).pick();
+    let (addr, inflight) = dest.pick(&l, route);
 
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {

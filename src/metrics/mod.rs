@@ -5,16 +5,32 @@
 //! Hot-path cost is an add on a core-local integer: no atomics, locks, hashing or strings.
 //! Byte counters are bumped per `splice` chunk (up to 256 KiB), so long-lived connections show
 //! progress while they run, unlike Linkerd's update-on-close.
+//!
+//! HTTP metrics of an original-destination listener are kept per destination (the
+//! `target_addr` label) for requests that no route takes: at most [`MAX_DESTINATIONS`] per
+//! listener and worker, the rest counted under `target_addr="other"`.
 
 pub mod prom;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::detect::DetectResult;
-use crate::error::ConnectErrorKind;
+use crate::detect::{DetectReason, DetectResult};
+use crate::error::{ConnectErrorKind, Refusal};
+
+/// Distinct original destinations with their own HTTP series, per listener and worker.
+pub const MAX_DESTINATIONS: usize = 1024;
+
+/// Bucket bounds of `response_latency_ms`, in milliseconds: Linkerd's, so dashboards port.
+pub const RESPONSE_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
 
 /// Counters for one side of proxied connections (`peer="src"`: clients, `peer="dst"`: upstreams).
 #[derive(Debug, Default)]
@@ -127,8 +143,10 @@ pub struct ListenerMetrics {
     pub dst: std::rc::Rc<PeerCounters>,
     connect_errors: [Cell<u64>; 4],
     duration: RefCell<Histogram<u64>>,
-    detect: [Cell<u64>; 8],
+    /// Verdicts by `[reason][result]`.
+    detect: [[Cell<u64>; 8]; 5],
     detect_latency: RefCell<Histogram<u64>>,
+    refused: [Cell<u64>; 2],
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
     early_unused: Cell<u64>,
@@ -137,6 +155,37 @@ pub struct ListenerMetrics {
     pub http: Vec<HttpMetrics>,
     /// HTTP/2 metrics per route, same order as `http`.
     pub h2: Vec<HttpMetrics>,
+    /// Original-destination listeners: HTTP metrics per destination, for requests no route
+    /// takes (at most [`MAX_DESTINATIONS`], then `other`).
+    by_dst: RefCell<HashMap<SocketAddr, Rc<DstHttpMetrics>>>,
+    other_dst: RefCell<Option<Rc<DstHttpMetrics>>>,
+}
+
+/// The HTTP metrics of one original destination (route `default`), both protocols.
+#[derive(Debug)]
+pub struct DstHttpMetrics {
+    /// HTTP/1 requests.
+    pub http1: HttpMetrics,
+    /// HTTP/2 streams.
+    pub http2: HttpMetrics,
+}
+
+impl DstHttpMetrics {
+    fn new(target_addr: String) -> DstHttpMetrics {
+        let mut http1 = HttpMetrics::new("default", Protocol::Http1);
+        let mut http2 = HttpMetrics::new("default", Protocol::Http2);
+        http1.target_addr = Some(target_addr.clone());
+        http2.target_addr = Some(target_addr);
+        DstHttpMetrics { http1, http2 }
+    }
+
+    /// The metrics of `protocol`.
+    pub fn get(&self, protocol: Protocol) -> &HttpMetrics {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+        }
+    }
 }
 
 impl Default for ListenerMetrics {
@@ -148,12 +197,15 @@ impl Default for ListenerMetrics {
             duration: RefCell::new(new_histogram()),
             detect: Default::default(),
             detect_latency: RefCell::new(new_histogram()),
+            refused: Default::default(),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
             early_unused: Cell::new(0),
             h2_errors: Cell::new(0),
             http: vec![HttpMetrics::new("default", Protocol::Http1)],
             h2: vec![HttpMetrics::new("default", Protocol::Http2)],
+            by_dst: RefCell::new(HashMap::new()),
+            other_dst: RefCell::new(None),
         }
     }
 }
@@ -164,12 +216,36 @@ impl ListenerMetrics {
         bump(&self.connect_errors[kind as usize], 1);
     }
 
-    /// A connection was classified (`took`: accept → verdict, when detection ran).
-    pub fn detected(&self, result: DetectResult, took: Option<Duration>) {
-        bump(&self.detect[result as usize], 1);
+    /// A connection was classified, for `reason` (`took`: accept → verdict, when detection
+    /// ran).
+    pub fn detected(&self, result: DetectResult, reason: DetectReason, took: Option<Duration>) {
+        bump(&self.detect[reason as usize][result as usize], 1);
         if let Some(d) = took {
             record(&mut self.detect_latency.borrow_mut(), d);
         }
+    }
+
+    /// An original-destination connection was refused.
+    pub fn refused(&self, why: Refusal) {
+        bump(&self.refused[why as usize], 1);
+    }
+
+    /// The HTTP metrics of original destination `addr` (created on first use; past
+    /// [`MAX_DESTINATIONS`] destinations, the shared `other` entry).
+    pub fn for_dst(&self, addr: SocketAddr) -> Rc<DstHttpMetrics> {
+        let mut map = self.by_dst.borrow_mut();
+        if let Some(m) = map.get(&addr) {
+            return m.clone();
+        }
+        if map.len() < MAX_DESTINATIONS {
+            let m = Rc::new(DstHttpMetrics::new(addr.to_string()));
+            map.insert(addr, m.clone());
+            return m;
+        }
+        self.other_dst
+            .borrow_mut()
+            .get_or_insert_with(|| Rc::new(DstHttpMetrics::new("other".into())))
+            .clone()
     }
 
     /// Detection dialled the upstream while the client was silent (server-first support).
@@ -205,24 +281,30 @@ impl ListenerMetrics {
             dst: self.dst.snapshot(),
             connect_errors: std::array::from_fn(|i| self.connect_errors[i].get()),
             duration: self.duration.borrow().clone(),
-            detect: std::array::from_fn(|i| self.detect[i].get()),
+            detect: std::array::from_fn(|r| std::array::from_fn(|i| self.detect[r][i].get())),
             detect_latency: self.detect_latency.borrow().clone(),
+            refused: std::array::from_fn(|i| self.refused[i].get()),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
             early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
-            http: self
-                .http
-                .iter()
-                .chain(&self.h2)
-                .map(HttpMetrics::snapshot)
-                .collect(),
+            http: {
+                let by_dst = self.by_dst.borrow();
+                let other = self.other_dst.borrow();
+                let dsts = by_dst.values().chain(other.iter());
+                self.http
+                    .iter()
+                    .chain(&self.h2)
+                    .chain(dsts.flat_map(|d| [&d.http1, &d.http2]))
+                    .map(HttpMetrics::snapshot)
+                    .collect()
+            },
         }
     }
 }
 
 /// The `protocol` label of the HTTP families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// HTTP/1.x.
     #[default]
@@ -250,11 +332,68 @@ pub const NO_GRPC_STATUS: u8 = u8::MAX;
 pub struct HttpMetrics {
     route: String,
     protocol: Protocol,
+    /// The original destination, for an original-destination listener's per-destination
+    /// series.
+    target_addr: Option<String>,
     requests: Cell<u64>,
     /// (status code, gRPC status or [`NO_GRPC_STATUS`], count): codes 100–599 times gRPC
     /// codes 0–16, so bounded.
     responses: RefCell<Vec<(u16, u8, u64)>>,
-    latency: RefCell<Histogram<u64>>,
+    latency: LatencyBuckets,
+}
+
+/// Exact counts per `response_latency_ms` bucket ([`RESPONSE_BUCKETS_MS`]) and the sum: 27
+/// integers, cheap enough to keep per destination.
+#[derive(Debug, Default)]
+struct LatencyBuckets {
+    /// `counts[i]`: values above bound `i - 1` and up to bound `i`; the last one: above all.
+    counts: [Cell<u64>; 26],
+    sum_us: Cell<u64>,
+}
+
+impl LatencyBuckets {
+    fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = RESPONSE_BUCKETS_MS.partition_point(|b| (b * 1e3) < us as f64);
+        bump(&self.counts[i], 1);
+        bump(&self.sum_us, us);
+    }
+
+    fn snapshot(&self) -> BucketCounts {
+        BucketCounts {
+            counts: std::array::from_fn(|i| self.counts[i].get()),
+            sum_us: self.sum_us.get(),
+        }
+    }
+}
+
+/// Plain values of a response latency histogram: per-bucket (not cumulative) counts over
+/// [`RESPONSE_BUCKETS_MS`] plus the overflow, and the sum in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    /// Per bucket; the last one counts values above every bound.
+    pub counts: [u64; 26],
+    /// Sum of the recorded values (µs).
+    pub sum_us: u64,
+}
+
+impl BucketCounts {
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn merge(&mut self, o: &BucketCounts) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.sum_us += o.sum_us;
+    }
 }
 
 impl HttpMetrics {
@@ -263,9 +402,10 @@ impl HttpMetrics {
         HttpMetrics {
             route: route.to_string(),
             protocol,
+            target_addr: None,
             requests: Cell::new(0),
             responses: RefCell::new(Vec::new()),
-            latency: RefCell::new(new_histogram()),
+            latency: LatencyBuckets::default(),
         }
     }
 
@@ -282,7 +422,7 @@ impl HttpMetrics {
 
     /// The response's first byte (its head) after `ttfb`.
     pub fn first_byte(&self, ttfb: Duration) {
-        record(&mut self.latency.borrow_mut(), ttfb);
+        self.latency.record(ttfb);
     }
 
     /// A response ended (gRPC: with `grpc-status` from its trailers, if any). Counted at the
@@ -302,41 +442,37 @@ impl HttpMetrics {
         HttpSnapshot {
             route: self.route.clone(),
             protocol: self.protocol,
+            target_addr: self.target_addr.clone(),
             requests: self.requests.get(),
             responses: self.responses.borrow().clone(),
-            latency: self.latency.borrow().clone(),
+            latency: self.latency.snapshot(),
         }
     }
 }
 
 /// Plain values of [`HttpMetrics`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HttpSnapshot {
     /// The `route` label.
     pub route: String,
     /// The `protocol` label.
     pub protocol: Protocol,
+    /// The `target_addr` label (original destination), if the series has one.
+    pub target_addr: Option<String>,
     /// Requests.
     pub requests: u64,
     /// (status, gRPC status or [`NO_GRPC_STATUS`], count).
     pub responses: Vec<(u16, u8, u64)>,
-    /// Time to first response byte (µs).
-    pub latency: Histogram<u64>,
-}
-
-impl Default for HttpSnapshot {
-    fn default() -> Self {
-        HttpSnapshot {
-            route: String::new(),
-            protocol: Protocol::Http1,
-            requests: 0,
-            responses: Vec::new(),
-            latency: new_histogram(),
-        }
-    }
+    /// Time to first response byte, per `response_latency_ms` bucket.
+    pub latency: BucketCounts,
 }
 
 impl HttpSnapshot {
+    /// What identifies the series across cores.
+    fn key(&self) -> (&str, Protocol, Option<&str>) {
+        (&self.route, self.protocol, self.target_addr.as_deref())
+    }
+
     /// Adds another core's values.
     pub fn merge(&mut self, o: &HttpSnapshot) {
         self.requests += o.requests;
@@ -351,7 +487,7 @@ impl HttpSnapshot {
             }
         }
         self.responses.sort_unstable();
-        let _ = self.latency.add(&o.latency);
+        self.latency.merge(&o.latency);
     }
 }
 
@@ -394,10 +530,12 @@ pub struct ListenerSnapshot {
     pub connect_errors: [u64; 4],
     /// Client connection durations (µs).
     pub duration: Histogram<u64>,
-    /// Detection results, indexed by [`DetectResult`].
-    pub detect: [u64; 8],
+    /// Detection results, indexed by `[`[`DetectReason`]`][`[`DetectResult`]`]`.
+    pub detect: [[u64; 8]; 5],
     /// Accept → verdict (µs), for connections that went through detection.
     pub detect_latency: Histogram<u64>,
+    /// Refused original-destination connections, indexed by [`Refusal`].
+    pub refused: [u64; 2],
     /// TLS ClientHellos with SNI `[0]` and without `[1]`.
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.
@@ -406,7 +544,7 @@ pub struct ListenerSnapshot {
     pub early_unused: u64,
     /// HTTP/2 connections closed on a protocol error.
     pub h2_errors: u64,
-    /// HTTP metrics per route (`default` first).
+    /// HTTP metrics per route (`default` first), then per original destination.
     pub http: Vec<HttpSnapshot>,
 }
 
@@ -417,8 +555,9 @@ impl Default for ListenerSnapshot {
             dst: PeerSnapshot::default(),
             connect_errors: [0; 4],
             duration: new_histogram(),
-            detect: [0; 8],
+            detect: [[0; 8]; 5],
             detect_latency: new_histogram(),
+            refused: [0; 2],
             tls_sni: [0; 2],
             early_dials: 0,
             early_unused: 0,
@@ -440,7 +579,12 @@ impl ListenerSnapshot {
         // core's histogram for one scrape.
         let _ = self.duration.add(&o.duration);
         let _ = self.detect_latency.add(&o.detect_latency);
-        for (a, b) in self.detect.iter_mut().zip(o.detect) {
+        for (ra, rb) in self.detect.iter_mut().zip(o.detect) {
+            for (a, b) in ra.iter_mut().zip(rb) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.refused.iter_mut().zip(o.refused) {
             *a += b;
         }
         for (a, b) in self.tls_sni.iter_mut().zip(o.tls_sni) {
@@ -449,10 +593,25 @@ impl ListenerSnapshot {
         self.early_dials += o.early_dials;
         self.early_unused += o.early_unused;
         self.h2_errors += o.h2_errors;
-        for (i, h) in o.http.iter().enumerate() {
-            match self.http.get_mut(i) {
-                Some(mine) => mine.merge(h),
-                None => self.http.push(h.clone()),
+        // Per-destination series differ between cores: match by labels, not position.
+        let mut index: HashMap<(String, Protocol, Option<String>), usize> = self
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (r, p, t) = h.key();
+                ((r.to_string(), p, t.map(str::to_string)), i)
+            })
+            .collect();
+        for h in &o.http {
+            let (r, p, t) = h.key();
+            let k = (r.to_string(), p, t.map(str::to_string));
+            match index.get(&k) {
+                Some(&i) => self.http[i].merge(h),
+                None => {
+                    index.insert(k, self.http.len());
+                    self.http.push(h.clone());
+                }
             }
         }
     }
@@ -493,6 +652,62 @@ mod tests {
         assert_eq!(m.connect_errors[ConnectErrorKind::Timeout as usize], 1);
         assert_eq!(m.duration.len(), 2);
         assert_eq!(m.duration.count_between(0, 10_000), 1);
+    }
+
+    #[test]
+    fn per_destination_http_series_merge_by_label_and_are_capped() {
+        let a = ListenerMetrics::default();
+        let b = ListenerMetrics::default();
+        let d1: SocketAddr = "198.18.0.2:80".parse().unwrap();
+        let d2: SocketAddr = "198.18.0.3:80".parse().unwrap();
+        // Core a saw d1 then d2; core b saw d2 only: merged by label, not by position.
+        a.for_dst(d1).http1.request();
+        a.for_dst(d2).http1.request();
+        b.for_dst(d2).http1.request();
+        b.for_dst(d2)
+            .http1
+            .response(200, Duration::from_micros(1500));
+        let mut m = a.snapshot();
+        m.merge(&b.snapshot());
+        let find = |t: &str| {
+            m.http
+                .iter()
+                .find(|h| h.target_addr.as_deref() == Some(t) && h.protocol == Protocol::Http1)
+                .unwrap()
+        };
+        assert_eq!(find("198.18.0.2:80").requests, 1);
+        let h = find("198.18.0.3:80");
+        assert_eq!(h.requests, 2);
+        assert_eq!(h.latency.counts[1], 1, "1.5 ms is in the (1, 2] ms bucket");
+        assert_eq!(h.latency.sum_us, 1500);
+        // Past the cap, destinations share "other".
+        let c = ListenerMetrics::default();
+        for i in 0..MAX_DESTINATIONS as u16 + 3 {
+            c.for_dst(SocketAddr::from(([198, 18, 1, 1], 1000 + i)))
+                .http1
+                .request();
+        }
+        let s = c.snapshot();
+        let other = s
+            .http
+            .iter()
+            .find(|h| h.target_addr.as_deref() == Some("other") && h.protocol == Protocol::Http1)
+            .unwrap();
+        assert_eq!(other.requests, 3);
+    }
+
+    #[test]
+    fn latency_buckets_are_exact_at_the_bounds() {
+        let l = LatencyBuckets::default();
+        for us in [1_000, 1_001, 50_000_000, 50_000_001] {
+            l.record(Duration::from_micros(us));
+        }
+        let s = l.snapshot();
+        assert_eq!(s.counts[0], 1, "1 ms is in le=1");
+        assert_eq!(s.counts[1], 1, "1.001 ms is in le=2");
+        assert_eq!(s.counts[24], 1, "50 s is in le=50000");
+        assert_eq!(s.counts[25], 1, "above every bound");
+        assert_eq!(s.len(), 4);
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //! `String`: no registry, no global state.
 //!
 //! Names follow Linkerd's transport metrics (`tcp_open_total`, `tcp_read_bytes_total`, …) so
-//! existing dashboards keep working; labels are `listener` (from config) and `peer`
-//! (`src` = client side, `dst` = upstream side): bounded sets only.
+//! existing dashboards keep working; every listener's series start with `listener` (from
+//! config) and `direction` (`inbound`/`outbound`), then e.g. `peer` (`src` = client side,
+//! `dst` = upstream side). Bounded sets only: per-destination HTTP series (`target_addr`)
+//! are capped per worker (see [`super::MAX_DESTINATIONS`]).
 
 use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::{ListenerSnapshot, PeerSnapshot, NO_GRPC_STATUS};
-use crate::detect::DetectResult;
-use crate::error::ConnectErrorKind;
+pub use super::RESPONSE_BUCKETS_MS;
+use super::{BucketCounts, HttpSnapshot, ListenerSnapshot, PeerSnapshot, NO_GRPC_STATUS};
+use crate::config::Direction;
+use crate::detect::DetectReason;
+use crate::error::{ConnectErrorKind, Refusal};
 
 /// Bucket bounds of `tcp_connection_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS_S: [f64; 14] = [
@@ -25,11 +29,12 @@ pub const DETECT_BUCKETS_S: [f64; 20] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Bucket bounds of `response_latency_ms`, in milliseconds: Linkerd's, so dashboards port.
-pub const RESPONSE_BUCKETS_MS: [f64; 25] = [
-    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
-    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
-];
+/// The labels every series of listener `name` starts with:
+/// `listener="NAME",direction="inbound|outbound"` (names are `[A-Za-z0-9_-]+`, checked by the
+/// config, so no escaping is needed).
+pub fn listener_labels(name: &str, direction: Direction) -> String {
+    format!("listener=\"{name}\",direction=\"{}\"", direction.as_str())
+}
 
 /// Process-wide values the admin thread reads from `/proc`.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +56,8 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every metric family. `listeners` pairs each listener's name with its merged values.
+/// Renders every metric family. `listeners` pairs each listener's labels (from
+/// [`listener_labels`]) with its merged values.
 pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> String {
     let mut out = String::with_capacity(4096 + listeners.len() * 4096);
     type PeerField = fn(&PeerSnapshot) -> u64;
@@ -82,11 +88,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         header(&mut out, name, kind, help);
         for (l, s) in listeners {
             for (peer, p) in [("src", &s.src), ("dst", &s.dst)] {
-                let _ = writeln!(
-                    out,
-                    "{name}{{listener=\"{l}\",peer=\"{peer}\"}} {}",
-                    field(p)
-                );
+                let _ = writeln!(out, "{name}{{{l},peer=\"{peer}\"}} {}", field(p));
             }
         }
     }
@@ -101,7 +103,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
             for (class, v) in [("success", p.close_ok), ("failure", p.close_err)] {
                 let _ = writeln!(
                     out,
-                    "tcp_close_total{{listener=\"{l}\",peer=\"{peer}\",classification=\"{class}\"}} {v}"
+                    "tcp_close_total{{{l},peer=\"{peer}\",classification=\"{class}\"}} {v}"
                 );
             }
         }
@@ -116,7 +118,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         for k in ConnectErrorKind::ALL {
             let _ = writeln!(
                 out,
-                "tcp_connect_errors_total{{listener=\"{l}\",error=\"{}\"}} {}",
+                "tcp_connect_errors_total{{{l},error=\"{}\"}} {}",
                 k.as_str(),
                 s.connect_errors[k as usize]
             );
@@ -132,7 +134,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         histogram(
             &mut out,
             "tcp_connection_duration_seconds",
-            &format!("listener=\"{l}\""),
+            l,
             &s.duration,
             &DURATION_BUCKETS_S,
         );
@@ -144,12 +146,31 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "Protocol detection verdicts.",
     );
     for (l, s) in listeners {
-        for r in DetectResult::ALL {
+        for reason in DetectReason::ALL {
+            for &r in reason.results() {
+                let _ = writeln!(
+                    out,
+                    "tcp_detect_total{{{l},result=\"{}\",reason=\"{}\"}} {}",
+                    r.as_str(),
+                    reason.as_str(),
+                    s.detect[reason as usize][r as usize]
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
+        "tcp_refused_total",
+        "counter",
+        "Connections an original-destination listener refused: loop (the destination is the proxy itself) or no_original_dst.",
+    );
+    for (l, s) in listeners {
+        for r in Refusal::ALL {
             let _ = writeln!(
                 out,
-                "tcp_detect_total{{listener=\"{l}\",result=\"{}\"}} {}",
+                "tcp_refused_total{{{l},reason=\"{}\"}} {}",
                 r.as_str(),
-                s.detect[r as usize]
+                s.refused[r as usize]
             );
         }
     }
@@ -163,7 +184,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         histogram(
             &mut out,
             "tcp_detect_duration_seconds",
-            &format!("listener=\"{l}\""),
+            l,
             &s.detect_latency,
             &DETECT_BUCKETS_S,
         );
@@ -178,7 +199,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         for (i, sni) in ["present", "absent"].iter().enumerate() {
             let _ = writeln!(
                 out,
-                "tcp_detect_tls_total{{listener=\"{l}\",sni=\"{sni}\"}} {}",
+                "tcp_detect_tls_total{{{l},sni=\"{sni}\"}} {}",
                 s.tls_sni[i]
             );
         }
@@ -189,15 +210,11 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "counter",
         "HTTP requests (HTTP/1 and HTTP/2 proxying).",
     );
-    for (l, s) in listeners {
-        for h in &s.http {
-            let _ = writeln!(
-                out,
-                "request_total{{listener=\"{l}\",route=\"{}\",protocol=\"{}\"}} {}",
-                h.route,
-                h.protocol.as_str(),
-                h.requests
-            );
+    let http: Vec<Vec<(String, &HttpSnapshot)>> =
+        listeners.iter().map(|(_, s)| http_series(s)).collect();
+    for ((l, _), hs) in listeners.iter().zip(&http) {
+        for (labels, h) in hs {
+            let _ = writeln!(out, "request_total{{{l},{labels}}} {}", h.requests);
         }
     }
     header(
@@ -206,16 +223,14 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "counter",
         "HTTP responses by status (and gRPC status); 5xx and non-zero grpc-status are failures.",
     );
-    for (l, s) in listeners {
-        for h in &s.http {
+    for ((l, _), hs) in listeners.iter().zip(&http) {
+        for (labels, h) in hs {
             for &(code, grpc, n) in &h.responses {
                 let failed = code >= 500 || (grpc != NO_GRPC_STATUS && grpc != 0);
                 let class = if failed { "failure" } else { "success" };
                 let _ = write!(
                     out,
-                    "response_total{{listener=\"{l}\",route=\"{}\",protocol=\"{}\",status_code=\"{code}\",classification=\"{class}\"",
-                    h.route,
-                    h.protocol.as_str()
+                    "response_total{{{l},{labels},status_code=\"{code}\",classification=\"{class}\""
                 );
                 if grpc != NO_GRPC_STATUS {
                     let _ = write!(out, ",grpc_status_code=\"{grpc}\"");
@@ -230,19 +245,13 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "histogram",
         "Time to the response's first byte.",
     );
-    for (l, s) in listeners {
-        for h in &s.http {
-            histogram_in(
+    for ((l, _), hs) in listeners.iter().zip(&http) {
+        for (labels, h) in hs {
+            buckets(
                 &mut out,
                 "response_latency_ms",
-                &format!(
-                    "listener=\"{l}\",route=\"{}\",protocol=\"{}\"",
-                    h.route,
-                    h.protocol.as_str()
-                ),
+                &format!("{l},{labels}"),
                 &h.latency,
-                &RESPONSE_BUCKETS_MS,
-                1e3,
             );
         }
     }
@@ -253,11 +262,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "Upstream dials made during detection because the client was silent (server-speaks-first).",
     );
     for (l, s) in listeners {
-        let _ = writeln!(
-            out,
-            "tcp_detect_early_dials_total{{listener=\"{l}\"}} {}",
-            s.early_dials
-        );
+        let _ = writeln!(out, "tcp_detect_early_dials_total{{{l}}} {}", s.early_dials);
     }
     header(
         &mut out,
@@ -279,11 +284,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "HTTP/2 client connections closed on a protocol error or a broken [http2] limit (GOAWAY sent).",
     );
     for (l, s) in listeners {
-        let _ = writeln!(
-            out,
-            "http2_connection_errors_total{{listener=\"{l}\"}} {}",
-            s.h2_errors
-        );
+        let _ = writeln!(out, "http2_connection_errors_total{{{l}}} {}", s.h2_errors);
     }
     header(
         &mut out,
@@ -342,6 +343,42 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     out
 }
 
+/// A listener's HTTP series with their labels after `listener` and `direction`
+/// (`route`, `target_addr` if any, `protocol`). Per-destination series appear once they have a
+/// request (an original destination gets both protocols' entries on first use).
+fn http_series(s: &ListenerSnapshot) -> Vec<(String, &HttpSnapshot)> {
+    s.http
+        .iter()
+        .filter(|h| h.target_addr.is_none() || h.requests > 0)
+        .map(|h| {
+            let dst = h
+                .target_addr
+                .as_deref()
+                .map(|t| format!(",target_addr=\"{t}\""))
+                .unwrap_or_default();
+            let labels = format!(
+                "route=\"{}\"{dst},protocol=\"{}\"",
+                h.route,
+                h.protocol.as_str()
+            );
+            (labels, h)
+        })
+        .collect()
+}
+
+/// Writes `response_latency_ms` (bounds [`RESPONSE_BUCKETS_MS`], sum in ms) from exact
+/// per-bucket counts.
+fn buckets(out: &mut String, name: &str, labels: &str, b: &BucketCounts) {
+    let mut n = 0;
+    for (bound, c) in RESPONSE_BUCKETS_MS.iter().zip(b.counts) {
+        n += c;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", b.len());
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", b.sum_us as f64 / 1e3);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.len());
+}
+
 /// Writes one Prometheus histogram from an hdrhistogram in microseconds. Bucket counts are
 /// cumulative (`le` includes every value up to the bound, within hdrhistogram's 1% precision).
 pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, bounds_s: &[f64]) {
@@ -386,19 +423,28 @@ mod tests {
         m.dst.wrote(1234);
         m.connect_failed(ConnectErrorKind::Refused);
         m.record_duration(Duration::from_millis(3));
-        let text = render(&[("out", m.snapshot())], &ProcessInfo::default());
+        let labels = listener_labels("out", Direction::Inbound);
+        let text = render(&[(&labels, m.snapshot())], &ProcessInfo::default());
         assert!(
-            text.contains("tcp_open_total{listener=\"out\",peer=\"src\"} 1\n"),
+            text.contains(
+                "tcp_open_total{listener=\"out\",direction=\"inbound\",peer=\"src\"} 1\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("tcp_read_bytes_total{listener=\"out\",peer=\"src\"} 1234\n"));
-        assert!(text.contains("tcp_write_bytes_total{listener=\"out\",peer=\"dst\"} 1234\n"));
-        assert!(text.contains("tcp_connect_errors_total{listener=\"out\",error=\"refused\"} 1\n"));
+        assert!(text.contains(
+            "tcp_read_bytes_total{listener=\"out\",direction=\"inbound\",peer=\"src\"} 1234\n"
+        ));
+        assert!(text.contains(
+            "tcp_write_bytes_total{listener=\"out\",direction=\"inbound\",peer=\"dst\"} 1234\n"
+        ));
+        assert!(text.contains("tcp_connect_errors_total{listener=\"out\",direction=\"inbound\",error=\"refused\"} 1\n"));
         assert!(text
-            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.001\"} 0\n"));
+            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",direction=\"inbound\",le=\"0.001\"} 0\n"));
         assert!(text
-            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",le=\"0.005\"} 1\n"));
-        assert!(text.contains("tcp_connection_duration_seconds_count{listener=\"out\"} 1\n"));
+            .contains("tcp_connection_duration_seconds_bucket{listener=\"out\",direction=\"inbound\",le=\"0.005\"} 1\n"));
+        assert!(text.contains(
+            "tcp_connection_duration_seconds_count{listener=\"out\",direction=\"inbound\"} 1\n"
+        ));
         // Every sample line is "name{labels} value" or "name value".
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = line.rsplit_once(' ').expect(line);

@@ -1,7 +1,7 @@
 //! The upstream side: where a connection or request goes and how it gets there.
 //!
-//! - [`Target`]: where one accepted connection goes (today a least-connections pick from the
-//!   listener's endpoints; transparent mode adds the original destination).
+//! - [`Target`]: where one accepted connection goes: a least-connections pick from the
+//!   listener's endpoints, or (transparent mode) the connection's original destination.
 //! - [`Balancer`]: least open connections per endpoint on this core, ties round-robin (the
 //!   opaque path: one connection, one choice).
 //! - [`balance`]: per-request P2C over peak-EWMA for the HTTP proxies ([`balance::EndpointSet`]).
@@ -18,8 +18,15 @@ pub mod pool;
 pub use connect::connect;
 
 use std::cell::Cell;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+
+use monoio::net::TcpStream;
+
+use crate::error::Refusal;
+use crate::sys;
 
 /// Where one accepted connection goes: the endpoint, and the lease that counts it as open
 /// on that endpoint while the connection (or its detection) lasts.
@@ -27,15 +34,46 @@ use std::rc::Rc;
 pub struct Target {
     /// The upstream address connections and detection dial.
     pub addr: SocketAddr,
+    /// Whether `addr` is the connection's original destination (transparent mode): its
+    /// HTTP requests go there too, unless a route matches.
+    pub original: bool,
     lease: Option<EndpointLease>,
 }
 
 impl Target {
+    /// The original destination of `client`, accepted by a listener with
+    /// `upstream = "original-dst"` (read with `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST`).
+    ///
+    /// Errors: [`Refusal::Loop`] when the original destination is the accepting socket's own
+    /// address (nobody redirected the connection, or it was redirected back to the proxy);
+    /// [`Refusal::NoOriginalDst`] when the kernel has none; each with the detail for logs.
+    pub fn original_dst(client: &TcpStream) -> Result<Target, (Refusal, io::Error)> {
+        let local = client
+            .local_addr()
+            .map_err(|e| (Refusal::NoOriginalDst, e))?;
+        // IPv6 sockets (listeners bind IPv6 addresses IPv6-only) ask the IPv6 table.
+        let ipv6 = matches!(local, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none());
+        let addr =
+            sys::original_dst(client.as_raw_fd(), ipv6).map_err(|e| (Refusal::NoOriginalDst, e))?;
+        if same_endpoint(addr, local) {
+            return Err((
+                Refusal::Loop,
+                io::Error::other(format!("original destination {addr} is this listener")),
+            ));
+        }
+        Ok(Target {
+            addr,
+            original: true,
+            lease: None,
+        })
+    }
+
     /// The endpoint with the fewest open connections among the listener's.
     pub fn pick(b: &Balancer) -> Target {
         let (addr, lease) = b.pick();
         Target {
             addr,
+            original: false,
             lease: Some(lease),
         }
     }
@@ -45,6 +83,19 @@ impl Target {
     pub fn release(&mut self) {
         self.lease = None;
     }
+}
+
+/// Whether two socket addresses name the same endpoint (an IPv4-mapped IPv6 address equals
+/// its IPv4 form; flow info and scope are ignored).
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let canon = |s: SocketAddr| match s {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => SocketAddr::from((*v6.ip(), v6.port())),
+        },
+        v4 => v4,
+    };
+    canon(a) == canon(b)
 }
 
 /// Per-core endpoint choice for one listener.
@@ -109,6 +160,18 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_endpoint_ignores_mapping_and_scope() {
+        let v4: SocketAddr = "127.0.0.1:4140".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:4140".parse().unwrap();
+        assert!(same_endpoint(v4, mapped));
+        assert!(!same_endpoint(v4, "127.0.0.1:4141".parse().unwrap()));
+        assert!(same_endpoint(
+            "[::1]:1".parse().unwrap(),
+            std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 1, 7, 0).into()
+        ));
+    }
 
     #[test]
     fn least_connections_with_round_robin_ties() {

@@ -145,14 +145,45 @@ pub fn admin_get(s: &Server, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of the sample `series` (name with labels, exactly as rendered).
+/// Splits `name{a="x",b="y"}` into the name and its label pairs (values are plain: label
+/// values sidewire renders contain no quotes or commas).
+fn parse_series(series: &str) -> (&str, Vec<(&str, &str)>) {
+    match series.split_once('{') {
+        None => (series, Vec::new()),
+        Some((name, rest)) => {
+            let body = rest.strip_suffix('}').unwrap_or(rest);
+            let labels = body
+                .split("\",")
+                .filter(|kv| !kv.is_empty())
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k, v.trim_end_matches('"')))
+                })
+                .collect();
+            (name, labels)
+        }
+    }
+}
+
+/// The value of `series` (a name with labels, as rendered): the sum over every sample of that
+/// name whose labels include all the given ones, like PromQL's `sum(name{...})`, so a query
+/// need not name labels it does not care about (`direction`, `reason`, ...). `None` if no
+/// sample matches.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.parse().ok())
+    let (want_name, want) = parse_series(series);
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((s, v)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = parse_series(s);
+        if name == want_name && want.iter().all(|w| labels.contains(w)) {
+            if let Ok(v) = v.parse::<f64>() {
+                sum = Some(sum.unwrap_or(0.0) + v);
+            }
+        }
+    }
+    sum
 }
 
 /// Scrapes until `series` equals `want` (metrics are updated by the worker after the client

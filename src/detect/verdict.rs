@@ -1,0 +1,102 @@
+//! The verdicts of detection and their reasons: the `result` and `reason` labels of
+//! `tcp_detect_total`.
+
+/// The `result` label of `tcp_detect_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectResult {
+    /// HTTP/1.x request line.
+    Http1,
+    /// HTTP/2 prior knowledge.
+    Http2,
+    /// TLS ClientHello (proxied opaque).
+    Tls,
+    /// Bytes that match no known protocol.
+    Opaque,
+    /// No verdict within the detect timeout: proxied opaque.
+    Timeout,
+    /// The upstream spoke before the client: proxied opaque.
+    ServerFirst,
+    /// Destination port is an opaque port, or the listener sets `protocol = "opaque"`: no
+    /// detection. (A listener forcing `http1`/`http2` counts under that result.)
+    OpaquePort,
+    /// The client closed before sending anything.
+    Closed,
+}
+
+impl DetectResult {
+    /// Every result, in label order.
+    pub const ALL: [DetectResult; 8] = [
+        DetectResult::Http1,
+        DetectResult::Http2,
+        DetectResult::Tls,
+        DetectResult::Opaque,
+        DetectResult::Timeout,
+        DetectResult::ServerFirst,
+        DetectResult::OpaquePort,
+        DetectResult::Closed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectResult::Http1 => "http1",
+            DetectResult::Http2 => "http2",
+            DetectResult::Tls => "tls",
+            DetectResult::Opaque => "opaque",
+            DetectResult::Timeout => "timeout",
+            DetectResult::ServerFirst => "server_first",
+            DetectResult::OpaquePort => "opaque_port",
+            DetectResult::Closed => "closed",
+        }
+    }
+}
+
+/// Why a connection got its verdict: the `reason` label of `tcp_detect_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectReason {
+    /// Detection ran: the verdict comes from the client's bytes, their absence (timeout,
+    /// close) or a server that spoke first.
+    Detected,
+    /// The listener's `protocol` forces it.
+    ListenerProtocol,
+    /// A `[[detect.port]]` declaration for the port.
+    PortProtocol,
+    /// The port is in `[detect] opaque_ports`.
+    OpaquePorts,
+    /// The port is in the built-in opaque-port list.
+    BuiltinOpaquePorts,
+}
+
+impl DetectReason {
+    /// Every reason, in label order (the metrics index by `reason as usize`).
+    pub const ALL: [DetectReason; 5] = [
+        DetectReason::Detected,
+        DetectReason::ListenerProtocol,
+        DetectReason::PortProtocol,
+        DetectReason::OpaquePorts,
+        DetectReason::BuiltinOpaquePorts,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectReason::Detected => "detected",
+            DetectReason::ListenerProtocol => "listener_protocol",
+            DetectReason::PortProtocol => "port_protocol",
+            DetectReason::OpaquePorts => "opaque_ports",
+            DetectReason::BuiltinOpaquePorts => "builtin_opaque_ports",
+        }
+    }
+
+    /// The results this reason can come with (the series the metrics render).
+    pub fn results(self) -> &'static [DetectResult] {
+        use DetectResult::*;
+        match self {
+            DetectReason::Detected => &[Http1, Http2, Tls, Opaque, Timeout, ServerFirst, Closed],
+            DetectReason::ListenerProtocol | DetectReason::PortProtocol => {
+                &[OpaquePort, Http1, Http2]
+            }
+            DetectReason::OpaquePorts | DetectReason::BuiltinOpaquePorts => &[OpaquePort],
+        }
+    }
+}
