@@ -12,9 +12,9 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 
-const EARLY: &str = "tcp_detect_early_dials_total{listener=\"t\"}";
-const UNUSED: &str = "tcp_detect_early_dials_unused_total{listener=\"t\"}";
-const DST_OPENED: &str = "tcp_open_total{listener=\"t\",peer=\"dst\"}";
+const EARLY: &str = "tcp_detect_early_dials_total{listener=\"t\",direction=\"outbound\"}";
+const UNUSED: &str = "tcp_detect_early_dials_unused_total{listener=\"t\",direction=\"outbound\"}";
+const DST_OPENED: &str = "tcp_open_total{listener=\"t\",direction=\"outbound\",peer=\"dst\"}";
 
 /// An HTTP/1.1 keep-alive upstream answering every request with `200 ok`.
 fn keep_alive(c: TcpStream) {

@@ -126,7 +126,11 @@ fn idle_pooled_connections_close_when_the_upstream_closes_them() {
     for _ in 0..accepted.load(Ordering::SeqCst) {
         closed.recv().unwrap();
     }
-    wait_metric(&p, "tcp_open_connections{listener=\"t\",peer=\"dst\"}", 0.0);
+    wait_metric(
+        &p,
+        "tcp_open_connections{listener=\"t\",direction=\"outbound\",peer=\"dst\"}",
+        0.0,
+    );
     assert_eq!(
         close_wait_to(up.port()),
         0,

@@ -273,7 +273,7 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
     for (l, s) in listeners {
         let _ = writeln!(
             out,
-            "tcp_detect_early_dials_unused_total{{listener=\"{l}\"}} {}",
+            "tcp_detect_early_dials_unused_total{{{l}}} {}",
             s.early_unused
         );
     }
