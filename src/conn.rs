@@ -82,7 +82,8 @@ pub async fn serve(
                     (result, early)
                 }
                 Ok(Detection::DialFailed(e)) => {
-                    // Nothing to proxy to: the opaque path counts the failure and closes.
+                    // The early dial failed and the client stayed silent: nothing to proxy to.
+                    // The opaque path counts the failure and closes.
                     let ok = opaque(&core, l, &client, peer, addr, Some(Err(e))).await;
                     m.src.closed(ok);
                     m.record_duration(t0.elapsed());

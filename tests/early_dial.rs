@@ -107,3 +107,34 @@ fn an_http2_client_silent_at_accept_reuses_the_early_connection() {
     wait_metric(&p, DST_OPENED, 1.0);
     wait_metric(&p, UNUSED, 0.0);
 }
+
+/// The kind behind a flaky `oversized_heads_get_431_and_414` and a gRPC BrokenPipe once the
+/// dial delay became 0: an early dial that fails must not decide for a client that speaks a
+/// moment later. The HTTP client still gets its HTTP answer (here a 502 from the proxy).
+#[test]
+fn a_client_that_speaks_after_a_failed_early_dial_still_gets_its_answer() {
+    let p = proxy(&[dead_addr()], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // The dial to the dead upstream is refused at once; the request follows within the
+    // grace a silent client keeps after that (`detect::AFTER_DIAL_FAILURE`, 100 ms).
+    wait_metric(&p, EARLY, 1.0);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+}
+
+/// A client that stays silent after the early dial failed (a server-first client whose
+/// server is down) is closed after the listener's connect timeout, not the detect timeout.
+#[test]
+fn a_silent_client_is_closed_soon_after_a_failed_early_dial() {
+    let p = proxy(&[dead_addr()], "connect_timeout_ms = 100\n");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // The detect timeout is 10 s: a close within 5 s came from the failed dial.
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("closed before the read timeout");
+    assert!(rest.is_empty());
+}

@@ -104,12 +104,18 @@ fn dechunk(raw: &[u8]) -> Vec<u8> {
 }
 
 /// An upstream that answers every request with its body length and head echo, counting
-/// connections.
+/// the connections that carried a request. (A connection the proxy dialled while a client
+/// was silent at accept, and that no request used, is not counted: with the default
+/// `server_first_dial_delay_ms = 0` that can happen to any client.)
 fn counting_upstream(conns: Arc<AtomicUsize>) -> SocketAddr {
     upstream(move |mut c: TcpStream| {
-        conns.fetch_add(1, Ordering::SeqCst);
+        let mut counted = false;
         let mut buf = Vec::new();
         while let Some((head, body)) = read_request(&mut c, &mut buf) {
+            if !counted {
+                counted = true;
+                conns.fetch_add(1, Ordering::SeqCst);
+            }
             let close = head.to_ascii_lowercase().contains("connection: close")
                 || head.contains("HTTP/1.0");
             let msg = format!(

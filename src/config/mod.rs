@@ -451,6 +451,38 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_that_is_the_proxys_own_listener_is_refused() {
+        for (listen, up, key) in [
+            (
+                "127.0.0.1:4140",
+                "127.0.0.1:4140",
+                "listener[0].upstream[0]",
+            ),
+            ("0.0.0.0:4140", "127.0.0.1:4140", "listener[0].upstream[0]"),
+            ("[::]:4140", "[::1]:4140", "listener[0].upstream[0]"),
+        ] {
+            let e = parse_err(&format!(
+                "[[listener]]\nname = \"a\"\nlisten = \"{listen}\"\nupstream = [\"{up}\"]\n"
+            ));
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.problem.contains("loop"), "{e}");
+        }
+        // A route into another listener of the same proxy loops too.
+        let e = parse_err(
+            "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:4140\"\nupstream = [\"127.0.0.1:9\"]\n\
+             [[listener.route]]\npath_prefix = \"/x\"\nupstream = [\"127.0.0.1:4143\"]\n\
+             [[listener]]\nname = \"b\"\nlisten = \"127.0.0.1:4143\"\nupstream = [\"127.0.0.1:9\"]\n",
+        );
+        assert_eq!(e.key, "listener[0].route[0].upstream[0]", "{e}");
+        // Another port, or another address on a specific listener, is fine.
+        Config::parse(
+            "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:4140\"\nupstream = [\"127.0.0.2:4140\", \"127.0.0.1:8080\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn listener_detect_timeout_overrides_the_default() {
         let c = Config::parse(
             &format!("[detect]\ntimeout_ms = 300\n{OK}detect_timeout_ms = 50\n"),

@@ -345,6 +345,31 @@ impl RawConfig {
             });
             addrs.push((listen, "another listener"));
         }
+        // An endpoint that is one of the proxy's own listeners loops every connection back
+        // into the proxy (with server-first dialling, a silent client alone starts an endless
+        // chain of connections).
+        for (i, l) in listeners.iter().enumerate() {
+            let own = |ep: &SocketAddr| listeners.iter().find(|o| reaches(*ep, o.listen));
+            let sets = std::iter::once((format!("listener[{i}].upstream"), &l.upstream)).chain(
+                l.routes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| (format!("listener[{i}].route[{j}].upstream"), &r.upstream)),
+            );
+            for (key, eps) in sets {
+                for (k, ep) in eps.iter().enumerate() {
+                    if let Some(o) = own(ep) {
+                        return Err(err(
+                            format!("{key}[{k}]"),
+                            format!(
+                                "{ep} is this proxy's own listener {:?} ({}): every connection would loop back into the proxy",
+                                o.name, o.listen
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(listeners)
     }
 
@@ -500,6 +525,17 @@ fn resolve_endpoints(
         .enumerate()
         .map(|(k, u)| resolve_endpoint(u).map_err(|p| err(format!("{key}[{k}]"), p)))
         .collect()
+}
+
+/// Whether a connection to `ep` would arrive at a listener bound to `listen`: the same
+/// address, or the same port on a wildcard listener reached over loopback or the wildcard.
+/// (Other local addresses of the host are not known here.)
+fn reaches(ep: SocketAddr, listen: SocketAddr) -> bool {
+    listen.port() != 0
+        && ep.port() == listen.port()
+        && (ep.ip() == listen.ip()
+            || (listen.ip().is_unspecified()
+                && (ep.ip().is_loopback() || ep.ip().is_unspecified())))
 }
 
 /// A listen address must be a literal `ip:port` (no DNS at bind time).

@@ -121,8 +121,10 @@ pub enum Detection {
         /// An upstream dialled during detection (server-first), connected or failed.
         early: Option<Result<TcpStream, ConnectError>>,
     },
-    /// The server-first dial failed before the client said anything: there is nothing to
-    /// proxy to, whatever the client says (counted as a connect error, not as a detection).
+    /// The server-first dial failed and the client stayed silent for
+    /// [`DetectSettings::after_dial_failure`] more: there is nothing to proxy to (counted as a
+    /// connect error, not as a detection). A client that speaks after the failure is detected
+    /// as usual: an HTTP client still gets its answer (a 502, or a route to another upstream).
     DialFailed(ConnectError),
 }
 
@@ -198,6 +200,12 @@ impl Drop for LowWater {
     }
 }
 
+/// How long a client that was silent when its early (server-first) dial failed may still
+/// start speaking: long enough for a client-first client whose bytes were a moment late (they
+/// usually follow the connect within microseconds), short enough that a server-first client
+/// of a dead upstream is closed promptly.
+pub const AFTER_DIAL_FAILURE: Duration = Duration::from_millis(100);
+
 /// Detection settings resolved for one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct DetectSettings {
@@ -210,6 +218,9 @@ pub struct DetectSettings {
     pub eager_dial: bool,
     /// How long the client may stay silent before that dial.
     pub dial_delay: Duration,
+    /// After that dial failed, how much longer a silent client is waited for
+    /// ([`AFTER_DIAL_FAILURE`]) before [`Detection::DialFailed`] closes it.
+    pub after_dial_failure: Duration,
 }
 
 impl DetectSettings {
@@ -219,6 +230,7 @@ impl DetectSettings {
             timeout: l.detect_timeout,
             eager_dial: d.server_first == ServerFirst::Eager,
             dial_delay: d.dial_delay,
+            after_dial_failure: AFTER_DIAL_FAILURE,
         }
     }
 }
@@ -279,6 +291,8 @@ where
         in_flight = Some(Box::pin(dial()));
     }
     let mut up: Option<TcpStream> = None;
+    // The early dial's error, once it failed: detection goes on (the client may still speak).
+    let mut failed: Option<ConnectError> = None;
     let mut up_lowat: Option<LowWater> = None;
     let mut watch_up = false;
 
@@ -302,6 +316,9 @@ where
                 }
             }
             _ = &mut deadline => {
+                if let Some(e) = failed {
+                    return Ok(Detection::DialFailed(e));
+                }
                 drop(up_lowat);
                 let early = hand_over(up, in_flight).await;
                 return decided(DetectResult::Timeout, None, early);
@@ -319,7 +336,11 @@ where
                         up = Some(u);
                     }
                     // The upstream is down: nothing to proxy to, whatever the client says.
-                    Err(e) => return Ok(Detection::DialFailed(e)),
+                    Err(e) => {
+                        let left = s.after_dial_failure.min(s.timeout);
+                        deadline.set(monoio::time::sleep(left));
+                        failed = Some(e);
+                    }
                 }
             }
             r = async { match up.as_ref() { Some(u) => u.readable(false).await, None => pending().await } }, if watch_up => {

@@ -438,6 +438,9 @@ pub async fn serve(
                 // Mid-head: a slow client gets 408; no byte at all (readable was a FIN): close.
                 if started {
                     proxy_error(client, 408, "request head timeout").await;
+                    // The client may still be sending its head: a plain close would reset
+                    // the connection and could destroy the answer.
+                    linger_close(client).await;
                 }
                 return !started;
             }
