@@ -55,54 +55,54 @@ fn an_http1_client_silent_at_accept_reuses_the_early_connection() {
     wait_metric(&p, UNUSED, 0.0);
 }
 
-#[test]
-fn an_http2_client_silent_at_accept_reuses_the_early_connection() {
-    let (up, _h) = upstream(|c: TcpStream| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                c.set_nonblocking(true).unwrap();
-                let c = tokio::net::TcpStream::from_std(c).unwrap();
-                let Ok(mut conn) = h2::server::handshake(c).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    let resp = http::Response::new(());
-                    let mut s = respond.send_response(resp, false).unwrap();
-                    s.send_data(Bytes::from_static(b"ok"), true).unwrap();
-                }
-            })
-    });
-    let p = proxy(&[up], "");
-    let c = TcpStream::connect(addr(&p)).unwrap();
-    wait_metric(&p, EARLY, 1.0);
+/// A current-thread tokio runtime for one side of an HTTP/2 exchange.
+fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(async move {
+}
+
+#[test]
+fn an_http2_client_silent_at_accept_reuses_the_early_connection() {
+    let (up, _h) = upstream(|c: TcpStream| {
+        rt().block_on(async move {
             c.set_nonblocking(true).unwrap();
             let c = tokio::net::TcpStream::from_std(c).unwrap();
-            let (send, conn) = h2::client::handshake(c).await.unwrap();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            for _ in 0..3 {
-                let mut send = send.clone().ready().await.unwrap();
-                let req = Request::get("http://a/").body(()).unwrap();
-                let (resp, _) = send.send_request(req, true).unwrap();
-                let resp = resp.await.unwrap();
-                assert_eq!(resp.status(), 200);
-                let mut body = resp.into_body();
-                let mut got = Vec::new();
-                while let Some(chunk) = body.data().await {
-                    got.extend_from_slice(&chunk.unwrap());
-                }
-                assert_eq!(got, b"ok");
+            let Ok(mut conn) = h2::server::handshake(c).await else {
+                return;
+            };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                let resp = http::Response::new(());
+                let mut s = respond.send_response(resp, false).unwrap();
+                s.send_data(Bytes::from_static(b"ok"), true).unwrap();
             }
+        })
+    });
+    let p = proxy(&[up], "");
+    let c = TcpStream::connect(addr(&p)).unwrap();
+    wait_metric(&p, EARLY, 1.0);
+    rt().block_on(async move {
+        c.set_nonblocking(true).unwrap();
+        let c = tokio::net::TcpStream::from_std(c).unwrap();
+        let (send, conn) = h2::client::handshake(c).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
         });
+        for _ in 0..3 {
+            let mut send = send.clone().ready().await.unwrap();
+            let req = Request::get("http://a/").body(()).unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(chunk) = body.data().await {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            assert_eq!(got, b"ok");
+        }
+    });
     // Every stream went on the connection dialled during detection.
     wait_metric(&p, DST_OPENED, 1.0);
     wait_metric(&p, UNUSED, 0.0);

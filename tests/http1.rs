@@ -397,25 +397,29 @@ fn websocket_upgrade_becomes_a_spliced_stream() {
     assert_eq!(&frame, b"\x81\x05hello");
 }
 
+/// An upstream that reads a request head, sends `100 Continue`, reads a 5-byte body and
+/// answers `200 ok`.
+fn continues_then_answers(mut c: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let mut h = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Request::new(&mut h);
+        if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+            buf.drain(..n);
+            break;
+        }
+        read_some(&mut c, &mut buf).unwrap();
+    }
+    c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+    while buf.len() < 5 {
+        read_some(&mut c, &mut buf).unwrap();
+    }
+    let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+}
+
 #[test]
 fn expect_100_continue_passes_through() {
-    let (up, _h) = upstream(|mut c: TcpStream| {
-        let mut buf = Vec::new();
-        loop {
-            let mut h = [httparse::EMPTY_HEADER; 16];
-            let mut r = httparse::Request::new(&mut h);
-            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
-                buf.drain(..n);
-                break;
-            }
-            read_some(&mut c, &mut buf).unwrap();
-        }
-        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
-        while buf.len() < 5 {
-            read_some(&mut c, &mut buf).unwrap();
-        }
-        let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    });
+    let (up, _h) = upstream(continues_then_answers);
     let p = proxy_with(&[up], ON, "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.write_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -1230,23 +1234,7 @@ fn http10_client_never_gets_a_chunked_response() {
 fn http10_client_gets_no_interim_responses() {
     // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client, even from an upstream that sends a 100
     // (and an HTTP/1.0 request's Expect is ignored, §10.1.1: the body goes at once).
-    let (up, _h) = upstream(|mut c: TcpStream| {
-        let mut buf = Vec::new();
-        loop {
-            let mut h = [httparse::EMPTY_HEADER; 16];
-            let mut r = httparse::Request::new(&mut h);
-            if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
-                buf.drain(..n);
-                break;
-            }
-            read_some(&mut c, &mut buf).unwrap();
-        }
-        c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
-        while buf.len() < 5 {
-            read_some(&mut c, &mut buf).unwrap();
-        }
-        let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    });
+    let (up, _h) = upstream(continues_then_answers);
     let p = proxy_with(&[up], ON, "");
     let resp = exchange_to_close(
         &p,

@@ -122,7 +122,7 @@ pub enum Detection {
         early: Option<Result<TcpStream, ConnectError>>,
     },
     /// The server-first dial failed and the client stayed silent for
-    /// [`DetectSettings::after_dial_failure`] more: there is nothing to proxy to (counted as a
+    /// [`AFTER_DIAL_FAILURE`] more: there is nothing to proxy to (counted as a
     /// connect error, not as a detection). A client that speaks after the failure is detected
     /// as usual: an HTTP client still gets its answer (a 502, or a route to another upstream).
     DialFailed(ConnectError),
@@ -218,9 +218,6 @@ pub struct DetectSettings {
     pub eager_dial: bool,
     /// How long the client may stay silent before that dial.
     pub dial_delay: Duration,
-    /// After that dial failed, how much longer a silent client is waited for
-    /// ([`AFTER_DIAL_FAILURE`]) before [`Detection::DialFailed`] closes it.
-    pub after_dial_failure: Duration,
 }
 
 impl DetectSettings {
@@ -230,7 +227,6 @@ impl DetectSettings {
             timeout: l.detect_timeout,
             eager_dial: d.server_first == ServerFirst::Eager,
             dial_delay: d.dial_delay,
-            after_dial_failure: AFTER_DIAL_FAILURE,
         }
     }
 }
@@ -337,7 +333,7 @@ where
                     }
                     // The upstream is down: nothing to proxy to, whatever the client says.
                     Err(e) => {
-                        let left = s.after_dial_failure.min(s.timeout);
+                        let left = AFTER_DIAL_FAILURE.min(s.timeout);
                         deadline.set(monoio::time::sleep(left));
                         failed = Some(e);
                     }

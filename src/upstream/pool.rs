@@ -51,11 +51,6 @@ impl UpConn {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
-
-    /// Marks the connection as ended by an error (counted when it drops).
-    pub fn failed(&mut self) {
-        self.open.failed();
-    }
 }
 
 impl Peer for UpConn {
