@@ -31,6 +31,7 @@ taskset -c "$LOAD_CPU" "$LT" greeter --listen "127.0.0.1:$GREET" 2>/dev/null & p
 taskset -c "$LOAD_CPU" "$LT" echo --listen "127.0.0.1:$ECHO" 2>/dev/null & pids+=($!)
 cat > "$tmp/sidewire.toml" <<TOML
 [runtime]
+driver = "${SW_DRIVER:-auto}"
 workers = 1
 pin_cores = false
 [admin]

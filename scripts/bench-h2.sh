@@ -38,6 +38,7 @@ taskset -c "$LOAD_CPU" "$LT" h2-server --listen "127.0.0.1:$H2_BE" --body-bytes 
 
 cat > "$tmp/sidewire.toml" <<TOML
 [runtime]
+driver = "${SW_DRIVER:-auto}"
 workers = 1
 pin_cores = true
 shutdown_grace_ms = 1000

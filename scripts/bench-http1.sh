@@ -30,6 +30,7 @@ BE=$BASE_PORT; SW_PORT=$((BASE_PORT+10)); SW_ADMIN=$((BASE_PORT+11)); HA_PORT=$(
 taskset -c "$LOAD_CPU" "$LT" http-server --listen "127.0.0.1:$BE" >/dev/null 2>&1 & pids+=($!)
 cat > "$tmp/sidewire.toml" <<TOML
 [runtime]
+driver = "${SW_DRIVER:-auto}"
 workers = 1
 pin_cores = true
 shutdown_grace_ms = 1000
@@ -93,7 +94,7 @@ colp() { grep -v '^$' <<<"${R[$1]}" | awk -v c="$2" '{print $c}' | sort -V | awk
 
 echo
 echo "# bench-http1 $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r)"
-echo "# loadtest http --connections $CONNS --duration $SECS; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backend on CPU $LOAD_CPU; median of $REPS"
+echo "# sidewire driver=${SW_DRIVER:-auto}; loadtest http --connections $CONNS --duration $SECS; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backend on CPU $LOAD_CPU; median of $REPS"
 printf "%-10s %14s %10s %18s %10s %10s\n" "target" "max CPU-us/req" "req/s" "$RATE/s CPU-us/req" "req/s" "p99"
 for t in base sw ha; do
   name=$([ $t = base ] && echo baseline || { [ $t = sw ] && echo sidewire || echo haproxy; })

@@ -39,6 +39,7 @@ taskset -c "$LOAD_CPU" "$LT" echo --listen "127.0.0.1:$ECHO_PORT" --threads 8 2>
 
 cat > "$tmp/sidewire.toml" <<TOML
 [runtime]
+driver = "${SW_DRIVER:-auto}"
 workers = 1
 pin_cores = true
 shutdown_grace_ms = 1000
@@ -125,7 +126,7 @@ col() { grep -v '^$' <<<"${R[$1]}" | awk -v c="$2" '{print $c}' | median; }
 
 echo
 echo "# bench-tcp $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r)"
-echo "# sidewire protocol=$SW_PROTOCOL splice_pipe_bytes=$SPLICE_PIPE_BYTES; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU; median of $REPS"
+echo "# sidewire driver=${SW_DRIVER:-auto} protocol=$SW_PROTOCOL splice_pipe_bytes=$SPLICE_PIPE_BYTES; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU; median of $REPS"
 printf "%-10s %16s %10s %18s %10s\n" target "bulk CPU-s/GiB" "Gbit/s" "churn CPU-us/conn" "conn/s"
 for t in base sw ha; do
   name=$([ $t = base ] && echo baseline || { [ $t = sw ] && echo sidewire || echo haproxy; })

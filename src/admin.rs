@@ -30,6 +30,10 @@ pub struct ReadyState {
     pub workers: usize,
     /// Set once shutdown began.
     pub draining: AtomicBool,
+    /// Workers running on io_uring.
+    pub io_uring_workers: AtomicUsize,
+    /// Workers running on epoll (io_uring refused, or `runtime.driver = "epoll"`).
+    pub epoll_workers: AtomicUsize,
 }
 
 impl ReadyState {
@@ -59,6 +63,9 @@ pub struct Scrape {
     pub ready: Arc<ReadyState>,
     /// Process start, for `process_start_time_seconds`.
     pub started: SystemTime,
+    /// Where `POST /shutdown` asks for a graceful shutdown; `None` when the endpoint is off
+    /// (`admin.enable_shutdown = false`).
+    pub shutdown: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -142,6 +149,9 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let head_only = method == b"HEAD";
+    if path == b"/shutdown" {
+        return shutdown(&mut c, s, method);
+    }
     if method != b"GET" && !head_only {
         return respond(
             &mut c,
@@ -177,10 +187,37 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
             &mut c,
             "404 Not Found",
             "text/plain",
-            "not found: try /metrics, /live, /ready\n",
+            "not found: try /metrics, /live, /ready, POST /shutdown\n",
             head_only,
         ),
     }
+}
+
+/// `POST /shutdown`: a graceful shutdown, as SIGTERM (Linkerd's proxy has the same endpoint,
+/// for Jobs: the app's last step calls it so the sidecar does not keep the pod alive).
+fn shutdown(c: &mut TcpStream, s: &Scrape, method: &[u8]) -> io::Result<()> {
+    let Some(tx) = &s.shutdown else {
+        return respond(
+            c,
+            "404 Not Found",
+            "text/plain",
+            "the shutdown endpoint is off (admin.enable_shutdown = false)\n",
+            false,
+        );
+    };
+    if method != b"POST" {
+        return respond(
+            c,
+            "405 Method Not Allowed",
+            "text/plain",
+            "POST /shutdown\n",
+            false,
+        );
+    }
+    // A full channel means a shutdown was already asked for: the answer is the same.
+    let _ = tx.try_send(());
+    tracing::info!("shutdown requested on the admin port");
+    respond(c, "202 Accepted", "text/plain", "shutting down\n", false)
 }
 
 fn respond(
@@ -240,6 +277,8 @@ fn process_info(s: &Scrape) -> ProcessInfo {
         })
         .unwrap_or(0);
     ProcessInfo {
+        io_uring_workers: s.ready.io_uring_workers.load(Ordering::Relaxed),
+        epoll_workers: s.ready.epoll_workers.load(Ordering::Relaxed),
         cpu_seconds: sys::process_cpu_micros() as f64 / 1e6,
         resident_bytes: rss_kb * 1024,
         open_fds: std::fs::read_dir("/proc/self/fd")

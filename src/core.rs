@@ -277,6 +277,11 @@ impl Core {
         }
     }
 
+    /// Whether the worker has started draining (a plain read of a core-local flag).
+    pub fn is_draining(&self) -> bool {
+        self.stop.fired.get()
+    }
+
     /// Open connections on this core.
     pub fn open_connections(&self) -> usize {
         self.open.get()

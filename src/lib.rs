@@ -4,7 +4,7 @@
 //! - [`init`]: `sidewire init`: the nftables interception rules (transparent sidecar mode).
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
 //! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
-//! - [`worker`]: one pinned worker: its io_uring runtime, accept loops and control channel.
+//! - [`worker`]: one worker: its runtime (io_uring, or epoll where refused), accept loops and control channel.
 //! - [`accept`]: one listener's accept loop on one worker.
 //! - [`conn`]: the spine of one connection: target → detect → {opaque splice | HTTP/1 |
 //!   HTTP/2} → upstream → metrics.
@@ -20,6 +20,7 @@
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
 //! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
 //!   with a bounded timeout and server-speaks-first support.
+//! - [`cpus`]: how many CPUs the process may use (affinity mask, cgroup quota), and pinning.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
 //! - [`error`]: the error taxonomy (which side failed, connect errors, stream failures).
 //! - [`sys`]: the raw syscalls (the only `unsafe` in the crate).
@@ -43,7 +44,7 @@
 //! 11. `upstream`
 //! 12. `io`
 //! 13. `metrics`
-//! 14. `detect`
+//! 14. `detect`, `cpus`
 //! 15. `config`
 //! 16. `error`, `sys`
 
@@ -56,6 +57,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod cpus;
 pub mod detect;
 pub mod error;
 pub mod forward;

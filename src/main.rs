@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
@@ -74,10 +74,28 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Check) = cli.command {
         println!("# {name}: ok");
-        let cpus = core_affinity::get_core_ids().map_or(1, |c| c.len());
+        let cpus = sidewire::cpus::CpuBudget::current();
         if cfg.runtime.workers == 0 {
-            println!("# runtime.workers = 0 means {cpus} worker(s) on this machine");
+            let quota = cpus
+                .quota
+                .map(|q| format!(", cgroup CPU quota {q:.2}"))
+                .unwrap_or_default();
+            println!(
+                "# runtime.workers = 0 means {} worker(s) here ({} CPU(s) in the affinity mask{quota})",
+                cpus.default_workers(),
+                cpus.affinity.len()
+            );
         }
+        let pinned = cpus.pin_for(cfg.runtime.pin_cores, 0).is_some();
+        println!(
+            "# runtime.pin_cores = {} means {} here",
+            raw.runtime.pin_cores.to_toml_value(),
+            if pinned {
+                "pinned workers"
+            } else {
+                "no pinning"
+            }
+        );
         print!("{}", raw.to_toml());
         return ExitCode::SUCCESS;
     }
@@ -89,14 +107,14 @@ fn run(cfg: Config, name: &str) -> ExitCode {
     // stderr (`sidewire: file: key: problem`).
     let nofile = sidewire::sys::raise_nofile_limit();
     // Register before starting so a signal during start-up is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sidewire: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let server = match Server::start(cfg) {
+    let mut server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sidewire: {name}: {e}");
@@ -108,14 +126,54 @@ fn run(cfg: Config, name: &str) -> ExitCode {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let sig = signals.forever().next();
-    info!(signal = ?sig, "signal received");
-    // A second signal while draining exits at once.
+    // Shutdown starts on SIGTERM, SIGINT or `POST /shutdown`; a second SIGTERM/SIGINT while
+    // draining exits at once. HUP, USR1 and USR2 are logged and ignored: their default action
+    // would kill the proxy (and every connection) on a stray `kill -HUP`.
+    let (stop_tx, stop) = std::sync::mpsc::channel::<&'static str>();
     let handle = signals.handle();
+    let tx = stop_tx.clone();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            error!("second signal: exiting without waiting for connections");
-            std::process::exit(1);
+        for sig in signals.forever() {
+            let name = match sig {
+                SIGTERM => "SIGTERM",
+                SIGINT => "SIGINT",
+                SIGHUP => {
+                    warn!("SIGHUP ignored: configuration reload is not supported yet; restart to apply changes");
+                    continue;
+                }
+                _ => {
+                    info!(
+                        signal = sig,
+                        "signal ignored (SIGUSR1/SIGUSR2 have no meaning here)"
+                    );
+                    continue;
+                }
+            };
+            if tx.send(name).is_err() {
+                break;
+            }
+        }
+    });
+    if let Some(requests) = server.take_shutdown_requests() {
+        let tx = stop_tx.clone();
+        std::thread::spawn(move || {
+            if requests.recv().is_ok() {
+                let _ = tx.send("POST /shutdown");
+            }
+        });
+    }
+    drop(stop_tx);
+    let why = stop.recv().unwrap_or("signal thread gone");
+    info!(by = why, "shutting down");
+    std::thread::spawn(move || {
+        for again in stop {
+            if again.starts_with("SIG") {
+                error!(
+                    signal = again,
+                    "second signal: exiting without waiting for connections"
+                );
+                std::process::exit(1);
+            }
         }
     });
     let report = server.shutdown();

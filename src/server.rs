@@ -18,10 +18,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::admin::{Admin, ReadyState, Scrape};
-use crate::config::Config;
+use crate::config::{Config, Driver};
 use crate::core::Core;
+use crate::cpus::CpuBudget;
 use crate::metrics::prom::listener_labels;
-use crate::worker::{self, Control};
+use crate::worker::{self, Control, DriverKind};
 
 /// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -69,6 +70,7 @@ pub struct Server {
     done: std_mpsc::Receiver<usize>,
     threads: Vec<JoinHandle<()>>,
     grace: Duration,
+    shutdown_requests: Option<std_mpsc::Receiver<()>>,
 }
 
 /// How a shutdown ended.
@@ -86,10 +88,28 @@ impl Server {
     /// address is not available, as IPv6 in a namespace without it) is left out with a
     /// warning.
     pub fn start(mut cfg: Config) -> Result<Server, StartError> {
-        let cpus = core_affinity::get_core_ids().unwrap_or_default();
+        let mut fallback = None;
+        let cpus = CpuBudget::current();
         let workers = match cfg.runtime.workers {
-            0 => cpus.len().max(1),
+            0 => cpus.default_workers(),
             n => n,
+        };
+        // One decision for every worker, and one warning: can this process create a ring?
+        let driver = match (cfg.runtime.driver, worker::probe_io_uring()) {
+            (Driver::Auto, Err(e)) => {
+                fallback = Some(e);
+                Driver::Epoll
+            }
+            (Driver::IoUring, Err(e)) => {
+                return Err(StartError::Worker {
+                    worker: 0,
+                    problem: format!(
+                        "cannot create the io_uring runtime: {e} ({}; or set runtime.driver = \"auto\" to fall back to epoll)",
+                        worker::io_uring_hint(&e)
+                    ),
+                })
+            }
+            (d, _) => d,
         };
 
         // Bind everything first: every error surfaces here, before a thread exists.
@@ -138,7 +158,10 @@ impl Server {
             listening: Default::default(),
             workers,
             draining: Default::default(),
+            io_uring_workers: Default::default(),
+            epoll_workers: Default::default(),
         });
+        let (shutdown_tx, shutdown_rx) = std_mpsc::sync_channel::<()>(1);
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded()).unzip();
         let admin = Admin::spawn(
@@ -152,6 +175,7 @@ impl Server {
                     .collect(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
+                shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),
             },
         )
         .map_err(|e| StartError::Worker {
@@ -164,7 +188,9 @@ impl Server {
         let (done_tx, done) = std_mpsc::channel::<usize>();
         let mut threads = Vec::with_capacity(workers);
         for (id, (socks, control)) in sockets.into_iter().zip(control_rxs).enumerate() {
-            let cpu = (cfg.runtime.pin_cores && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+            let cpu = cpus
+                .pin_for(cfg.runtime.pin_cores, id)
+                .map(|id| core_affinity::CoreId { id });
             let cfg = cfg.clone();
             let started = started_tx.clone();
             let done = done_tx.clone();
@@ -177,28 +203,42 @@ impl Server {
                             warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
                         }
                     }
-                    // The io_uring driver is named explicitly: no silent epoll fallback.
-                    let rt = worker::build_runtime(cfg.runtime.ring_entries);
-                    let mut rt = match rt {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            let _ = started.send((
-                                id,
-                                Err(format!(
-                                    "cannot create the io_uring runtime: {e} (sidewire requires io_uring: \
-                                     check kernel.io_uring_disabled, seccomp and RLIMIT_MEMLOCK)"
-                                )),
-                            ));
-                            return;
-                        }
+                    let (mut rt, kind) =
+                        match worker::build_runtime(driver, cfg.runtime.ring_entries) {
+                            Ok(rt) => rt,
+                            Err(e) => {
+                                let what = match driver {
+                                    Driver::Epoll => {
+                                        format!("cannot create the epoll runtime: {e}")
+                                    }
+                                    _ => format!(
+                                        "cannot create the io_uring runtime: {e} ({})",
+                                        worker::io_uring_hint(&e)
+                                    ),
+                                };
+                                let _ = started.send((id, Err(what)));
+                                return;
+                            }
+                        };
+                    let on = match kind {
+                        DriverKind::IoUring => &ready.io_uring_workers,
+                        DriverKind::Epoll => &ready.epoll_workers,
                     };
+                    on.fetch_add(1, Ordering::Relaxed);
                     let core = Rc::new(Core::new(id, &cfg));
-                    rt.block_on(worker::run(core, socks, control, cfg.runtime.shutdown_grace, |r| {
-                        if r.is_ok() {
-                            ready.listening.fetch_add(1, Ordering::AcqRel);
-                        }
-                        let _ = started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
-                    }));
+                    rt.block_on(worker::run(
+                        core,
+                        socks,
+                        control,
+                        cfg.runtime.shutdown_grace,
+                        |r| {
+                            if r.is_ok() {
+                                ready.listening.fetch_add(1, Ordering::AcqRel);
+                            }
+                            let _ =
+                                started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
+                        },
+                    ));
                     let _ = done.send(id);
                 })
                 .map_err(|e| StartError::Worker {
@@ -228,13 +268,36 @@ impl Server {
             }
         }
         // Logged only once everything runs: a failed start is one error line, nothing else.
-        if cfg.runtime.pin_cores && workers > cpus.len() && !cpus.is_empty() {
+        let pinned = cpus.pin_for(cfg.runtime.pin_cores, 0).is_some();
+        if pinned && workers > cpus.affinity.len() {
             warn!(
                 workers,
-                cpus = cpus.len(),
+                cpus = cpus.affinity.len(),
                 "more workers than CPUs: some share a core"
             );
         }
+        if let Some(e) = &fallback {
+            warn!(
+                error = %e,
+                cause = worker::io_uring_hint(e),
+                "io_uring is not available: running on epoll, which costs more CPU per byte and per \
+                 connection; allow io_uring to get it back (runtime.driver = \"epoll\" silences this)"
+            );
+        }
+        info!(
+            workers,
+            driver = if driver == Driver::Epoll {
+                "epoll"
+            } else {
+                "io_uring"
+            },
+            pinned,
+            cpu_quota = cpus
+                .quota
+                .map(|q| format!("{q:.2}"))
+                .unwrap_or_else(|| "none".into()),
+            "workers"
+        );
         for (name, addr, e) in left_out.iter().rev() {
             warn!(listener = %name, %addr, error = %e, "optional listener left out: its address is not available here");
         }
@@ -250,7 +313,15 @@ impl Server {
             done,
             threads,
             grace: cfg.runtime.shutdown_grace,
+            shutdown_requests: Some(shutdown_rx),
         })
+    }
+
+    /// Receives one `()` per `POST /shutdown` on the admin port (when
+    /// `admin.enable_shutdown` is on; the sender lives as long as the admin thread). The owner
+    /// decides what a request means; `main` treats it as SIGTERM. `None` after the first call.
+    pub fn take_shutdown_requests(&mut self) -> Option<std_mpsc::Receiver<()>> {
+        self.shutdown_requests.take()
     }
 
     /// The bound address of the listener named `name` (useful with port 0).

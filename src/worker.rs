@@ -1,4 +1,4 @@
-//! One worker: a pinned thread's io_uring runtime, its accept loops, and the control channel
+//! One worker: a thread's runtime (io_uring, or epoll where io_uring is refused), its accept loops, and the control channel
 //! it answers (metric snapshots, drain) until it has drained.
 //!
 //! The only cross-thread traffic is the [`Control`] channel from the admin thread and the
@@ -15,10 +15,12 @@ use std::time::Duration;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use monoio::net::TcpListener;
-use monoio::{IoUringDriver, RuntimeBuilder};
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
 use crate::accept;
+use crate::config::Driver;
 use crate::core::Core;
 use crate::metrics::CoreSnapshot;
 
@@ -31,18 +33,89 @@ pub enum Control {
     Drain,
 }
 
-/// A monoio runtime on the io_uring driver, named explicitly: there is no epoll fallback.
+/// A worker's monoio runtime: io_uring, or epoll (monoio's legacy driver) where io_uring is
+/// refused. Both run the same futures; the data path asks [`crate::io::set_driver_mode`] to put
+/// a socket in the mode the running driver expects.
+pub type Runtime = monoio::FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
+
+/// Which driver a runtime runs on: the label of the `sidewire_runtime_driver` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring.
+    IoUring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+impl DriverKind {
+    /// `io_uring` or `epoll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// Whether this process may create an io_uring ring at all: `Err` carries the kernel's refusal
+/// (EPERM from a seccomp filter or `kernel.io_uring_disabled`, ENOSYS from an old kernel or a
+/// filter that answers so, ENOMEM from `RLIMIT_MEMLOCK`). Creates and drops an 8-entry ring
+/// on a thread of its own: tearing a ring down queues task work on the thread that made it,
+/// which interrupts that thread's next blocking syscall with EINTR (a caller's socket read with
+/// a timeout would fail).
+pub fn probe_io_uring() -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("sidewire-probe".into())
+        .spawn(|| io_uring::IoUring::new(8).map(drop))?
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
+}
+
+/// Why io_uring was refused and what enables it, for the fallback's warning and the
+/// `driver = "io_uring"` start-up error.
+pub fn io_uring_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "a seccomp profile denies the io_uring syscalls (containerd 2.x and Docker 25+ \
+             do by default; use deploy/seccomp/sidewire.json) or sysctl \
+             kernel.io_uring_disabled is set"
+        }
+        Some(libc::ENOSYS) => {
+            "the kernel has no io_uring (5.10 or later needed) or a seccomp profile hides it \
+             (use deploy/seccomp/sidewire.json)"
+        }
+        Some(libc::ENOMEM) => "RLIMIT_MEMLOCK is too low for the ring (raise `ulimit -l`)",
+        _ => "check kernel.io_uring_disabled, seccomp and RLIMIT_MEMLOCK",
+    }
+}
+
+/// A runtime on `driver`; `DriverKind` says which one it got.
 ///
-/// The ring is set up single-issuer with deferred task work (Linux 6.1+): completions are
-/// processed when the worker waits for events instead of interrupting every syscall it makes.
-/// Measured with `loadtest churn` (connect, 64 B each way, close; 5 interleaved runs), this
-/// cut proxy CPU per connection from a median of ~158 µs to ~113 µs, with no change for bulk
-/// transfers. It is safe for monoio because each ring is only touched by its own thread and
-/// the runtime parks (`io_uring_enter` with GETEVENTS) whenever it runs out of tasks. Older
+/// io_uring rings are set up single-issuer with deferred task work (Linux 6.1+): completions
+/// are processed when the worker waits for events instead of interrupting every syscall it
+/// makes. Measured with `loadtest churn` (connect, 64 B each way, close; 5 interleaved runs),
+/// this cut proxy CPU per connection from a median of ~158 µs to ~113 µs, with no change for
+/// bulk transfers. It is safe for monoio because each ring is only touched by its own thread
+/// and the runtime parks (`io_uring_enter` with GETEVENTS) whenever it runs out of tasks. Older
 /// kernels get cooperative task running (5.19+), then a plain ring.
-pub fn build_runtime(
-    entries: u32,
-) -> io::Result<monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>> {
+///
+/// `Driver::Auto` falls back to epoll when no ring can be created; `Driver::IoUring` returns the
+/// ring's error instead. Errors: the io_uring error (`IoUring`), or epoll's (`Epoll`/`Auto`).
+pub fn build_runtime(driver: Driver, entries: u32) -> io::Result<(Runtime, DriverKind)> {
+    if driver != Driver::Epoll {
+        match build_io_uring(entries) {
+            Ok(rt) => return Ok((monoio::FusionRuntime::Uring(rt), DriverKind::IoUring)),
+            Err(e) if driver == Driver::IoUring => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "io_uring refused; using epoll"),
+        }
+    }
+    let rt = RuntimeBuilder::<LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
+    Ok((monoio::FusionRuntime::Legacy(rt), DriverKind::Epoll))
+}
+
+fn build_io_uring(entries: u32) -> io::Result<monoio::Runtime<TimeDriver<IoUringDriver>>> {
     let mut last = None;
     for mode in ["defer-taskrun", "coop-taskrun", "plain"] {
         let mut urb = io_uring::IoUring::builder();
@@ -81,6 +154,13 @@ pub async fn run(
 ) {
     let mut listening = Vec::with_capacity(sockets.len());
     for s in sockets {
+        // The epoll driver tries `accept` before waiting for readiness: a blocking listener
+        // would block the whole worker.
+        if monoio::utils::is_legacy() {
+            if let Err(e) = s.set_nonblocking(true) {
+                return started(Err(e));
+            }
+        }
         match TcpListener::from_std(s) {
             Ok(l) => listening.push(l),
             Err(e) => return started(Err(e)),

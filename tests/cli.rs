@@ -347,3 +347,53 @@ fn check_accepts_the_sidecar_preset() {
     assert!(out.contains("listen = \"127.0.0.1:4140\""), "{out}");
     assert!(out.contains("listen = \"0.0.0.0:4143\""), "{out}");
 }
+
+fn http_post(addr: SocketAddr, path: &str) -> u16 {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "POST {path} HTTP/1.1\r\ncontent-length: 0\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s[9..12].parse().unwrap()
+}
+
+const ONE_LISTENER: &str =
+    "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n";
+
+/// `POST /shutdown` (for Jobs) drains and exits 0 like SIGTERM, only when enabled.
+#[test]
+fn post_shutdown_drains_and_exits_only_when_enabled() {
+    let off = Proc::start(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{ONE_LISTENER}"
+    ));
+    let admin = addr_field(&off.expect_line("admin listening"));
+    assert_eq!(http_post(admin, "/shutdown"), 404);
+    assert_eq!(http_get(admin, "/ready"), 200, "still running");
+
+    let mut on = Proc::start(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nenable_shutdown = true\n{ONE_LISTENER}"
+    ));
+    let admin = addr_field(&on.expect_line("admin listening"));
+    assert_eq!(http_get(admin, "/shutdown"), 405, "GET does not shut down");
+    assert_eq!(http_post(admin, "/shutdown"), 202);
+    on.expect_line("by=\"POST /shutdown\"");
+    assert_eq!(on.child.wait().unwrap().code(), Some(0));
+}
+
+/// HUP, USR1 and USR2 do not kill the proxy (their default action would): logged, ignored.
+#[test]
+fn hup_usr1_usr2_are_logged_and_ignored() {
+    let mut p = Proc::start(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{ONE_LISTENER}"
+    ));
+    let admin = addr_field(&p.expect_line("admin listening"));
+    p.signal("-HUP");
+    p.expect_line("SIGHUP ignored");
+    p.signal("-USR1");
+    p.expect_line("signal ignored");
+    p.signal("-USR2");
+    p.expect_line("signal ignored");
+    assert_eq!(http_get(admin, "/ready"), 200, "still serving");
+    p.signal("-TERM");
+    assert_eq!(p.child.wait().unwrap().code(), Some(0));
+}

@@ -651,9 +651,7 @@ fn a_slow_endpoint_gets_less_traffic() {
         "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{ON}\n\
          [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{fast}\", \"{slow}\"]\n"
     );
-    let p =
-        sidewire::server::Server::start(sidewire::config::Config::parse(&text, "t.toml").unwrap())
-            .unwrap();
+    let p = start_toml(&text);
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     let mut buf = Vec::new();
     for _ in 0..200 {
@@ -1274,4 +1272,114 @@ fn http10_upgrade_is_ignored() {
     );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(!resp.to_ascii_lowercase().contains("upgrade"), "{resp}");
+}
+
+/// Reads one `content-length` response from `c` (head and body), as text.
+fn read_one_response(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        let n = c.read(&mut b).unwrap();
+        assert!(n > 0, "closed before a full response: {got:?}");
+        got.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+/// A drain closes idle HTTP/1 keep-alive connections at once and answers a request in flight
+/// with `connection: close`, so shutdown does not wait out the grace period for clients that
+/// merely keep a connection open (RFC 9112 §9.6). Regression: the worker used to wait the full
+/// `shutdown_grace_ms` (Kubernetes then SIGKILLs the pod) while any keep-alive client idled.
+#[test]
+fn drain_closes_idle_keep_alive_clients_and_tells_busy_ones() {
+    use std::sync::{mpsc, Mutex};
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let (up, _h) = upstream(move |mut c: TcpStream| loop {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        if head.starts_with(b"GET /slow") {
+            let _ = started_tx.send(());
+            let _ = release_rx.lock().unwrap().recv();
+        }
+        if c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .is_err()
+        {
+            return;
+        }
+    });
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\nshutdown_grace_ms = 30000\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
+    ));
+    let connect = || {
+        let c = TcpStream::connect(addr(&p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    };
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| connect()).collect();
+    for c in &mut idle {
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let r = read_one_response(c);
+        assert!(
+            r.starts_with("HTTP/1.1 200") && !r.contains("connection: close"),
+            "{r}"
+        );
+    }
+    let mut busy = connect();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    started.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let t0 = Instant::now();
+    let stopping = std::thread::spawn(move || p.shutdown());
+    for c in &mut idle {
+        let mut b = [0u8; 16];
+        assert_eq!(
+            c.read(&mut b).unwrap(),
+            0,
+            "an idle keep-alive client is closed"
+        );
+    }
+    release.send(()).unwrap();
+    let r = read_one_response(&mut busy);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains("connection: close"),
+        "the answer in flight says close: {r}"
+    );
+    let mut b = [0u8; 16];
+    assert_eq!(
+        busy.read(&mut b).unwrap(),
+        0,
+        "and the connection closes after it"
+    );
+    let report = stopping.join().unwrap();
+    assert_eq!(report.finished, report.workers);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "drained before the 30 s grace: {:?}",
+        t0.elapsed()
+    );
 }

@@ -297,8 +297,7 @@ fn admin_endpoints_and_drain() {
 fn original_dst_listener_refuses_a_direct_connection() {
     let text = "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
                 [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = \"original-dst\"\n";
-    let cfg = sidewire::config::Config::parse(text, "test.toml").unwrap();
-    let p = sidewire::server::Server::start(cfg).unwrap();
+    let p = start_toml(text);
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");

@@ -60,10 +60,13 @@ pub struct Config {
 /// Validated `[runtime]`.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Worker count; 0 = one per CPU in the affinity mask (resolved at start).
+    /// Worker count; 0 = one per CPU the process may use: its affinity mask, capped by the
+    /// cgroup CPU quota rounded up (resolved at start, see [`crate::cpus`]).
     pub workers: usize,
-    /// Pin workers to CPUs.
-    pub pin_cores: bool,
+    /// Whether to pin worker *i* to the *i*-th CPU of the affinity mask.
+    pub pin_cores: PinCores,
+    /// The I/O driver.
+    pub driver: Driver,
     /// How long open connections may drain after a shutdown signal.
     pub shutdown_grace: Duration,
     /// io_uring entries per worker.
@@ -77,6 +80,8 @@ pub struct RuntimeConfig {
 pub struct AdminConfig {
     /// Admin server address.
     pub listen: SocketAddr,
+    /// Whether `POST /shutdown` starts a graceful shutdown (else it answers 404).
+    pub enable_shutdown: bool,
 }
 
 /// Validated `[detect]`.
@@ -305,7 +310,8 @@ mod tests {
     fn embedded_default_is_valid_and_documented_defaults_hold() {
         let c = Config::embedded_default();
         assert_eq!(c.runtime.workers, 0);
-        assert!(c.runtime.pin_cores);
+        assert_eq!(c.runtime.pin_cores, PinCores::Auto);
+        assert_eq!(c.runtime.driver, Driver::Auto);
         assert_eq!(c.runtime.shutdown_grace, Duration::from_millis(30_000));
         assert_eq!(c.admin.listen, "127.0.0.1:4191".parse().unwrap());
         assert_eq!(c.listeners.len(), 1);

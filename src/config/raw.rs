@@ -32,10 +32,12 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRuntime {
-    /// Worker threads; 0 = one per CPU in the affinity mask.
+    /// Worker threads; 0 = one per CPU the process may use (affinity mask and cgroup quota).
     pub workers: usize,
-    /// Pin each worker to one CPU.
-    pub pin_cores: bool,
+    /// Pin each worker to one CPU: `"auto"`, `true` or `false`.
+    pub pin_cores: PinCores,
+    /// The I/O driver: `"auto"`, `"io_uring"` or `"epoll"`.
+    pub driver: Driver,
     /// Drain period on SIGTERM/SIGINT.
     pub shutdown_grace_ms: u64,
     /// io_uring submission queue size per worker.
@@ -48,7 +50,8 @@ impl Default for RawRuntime {
     fn default() -> Self {
         RawRuntime {
             workers: 0,
-            pin_cores: true,
+            pin_cores: PinCores::Auto,
+            driver: Driver::Auto,
             shutdown_grace_ms: 30_000,
             ring_entries: 4096,
             splice_pipe_bytes: 256 * 1024,
@@ -62,12 +65,15 @@ impl Default for RawRuntime {
 pub struct RawAdmin {
     /// Admin server address.
     pub listen: String,
+    /// Serve `POST /shutdown` (for Jobs whose sidecar must stop with the app).
+    pub enable_shutdown: bool,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "127.0.0.1:4191".into(),
+            enable_shutdown: false,
         }
     }
 }
@@ -368,4 +374,85 @@ pub struct RawRoute {
 
 fn default_connect_timeout_ms() -> u64 {
     1000
+}
+
+/// `runtime.driver`: which monoio driver each worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring; if the kernel or a seccomp filter refuses it, epoll with a warning.
+    #[default]
+    Auto,
+    /// io_uring or nothing: start-up fails if a ring cannot be created.
+    IoUring,
+    /// epoll (monoio's legacy driver), for kernels or sandboxes without io_uring.
+    Epoll,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Auto => "auto",
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        })
+    }
+}
+
+/// `runtime.pin_cores`: `"auto"` (pin only when the process's CPUs are its own: its affinity
+/// mask is narrower than the machine and any cgroup quota covers it, as with Kubernetes' static
+/// CPU manager, `taskset` or a cpuset), `true` (always pin worker *i* to the *i*-th CPU of the
+/// mask) or `false` (never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PinCores {
+    /// Pin when the CPUs are exclusively ours.
+    #[default]
+    Auto,
+    /// Always pin.
+    Always,
+    /// Never pin.
+    Never,
+}
+
+impl PinCores {
+    /// As written in TOML: `"auto"`, `true` or `false`.
+    pub fn to_toml_value(self) -> &'static str {
+        match self {
+            PinCores::Auto => "\"auto\"",
+            PinCores::Always => "true",
+            PinCores::Never => "false",
+        }
+    }
+}
+
+impl Serialize for PinCores {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PinCores::Auto => s.serialize_str("auto"),
+            PinCores::Always => s.serialize_bool(true),
+            PinCores::Never => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PinCores {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PinCores;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PinCores, E> {
+                Ok(if v { PinCores::Always } else { PinCores::Never })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PinCores, E> {
+                match v {
+                    "auto" => Ok(PinCores::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -64,6 +64,7 @@ impl RawConfig {
         let runtime = self.validate_runtime(&err)?;
         let admin = AdminConfig {
             listen: parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?,
+            enable_shutdown: self.admin.enable_shutdown,
         };
         let detect = self.validate_detect(&err)?;
         let http1 = self.validate_http1(&err)?;
@@ -117,6 +118,7 @@ impl RawConfig {
         Ok(RuntimeConfig {
             workers: rt.workers,
             pin_cores: rt.pin_cores,
+            driver: rt.driver,
             shutdown_grace: Duration::from_millis(rt.shutdown_grace_ms),
             ring_entries: rt.ring_entries,
             splice_pipe_bytes: rt.splice_pipe_bytes,

@@ -410,18 +410,30 @@ pub async fn serve(
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // 0. Between requests, the client may idle up to the keep-alive idle timeout. The
-        // first read of the next request does the waiting (no extra readiness op).
+        // first read of the next request does the waiting (no extra readiness op). A drain
+        // closes an idle connection at once (RFC 9112 §9.6: a client retries a request that
+        // met a closed idle connection), so a draining worker is not held up by idle clients.
         if cbuf.is_empty() {
-            match monoio::time::timeout(
+            if core.is_draining() {
+                return true;
+            }
+            let next = monoio::time::timeout(
                 cfg.idle_timeout,
                 read_more(client, std::mem::take(&mut cbuf)),
-            )
-            .await
-            {
-                Err(_) => return true, // idle keep-alive connection: close quietly
-                Ok((Ok(0), _)) => return true,
-                Ok((Ok(_), b)) => cbuf = b,
-                Ok((Err(_), _)) => return false,
+            );
+            monoio::select! {
+                biased;
+                // A request that already arrived is served, not dropped by the drain.
+                r = next => match r {
+                    Err(_) => return true, // idle keep-alive connection: close quietly
+                    Ok((Ok(0), _)) => return true,
+                    Ok((Ok(_), b)) => cbuf = b,
+                    Ok((Err(_), _)) => return false,
+                },
+                _ = core.draining() => {
+                    debug!(listener = %l.cfg.name, %peer, "drain: closing an idle keep-alive connection");
+                    return true;
+                }
             }
         }
         // 1. The request head, under the header timeout (slowloris).
@@ -548,9 +560,11 @@ pub async fn serve(
                 read_head(&mut up, &mut ubuf, &mut false, |b| {
                     // An answer that comes before the body was sent ends the connection
                     // (the body may still be on its way): say so (RFC 9110 §10.1.1).
+                    // A draining worker answers `connection: close` (RFC 9112 §9.6) and
+                    // closes after the response.
                     let to = ClientHop {
                         minor: req.minor,
-                        keep_alive: req.keep_alive && body_sent,
+                        keep_alive: req.keep_alive && body_sent && !core.is_draining(),
                     };
                     rewrite_response(b, req.is_head, to, req.upgrade)
                 }),

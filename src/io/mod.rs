@@ -22,6 +22,21 @@ use monoio::net::TcpStream;
 
 use crate::error::Side;
 use crate::metrics::PeerCounters;
+use crate::sys;
+
+/// Puts `fd` in the mode the worker's driver expects for monoio's own reads and writes on it:
+/// blocking under io_uring (the ring waits for data inside the kernel; a non-blocking socket
+/// would bounce EAGAIN back), non-blocking under epoll (monoio's legacy driver tries the
+/// syscall, then waits for readiness). Sockets come out of `connect` non-blocking.
+///
+/// Errors: the `ioctl(FIONBIO)` error.
+pub fn set_driver_mode(fd: std::os::fd::RawFd) -> io::Result<()> {
+    if monoio::utils::is_legacy() {
+        sys::set_nonblocking(fd)
+    } else {
+        sys::set_blocking(fd)
+    }
+}
 
 /// Bytes read per syscall while streaming bodies.
 pub const READ_CHUNK: usize = 64 * 1024;

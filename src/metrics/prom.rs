@@ -49,6 +49,10 @@ pub struct ProcessInfo {
     pub start_time_seconds: f64,
     /// Worker threads.
     pub workers: usize,
+    /// Workers on the io_uring driver.
+    pub io_uring_workers: usize,
+    /// Workers on the epoll driver.
+    pub epoll_workers: usize,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -329,6 +333,17 @@ pub fn render(listeners: &[(&str, ListenerSnapshot)], process: &ProcessInfo) -> 
         "Worker threads (one per core).",
     );
     let _ = writeln!(out, "sidewire_workers {}", process.workers);
+    header(
+        &mut out,
+        "sidewire_runtime_driver",
+        "gauge",
+        "Worker threads per I/O driver: io_uring, or epoll where io_uring is refused.",
+    );
+    let _ = writeln!(
+        out,
+        "sidewire_runtime_driver{{driver=\"io_uring\"}} {}\nsidewire_runtime_driver{{driver=\"epoll\"}} {}",
+        process.io_uring_workers, process.epoll_workers
+    );
     header(
         &mut out,
         "sidewire_build_info",

@@ -239,10 +239,10 @@ pub async fn dial_h1(
 }
 
 /// Takes a connected non-blocking stream (one dialled during detection, say) as an HTTP/1
-/// upstream connection: switched to blocking mode and counted in `m.dst`. `None` if the mode
+/// upstream connection: switched to the driver's mode ([`crate::io::set_driver_mode`]) and counted in `m.dst`. `None` if the mode
 /// switch fails.
 pub fn adopt_h1(m: &ListenerMetrics, u: TcpStream) -> Option<UpConn> {
-    sys::set_blocking(u.as_raw_fd()).ok()?;
+    crate::io::set_driver_mode(u.as_raw_fd()).ok()?;
     Some(UpConn::new(u, &m.dst))
 }
 
@@ -292,7 +292,7 @@ pub async fn handshake_h2(
 /// `addr` cannot be reached (nothing learned).
 pub async fn probe_h2(addr: SocketAddr, timeout: Duration) -> Option<bool> {
     let mut s = connect(addr, timeout).await.ok()?;
-    sys::set_blocking(s.as_raw_fd()).ok()?;
+    crate::io::set_driver_mode(s.as_raw_fd()).ok()?;
     let mut probe = H2_PREFACE.to_vec();
     probe.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     let answer = async {

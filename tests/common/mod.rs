@@ -25,8 +25,53 @@ pub fn proxy_with(upstream: &[SocketAddr], top: &str, extra: &str) -> Server {
          [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [{}]\n{extra}\n",
         ups.join(", ")
     );
+    start_toml(&text)
+}
+
+/// The I/O driver the proxies of this test binary run on: `epoll` for the `*_epoll` test
+/// targets (Cargo.toml builds each data-path test file a second time under that name), else
+/// `io_uring` (named, not `auto`, so a machine without io_uring fails instead of silently
+/// testing epoll twice).
+pub fn driver() -> &'static str {
+    if env!("CARGO_CRATE_NAME").ends_with("_epoll") {
+        "epoll"
+    } else {
+        "io_uring"
+    }
+}
+
+/// Starts a proxy from config text that has a `[runtime]` table, on this binary's [`driver`].
+pub fn start_toml(text: &str) -> Server {
+    let text = text.replacen(
+        "[runtime]\n",
+        &format!("[runtime]\ndriver = \"{}\"\n", driver()),
+        1,
+    );
+    assert!(
+        text.contains("driver = "),
+        "test config needs a [runtime] table"
+    );
     let cfg = Config::parse(&text, "test.toml").expect("test config is valid");
-    Server::start(cfg).expect("proxy starts")
+    let s = Server::start(cfg).expect("proxy starts");
+    let (_, m) = admin_get(&s, "/metrics");
+    let other = if driver() == "epoll" {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    assert!(
+        metric(
+            &m,
+            &format!("sidewire_runtime_driver{{driver=\"{}\"}}", driver())
+        ) > Some(0.0)
+            && metric(
+                &m,
+                &format!("sidewire_runtime_driver{{driver=\"{other}\"}}")
+            ) == Some(0.0),
+        "the proxy runs on {}",
+        driver()
+    );
+    s
 }
 
 /// The listener `t`'s address.
@@ -252,4 +297,10 @@ pub fn recv_all(mut r: TcpStream) -> (u64, u128) {
         h.update(&buf[..n]);
         total += n as u64;
     }
+}
+
+/// A number no other call in this process returns (for temporary file names).
+pub fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
