@@ -347,3 +347,42 @@ fn check_accepts_the_sidecar_preset() {
     assert!(out.contains("listen = \"127.0.0.1:4140\""), "{out}");
     assert!(out.contains("listen = \"0.0.0.0:4143\""), "{out}");
 }
+
+#[test]
+fn command_line_errors_are_one_line() {
+    for (args, what) in [
+        (&["init"][..], "--proxy-uid"),
+        (&["--bogus"][..], "--bogus"),
+        (
+            &["inject", "--opaque-ports", "x"][..],
+            "\"x\" is not a port",
+        ),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
+        assert!(
+            err.starts_with("sidewire: error: ") && err.contains(what),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = run(&["inject", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--opaque-ports",
+        "--skip-inbound-ports",
+        "--skip-outbound-ports",
+        "--image",
+        "--proxy-uid",
+        "--classic-sidecar",
+        "--seccomp-profile",
+        concat!("ghcr.io/sidewire/sidewire:", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(out.contains(flag), "inject --help lacks {flag}: {out}");
+    }
+}

@@ -289,6 +289,37 @@ fn workloads_without_a_pod_template_are_errors_naming_document_and_kind() {
             && err.contains("\"x\""),
         "{err}"
     );
+    let (code, _, err) = inject_stdin(
+        &[],
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: w}\n  spec: {}\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("document 1, line 9: item 2: Deployment w has no spec.template"),
+        "{err}"
+    );
+    // A field inject would have to replace, losing what it holds: refused.
+    for (text, what) in [
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations: [a]\nspec: {containers: []}\n",
+            "Pod: metadata.annotations is not a mapping",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers: []\n  volumes: {a: 1}\n",
+            "Pod: spec.volumes is not a list",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: x\n",
+            "Service: metadata is not a mapping",
+        ),
+    ] {
+        let (code, _, err) = inject_stdin(&["--opaque-ports=1"], text);
+        assert_eq!(code, 1, "{text:?}: {err}");
+        assert!(
+            err.contains("document 1, line 1: ") && err.contains(what),
+            "{text:?}: {err}"
+        );
+    }
 }
 
 #[test]

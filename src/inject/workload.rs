@@ -103,7 +103,10 @@ pub fn object(m: &Mapping, plan: &Plan, place: &mut Place<'_>) -> Result<(), Doc
                     place.label = format!("{label}, item {}", i + 1);
                     let r = object(&item, plan, place);
                     place.label = label.clone();
-                    r?;
+                    r.map_err(|e| DocError {
+                        line: e.line,
+                        problem: format!("item {}: {}", i + 1, e.problem),
+                    })?;
                 }
             }
             Ok(())
@@ -130,8 +133,51 @@ pub fn object(m: &Mapping, plan: &Plan, place: &mut Place<'_>) -> Result<(), Doc
     }
 }
 
+/// What a field `inject` edits must hold, when present and not null.
+#[derive(Clone, Copy)]
+enum Shape {
+    Mapping,
+    List,
+}
+
+/// Checks that `m.key` is absent, null or of `shape`: `inject` would otherwise replace
+/// something it does not understand (`annotations: [a]`) and lose it.
+fn check_shape(m: &Mapping, key: &str, shape: Shape) -> Result<(), String> {
+    let Some(node) = m.get(key) else {
+        return Ok(());
+    };
+    let ok = match shape {
+        Shape::Mapping => node.is_mapping(),
+        Shape::List => node.is_sequence(),
+    } || node.as_scalar().is_some_and(|s| {
+        !s.is_quoted() && matches!(s.as_string().as_str(), "" | "~" | "null" | "Null" | "NULL")
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(match shape {
+        Shape::Mapping => format!("{key} is not a mapping"),
+        Shape::List => format!("{key} is not a list"),
+    })
+}
+
+/// Checks the shapes of the object's `metadata` and `metadata.annotations`.
+fn check_metadata(m: &Mapping) -> Result<(), String> {
+    check_shape(m, "metadata", Shape::Mapping)?;
+    match m.get_mapping("metadata") {
+        Some(md) => {
+            check_shape(&md, "annotations", Shape::Mapping).map_err(|e| format!("metadata.{e}"))
+        }
+        None => Ok(()),
+    }
+}
+
 /// A Service: `config.sidewire.io/opaque-ports` when the merged set is not empty.
 fn service(m: &Mapping, plan: &Plan, place: &mut Place<'_>) -> Result<(), DocError> {
+    check_metadata(m).map_err(|problem| DocError {
+        line: place.line(m),
+        problem: format!("{}: {problem}", describe(m, "Service")),
+    })?;
     let meta = m.get_mapping("metadata");
     let ann = meta.as_ref().and_then(|md| md.get_mapping("annotations"));
     let opaque = annotations::merged(&plan.opaque_ports, ann.as_ref(), PortList::Opaque).map_err(
@@ -175,6 +221,15 @@ fn template(
         return Ok(());
     }
     // Everything that can fail is read before the first edit.
+    let shapes = check_metadata(tpl).and_then(|()| {
+        ["initContainers", "containers", "volumes"]
+            .iter()
+            .try_for_each(|k| check_shape(&spec, k, Shape::List).map_err(|e| format!("spec.{e}")))
+    });
+    shapes.map_err(|problem| DocError {
+        line: place.line(tpl),
+        problem: format!("{what}: {at}{problem}"),
+    })?;
     let ann = tpl
         .get_mapping("metadata")
         .and_then(|md| md.get_mapping("annotations"));
