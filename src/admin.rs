@@ -205,6 +205,17 @@ fn shutdown(c: &mut TcpStream, s: &Scrape, method: &[u8]) -> io::Result<()> {
             false,
         );
     };
+    // As Linkerd's: only from this pod (the admin port may listen on 0.0.0.0 for probes and
+    // scrapes; a shutdown must not be anyone's on the network to ask for).
+    if !c.peer_addr().is_ok_and(|a| a.ip().is_loopback()) {
+        return respond(
+            c,
+            "403 Forbidden",
+            "text/plain",
+            "POST /shutdown is only accepted from loopback\n",
+            false,
+        );
+    }
     if method != b"POST" {
         return respond(
             c,

@@ -2,6 +2,8 @@
 //!
 //! # Layout (data flow order)
 //! - [`init`]: `sidewire init`: the nftables interception rules (transparent sidecar mode).
+//! - [`inject`]: `sidewire inject`: adds the sidecar (init container, proxy, config) to
+//!   Kubernetes manifests.
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
 //! - [`admin`]: `/metrics`, `/live`, `/ready` on their own thread.
 //! - [`worker`]: one worker: its runtime (io_uring, or epoll where refused), accept loops and control channel.
@@ -32,7 +34,7 @@
 //! runs it through `tests/layers.rs`).
 //!
 //! 1. `main`
-//! 2. `init`, `server`
+//! 2. `init`, `inject`, `server`
 //! 3. `admin`
 //! 4. `worker`
 //! 5. `accept`
@@ -64,6 +66,7 @@ pub mod forward;
 pub mod http1;
 pub mod http2;
 pub mod init;
+pub mod inject;
 pub mod io;
 pub mod metrics;
 pub mod server;

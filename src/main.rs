@@ -32,12 +32,20 @@ enum Command {
     Check,
     /// Program transparent interception (nftables) in this network namespace.
     Init(sidewire::init::InitArgs),
+    /// Add the sidecar to Kubernetes manifests (YAML in, YAML out, for `kubectl apply -f -`).
+    Inject(sidewire::inject::InjectArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     if let Some(Command::Init(a)) = &cli.command {
         return sidewire::init::main(a);
+    }
+    if let Some(Command::Inject(a)) = &cli.command {
+        return sidewire::inject::main(a);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -100,6 +108,28 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     run(cfg, &name)
+}
+
+/// A command-line error as one line on stderr (clap's message without its usage block and
+/// `--help` hint), exit code 2; help and version print as usual.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    eprintln!("sidewire: {}", line.join(" "));
+    ExitCode::from(2)
 }
 
 fn run(cfg: Config, name: &str) -> ExitCode {

@@ -396,4 +396,42 @@ fn hup_usr1_usr2_are_logged_and_ignored() {
     assert_eq!(http_get(admin, "/ready"), 200, "still serving");
     p.signal("-TERM");
     assert_eq!(p.child.wait().unwrap().code(), Some(0));
+
+#[test]
+fn command_line_errors_are_one_line() {
+    for (args, what) in [
+        (&["init"][..], "--proxy-uid"),
+        (&["--bogus"][..], "--bogus"),
+        (
+            &["inject", "--opaque-ports", "x"][..],
+            "\"x\" is not a port",
+        ),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line: {err}"
+        );
+        assert!(
+            err.starts_with("sidewire: error: ") && err.contains(what),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = run(&["inject", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--opaque-ports",
+        "--skip-inbound-ports",
+        "--skip-outbound-ports",
+        "--image",
+        "--proxy-uid",
+        "--classic-sidecar",
+        "--seccomp-profile",
+        concat!("ghcr.io/sidewire/sidewire:", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(out.contains(flag), "inject --help lacks {flag}: {out}");
+    }
 }

@@ -2,7 +2,9 @@
 //! "pod" namespace (sidewire, `sidewire init`'s nftables rules, an app running as a non-proxy
 //! UID) and a "peer" namespace joined to it by a veth pair, with addresses from
 //! 198.18.0.0/15 and 2001:2::/48 (benchmarking ranges) on that veth only: nothing is routed
-//! anywhere else. The namespaces are deleted when a test ends, also when it fails.
+//! anywhere else. The namespaces are deleted when a test ends, also when it fails. One test
+//! runs what `sidewire inject` writes for a Deployment (its init container, then its proxy
+//! with the annotation's config) as the kubelet would.
 //!
 //! Needs root (`ip netns add`, nftables). Where the machine forbids namespaces every test is
 //! reported ignored, with the reason on stderr. `nft` missing is a failure, not a skip:
@@ -65,6 +67,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "ipv6_original_destination_both_ways",
         ipv6_original_destination_both_ways,
+    ),
+    (
+        "injected_deployment_runs_and_passes_traffic",
+        injected_deployment_runs_and_passes_traffic,
     ),
 ];
 
@@ -453,6 +459,209 @@ fn ipv6_original_destination_both_ways() -> Result<(), Failed> {
     Ok(())
 }
 
+/// What `sidewire inject` writes, run as the kubelet would: the init container's args as
+/// root, then the proxy's args as its `runAsUser`, with the proxy-config annotation as the
+/// file its downwardAPI volume would hold. Traffic then goes through it both ways, an opaque
+/// port skips detection and a skipped port bypasses it.
+fn injected_deployment_runs_and_passes_traffic() -> Result<(), Failed> {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/inject/deployment.in.yaml");
+    let yaml = output(
+        Command::new(&bins().sidewire)
+            .args([
+                "inject",
+                "--opaque-ports=7000",
+                "--skip-outbound-ports=9000",
+            ])
+            .arg(&input),
+    )?;
+    let pod = Pod::new()?;
+    let inj = Injected::read(&yaml)?;
+    if inj.proxy_uid != PROXY_UID || inj.init_args.first().map(String::as_str) != Some("init") {
+        return Err(format!("unexpected injection: {inj:?}").into());
+    }
+    let config = bins().dir.join(format!("{}-injected.toml", pod.pod));
+    std::fs::write(&config, &inj.config).map_err(|e| e.to_string())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| e.to_string())?;
+    }
+    // The proxy reads the volume's file; here, the file just written.
+    let args: Vec<String> = inj
+        .proxy_args
+        .iter()
+        .map(|a| {
+            if *a == inj.config_path {
+                config.display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    if !args.contains(&config.display().to_string()) {
+        return Err(format!(
+            "the proxy args {:?} do not name {}",
+            inj.proxy_args, inj.config_path
+        )
+        .into());
+    }
+    let init: Vec<&str> = inj.init_args.iter().map(String::as_str).collect();
+    pod.sidewire(Ns::Pod, &init)?;
+    pod.run_proxy_as(inj.proxy_uid, &args)?;
+
+    pod.serve(Ns::Peer, None, &["serve-http", &format!("{PEER}:8080")])?;
+    for port in [7000, 9000] {
+        pod.serve(Ns::Peer, None, &["serve-echo", &format!("{PEER}:{port}")])?;
+    }
+    pod.serve(
+        Ns::Pod,
+        Some(APP_UID),
+        &["serve-http", &format!("{POD}:8080")],
+    )?;
+    // Outbound HTTP/1 from the app, through the proxy.
+    pod.run_client(
+        Ns::Pod,
+        Some(APP_UID),
+        &["http-get", &format!("{PEER}:8080"), "10"],
+    )?;
+    pod.wait_metric(
+        &format!("request_total{{listener=\"outbound\",direction=\"outbound\",target_addr=\"{PEER}:8080\",protocol=\"http/1\"}}"),
+        10.0,
+    )?;
+    // The opaque port from --opaque-ports: proxied without detection.
+    pod.run_client(
+        Ns::Pod,
+        Some(APP_UID),
+        &["echo", &format!("{PEER}:7000"), "65536"],
+    )?;
+    pod.wait_metric(
+        "tcp_detect_total{listener=\"outbound\",result=\"opaque_port\",reason=\"opaque_ports\"}",
+        1.0,
+    )?;
+    // The skipped port from --skip-outbound-ports: not through the proxy at all.
+    pod.run_client(
+        Ns::Pod,
+        Some(APP_UID),
+        &["echo", &format!("{PEER}:9000"), "65536"],
+    )?;
+    pod.wait_metric("tcp_open_total{listener=\"outbound\",peer=\"src\"}", 2.0)?;
+    // Inbound, from the peer to the app, through the proxy.
+    pod.run_client(Ns::Peer, None, &["http-get", &format!("{POD}:8080"), "5"])?;
+    pod.wait_metric(
+        &format!("request_total{{listener=\"inbound\",direction=\"inbound\",target_addr=\"{POD}:8080\"}}"),
+        5.0,
+    )?;
+    // The kubelet's probes reach the admin port from outside the pod (not redirected).
+    for path in inj.probe_paths.iter() {
+        pod.run_client(
+            Ns::Peer,
+            None,
+            &["get", &format!("{POD}:{}", inj.admin_port), path],
+        )?;
+    }
+    pod.wait_metric("tcp_open_total{listener=\"inbound\",peer=\"src\"}", 1.0)?;
+    Ok(())
+}
+
+/// The parts of an injected Deployment the end-to-end test runs.
+#[derive(Debug)]
+struct Injected {
+    init_args: Vec<String>,
+    proxy_args: Vec<String>,
+    proxy_uid: u32,
+    /// The proxy-config annotation.
+    config: String,
+    /// Where the proxy container sees that annotation as a file.
+    config_path: String,
+    admin_port: u16,
+    probe_paths: Vec<String>,
+}
+
+impl Injected {
+    fn read(yaml: &str) -> Result<Injected, String> {
+        use std::str::FromStr;
+        use yaml_edit::{Mapping, YamlFile};
+        fn map(m: &Mapping, key: &str) -> Result<Mapping, String> {
+            m.get_mapping(key).ok_or(format!("no {key}"))
+        }
+        fn string(m: &Mapping, key: &str) -> Result<String, String> {
+            m.get(key)
+                .and_then(|n| n.as_scalar().map(|s| s.as_string()))
+                .ok_or(format!("no {key}"))
+        }
+        fn strings(m: &Mapping, key: &str) -> Result<Vec<String>, String> {
+            let s = m.get_sequence(key).ok_or(format!("no {key}"))?;
+            (0..s.len())
+                .map(|i| {
+                    s.get(i)
+                        .and_then(|n| n.as_scalar().map(|s| s.as_string()))
+                        .ok_or(format!("{key}[{i}] is not a string"))
+                })
+                .collect()
+        }
+        fn named(m: &Mapping, key: &str, name: &str) -> Result<Mapping, String> {
+            let s = m.get_sequence(key).ok_or(format!("no {key}"))?;
+            (0..s.len())
+                .filter_map(|i| s.get(i).and_then(|n| n.as_mapping().cloned()))
+                .find(|c| string(c, "name").as_deref() == Ok(name))
+                .ok_or(format!("no {name} in {key}"))
+        }
+        let file = YamlFile::from_str(yaml).map_err(|e| e.to_string())?;
+        let doc = file.documents().next().ok_or("no document")?;
+        let tpl = map(
+            &map(&doc.as_mapping().ok_or("not a mapping")?, "spec")?,
+            "template",
+        )?;
+        let spec = map(&tpl, "spec")?;
+        let config = string(
+            &map(&map(&tpl, "metadata")?, "annotations")?,
+            "config.sidewire.io/proxy-config",
+        )?;
+        let init = named(&spec, "initContainers", "sidewire-init")?;
+        let proxy = named(&spec, "initContainers", "sidewire-proxy")?;
+        if string(&proxy, "restartPolicy")? != "Always" {
+            return Err("sidewire-proxy is not a native sidecar".into());
+        }
+        let volume = named(&spec, "volumes", "sidewire-config")?;
+        let item = map(&volume, "downwardAPI")?
+            .get_sequence("items")
+            .and_then(|s| s.get(0))
+            .and_then(|n| n.as_mapping().cloned())
+            .ok_or("no downwardAPI item")?;
+        if string(&map(&item, "fieldRef")?, "fieldPath")?
+            != "metadata.annotations['config.sidewire.io/proxy-config']"
+        {
+            return Err("the volume does not hold the proxy-config annotation".into());
+        }
+        let mount = named(&proxy, "volumeMounts", "sidewire-config")?;
+        let config_path = format!(
+            "{}/{}",
+            string(&mount, "mountPath")?,
+            string(&item, "path")?
+        );
+        let mut probe_paths = Vec::new();
+        let mut admin_port = 0;
+        for p in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let get = map(&map(&proxy, p)?, "httpGet")?;
+            probe_paths.push(string(&get, "path")?);
+            admin_port = string(&get, "port")?
+                .parse()
+                .map_err(|e| format!("{p}: {e}"))?;
+        }
+        Ok(Injected {
+            init_args: strings(&init, "args")?,
+            proxy_args: strings(&proxy, "args")?,
+            proxy_uid: string(&map(&proxy, "securityContext")?, "runAsUser")?
+                .parse()
+                .map_err(|e| format!("runAsUser: {e}"))?,
+            config,
+            config_path,
+            admin_port,
+            probe_paths,
+        })
+    }
+}
+
 // === Fixture: two namespaces, sidewire, helpers ===
 
 /// The binaries, copied where the proxy's and the app's UIDs can run them.
@@ -682,14 +891,18 @@ impl Pod {
     }
 
     fn run_proxy(&self, config: PathBuf) -> Result<(), String> {
+        self.run_proxy_as(
+            PROXY_UID,
+            &["--config".to_string(), config.display().to_string()],
+        )
+    }
+
+    /// Starts `sidewire args` in the pod as `uid` and waits until its admin server listens.
+    fn run_proxy_as(&self, uid: u32, args: &[String]) -> Result<(), String> {
         let b = bins();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = self
-            .command(
-                Ns::Pod,
-                Some(PROXY_UID),
-                &b.sidewire,
-                &["--config", config.to_str().unwrap()],
-            )
+            .command(Ns::Pod, Some(uid), &b.sidewire, &args)
             .env(
                 "RUST_LOG",
                 std::env::var("SIDECAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
