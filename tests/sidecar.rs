@@ -74,6 +74,18 @@ const TESTS: &[(&str, TestFn)] = &[
     ),
 ];
 
+/// Tests that also run with the proxy on `runtime.driver = "epoll"`.
+const EPOLL_TOO: &[&str] = &[
+    "outbound_http_and_server_first_go_through_the_proxy",
+    "inbound_connections_pass_the_inbound_listener",
+    "opaque_ports_skip_detection",
+];
+
+thread_local! {
+    /// Set by the `*_on_epoll` trials: `Pod::start_proxy` then runs the proxy on epoll.
+    static ON_EPOLL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("helper") {
@@ -85,7 +97,7 @@ fn main() {
         eprintln!("sidecar tests SKIPPED (reported as ignored): {why}");
     }
     let no_ipv6 = !Path::new("/proc/net/if_inet6").exists();
-    let trials = TESTS
+    let mut trials: Vec<Trial> = TESTS
         .iter()
         .map(|&(name, f)| {
             let ignored = skip.is_some() || (name.starts_with("ipv6") && no_ipv6);
@@ -95,6 +107,17 @@ fn main() {
             Trial::test(name, f).with_ignored_flag(ignored)
         })
         .collect();
+    // The original-destination data path again on the epoll driver (the fallback where a
+    // seccomp profile refuses io_uring).
+    for &(name, f) in TESTS.iter().filter(|(n, _)| EPOLL_TOO.contains(n)) {
+        trials.push(
+            Trial::test(format!("{name}_on_epoll"), move || {
+                ON_EPOLL.set(true);
+                f()
+            })
+            .with_ignored_flag(skip.is_some()),
+        );
+    }
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(b) = BINS.get() {
         let _ = std::fs::remove_dir_all(&b.dir);
@@ -870,7 +893,7 @@ impl Pod {
     /// Starts sidewire in the pod as the proxy UID with config/sidecar.toml plus `extra`,
     /// and waits until it says its admin server listens.
     fn start_proxy(&self, extra: &str) -> Result<(), String> {
-        if extra.is_empty() {
+        if extra.is_empty() && !ON_EPOLL.get() {
             return self.run_proxy(bins().config.clone());
         }
         self.start_proxy_with(|preset| format!("{preset}\n{extra}"))
@@ -881,13 +904,24 @@ impl Pod {
         let b = bins();
         let path = b.dir.join(format!("{}.toml", self.pod));
         let text = std::fs::read_to_string(&b.config).map_err(|e| e.to_string())?;
-        std::fs::write(&path, edit(&text)).map_err(|e| e.to_string())?;
+        let mut text = edit(&text);
+        if ON_EPOLL.get() {
+            text = text.replacen("[runtime]\n", "[runtime]\ndriver = \"epoll\"\n", 1);
+        }
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
                 .map_err(|e| e.to_string())?;
         }
-        self.run_proxy(path)
+        self.run_proxy(path)?;
+        if ON_EPOLL.get() {
+            let m = self.metrics()?;
+            if metric(&m, "sidewire_runtime_driver{driver=\"epoll\"}") != Some(1.0) {
+                return Err(format!("the proxy should run on epoll:\n{m}"));
+            }
+        }
+        Ok(())
     }
 
     fn run_proxy(&self, config: PathBuf) -> Result<(), String> {
