@@ -4,6 +4,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -435,4 +436,97 @@ fn command_line_errors_are_one_line() {
     ] {
         assert!(out.contains(flag), "inject --help lacks {flag}: {out}");
     }
+}
+
+/// `workers = 0` under a real cgroup CPU quota of half a CPU: one worker, whatever the machine
+/// has. Uses a child of this process's own cgroup (v1 `cpu` controller, or v2 with `cpu`
+/// enabled for children), removed afterwards; where neither is writable (an unprivileged or
+/// locked-down runner) the test says so and checks nothing more (the quota reader's fixture
+/// tests in `src/cpus.rs` still run everywhere).
+#[test]
+fn workers_follow_a_real_cgroup_cpu_quota() {
+    let Some((dir, quota_files)) = make_quota_cgroup() else {
+        eprintln!("SKIPPED: no writable cgroup cpu controller here");
+        return;
+    };
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = Remove(dir.clone());
+    for (file, value) in quota_files {
+        std::fs::write(dir.join(file), value).unwrap();
+    }
+    // The shell joins the cgroup, then becomes `sidewire check`.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" check",
+            dir.display()
+        ))
+        .arg(BIN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("runtime.workers = 0 means 1 worker(s)") && text.contains("quota 0.50"),
+        "{text}"
+    );
+}
+
+/// A fresh child cgroup with the cpu controller, and the files that set a 0.5-CPU quota.
+fn make_quota_cgroup() -> Option<(std::path::PathBuf, Vec<(&'static str, &'static str)>)> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let name = format!("sidewire-test-{}", std::process::id());
+    for m in mounts.lines() {
+        let Some((pre, post)) = m.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split_whitespace();
+        let (Some(fstype), Some(sup), Some(point)) =
+            (post.next(), post.nth(1), pre.split_whitespace().nth(4))
+        else {
+            continue;
+        };
+        let (path, files): (&str, Vec<(&str, &str)>) =
+            if fstype == "cgroup" && sup.split(',').any(|o| o == "cpu") {
+                let line = own.lines().find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+                })?;
+                (
+                    line.splitn(3, ':').nth(2)?,
+                    vec![
+                        ("cpu.cfs_period_us", "100000"),
+                        ("cpu.cfs_quota_us", "50000"),
+                    ],
+                )
+            } else if fstype == "cgroup2" {
+                let line = own.lines().find(|l| l.starts_with("0::"))?;
+                let base = Path::new(point).join(line[3..].trim_start_matches('/'));
+                let subtree = std::fs::read_to_string(base.join("cgroup.subtree_control")).ok()?;
+                if !subtree.split_whitespace().any(|c| c == "cpu") {
+                    continue;
+                }
+                (&line[3..], vec![("cpu.max", "50000 100000")])
+            } else {
+                continue;
+            };
+        let dir = Path::new(point)
+            .join(path.trim_start_matches('/'))
+            .join(&name);
+        if std::fs::create_dir(&dir).is_ok() {
+            return Some((dir, files));
+        }
+    }
+    None
 }
