@@ -45,6 +45,13 @@ fn main() -> ExitCode {
         return sidewire::init::main(a);
     }
     if let Some(Command::Inject(a)) = &cli.command {
+        if cli.config.is_some() {
+            eprintln!(
+                "sidewire: inject: --config is not read by inject: the proxy's config is the \
+                 sidecar preset (config/sidecar.toml) with the pod's opaque ports"
+            );
+            return ExitCode::from(2);
+        }
         return sidewire::inject::main(a);
     }
     tracing_subscriber::fmt()
@@ -81,21 +88,24 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
-        println!("# {name}: ok");
+        use std::fmt::Write as _;
+        let mut out = format!("# {name}: ok\n");
         let cpus = sidewire::cpus::CpuBudget::current();
         if cfg.runtime.workers == 0 {
             let quota = cpus
                 .quota
                 .map(|q| format!(", cgroup CPU quota {q:.2}"))
                 .unwrap_or_default();
-            println!(
+            let _ = writeln!(
+                out,
                 "# runtime.workers = 0 means {} worker(s) here ({} CPU(s) in the affinity mask{quota})",
                 cpus.default_workers(),
                 cpus.affinity.len()
             );
         }
         let pinned = cpus.pin_for(cfg.runtime.pin_cores, 0).is_some();
-        println!(
+        let _ = writeln!(
+            out,
             "# runtime.pin_cores = {} means {} here",
             raw.runtime.pin_cores.to_toml_value(),
             if pinned {
@@ -104,7 +114,9 @@ fn main() -> ExitCode {
                 "no pinning"
             }
         );
-        print!("{}", raw.to_toml());
+        out.push_str(&raw.to_toml());
+        // A closed pipe (`sidewire check | head -1`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
         return ExitCode::SUCCESS;
     }
     run(cfg, &name)

@@ -198,47 +198,61 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("sidewire-core-{id}"))
                 .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        if !core_affinity::set_for_current(cpu) {
-                            warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+                    // A worker that panics (before or after start-up) must not leave the
+                    // supervisor waiting for its start report: say so instead. After start-up
+                    // the report goes nowhere, and `done` tells the supervisor it ended.
+                    let report = started.clone();
+                    let body = std::panic::AssertUnwindSafe(move || {
+                        if let Some(cpu) = cpu {
+                            if !core_affinity::set_for_current(cpu) {
+                                warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+                            }
                         }
-                    }
-                    let (mut rt, kind) =
-                        match worker::build_runtime(driver, cfg.runtime.ring_entries) {
-                            Ok(rt) => rt,
-                            Err(e) => {
-                                let what = match driver {
-                                    Driver::Epoll => {
-                                        format!("cannot create the epoll runtime: {e}")
-                                    }
-                                    _ => format!(
-                                        "cannot create the io_uring runtime: {e} ({})",
-                                        worker::io_uring_hint(&e)
-                                    ),
-                                };
-                                let _ = started.send((id, Err(what)));
-                                return;
-                            }
+                        let (mut rt, kind) =
+                            match worker::build_runtime(driver, cfg.runtime.ring_entries) {
+                                Ok(rt) => rt,
+                                Err(e) => {
+                                    let what = match driver {
+                                        Driver::Epoll => {
+                                            format!("cannot create the epoll runtime: {e}")
+                                        }
+                                        _ => format!(
+                                            "cannot create the io_uring runtime: {e} ({})",
+                                            worker::io_uring_hint(&e)
+                                        ),
+                                    };
+                                    let _ = started.send((id, Err(what)));
+                                    return;
+                                }
+                            };
+                        let on = match kind {
+                            DriverKind::IoUring => &ready.io_uring_workers,
+                            DriverKind::Epoll => &ready.epoll_workers,
                         };
-                    let on = match kind {
-                        DriverKind::IoUring => &ready.io_uring_workers,
-                        DriverKind::Epoll => &ready.epoll_workers,
-                    };
-                    on.fetch_add(1, Ordering::Relaxed);
-                    let core = Rc::new(Core::new(id, &cfg));
-                    rt.block_on(worker::run(
-                        core,
-                        socks,
-                        control,
-                        cfg.runtime.shutdown_grace,
-                        |r| {
-                            if r.is_ok() {
-                                ready.listening.fetch_add(1, Ordering::AcqRel);
-                            }
-                            let _ =
-                                started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
-                        },
-                    ));
+                        on.fetch_add(1, Ordering::Relaxed);
+                        let core = Rc::new(Core::new(id, &cfg));
+                        rt.block_on(worker::run(
+                            core,
+                            socks,
+                            control,
+                            cfg.runtime.shutdown_grace,
+                            |r| {
+                                if r.is_ok() {
+                                    ready.listening.fetch_add(1, Ordering::AcqRel);
+                                }
+                                let _ = started
+                                    .send((id, r.map_err(|e| format!("cannot listen: {e}"))));
+                            },
+                        ));
+                    });
+                    if let Err(panic) = std::panic::catch_unwind(body) {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        let _ = report.send((id, Err(format!("the worker panicked: {what}"))));
+                    }
                     let _ = done.send(id);
                 })
                 .map_err(|e| StartError::Worker {

@@ -530,3 +530,15 @@ fn make_quota_cgroup() -> Option<(std::path::PathBuf, Vec<(&'static str, &'stati
     }
     None
 }
+
+/// `inject` has no use for `--config` (the proxy's config is the preset plus the pod's ports):
+/// refused rather than silently ignored.
+#[test]
+fn inject_refuses_config() {
+    let (code, out, err) = run(&["inject", "--config", "/nonexistent", "-"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("--config is not read by inject"), "{err}");
+    let (code, _, err) = run(&["inject", "--proxy-uid", "4294967295", "-"]);
+    assert_eq!(code, 2, "{err}");
+}
