@@ -325,10 +325,7 @@ async fn log_level(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
                 Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                     return text(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "a filter has at most {} bytes\n",
-                            logging::MAX_FILTER_BYTES
-                        ),
+                        format!("a filter has at most {} bytes\n", logging::MAX_FILTER_BYTES),
                     )
                 }
                 Ok(Err(e)) => {

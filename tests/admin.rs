@@ -130,7 +130,9 @@ fn connections_past_the_limit_wait_for_a_free_slot() {
     );
     let t = Instant::now();
     drop(idle.pop());
-    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = String::new();
     probe.read_to_string(&mut answer).unwrap();
     assert_eq!(status(&answer), 200, "{answer}");
@@ -149,7 +151,9 @@ fn a_connection_without_a_complete_head_is_closed_after_the_header_timeout() {
         // EOF (or a reset), not our read timeout.
         let r = c.read_to_end(&mut rest);
         assert!(
-            r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
+            r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::ConnectionReset),
             "{r:?}"
         );
     }
@@ -173,17 +177,26 @@ fn answers_keep_their_status_and_text() {
     let a = get(admin, "/nope");
     assert_eq!(
         (status(&a), body(&a)),
-        (404, "not found: try /metrics, /live, /ready, POST /shutdown\n")
+        (
+            404,
+            "not found: try /metrics, /live, /ready, POST /shutdown\n"
+        )
     );
     let a = request(admin, "POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     assert_eq!((status(&a), body(&a)), (405, "only GET and HEAD\n"));
     let a = request(admin, "HEAD /live HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(status(&a), 200);
-    assert!(a.contains("content-length: 5\r\n") && body(&a).is_empty(), "{a}");
+    assert!(
+        a.contains("content-length: 5\r\n") && body(&a).is_empty(),
+        "{a}"
+    );
     let a = request(admin, "HEAD /metrics HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(status(&a), 200);
     assert!(body(&a).is_empty(), "{a}");
-    let a = request(admin, "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    let a = request(
+        admin,
+        "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+    );
     assert_eq!(
         (status(&a), body(&a)),
         (
@@ -201,7 +214,10 @@ fn answers_keep_their_status_and_text() {
     // The scrape, and the access log's own counter at its end.
     let (code, text) = admin_get(&p, "/metrics");
     assert_eq!(code, 200);
-    assert_eq!(metric(&text, "sidewire_access_log_dropped_total"), Some(0.0));
+    assert_eq!(
+        metric(&text, "sidewire_access_log_dropped_total"),
+        Some(0.0)
+    );
 }
 
 /// A non-loopback address of this host, if it has one (the source address of a route out).
@@ -235,7 +251,10 @@ fn admin_on_all_addresses_serves_probes_from_anywhere_and_shutdown_only_locally(
             };
             assert_eq!(code, 200);
             assert!(text.contains("sidewire_workers 1"), "{text}");
-            let a = request(outside, "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+            let a = request(
+                outside,
+                "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            );
             assert_eq!(
                 (status(&a), body(&a)),
                 (403, "POST /shutdown is only accepted from loopback\n")
@@ -245,6 +264,9 @@ fn admin_on_all_addresses_serves_probes_from_anywhere_and_shutdown_only_locally(
     }
     let a = request(local, "GET /shutdown HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!((status(&a), body(&a)), (405, "POST /shutdown\n"));
-    let a = request(local, "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    let a = request(
+        local,
+        "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+    );
     assert_eq!((status(&a), body(&a)), (202, "shutting down\n"));
 }

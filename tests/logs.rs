@@ -216,12 +216,18 @@ fn json(line: &str) -> Value {
 /// fields beside them.
 fn assert_json_line(v: &Value, line: &str) {
     let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k}: {line}"));
-    assert!(s("timestamp").ends_with('Z') && s("timestamp").contains('T'), "{line}");
+    assert!(
+        s("timestamp").ends_with('Z') && s("timestamp").contains('T'),
+        "{line}"
+    );
     assert!(
         ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&s("level")),
         "{line}"
     );
-    assert!(!s("target").is_empty() && !s("message").is_empty(), "{line}");
+    assert!(
+        !s("target").is_empty() && !s("message").is_empty(),
+        "{line}"
+    );
 }
 
 #[test]
@@ -331,7 +337,11 @@ fn start_up_errors_stay_one_plain_line_with_json_logs() {
 fn put_log_level_changes_what_is_logged() {
     let listeners = listener("a", dead_addr(), "");
     // The access log (which passes any level) marks where each bad request's lines end.
-    let p = Proc::start(&config("0.0.0.0:0", "access = true", &listeners), &[], "info");
+    let p = Proc::start(
+        &config("0.0.0.0:0", "access = true", &listeners),
+        &[],
+        "info",
+    );
     let (admin, lines) = p.started();
     let proxy = listener_addr(&lines, "a");
     let bad_request = || {
@@ -355,13 +365,19 @@ fn put_log_level_changes_what_is_logged() {
     let (line, _) = p.until(|l| l.contains("log level changed"));
     assert!(line.contains("from=info to=debug"), "{line}");
     assert!(bad_request(), "no debug line after PUT debug");
-    assert_eq!(http(admin, "GET", "/log-level", ""), (200, "debug\n".into()));
+    assert_eq!(
+        http(admin, "GET", "/log-level", ""),
+        (200, "debug\n".into())
+    );
 
     let (code, body) = http(admin, "PUT", "/log-level", "=bogus");
     assert_eq!(code, 400, "{body}");
     assert!(body.starts_with("bad filter: \"=bogus\": "), "{body}");
     assert_eq!(http(admin, "PUT", "/log-level", "").0, 400);
-    assert_eq!(http(admin, "GET", "/log-level", ""), (200, "debug\n".into()));
+    assert_eq!(
+        http(admin, "GET", "/log-level", ""),
+        (200, "debug\n".into())
+    );
     let (code, body) = http(admin, "DELETE", "/log-level", "");
     assert_eq!((code, body.as_str()), (405, "GET or PUT /log-level\n"));
 
@@ -404,11 +420,19 @@ fn access_log_has_one_line_per_request() {
     let dead = dead_addr();
     let listeners = format!(
         "{}{}",
-        listener("a", up, "direction = \"inbound\"\nupstream_protocol = \"http1\""),
+        listener(
+            "a",
+            up,
+            "direction = \"inbound\"\nupstream_protocol = \"http1\""
+        ),
         listener("b", dead, "")
     );
     let p = Proc::start(
-        &config("127.0.0.1:0", "format = \"json\"\naccess = true", &listeners),
+        &config(
+            "127.0.0.1:0",
+            "format = \"json\"\naccess = true",
+            &listeners,
+        ),
         &[],
         "info",
     );
@@ -451,7 +475,10 @@ fn access_log_has_one_line_per_request() {
 
     // The proxy's own answer: 502 from an unreachable endpoint.
     let mut c = BufReader::new(TcpStream::connect(b).unwrap());
-    let (code, n) = exchange(&mut c, "POST /up HTTP/1.1\r\nhost: b.test:8080\r\ncontent-length: 0\r\n\r\n");
+    let (code, n) = exchange(
+        &mut c,
+        "POST /up HTTP/1.1\r\nhost: b.test:8080\r\ncontent-length: 0\r\n\r\n",
+    );
     assert_eq!(code, 502);
     let v = next_access();
     assert_eq!(
@@ -461,7 +488,11 @@ fn access_log_has_one_line_per_request() {
     );
     assert_eq!(
         (&v["authority"], &v["upstream"], &v["bytes"]),
-        (&"b.test:8080".into(), &dead.to_string().into(), &(n as u64).into()),
+        (
+            &"b.test:8080".into(),
+            &dead.to_string().into(),
+            &(n as u64).into()
+        ),
         "{v}"
     );
 
@@ -508,7 +539,11 @@ fn access_log_has_one_line_per_request() {
 #[test]
 fn access_log_is_off_by_default() {
     let up = hello_upstream();
-    let p = Proc::start(&config("127.0.0.1:0", "", &listener("a", up, "")), &[], "info");
+    let p = Proc::start(
+        &config("127.0.0.1:0", "", &listener("a", up, "")),
+        &[],
+        "info",
+    );
     let (_, lines) = p.started();
     let proxy = listener_addr(&lines, "a");
     let mut c = BufReader::new(TcpStream::connect(proxy).unwrap());

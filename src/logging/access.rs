@@ -139,7 +139,8 @@ fn allowed() -> bool {
         }
         if let Some(slot) = l.stats.dropped.get(l.worker) {
             // One writer per slot: no read-modify-write needed.
-            slot.0.store(slot.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            slot.0
+                .store(slot.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
         false
     })
@@ -204,7 +205,9 @@ fn write(e: &Entry<'_>, duration: Duration) {
     let (method, authority, path) = e.request.map_or(("-", "-", "-"), |r| {
         (r.method.as_str(), r.authority.as_str(), r.path.as_str())
     });
-    let upstream = e.upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
+    let upstream = e
+        .upstream
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
     tracing::info!(
         target: TARGET,
         listener = e.listener,
@@ -243,7 +246,11 @@ mod tests {
         assert!(b.take(t0 + Duration::from_millis(100)));
         assert!(!b.take(t0 + Duration::from_millis(100)));
         let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..10).filter(|_| b.take(later)).count(), 3, "capped at the burst");
+        assert_eq!(
+            (0..10).filter(|_| b.take(later)).count(),
+            3,
+            "capped at the burst"
+        );
     }
 
     #[test]
@@ -265,7 +272,9 @@ mod tests {
         let allowed_now = (0..5).filter(|_| allowed()).count();
         assert_eq!(allowed_now, 2);
         assert_eq!(stats.dropped(), 3);
-        assert!(stats.render().contains("sidewire_access_log_dropped_total 3\n"));
+        assert!(stats
+            .render()
+            .contains("sidewire_access_log_dropped_total 3\n"));
         start_worker(None, stats, 0);
     }
 }

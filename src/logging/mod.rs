@@ -53,7 +53,9 @@ impl LevelHandle {
     pub fn set(&self, directives: &str) -> Result<String, String> {
         let directives = directives.trim();
         if directives.is_empty() {
-            return Err("empty filter: give a level (info) or directives (warn,sidewire=debug)".into());
+            return Err(
+                "empty filter: give a level (info) or directives (warn,sidewire=debug)".into(),
+            );
         }
         let new = EnvFilter::try_new(directives).map_err(|e| format!("{directives:?}: {e}"))?;
         let shown = new.to_string();
@@ -80,14 +82,17 @@ pub fn init(format: LogFormat, ansi: bool) -> Option<String> {
             Ok(f) => (f, None),
             Err(e) => (
                 EnvFilter::new(DEFAULT_FILTER),
-                Some(format!("RUST_LOG={v:?} ignored ({e}); using {DEFAULT_FILTER:?}")),
+                Some(format!(
+                    "RUST_LOG={v:?} ignored ({e}); using {DEFAULT_FILTER:?}"
+                )),
             ),
         },
     };
     let (filter, handle) = reload::Layer::new(env);
     // Cacheable per call site (it looks at the target only), and capped at INFO so that
     // `tracing`'s global max level stays what `RUST_LOG` says.
-    let access = FilterFn::new(is_access as fn(&Metadata<'_>) -> bool).with_max_level_hint(Level::INFO);
+    let access =
+        FilterFn::new(is_access as fn(&Metadata<'_>) -> bool).with_max_level_hint(Level::INFO);
     let filter = filter.or(access);
     let layer = match format {
         LogFormat::Plain => fmt::layer()
@@ -105,7 +110,11 @@ pub fn init(format: LogFormat, ansi: bool) -> Option<String> {
             .with_filter(filter)
             .boxed(),
     };
-    if tracing_subscriber::registry().with(layer).try_init().is_ok() {
+    if tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .is_ok()
+    {
         let _ = LEVEL.set(LevelHandle(handle));
     }
     bad
