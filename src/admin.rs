@@ -1,21 +1,43 @@
-//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, on its own thread
-//! with blocking std sockets, so a scrape never runs on (or waits for) a worker's event loop
-//! beyond the worker copying its counters.
+//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, `GET`/`PUT
+//! /log-level` and `POST /shutdown`, served by hyper's HTTP/1 server on a tokio
+//! current-thread runtime on the admin's own thread: never on a worker's core or event loop.
+//! A scrape asks every worker for a copy of its counters and waits for them on a thread of
+//! the runtime's blocking pool, so a slow scrape holds up no other admin request.
 //!
-//! One request per connection (`Connection: close`), read and write timeouts of one second:
-//! admin traffic is a scraper and a kubelet, not a load to optimise, and a stuck client can
-//! hold the thread for at most that long.
+//! Connections are served concurrently, one task each: an idle or slow client delays no probe
+//! (kubelet's probes time out after 1 s). What a client can hold, and for how long:
+//! - [`MAX_CONNECTIONS`] connections at once; past that, new ones wait in the listen backlog
+//!   until one ends (mini-redis's semaphore before `accept`);
+//! - a request head must arrive within [`HEADER_TIMEOUT`] (slowloris) and fit in
+//!   [`MAX_REQUEST_HEAD`] bytes (431 otherwise); a `PUT /log-level` body within
+//!   [`HEADER_TIMEOUT`] and [`logging::MAX_FILTER_BYTES`];
+//! - one request per connection (`connection: close`), and a connection lives at most
+//!   [`CONNECTION_DEADLINE`], whatever it waits for.
+//!
+//! `POST /shutdown` and `/log-level` are answered only from loopback (the pod itself): the
+//! port may listen on `0.0.0.0` for the kubelet and Prometheus, who only read.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures_channel::mpsc::UnboundedSender;
-use tracing::{debug, warn};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
 
+use crate::logging::{self, access::AccessStats};
 use crate::metrics::prom::{self, ProcessInfo};
 use crate::metrics::ListenerSnapshot;
 use crate::sys;
@@ -44,11 +66,11 @@ impl ReadyState {
     }
 }
 
-/// Handle to the running admin thread.
+/// Handle to the running admin thread. Dropping it stops the server too (without waiting).
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,42 +88,52 @@ pub struct Scrape {
     /// Where `POST /shutdown` asks for a graceful shutdown; `None` when the endpoint is off
     /// (`admin.enable_shutdown = false`).
     pub shutdown: Option<std::sync::mpsc::SyncSender<()>>,
+    /// The access log's dropped-line counters (`sidewire_access_log_dropped_total`).
+    pub access_log: Arc<AccessStats>,
 }
 
-const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections served at once: far more than a kubelet and a few scrapers open, few enough
+/// that idle ones cost little (a task and a buffer of at most [`MAX_REQUEST_HEAD`] each).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request head (and a `PUT /log-level` body) must arrive within this long. Probes and
+/// scrapers send theirs at once; an idle connection is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head (hyper's smallest read buffer): admin requests are one line and a
+/// few headers.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+/// Longest life of one admin connection, whatever it waits for (a client that does not read
+/// its answer, say): longer than any scrape, which waits [`SNAPSHOT_TIMEOUT`] per worker at
+/// most.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+/// Threads that render scrapes at once (the runtime's blocking pool); more scrapes queue.
+const SCRAPE_THREADS: usize = 2;
+/// Pause after a failed `accept` (out of file descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a scrape waits for one worker's snapshot before leaving it out.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
-const MAX_REQUEST_HEAD: usize = 8192;
 
 impl Admin {
-    /// Starts serving on `listener`.
+    /// Starts serving on `listener`, on a new thread with its own (current-thread) runtime.
     pub fn spawn(listener: TcpListener, scrape: Scrape) -> io::Result<Admin> {
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        listener.set_nonblocking(true)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(SCRAPE_THREADS)
+            .thread_name("sidewire-scrape")
+            .build()?;
+        let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("sidewire-admin".into())
             .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    match conn {
-                        Ok(c) => {
-                            if let Err(e) = handle(c, &scrape) {
-                                debug!(error = %e, "admin request failed");
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "admin accept failed");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
+                rt.block_on(serve(listener, Arc::new(scrape), stopped));
+                // A scrape still rendering is given up on, not waited for.
+                rt.shutdown_timeout(SNAPSHOT_TIMEOUT);
             })?;
         Ok(Admin {
             addr,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -111,142 +143,231 @@ impl Admin {
         self.addr
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops the server (open admin connections are dropped) and waits for its thread.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT);
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
-    c.set_read_timeout(Some(IO_TIMEOUT))?;
-    c.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = c.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
+/// The accept loop: one task per connection, at most [`MAX_CONNECTIONS`] at once, until
+/// `stopped` fires (or its sender is dropped).
+async fn serve(listener: TcpListener, s: Arc<Scrape>, mut stopped: oneshot::Receiver<()>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "admin server cannot use its socket");
+            return;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST_HEAD {
-            return respond(
-                &mut c,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request head too large\n",
-                false,
-            );
-        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            slot = slots.clone().acquire_owned() => {
+                slot.expect("invariant: the connection semaphore is never closed")
+            }
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(connection(tcp, peer, s.clone(), slot));
     }
-    let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let head_only = method == b"HEAD";
-    if path == b"/shutdown" {
-        return shutdown(&mut c, s, method);
+}
+
+/// Serves one connection (one request: `connection: close`) under the bounds in the module
+/// docs; `slot` is its place among the [`MAX_CONNECTIONS`].
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    s: Arc<Scrape>,
+    slot: OwnedSemaphorePermit,
+) {
+    let svc = service_fn(move |req| handle(req, peer, s.clone()));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(tcp), svc);
+    match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(%peer, error = %e, "admin connection failed"),
+        Err(_) => debug!(%peer, "admin connection closed after its deadline"),
     }
-    if method != b"GET" && !head_only {
-        return respond(
-            &mut c,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET and HEAD\n",
-            head_only,
-        );
+    drop(slot);
+}
+
+/// The body of every admin answer.
+type Body = Full<Bytes>;
+
+/// Routes one request. Paths and answers are those of the first, one-connection-at-a-time
+/// server, texts included.
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    s: Arc<Scrape>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if path == "/log-level" {
+        return Ok(log_level(req, peer).await);
     }
-    match path {
-        b"/metrics" => {
-            let body = render_metrics(s);
-            respond(
-                &mut c,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-                head_only,
+    let method = req.method();
+    let get = method == Method::GET || method == Method::HEAD;
+    Ok(match path {
+        "/shutdown" => shutdown(&s, method, peer),
+        _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
+        "/metrics" => metrics(s).await,
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" if s.ready.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /live, /ready, POST /shutdown\n",
+        ),
+    })
+}
+
+/// `GET /metrics`: rendered on the blocking pool (it waits up to [`SNAPSHOT_TIMEOUT`] for
+/// each worker), so other admin requests are answered meanwhile.
+async fn metrics(s: Arc<Scrape>) -> Response<Body> {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut text = render_metrics(&s);
+        text.push_str(&s.access_log.render());
+        text
+    })
+    .await;
+    match rendered {
+        Ok(body) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        ),
+        Err(e) => {
+            warn!(error = %e, "rendering metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering metrics failed\n",
             )
         }
-        b"/live" => respond(&mut c, "200 OK", "text/plain", "live\n", head_only),
-        b"/ready" if s.ready.is_ready() => {
-            respond(&mut c, "200 OK", "text/plain", "ready\n", head_only)
-        }
-        b"/ready" => respond(
-            &mut c,
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n",
-            head_only,
-        ),
-        _ => respond(
-            &mut c,
-            "404 Not Found",
-            "text/plain",
-            "not found: try /metrics, /live, /ready, POST /shutdown\n",
-            head_only,
-        ),
     }
+}
+
+/// Whether `peer` is this host's loopback (an IPv4 client of a dual-stack `[::]` socket
+/// shows as `::ffff:127.0.0.1`).
+fn is_local(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
 }
 
 /// `POST /shutdown`: a graceful shutdown, as SIGTERM (Linkerd's proxy has the same endpoint,
 /// for Jobs: the app's last step calls it so the sidecar does not keep the pod alive).
-fn shutdown(c: &mut TcpStream, s: &Scrape, method: &[u8]) -> io::Result<()> {
+fn shutdown(s: &Scrape, method: &Method, peer: SocketAddr) -> Response<Body> {
     let Some(tx) = &s.shutdown else {
-        return respond(
-            c,
-            "404 Not Found",
-            "text/plain",
+        return text(
+            StatusCode::NOT_FOUND,
             "the shutdown endpoint is off (admin.enable_shutdown = false)\n",
-            false,
         );
     };
     // As Linkerd's: only from this pod (the admin port may listen on 0.0.0.0 for probes and
     // scrapes; a shutdown must not be anyone's on the network to ask for).
-    if !c.peer_addr().is_ok_and(|a| a.ip().is_loopback()) {
-        return respond(
-            c,
-            "403 Forbidden",
-            "text/plain",
+    if !is_local(peer) {
+        return text(
+            StatusCode::FORBIDDEN,
             "POST /shutdown is only accepted from loopback\n",
-            false,
         );
     }
-    if method != b"POST" {
-        return respond(
-            c,
-            "405 Method Not Allowed",
-            "text/plain",
-            "POST /shutdown\n",
-            false,
-        );
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST /shutdown\n");
     }
     // A full channel means a shutdown was already asked for: the answer is the same.
     let _ = tx.try_send(());
-    tracing::info!("shutdown requested on the admin port");
-    respond(c, "202 Accepted", "text/plain", "shutting down\n", false)
+    info!("shutdown requested on the admin port");
+    text(StatusCode::ACCEPTED, "shutting down\n")
 }
 
-fn respond(
-    c: &mut TcpStream,
-    status: &str,
-    ctype: &str,
-    body: &str,
-    head_only: bool,
-) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    c.write_all(head.as_bytes())?;
-    if !head_only {
-        c.write_all(body.as_bytes())?;
+/// `GET /log-level`: the log filter in force; `PUT /log-level` with a filter (`RUST_LOG`
+/// syntax) in the body: replaces it (400 with the parse error if it does not parse). Only
+/// from loopback, as Linkerd's `/proxy-log-level`: a `trace` filter would have every
+/// connection write lines, which is not for anyone on the network to switch on.
+async fn log_level(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let Some(level) = logging::level() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "/log-level is off: this process did not install sidewire's log subscriber\n",
+        );
+    };
+    if !is_local(peer) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "/log-level is only accepted from loopback\n",
+        );
     }
-    c.flush()
+    match *req.method() {
+        Method::GET | Method::HEAD => text(StatusCode::OK, format!("{}\n", level.current())),
+        Method::PUT => {
+            let body = Limited::new(req.into_body(), logging::MAX_FILTER_BYTES).collect();
+            let body = match tokio::time::timeout(HEADER_TIMEOUT, body).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                    return text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("a filter has at most {} bytes\n", logging::MAX_FILTER_BYTES),
+                    )
+                }
+                Ok(Err(e)) => {
+                    return text(StatusCode::BAD_REQUEST, format!("bad request body: {e}\n"))
+                }
+                Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "request body timeout\n"),
+            };
+            let Ok(filter) = std::str::from_utf8(&body) else {
+                return text(StatusCode::BAD_REQUEST, "the filter is not UTF-8\n");
+            };
+            let was = level.current();
+            match level.set(filter) {
+                Ok(now) => {
+                    info!(from = %was, to = %now, "log level changed on the admin port");
+                    text(StatusCode::OK, format!("{now}\n"))
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("bad filter: {e}\n")),
+            }
+        }
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET or PUT /log-level\n");
+            r.headers_mut()
+                .insert(ALLOW, http::HeaderValue::from_static("GET, HEAD, PUT"));
+            r
+        }
+    }
+}
+
+/// A `text/plain` answer.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, "text/plain", body)
+}
+
+/// An answer with `content-length` (hyper's, from the body; HEAD requests get the head
+/// only) and `connection: close`.
+fn respond(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    h.insert(CONNECTION, http::HeaderValue::from_static("close"));
+    r
 }
 
 /// Asks every worker for its snapshot, merges them per listener and renders the text.
@@ -301,5 +422,24 @@ fn process_info(s: &Scrape) -> ProcessInfo {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         workers: s.controls.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_includes_ipv4_mapped_clients_of_dual_stack_sockets() {
+        for (a, local) in [
+            ("127.0.0.1:1", true),
+            ("[::1]:1", true),
+            ("[::ffff:127.0.0.1]:1", true),
+            ("10.0.0.7:1", false),
+            ("[::ffff:10.0.0.7]:1", false),
+            ("[fd00::7]:1", false),
+        ] {
+            assert_eq!(is_local(a.parse().unwrap()), local, "{a}");
+        }
     }
 }

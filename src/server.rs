@@ -21,6 +21,7 @@ use crate::admin::{Admin, ReadyState, Scrape};
 use crate::config::{Config, Driver};
 use crate::core::Core;
 use crate::cpus::CpuBudget;
+use crate::logging::access::{self, AccessStats};
 use crate::metrics::prom::listener_labels;
 use crate::worker::{self, Control, DriverKind};
 
@@ -164,6 +165,7 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = std_mpsc::sync_channel::<()>(1);
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded()).unzip();
+        let access_log = AccessStats::new(workers);
         let admin = Admin::spawn(
             admin_sock,
             Scrape {
@@ -176,6 +178,7 @@ impl Server {
                 ready: ready.clone(),
                 started: SystemTime::now(),
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),
+                access_log: access_log.clone(),
             },
         )
         .map_err(|e| StartError::Worker {
@@ -195,6 +198,7 @@ impl Server {
             let started = started_tx.clone();
             let done = done_tx.clone();
             let ready = ready.clone();
+            let access_log = access_log.clone();
             let t = std::thread::Builder::new()
                 .name(format!("sidewire-core-{id}"))
                 .spawn(move || {
@@ -230,6 +234,7 @@ impl Server {
                             DriverKind::Epoll => &ready.epoll_workers,
                         };
                         on.fetch_add(1, Ordering::Relaxed);
+                        access::start_worker(cfg.log.access, access_log, id);
                         let core = Rc::new(Core::new(id, &cfg));
                         rt.block_on(worker::run(
                             core,

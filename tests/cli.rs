@@ -33,7 +33,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn help_and_version() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("--config") && out.contains("check"), "{out}");
+    assert!(
+        out.contains("--config") && out.contains("check") && out.contains("--log-format"),
+        "{out}"
+    );
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("sidewire "), "{out}");

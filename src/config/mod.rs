@@ -53,6 +53,8 @@ pub struct Config {
     pub http1: Http1Config,
     /// HTTP/2 proxy settings.
     pub http2: Http2Config,
+    /// Log format and the access log.
+    pub log: LogConfig,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -82,6 +84,24 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Whether `POST /shutdown` starts a graceful shutdown (else it answers 404).
     pub enable_shutdown: bool,
+}
+
+/// Validated `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Line format (the `--log-format` flag, applied by `main`, overrides it).
+    pub format: LogFormat,
+    /// The access log: `None` when off.
+    pub access: Option<AccessLogConfig>,
+}
+
+/// The access log's per-worker rate limit (a token bucket).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLogConfig {
+    /// Lines per second each worker may write on average (the refill rate).
+    pub lines_per_second: u32,
+    /// Lines a worker may write at once after a quiet spell (the bucket's capacity).
+    pub burst_lines: u32,
 }
 
 /// Validated `[detect]`.

@@ -23,6 +23,9 @@ pub struct RawConfig {
     /// `[http2]`
     #[serde(default)]
     pub http2: RawHttp2,
+    /// `[log]`
+    #[serde(default)]
+    pub log: RawLog,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -76,6 +79,42 @@ impl Default for RawAdmin {
             enable_shutdown: false,
         }
     }
+}
+
+/// `[log]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Log line format; the `--log-format` flag overrides it.
+    pub format: LogFormat,
+    /// One log line per HTTP request (HTTP/1 requests and HTTP/2 streams).
+    pub access: bool,
+    /// Access log lines each worker may write per second, on average (token bucket refill).
+    pub access_lines_per_second: u32,
+    /// Access log lines a worker may write in a burst (token bucket capacity).
+    pub access_burst_lines: u32,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: LogFormat::Plain,
+            access: false,
+            access_lines_per_second: 1000,
+            access_burst_lines: 1000,
+        }
+    }
+}
+
+/// `[log] format` and `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message, `key=value` fields.
+    #[default]
+    Plain,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the fields.
+    Json,
 }
 
 /// `[detect]` as written.

@@ -40,6 +40,7 @@ use crate::config::{Limits, RouteConfig};
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, write_all, Client, Peer, READ_CHUNK};
+use crate::logging::access;
 use crate::metrics::Protocol;
 use crate::upstream::pool::{dial_h1, UpConn};
 use crate::{forward, sys};
@@ -63,6 +64,8 @@ struct Req {
     connect: bool,
     expect_continue: bool,
     is_head: bool,
+    /// What the access log keeps of it (`None` when the access log is off).
+    access: Option<access::Request>,
 }
 
 /// A response head, parsed and rewritten for the client.
@@ -158,6 +161,7 @@ fn rewrite_request(
         connect: r.method == "CONNECT",
         expect_continue: r.expect_continue,
         is_head: r.method == "HEAD",
+        access: access::Request::capture(r.method, r.authority, forward),
     }))
 }
 
@@ -285,6 +289,50 @@ struct InFlight<'a> {
     t0: Instant,
     /// The request's HTTP minor version.
     minor: u8,
+    /// The request as the access log tells it.
+    access: Option<&'a access::Request>,
+    /// The endpoint it goes to.
+    upstream: SocketAddr,
+    /// Bytes written to the client before its response.
+    sent_before: u64,
+}
+
+impl InFlight<'_> {
+    /// The request's access log line, once the client got its answer (status `code`).
+    fn access(&self, client: &Client<'_>, code: u16) {
+        access_log(
+            self.l,
+            self.peer,
+            self.access,
+            code,
+            self.t0,
+            client.written() - self.sent_before,
+            Some(self.upstream),
+        );
+    }
+}
+
+/// The one way the HTTP/1 proxy writes an access log line (see [`access::Entry`]).
+fn access_log(
+    l: &Listener,
+    peer: SocketAddr,
+    request: Option<&access::Request>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+) {
+    access::log(&access::Entry {
+        listener: &l.cfg.name,
+        direction: l.cfg.direction.as_str(),
+        protocol: Protocol::Http1.as_str(),
+        client: peer,
+        request,
+        status,
+        started,
+        bytes,
+        upstream,
+    });
 }
 
 /// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
@@ -321,6 +369,7 @@ async fn send_request_body(
     };
     r.m.response(code, r.t0.elapsed());
     proxy_error(client, code, reason).await;
+    r.access(client, code);
     linger_close(client).await;
     None
 }
@@ -340,7 +389,9 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
     let pause = Some(r.l.http1.stream_idle_timeout);
+    let code = resp.code;
     let relayed = relay_response(up, client, resp, ubuf, pause).await;
+    r.access(client, code);
     if relayed.is_ok() {
         linger_close(client).await;
     }
@@ -462,7 +513,10 @@ pub async fn serve(
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
                 default_metrics.request();
                 default_metrics.response(e.status(), Duration::ZERO);
+                let (started, sent_before) = (Instant::now(), client.written());
                 proxy_error(client, e.status(), e.reason()).await;
+                let sent = client.written() - sent_before;
+                access_log(l, peer, None, e.status(), started, sent, None);
                 // The client may still be sending (the rest of an over-long head, a body): a
                 // plain close would reset the connection and could destroy the answer.
                 linger_close(client).await;
@@ -478,16 +532,18 @@ pub async fn serve(
         let m = dest.metrics(l, req.route, Protocol::Http1);
         m.request();
         let t0 = Instant::now();
+        // 2. An endpoint for this request, and a connection to it.
+        let (addr, inflight) = dest.pick(l, req.route);
         let ctx = InFlight {
             l,
             peer,
             m,
             t0,
             minor: req.minor,
+            access: req.access.as_ref(),
+            upstream: addr,
+            sent_before: client.written(),
         };
-
-        // 2. An endpoint for this request, and a connection to it.
-        let (addr, inflight) = dest.pick(l, req.route);
         let pooled = l.pools.take_h1(addr);
         // A pooled connection may have been closed by the upstream meanwhile. A bodiless
         // request that meets such a connection (EOF or reset before any response byte) is
@@ -500,6 +556,7 @@ pub async fn serve(
                 Err(reason) => {
                     proxy_error(client, 502, reason).await;
                     m.response(502, t0.elapsed());
+                    ctx.access(client, 502);
                     return false;
                 }
             },
@@ -523,6 +580,7 @@ pub async fn serve(
             if write_all(&mut up, req.head).await.is_err() {
                 proxy_error(client, 502, "upstream write failed").await;
                 m.response(502, t0.elapsed());
+                ctx.access(client, 502);
                 return false;
             }
             match first_to_speak(client, &up, cfg.response_timeout).await {
@@ -547,6 +605,7 @@ pub async fn serve(
                 None => {
                     proxy_error(client, 504, "upstream response timeout").await;
                     m.response(504, t0.elapsed());
+                    ctx.access(client, 504);
                     return false;
                 }
             }
@@ -574,6 +633,7 @@ pub async fn serve(
                 Err(_) => {
                     proxy_error(client, 504, "upstream response timeout").await;
                     m.response(504, t0.elapsed());
+                    ctx.access(client, 504);
                     return false;
                 }
                 Ok(HeadRead::Head(r)) => r,
@@ -584,6 +644,7 @@ pub async fn serve(
                         Err(reason) => {
                             proxy_error(client, 502, reason).await;
                             m.response(502, t0.elapsed());
+                            ctx.access(client, 502);
                             return false;
                         }
                     }
@@ -592,6 +653,7 @@ pub async fn serve(
                 Ok(_) => {
                     proxy_error(client, 502, "bad or no upstream response").await;
                     m.response(502, t0.elapsed());
+                    ctx.access(client, 502);
                     return false;
                 }
             };
@@ -625,7 +687,9 @@ pub async fn serve(
         if switched {
             let mut out = resp.head;
             out.extend_from_slice(&ubuf);
-            if write_all(client, out).await.is_err() {
+            let written = write_all(client, out).await;
+            ctx.access(client, resp.code);
+            if written.is_err() {
                 return false;
             }
             if !cbuf.is_empty() || !body_buf.is_empty() {
@@ -644,13 +708,16 @@ pub async fn serve(
         // 6. The response.
         let pause = Some(cfg.stream_idle_timeout);
         let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
+        let code = resp.code;
         let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
             Ok(rest) => rest,
             Err(e) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
+                ctx.access(client, code);
                 return false;
             }
         };
+        ctx.access(client, code);
         let reusable = upstream_keep_alive && body_sent && rest.is_empty();
         if reusable {
             l.pools.put_h1(addr, up);

@@ -2,6 +2,7 @@
 //! control end to end ([`pump`]), and sending a chunk as the peer's window allows
 //! ([`send_chunk`]).
 
+use std::cell::Cell;
 use std::future::poll_fn;
 
 use bytes::Bytes;
@@ -12,9 +13,15 @@ use super::grpc;
 /// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
 /// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
 /// the trailers' `grpc-status`.
-pub async fn pump(
+pub async fn pump(src: RecvStream, dst: SendStream<Bytes>) -> Result<Option<u8>, h2::Error> {
+    pump_counted(src, dst, &Cell::new(0)).await
+}
+
+/// [`pump`], adding the DATA bytes `dst` took to `sent` as they go (for the access log).
+pub async fn pump_counted(
     mut src: RecvStream,
     mut dst: SendStream<Bytes>,
+    sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
     let moved: Result<Option<u8>, h2::Error> = async {
         while let Some(chunk) = src.data().await {
@@ -24,6 +31,7 @@ pub async fn pump(
             // budget small frames: h2's flood defence counts them).
             let eos = src.is_end_stream();
             send_chunk(&mut dst, chunk, eos).await?;
+            sent.set(sent.get() + n as u64);
             let _ = src.flow_control().release_capacity(n);
             if eos {
                 return Ok(None);

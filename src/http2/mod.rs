@@ -39,12 +39,13 @@ use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use self::body::{pump, send_chunk};
+use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
+use crate::logging::access;
 use crate::metrics::Protocol;
 
 /// A response body on its way from the upstream.
@@ -195,19 +196,19 @@ async fn stream(
     });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let route = RouteConfig::select(&l.cfg.routes, host, path);
+    let logged = access::Request::capture(parts.method.as_str(), host, path);
+    let logged = logged.as_ref();
     let m = dest.metrics(&l, route, Protocol::Http2);
     m.request();
     let is_grpc = grpc::is_grpc(&parts.headers);
     let t0 = Instant::now();
     if parts.method == Method::CONNECT {
         m.first_byte(t0.elapsed());
-        let (sent, grpc) = proxy_error(
-            &mut respond,
-            is_grpc,
-            501,
-            "CONNECT over HTTP/2 is not supported",
-        );
+        let reason = "CONNECT over HTTP/2 is not supported";
+        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 501, reason);
         m.completed(sent, grpc);
+        let bytes = error_body_len(is_grpc, reason);
+        access_log(&l, peer, logged, sent, t0, bytes, None);
         return;
     }
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
@@ -253,6 +254,8 @@ async fn stream(
             m.first_byte(t0.elapsed());
             let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
             m.completed(sent, grpc);
+            let bytes = error_body_len(is_grpc, reason);
+            access_log(&l, peer, logged, sent, t0, bytes, Some(addr));
             return;
         }
         Some(Ok(r)) => r,
@@ -279,9 +282,11 @@ async fn stream(
             b.finish(&l);
         }
         m.completed(code, head_grpc);
+        access_log(&l, peer, logged, code, t0, 0, Some(addr));
         return;
     }
-    match Box::pin(forward_response(&l, up_body, send)).await {
+    let body_bytes = Cell::new(0);
+    match Box::pin(forward_response(&l, up_body, send, &body_bytes)).await {
         Ok(trailer_grpc) => m.completed(
             code,
             if is_grpc {
@@ -296,22 +301,49 @@ async fn stream(
             m.completed(code, is_grpc.then_some(grpc::UNAVAILABLE));
         }
     }
+    access_log(&l, peer, logged, code, t0, body_bytes.get(), Some(addr));
 }
 
-/// Streams the upstream's response body (and trailers) to the client. Returns the
-/// `grpc-status` of the trailers, if any.
+/// The one way the HTTP/2 proxy writes an access log line (see [`access::Entry`]).
+fn access_log(
+    l: &Listener,
+    peer: SocketAddr,
+    request: Option<&access::Request>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+) {
+    access::log(&access::Entry {
+        listener: &l.cfg.name,
+        direction: l.cfg.direction.as_str(),
+        protocol: Protocol::Http2.as_str(),
+        client: peer,
+        request,
+        status,
+        started,
+        bytes,
+        upstream,
+    });
+}
+
+/// Streams the upstream's response body (and trailers) to the client, adding the DATA bytes
+/// sent to `sent`. Returns the `grpc-status` of the trailers, if any.
 async fn forward_response(
     l: &Listener,
     body: UpBody,
     mut send: SendStream<Bytes>,
+    sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
     match body {
-        UpBody::H2(b) => pump(b.recv, send).await,
+        UpBody::H2(b) => pump_counted(b.recv, send, sent).await,
         UpBody::H1(mut b) => loop {
             match b.next().await {
                 Ok(Some(chunk)) => {
                     let eos = b.is_end_stream();
+                    let n = chunk.len() as u64;
                     send_chunk(&mut send, chunk, eos).await?;
+                    sent.set(sent.get() + n);
                     if eos {
                         b.finish(l);
                         return Ok(None);
@@ -329,6 +361,15 @@ async fn forward_response(
                 }
             }
         },
+    }
+}
+
+/// Body bytes of [`proxy_error`]'s answer: `reason` and a newline, none for gRPC.
+fn error_body_len(is_grpc: bool, reason: &str) -> u64 {
+    if is_grpc {
+        0
+    } else {
+        reason.len() as u64 + 1
     }
 }
 

@@ -52,6 +52,10 @@ pub trait Peer {
     fn counters(&self) -> &PeerCounters;
     /// Which side of the proxy it is, for errors.
     fn side(&self) -> Side;
+    /// Counts `n` bytes written to it (its side's counter).
+    fn wrote(&mut self, n: u64) {
+        self.counters().wrote(n);
+    }
 }
 
 /// The client connection of an HTTP proxy loop.
@@ -59,12 +63,23 @@ pub trait Peer {
 pub struct Client<'a> {
     stream: &'a mut TcpStream,
     counters: &'a PeerCounters,
+    /// Bytes written to this client so far (for the access log's `bytes`).
+    written: u64,
 }
 
 impl<'a> Client<'a> {
     /// `stream`, counted in `counters` (the listener's `peer="src"`).
     pub fn new(stream: &'a mut TcpStream, counters: &'a PeerCounters) -> Client<'a> {
-        Client { stream, counters }
+        Client {
+            stream,
+            counters,
+            written: 0,
+        }
+    }
+
+    /// Bytes written to this client so far, through [`write_all`].
+    pub fn written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -78,6 +93,10 @@ impl Peer for Client<'_> {
     }
     fn side(&self) -> Side {
         Side::Client
+    }
+    fn wrote(&mut self, n: u64) {
+        self.counters.wrote(n);
+        self.written += n;
     }
 }
 
@@ -118,6 +137,6 @@ pub struct Elapsed;
 pub async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
     let (r, data) = s.io().write_all(data).await;
     let n = r?;
-    s.counters().wrote(n as u64);
+    s.wrote(n as u64);
     Ok(data)
 }
