@@ -396,6 +396,7 @@ fn hup_usr1_usr2_are_logged_and_ignored() {
     assert_eq!(http_get(admin, "/ready"), 200, "still serving");
     p.signal("-TERM");
     assert_eq!(p.child.wait().unwrap().code(), Some(0));
+}
 
 #[test]
 fn command_line_errors_are_one_line() {
