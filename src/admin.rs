@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_channel::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
-use crate::metrics::prom::{self, ProcessInfo};
-use crate::metrics::ListenerSnapshot;
+use crate::metrics::prom::{self, ListenerLabels, ProcessInfo};
+use crate::metrics::{process, ScrapeCache};
 use crate::sys;
 use crate::worker::Control;
 
@@ -56,9 +56,11 @@ pub struct Admin {
 pub struct Scrape {
     /// One control channel per worker.
     pub controls: Vec<UnboundedSender<Control>>,
-    /// Each listener's labels in config order (`listener="…",direction="…"`, from
+    /// Each listener's labels in config order (`listener="…",direction="…",tls="…"`, from
     /// [`prom::listener_labels`]).
-    pub listeners: Vec<String>,
+    pub listeners: Vec<ListenerLabels>,
+    /// Each worker's last snapshot, standing in for a worker that misses a scrape.
+    pub cache: ScrapeCache,
     /// Readiness.
     pub ready: Arc<ReadyState>,
     /// Process start, for `process_start_time_seconds`.
@@ -69,7 +71,7 @@ pub struct Scrape {
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a scrape waits for one worker's snapshot before leaving it out.
+/// How long a scrape waits for one worker's snapshot before using its last one.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_REQUEST_HEAD: usize = 8192;
 
@@ -249,52 +251,49 @@ fn respond(
     c.flush()
 }
 
-/// Asks every worker for its snapshot, merges them per listener and renders the text.
+/// Asks every worker for its snapshot, merges them per listener (a worker that does not answer
+/// in time contributes its last snapshot) and renders the text.
 pub fn render_metrics(s: &Scrape) -> String {
-    let mut merged: Vec<ListenerSnapshot> = s
-        .listeners
+    let pending: Vec<_> = s
+        .controls
         .iter()
-        .map(|_| ListenerSnapshot::default())
+        .map(|ctl| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            ctl.unbounded_send(Control::Snapshot(tx)).ok().map(|()| rx)
+        })
         .collect();
-    let mut pending = Vec::with_capacity(s.controls.len());
-    for ctl in &s.controls {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if ctl.unbounded_send(Control::Snapshot(tx)).is_ok() {
-            pending.push(rx);
-        }
-    }
-    for rx in pending {
-        match rx.recv_timeout(SNAPSHOT_TIMEOUT) {
-            Ok(core) => {
-                for (m, l) in merged.iter_mut().zip(&core.listeners) {
-                    m.merge(l);
+    // One deadline for the whole scrape, so a stuck worker costs it at most that once.
+    let deadline = std::time::Instant::now() + SNAPSHOT_TIMEOUT;
+    let answers = pending
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx?.recv_timeout(left) {
+                Ok(core) => Some(core),
+                Err(e) => {
+                    debug!(worker = i, error = %e, "a worker did not answer the scrape; using its last snapshot");
+                    None
                 }
             }
-            Err(e) => debug!(error = %e, "a worker did not answer the scrape"),
-        }
-    }
-    let named: Vec<(&str, ListenerSnapshot)> =
-        s.listeners.iter().map(String::as_str).zip(merged).collect();
+        })
+        .collect();
+    let merged = s.cache.merge(answers, s.listeners.len());
+    let named: Vec<_> = s.listeners.iter().zip(merged).collect();
     prom::render(&named, &process_info(s))
 }
 
 fn process_info(s: &Scrape) -> ProcessInfo {
-    let rss_kb = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let status = process::status();
     ProcessInfo {
         io_uring_workers: s.ready.io_uring_workers.load(Ordering::Relaxed),
         epoll_workers: s.ready.epoll_workers.load(Ordering::Relaxed),
         cpu_seconds: sys::process_cpu_micros() as f64 / 1e6,
-        resident_bytes: rss_kb * 1024,
-        open_fds: std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as u64)
-            .unwrap_or(0),
+        resident_bytes: status.resident_bytes,
+        virtual_bytes: status.virtual_bytes,
+        threads: status.threads,
+        open_fds: process::open_fds(),
+        max_fds: process::max_fds(),
         start_time_seconds: s
             .started
             .duration_since(UNIX_EPOCH)

@@ -173,6 +173,7 @@ impl Server {
                     .iter()
                     .map(|l| listener_labels(&l.name, l.direction))
                     .collect(),
+                cache: Default::default(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),

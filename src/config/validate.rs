@@ -1,5 +1,6 @@
 //! Phase two: [`RawConfig`] → [`Config`], one function per section, in the order errors are
-//! reported: `[http2]`, `[runtime]`, `[admin]`, `[detect]`, `[http1]`, then each listener.
+//! reported: `[http2]`, `[runtime]`, `[admin]`, `[detect]`, `[http1]`, `[metrics]`, then each
+//! listener.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -68,15 +69,39 @@ impl RawConfig {
         };
         let detect = self.validate_detect(&err)?;
         let http1 = self.validate_http1(&err)?;
+        let metrics = self.validate_metrics(&err)?;
         let listeners = self.validate_listeners(&err, admin.listen)?;
         Ok(Config {
             runtime,
             admin,
             http1,
             http2,
+            metrics,
             detect,
             listeners,
         })
+    }
+
+    /// `[metrics]`: gRPC status names, each known and listed once.
+    fn validate_metrics(&self, err: &Err) -> Result<MetricsConfig, ConfigError> {
+        let mut grpc_failures = 0u32;
+        for (i, name) in self.metrics.grpc_failure_codes.iter().enumerate() {
+            let key = format!("metrics.grpc_failure_codes[{i}]");
+            let Some(code) = GRPC_CODE_NAMES.iter().position(|c| c == name) else {
+                return Err(err(
+                    key,
+                    format!(
+                        "unknown gRPC status {name:?}; expected one of {}",
+                        GRPC_CODE_NAMES.join(", ")
+                    ),
+                ));
+            };
+            if grpc_failures & (1 << code) != 0 {
+                return Err(err(key, format!("{name} is listed twice")));
+            }
+            grpc_failures |= 1 << code;
+        }
+        Ok(MetricsConfig { grpc_failures })
     }
 
     /// `[runtime]`.
