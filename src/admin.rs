@@ -302,3 +302,95 @@ fn process_info(s: &Scrape) -> ProcessInfo {
         workers: s.controls.len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Direction;
+    use crate::metrics::{CoreSnapshot, ListenerMetrics};
+    use futures_channel::mpsc::{unbounded, UnboundedReceiver};
+    use std::sync::atomic::AtomicU64;
+
+    /// A fake worker: answers each snapshot request with `opened` connections, or, while
+    /// `slow` is set, only after the scrape's deadline has passed.
+    fn fake_worker(
+        mut rx: UnboundedReceiver<Control>,
+        opened: Arc<AtomicU64>,
+        slow: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
+        std::thread::spawn(move || loop {
+            match rx.try_recv() {
+                Ok(Control::Snapshot(tx)) => {
+                    if slow.load(Ordering::SeqCst) {
+                        std::thread::sleep(SNAPSHOT_TIMEOUT + Duration::from_millis(300));
+                    }
+                    let m = ListenerMetrics::default();
+                    let c = m.src_for("10.0.0.1:80".parse().unwrap());
+                    for _ in 0..opened.load(Ordering::SeqCst) {
+                        c.opened();
+                    }
+                    let _ = tx.send(CoreSnapshot {
+                        listeners: vec![m.snapshot()],
+                    });
+                }
+                Ok(Control::Drain) | Err(futures_channel::mpsc::TryRecvError::Closed) => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        })
+    }
+
+    fn opened_total(text: &str) -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("tcp_open_total{") && l.contains("peer=\"src\""))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no tcp_open_total in\n{text}"))
+    }
+
+    #[test]
+    fn a_slow_worker_contributes_its_last_snapshot_and_counters_never_go_back() {
+        let (fast_tx, fast_rx) = unbounded();
+        let (slow_tx, slow_rx) = unbounded();
+        let (fast_n, slow_n) = (Arc::new(AtomicU64::new(3)), Arc::new(AtomicU64::new(4)));
+        let (never, slow) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let workers = [
+            fake_worker(fast_rx, fast_n.clone(), never),
+            fake_worker(slow_rx, slow_n.clone(), slow.clone()),
+        ];
+        let scrape = Scrape {
+            controls: vec![fast_tx.clone(), slow_tx.clone()],
+            listeners: vec![prom::listener_labels("t", Direction::Outbound)],
+            cache: ScrapeCache::default(),
+            ready: Arc::new(ReadyState {
+                listening: AtomicUsize::new(2),
+                workers: 2,
+                draining: AtomicBool::new(false),
+                io_uring_workers: AtomicUsize::new(2),
+                epoll_workers: AtomicUsize::new(0),
+            }),
+            started: SystemTime::now(),
+            shutdown: None,
+        };
+        assert_eq!(opened_total(&render_metrics(&scrape)), 7);
+        // The second worker now misses the deadline: its last answer (4) stands in, so the
+        // total does not drop to 5.
+        fast_n.store(5, Ordering::SeqCst);
+        slow_n.store(9, Ordering::SeqCst);
+        slow.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        assert_eq!(opened_total(&render_metrics(&scrape)), 9);
+        assert!(t.elapsed() < SNAPSHOT_TIMEOUT + Duration::from_millis(500));
+        // Back in time: its new values count.
+        slow.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(400)); // the late answer is drained
+        assert_eq!(opened_total(&render_metrics(&scrape)), 14);
+        drop(scrape);
+        drop((fast_tx, slow_tx));
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
+}

@@ -194,7 +194,7 @@ fn inbound_connections_pass_the_inbound_listener() -> Result<(), Failed> {
         20.0,
     )?;
     pod.wait_metric(
-        "tcp_detect_total{listener=\"inbound\",direction=\"inbound\",result=\"http1\"}",
+        "tcp_detect_total{listener=\"inbound\",direction=\"inbound\",result=\"http/1\"}",
         1.0,
     )?;
     // The proxy's connection to the app (its own UID) was not redirected outbound.

@@ -481,7 +481,7 @@ async fn run(
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
                 let m = dest.metrics(l, 0, Protocol::Http1, None, None);
                 m.request();
-                m.proxy_answer(e.status(), ErrorLabel::Request, Duration::ZERO);
+                m.proxy_answer(e.status(), None, Duration::ZERO);
                 proxy_error(client, e.status(), e.reason()).await;
                 // The client may still be sending (the rest of an over-long head, a body): a
                 // plain close would reset the connection and could destroy the answer.
@@ -523,7 +523,7 @@ async fn run(
                 Ok(u) => u,
                 Err(reason) => {
                     proxy_error(client, 502, reason).await;
-                    m.proxy_answer(502, ErrorLabel::Connect, t0.elapsed());
+                    m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
                     return false;
                 }
             },
@@ -546,7 +546,7 @@ async fn run(
         } else {
             if write_all(&mut up, req.head).await.is_err() {
                 proxy_error(client, 502, "upstream write failed").await;
-                m.proxy_answer(502, ErrorLabel::Upstream, t0.elapsed());
+                m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                 return false;
             }
             match first_to_speak(client, &up, cfg.response_timeout).await {
@@ -570,7 +570,7 @@ async fn run(
                 Some(Speaker::Upstream) => {}
                 None => {
                     proxy_error(client, 504, "upstream response timeout").await;
-                    m.proxy_answer(504, ErrorLabel::Timeout, t0.elapsed());
+                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                     return false;
                 }
             }
@@ -597,7 +597,7 @@ async fn run(
             let r = match read {
                 Err(_) => {
                     proxy_error(client, 504, "upstream response timeout").await;
-                    m.proxy_answer(504, ErrorLabel::Timeout, t0.elapsed());
+                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                     return false;
                 }
                 Ok(HeadRead::Head(r)) => r,
@@ -607,7 +607,7 @@ async fn run(
                         Ok(fresh) => up = fresh,
                         Err(reason) => {
                             proxy_error(client, 502, reason).await;
-                            m.proxy_answer(502, ErrorLabel::Connect, t0.elapsed());
+                            m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
                             return false;
                         }
                     }
@@ -615,7 +615,7 @@ async fn run(
                 }
                 Ok(_) => {
                     proxy_error(client, 502, "bad or no upstream response").await;
-                    m.proxy_answer(502, ErrorLabel::Upstream, t0.elapsed());
+                    m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                     return false;
                 }
             };

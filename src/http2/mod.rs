@@ -265,7 +265,7 @@ async fn stream(
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
             let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
             m.first_byte(sent, t0.elapsed());
-            m.completed(sent, grpc, Some(ErrorLabel::of_status(code)));
+            m.completed(sent, grpc, ErrorLabel::of_status(code));
             return;
         }
         Some(Ok(r)) => r,

@@ -47,8 +47,6 @@ pub enum ErrorLabel {
     /// The upstream answered badly, not at all, or stopped taking the request (502), or its
     /// response body failed midway.
     Upstream,
-    /// The client's request was malformed or cut short (400, 408, 413, 414, 431).
-    Request,
     /// A request the proxy does not carry (CONNECT over HTTP/2: 501).
     Unsupported,
     /// The stream was reset with this HTTP/2 error code (RFC 9113 §7), before or during the
@@ -81,7 +79,6 @@ impl ErrorLabel {
             ErrorLabel::Timeout => "timeout".into(),
             ErrorLabel::Connect => "connect".into(),
             ErrorLabel::Upstream => "upstream".into(),
-            ErrorLabel::Request => "request".into(),
             ErrorLabel::Unsupported => "unsupported".into(),
             ErrorLabel::H2(r) => {
                 let name = H2_REASONS.get(r as usize).copied().unwrap_or("UNKNOWN");
@@ -90,13 +87,15 @@ impl ErrorLabel {
         }
     }
 
-    /// The error of a proxy-made answer with HTTP status `code`.
-    pub fn of_status(code: u16) -> ErrorLabel {
+    /// The error of a proxy-made answer with HTTP status `code`: none for a 4xx, which
+    /// answers the client's own mistake (a malformed or stalled request) and is counted like
+    /// any 4xx, not as a failure of the service.
+    pub fn of_status(code: u16) -> Option<ErrorLabel> {
         match code {
-            504 => ErrorLabel::Timeout,
-            501 => ErrorLabel::Unsupported,
-            400..=499 => ErrorLabel::Request,
-            _ => ErrorLabel::Upstream,
+            504 => Some(ErrorLabel::Timeout),
+            501 => Some(ErrorLabel::Unsupported),
+            400..=499 => None,
+            _ => Some(ErrorLabel::Upstream),
         }
     }
 }
@@ -204,10 +203,11 @@ impl HttpMetrics {
         self.completed(code, None, None);
     }
 
-    /// An answer the proxy made itself with status `code` after `ttfb`, for `error`.
-    pub fn proxy_answer(&self, code: u16, error: ErrorLabel, ttfb: Duration) {
+    /// An answer the proxy made itself with status `code` after `ttfb`, for `error` (none:
+    /// the client's own mistake, see [`ErrorLabel::of_status`]).
+    pub fn proxy_answer(&self, code: u16, error: Option<ErrorLabel>, ttfb: Duration) {
         self.first_byte(code, ttfb);
-        self.completed(code, None, Some(error));
+        self.completed(code, None, error);
     }
 
     /// A copy for the admin thread.
