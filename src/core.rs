@@ -96,7 +96,7 @@ impl EndpointClaim {
 }
 
 impl HttpDest {
-    /// The destination of connections to `target` on listener `l`.
+    /// The destination of connections to `target`.
     pub fn new(target: &Target) -> HttpDest {
         HttpDest {
             addr: target.addr,
