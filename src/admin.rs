@@ -38,8 +38,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::logging::{self, access::AccessStats};
-use crate::metrics::prom::{self, ProcessInfo};
-use crate::metrics::ListenerSnapshot;
+use crate::metrics::prom::{self, ListenerLabels, ProcessInfo};
+use crate::metrics::{process, ScrapeCache};
 use crate::sys;
 use crate::worker::Control;
 
@@ -78,9 +78,11 @@ pub struct Admin {
 pub struct Scrape {
     /// One control channel per worker.
     pub controls: Vec<UnboundedSender<Control>>,
-    /// Each listener's labels in config order (`listener="…",direction="…"`, from
+    /// Each listener's labels in config order (`listener="…",direction="…",tls="…"`, from
     /// [`prom::listener_labels`]).
-    pub listeners: Vec<String>,
+    pub listeners: Vec<ListenerLabels>,
+    /// Each worker's last snapshot, standing in for a worker that misses a scrape.
+    pub cache: ScrapeCache,
     /// Readiness.
     pub ready: Arc<ReadyState>,
     /// Process start, for `process_start_time_seconds`.
@@ -109,7 +111,7 @@ pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 const SCRAPE_THREADS: usize = 2;
 /// Pause after a failed `accept` (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a scrape waits for one worker's snapshot before leaving it out.
+/// How long a scrape waits for one worker's snapshot before using its last one.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Admin {
@@ -370,52 +372,49 @@ fn respond(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> R
     r
 }
 
-/// Asks every worker for its snapshot, merges them per listener and renders the text.
+/// Asks every worker for its snapshot, merges them per listener (a worker that does not answer
+/// in time contributes its last snapshot) and renders the text.
 pub fn render_metrics(s: &Scrape) -> String {
-    let mut merged: Vec<ListenerSnapshot> = s
-        .listeners
+    let pending: Vec<_> = s
+        .controls
         .iter()
-        .map(|_| ListenerSnapshot::default())
+        .map(|ctl| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            ctl.unbounded_send(Control::Snapshot(tx)).ok().map(|()| rx)
+        })
         .collect();
-    let mut pending = Vec::with_capacity(s.controls.len());
-    for ctl in &s.controls {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if ctl.unbounded_send(Control::Snapshot(tx)).is_ok() {
-            pending.push(rx);
-        }
-    }
-    for rx in pending {
-        match rx.recv_timeout(SNAPSHOT_TIMEOUT) {
-            Ok(core) => {
-                for (m, l) in merged.iter_mut().zip(&core.listeners) {
-                    m.merge(l);
+    // One deadline for the whole scrape, so a stuck worker costs it at most that once.
+    let deadline = std::time::Instant::now() + SNAPSHOT_TIMEOUT;
+    let answers = pending
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx?.recv_timeout(left) {
+                Ok(core) => Some(core),
+                Err(e) => {
+                    debug!(worker = i, error = %e, "a worker did not answer the scrape; using its last snapshot");
+                    None
                 }
             }
-            Err(e) => debug!(error = %e, "a worker did not answer the scrape"),
-        }
-    }
-    let named: Vec<(&str, ListenerSnapshot)> =
-        s.listeners.iter().map(String::as_str).zip(merged).collect();
+        })
+        .collect();
+    let merged = s.cache.merge(answers, s.listeners.len());
+    let named: Vec<_> = s.listeners.iter().zip(merged).collect();
     prom::render(&named, &process_info(s))
 }
 
 fn process_info(s: &Scrape) -> ProcessInfo {
-    let rss_kb = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let status = process::status();
     ProcessInfo {
         io_uring_workers: s.ready.io_uring_workers.load(Ordering::Relaxed),
         epoll_workers: s.ready.epoll_workers.load(Ordering::Relaxed),
         cpu_seconds: sys::process_cpu_micros() as f64 / 1e6,
-        resident_bytes: rss_kb * 1024,
-        open_fds: std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as u64)
-            .unwrap_or(0),
+        resident_bytes: status.resident_bytes,
+        virtual_bytes: status.virtual_bytes,
+        threads: status.threads,
+        open_fds: process::open_fds(),
+        max_fds: process::max_fds(),
         start_time_seconds: s
             .started
             .duration_since(UNIX_EPOCH)
@@ -440,6 +439,95 @@ mod tests {
             ("[fd00::7]:1", false),
         ] {
             assert_eq!(is_local(a.parse().unwrap()), local, "{a}");
+        }
+    }
+
+    use crate::config::Direction;
+    use crate::metrics::{CoreSnapshot, ListenerMetrics};
+    use futures_channel::mpsc::{unbounded, UnboundedReceiver};
+    use std::sync::atomic::AtomicU64;
+
+    /// A fake worker: answers each snapshot request with `opened` connections, or, while
+    /// `slow` is set, only after the scrape's deadline has passed.
+    fn fake_worker(
+        mut rx: UnboundedReceiver<Control>,
+        opened: Arc<AtomicU64>,
+        slow: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
+        std::thread::spawn(move || loop {
+            match rx.try_recv() {
+                Ok(Control::Snapshot(tx)) => {
+                    if slow.load(Ordering::SeqCst) {
+                        std::thread::sleep(SNAPSHOT_TIMEOUT + Duration::from_millis(300));
+                    }
+                    let m = ListenerMetrics::default();
+                    let c = m.src_for("10.0.0.1:80".parse().unwrap());
+                    for _ in 0..opened.load(Ordering::SeqCst) {
+                        c.opened();
+                    }
+                    let _ = tx.send(CoreSnapshot {
+                        listeners: vec![m.snapshot()],
+                    });
+                }
+                Ok(Control::Drain) | Err(futures_channel::mpsc::TryRecvError::Closed) => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        })
+    }
+
+    fn opened_total(text: &str) -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("tcp_open_total{") && l.contains("peer=\"src\""))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no tcp_open_total in\n{text}"))
+    }
+
+    #[test]
+    fn a_slow_worker_contributes_its_last_snapshot_and_counters_never_go_back() {
+        let (fast_tx, fast_rx) = unbounded();
+        let (slow_tx, slow_rx) = unbounded();
+        let (fast_n, slow_n) = (Arc::new(AtomicU64::new(3)), Arc::new(AtomicU64::new(4)));
+        let (never, slow) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let workers = [
+            fake_worker(fast_rx, fast_n.clone(), never),
+            fake_worker(slow_rx, slow_n.clone(), slow.clone()),
+        ];
+        let scrape = Scrape {
+            controls: vec![fast_tx.clone(), slow_tx.clone()],
+            listeners: vec![prom::listener_labels("t", Direction::Outbound)],
+            cache: ScrapeCache::default(),
+            ready: Arc::new(ReadyState {
+                listening: AtomicUsize::new(2),
+                workers: 2,
+                draining: AtomicBool::new(false),
+                io_uring_workers: AtomicUsize::new(2),
+                epoll_workers: AtomicUsize::new(0),
+            }),
+            started: SystemTime::now(),
+            shutdown: None,
+            access_log: AccessStats::new(2),
+        };
+        assert_eq!(opened_total(&render_metrics(&scrape)), 7);
+        // The second worker now misses the deadline: its last answer (4) stands in, so the
+        // total does not drop to 5.
+        fast_n.store(5, Ordering::SeqCst);
+        slow_n.store(9, Ordering::SeqCst);
+        slow.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        assert_eq!(opened_total(&render_metrics(&scrape)), 9);
+        assert!(t.elapsed() < SNAPSHOT_TIMEOUT + Duration::from_millis(500));
+        // Back in time: its new values count.
+        slow.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(400)); // the late answer is drained
+        assert_eq!(opened_total(&render_metrics(&scrape)), 14);
+        drop(scrape);
+        drop((fast_tx, slow_tx));
+        for w in workers {
+            w.join().unwrap();
         }
     }
 }

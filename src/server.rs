@@ -118,6 +118,7 @@ impl Server {
             (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(cfg.listeners.len());
         let mut absent = Vec::new();
+        let mut bound_at = vec![None; cfg.listeners.len()];
         for (index, l) in cfg.listeners.iter().enumerate() {
             let bound = match bind_reuseport(l.listen, workers) {
                 Ok(b) => b,
@@ -139,8 +140,16 @@ impl Server {
                 source,
             })?;
             listeners.push((l.name.clone(), local));
+            bound_at[index] = Some(local);
             for (w, s) in bound.into_iter().enumerate() {
                 sockets[w].push(s);
+            }
+        }
+        // Workers see the address each listener got (port 0 resolved): their client series
+        // are labelled with it (`target_addr`).
+        for (l, local) in cfg.listeners.iter_mut().zip(bound_at) {
+            if let Some(a) = local {
+                l.listen = a;
             }
         }
         let mut left_out = Vec::with_capacity(absent.len());
@@ -175,6 +184,7 @@ impl Server {
                     .iter()
                     .map(|l| listener_labels(&l.name, l.direction))
                     .collect(),
+                cache: Default::default(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),

@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// `[log]`
     #[serde(default)]
     pub log: RawLog,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -300,6 +303,58 @@ impl Default for RawHttp2 {
             max_send_buffer_bytes: 400 * 1024,
             response_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// gRPC status names, indexed by code (0 = `OK` … 16 = `UNAUTHENTICATED`).
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `[metrics] grpc_failure_codes` by default: the codes Linkerd's proxy classifies as failures
+/// (`linkerd/proxy/client-policy/src/grpc.rs`, `Codes::default`).
+pub const DEFAULT_GRPC_FAILURES: [&str; 6] = [
+    "UNKNOWN",
+    "DEADLINE_EXCEEDED",
+    "PERMISSION_DENIED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+];
+
+/// `[metrics]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// gRPC status names (`"UNAVAILABLE"`, …) that make a response a failure
+    /// (`classification="failure"`); any other `grpc-status` is a success. Linkerd's default.
+    pub grpc_failure_codes: Vec<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            grpc_failure_codes: DEFAULT_GRPC_FAILURES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Phase two: [`RawConfig`] → [`Config`], one function per section, in the order errors are
-//! reported: `[http2]`, `[runtime]`, `[admin]`, `[log]`, `[detect]`, `[http1]`, then each
+//! reported: `[http2]`, `[runtime]`, `[admin]`, `[log]`, `[detect]`, `[http1]`, `[metrics]`, then each
 //! listener.
 
 use std::collections::{BTreeSet, HashSet};
@@ -73,6 +73,7 @@ impl RawConfig {
         let log = self.validate_log(&err)?;
         let detect = self.validate_detect(&err)?;
         let http1 = self.validate_http1(&err)?;
+        let metrics = self.validate_metrics(&err)?;
         let listeners = self.validate_listeners(&err, admin.listen)?;
         Ok(Config {
             runtime,
@@ -80,6 +81,7 @@ impl RawConfig {
             http1,
             http2,
             log,
+            metrics,
             detect,
             listeners,
         })
@@ -106,6 +108,28 @@ impl RawConfig {
                 burst_lines: l.access_burst_lines,
             }),
         })
+    }
+
+    /// `[metrics]`: gRPC status names, each known and listed once.
+    fn validate_metrics(&self, err: &Err) -> Result<MetricsConfig, ConfigError> {
+        let mut grpc_failures = 0u32;
+        for (i, name) in self.metrics.grpc_failure_codes.iter().enumerate() {
+            let key = format!("metrics.grpc_failure_codes[{i}]");
+            let Some(code) = GRPC_CODE_NAMES.iter().position(|c| c == name) else {
+                return Err(err(
+                    key,
+                    format!(
+                        "unknown gRPC status {name:?}; expected one of {}",
+                        GRPC_CODE_NAMES.join(", ")
+                    ),
+                ));
+            };
+            if grpc_failures & (1 << code) != 0 {
+                return Err(err(key, format!("{name} is listed twice")));
+            }
+            grpc_failures |= 1 << code;
+        }
+        Ok(MetricsConfig { grpc_failures })
     }
 
     /// `[runtime]`.

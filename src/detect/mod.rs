@@ -43,7 +43,7 @@ use crate::sys;
 pub use plan::{Plan, PortPlan};
 pub use probe::Probe;
 pub use tls::ClientHello;
-pub use verdict::{DetectReason, DetectResult};
+pub use verdict::{DetectReason, DetectResult, LinkerdDetect};
 
 /// The answer of [`classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
