@@ -1088,9 +1088,11 @@ fn goaway_upstream(
                         1 if served < per_conn => {
                             served += 1;
                             last = stream;
+                            // Counted before the answer leaves: the client may read it and
+                            // the test check the count before this thread runs again.
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             // :status 200 is HPACK static entry 8; END_HEADERS | END_STREAM.
                             s.write_all(&frame(1, 0x5, stream, &[0x88])).unwrap();
-                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         1 if refuse => {
                             s.write_all(&frame(3, 0, stream, &7u32.to_be_bytes()))
