@@ -8,6 +8,7 @@
 //! sequences them and records the outcome, so the data flow reads top to bottom.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -33,6 +34,10 @@ pub async fn serve(
     let l = &*listener;
     let m = &l.metrics;
     m.src.opened();
+    // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
+    // `client` outlives `tracked` (parameters drop after locals), so the table may read its
+    // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
+    let tracked = core.connections.open(l.index, peer, client.as_raw_fd(), t0);
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
     let mut target = if l.cfg.original_dst {
@@ -41,6 +46,7 @@ pub async fn serve(
             Err((why, e)) => {
                 // Never proxy a connection to the proxy itself.
                 m.refused(why);
+                tracked.refused(why);
                 debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
                 m.src.closed(false);
                 m.record_duration(t0.elapsed());
@@ -51,15 +57,18 @@ pub async fn serve(
         Target::pick(&l.balancer)
     };
     let addr = target.addr;
+    tracked.destination(addr, target.original);
 
     // Detect, unless the listener or the destination port says not to.
     let (result, early) = match l.ports.plan(addr.port()) {
         Plan::Skip(r, reason) => {
             m.detected(r, reason, None);
+            tracked.skipped(r, reason);
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = r.as_str(), reason = reason.as_str(), "detection skipped");
             (r, None)
         }
         Plan::Detect { timeout } => {
+            tracked.detecting(timeout);
             let dial = || {
                 m.early_dial();
                 upstream::connect(addr, l.cfg.connect_timeout)
@@ -73,23 +82,27 @@ pub async fn serve(
                     result,
                     hello,
                     early,
+                    seen,
                 }) => {
                     m.detected(result, DetectReason::Detected, Some(t0.elapsed()));
                     debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = result.as_str(), reason = DetectReason::Detected.as_str(), timeout_ms = timeout.as_millis() as u64, sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
                     if let Some(h) = &hello {
                         m.tls_hello(h.sni.is_some());
                     }
+                    tracked.detected(result, seen, hello);
                     (result, early)
                 }
                 Ok(Detection::DialFailed(e)) => {
                     // The early dial failed and the client stayed silent: nothing to proxy to.
                     // The opaque path counts the failure and closes.
+                    tracked.dial_failed();
                     let ok = opaque(&core, l, &client, peer, addr, Some(Err(e))).await;
                     m.src.closed(ok);
                     m.record_duration(t0.elapsed());
                     return;
                 }
                 Err(e) => {
+                    tracked.client_error();
                     debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
                     m.src.closed(false);
                     m.record_duration(t0.elapsed());
@@ -117,7 +130,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(l, &target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, peer, &dest).await
+            http1::proxy::serve(&core, l, &mut client, peer, &dest, &tracked).await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -128,7 +141,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(l, &target);
             target.release();
-            http2::serve(&core, &listener, client, peer, dest).await
+            http2::serve(&core, &listener, client, peer, dest, &tracked).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

@@ -37,6 +37,7 @@ use super::message::{
     ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
+use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, write_all, Client, Peer, READ_CHUNK};
@@ -396,13 +397,15 @@ async fn first_to_speak(
 
 /// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
 /// it ended cleanly.
-/// `dest` says where requests that match no route go.
+/// `dest` says where requests that match no route go; `tracked` counts the requests for
+/// `GET /connections`.
 pub async fn serve(
     core: &Core,
     l: &Listener,
     client: &mut TcpStream,
     peer: SocketAddr,
     dest: &HttpDest,
+    tracked: &Tracked<'_>,
 ) -> bool {
     let client = &mut Client::new(client, &l.metrics.src);
     let cfg = &l.http1;
@@ -461,6 +464,7 @@ pub async fn serve(
             Ok(HeadRead::Bad(e)) => {
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
                 default_metrics.request();
+                tracked.request();
                 default_metrics.response(e.status(), Duration::ZERO);
                 proxy_error(client, e.status(), e.reason()).await;
                 // The client may still be sending (the rest of an over-long head, a body): a
@@ -477,6 +481,7 @@ pub async fn serve(
         cbuf.clear();
         let m = dest.metrics(l, req.route, Protocol::Http1);
         m.request();
+        tracked.request();
         let t0 = Instant::now();
         let ctx = InFlight {
             l,

@@ -27,6 +27,7 @@ mod to_h2;
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Instant;
@@ -35,13 +36,14 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use monoio::io::IntoPollIo;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tracing::debug;
 
 use self::body::{pump, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
+use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
@@ -88,20 +90,40 @@ pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> boo
 
 /// Serves one HTTP/2 client connection until it closes; `dest` says where streams that match
 /// no route go. Returns whether it ended cleanly.
+///
+/// `tracked` counts the streams, and gets the socket's final counters just before the socket
+/// closes (here, not in the spine: this function owns it).
 pub async fn serve(
     core: &Core,
     l: &Rc<Listener>,
     client: TcpStream,
     peer: SocketAddr,
     dest: HttpDest,
+    tracked: &Tracked<'_>,
 ) -> bool {
-    let io = match client.into_poll_io() {
-        Ok(io) => Coalesce::new(Counted::new(io, &l.metrics.src)),
-        Err(e) => {
+    let mut io = match client.try_into_poll_io() {
+        Ok(io) => io,
+        Err((e, client)) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
+            tracked.finish(client.as_raw_fd());
             return false;
         }
     };
+    let ok = session(core, l, &mut io, peer, dest, tracked).await;
+    tracked.finish(io.as_raw_fd());
+    ok
+}
+
+/// The HTTP/2 connection on `io`, from the handshake to its end.
+async fn session(
+    core: &Core,
+    l: &Rc<Listener>,
+    io: &mut TcpStreamPoll,
+    peer: SocketAddr,
+    dest: HttpDest,
+    tracked: &Tracked<'_>,
+) -> bool {
+    let io = Coalesce::new(Counted::new(io, &l.metrics.src));
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)
@@ -157,6 +179,7 @@ pub async fn serve(
         match next {
             Some(Ok((req, respond))) => {
                 started += 1;
+                tracked.request();
                 open.set(open.get() + 1);
                 let (l, open, dest) = (l.clone(), open.clone(), dest.clone());
                 monoio::spawn(async move {
