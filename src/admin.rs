@@ -1,10 +1,13 @@
-//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, on its own thread
+//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, `/connections`
+//! ([`connections`]), on its own thread
 //! with blocking std sockets, so a scrape never runs on (or waits for) a worker's event loop
 //! beyond the worker copying its counters.
 //!
 //! One request per connection (`Connection: close`), read and write timeouts of one second:
 //! admin traffic is a scraper and a kubelet, not a load to optimise, and a stuck client can
 //! hold the thread for at most that long.
+
+pub mod connections;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -148,6 +151,7 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let query = target.get(path.len() + 1..).unwrap_or_default();
     let head_only = method == b"HEAD";
     if path == b"/shutdown" {
         return shutdown(&mut c, s, method);
@@ -172,6 +176,15 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
                 head_only,
             )
         }
+        b"/connections" => {
+            let answer = std::str::from_utf8(query)
+                .map_err(|_| "the query is not UTF-8\n".to_string())
+                .and_then(|q| render_connections(s, q));
+            match answer {
+                Ok((ctype, body)) => respond(&mut c, "200 OK", ctype, &body, head_only),
+                Err(e) => respond(&mut c, "400 Bad Request", "text/plain", &e, head_only),
+            }
+        }
         b"/live" => respond(&mut c, "200 OK", "text/plain", "live\n", head_only),
         b"/ready" if s.ready.is_ready() => {
             respond(&mut c, "200 OK", "text/plain", "ready\n", head_only)
@@ -187,7 +200,7 @@ fn handle(mut c: TcpStream, s: &Scrape) -> io::Result<()> {
             &mut c,
             "404 Not Found",
             "text/plain",
-            "not found: try /metrics, /live, /ready, POST /shutdown\n",
+            "not found: try /metrics, /live, /ready, /connections, POST /shutdown\n",
             head_only,
         ),
     }
@@ -276,6 +289,32 @@ pub fn render_metrics(s: &Scrape) -> String {
     let named: Vec<(&str, ListenerSnapshot)> =
         s.listeners.iter().map(String::as_str).zip(merged).collect();
     prom::render(&named, &process_info(s))
+}
+
+/// `GET /connections?QUERY` (the query without `?`): asks every worker for its connections
+/// and renders them; `Ok((content type, body))`, or `Err(message)` for a bad query (a 400).
+/// A worker that does not answer within [`SNAPSHOT_TIMEOUT`] is left out (the reply counts
+/// the workers that answered).
+pub fn render_connections(s: &Scrape, query: &str) -> Result<(&'static str, String), String> {
+    let params = connections::parse(query)?;
+    let mut pending = Vec::with_capacity(s.controls.len());
+    for ctl in &s.controls {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if ctl
+            .unbounded_send(Control::Connections(params.query.clone(), tx))
+            .is_ok()
+        {
+            pending.push(rx);
+        }
+    }
+    let mut reports = Vec::with_capacity(pending.len());
+    for rx in pending {
+        match rx.recv_timeout(SNAPSHOT_TIMEOUT) {
+            Ok(r) => reports.push(r),
+            Err(e) => debug!(error = %e, "a worker did not answer /connections"),
+        }
+    }
+    connections::render(&params, reports, s.controls.len())
 }
 
 fn process_info(s: &Scrape) -> ProcessInfo {
