@@ -16,9 +16,11 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use crate::core::{Core, HttpDest, Listener};
-use crate::detect::{self, DetectReason, DetectResult, DetectSettings, Detection, Plan};
-use crate::error::ConnectError;
-use crate::metrics::Opened;
+use crate::detect::{
+    self, DetectReason, DetectResult, DetectSettings, Detection, LinkerdDetect, Plan,
+};
+use crate::error::{ConnectError, Side};
+use crate::metrics::{Close, Opened, PeerCounters};
 use crate::upstream::{self, pool, Target};
 use crate::{forward, http1, http2};
 
@@ -33,7 +35,6 @@ pub async fn serve(
     let t0 = Instant::now();
     let l = &*listener;
     let m = &l.metrics;
-    m.src.opened();
     // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
     // `client` outlives `tracked` (parameters drop after locals), so the table may read its
     // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
@@ -48,7 +49,9 @@ pub async fn serve(
                 m.refused(why);
                 tracked.refused(why);
                 debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
-                m.src.closed(false);
+                let src = m.src_for(l.cfg.listen);
+                src.opened();
+                src.closed(Close::Failed);
                 m.record_duration(t0.elapsed());
                 return;
             }
@@ -58,6 +61,10 @@ pub async fn serve(
     };
     let addr = target.addr;
     tracked.destination(addr, target.original);
+    // The client's series: by the destination it dialled (original destination, or this
+    // listener's own address).
+    let src = m.src_for(if target.original { addr } else { l.cfg.listen });
+    src.opened();
 
     // Detect, unless the listener or the destination port says not to.
     let (result, early) = match l.ports.plan(addr.port()) {
@@ -96,15 +103,17 @@ pub async fn serve(
                     // The early dial failed and the client stayed silent: nothing to proxy to.
                     // The opaque path counts the failure and closes.
                     tracked.dial_failed();
-                    let ok = opaque(&core, l, &client, peer, addr, Some(Err(e))).await;
-                    m.src.closed(ok);
+                    m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
+                    let how = opaque(&core, l, &client, &src, peer, addr, Some(Err(e))).await;
+                    src.closed(how);
                     m.record_duration(t0.elapsed());
                     return;
                 }
                 Err(e) => {
                     tracked.client_error();
                     debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
-                    m.src.closed(false);
+                    m.detect_ended(LinkerdDetect::Error, t0.elapsed());
+                    src.closed(Close::of_error(&e));
                     m.record_duration(t0.elapsed());
                     return;
                 }
@@ -112,25 +121,25 @@ pub async fn serve(
         }
     };
 
-    let ok = match result {
+    let how = match result {
         // The client left without a word; an upstream dialled meanwhile is just dropped.
         DetectResult::Closed => {
             if let Some(Ok(_)) = early {
                 m.early_dial_unused();
             }
-            true
+            Close::Clean
         }
         DetectResult::Http1 if l.http1.enabled => {
             // An upstream dialled during detection is not wasted: it joins the pool.
             if let Some(Ok(u)) = early {
-                let pooled = pool::adopt_h1(m, u).is_some_and(|u| l.pools.put_h1(addr, u));
+                let pooled = pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
                 if !pooled {
                     m.early_dial_unused();
                 }
             }
-            let dest = HttpDest::new(l, &target);
+            let dest = HttpDest::new(&target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, peer, &dest, &tracked).await
+            http1::proxy::serve(&core, l, &mut client, &src, peer, &dest, &tracked).await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -139,29 +148,30 @@ pub async fn serve(
                     m.early_dial_unused();
                 }
             }
-            let dest = HttpDest::new(l, &target);
+            let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&core, &listener, client, peer, dest, &tracked).await
+            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.
-        _ => opaque(&core, l, &client, peer, addr, early).await,
+        _ => opaque(&core, l, &client, &src, peer, addr, early).await,
     };
 
-    m.src.closed(ok);
+    src.closed(how);
     m.record_duration(t0.elapsed());
 }
 
 /// Connects upstream (unless detection already did) and splices until both sides are done.
-/// Returns whether it ended cleanly.
+/// Returns how the client connection ended (an upstream connect failure is a failure).
 async fn opaque(
     core: &Core,
     l: &Listener,
     client: &TcpStream,
+    src: &PeerCounters,
     peer: SocketAddr,
     addr: SocketAddr,
     early: Option<Result<TcpStream, ConnectError>>,
-) -> bool {
+) -> Close {
     let m = &l.metrics;
     let dialled = match early {
         Some(r) => r,
@@ -172,14 +182,29 @@ async fn opaque(
         Err(e) => {
             m.connect_failed(e.kind);
             debug!(listener = %l.cfg.name, %peer, error = %e, "closing client: upstream connect failed");
-            return false;
+            return Close::Failed;
         }
     };
-    let mut open = Opened::new(&m.dst);
-    let result = forward::splice_both(&core.pipes, m, client, &upstream).await;
-    if let Err(e) = &result {
-        debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
-        open.failed();
+    let dst = m.dst_for(addr);
+    let mut open = Opened::new(&dst);
+    let counters = forward::Counters { src, dst: &dst };
+    let Err(e) = forward::splice_both(&core.pipes, counters, client, &upstream).await else {
+        return Close::Clean;
+    };
+    debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
+    // The side whose socket failed gets its errno; the other was reset by the proxy.
+    match e.side {
+        Some(Side::Upstream) => {
+            open.failed_with(&e.error);
+            Close::Failed
+        }
+        Some(Side::Client) => {
+            open.failed();
+            Close::of_error(&e.error)
+        }
+        None => {
+            open.failed();
+            Close::Failed
+        }
     }
-    result.is_ok()
 }

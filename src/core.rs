@@ -23,7 +23,7 @@ use self::connections::{Connections, ListenerInfo, Query, Report};
 use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
 use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
-use crate::metrics::{CoreSnapshot, DstHttpMetrics, HttpMetrics, ListenerMetrics, Protocol};
+use crate::metrics::{AuthorityId, CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol, TargetId};
 use crate::upstream::balance::{EndpointSet, InFlight};
 use crate::upstream::pool::Pools;
 use crate::upstream::{Balancer, Target};
@@ -61,13 +61,33 @@ impl Listener {
     }
 }
 
-/// Where one connection's HTTP requests go when no route takes them, and the metrics they
+/// Where one connection's HTTP requests go when no route takes them, and the series they
 /// count in: the listener's own endpoint set (route `default`), or, on an
-/// original-destination listener, the connection's original destination with its
-/// per-destination series. Routes keep their own endpoints and series either way.
+/// original-destination listener, the connection's original destination. Routes keep their
+/// own endpoints either way. Each request's series is labelled with the endpoint it went to
+/// (`target_addr`) and, outbound, its authority; the last one is cached, since a connection's
+/// requests usually share them.
 #[derive(Debug, Clone)]
 pub struct HttpDest {
-    original: Option<(SocketAddr, Rc<DstHttpMetrics>)>,
+    /// The connection's destination: its original destination, or the endpoint picked at
+    /// accept (what a request answered before any endpoint was picked is counted under).
+    addr: SocketAddr,
+    /// `addr` is the original destination (requests no route takes go there).
+    original: bool,
+    /// The last series used, shared by the connection's HTTP/2 streams.
+    last: Rc<RefCell<Option<LastSeries>>>,
+}
+
+/// The series a connection used last, with the key it was found by.
+type LastSeries = (SeriesKey, Rc<HttpMetrics>);
+
+/// What picks an HTTP series for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeriesKey {
+    route: usize,
+    protocol: Protocol,
+    target: TargetId,
+    authority: AuthorityId,
 }
 
 /// One request's claim on the endpoint it was sent to: report the time to the response head
@@ -85,29 +105,48 @@ impl EndpointClaim {
 }
 
 impl HttpDest {
-    /// The destination of connections to `target` on listener `l`.
-    pub fn new(l: &Listener, target: &Target) -> HttpDest {
+    /// The destination of connections to `target`.
+    pub fn new(target: &Target) -> HttpDest {
         HttpDest {
-            original: target
-                .original
-                .then(|| (target.addr, l.metrics.for_dst(target.addr))),
+            addr: target.addr,
+            original: target.original,
+            last: Rc::default(),
         }
     }
 
-    /// The metrics of a request on route index `route` (0 = no route matched).
-    pub fn metrics<'a>(&'a self, l: &'a Listener, route: usize, p: Protocol) -> &'a HttpMetrics {
-        match (&self.original, route, p) {
-            (Some((_, m)), 0, p) => m.get(p),
-            (_, r, Protocol::Http1) => &l.metrics.http[r],
-            (_, r, Protocol::Http2) => &l.metrics.h2[r],
+    /// The series of a request on route index `route` (0 = no route matched) sent to
+    /// endpoint `to` (`None`: answered before an endpoint was picked) for `authority`.
+    pub fn metrics(
+        &self,
+        l: &Listener,
+        route: usize,
+        p: Protocol,
+        to: Option<SocketAddr>,
+        authority: Option<&str>,
+    ) -> Rc<HttpMetrics> {
+        let m = &l.metrics;
+        let key = SeriesKey {
+            route,
+            protocol: p,
+            target: m.target(to.unwrap_or(self.addr)),
+            authority: m.authority(authority),
+        };
+        let mut last = self.last.borrow_mut();
+        if let Some((k, s)) = &*last {
+            if *k == key {
+                return s.clone();
+            }
         }
+        let s = m.http(key.route, key.protocol, key.target, key.authority);
+        *last = Some((key, s.clone()));
+        s
     }
 
     /// The endpoint for a request on route index `route`: the original destination when no
     /// route matched on an original-destination listener, else a P2C pick from the set.
     pub fn pick(&self, l: &Listener, route: usize) -> (SocketAddr, EndpointClaim) {
-        match (&self.original, route) {
-            (Some((addr, _)), 0) => (*addr, EndpointClaim(None)),
+        match (self.original, route) {
+            (true, 0) => (self.addr, EndpointClaim(None)),
             _ => {
                 let (addr, f) = l.endpoints(route).pick();
                 (addr, EndpointClaim(Some(f)))
@@ -240,17 +279,10 @@ impl Core {
                 .iter()
                 .enumerate()
                 .map(|(index, l)| {
-                    let mut metrics = ListenerMetrics::default();
-                    for r in &l.routes {
-                        metrics
-                            .http
-                            .push(HttpMetrics::new(&r.name, Protocol::Http1));
-                        metrics.h2.push(HttpMetrics::new(&r.name, Protocol::Http2));
-                    }
                     Rc::new(Listener {
                         index,
                         cfg: l.clone(),
-                        metrics,
+                        metrics: ListenerMetrics::new(l, &cfg.metrics),
                         balancer: Balancer::new(l.upstream.clone()),
                         detect: DetectSettings::new(l, &cfg.detect),
                         ports: PortPlan::new(l, &cfg.detect),

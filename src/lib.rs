@@ -5,7 +5,8 @@
 //! - [`inject`]: `sidewire inject`: adds the sidecar (init container, proxy, config) to
 //!   Kubernetes manifests.
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
-//! - [`admin`]: `/metrics`, `/live`, `/ready`, `/connections` on their own thread.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/live`, `/ready`, `/connections`,
+//!   `/log-level`, `/shutdown`) on its own thread.
 //! - [`worker`]: one worker: its runtime (io_uring, or epoll where refused), accept loops and control channel.
 //! - [`accept`]: one listener's accept loop on one worker.
 //! - [`conn`]: the spine of one connection: target → detect → {opaque splice | HTTP/1 |
@@ -23,6 +24,8 @@
 //! - [`metrics`]: per-core counters and histograms, merged and rendered on scrape.
 //! - [`detect`]: protocol detection by peeking (HTTP/1, HTTP/2, TLS ClientHello, opaque),
 //!   with a bounded timeout and server-speaks-first support.
+//! - [`logging`]: the log subscriber (plain or JSON, filter reloadable at run time) and the
+//!   rate-limited access log.
 //! - [`cpus`]: how many CPUs the process may use (affinity mask, cgroup quota), and pinning.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
 //! - [`error`]: the error taxonomy (which side failed, connect errors, stream failures).
@@ -47,7 +50,7 @@
 //! 11. `upstream`
 //! 12. `io`
 //! 13. `metrics`
-//! 14. `detect`, `cpus`
+//! 14. `detect`, `cpus`, `logging`
 //! 15. `config`
 //! 16. `error`, `sys`
 
@@ -69,6 +72,7 @@ pub mod http2;
 pub mod init;
 pub mod inject;
 pub mod io;
+pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod sys;

@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use sidewire::config::{Config, RawConfig, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME};
+use sidewire::config::{Config, LogFormat, RawConfig, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME};
 use sidewire::server::Server;
 
 #[global_allocator]
@@ -22,6 +22,10 @@ struct Cli {
     /// Configuration file (TOML). Without it, the embedded default (config/sidewire.toml).
     #[arg(long, short, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Log line format: one JSON object per line, or plain text (overrides `[log] format`;
+    /// default plain).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,17 +49,15 @@ fn main() -> ExitCode {
         return sidewire::init::main(a);
     }
     if let Some(Command::Inject(a)) = &cli.command {
+        if cli.config.is_some() {
+            eprintln!(
+                "sidewire: inject: --config is not read by inject: the proxy's config is the \
+                 sidecar preset (config/sidecar.toml) with the pod's opaque ports"
+            );
+            return ExitCode::from(2);
+        }
         return sidewire::inject::main(a);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
     let (name, text) = match &cli.config {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => (p.display().to_string(), t),
@@ -81,21 +83,24 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check) = cli.command {
-        println!("# {name}: ok");
+        use std::fmt::Write as _;
+        let mut out = format!("# {name}: ok\n");
         let cpus = sidewire::cpus::CpuBudget::current();
         if cfg.runtime.workers == 0 {
             let quota = cpus
                 .quota
                 .map(|q| format!(", cgroup CPU quota {q:.2}"))
                 .unwrap_or_default();
-            println!(
+            let _ = writeln!(
+                out,
                 "# runtime.workers = 0 means {} worker(s) here ({} CPU(s) in the affinity mask{quota})",
                 cpus.default_workers(),
                 cpus.affinity.len()
             );
         }
         let pinned = cpus.pin_for(cfg.runtime.pin_cores, 0).is_some();
-        println!(
+        let _ = writeln!(
+            out,
             "# runtime.pin_cores = {} means {} here",
             raw.runtime.pin_cores.to_toml_value(),
             if pinned {
@@ -104,10 +109,19 @@ fn main() -> ExitCode {
                 "no pinning"
             }
         );
-        print!("{}", raw.to_toml());
+        out.push_str(&raw.to_toml());
+        // A closed pipe (`sidewire check | head -1`) is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
         return ExitCode::SUCCESS;
     }
-    run(cfg, &name)
+    // Logging starts once the configuration is known (it names the format): a configuration
+    // error above is one plain line on stderr whatever the format.
+    let format = cli.log_format.unwrap_or(cfg.log.format);
+    let bad_rust_log = sidewire::logging::init(
+        format,
+        format == LogFormat::Plain && std::io::stderr().is_terminal(),
+    );
+    run(cfg, &name, bad_rust_log)
 }
 
 /// A command-line error as one line on stderr (clap's message without its usage block and
@@ -132,7 +146,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(cfg: Config, name: &str) -> ExitCode {
+fn run(cfg: Config, name: &str, bad_rust_log: Option<String>) -> ExitCode {
     // Nothing is logged until the proxy runs: a config or bind error is exactly one line on
     // stderr (`sidewire: file: key: problem`).
     let nofile = sidewire::sys::raise_nofile_limit();
@@ -152,6 +166,9 @@ fn run(cfg: Config, name: &str) -> ExitCode {
         }
     };
     info!(config = %name, version = env!("CARGO_PKG_VERSION"), "started");
+    if let Some(why) = bad_rust_log {
+        warn!("{why}");
+    }
     match nofile {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),

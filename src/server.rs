@@ -21,6 +21,7 @@ use crate::admin::{Admin, ReadyState, Scrape};
 use crate::config::{Config, Driver};
 use crate::core::Core;
 use crate::cpus::CpuBudget;
+use crate::logging::access::{self, AccessStats};
 use crate::metrics::prom::listener_labels;
 use crate::worker::{self, Control, DriverKind};
 
@@ -117,6 +118,7 @@ impl Server {
             (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(cfg.listeners.len());
         let mut absent = Vec::new();
+        let mut bound_at = vec![None; cfg.listeners.len()];
         for (index, l) in cfg.listeners.iter().enumerate() {
             let bound = match bind_reuseport(l.listen, workers) {
                 Ok(b) => b,
@@ -138,8 +140,16 @@ impl Server {
                 source,
             })?;
             listeners.push((l.name.clone(), local));
+            bound_at[index] = Some(local);
             for (w, s) in bound.into_iter().enumerate() {
                 sockets[w].push(s);
+            }
+        }
+        // Workers see the address each listener got (port 0 resolved): their client series
+        // are labelled with it (`target_addr`).
+        for (l, local) in cfg.listeners.iter_mut().zip(bound_at) {
+            if let Some(a) = local {
+                l.listen = a;
             }
         }
         let mut left_out = Vec::with_capacity(absent.len());
@@ -164,6 +174,7 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = std_mpsc::sync_channel::<()>(1);
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded()).unzip();
+        let access_log = AccessStats::new(workers);
         let admin = Admin::spawn(
             admin_sock,
             Scrape {
@@ -173,9 +184,11 @@ impl Server {
                     .iter()
                     .map(|l| listener_labels(&l.name, l.direction))
                     .collect(),
+                cache: Default::default(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),
+                access_log: access_log.clone(),
             },
         )
         .map_err(|e| StartError::Worker {
@@ -195,50 +208,66 @@ impl Server {
             let started = started_tx.clone();
             let done = done_tx.clone();
             let ready = ready.clone();
+            let access_log = access_log.clone();
             let t = std::thread::Builder::new()
                 .name(format!("sidewire-core-{id}"))
                 .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        if !core_affinity::set_for_current(cpu) {
-                            warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+                    // A worker that panics (before or after start-up) must not leave the
+                    // supervisor waiting for its start report: say so instead. After start-up
+                    // the report goes nowhere, and `done` tells the supervisor it ended.
+                    let report = started.clone();
+                    let body = std::panic::AssertUnwindSafe(move || {
+                        if let Some(cpu) = cpu {
+                            if !core_affinity::set_for_current(cpu) {
+                                warn!(worker = id, cpu = cpu.id, "could not pin worker to its CPU");
+                            }
                         }
-                    }
-                    let (mut rt, kind) =
-                        match worker::build_runtime(driver, cfg.runtime.ring_entries) {
-                            Ok(rt) => rt,
-                            Err(e) => {
-                                let what = match driver {
-                                    Driver::Epoll => {
-                                        format!("cannot create the epoll runtime: {e}")
-                                    }
-                                    _ => format!(
-                                        "cannot create the io_uring runtime: {e} ({})",
-                                        worker::io_uring_hint(&e)
-                                    ),
-                                };
-                                let _ = started.send((id, Err(what)));
-                                return;
-                            }
+                        let (mut rt, kind) =
+                            match worker::build_runtime(driver, cfg.runtime.ring_entries) {
+                                Ok(rt) => rt,
+                                Err(e) => {
+                                    let what = match driver {
+                                        Driver::Epoll => {
+                                            format!("cannot create the epoll runtime: {e}")
+                                        }
+                                        _ => format!(
+                                            "cannot create the io_uring runtime: {e} ({})",
+                                            worker::io_uring_hint(&e)
+                                        ),
+                                    };
+                                    let _ = started.send((id, Err(what)));
+                                    return;
+                                }
+                            };
+                        let on = match kind {
+                            DriverKind::IoUring => &ready.io_uring_workers,
+                            DriverKind::Epoll => &ready.epoll_workers,
                         };
-                    let on = match kind {
-                        DriverKind::IoUring => &ready.io_uring_workers,
-                        DriverKind::Epoll => &ready.epoll_workers,
-                    };
-                    on.fetch_add(1, Ordering::Relaxed);
-                    let core = Rc::new(Core::new(id, &cfg));
-                    rt.block_on(worker::run(
-                        core,
-                        socks,
-                        control,
-                        cfg.runtime.shutdown_grace,
-                        |r| {
-                            if r.is_ok() {
-                                ready.listening.fetch_add(1, Ordering::AcqRel);
-                            }
-                            let _ =
-                                started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
-                        },
-                    ));
+                        on.fetch_add(1, Ordering::Relaxed);
+                        access::start_worker(cfg.log.access, access_log, id);
+                        let core = Rc::new(Core::new(id, &cfg));
+                        rt.block_on(worker::run(
+                            core,
+                            socks,
+                            control,
+                            cfg.runtime.shutdown_grace,
+                            |r| {
+                                if r.is_ok() {
+                                    ready.listening.fetch_add(1, Ordering::AcqRel);
+                                }
+                                let _ = started
+                                    .send((id, r.map_err(|e| format!("cannot listen: {e}"))));
+                            },
+                        ));
+                    });
+                    if let Err(panic) = std::panic::catch_unwind(body) {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        let _ = report.send((id, Err(format!("the worker panicked: {what}"))));
+                    }
                     let _ = done.send(id);
                 })
                 .map_err(|e| StartError::Worker {

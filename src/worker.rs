@@ -69,7 +69,13 @@ impl DriverKind {
 pub fn probe_io_uring() -> io::Result<()> {
     std::thread::Builder::new()
         .name("sidewire-probe".into())
-        .spawn(|| io_uring::IoUring::new(8).map(drop))?
+        .spawn(|| {
+            // Creating a ring needs io_uring_setup; using it needs io_uring_enter, which a
+            // seccomp profile can deny on its own (every I/O would then hang): an empty submit
+            // enters the ring once.
+            let ring = io_uring::IoUring::new(8)?;
+            ring.submit().map(drop)
+        })?
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
 }
@@ -84,10 +90,13 @@ pub fn io_uring_hint(e: &io::Error) -> &'static str {
              kernel.io_uring_disabled is set"
         }
         Some(libc::ENOSYS) => {
-            "the kernel has no io_uring (5.10 or later needed) or a seccomp profile hides it \
+            "the kernel has no io_uring (5.11 or later needed) or a seccomp profile hides it \
              (use deploy/seccomp/sidewire.json)"
         }
         Some(libc::ENOMEM) => "RLIMIT_MEMLOCK is too low for the ring (raise `ulimit -l`)",
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "the process is out of file descriptors (raise `ulimit -n`)"
+        }
         _ => "check kernel.io_uring_disabled, seccomp and RLIMIT_MEMLOCK",
     }
 }

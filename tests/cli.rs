@@ -33,7 +33,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn help_and_version() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("--config") && out.contains("check"), "{out}");
+    assert!(
+        out.contains("--config") && out.contains("check") && out.contains("--log-format"),
+        "{out}"
+    );
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("sidewire "), "{out}");
@@ -529,4 +532,16 @@ fn make_quota_cgroup() -> Option<(std::path::PathBuf, Vec<(&'static str, &'stati
         }
     }
     None
+}
+
+/// `inject` has no use for `--config` (the proxy's config is the preset plus the pod's ports):
+/// refused rather than silently ignored.
+#[test]
+fn inject_refuses_config() {
+    let (code, out, err) = run(&["inject", "--config", "/nonexistent", "-"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("--config is not read by inject"), "{err}");
+    let (code, _, err) = run(&["inject", "--proxy-uid", "4294967295", "-"]);
+    assert_eq!(code, 2, "{err}");
 }

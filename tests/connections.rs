@@ -239,7 +239,7 @@ fn http1_keep_alive_connection_counts_its_requests_and_the_table_aligns() {
         read_ok(&mut c);
     }
     let r = wait_row(&p, "", me, |r| r["requests"] == 3);
-    assert_eq!(r["verdict"], "http1");
+    assert_eq!(r["verdict"], "http/1");
     assert_eq!(r["reason"], "http1_request");
     assert_eq!(r["first_bytes"], hex(&req[..16]));
     assert_eq!(r["bytes_from_client"], 3 * req.len() as u64);
@@ -255,7 +255,7 @@ fn http1_keep_alive_connection_counts_its_requests_and_the_table_aligns() {
     for (column, value) in [
         ("LISTENER", "t "),
         ("CLIENT", me.to_string().as_str()),
-        ("VERDICT", "http1 "),
+        ("VERDICT", "http/1 "),
         ("REASON", "http1_request"),
         ("REQS", "3 "),
     ] {
@@ -327,7 +327,7 @@ fn filters_limit_and_bad_values() {
         ("?limit=10001", "from 1 to 10000"),
         (
             "?verdict=bogus",
-            "verdict: \"bogus\" is not one of detecting, http1",
+            "verdict: \"bogus\" is not one of detecting, http/1",
         ),
         ("?bogus=1", "unknown parameter \"bogus\""),
         ("?format=xml", "json or text"),
@@ -393,7 +393,7 @@ fn closed_ring_keeps_the_last_closes_with_their_bytes_and_duration() {
     c.read_exact(&mut settings).unwrap();
     assert_eq!(settings[3], 4, "the proxy's SETTINGS frame");
     let r = wait_row(&p, "", me, |_| true);
-    assert_eq!(r["verdict"], "http2");
+    assert_eq!(r["verdict"], "http/2");
     assert_eq!(r["requests"], 0, "no stream yet");
     finish(c);
     let r = wait_row(&p, "?closed=1", me, |_| true);

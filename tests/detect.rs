@@ -55,7 +55,7 @@ fn dribbling_http1_client_is_detected_and_forwarded_intact() {
         resp.contains("saw GET /dribble HTTP/1.1\r\nHost: example\r\n"),
         "{resp}"
     );
-    wait_metric(&p, &detect_total("http1"), 1.0);
+    wait_metric(&p, &detect_total("http/1"), 1.0);
     let (_, m) = admin_get(&p, "/metrics");
     assert_eq!(metric(&m, &detect_total("timeout")), Some(0.0), "{m}");
     assert_eq!(
@@ -79,7 +79,7 @@ fn silent_client_goes_opaque_after_the_timeout_without_losing_data() {
     assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n and then some");
     let (_, m) = admin_get(&p, "/metrics");
     assert_eq!(
-        metric(&m, &detect_total("http1")),
+        metric(&m, &detect_total("http/1")),
         Some(0.0),
         "verdict is the timeout, once"
     );
@@ -155,7 +155,7 @@ fn h2_server_settings_before_the_preface_is_not_server_first() {
         "the server's SETTINGS reach the client untouched"
     );
     assert_eq!(rx.recv().unwrap(), PREFACE);
-    wait_metric(&p, &detect_total("http2"), 1.0);
+    wait_metric(&p, &detect_total("http/2"), 1.0);
     let (_, m) = admin_get(&p, "/metrics");
     assert_eq!(metric(&m, &detect_total("server_first")), Some(0.0), "{m}");
 }
@@ -176,7 +176,7 @@ fn opaque_port_skips_detection() {
     assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
     wait_metric(&p, &detect_total("opaque_port"), 1.0);
     let (_, m) = admin_get(&p, "/metrics");
-    assert_eq!(metric(&m, &detect_total("http1")), Some(0.0));
+    assert_eq!(metric(&m, &detect_total("http/1")), Some(0.0));
     assert_eq!(
         metric(&m, "tcp_detect_duration_seconds_count{listener=\"t\"}"),
         Some(0.0),
@@ -253,8 +253,8 @@ fn every_detect_result_is_exported() {
     let p = proxy(&[up], "");
     let (_, m) = admin_get(&p, "/metrics");
     for r in [
-        "http1",
-        "http2",
+        "http/1",
+        "http/2",
         "tls",
         "opaque",
         "timeout",
@@ -265,11 +265,11 @@ fn every_detect_result_is_exported() {
         assert_eq!(metric(&m, &detect_total(r)), Some(0.0), "{r}");
     }
     assert!(
-        m.contains("tcp_detect_duration_seconds_bucket{listener=\"t\",direction=\"outbound\",le=\"0.00001\"} 0"),
+        m.contains("tcp_detect_duration_seconds_bucket{listener=\"t\",direction=\"outbound\",tls=\"disabled\",le=\"0.00001\"} 0"),
         "{m}"
     );
     assert!(
-        m.contains("tcp_detect_tls_total{listener=\"t\",direction=\"outbound\",sni=\"absent\"} 0")
+        m.contains("tcp_detect_tls_total{listener=\"t\",direction=\"outbound\",tls=\"disabled\",sni=\"absent\"} 0")
     );
 }
 
@@ -288,7 +288,7 @@ fn client_that_speaks_at_once_causes_no_early_dial() {
         c.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
-    wait_metric(&p, &detect_total("http1"), 20.0);
+    wait_metric(&p, &detect_total("http/1"), 20.0);
     let (_, m) = admin_get(&p, "/metrics");
     assert_eq!(
         metric(&m, "tcp_detect_early_dials_total{listener=\"t\"}"),
@@ -400,7 +400,7 @@ fn request_line_longer_than_the_peek_window_is_http1_and_routed() {
     let mut rest = String::new();
     c.read_to_string(&mut rest).unwrap();
     assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
-    wait_metric(&p, &detect_total("http1"), 1.0);
+    wait_metric(&p, &detect_total("http/1"), 1.0);
     wait_metric(
         &p,
         "request_total{listener=\"t\",route=\"search\",protocol=\"http/1\"}",
@@ -425,5 +425,5 @@ fn request_line_past_the_head_limit_gets_414_however_long() {
         let resp = String::from_utf8_lossy(&resp);
         assert!(resp.starts_with("HTTP/1.1 414"), "{len}: {resp:.200}");
     }
-    wait_metric(&p, &detect_total("http1"), 2.0);
+    wait_metric(&p, &detect_total("http/1"), 2.0);
 }

@@ -22,6 +22,8 @@ enum Seccomp {
     Off,
     /// `io_uring_setup` fails with this errno; every other syscall is allowed.
     Deny(i32),
+    /// `io_uring_enter` alone fails with this errno (a ring can be made but not used).
+    DenyEnter(i32),
 }
 
 /// A running `sidewire` whose stderr lines arrive on a channel.
@@ -40,9 +42,14 @@ impl Proc {
         let path = dir.join(format!("{}.toml", common::unique()));
         std::fs::write(&path, config).unwrap();
         let mut child = std::thread::spawn(move || {
-            if let Seccomp::Deny(errno) = seccomp {
+            let denied = match seccomp {
+                Seccomp::Off => None,
+                Seccomp::Deny(errno) => Some((libc::SYS_io_uring_setup, errno)),
+                Seccomp::DenyEnter(errno) => Some((libc::SYS_io_uring_enter, errno)),
+            };
+            if let Some((syscall, errno)) = denied {
                 let filter = SeccompFilter::new(
-                    [(libc::SYS_io_uring_setup, vec![])].into_iter().collect(),
+                    [(syscall, vec![])].into_iter().collect(),
                     SeccompAction::Allow,
                     SeccompAction::Errno(errno as u32),
                     std::env::consts::ARCH.try_into().unwrap(),
@@ -197,4 +204,21 @@ fn auto_runs_io_uring_where_allowed_and_epoll_when_asked() {
         );
         drop(p);
     }
+}
+
+/// A profile may allow creating a ring but deny entering it: every I/O would hang on a ring
+/// that never runs. The start-up probe enters the ring once, so this falls back too.
+#[test]
+fn a_ring_that_cannot_be_entered_falls_back_too() {
+    let (up, _h) = common::upstream(common::echo);
+    let p = Proc::start(&config("auto", up), Seccomp::DenyEnter(libc::EPERM));
+    p.expect_line("io_uring is not available");
+    let proxy = addr_field(&p.expect_line("listening listener=t"));
+    let admin = addr_field(&p.expect_line("admin listening"));
+    assert_serves(proxy);
+    let m = get(admin, "/metrics");
+    assert!(
+        m.contains("sidewire_runtime_driver{driver=\"epoll\"} 2"),
+        "{m}"
+    );
 }

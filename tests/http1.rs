@@ -217,8 +217,12 @@ fn keep_alive_reuses_one_upstream_connection() {
         Some(1.0),
         "{m}"
     );
-    assert!(
-        m.contains("response_latency_ms_bucket{listener=\"t\",direction=\"outbound\",route=\"default\",protocol=\"http/1\",le=\"50000\"} 5"),
+    assert_eq!(
+        metric(
+            &m,
+            "response_latency_ms_bucket{listener=\"t\",direction=\"outbound\",route=\"default\",protocol=\"http/1\",status_code=\"200\",le=\"50000\"}"
+        ),
+        Some(5.0),
         "{m}"
     );
 }

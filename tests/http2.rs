@@ -414,40 +414,60 @@ fn resets_from_either_side_end_only_that_stream() {
 #[test]
 fn grpc_status_is_classified() {
     let (up, _) = app_upstream("a");
-    let p = proxy(&[up], H2_UP);
-    let target = addr(&p);
-    rt().block_on(async move {
-        let send = client(target).await;
-        for path in [
-            "/grpc/ok",
-            "/grpc/ok",
-            "/grpc/internal",
-            "/grpc/trailers-only",
-        ] {
-            let req = Request::post(format!("http://x{path}"))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(())
-                .unwrap();
-            let (h, _, _) = fetch(&send, req).await.unwrap();
-            assert_eq!(h.status, 200);
-        }
-    });
+    let send_all = |target: SocketAddr| {
+        rt().block_on(async move {
+            let send = client(target).await;
+            for path in [
+                "/grpc/ok",
+                "/grpc/ok",
+                "/grpc/internal",
+                "/grpc/trailers-only",
+            ] {
+                let req = Request::post(format!("http://x{path}"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+                let (h, _, _) = fetch(&send, req).await.unwrap();
+                assert_eq!(h.status, 200);
+            }
+        })
+    };
     let base =
         "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"200\"";
+    // Linkerd's default failure codes: INTERNAL (13) is a failure, NOT_FOUND (5) an answer.
+    let p = proxy(&[up], H2_UP);
+    send_all(addr(&p));
     wait_metric(
         &p,
-        &format!("{base},classification=\"success\",grpc_status_code=\"0\"}}"),
+        &format!("{base},classification=\"success\",grpc_status=\"0\",error=\"\"}}"),
         2.0,
     );
     wait_metric(
         &p,
-        &format!("{base},classification=\"failure\",grpc_status_code=\"13\"}}"),
+        &format!("{base},classification=\"failure\",grpc_status=\"13\"}}"),
         1.0,
     );
     wait_metric(
         &p,
-        &format!("{base},classification=\"failure\",grpc_status_code=\"5\"}}"),
+        &format!("{base},classification=\"success\",grpc_status=\"5\"}}"),
+        1.0,
+    );
+    // `[metrics] grpc_failure_codes` replaces the set.
+    let p = proxy_with(
+        &[up],
+        "[metrics]\ngrpc_failure_codes = [\"NOT_FOUND\"]",
+        H2_UP,
+    );
+    send_all(addr(&p));
+    wait_metric(
+        &p,
+        &format!("{base},classification=\"success\",grpc_status=\"13\"}}"),
+        1.0,
+    );
+    wait_metric(
+        &p,
+        &format!("{base},classification=\"failure\",grpc_status=\"5\"}}"),
         1.0,
     );
 }
@@ -485,12 +505,12 @@ fn proxy_errors_are_grpc_shaped_for_grpc_clients() {
     });
     wait_metric(
         &p,
-        "response_total{listener=\"t\",route=\"slow\",protocol=\"http/2\",status_code=\"200\",classification=\"failure\",grpc_status_code=\"4\"}",
+        "response_total{listener=\"t\",route=\"slow\",protocol=\"http/2\",status_code=\"200\",classification=\"failure\",grpc_status=\"4\"}",
         1.0,
     );
     wait_metric(
         &p,
-        "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"200\",classification=\"failure\",grpc_status_code=\"14\"}",
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",status_code=\"200\",classification=\"failure\",grpc_status=\"14\"}",
         1.0,
     );
     wait_metric(
@@ -824,12 +844,13 @@ fn grpc_through_the_proxy(extra: &str) {
     // Unary, server streaming, client streaming and bidi succeed; Fail is NOT_FOUND (5).
     wait_metric(
         &p,
-        &format!("{base},classification=\"success\",grpc_status_code=\"0\"}}"),
+        &format!("{base},classification=\"success\",grpc_status=\"0\"}}"),
         4.0,
     );
+    // NOT_FOUND is an answer, not a failure (Linkerd's default failure codes).
     wait_metric(
         &p,
-        &format!("{base},classification=\"failure\",grpc_status_code=\"5\"}}"),
+        &format!("{base},classification=\"success\",grpc_status=\"5\"}}"),
         1.0,
     );
 }

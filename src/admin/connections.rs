@@ -452,7 +452,7 @@ mod tests {
             ("limit=10001", "from 1 to 10000"),
             ("limit=x", "limit"),
             ("limit=", "limit"),
-            ("verdict=bogus", "not one of detecting, http1"),
+            ("verdict=bogus", "not one of detecting, http/1"),
             ("verdict=opaque,", "verdict"),
             ("listener=a%20b", "not a listener name"),
             ("listener=", "listener"),

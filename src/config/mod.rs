@@ -53,6 +53,10 @@ pub struct Config {
     pub http1: Http1Config,
     /// HTTP/2 proxy settings.
     pub http2: Http2Config,
+    /// Log format and the access log.
+    pub log: LogConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -85,6 +89,24 @@ pub struct AdminConfig {
     /// How many recently closed connections each worker keeps for `GET /connections?closed=1`
     /// (0: none).
     pub closed_connections: usize,
+}
+
+/// Validated `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Line format (the `--log-format` flag, applied by `main`, overrides it).
+    pub format: LogFormat,
+    /// The access log: `None` when off.
+    pub access: Option<AccessLogConfig>,
+}
+
+/// The access log's per-worker rate limit (a token bucket).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLogConfig {
+    /// Lines per second each worker may write on average (the refill rate).
+    pub lines_per_second: u32,
+    /// Lines a worker may write at once after a quiet spell (the bucket's capacity).
+    pub burst_lines: u32,
 }
 
 /// Validated `[detect]`.
@@ -156,6 +178,33 @@ pub struct Http2Config {
     pub max_send_buffer_bytes: usize,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
+}
+
+/// Validated `[metrics]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Bit `c` set: `grpc-status` `c` is a failure. Codes above 16 count as `UNKNOWN` (2),
+    /// as gRPC says an unknown code is.
+    pub grpc_failures: u32,
+}
+
+impl MetricsConfig {
+    /// Whether `grpc-status` `code` classifies a response as a failure.
+    pub fn grpc_failure(&self, code: u8) -> bool {
+        let code = if code > 16 { 2 } else { code };
+        self.grpc_failures & (1 << code) != 0
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            grpc_failures: DEFAULT_GRPC_FAILURES
+                .iter()
+                .filter_map(|n| GRPC_CODE_NAMES.iter().position(|c| c == n))
+                .fold(0, |m, c| m | 1 << c),
+        }
+    }
 }
 
 /// One validated `[[listener]]`.
@@ -338,6 +387,28 @@ mod tests {
     }
 
     #[test]
+    fn grpc_failure_codes_default_to_linkerds_and_can_be_set() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        let failures: Vec<u8> = (0..=17).filter(|&g| c.metrics.grpc_failure(g)).collect();
+        // UNKNOWN, DEADLINE_EXCEEDED, PERMISSION_DENIED, INTERNAL, UNAVAILABLE, DATA_LOSS, and
+        // an unknown code (17) as UNKNOWN.
+        assert_eq!(failures, [2, 4, 7, 13, 14, 15, 17]);
+        let c = Config::parse(
+            &format!("[metrics]\ngrpc_failure_codes = [\"NOT_FOUND\"]\n{OK}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.metrics.grpc_failure(5));
+        assert!(!c.metrics.grpc_failure(14));
+        let c = Config::parse(
+            &format!("[metrics]\ngrpc_failure_codes = []\n{OK}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.grpc_failures, 0);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(OK, "t.toml").unwrap();
         assert_eq!(c.runtime.ring_entries, 4096);
@@ -413,6 +484,14 @@ mod tests {
                 "listener[0].detect_timeout_ms",
             ),
             ("[http2]\nmax_frame_size = 100", "http2.max_frame_size"),
+            (
+                "[metrics]\ngrpc_failure_codes = [\"UNAVAILABLE\", \"unavailable\"]",
+                "metrics.grpc_failure_codes[1]",
+            ),
+            (
+                "[metrics]\ngrpc_failure_codes = [\"INTERNAL\", \"INTERNAL\"]",
+                "metrics.grpc_failure_codes[1]",
+            ),
             ("[http2]\nmax_concurrent_streams = 0", "http2.max_concurrent_streams"),
             ("[http2]\ninitial_stream_window = 4294967295", "http2.initial_stream_window"),
             ("[http2]\nresponse_timeout_ms = 0", "http2.response_timeout_ms"),

@@ -23,6 +23,12 @@ pub struct RawConfig {
     /// `[http2]`
     #[serde(default)]
     pub http2: RawHttp2,
+    /// `[log]`
+    #[serde(default)]
+    pub log: RawLog,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -79,6 +85,42 @@ impl Default for RawAdmin {
             closed_connections: 256,
         }
     }
+}
+
+/// `[log]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Log line format; the `--log-format` flag overrides it.
+    pub format: LogFormat,
+    /// One log line per HTTP request (HTTP/1 requests and HTTP/2 streams).
+    pub access: bool,
+    /// Access log lines each worker may write per second, on average (token bucket refill).
+    pub access_lines_per_second: u32,
+    /// Access log lines a worker may write in a burst (token bucket capacity).
+    pub access_burst_lines: u32,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: LogFormat::Plain,
+            access: false,
+            access_lines_per_second: 1000,
+            access_burst_lines: 1000,
+        }
+    }
+}
+
+/// `[log] format` and `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, target, message, `key=value` fields.
+    #[default]
+    Plain,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the fields.
+    Json,
 }
 
 /// `[detect]` as written.
@@ -264,6 +306,58 @@ impl Default for RawHttp2 {
             max_send_buffer_bytes: 400 * 1024,
             response_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// gRPC status names, indexed by code (0 = `OK` … 16 = `UNAUTHENTICATED`).
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `[metrics] grpc_failure_codes` by default: the codes Linkerd's proxy classifies as failures
+/// (`linkerd/proxy/client-policy/src/grpc.rs`, `Codes::default`).
+pub const DEFAULT_GRPC_FAILURES: [&str; 6] = [
+    "UNKNOWN",
+    "DEADLINE_EXCEEDED",
+    "PERMISSION_DENIED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+];
+
+/// `[metrics]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// gRPC status names (`"UNAVAILABLE"`, …) that make a response a failure
+    /// (`classification="failure"`); any other `grpc-status` is a success. Linkerd's default.
+    pub grpc_failure_codes: Vec<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            grpc_failure_codes: DEFAULT_GRPC_FAILURES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

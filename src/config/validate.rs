@@ -1,5 +1,6 @@
 //! Phase two: [`RawConfig`] → [`Config`], one function per section, in the order errors are
-//! reported: `[http2]`, `[runtime]`, `[admin]`, `[detect]`, `[http1]`, then each listener.
+//! reported: `[http2]`, `[runtime]`, `[admin]`, `[log]`, `[detect]`, `[http1]`, `[metrics]`, then each
+//! listener.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -9,6 +10,9 @@ use super::*;
 
 /// Upper bound on `workers`: far above any sidecar's need, low enough to catch typos.
 const MAX_WORKERS: usize = 1024;
+/// Upper bound on the access log's rate and burst: a million lines a second is far beyond
+/// what one core can format and write, so a larger value is a typo, not a wish.
+const MAX_ACCESS_LINES: u32 = 1_000_000;
 /// Upper bound on timeouts (10 minutes): a larger value is almost certainly a unit mistake.
 const MAX_TIMEOUT_MS: u64 = 600_000;
 /// Upper bound on `admin.closed_connections` per worker: about 15 MB of records each.
@@ -78,17 +82,66 @@ impl RawConfig {
             enable_shutdown: self.admin.enable_shutdown,
             closed_connections: self.admin.closed_connections,
         };
+        let log = self.validate_log(&err)?;
         let detect = self.validate_detect(&err)?;
         let http1 = self.validate_http1(&err)?;
+        let metrics = self.validate_metrics(&err)?;
         let listeners = self.validate_listeners(&err, admin.listen)?;
         Ok(Config {
             runtime,
             admin,
             http1,
             http2,
+            log,
+            metrics,
             detect,
             listeners,
         })
+    }
+
+    /// `[log]`.
+    fn validate_log(&self, err: &Err) -> Result<LogConfig, ConfigError> {
+        let l = &self.log;
+        for (k, v) in [
+            ("log.access_lines_per_second", l.access_lines_per_second),
+            ("log.access_burst_lines", l.access_burst_lines),
+        ] {
+            if !(1..=MAX_ACCESS_LINES).contains(&v) {
+                return Err(err(
+                    k.into(),
+                    format!("{v} must be from 1 to {MAX_ACCESS_LINES}"),
+                ));
+            }
+        }
+        Ok(LogConfig {
+            format: l.format,
+            access: l.access.then_some(AccessLogConfig {
+                lines_per_second: l.access_lines_per_second,
+                burst_lines: l.access_burst_lines,
+            }),
+        })
+    }
+
+    /// `[metrics]`: gRPC status names, each known and listed once.
+    fn validate_metrics(&self, err: &Err) -> Result<MetricsConfig, ConfigError> {
+        let mut grpc_failures = 0u32;
+        for (i, name) in self.metrics.grpc_failure_codes.iter().enumerate() {
+            let key = format!("metrics.grpc_failure_codes[{i}]");
+            let Some(code) = GRPC_CODE_NAMES.iter().position(|c| c == name) else {
+                return Err(err(
+                    key,
+                    format!(
+                        "unknown gRPC status {name:?}; expected one of {}",
+                        GRPC_CODE_NAMES.join(", ")
+                    ),
+                ));
+            };
+            if grpc_failures & (1 << code) != 0 {
+                return Err(err(key, format!("{name} is listed twice")));
+            }
+            grpc_failures |= 1 << code;
+        }
+        Ok(MetricsConfig { grpc_failures })
     }
 
     /// `[runtime]`.

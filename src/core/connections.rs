@@ -49,8 +49,8 @@ impl Verdict {
     /// Every verdict name, in [`Verdict::index`] order.
     pub const NAMES: [&'static str; VERDICTS] = [
         "detecting",
-        "http1",
-        "http2",
+        "http/1",
+        "http/2",
         "tls",
         "opaque",
         "timeout",

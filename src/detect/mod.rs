@@ -43,7 +43,7 @@ use crate::sys;
 pub use plan::{Plan, PortPlan};
 pub use probe::Probe;
 pub use tls::ClientHello;
-pub use verdict::{DetectReason, DetectResult, Prefix, Seen, PREFIX_LEN};
+pub use verdict::{DetectReason, DetectResult, LinkerdDetect, Prefix, Seen, PREFIX_LEN};
 
 /// The answer of [`classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]

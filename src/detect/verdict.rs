@@ -1,5 +1,6 @@
 //! The verdicts of detection and their reasons: the `result` and `reason` labels of
-//! `tcp_detect_total`.
+//! `tcp_detect_total`, and how they map onto Linkerd's coarser
+//! `{inbound,outbound}_tcp_detect_http_results_total` ([`LinkerdDetect`]).
 
 /// The `result` label of `tcp_detect_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +40,67 @@ impl DetectResult {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            DetectResult::Http1 => "http1",
-            DetectResult::Http2 => "http2",
+            DetectResult::Http1 => "http/1",
+            DetectResult::Http2 => "http/2",
             DetectResult::Tls => "tls",
             DetectResult::Opaque => "opaque",
             DetectResult::Timeout => "timeout",
             DetectResult::ServerFirst => "server_first",
             DetectResult::OpaquePort => "opaque_port",
             DetectResult::Closed => "closed",
+        }
+    }
+}
+
+/// The `result` label of Linkerd's `{inbound,outbound}_tcp_detect_http_results_total`
+/// (linkerd2-proxy `linkerd/http/detect/src/metrics.rs`): only connections that ran detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkerdDetect {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 prior knowledge.
+    Http2,
+    /// Bytes that are not HTTP (TLS, opaque), a server that spoke first, or a client that
+    /// closed without a byte.
+    NotHttp,
+    /// No verdict within the detect timeout.
+    ReadTimeout,
+    /// The client connection failed during detection.
+    Error,
+}
+
+impl LinkerdDetect {
+    /// Every result, in label order (the metrics index by `result as usize`).
+    pub const ALL: [LinkerdDetect; 5] = [
+        LinkerdDetect::Http1,
+        LinkerdDetect::Http2,
+        LinkerdDetect::NotHttp,
+        LinkerdDetect::ReadTimeout,
+        LinkerdDetect::Error,
+    ];
+
+    /// The label value, as Linkerd spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkerdDetect::Http1 => "http/1",
+            LinkerdDetect::Http2 => "http/2",
+            LinkerdDetect::NotHttp => "not_http",
+            LinkerdDetect::ReadTimeout => "read_timeout",
+            LinkerdDetect::Error => "error",
+        }
+    }
+
+    /// The Linkerd result of a sidewire verdict reached by detection.
+    pub fn of(r: DetectResult) -> LinkerdDetect {
+        match r {
+            DetectResult::Http1 => LinkerdDetect::Http1,
+            DetectResult::Http2 => LinkerdDetect::Http2,
+            DetectResult::Timeout => LinkerdDetect::ReadTimeout,
+            DetectResult::Tls
+            | DetectResult::Opaque
+            | DetectResult::ServerFirst
+            | DetectResult::OpaquePort
+            | DetectResult::Closed => LinkerdDetect::NotHttp,
         }
     }
 }

@@ -23,7 +23,8 @@ use futures_util::future::{select, Either};
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::metrics::ListenerMetrics;
+use crate::error::Side;
+use crate::metrics::PeerCounters;
 use crate::sys::{self, Pipe};
 
 /// Which way bytes flow, for the metrics.
@@ -35,17 +36,58 @@ enum Dir {
     Down,
 }
 
+impl Dir {
+    /// The sides bytes come from and go to.
+    fn sides(self) -> (Side, Side) {
+        match self {
+            Dir::Up => (Side::Client, Side::Upstream),
+            Dir::Down => (Side::Upstream, Side::Client),
+        }
+    }
+}
+
+/// Why forwarding stopped: an error on one side's socket (`side`), or of the proxy's own
+/// (`None`: no pipe could be had).
+#[derive(Debug)]
+pub struct SpliceError {
+    /// The side whose socket failed, if one did.
+    pub side: Option<Side>,
+    /// The error.
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for SpliceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.side {
+            Some(s) => write!(f, "{s:?}: {}", self.error),
+            None => write!(f, "proxy: {}", self.error),
+        }
+    }
+}
+
+/// The byte counters of both sides of a spliced pair.
+#[derive(Debug, Clone, Copy)]
+pub struct Counters<'a> {
+    /// The client side (`peer="src"`).
+    pub src: &'a PeerCounters,
+    /// The upstream side (`peer="dst"`).
+    pub dst: &'a PeerCounters,
+}
+
 /// Forwards until both directions reached EOF (`Ok`) or one failed (`Err`, both sockets reset).
 ///
 /// `upstream` must already be non-blocking (as `upstream::connect` returns it); `client` is
 /// switched here (io_uring accepts blocking sockets).
 pub async fn splice_both(
     pipes: &PipePool,
-    m: &ListenerMetrics,
+    m: Counters<'_>,
     client: &TcpStream,
     upstream: &TcpStream,
-) -> io::Result<()> {
-    sys::set_nonblocking(client.as_raw_fd())?;
+) -> Result<(), SpliceError> {
+    sys::set_nonblocking(client.as_raw_fd()).map_err(|error| SpliceError {
+        side: Some(Side::Client),
+        error,
+    })?;
     let finished = Cell::new(0u8);
     let up = pin!(pump(pipes, m, client, upstream, Dir::Up, &finished));
     let down = pin!(pump(pipes, m, upstream, client, Dir::Down, &finished));
@@ -67,23 +109,34 @@ pub async fn splice_both(
 /// closed right after (the close sends the same FIN) — one syscall less per connection.
 async fn pump(
     pipes: &PipePool,
-    m: &ListenerMetrics,
+    m: Counters<'_>,
     src: &TcpStream,
     dst: &TcpStream,
     dir: Dir,
     finished: &Cell<u8>,
-) -> io::Result<()> {
+) -> Result<(), SpliceError> {
+    let (from, to) = dir.sides();
+    let on = |side: Side| {
+        move |error| SpliceError {
+            side: Some(side),
+            error,
+        }
+    };
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     // Client bytes usually arrived while the upstream connect was in flight: splice at once.
     // The upstream has usually sent nothing yet: wait first (and hold no pipe meanwhile).
     if let Dir::Down = dir {
-        src.readable(false).await?;
+        src.readable(false).await.map_err(on(from))?;
     }
     let mut pipe: Option<Pipe> = None;
     loop {
         let p = match &pipe {
             Some(p) => p,
-            None => pipe.insert(pipes.take()?),
+            None => pipe.insert(
+                pipes
+                    .take()
+                    .map_err(|error| SpliceError { side: None, error })?,
+            ),
         };
         match sys::splice(src_fd, p.write.as_raw_fd(), pipes.bytes) {
             Ok(0) => {
@@ -99,7 +152,7 @@ async fn pump(
                 return Ok(());
             }
             Ok(n) => {
-                drain(p, dst, dst_fd, n).await?;
+                drain(p, dst, dst_fd, n).await.map_err(on(to))?;
                 match dir {
                     Dir::Up => {
                         m.src.read(n as u64);
@@ -116,16 +169,16 @@ async fn pump(
                     // request/response exchange). Readiness that is already there completes
                     // the wait at once.
                     release_if_idle(pipes, &mut pipe);
-                    src.readable(false).await?;
+                    src.readable(false).await.map_err(on(from))?;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 release_if_idle(pipes, &mut pipe);
-                src.readable(false).await?;
+                src.readable(false).await.map_err(on(from))?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // On error the pipe may hold bytes: it is dropped (closed), never pooled.
-            Err(e) => return Err(e),
+            Err(e) => return Err(on(from)(e)),
         }
     }
 }

@@ -33,15 +33,16 @@ use super::head::{
     connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, TargetForm,
 };
 use super::message::{
-    early_answer, forward_dechunked, forward_message, read_head, reason_phrase, HeadRead, Resend,
-    ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    early_answer, forward_dechunked, forward_message, read_head, reason_phrase, send_with_head,
+    HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
-use crate::io::{read_more, write_all, Client, Peer, READ_CHUNK};
-use crate::metrics::Protocol;
+use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
+use crate::logging::access;
+use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol};
 use crate::upstream::pool::{dial_h1, UpConn};
 use crate::{forward, sys};
 
@@ -54,6 +55,9 @@ const LINGER: Duration = Duration::from_secs(5);
 struct Req {
     /// Endpoint set: 0 = the listener's own, i + 1 = route i.
     route: usize,
+    /// Where the request's authority (target's or Host) sits in the parsed buffer, for the
+    /// `authority` label (no copy).
+    authority: Option<std::ops::Range<usize>>,
     head: Vec<u8>,
     head_len: usize,
     framing: Framing,
@@ -64,6 +68,8 @@ struct Req {
     connect: bool,
     expect_continue: bool,
     is_head: bool,
+    /// What the access log keeps of it (`None` when the access log is off).
+    access: Option<access::Request>,
 }
 
 /// A response head, parsed and rewritten for the client.
@@ -148,8 +154,13 @@ fn rewrite_request(
         head.extend_from_slice(b"connection: upgrade\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    let authority = r.authority.and_then(|a| {
+        let start = (a.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+        (start + a.len() <= buf.len()).then_some(start..start + a.len())
+    });
     Ok(Some(Req {
         route,
+        authority,
         head,
         head_len: r.head_len,
         framing: r.framing,
@@ -159,6 +170,7 @@ fn rewrite_request(
         connect: r.method == "CONNECT",
         expect_continue: r.expect_continue,
         is_head: r.method == "HEAD",
+        access: access::Request::capture(r.method, r.authority, forward),
     }))
 }
 
@@ -282,10 +294,54 @@ async fn proxy_error(client: &mut impl Peer, code: u16, reason: &str) {
 struct InFlight<'a> {
     l: &'a Listener,
     peer: SocketAddr,
-    m: &'a crate::metrics::HttpMetrics,
+    m: &'a HttpMetrics,
     t0: Instant,
     /// The request's HTTP minor version.
     minor: u8,
+    /// The request as the access log tells it.
+    access: Option<&'a access::Request>,
+    /// The endpoint it goes to.
+    upstream: SocketAddr,
+    /// Bytes written to the client before its response.
+    sent_before: u64,
+}
+
+impl InFlight<'_> {
+    /// The request's access log line, once the client got its answer (status `code`).
+    fn access(&self, client: &Client<'_>, code: u16) {
+        access_log(
+            self.l,
+            self.peer,
+            self.access,
+            code,
+            self.t0,
+            client.written() - self.sent_before,
+            Some(self.upstream),
+        );
+    }
+}
+
+/// The one way the HTTP/1 proxy writes an access log line (see [`access::Entry`]).
+fn access_log(
+    l: &Listener,
+    peer: SocketAddr,
+    request: Option<&access::Request>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+) {
+    access::log(&access::Entry {
+        listener: &l.cfg.name,
+        direction: l.cfg.direction.as_str(),
+        protocol: Protocol::Http1.as_str(),
+        client: peer,
+        request,
+        status,
+        started,
+        bytes,
+        upstream,
+    });
 }
 
 /// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
@@ -320,8 +376,9 @@ async fn send_request_body(
             (502, "upstream write failed")
         }
     };
-    r.m.response(code, r.t0.elapsed());
+    r.m.proxy_answer(code, ErrorLabel::of_status(code), r.t0.elapsed());
     proxy_error(client, code, reason).await;
+    r.access(client, code);
     linger_close(client).await;
     None
 }
@@ -341,7 +398,9 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
     let pause = Some(r.l.http1.stream_idle_timeout);
+    let code = resp.code;
     let relayed = relay_response(up, client, resp, ubuf, pause).await;
+    r.access(client, code);
     if relayed.is_ok() {
         linger_close(client).await;
     }
@@ -395,21 +454,33 @@ async fn first_to_speak(
     monoio::time::timeout(timeout, first).await.ok()
 }
 
-/// Serves HTTP/1 requests on `client` until either side ends the connection. Returns whether
-/// it ended cleanly.
-/// `dest` says where requests that match no route go; `tracked` counts the requests for
-/// `GET /connections`.
+/// Serves HTTP/1 requests on `client` (counted in `src`) until either side ends the
+/// connection. Returns how it ended. `dest` says where requests that match no route go;
+/// `tracked` counts the requests for `GET /connections`.
 pub async fn serve(
     core: &Core,
     l: &Listener,
     client: &mut TcpStream,
+    src: &PeerCounters,
+    peer: SocketAddr,
+    dest: &HttpDest,
+    tracked: &Tracked<'_>,
+) -> Close {
+    let client = &mut Client::new(client, src);
+    let ok = run(core, l, client, peer, dest, tracked).await;
+    client.close(ok)
+}
+
+/// The request loop of [`serve`]; returns whether the connection ended cleanly.
+async fn run(
+    core: &Core,
+    l: &Listener,
+    client: &mut Client<'_>,
     peer: SocketAddr,
     dest: &HttpDest,
     tracked: &Tracked<'_>,
 ) -> bool {
-    let client = &mut Client::new(client, &l.metrics.src);
     let cfg = &l.http1;
-    let default_metrics = dest.metrics(l, 0, Protocol::Http1);
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // 0. Between requests, the client may idle up to the keep-alive idle timeout. The
@@ -463,10 +534,14 @@ pub async fn serve(
             Ok(HeadRead::Head(r)) => r,
             Ok(HeadRead::Bad(e)) => {
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
-                default_metrics.request();
+                let m = dest.metrics(l, 0, Protocol::Http1, None, None);
+                m.request();
                 tracked.request();
-                default_metrics.response(e.status(), Duration::ZERO);
+                m.proxy_answer(e.status(), None, Duration::ZERO);
+                let (started, sent_before) = (Instant::now(), client.written());
                 proxy_error(client, e.status(), e.reason()).await;
+                let sent = client.written() - sent_before;
+                access_log(l, peer, None, e.status(), started, sent, None);
                 // The client may still be sending (the rest of an over-long head, a body): a
                 // plain close would reset the connection and could destroy the answer.
                 linger_close(client).await;
@@ -477,9 +552,16 @@ pub async fn serve(
                 return false;
             }
         };
+        // 2. An endpoint for this request (and its series), and a connection to it.
+        let (addr, inflight) = dest.pick(l, req.route);
+        let authority = req
+            .authority
+            .clone()
+            .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok());
+        let series = dest.metrics(l, req.route, Protocol::Http1, Some(addr), authority);
+        let m = &*series;
         let mut body_buf = cbuf.split_off(req.head_len);
         cbuf.clear();
-        let m = dest.metrics(l, req.route, Protocol::Http1);
         m.request();
         tracked.request();
         let t0 = Instant::now();
@@ -489,10 +571,10 @@ pub async fn serve(
             m,
             t0,
             minor: req.minor,
+            access: req.access.as_ref(),
+            upstream: addr,
+            sent_before: client.written(),
         };
-
-        // 2. An endpoint for this request, and a connection to it.
-        let (addr, inflight) = dest.pick(l, req.route);
         let pooled = l.pools.take_h1(addr);
         // A pooled connection may have been closed by the upstream meanwhile. A bodiless
         // request that meets such a connection (EOF or reset before any response byte) is
@@ -504,7 +586,8 @@ pub async fn serve(
                 Ok(u) => u,
                 Err(reason) => {
                     proxy_error(client, 502, reason).await;
-                    m.response(502, t0.elapsed());
+                    m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
+                    ctx.access(client, 502);
                     return false;
                 }
             },
@@ -527,7 +610,8 @@ pub async fn serve(
         } else {
             if write_all(&mut up, req.head).await.is_err() {
                 proxy_error(client, 502, "upstream write failed").await;
-                m.response(502, t0.elapsed());
+                m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+                ctx.access(client, 502);
                 return false;
             }
             match first_to_speak(client, &up, cfg.response_timeout).await {
@@ -551,7 +635,8 @@ pub async fn serve(
                 Some(Speaker::Upstream) => {}
                 None => {
                     proxy_error(client, 504, "upstream response timeout").await;
-                    m.response(504, t0.elapsed());
+                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
+                    ctx.access(client, 504);
                     return false;
                 }
             }
@@ -578,7 +663,8 @@ pub async fn serve(
             let r = match read {
                 Err(_) => {
                     proxy_error(client, 504, "upstream response timeout").await;
-                    m.response(504, t0.elapsed());
+                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
+                    ctx.access(client, 504);
                     return false;
                 }
                 Ok(HeadRead::Head(r)) => r,
@@ -588,7 +674,8 @@ pub async fn serve(
                         Ok(fresh) => up = fresh,
                         Err(reason) => {
                             proxy_error(client, 502, reason).await;
-                            m.response(502, t0.elapsed());
+                            m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
+                            ctx.access(client, 502);
                             return false;
                         }
                     }
@@ -596,7 +683,8 @@ pub async fn serve(
                 }
                 Ok(_) => {
                     proxy_error(client, 502, "bad or no upstream response").await;
-                    m.response(502, t0.elapsed());
+                    m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+                    ctx.access(client, 502);
                     return false;
                 }
             };
@@ -621,16 +709,19 @@ pub async fn serve(
             break r;
         };
         inflight.done(t0.elapsed());
-        m.response(resp.code, t0.elapsed());
         ubuf.drain(..resp.head_len);
+        let code = resp.code;
 
         // 5. Upgrades become opaque streams.
         let switched =
             (req.upgrade && resp.code == 101) || (req.connect && (200..300).contains(&resp.code));
         if switched {
+            m.response(code, t0.elapsed());
             let mut out = resp.head;
             out.extend_from_slice(&ubuf);
-            if write_all(client, out).await.is_err() {
+            let written = write_all(client, out).await;
+            ctx.access(client, resp.code);
+            if written.is_err() {
                 return false;
             }
             if !cbuf.is_empty() || !body_buf.is_empty() {
@@ -641,21 +732,62 @@ pub async fn serve(
                 }
             }
             let _ = sys::set_nonblocking(up.stream().as_raw_fd());
-            return forward::splice_both(&core.pipes, &l.metrics, client.io(), up.stream())
-                .await
-                .is_ok();
+            let counters = forward::Counters {
+                src: client.counters_of(),
+                dst: up.counters(),
+            };
+            let spliced =
+                forward::splice_both(&core.pipes, counters, client.io(), up.stream()).await;
+            return match spliced {
+                Ok(()) => true,
+                Err(e) => {
+                    match e.side {
+                        Some(crate::error::Side::Client) => client.note_error(&e.error),
+                        Some(crate::error::Side::Upstream) => up.note_error(&e.error),
+                        None => {}
+                    }
+                    false
+                }
+            };
         }
 
-        // 6. The response.
+        // 6. The response. Its latency ends with the first body byte, or with the head when
+        // there is no body (Linkerd's measure): usually the body came with the head; if not,
+        // the head goes to the client now and the first body read is waited for here.
         let pause = Some(cfg.stream_idle_timeout);
         let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
+        let mut resp = resp;
+        if resp.framing != Framing::Empty && ubuf.is_empty() {
+            if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
+                debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
+                m.first_byte(code, t0.elapsed());
+                m.completed(code, None, None);
+                return false;
+            }
+            match read_within(&mut up, ubuf, pause).await {
+                Ok((Ok(_), b)) => ubuf = b,
+                Ok((Err(_), _)) | Err(_) => {
+                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "response body failed before its first byte; closing");
+                    m.completed(code, None, Some(ErrorLabel::Upstream));
+                    return false;
+                }
+            }
+        }
+        m.first_byte(code, t0.elapsed());
         let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
-            Ok(rest) => rest,
+            Ok(rest) => {
+                m.completed(code, None, None);
+                rest
+            }
             Err(e) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
+                let upstream = e.side() == crate::error::Side::Upstream;
+                m.completed(code, None, upstream.then_some(ErrorLabel::Upstream));
+                ctx.access(client, code);
                 return false;
             }
         };
+        ctx.access(client, code);
         let reusable = upstream_keep_alive && body_sent && rest.is_empty();
         if reusable {
             l.pools.put_h1(addr, up);

@@ -2,6 +2,7 @@
 //! control end to end ([`pump`]), and sending a chunk as the peer's window allows
 //! ([`send_chunk`]).
 
+use std::cell::Cell;
 use std::future::poll_fn;
 
 use bytes::Bytes;
@@ -11,25 +12,46 @@ use super::grpc;
 
 /// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
 /// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
-/// the trailers' `grpc-status`.
+/// the trailers' `grpc-status`. `first` runs once, when the first DATA frame arrives or the
+/// stream ends without one (a response's latency ends there).
 pub async fn pump(
+    src: RecvStream,
+    dst: SendStream<Bytes>,
+    first: &dyn Fn(),
+) -> Result<Option<u8>, h2::Error> {
+    pump_counted(src, dst, first, &Cell::new(0)).await
+}
+
+/// [`pump`], adding the DATA bytes `dst` took to `sent` as they go (for the access log).
+pub async fn pump_counted(
     mut src: RecvStream,
     mut dst: SendStream<Bytes>,
+    first: &dyn Fn(),
+    sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
+    let mut first = Some(first);
     let moved: Result<Option<u8>, h2::Error> = async {
         while let Some(chunk) = src.data().await {
             let chunk = chunk?;
+            if let Some(f) = first.take() {
+                f();
+            }
             let n = chunk.len();
             // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
             // budget small frames: h2's flood defence counts them).
             let eos = src.is_end_stream();
             send_chunk(&mut dst, chunk, eos).await?;
+            sent.set(sent.get() + n as u64);
             let _ = src.flow_control().release_capacity(n);
             if eos {
                 return Ok(None);
             }
         }
-        match src.trailers().await? {
+        let trailers = src.trailers().await?;
+        if let Some(f) = first.take() {
+            f();
+        }
+        match trailers {
             Some(t) => {
                 let g = grpc::status(&t);
                 dst.send_trailers(t)?;

@@ -40,14 +40,15 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use self::body::{pump, send_chunk};
+use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
-use crate::metrics::Protocol;
+use crate::logging::access;
+use crate::metrics::{Close, ErrorLabel, PeerCounters, Protocol};
 
 /// A response body on its way from the upstream.
 pub(crate) enum UpBody {
@@ -82,14 +83,23 @@ pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> boo
     if h2 {
         return to_h2::adopt(l, addr, tcp);
     }
-    match crate::upstream::pool::adopt_h1(&l.metrics, tcp) {
+    match crate::upstream::pool::adopt_h1(&l.metrics, addr, tcp) {
         Some(u) => l.pools.put_h1(addr, u),
         None => false,
     }
 }
 
-/// Serves one HTTP/2 client connection until it closes; `dest` says where streams that match
-/// no route go. Returns whether it ended cleanly.
+/// How an HTTP/2 connection error ends the client connection.
+fn close_of(e: &h2::Error) -> Close {
+    if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
+        Close::Clean
+    } else {
+        e.get_io().map_or(Close::Failed, Close::of_error)
+    }
+}
+
+/// Serves one HTTP/2 client connection (counted in `src`) until it closes; `dest` says where
+/// streams that match no route go. Returns how it ended.
 ///
 /// `tracked` counts the streams, and gets the socket's final counters just before the socket
 /// closes (here, not in the spine: this function owns it).
@@ -97,21 +107,22 @@ pub async fn serve(
     core: &Core,
     l: &Rc<Listener>,
     client: TcpStream,
+    src: Rc<PeerCounters>,
     peer: SocketAddr,
     dest: HttpDest,
     tracked: &Tracked<'_>,
-) -> bool {
+) -> Close {
     let mut io = match client.try_into_poll_io() {
         Ok(io) => io,
         Err((e, client)) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
             tracked.finish(client.as_raw_fd());
-            return false;
+            return Close::Failed;
         }
     };
-    let ok = session(core, l, &mut io, peer, dest, tracked).await;
+    let how = session(core, l, &mut io, src, peer, dest, tracked).await;
     tracked.finish(io.as_raw_fd());
-    ok
+    how
 }
 
 /// The HTTP/2 connection on `io`, from the handshake to its end.
@@ -119,11 +130,12 @@ async fn session(
     core: &Core,
     l: &Rc<Listener>,
     io: &mut TcpStreamPoll,
+    src: Rc<PeerCounters>,
     peer: SocketAddr,
     dest: HttpDest,
     tracked: &Tracked<'_>,
-) -> bool {
-    let io = Coalesce::new(Counted::new(io, &l.metrics.src));
+) -> Close {
+    let io = Coalesce::new(Counted::new(io, src));
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)
@@ -141,11 +153,11 @@ async fn session(
             Ok(Err(e)) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "http2: handshake failed");
                 l.metrics.h2_error();
-                return false;
+                return close_of(&e).worst(Close::Failed);
             }
             Err(_) => {
                 debug!(listener = %l.cfg.name, %peer, "http2: handshake timed out");
-                return false;
+                return Close::Failed;
             }
         };
     let mut draining = pin!(core.draining());
@@ -193,9 +205,9 @@ async fn session(
                 if !e.is_io() {
                     l.metrics.h2_error();
                 }
-                return e.is_go_away() && e.reason() == Some(Reason::NO_ERROR);
+                return close_of(&e);
             }
-            None => return true,
+            None => return Close::Clean,
         }
     }
 }
@@ -218,23 +230,25 @@ async fn stream(
     });
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let route = RouteConfig::select(&l.cfg.routes, host, path);
-    let m = dest.metrics(&l, route, Protocol::Http2);
-    m.request();
+    let logged = access::Request::capture(parts.method.as_str(), host, path);
+    let logged = logged.as_ref();
     let is_grpc = grpc::is_grpc(&parts.headers);
     let t0 = Instant::now();
     if parts.method == Method::CONNECT {
-        m.first_byte(t0.elapsed());
-        let (sent, grpc) = proxy_error(
-            &mut respond,
-            is_grpc,
-            501,
-            "CONNECT over HTTP/2 is not supported",
-        );
-        m.completed(sent, grpc);
+        let m = dest.metrics(&l, route, Protocol::Http2, None, host);
+        m.request();
+        let reason = "CONNECT over HTTP/2 is not supported";
+        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 501, reason);
+        m.first_byte(sent, std::time::Duration::ZERO);
+        m.completed(sent, grpc, Some(ErrorLabel::Unsupported));
+        let bytes = error_body_len(is_grpc, reason);
+        access_log(&l, peer, logged, sent, t0, bytes, None);
         return;
     }
-    let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
     let (addr, inflight) = dest.pick(&l, route);
+    let m = dest.metrics(&l, route, Protocol::Http2, Some(addr), host);
+    m.request();
+    let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
 
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {
@@ -269,19 +283,21 @@ async fn stream(
         Some(Err(Failure::Reset(reason))) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, ?reason, "http2: upstream reset the stream");
             respond.send_reset(reason);
+            m.completed(0, None, Some(ErrorLabel::H2(u32::from(reason))));
             return;
         }
         Some(Err(Failure::Status(code, reason))) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
-            m.first_byte(t0.elapsed());
             let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
-            m.completed(sent, grpc);
+            m.first_byte(sent, t0.elapsed());
+            m.completed(sent, grpc, ErrorLabel::of_status(code));
+            let bytes = error_body_len(is_grpc, reason);
+            access_log(&l, peer, logged, sent, t0, bytes, Some(addr));
             return;
         }
         Some(Ok(r)) => r,
     };
     inflight.done(t0.elapsed());
-    m.first_byte(t0.elapsed());
     let code = head.status.as_u16();
     // A trailers-only gRPC response carries its status in the headers.
     let head_grpc = if is_grpc {
@@ -301,10 +317,15 @@ async fn stream(
         if let UpBody::H1(b) = up_body {
             b.finish(&l);
         }
-        m.completed(code, head_grpc);
+        m.first_byte(code, t0.elapsed());
+        m.completed(code, head_grpc, None);
+        access_log(&l, peer, logged, code, t0, 0, Some(addr));
         return;
     }
-    match Box::pin(forward_response(&l, up_body, send)).await {
+    // The latency ends with the first DATA frame (or the end of the stream).
+    let first = || m.first_byte(code, t0.elapsed());
+    let body_bytes = Cell::new(0);
+    match Box::pin(forward_response(&l, up_body, send, &first, &body_bytes)).await {
         Ok(trailer_grpc) => m.completed(
             code,
             if is_grpc {
@@ -312,46 +333,92 @@ async fn stream(
             } else {
                 None
             },
+            None,
         ),
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "http2: response body failed");
-            // The client saw a reset stream: for gRPC, that is UNAVAILABLE.
-            m.completed(code, is_grpc.then_some(grpc::UNAVAILABLE));
+            // The client saw a reset stream, as Linkerd labels it: `error="h2(REASON)"`.
+            let reason = e.reason().unwrap_or(Reason::INTERNAL_ERROR);
+            m.completed(code, None, Some(ErrorLabel::H2(u32::from(reason))));
         }
     }
+    access_log(&l, peer, logged, code, t0, body_bytes.get(), Some(addr));
 }
 
-/// Streams the upstream's response body (and trailers) to the client. Returns the
-/// `grpc-status` of the trailers, if any.
+/// The one way the HTTP/2 proxy writes an access log line (see [`access::Entry`]).
+fn access_log(
+    l: &Listener,
+    peer: SocketAddr,
+    request: Option<&access::Request>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+) {
+    access::log(&access::Entry {
+        listener: &l.cfg.name,
+        direction: l.cfg.direction.as_str(),
+        protocol: Protocol::Http2.as_str(),
+        client: peer,
+        request,
+        status,
+        started,
+        bytes,
+        upstream,
+    });
+}
+
+/// Streams the upstream's response body (and trailers) to the client, adding the DATA bytes
+/// sent to `sent`. Returns the `grpc-status` of the trailers, if any.
 async fn forward_response(
     l: &Listener,
     body: UpBody,
     mut send: SendStream<Bytes>,
+    first: &dyn Fn(),
+    sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
     match body {
-        UpBody::H2(b) => pump(b.recv, send).await,
-        UpBody::H1(mut b) => loop {
-            match b.next().await {
-                Ok(Some(chunk)) => {
-                    let eos = b.is_end_stream();
-                    send_chunk(&mut send, chunk, eos).await?;
-                    if eos {
+        UpBody::H2(b) => pump_counted(b.recv, send, first, sent).await,
+        UpBody::H1(mut b) => {
+            let mut first = Some(first);
+            loop {
+                let next = b.next().await;
+                if let (Ok(_), Some(f)) = (&next, first.take()) {
+                    f();
+                }
+                match next {
+                    Ok(Some(chunk)) => {
+                        let eos = b.is_end_stream();
+                        let n = chunk.len() as u64;
+                        send_chunk(&mut send, chunk, eos).await?;
+                        sent.set(sent.get() + n);
+                        if eos {
+                            b.finish(l);
+                            return Ok(None);
+                        }
+                    }
+                    Ok(None) => {
+                        send.send_data(Bytes::new(), true)?;
                         b.finish(l);
                         return Ok(None);
                     }
-                }
-                Ok(None) => {
-                    send.send_data(Bytes::new(), true)?;
-                    b.finish(l);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    debug!(error = %e, "http2: HTTP/1 upstream body failed");
-                    send.send_reset(Reason::INTERNAL_ERROR);
-                    return Err(Reason::INTERNAL_ERROR.into());
+                    Err(e) => {
+                        debug!(error = %e, "http2: HTTP/1 upstream body failed");
+                        send.send_reset(Reason::INTERNAL_ERROR);
+                        return Err(Reason::INTERNAL_ERROR.into());
+                    }
                 }
             }
-        },
+        }
+    }
+}
+
+/// Body bytes of [`proxy_error`]'s answer: `reason` and a newline, none for gRPC.
+fn error_body_len(is_grpc: bool, reason: &str) -> u64 {
+    if is_grpc {
+        0
+    } else {
+        reason.len() as u64 + 1
     }
 }
 

@@ -130,7 +130,7 @@ async fn attempt(
         let (tx, rx) = oneshot::channel::<()>();
         monoio::spawn(async move {
             monoio::select! {
-                _ = pump(body, send_body) => {}
+                _ = pump(body, send_body, &|| {}) => {}
                 // Dropped guard: the response side is over, so stop and reset the upstream
                 // stream (dropping `send_body` with the rest does that).
                 _ = rx => {}
@@ -200,7 +200,14 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool 
     let listener = l.clone();
     let handshake = async move {
         let l = listener;
-        pool::handshake_h2(addr, tcp, &l.http2, l.cfg.connect_timeout, &l.metrics.dst).await
+        pool::handshake_h2(
+            addr,
+            tcp,
+            &l.http2,
+            l.cfg.connect_timeout,
+            &l.metrics.dst_for(addr),
+        )
+        .await
     };
     l.pools.put_h2(addr, handshake.boxed_local().shared());
     true
@@ -231,5 +238,5 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
         debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
         Failure::Status(502, "upstream connect failed")
     })?;
-    pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst).await
+    pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst_for(addr)).await
 }

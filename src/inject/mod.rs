@@ -74,9 +74,10 @@ pub struct InjectArgs {
     /// Image of the init container and the proxy (its entrypoint must be `sidewire`).
     #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE, value_parser = non_empty)]
     pub image: String,
-    /// UID the proxy runs as (not 0); `sidewire init` exempts its connections.
+    /// UID the proxy runs as (1 to 2147483647, Kubernetes' `runAsUser` range; not 0);
+    /// `sidewire init` exempts its connections.
     #[arg(long, value_name = "UID", default_value_t = DEFAULT_PROXY_UID,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub proxy_uid: u32,
     /// Add the proxy as the first regular container instead of a native sidecar (an init
     /// container with `restartPolicy: Always`, Kubernetes 1.29+).
@@ -92,6 +93,9 @@ pub struct InjectArgs {
 fn non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("must not be empty".into());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("{s:?}: an image reference has no whitespace"));
     }
     Ok(s.to_string())
 }

@@ -220,6 +220,14 @@ fn template(
         ));
         return Ok(());
     }
+    if plan.classic_sidecar && (what.starts_with("Job") || what.starts_with("CronJob")) {
+        place.warnings.push(format!(
+            "{}: {what}: with --classic-sidecar the proxy keeps running after the job's \
+             containers finish, so the job never completes; use the native sidecar (the \
+             default, Kubernetes 1.29+)",
+            place.label
+        ));
+    }
     // Everything that can fail is read before the first edit.
     let shapes = check_metadata(tpl).and_then(|()| {
         ["initContainers", "containers", "volumes"]

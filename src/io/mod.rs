@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::error::Side;
-use crate::metrics::PeerCounters;
+use crate::metrics::{Close, PeerCounters};
 use crate::sys;
 
 /// Puts `fd` in the mode the worker's driver expects for monoio's own reads and writes on it:
@@ -52,6 +52,12 @@ pub trait Peer {
     fn counters(&self) -> &PeerCounters;
     /// Which side of the proxy it is, for errors.
     fn side(&self) -> Side;
+    /// Counts `n` bytes written to it (its side's counter).
+    fn wrote(&mut self, n: u64) {
+        self.counters().wrote(n);
+    }
+    /// A read or write on it failed with `e` (its errno goes to `tcp_close_total`).
+    fn note_error(&mut self, e: &io::Error);
 }
 
 /// The client connection of an HTTP proxy loop.
@@ -59,12 +65,40 @@ pub trait Peer {
 pub struct Client<'a> {
     stream: &'a mut TcpStream,
     counters: &'a PeerCounters,
+    /// Bytes written to this client so far (for the access log's `bytes`).
+    written: u64,
+    /// The first OS error a read or write met, for `tcp_close_total{errno}`.
+    error: Close,
 }
 
 impl<'a> Client<'a> {
-    /// `stream`, counted in `counters` (the listener's `peer="src"`).
+    /// `stream`, counted in `counters` (the listener's `peer="src"` for its target).
     pub fn new(stream: &'a mut TcpStream, counters: &'a PeerCounters) -> Client<'a> {
-        Client { stream, counters }
+        Client {
+            stream,
+            counters,
+            written: 0,
+            error: Close::Clean,
+        }
+    }
+
+    /// Bytes written to this client so far, through [`write_all`].
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Its counters, for as long as the connection lives (not tied to a borrow of `self`).
+    pub fn counters_of(&self) -> &'a PeerCounters {
+        self.counters
+    }
+
+    /// How the connection ends: `ok` or not, with the errno of an I/O error it met, if any.
+    pub fn close(&self, ok: bool) -> Close {
+        if ok {
+            Close::Clean
+        } else {
+            self.error.worst(Close::Failed)
+        }
     }
 }
 
@@ -79,6 +113,14 @@ impl Peer for Client<'_> {
     fn side(&self) -> Side {
         Side::Client
     }
+    fn wrote(&mut self, n: u64) {
+        self.counters.wrote(n);
+        self.written += n;
+    }
+
+    fn note_error(&mut self, e: &io::Error) {
+        self.error = self.error.worst(Close::of_error(e));
+    }
 }
 
 /// Appends what one read returns to `buf` (growing it by [`READ_CHUNK`] when less than 4 KiB
@@ -89,8 +131,9 @@ pub async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize
     }
     let len = buf.len();
     let (r, slice) = s.io().read(buf.slice_mut(len..)).await;
-    if let Ok(n) = r {
-        s.counters().read(n as u64);
+    match &r {
+        Ok(n) => s.counters().read(*n as u64),
+        Err(e) => s.note_error(e),
     }
     (r, slice.into_inner())
 }
@@ -117,7 +160,12 @@ pub struct Elapsed;
 /// Writes all of `data`, handing the buffer back for reuse.
 pub async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
     let (r, data) = s.io().write_all(data).await;
-    let n = r?;
-    s.counters().wrote(n as u64);
+    match r {
+        Ok(n) => s.wrote(n as u64),
+        Err(e) => {
+            s.note_error(&e);
+            return Err(e);
+        }
+    }
     Ok(data)
 }

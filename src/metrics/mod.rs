@@ -1,50 +1,110 @@
-//! Per-core metrics: plain counters in `Cell`s and hdrhistograms in `RefCell`s, owned by one
-//! worker, never shared. The admin thread asks each worker for a [`ListenerSnapshot`] per
-//! listener, merges them and renders Prometheus text ([`prom`]).
+//! Per-core metrics: plain counters in `Cell`s and exact bucket histograms ([`hist`]), owned
+//! by one worker, never shared. The admin thread asks each worker for a [`CoreSnapshot`],
+//! merges them per listener ([`ScrapeCache`], which keeps each worker's last answer so a
+//! worker that misses a scrape never makes a counter go backwards) and renders Prometheus
+//! text ([`prom`]).
 //!
-//! Hot-path cost is an add on a core-local integer: no atomics, locks, hashing or strings.
-//! Byte counters are bumped per `splice` chunk (up to 256 KiB), so long-lived connections show
-//! progress while they run, unlike Linkerd's update-on-close.
+//! Hot-path cost is an add on a core-local integer: no atomics or locks. Labels are resolved
+//! where a connection or request starts (a small hash lookup per connection, per upstream
+//! connection and per HTTP request; HTTP/1 connections cache the last request's series), and
+//! byte counters are bumped per `splice` chunk (up to 256 KiB), so long-lived connections
+//! show progress while they run, unlike Linkerd's update-on-close.
 //!
-//! HTTP metrics of an original-destination listener are kept per destination (the
-//! `target_addr` label) for requests that no route takes: at most [`MAX_DESTINATIONS`] per
-//! listener and worker, the rest counted under `target_addr="other"`.
+//! Series carry Linkerd's labels (see `prom`): TCP series per target (`target_addr`, the
+//! connection's destination for `peer="src"` and the upstream endpoint for `peer="dst"`), HTTP
+//! series per route, protocol, target and, on outbound listeners, `authority`. Every label set
+//! is bounded per listener and worker: [`MAX_TARGETS`] targets, [`MAX_AUTHORITIES`]
+//! authorities and [`MAX_HTTP_SERIES`] HTTP series; past a cap the value is `other` and
+//! `sidewire_metrics_overflow_total{label}` counts what was folded.
 
+pub mod errno;
+pub mod hist;
+pub mod http;
+pub mod process;
 pub mod prom;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
-use crate::detect::{DetectReason, DetectResult};
+use self::hist::{bump, BucketCounts, Histogram, DETECT_S, DURATION_S};
+pub use self::http::{ErrorLabel, HttpMetrics, HttpValues, Protocol, NO_GRPC_STATUS};
+use crate::config::{Direction, ListenerConfig, MetricsConfig};
+use crate::detect::{DetectReason, DetectResult, LinkerdDetect};
 use crate::error::{ConnectErrorKind, Refusal};
 
-/// Distinct original destinations with their own HTTP series, per listener and worker.
-pub const MAX_DESTINATIONS: usize = 1024;
+/// Distinct targets (`target_addr`) per listener and worker; then `other`.
+pub const MAX_TARGETS: usize = 1024;
+/// Distinct `authority` values per outbound listener and worker; then `other`.
+pub const MAX_AUTHORITIES: usize = 256;
+/// Longest `authority` kept (a DNS name and a port); a longer one counts as `other`.
+pub const MAX_AUTHORITY_LEN: usize = 260;
+/// HTTP series (route × protocol × target × authority) per listener and worker; past it, new
+/// combinations share their route's `target_addr="other",authority="other"` series.
+pub const MAX_HTTP_SERIES: usize = 4096;
 
-/// Bucket bounds of `response_latency_ms`, in milliseconds: Linkerd's, so dashboards port.
-pub const RESPONSE_BUCKETS_MS: [f64; 25] = [
-    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
-    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
-];
+/// How a connection ended: `tcp_close_total`'s `classification` and `errno`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Cleanly: `classification="success",errno=""`.
+    Clean,
+    /// By an error with no OS error number on this socket (the other side failed, a timeout,
+    /// a protocol error, an upstream that could not be reached): `errno=""`.
+    Failed,
+    /// By an OS error on this socket (`ECONNRESET`, `EPIPE`, …).
+    Errno(u16),
+}
 
-/// Counters for one side of proxied connections (`peer="src"`: clients, `peer="dst"`: upstreams).
+impl Close {
+    /// The close after `e`, an error on this connection's socket.
+    pub fn of_error(e: &io::Error) -> Close {
+        match e.raw_os_error() {
+            Some(n) if n > 0 && errno::name(n as u16).is_some() => Close::Errno(n as u16),
+            _ => Close::Failed,
+        }
+    }
+
+    /// `Clean` or `Failed`.
+    pub fn ok(ok: bool) -> Close {
+        if ok {
+            Close::Clean
+        } else {
+            Close::Failed
+        }
+    }
+
+    /// Whether it ended cleanly.
+    pub fn is_ok(self) -> bool {
+        self == Close::Clean
+    }
+
+    /// Keeps the more specific of two outcomes (an errno over a bare failure over clean).
+    pub fn worst(self, other: Close) -> Close {
+        match (self, other) {
+            (Close::Errno(_), _) => self,
+            (_, Close::Errno(_)) => other,
+            (Close::Failed, _) | (_, Close::Failed) => Close::Failed,
+            _ => Close::Clean,
+        }
+    }
+}
+
+/// Counters for one side of proxied connections to one target (`peer="src"`: clients,
+/// `peer="dst"`: upstreams).
 #[derive(Debug, Default)]
 pub struct PeerCounters {
     open_total: Cell<u64>,
     open: Cell<u64>,
     close_ok: Cell<u64>,
-    close_err: Cell<u64>,
+    close_failed: Cell<u64>,
+    /// Closes by errno: few distinct values, scanned linearly (bounded by [`errno::MAX`]).
+    close_errno: RefCell<Vec<(u16, u64)>>,
     read_bytes: Cell<u64>,
     write_bytes: Cell<u64>,
-}
-
-fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get().wrapping_add(n));
 }
 
 impl PeerCounters {
@@ -54,10 +114,20 @@ impl PeerCounters {
         bump(&self.open, 1);
     }
 
-    /// A connection on this side closed, cleanly (`ok`) or by error.
-    pub fn closed(&self, ok: bool) {
+    /// A connection on this side closed.
+    pub fn closed(&self, how: Close) {
         self.open.set(self.open.get().saturating_sub(1));
-        bump(if ok { &self.close_ok } else { &self.close_err }, 1);
+        match how {
+            Close::Clean => bump(&self.close_ok, 1),
+            Close::Failed => bump(&self.close_failed, 1),
+            Close::Errno(n) => {
+                let mut v = self.close_errno.borrow_mut();
+                match v.iter_mut().find(|(e, _)| *e == n) {
+                    Some((_, c)) => *c += 1,
+                    None => v.push((n, 1)),
+                }
+            }
+        }
     }
 
     /// Bytes read from this peer.
@@ -70,12 +140,14 @@ impl PeerCounters {
         bump(&self.write_bytes, n);
     }
 
-    pub(crate) fn snapshot(&self) -> PeerSnapshot {
+    /// A copy of the values.
+    pub fn snapshot(&self) -> PeerSnapshot {
         PeerSnapshot {
             open_total: self.open_total.get(),
             open: self.open.get(),
             close_ok: self.close_ok.get(),
-            close_err: self.close_err.get(),
+            close_failed: self.close_failed.get(),
+            close_errno: self.close_errno.borrow().clone(),
             read_bytes: self.read_bytes.get(),
             write_bytes: self.write_bytes.get(),
         }
@@ -83,22 +155,22 @@ impl PeerCounters {
 }
 
 /// One open connection on a side, counted from its creation to its drop: `open` goes up now
-/// and down on drop, closing as clean unless [`Opened::failed`] was called. The one way every
-/// stage counts a connection (opaque upstreams, pooled HTTP/1 upstreams, HTTP/2 upstream
-/// drivers).
+/// and down on drop, closing as clean unless [`Opened::failed`] or [`Opened::failed_with`]
+/// was called. The one way every stage counts an upstream connection (opaque upstreams,
+/// pooled HTTP/1 upstreams, HTTP/2 upstream drivers).
 #[derive(Debug)]
 pub struct Opened {
-    counters: std::rc::Rc<PeerCounters>,
-    ok: bool,
+    counters: Rc<PeerCounters>,
+    close: Close,
 }
 
 impl Opened {
     /// Counts a connection as open in `counters` until dropped.
-    pub fn new(counters: &std::rc::Rc<PeerCounters>) -> Opened {
+    pub fn new(counters: &Rc<PeerCounters>) -> Opened {
         counters.opened();
         Opened {
             counters: counters.clone(),
-            ok: true,
+            close: Close::Clean,
         }
     }
 
@@ -109,108 +181,270 @@ impl Opened {
 
     /// Marks the connection as ended by an error (counted on drop).
     pub fn failed(&mut self) {
-        self.ok = false;
+        self.close = self.close.worst(Close::Failed);
+    }
+
+    /// Marks the connection as ended by `e`, an error on its socket (its errno is counted).
+    pub fn failed_with(&mut self, e: &io::Error) {
+        self.close = self.close.worst(Close::of_error(e));
     }
 }
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        self.counters.closed(self.ok);
+        self.counters.closed(self.close);
     }
 }
 
-/// Highest recordable duration: one week, in microseconds. Longer values are clamped.
-const HIST_MAX_US: u64 = 7 * 24 * 3600 * 1_000_000;
+/// A target's index in its listener's table: 0 is `other` (the table was full).
+pub type TargetId = u16;
+/// An authority's index: 0 is none (`authority=""`, and every request of an inbound
+/// listener), 1 is `other`.
+pub type AuthorityId = u16;
 
-/// A latency/duration histogram in microseconds with 2 significant digits (1% error).
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 2)
-        .expect("invariant: constant histogram bounds are valid")
+/// Which values `sidewire_metrics_overflow_total` counts as folded into `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// A connection or request whose target did not fit [`MAX_TARGETS`].
+    TargetAddr,
+    /// A request whose authority did not fit [`MAX_AUTHORITIES`] (or was too long).
+    Authority,
+    /// A request whose label combination did not fit [`MAX_HTTP_SERIES`].
+    Series,
 }
 
-/// Records a duration, clamped to the histogram's range; never fails.
-pub fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = (d.as_micros() as u64).clamp(1, HIST_MAX_US);
-    h.saturating_record(us);
+impl Overflow {
+    /// Every kind, in label order.
+    pub const ALL: [Overflow; 3] = [Overflow::TargetAddr, Overflow::Authority, Overflow::Series];
+
+    /// The `label` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::TargetAddr => "target_addr",
+            Overflow::Authority => "authority",
+            Overflow::Series => "series",
+        }
+    }
+}
+
+/// The labels of one HTTP series after the listener's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct HttpKey {
+    route: u16,
+    protocol: Protocol,
+    target: TargetId,
+    authority: AuthorityId,
+}
+
+/// An interned label table: values to ids, capped.
+#[derive(Debug)]
+struct Interner<K> {
+    ids: HashMap<K, u16>,
+    values: Vec<K>,
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner {
+            ids: HashMap::new(),
+            values: Vec::new(),
+        }
+    }
 }
 
 /// All metrics of one listener on one core.
 #[derive(Debug)]
 pub struct ListenerMetrics {
-    /// Client side.
-    pub src: PeerCounters,
-    /// Upstream side.
-    pub dst: std::rc::Rc<PeerCounters>,
+    /// `authority` is a label of this listener's HTTP series (outbound only, as Linkerd).
+    authority_label: bool,
+    grpc_failures: u32,
+    /// Route names: `default`, then the listener's routes.
+    routes: Vec<String>,
+    targets: RefCell<Interner<SocketAddr>>,
+    authorities: RefCell<Interner<Box<str>>>,
+    /// TCP counters by target id, per peer.
+    src: RefCell<Vec<Option<Rc<PeerCounters>>>>,
+    dst: RefCell<Vec<Option<Rc<PeerCounters>>>>,
+    http: RefCell<HashMap<HttpKey, Rc<HttpMetrics>>>,
+    overflow: [Cell<u64>; 3],
     connect_errors: [Cell<u64>; 4],
-    duration: RefCell<Histogram<u64>>,
+    duration: Histogram,
     /// Verdicts by `[reason][result]`.
     detect: [[Cell<u64>; 8]; 5],
-    detect_latency: RefCell<Histogram<u64>>,
+    /// Linkerd's detection results, by [`LinkerdDetect`].
+    linkerd_detect: [Cell<u64>; 5],
+    detect_latency: Histogram,
     refused: [Cell<u64>; 2],
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
     early_unused: Cell<u64>,
     h2_errors: Cell<u64>,
-    /// HTTP-level metrics (HTTP/1 proxying), per route: `default` first, then the routes.
-    pub http: Vec<HttpMetrics>,
-    /// HTTP/2 metrics per route, same order as `http`.
-    pub h2: Vec<HttpMetrics>,
-    /// Original-destination listeners: HTTP metrics per destination, for requests no route
-    /// takes (at most [`MAX_DESTINATIONS`], then `other`).
-    by_dst: RefCell<HashMap<SocketAddr, Rc<DstHttpMetrics>>>,
-    other_dst: RefCell<Option<Rc<DstHttpMetrics>>>,
-}
-
-/// The HTTP metrics of one original destination (route `default`), both protocols.
-#[derive(Debug)]
-pub struct DstHttpMetrics {
-    /// HTTP/1 requests.
-    pub http1: HttpMetrics,
-    /// HTTP/2 streams.
-    pub http2: HttpMetrics,
-}
-
-impl DstHttpMetrics {
-    fn new(target_addr: String) -> DstHttpMetrics {
-        let mut http1 = HttpMetrics::new("default", Protocol::Http1);
-        let mut http2 = HttpMetrics::new("default", Protocol::Http2);
-        http1.target_addr = Some(target_addr.clone());
-        http2.target_addr = Some(target_addr);
-        DstHttpMetrics { http1, http2 }
-    }
-
-    /// The metrics of `protocol`.
-    pub fn get(&self, protocol: Protocol) -> &HttpMetrics {
-        match protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::Http2 => &self.http2,
-        }
-    }
 }
 
 impl Default for ListenerMetrics {
+    /// An outbound listener with no routes and Linkerd's gRPC failure codes.
     fn default() -> Self {
+        ListenerMetrics::with(
+            Direction::Outbound,
+            Vec::new(),
+            MetricsConfig::default().grpc_failures,
+        )
+    }
+}
+
+impl ListenerMetrics {
+    fn with(direction: Direction, routes: Vec<String>, grpc_failures: u32) -> ListenerMetrics {
         ListenerMetrics {
-            src: PeerCounters::default(),
-            dst: std::rc::Rc::default(),
+            authority_label: direction == Direction::Outbound,
+            grpc_failures,
+            routes: std::iter::once("default".to_string())
+                .chain(routes)
+                .collect(),
+            targets: RefCell::default(),
+            authorities: RefCell::default(),
+            src: RefCell::new(vec![None]),
+            dst: RefCell::new(vec![None]),
+            http: RefCell::default(),
+            overflow: Default::default(),
             connect_errors: Default::default(),
-            duration: RefCell::new(new_histogram()),
+            duration: Histogram::new(&DURATION_S),
             detect: Default::default(),
-            detect_latency: RefCell::new(new_histogram()),
+            linkerd_detect: Default::default(),
+            detect_latency: Histogram::new(&DETECT_S),
             refused: Default::default(),
             tls_sni: Default::default(),
             early_dials: Cell::new(0),
             early_unused: Cell::new(0),
             h2_errors: Cell::new(0),
-            http: vec![HttpMetrics::new("default", Protocol::Http1)],
-            h2: vec![HttpMetrics::new("default", Protocol::Http2)],
-            by_dst: RefCell::new(HashMap::new()),
-            other_dst: RefCell::new(None),
         }
     }
-}
 
-impl ListenerMetrics {
+    /// The metrics of listener `l`: its configured targets (its own address, its endpoints and
+    /// its routes') have series from the start.
+    pub fn new(l: &ListenerConfig, m: &MetricsConfig) -> ListenerMetrics {
+        let metrics = ListenerMetrics::with(
+            l.direction,
+            l.routes.iter().map(|r| r.name.clone()).collect(),
+            m.grpc_failures,
+        );
+        if !l.original_dst {
+            metrics.src_for(l.listen);
+        }
+        for ep in l
+            .upstream
+            .iter()
+            .chain(l.routes.iter().flat_map(|r| &r.upstream))
+        {
+            metrics.dst_for(*ep);
+        }
+        metrics
+    }
+
+    fn count_overflow(&self, o: Overflow) {
+        bump(&self.overflow[o as usize], 1);
+    }
+
+    /// The id of target `addr` (interned on first use; past [`MAX_TARGETS`], `other`).
+    pub fn target(&self, addr: SocketAddr) -> TargetId {
+        let mut t = self.targets.borrow_mut();
+        if let Some(&id) = t.ids.get(&addr) {
+            return id;
+        }
+        if t.values.len() >= MAX_TARGETS {
+            drop(t);
+            self.count_overflow(Overflow::TargetAddr);
+            return 0;
+        }
+        t.values.push(addr);
+        let id = t.values.len() as u16;
+        t.ids.insert(addr, id);
+        id
+    }
+
+    fn peer_for(
+        &self,
+        table: &RefCell<Vec<Option<Rc<PeerCounters>>>>,
+        addr: SocketAddr,
+    ) -> Rc<PeerCounters> {
+        let id = usize::from(self.target(addr));
+        let mut v = table.borrow_mut();
+        if v.len() <= id {
+            v.resize(id + 1, None);
+        }
+        v[id].get_or_insert_with(Rc::default).clone()
+    }
+
+    /// The client-side counters of connections to `addr` (the original destination, or the
+    /// listener's own address).
+    pub fn src_for(&self, addr: SocketAddr) -> Rc<PeerCounters> {
+        self.peer_for(&self.src, addr)
+    }
+
+    /// The upstream-side counters of connections to endpoint `addr`.
+    pub fn dst_for(&self, addr: SocketAddr) -> Rc<PeerCounters> {
+        self.peer_for(&self.dst, addr)
+    }
+
+    /// The id of a request's authority: 0 (no label) on inbound listeners or without one,
+    /// else interned on first use (past [`MAX_AUTHORITIES`] or [`MAX_AUTHORITY_LEN`],
+    /// `other`). Lower-cased, as hosts compare.
+    pub fn authority(&self, authority: Option<&str>) -> AuthorityId {
+        let a = match authority {
+            Some(a) if self.authority_label && !a.is_empty() => a,
+            _ => return 0,
+        };
+        let mut t = self.authorities.borrow_mut();
+        if let Some(&id) = t.ids.get(a) {
+            return id;
+        }
+        let lower = a.to_ascii_lowercase();
+        if let Some(&id) = t.ids.get(lower.as_str()) {
+            return id;
+        }
+        if t.values.len() >= MAX_AUTHORITIES || a.len() > MAX_AUTHORITY_LEN {
+            drop(t);
+            self.count_overflow(Overflow::Authority);
+            return 1;
+        }
+        let key: Box<str> = lower.into();
+        t.values.push(key.clone());
+        let id = t.values.len() as u16 + 1;
+        t.ids.insert(key, id);
+        id
+    }
+
+    /// The HTTP series of route index `route` (0 = none matched), `protocol`, `target` and
+    /// `authority` (created on first use; past [`MAX_HTTP_SERIES`], the route's `other`).
+    pub fn http(
+        &self,
+        route: usize,
+        protocol: Protocol,
+        target: TargetId,
+        authority: AuthorityId,
+    ) -> Rc<HttpMetrics> {
+        let mut key = HttpKey {
+            route: route.min(self.routes.len() - 1) as u16,
+            protocol,
+            target,
+            authority,
+        };
+        let mut map = self.http.borrow_mut();
+        if let Some(m) = map.get(&key) {
+            return m.clone();
+        }
+        if map.len() >= MAX_HTTP_SERIES {
+            self.count_overflow(Overflow::Series);
+            key.target = 0;
+            key.authority = if self.authority_label { 1 } else { 0 };
+            if let Some(m) = map.get(&key) {
+                return m.clone();
+            }
+        }
+        map.entry(key)
+            .or_insert_with(|| Rc::new(HttpMetrics::new(self.grpc_failures)))
+            .clone()
+    }
+
     /// An upstream connect failed.
     pub fn connect_failed(&self, kind: ConnectErrorKind) {
         bump(&self.connect_errors[kind as usize], 1);
@@ -220,32 +454,25 @@ impl ListenerMetrics {
     /// ran).
     pub fn detected(&self, result: DetectResult, reason: DetectReason, took: Option<Duration>) {
         bump(&self.detect[reason as usize][result as usize], 1);
-        if let Some(d) = took {
-            record(&mut self.detect_latency.borrow_mut(), d);
+        if reason == DetectReason::Detected {
+            bump(&self.linkerd_detect[LinkerdDetect::of(result) as usize], 1);
         }
+        if let Some(d) = took {
+            self.detect_latency.record(d);
+        }
+    }
+
+    /// Detection ended without a verdict after `took`: the client connection failed
+    /// (`Error`), or the deadline passed with a failed early dial (`ReadTimeout`). Counted in
+    /// Linkerd's results and the detection durations, not in `tcp_detect_total`.
+    pub fn detect_ended(&self, result: LinkerdDetect, took: Duration) {
+        bump(&self.linkerd_detect[result as usize], 1);
+        self.detect_latency.record(took);
     }
 
     /// An original-destination connection was refused.
     pub fn refused(&self, why: Refusal) {
         bump(&self.refused[why as usize], 1);
-    }
-
-    /// The HTTP metrics of original destination `addr` (created on first use; past
-    /// [`MAX_DESTINATIONS`] destinations, the shared `other` entry).
-    pub fn for_dst(&self, addr: SocketAddr) -> Rc<DstHttpMetrics> {
-        let mut map = self.by_dst.borrow_mut();
-        if let Some(m) = map.get(&addr) {
-            return m.clone();
-        }
-        if map.len() < MAX_DESTINATIONS {
-            let m = Rc::new(DstHttpMetrics::new(addr.to_string()));
-            map.insert(addr, m.clone());
-            return m;
-        }
-        self.other_dst
-            .borrow_mut()
-            .get_or_insert_with(|| Rc::new(DstHttpMetrics::new("other".into())))
-            .clone()
     }
 
     /// Detection dialled the upstream while the client was silent (server-first support).
@@ -271,223 +498,90 @@ impl ListenerMetrics {
 
     /// A client connection ended after `d`.
     pub fn record_duration(&self, d: Duration) {
-        record(&mut self.duration.borrow_mut(), d);
+        self.duration.record(d);
+    }
+
+    fn target_label(&self, id: TargetId) -> String {
+        match id {
+            0 => OTHER.to_string(),
+            id => self.targets.borrow().values[usize::from(id) - 1].to_string(),
+        }
+    }
+
+    fn authority_label(&self, id: AuthorityId) -> Option<String> {
+        if !self.authority_label {
+            return None;
+        }
+        Some(match id {
+            0 => String::new(),
+            1 => OTHER.to_string(),
+            id => self.authorities.borrow().values[usize::from(id) - 2].to_string(),
+        })
     }
 
     /// A copy of the current values, sent to the admin thread.
     pub fn snapshot(&self) -> ListenerSnapshot {
+        let mut tcp = Vec::new();
+        for (peer, table) in [(Peer::Src, &self.src), (Peer::Dst, &self.dst)] {
+            for (id, c) in table.borrow().iter().enumerate() {
+                if let Some(c) = c {
+                    tcp.push(TcpSeries {
+                        peer,
+                        target: self.target_label(id as TargetId),
+                        values: c.snapshot(),
+                    });
+                }
+            }
+        }
+        let http = self
+            .http
+            .borrow()
+            .iter()
+            .map(|(k, m)| HttpSeries {
+                route: self.routes[usize::from(k.route)].clone(),
+                protocol: k.protocol,
+                target: self.target_label(k.target),
+                authority: self.authority_label(k.authority),
+                values: m.snapshot(),
+            })
+            .collect();
         ListenerSnapshot {
-            src: self.src.snapshot(),
-            dst: self.dst.snapshot(),
+            tcp,
+            http,
+            overflow: std::array::from_fn(|i| self.overflow[i].get()),
             connect_errors: std::array::from_fn(|i| self.connect_errors[i].get()),
-            duration: self.duration.borrow().clone(),
+            duration: self.duration.snapshot(),
             detect: std::array::from_fn(|r| std::array::from_fn(|i| self.detect[r][i].get())),
-            detect_latency: self.detect_latency.borrow().clone(),
+            linkerd_detect: std::array::from_fn(|i| self.linkerd_detect[i].get()),
+            detect_latency: self.detect_latency.snapshot(),
             refused: std::array::from_fn(|i| self.refused[i].get()),
             tls_sni: std::array::from_fn(|i| self.tls_sni[i].get()),
             early_dials: self.early_dials.get(),
             early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
-            http: {
-                let by_dst = self.by_dst.borrow();
-                let other = self.other_dst.borrow();
-                let dsts = by_dst.values().chain(other.iter());
-                self.http
-                    .iter()
-                    .chain(&self.h2)
-                    .chain(dsts.flat_map(|d| [&d.http1, &d.http2]))
-                    .map(HttpMetrics::snapshot)
-                    .collect()
-            },
         }
     }
 }
 
-/// The `protocol` label of the HTTP families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Protocol {
-    /// HTTP/1.x.
-    #[default]
-    Http1,
-    /// HTTP/2 (including gRPC).
-    Http2,
+/// The label value of a target or authority that did not fit its table.
+pub const OTHER: &str = "other";
+
+/// The `peer` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// The client side.
+    Src,
+    /// The upstream side.
+    Dst,
 }
 
-impl Protocol {
+impl Peer {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Protocol::Http1 => "http/1",
-            Protocol::Http2 => "http/2",
+            Peer::Src => "src",
+            Peer::Dst => "dst",
         }
-    }
-}
-
-/// `grpc-status` absent (not a gRPC response, or no status seen).
-pub const NO_GRPC_STATUS: u8 = u8::MAX;
-
-/// HTTP metrics of one listener on one core (Linkerd's `request_total`, `response_total`,
-/// `response_latency_ms`).
-#[derive(Debug)]
-pub struct HttpMetrics {
-    route: String,
-    protocol: Protocol,
-    /// The original destination, for an original-destination listener's per-destination
-    /// series.
-    target_addr: Option<String>,
-    requests: Cell<u64>,
-    /// (status code, gRPC status or [`NO_GRPC_STATUS`], count): codes 100–599 times gRPC
-    /// codes 0–16, so bounded.
-    responses: RefCell<Vec<(u16, u8, u64)>>,
-    latency: LatencyBuckets,
-}
-
-/// Exact counts per `response_latency_ms` bucket ([`RESPONSE_BUCKETS_MS`]) and the sum: 27
-/// integers, cheap enough to keep per destination.
-#[derive(Debug, Default)]
-struct LatencyBuckets {
-    /// `counts[i]`: values above bound `i - 1` and up to bound `i`; the last one: above all.
-    counts: [Cell<u64>; 26],
-    sum_us: Cell<u64>,
-}
-
-impl LatencyBuckets {
-    fn record(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = RESPONSE_BUCKETS_MS.partition_point(|b| (b * 1e3) < us as f64);
-        bump(&self.counts[i], 1);
-        bump(&self.sum_us, us);
-    }
-
-    fn snapshot(&self) -> BucketCounts {
-        BucketCounts {
-            counts: std::array::from_fn(|i| self.counts[i].get()),
-            sum_us: self.sum_us.get(),
-        }
-    }
-}
-
-/// Plain values of a response latency histogram: per-bucket (not cumulative) counts over
-/// [`RESPONSE_BUCKETS_MS`] plus the overflow, and the sum in microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BucketCounts {
-    /// Per bucket; the last one counts values above every bound.
-    pub counts: [u64; 26],
-    /// Sum of the recorded values (µs).
-    pub sum_us: u64,
-}
-
-impl BucketCounts {
-    /// Values recorded.
-    pub fn len(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn merge(&mut self, o: &BucketCounts) {
-        for (a, b) in self.counts.iter_mut().zip(o.counts) {
-            *a += b;
-        }
-        self.sum_us += o.sum_us;
-    }
-}
-
-impl HttpMetrics {
-    /// Metrics for the route named `route` (`default`: the listener's own endpoints).
-    pub fn new(route: &str, protocol: Protocol) -> HttpMetrics {
-        HttpMetrics {
-            route: route.to_string(),
-            protocol,
-            target_addr: None,
-            requests: Cell::new(0),
-            responses: RefCell::new(Vec::new()),
-            latency: LatencyBuckets::default(),
-        }
-    }
-
-    /// A request head was read.
-    pub fn request(&self) {
-        bump(&self.requests, 1);
-    }
-
-    /// A response started after `ttfb` (or the proxy answered itself): latency and count.
-    pub fn response(&self, code: u16, ttfb: Duration) {
-        self.first_byte(ttfb);
-        self.completed(code, None);
-    }
-
-    /// The response's first byte (its head) after `ttfb`.
-    pub fn first_byte(&self, ttfb: Duration) {
-        self.latency.record(ttfb);
-    }
-
-    /// A response ended (gRPC: with `grpc-status` from its trailers, if any). Counted at the
-    /// end, as Linkerd does, because gRPC's outcome is known only then.
-    pub fn completed(&self, code: u16, grpc: Option<u8>) {
-        let code = code.clamp(100, 599);
-        let grpc = grpc.map_or(NO_GRPC_STATUS, |g| g.min(NO_GRPC_STATUS - 1));
-        let mut r = self.responses.borrow_mut();
-        match r.iter_mut().find(|(c, g, _)| *c == code && *g == grpc) {
-            Some((_, _, n)) => *n += 1,
-            None => r.push((code, grpc, 1)),
-        }
-    }
-
-    /// A copy for the admin thread.
-    pub fn snapshot(&self) -> HttpSnapshot {
-        HttpSnapshot {
-            route: self.route.clone(),
-            protocol: self.protocol,
-            target_addr: self.target_addr.clone(),
-            requests: self.requests.get(),
-            responses: self.responses.borrow().clone(),
-            latency: self.latency.snapshot(),
-        }
-    }
-}
-
-/// Plain values of [`HttpMetrics`].
-#[derive(Debug, Clone, Default)]
-pub struct HttpSnapshot {
-    /// The `route` label.
-    pub route: String,
-    /// The `protocol` label.
-    pub protocol: Protocol,
-    /// The `target_addr` label (original destination), if the series has one.
-    pub target_addr: Option<String>,
-    /// Requests.
-    pub requests: u64,
-    /// (status, gRPC status or [`NO_GRPC_STATUS`], count).
-    pub responses: Vec<(u16, u8, u64)>,
-    /// Time to first response byte, per `response_latency_ms` bucket.
-    pub latency: BucketCounts,
-}
-
-impl HttpSnapshot {
-    /// What identifies the series across cores.
-    fn key(&self) -> (&str, Protocol, Option<&str>) {
-        (&self.route, self.protocol, self.target_addr.as_deref())
-    }
-
-    /// Adds another core's values.
-    pub fn merge(&mut self, o: &HttpSnapshot) {
-        self.requests += o.requests;
-        for &(code, grpc, n) in &o.responses {
-            match self
-                .responses
-                .iter_mut()
-                .find(|(c, g, _)| *c == code && *g == grpc)
-            {
-                Some((_, _, m)) => *m += n,
-                None => self.responses.push((code, grpc, n)),
-            }
-        }
-        self.responses.sort_unstable();
-        self.latency.merge(&o.latency);
     }
 }
 
@@ -500,8 +594,10 @@ pub struct PeerSnapshot {
     pub open: u64,
     /// Connections closed cleanly.
     pub close_ok: u64,
-    /// Connections closed by an error.
-    pub close_err: u64,
+    /// Connections closed by an error without an errno.
+    pub close_failed: u64,
+    /// Connections closed by an error, per errno.
+    pub close_errno: Vec<(u16, u64)>,
     /// Bytes read from the peer.
     pub read_bytes: u64,
     /// Bytes written to the peer.
@@ -510,30 +606,67 @@ pub struct PeerSnapshot {
 
 impl PeerSnapshot {
     fn merge(&mut self, o: &PeerSnapshot) {
-        self.open_total += o.open_total;
-        self.open += o.open;
-        self.close_ok += o.close_ok;
-        self.close_err += o.close_err;
-        self.read_bytes += o.read_bytes;
-        self.write_bytes += o.write_bytes;
+        self.open_total = self.open_total.wrapping_add(o.open_total);
+        self.open = self.open.wrapping_add(o.open);
+        self.close_ok = self.close_ok.wrapping_add(o.close_ok);
+        self.close_failed = self.close_failed.wrapping_add(o.close_failed);
+        for &(e, n) in &o.close_errno {
+            match self.close_errno.iter_mut().find(|(m, _)| *m == e) {
+                Some((_, m)) => *m = m.wrapping_add(n),
+                None => self.close_errno.push((e, n)),
+            }
+        }
+        self.close_errno.sort_unstable();
+        self.read_bytes = self.read_bytes.wrapping_add(o.read_bytes);
+        self.write_bytes = self.write_bytes.wrapping_add(o.write_bytes);
     }
 }
 
+/// One TCP series: a peer side and a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpSeries {
+    /// `peer`.
+    pub peer: Peer,
+    /// `target_addr` (`ip:port`, or [`OTHER`]).
+    pub target: String,
+    /// The values.
+    pub values: PeerSnapshot,
+}
+
+/// One HTTP series: its labels after the listener's, and its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSeries {
+    /// `route`.
+    pub route: String,
+    /// `protocol`.
+    pub protocol: Protocol,
+    /// `target_addr` (`ip:port`, or [`OTHER`]).
+    pub target: String,
+    /// `authority` (outbound listeners only; `""` for none).
+    pub authority: Option<String>,
+    /// The values.
+    pub values: HttpValues,
+}
+
 /// Plain values of [`ListenerMetrics`], mergeable across cores.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ListenerSnapshot {
-    /// Client side.
-    pub src: PeerSnapshot,
-    /// Upstream side.
-    pub dst: PeerSnapshot,
+    /// TCP series by peer and target.
+    pub tcp: Vec<TcpSeries>,
+    /// HTTP series.
+    pub http: Vec<HttpSeries>,
+    /// Values folded into `other`, indexed by [`Overflow`].
+    pub overflow: [u64; 3],
     /// Upstream connect failures, indexed by [`ConnectErrorKind`].
     pub connect_errors: [u64; 4],
-    /// Client connection durations (µs).
-    pub duration: Histogram<u64>,
+    /// Client connection durations.
+    pub duration: BucketCounts,
     /// Detection results, indexed by `[`[`DetectReason`]`][`[`DetectResult`]`]`.
     pub detect: [[u64; 8]; 5],
-    /// Accept → verdict (µs), for connections that went through detection.
-    pub detect_latency: Histogram<u64>,
+    /// Linkerd's detection results, indexed by [`LinkerdDetect`].
+    pub linkerd_detect: [u64; 5],
+    /// Accept → end of detection, for connections that ran detection.
+    pub detect_latency: BucketCounts,
     /// Refused original-destination connections, indexed by [`Refusal`].
     pub refused: [u64; 2],
     /// TLS ClientHellos with SNI `[0]` and without `[1]`.
@@ -544,76 +677,85 @@ pub struct ListenerSnapshot {
     pub early_unused: u64,
     /// HTTP/2 connections closed on a protocol error.
     pub h2_errors: u64,
-    /// HTTP metrics per route (`default` first), then per original destination.
-    pub http: Vec<HttpSnapshot>,
 }
 
-impl Default for ListenerSnapshot {
-    fn default() -> Self {
-        ListenerSnapshot {
-            src: PeerSnapshot::default(),
-            dst: PeerSnapshot::default(),
-            connect_errors: [0; 4],
-            duration: new_histogram(),
-            detect: [[0; 8]; 5],
-            detect_latency: new_histogram(),
-            refused: [0; 2],
-            tls_sni: [0; 2],
-            early_dials: 0,
-            early_unused: 0,
-            h2_errors: 0,
-            http: Vec::new(),
-        }
+fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = x.wrapping_add(*y);
     }
 }
 
 impl ListenerSnapshot {
-    /// Adds another core's values into this one.
+    /// Adds another core's values into this one. Series are matched by their labels (each
+    /// core interns targets and authorities in its own order).
     pub fn merge(&mut self, o: &ListenerSnapshot) {
-        self.src.merge(&o.src);
-        self.dst.merge(&o.dst);
-        for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
-            *a += b;
-        }
-        // Same bounds on both sides, so `add` cannot fail; a failure would only lose one
-        // core's histogram for one scrape.
-        let _ = self.duration.add(&o.duration);
-        let _ = self.detect_latency.add(&o.detect_latency);
-        for (ra, rb) in self.detect.iter_mut().zip(o.detect) {
-            for (a, b) in ra.iter_mut().zip(rb) {
-                *a += b;
+        let mut tcp: HashMap<(Peer, String), usize> = self
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.peer, t.target.clone()), i))
+            .collect();
+        for t in &o.tcp {
+            match tcp.get(&(t.peer, t.target.clone())) {
+                Some(&i) => self.tcp[i].values.merge(&t.values),
+                None => {
+                    tcp.insert((t.peer, t.target.clone()), self.tcp.len());
+                    self.tcp.push(t.clone());
+                }
             }
         }
-        for (a, b) in self.refused.iter_mut().zip(o.refused) {
-            *a += b;
-        }
-        for (a, b) in self.tls_sni.iter_mut().zip(o.tls_sni) {
-            *a += b;
-        }
-        self.early_dials += o.early_dials;
-        self.early_unused += o.early_unused;
-        self.h2_errors += o.h2_errors;
-        // Per-destination series differ between cores: match by labels, not position.
-        let mut index: HashMap<(String, Protocol, Option<String>), usize> = self
+        type Key = (String, Protocol, String, Option<String>);
+        let key = |h: &HttpSeries| -> Key {
+            (
+                h.route.clone(),
+                h.protocol,
+                h.target.clone(),
+                h.authority.clone(),
+            )
+        };
+        let mut http: HashMap<Key, usize> = self
             .http
             .iter()
             .enumerate()
-            .map(|(i, h)| {
-                let (r, p, t) = h.key();
-                ((r.to_string(), p, t.map(str::to_string)), i)
-            })
+            .map(|(i, h)| (key(h), i))
             .collect();
         for h in &o.http {
-            let (r, p, t) = h.key();
-            let k = (r.to_string(), p, t.map(str::to_string));
-            match index.get(&k) {
-                Some(&i) => self.http[i].merge(h),
+            let k = key(h);
+            match http.get(&k) {
+                Some(&i) => self.http[i].values.merge(&h.values),
                 None => {
-                    index.insert(k, self.http.len());
+                    http.insert(k, self.http.len());
                     self.http.push(h.clone());
                 }
             }
         }
+        add(&mut self.overflow, &o.overflow);
+        add(&mut self.connect_errors, &o.connect_errors);
+        self.duration.merge(&o.duration);
+        for (a, b) in self.detect.iter_mut().zip(&o.detect) {
+            add(a, b);
+        }
+        add(&mut self.linkerd_detect, &o.linkerd_detect);
+        self.detect_latency.merge(&o.detect_latency);
+        add(&mut self.refused, &o.refused);
+        add(&mut self.tls_sni, &o.tls_sni);
+        self.early_dials = self.early_dials.wrapping_add(o.early_dials);
+        self.early_unused = self.early_unused.wrapping_add(o.early_unused);
+        self.h2_errors = self.h2_errors.wrapping_add(o.h2_errors);
+    }
+
+    /// Sorts the series by their labels, so the rendered text is stable scrape to scrape.
+    pub fn sort(&mut self) {
+        self.tcp
+            .sort_by(|a, b| (a.peer, &a.target).cmp(&(b.peer, &b.target)));
+        self.http.sort_by(|a, b| {
+            (&a.route, a.protocol, &a.target, &a.authority).cmp(&(
+                &b.route,
+                b.protocol,
+                &b.target,
+                &b.authority,
+            ))
+        });
     }
 }
 
@@ -624,97 +766,203 @@ pub struct CoreSnapshot {
     pub listeners: Vec<ListenerSnapshot>,
 }
 
+/// The admin side's memory of each worker's last snapshot: a worker that misses a scrape's
+/// deadline (busy, stuck, or gone) contributes what it last reported, never nothing, so the
+/// merged counters never go backwards (Prometheus would read a drop as a counter reset).
+#[derive(Debug, Default)]
+pub struct ScrapeCache {
+    last: Mutex<Vec<Option<CoreSnapshot>>>,
+}
+
+impl ScrapeCache {
+    /// Merges one scrape's answers, one per worker in worker order (`None`: no answer in
+    /// time), into `listeners` merged snapshots, remembering each answer for next time.
+    pub fn merge(
+        &self,
+        answers: Vec<Option<CoreSnapshot>>,
+        listeners: usize,
+    ) -> Vec<ListenerSnapshot> {
+        // A poisoned lock only means a scrape panicked midway: the values are still whole.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() < answers.len() {
+            last.resize(answers.len(), None);
+        }
+        let mut merged: Vec<ListenerSnapshot> = (0..listeners)
+            .map(|_| ListenerSnapshot::default())
+            .collect();
+        for (slot, answer) in last.iter_mut().zip(answers) {
+            if let Some(a) = answer {
+                *slot = Some(a);
+            }
+            if let Some(core) = slot {
+                for (m, l) in merged.iter_mut().zip(&core.listeners) {
+                    m.merge(l);
+                }
+            }
+        }
+        for m in &mut merged {
+            m.sort();
+        }
+        merged
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn tcp<'a>(s: &'a ListenerSnapshot, peer: Peer, target: &str) -> &'a PeerSnapshot {
+        &s.tcp
+            .iter()
+            .find(|t| t.peer == peer && t.target == target)
+            .unwrap_or_else(|| panic!("no {peer:?} {target}"))
+            .values
+    }
+
     #[test]
-    fn counters_snapshot_and_merge() {
+    fn counters_snapshot_and_merge_by_target() {
         let a = ListenerMetrics::default();
-        a.src.opened();
-        a.src.read(10);
-        a.src.closed(true);
-        a.dst.opened();
+        let src = a.src_for(addr("10.0.0.1:80"));
+        src.opened();
+        src.read(10);
+        src.closed(Close::Clean);
+        let mut up = Opened::new(&a.dst_for(addr("10.0.0.9:8080")));
+        up.failed_with(&io::Error::from_raw_os_error(libc::ECONNRESET));
+        drop(up);
         a.connect_failed(ConnectErrorKind::Timeout);
         a.record_duration(Duration::from_millis(5));
         let b = ListenerMetrics::default();
-        b.src.opened();
-        b.src.read(5);
+        // Another core interns another target first: merged by label, not by id.
+        b.src_for(addr("10.0.0.2:80")).opened();
+        let src_b = b.src_for(addr("10.0.0.1:80"));
+        src_b.opened();
+        src_b.read(5);
+        src_b.closed(Close::Failed);
         b.record_duration(Duration::from_secs(2));
 
         let mut m = a.snapshot();
         m.merge(&b.snapshot());
-        assert_eq!(m.src.open_total, 2);
-        assert_eq!(m.src.open, 1);
-        assert_eq!(m.src.close_ok, 1);
-        assert_eq!(m.src.read_bytes, 15);
-        assert_eq!(m.dst.open, 1);
+        let s = tcp(&m, Peer::Src, "10.0.0.1:80");
+        assert_eq!(
+            (s.open_total, s.open, s.close_ok, s.close_failed),
+            (2, 0, 1, 1)
+        );
+        assert_eq!(s.read_bytes, 15);
+        assert_eq!(tcp(&m, Peer::Src, "10.0.0.2:80").open, 1);
+        let d = tcp(&m, Peer::Dst, "10.0.0.9:8080");
+        assert_eq!(d.close_errno, [(libc::ECONNRESET as u16, 1)]);
         assert_eq!(m.connect_errors[ConnectErrorKind::Timeout as usize], 1);
         assert_eq!(m.duration.len(), 2);
-        assert_eq!(m.duration.count_between(0, 10_000), 1);
+        assert_eq!(m.duration.cumulative(1), 1, "5 ms is in le=0.005");
     }
 
     #[test]
-    fn per_destination_http_series_merge_by_label_and_are_capped() {
-        let a = ListenerMetrics::default();
-        let b = ListenerMetrics::default();
-        let d1: SocketAddr = "198.18.0.2:80".parse().unwrap();
-        let d2: SocketAddr = "198.18.0.3:80".parse().unwrap();
-        // Core a saw d1 then d2; core b saw d2 only: merged by label, not by position.
-        a.for_dst(d1).http1.request();
-        a.for_dst(d2).http1.request();
-        b.for_dst(d2).http1.request();
-        b.for_dst(d2)
-            .http1
-            .response(200, Duration::from_micros(1500));
-        let mut m = a.snapshot();
-        m.merge(&b.snapshot());
-        let find = |t: &str| {
-            m.http
-                .iter()
-                .find(|h| h.target_addr.as_deref() == Some(t) && h.protocol == Protocol::Http1)
-                .unwrap()
-        };
-        assert_eq!(find("198.18.0.2:80").requests, 1);
-        let h = find("198.18.0.3:80");
-        assert_eq!(h.requests, 2);
-        assert_eq!(h.latency.counts[1], 1, "1.5 ms is in the (1, 2] ms bucket");
-        assert_eq!(h.latency.sum_us, 1500);
-        // Past the cap, destinations share "other".
-        let c = ListenerMetrics::default();
-        for i in 0..MAX_DESTINATIONS as u16 + 3 {
-            c.for_dst(SocketAddr::from(([198, 18, 1, 1], 1000 + i)))
-                .http1
-                .request();
+    fn targets_authorities_and_series_are_capped() {
+        let m = ListenerMetrics::default();
+        for i in 0..MAX_TARGETS as u16 + 3 {
+            m.src_for(SocketAddr::from(([198, 18, 1, 1], 1000 + i)))
+                .opened();
         }
-        let s = c.snapshot();
+        let s = m.snapshot();
+        assert_eq!(tcp(&s, Peer::Src, OTHER).open_total, 3);
+        assert_eq!(s.overflow[Overflow::TargetAddr as usize], 3);
+
+        let m = ListenerMetrics::default();
+        let first = m.authority(Some("Web.NS.svc.cluster.local:80"));
+        assert_eq!(m.authority(Some("web.ns.svc.cluster.local:80")), first);
+        assert_eq!(m.authority(None), 0);
+        assert_eq!(m.authority(Some(&"x".repeat(MAX_AUTHORITY_LEN + 1))), 1);
+        // One slot is taken: the last of these overflows, and so does the next new one.
+        for i in 0..MAX_AUTHORITIES {
+            m.authority(Some(&format!("svc{i}")));
+        }
+        assert_eq!(m.authority(Some("one-too-many")), 1);
+        assert_eq!(m.authority(Some("svc0")), 3, "known values keep their id");
+        assert_eq!(m.snapshot().overflow[Overflow::Authority as usize], 3);
+
+        // Inbound listeners have no authority label.
+        let inbound = ListenerMetrics::with(Direction::Inbound, Vec::new(), 0);
+        assert_eq!(inbound.authority(Some("web")), 0);
+
+        // 1,000 targets × 5 authorities: 904 combinations past the series cap.
+        let m = ListenerMetrics::default();
+        for i in 0..1000u16 {
+            let t = m.target(SocketAddr::from(([198, 18, 2, 1], i)));
+            for a in 0..5 {
+                let a = m.authority(Some(&format!("svc{a}")));
+                m.http(0, Protocol::Http1, t, a).request();
+            }
+        }
+        let s = m.snapshot();
+        let past = 1000 * 5 - MAX_HTTP_SERIES as u64;
+        assert_eq!(s.overflow[Overflow::Series as usize], past);
+        assert_eq!(s.http.len(), MAX_HTTP_SERIES + 1);
         let other = s
             .http
             .iter()
-            .find(|h| h.target_addr.as_deref() == Some("other") && h.protocol == Protocol::Http1)
+            .find(|h| h.target == OTHER && h.authority.as_deref() == Some(OTHER))
             .unwrap();
-        assert_eq!(other.requests, 3);
+        assert_eq!(other.values.requests, past);
     }
 
     #[test]
-    fn latency_buckets_are_exact_at_the_bounds() {
-        let l = LatencyBuckets::default();
-        for us in [1_000, 1_001, 50_000_000, 50_000_001] {
-            l.record(Duration::from_micros(us));
+    fn http_series_merge_by_label() {
+        let a = ListenerMetrics::with(Direction::Outbound, vec!["api".into()], 0);
+        let b = ListenerMetrics::with(Direction::Outbound, vec!["api".into()], 0);
+        let t = addr("198.18.0.3:80");
+        b.target(addr("198.18.0.2:80"));
+        for m in [&a, &b] {
+            let h = m.http(1, Protocol::Http2, m.target(t), m.authority(Some("web:80")));
+            h.request();
+            h.response(200, Duration::from_micros(1500));
         }
-        let s = l.snapshot();
-        assert_eq!(s.counts[0], 1, "1 ms is in le=1");
-        assert_eq!(s.counts[1], 1, "1.001 ms is in le=2");
-        assert_eq!(s.counts[24], 1, "50 s is in le=50000");
-        assert_eq!(s.counts[25], 1, "above every bound");
-        assert_eq!(s.len(), 4);
+        let mut s = a.snapshot();
+        s.merge(&b.snapshot());
+        assert_eq!(s.http.len(), 1);
+        let h = &s.http[0];
+        assert_eq!(
+            (h.route.as_str(), h.target.as_str()),
+            ("api", "198.18.0.3:80")
+        );
+        assert_eq!(h.authority.as_deref(), Some("web:80"));
+        assert_eq!(h.values.requests, 2);
     }
 
     #[test]
-    fn record_clamps_out_of_range() {
-        let mut h = new_histogram();
-        record(&mut h, Duration::ZERO);
-        record(&mut h, Duration::from_secs(365 * 24 * 3600));
-        assert_eq!(h.len(), 2);
+    fn a_worker_that_misses_a_scrape_contributes_its_last_snapshot() {
+        let cache = ScrapeCache::default();
+        let core = |n: u64| {
+            let m = ListenerMetrics::default();
+            let c = m.src_for(addr("10.0.0.1:80"));
+            for _ in 0..n {
+                c.opened();
+            }
+            Some(CoreSnapshot {
+                listeners: vec![m.snapshot()],
+            })
+        };
+        let opened = |s: &[ListenerSnapshot]| tcp(&s[0], Peer::Src, "10.0.0.1:80").open_total;
+        assert_eq!(opened(&cache.merge(vec![core(3), core(4)], 1)), 7);
+        // Worker 1 misses the deadline: its last answer stands in.
+        assert_eq!(opened(&cache.merge(vec![core(5), None], 1)), 9);
+        assert_eq!(opened(&cache.merge(vec![None, None], 1)), 9);
+        assert_eq!(opened(&cache.merge(vec![core(6), core(4)], 1)), 10);
+    }
+
+    #[test]
+    fn close_keeps_the_most_specific_outcome() {
+        let reset = Close::of_error(&io::Error::from_raw_os_error(libc::ECONNRESET));
+        assert_eq!(reset, Close::Errno(libc::ECONNRESET as u16));
+        assert_eq!(
+            Close::of_error(&io::ErrorKind::TimedOut.into()),
+            Close::Failed
+        );
+        assert_eq!(Close::Clean.worst(Close::Failed), Close::Failed);
+        assert_eq!(Close::Failed.worst(reset), reset);
+        assert_eq!(reset.worst(Close::Clean), reset);
     }
 }

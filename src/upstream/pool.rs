@@ -64,6 +64,9 @@ impl Peer for UpConn {
     fn side(&self) -> Side {
         Side::Upstream
     }
+    fn note_error(&mut self, e: &std::io::Error) {
+        self.open.failed_with(e);
+    }
 }
 
 /// A pooled HTTP/2 upstream connection: the dial in progress, then its sender. Shared, so
@@ -220,7 +223,7 @@ impl Pools {
 }
 
 /// A new HTTP/1 upstream connection to `addr` in blocking mode (for completion I/O), counted
-/// in `m.dst`. A connect failure is counted in `tcp_connect_errors_total`.
+/// in `m`'s `peer="dst"` series for `addr`. A connect failure is counted in `tcp_connect_errors_total`.
 ///
 /// Errors: the `sidewire-error` reason for the client's 502, with the cause in a debug log.
 pub async fn dial_h1(
@@ -229,7 +232,7 @@ pub async fn dial_h1(
     timeout: Duration,
 ) -> Result<UpConn, &'static str> {
     match connect(addr, timeout).await {
-        Ok(u) => adopt_h1(m, u).ok_or("upstream socket error"),
+        Ok(u) => adopt_h1(m, addr, u).ok_or("upstream socket error"),
         Err(e) => {
             m.connect_failed(e.kind);
             debug!(upstream = %addr, error = %e, "upstream connect failed");
@@ -239,11 +242,12 @@ pub async fn dial_h1(
 }
 
 /// Takes a connected non-blocking stream (one dialled during detection, say) as an HTTP/1
-/// upstream connection: switched to the driver's mode ([`crate::io::set_driver_mode`]) and counted in `m.dst`. `None` if the mode
-/// switch fails.
-pub fn adopt_h1(m: &ListenerMetrics, u: TcpStream) -> Option<UpConn> {
+/// upstream connection to `addr`: switched to the driver's mode
+/// ([`crate::io::set_driver_mode`]) and counted in `m`'s `peer="dst"` series for `addr`.
+/// `None` if the mode switch fails.
+pub fn adopt_h1(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream) -> Option<UpConn> {
     crate::io::set_driver_mode(u.as_raw_fd()).ok()?;
-    Some(UpConn::new(u, &m.dst))
+    Some(UpConn::new(u, &m.dst_for(addr)))
 }
 
 /// An HTTP/2 client handshake on `tcp` (h2c prior knowledge) with the `[http2]` limits, under
@@ -280,7 +284,10 @@ pub async fn handshake_h2(
     monoio::spawn(async move {
         if let Err(e) = conn.await {
             debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
-            open.failed();
+            match e.get_io() {
+                Some(io) => open.failed_with(io),
+                None => open.failed(),
+            }
         }
     });
     Ok(sender)
