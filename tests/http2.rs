@@ -518,6 +518,12 @@ fn proxy_errors_are_grpc_shaped_for_grpc_clients() {
         "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
         2.0,
     );
+    // A failed dial is `error="connect"` on HTTP/2 as on HTTP/1 (it was `upstream`).
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/2\",error=\"connect\"}",
+        2.0,
+    );
 }
 
 /// Reads one HTTP/1 request (head, then a Content-Length or chunked body).

@@ -290,7 +290,7 @@ async fn stream(
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
             let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
             m.first_byte(sent, t0.elapsed());
-            m.completed(sent, grpc, ErrorLabel::of_status(code));
+            m.completed(sent, grpc, ErrorLabel::of_answer(code, reason));
             let bytes = error_body_len(is_grpc, reason);
             access_log(&l, peer, logged, sent, t0, bytes, Some(addr));
             return;

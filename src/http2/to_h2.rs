@@ -236,7 +236,7 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
     let tcp = upstream::connect(addr, timeout).await.map_err(|e| {
         l.metrics.connect_failed(e.kind);
         debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
-        Failure::Status(502, "upstream connect failed")
+        Failure::Status(502, crate::metrics::CONNECT_FAILED)
     })?;
     pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst_for(addr)).await
 }

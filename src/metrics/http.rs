@@ -87,9 +87,20 @@ impl ErrorLabel {
         }
     }
 
-    /// The error of a proxy-made answer with HTTP status `code`: none for a 4xx, which
+    /// The error of a proxy-made answer with HTTP status `code` and `reason` (its
+    /// `sidewire-error`): `connect` when no upstream connection could be made
+    /// ([`CONNECT_FAILED`]), else as [`ErrorLabel::of_status`]: none for a 4xx, which
     /// answers the client's own mistake (a malformed or stalled request) and is counted like
     /// any 4xx, not as a failure of the service.
+    pub fn of_answer(code: u16, reason: &str) -> Option<ErrorLabel> {
+        if reason == CONNECT_FAILED {
+            return Some(ErrorLabel::Connect);
+        }
+        Self::of_status(code)
+    }
+
+    /// The error of a proxy-made answer with HTTP status `code` whose cause is not known
+    /// better: `timeout` (504), `unsupported` (501), none for a 4xx, else `upstream`.
     pub fn of_status(code: u16) -> Option<ErrorLabel> {
         match code {
             504 => Some(ErrorLabel::Timeout),
@@ -99,6 +110,9 @@ impl ErrorLabel {
         }
     }
 }
+
+/// The `sidewire-error` reason of a 502 for an upstream that could not be dialled.
+pub const CONNECT_FAILED: &str = "upstream connect failed";
 
 /// No `grpc-status` (not gRPC, or none seen): `grpc_status=""`.
 pub const NO_GRPC_STATUS: u8 = u8::MAX;

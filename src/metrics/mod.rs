@@ -32,7 +32,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use self::hist::{bump, BucketCounts, Histogram, DETECT_S, DURATION_S};
-pub use self::http::{ErrorLabel, HttpMetrics, HttpValues, Protocol, NO_GRPC_STATUS};
+pub use self::http::{
+    ErrorLabel, HttpMetrics, HttpValues, Protocol, CONNECT_FAILED, NO_GRPC_STATUS,
+};
 use crate::config::{Direction, ListenerConfig, MetricsConfig};
 use crate::detect::{DetectReason, DetectResult, LinkerdDetect};
 use crate::error::{ConnectErrorKind, Refusal};

@@ -236,7 +236,7 @@ pub async fn dial_h1(
         Err(e) => {
             m.connect_failed(e.kind);
             debug!(upstream = %addr, error = %e, "upstream connect failed");
-            Err("upstream connect failed")
+            Err(crate::metrics::CONNECT_FAILED)
         }
     }
 }
