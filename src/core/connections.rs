@@ -19,7 +19,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::config::Direction;
@@ -199,7 +199,8 @@ struct Entry {
     skipped: Option<DetectReason>,
     timeout: Option<Duration>,
     seen: Seen,
-    hello: Option<ClientHello>,
+    /// Boxed: only TLS connections have one, and the table stays small for the others.
+    hello: Option<Box<ClientHello>>,
     requests: u64,
     /// Counters taken by [`Tracked::finish`]: the socket's owner closes it before the entry
     /// leaves, so the close must not read `fd` again.
@@ -241,14 +242,40 @@ struct Closed {
     closed: Instant,
 }
 
+/// Slots per chunk of the table: the table grows by a chunk at a time (about 60 KB), so a
+/// burst of connections never makes the worker copy (or the allocator keep) one big array.
+const CHUNK: usize = 256;
+
 #[derive(Debug, Default)]
 struct Table {
-    /// Open connections; `None` marks a free slot (listed in `free`).
-    slots: Vec<Option<Entry>>,
+    /// Open connections, [`CHUNK`] slots per chunk; `None` marks a free slot (in `free`).
+    chunks: Vec<Box<[Option<Entry>]>>,
+    /// Free slots; the last one is taken next (the last freed, or the lowest of a new chunk).
     free: Vec<usize>,
     next_id: u64,
     /// The last closes, oldest first.
     closed: VecDeque<Closed>,
+}
+
+impl Table {
+    fn slot(&mut self, i: usize) -> Option<&mut Option<Entry>> {
+        self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
+    }
+
+    fn open(&self) -> impl Iterator<Item = &Entry> {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+
+    /// A free slot, adding a chunk when there is none.
+    fn free_slot(&mut self) -> usize {
+        if let Some(i) = self.free.pop() {
+            return i;
+        }
+        let base = self.chunks.len() * CHUNK;
+        self.chunks.push((0..CHUNK).map(|_| None).collect());
+        self.free.extend((base + 1..base + CHUNK).rev());
+        base
+    }
 }
 
 /// One worker's open connections and recent closes.
@@ -297,28 +324,22 @@ impl Connections {
             requests: 0,
             last: None,
         };
-        let slot = match t.free.pop() {
-            Some(i) => {
-                t.slots[i] = Some(entry);
-                i
-            }
-            None => {
-                t.slots.push(Some(entry));
-                t.slots.len() - 1
-            }
-        };
+        let slot = t.free_slot();
+        if let Some(s) = t.slot(slot) {
+            *s = Some(entry);
+        }
         Tracked { table: self, slot }
     }
 
     /// Open connections.
     pub fn open_count(&self) -> usize {
         let t = self.table.borrow();
-        t.slots.len() - t.free.len()
+        t.chunks.len() * CHUNK - t.free.len()
     }
 
     fn close(&self, slot: usize) {
         let mut t = self.table.borrow_mut();
-        let Some(entry) = t.slots.get_mut(slot).and_then(Option::take) else {
+        let Some(entry) = t.slot(slot).and_then(Option::take) else {
             return;
         };
         t.free.push(slot);
@@ -367,7 +388,7 @@ impl Connections {
             }
             return report;
         }
-        let mut matched: Vec<&Entry> = t.slots.iter().flatten().filter(|e| keep(e)).collect();
+        let mut matched: Vec<&Entry> = t.open().filter(|e| keep(e)).collect();
         report.total = matched.len();
         let newest_first = |a: &&Entry, b: &&Entry| b.id.cmp(&a.id);
         if matched.len() > q.limit && q.limit > 0 {
@@ -395,9 +416,9 @@ pub struct Tracked<'a> {
     slot: usize,
 }
 
-impl Tracked<'_> {
+impl<'t> Tracked<'t> {
     fn with(&self, f: impl FnOnce(&mut Entry)) {
-        if let Some(Some(e)) = self.table.table.borrow_mut().slots.get_mut(self.slot) {
+        if let Some(Some(e)) = self.table.table.borrow_mut().slot(self.slot) {
             f(e);
         }
     }
@@ -429,7 +450,7 @@ impl Tracked<'_> {
             e.verdict = Verdict::Decided(result);
             e.skipped = None;
             e.seen = seen;
-            e.hello = hello;
+            e.hello = hello.map(Box::new);
         });
     }
 
@@ -453,6 +474,15 @@ impl Tracked<'_> {
         self.with(|e| e.requests += 1);
     }
 
+    /// `socket`, the client socket, now owned by a stage other than the spine: its final
+    /// counters are taken when the returned guard drops, just before it closes.
+    pub fn closing<'a, S: AsRawFd>(&'a self, socket: S) -> Closing<'a, 't, S> {
+        Closing {
+            socket,
+            tracked: self,
+        }
+    }
+
     /// The client socket `fd` is about to close before this handle drops (its owner is not
     /// the spine: HTTP/2 hands it to `h2`): takes its final counters now, and stops the table
     /// from reading `fd` again.
@@ -468,6 +498,22 @@ impl Tracked<'_> {
 impl Drop for Tracked<'_> {
     fn drop(&mut self) {
         self.table.close(self.slot);
+    }
+}
+
+/// A client socket owned by a stage other than the spine (HTTP/2 hands it to `h2`): dropping
+/// it takes the socket's final counters for the table, then closes it (`Drop::drop` runs
+/// before the field is dropped).
+#[derive(Debug)]
+pub struct Closing<'a, 't, S: AsRawFd> {
+    /// The socket.
+    pub socket: S,
+    tracked: &'a Tracked<'t>,
+}
+
+impl<S: AsRawFd> Drop for Closing<'_, '_, S> {
+    fn drop(&mut self) {
+        self.tracked.finish(self.socket.as_raw_fd());
     }
 }
 
@@ -703,10 +749,28 @@ mod tests {
         assert_eq!(r.total, 2);
         assert_eq!(r.rows.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 1]);
         assert!(r.rows[0].closed_ago.is_some());
-        // Slots are reused.
+        // Slots are reused, the last freed first.
         let e = c.open(0, addr(4), -1, t0);
-        assert_eq!(c.table.borrow().slots.len(), 3);
+        assert_eq!(e.slot, 2);
+        assert_eq!(c.table.borrow().chunks.len(), 1);
         drop(e);
+        // A second chunk once the first is full.
+        let many: Vec<_> = (0..CHUNK + 1).map(|_| c.open(0, addr(5), -1, t0)).collect();
+        assert_eq!(c.open_count(), CHUNK + 1);
+        assert_eq!(c.table.borrow().chunks.len(), 2);
+        let newest = c.table.borrow().next_id - 1;
+        assert_eq!(c.report(0, &query(false, 1), None).rows[0].id, newest);
+        drop(many);
+        assert_eq!(c.open_count(), 0);
+    }
+
+    /// The README states the per-connection record size; a field added here shows up as a
+    /// failure to re-measure and re-document.
+    #[test]
+    fn an_open_connection_record_stays_small() {
+        let size = std::mem::size_of::<Option<Entry>>();
+        eprintln!("record: {size} bytes");
+        assert!(size <= 256, "a connection record is {size} bytes");
     }
 
     #[test]

@@ -36,7 +36,6 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use tracing::debug;
 
@@ -112,30 +111,16 @@ pub async fn serve(
     dest: HttpDest,
     tracked: &Tracked<'_>,
 ) -> Close {
-    let mut io = match client.try_into_poll_io() {
-        Ok(io) => io,
+    // Dropped last (after `h2`, which borrows it): reports the final counters, then closes.
+    let mut client = match client.try_into_poll_io() {
+        Ok(io) => tracked.closing(io),
         Err((e, client)) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
             tracked.finish(client.as_raw_fd());
             return Close::Failed;
         }
     };
-    let how = session(core, l, &mut io, src, peer, dest, tracked).await;
-    tracked.finish(io.as_raw_fd());
-    how
-}
-
-/// The HTTP/2 connection on `io`, from the handshake to its end.
-async fn session(
-    core: &Core,
-    l: &Rc<Listener>,
-    io: &mut TcpStreamPoll,
-    src: Rc<PeerCounters>,
-    peer: SocketAddr,
-    dest: HttpDest,
-    tracked: &Tracked<'_>,
-) -> Close {
-    let io = Coalesce::new(Counted::new(io, src));
+    let io = Coalesce::new(Counted::new(&mut client.socket, src));
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)
