@@ -1,5 +1,6 @@
-//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, `GET`/`PUT
-//! /log-level` and `POST /shutdown`, served by hyper's HTTP/1 server on a tokio
+//! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, `/connections`
+//! ([`connections`]), `GET`/`PUT /log-level` and `POST /shutdown`, served by hyper's HTTP/1
+//! server on a tokio
 //! current-thread runtime on the admin's own thread: never on a worker's core or event loop.
 //! A scrape asks every worker for a copy of its counters and waits for them on a thread of
 //! the runtime's blocking pool, so a slow scrape holds up no other admin request.
@@ -16,6 +17,8 @@
 //!
 //! `POST /shutdown` and `/log-level` are answered only from loopback (the pod itself): the
 //! port may listen on `0.0.0.0` for the kubelet and Prometheus, who only read.
+
+pub mod connections;
 
 use std::convert::Infallible;
 use std::io;
@@ -234,12 +237,16 @@ async fn handle(
         "/shutdown" => shutdown(&s, method, peer),
         _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
         "/metrics" => metrics(s).await,
+        "/connections" => {
+            let query = req.uri().query().unwrap_or_default().to_string();
+            connections_answer(s, query).await
+        }
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" if s.ready.is_ready() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /live, /ready, POST /shutdown\n",
+            "not found: try /metrics, /live, /ready, /connections, POST /shutdown\n",
         ),
     })
 }
@@ -264,6 +271,21 @@ async fn metrics(s: Arc<Scrape>) -> Response<Body> {
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "rendering metrics failed\n",
+            )
+        }
+    }
+}
+
+/// `GET /connections`: rendered on the blocking pool, as a scrape (it waits for the workers).
+async fn connections_answer(s: Arc<Scrape>, query: String) -> Response<Body> {
+    match tokio::task::spawn_blocking(move || render_connections(&s, &query)).await {
+        Ok(Ok((ctype, body))) => respond(StatusCode::OK, ctype, body),
+        Ok(Err(problem)) => text(StatusCode::BAD_REQUEST, problem),
+        Err(e) => {
+            warn!(error = %e, "listing connections failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "listing connections failed\n",
             )
         }
     }
@@ -404,6 +426,34 @@ pub fn render_metrics(s: &Scrape) -> String {
     prom::render(&named, &process_info(s))
 }
 
+/// `GET /connections?QUERY` (the query without `?`): asks every worker for its connections
+/// and renders them; `Ok((content type, body))`, or `Err(message)` for a bad query (a 400).
+/// Workers that do not answer within [`SNAPSHOT_TIMEOUT`] (one deadline for all) are left
+/// out; the reply counts the workers that answered.
+pub fn render_connections(s: &Scrape, query: &str) -> Result<(&'static str, String), String> {
+    let params = connections::parse(query)?;
+    let pending: Vec<_> = s
+        .controls
+        .iter()
+        .filter_map(|ctl| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let ask = Control::Connections(params.query.clone(), tx);
+            ctl.unbounded_send(ask).ok().map(|()| rx)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + SNAPSHOT_TIMEOUT;
+    let reports = pending
+        .into_iter()
+        .filter_map(|rx| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            rx.recv_timeout(left)
+                .map_err(|e| debug!(error = %e, "a worker did not answer /connections"))
+                .ok()
+        })
+        .collect();
+    connections::render(&params, reports, s.controls.len())
+}
+
 fn process_info(s: &Scrape) -> ProcessInfo {
     let status = process::status();
     ProcessInfo {
@@ -469,6 +519,7 @@ mod tests {
                         listeners: vec![m.snapshot()],
                     });
                 }
+                Ok(Control::Connections(..)) => {}
                 Ok(Control::Drain) | Err(futures_channel::mpsc::TryRecvError::Closed) => return,
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }

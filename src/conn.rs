@@ -8,6 +8,7 @@
 //! sequences them and records the outcome, so the data flow reads top to bottom.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -34,6 +35,10 @@ pub async fn serve(
     let t0 = Instant::now();
     let l = &*listener;
     let m = &l.metrics;
+    // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
+    // `client` outlives `tracked` (parameters drop after locals), so the table may read its
+    // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
+    let tracked = core.connections.open(l.index, peer, client.as_raw_fd(), t0);
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
     let mut target = if l.cfg.original_dst {
@@ -42,6 +47,7 @@ pub async fn serve(
             Err((why, e)) => {
                 // Never proxy a connection to the proxy itself.
                 m.refused(why);
+                tracked.refused(why);
                 debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
                 let src = m.src_for(l.cfg.listen);
                 src.opened();
@@ -54,6 +60,7 @@ pub async fn serve(
         Target::pick(&l.balancer)
     };
     let addr = target.addr;
+    tracked.destination(addr, target.original);
     // The client's series: by the destination it dialled (original destination, or this
     // listener's own address).
     let src = m.src_for(if target.original { addr } else { l.cfg.listen });
@@ -63,10 +70,12 @@ pub async fn serve(
     let (result, early) = match l.ports.plan(addr.port()) {
         Plan::Skip(r, reason) => {
             m.detected(r, reason, None);
+            tracked.skipped(r, reason);
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = r.as_str(), reason = reason.as_str(), "detection skipped");
             (r, None)
         }
         Plan::Detect { timeout } => {
+            tracked.detecting(timeout);
             let dial = || {
                 m.early_dial();
                 upstream::connect(addr, l.cfg.connect_timeout)
@@ -80,17 +89,20 @@ pub async fn serve(
                     result,
                     hello,
                     early,
+                    seen,
                 }) => {
                     m.detected(result, DetectReason::Detected, Some(t0.elapsed()));
                     debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = result.as_str(), reason = DetectReason::Detected.as_str(), timeout_ms = timeout.as_millis() as u64, sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
                     if let Some(h) = &hello {
                         m.tls_hello(h.sni.is_some());
                     }
+                    tracked.detected(result, seen, hello);
                     (result, early)
                 }
                 Ok(Detection::DialFailed(e)) => {
                     // The early dial failed and the client stayed silent: nothing to proxy to.
                     // The opaque path counts the failure and closes.
+                    tracked.dial_failed();
                     m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
                     let how = opaque(&core, l, &client, &src, peer, addr, Some(Err(e))).await;
                     src.closed(how);
@@ -98,6 +110,7 @@ pub async fn serve(
                     return;
                 }
                 Err(e) => {
+                    tracked.client_error();
                     debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
                     m.detect_ended(LinkerdDetect::Error, t0.elapsed());
                     src.closed(Close::of_error(&e));
@@ -126,7 +139,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, &src, peer, &dest).await
+            http1::proxy::serve(&core, l, &mut client, &src, peer, &dest, &tracked).await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -137,7 +150,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&core, &listener, client, src.clone(), peer, dest).await
+            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

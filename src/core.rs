@@ -1,10 +1,13 @@
 //! Per-core state: one worker's listeners (config, metrics, balancers, pools), its pipe pool,
-//! its detection scratch buffer, and the drain bookkeeping (open connections, stop signal).
+//! its detection scratch buffer, the drain bookkeeping (open connections, stop signal), and
+//! its table of connections for `GET /connections` ([`connections`]).
 //!
 //! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers.
 //!
 //! Not here: the worker loop and its control channel (`worker`), the accept loop (`accept`),
 //! binding sockets (`server`), per-connection logic (`conn`).
+
+pub mod connections;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use self::connections::{Connections, ListenerInfo, Query, Report};
 use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
 use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
@@ -27,6 +31,8 @@ use crate::upstream::{Balancer, Target};
 /// One listener's per-core state.
 #[derive(Debug)]
 pub struct Listener {
+    /// Its index in the config (and in [`Core::listeners`]).
+    pub index: usize,
     /// Its configuration.
     pub cfg: ListenerConfig,
     /// Its metrics on this core.
@@ -160,6 +166,8 @@ pub struct Core {
     pub pipes: PipePool,
     /// Scratch buffer for detection peeks: borrowed only synchronously, never across an await.
     pub peek_buf: RefCell<Box<[u8]>>,
+    /// Open and recently closed connections, for `GET /connections`.
+    pub connections: Connections,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
     /// Fires when the worker starts draining: accept loops stop, HTTP/2 connections send GOAWAY.
@@ -269,8 +277,10 @@ impl Core {
             listeners: cfg
                 .listeners
                 .iter()
-                .map(|l| {
+                .enumerate()
+                .map(|(index, l)| {
                     Rc::new(Listener {
+                        index,
                         cfg: l.clone(),
                         metrics: ListenerMetrics::new(l, &cfg.metrics),
                         balancer: Balancer::new(l.upstream.clone()),
@@ -289,6 +299,7 @@ impl Core {
                 .collect(),
             pipes: PipePool::new(id, cfg.runtime.splice_pipe_bytes),
             peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
+            connections: Connections::new(cfg.admin.closed_connections),
             open: Cell::new(0),
             drained: RefCell::new(None),
             stop: StopSignal::default(),
@@ -328,6 +339,33 @@ impl Core {
                 .map(|l| l.metrics.snapshot())
                 .collect(),
         }
+    }
+
+    /// This core's connections matching `q`, for `GET /connections` (an unknown listener
+    /// name matches none; the listeners in the report let the admin thread say so).
+    pub fn connections_report(&self, q: &Query) -> Report {
+        let listeners: Vec<ListenerInfo> = self
+            .listeners
+            .iter()
+            .map(|l| ListenerInfo {
+                name: l.cfg.name.clone(),
+                direction: l.cfg.direction,
+                http1: l.http1.enabled,
+                http2: l.http2.enabled,
+            })
+            .collect();
+        let mut report = match &q.listener {
+            None => self.connections.report(self.id, q, None),
+            Some(name) => match listeners.iter().position(|l| &l.name == name) {
+                Some(i) => self.connections.report(self.id, q, Some(i)),
+                None => Report {
+                    worker: self.id,
+                    ..Report::default()
+                },
+            },
+        };
+        report.listeners = listeners;
+        report
     }
 
     /// Starts draining: every [`Core::draining`] future resolves (accept loops stop, HTTP/2

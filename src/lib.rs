@@ -5,8 +5,8 @@
 //! - [`inject`]: `sidewire inject`: adds the sidecar (init container, proxy, config) to
 //!   Kubernetes manifests.
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
-//! - [`admin`]: the admin HTTP server (`/metrics`, `/live`, `/ready`, `/log-level`,
-//!   `/shutdown`) on its own thread.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/live`, `/ready`, `/connections`,
+//!   `/log-level`, `/shutdown`) on its own thread.
 //! - [`worker`]: one worker: its runtime (io_uring, or epoll where refused), accept loops and control channel.
 //! - [`accept`]: one listener's accept loop on one worker.
 //! - [`conn`]: the spine of one connection: target → detect → {opaque splice | HTTP/1 |
@@ -15,7 +15,8 @@
 //!   upstreams.
 //! - [`http1`]: the HTTP/1 keep-alive proxy loop, HTTP/1 message I/O shared with h2→h1, head
 //!   parsing with smuggling defences and a chunked decoder.
-//! - [`core`]: per-core state: listeners (config, metrics, balancers, pools), pipe pool, drain.
+//! - [`core`]: per-core state: listeners (config, metrics, balancers, pools), pipe pool, drain,
+//!   the table of open and recently closed connections.
 //! - [`forward`]: opaque forwarding with `splice(2)` in both directions; the pipe pool.
 //! - [`upstream`]: where connections and requests go (target, balancers), connect, and the
 //!   HTTP/1 and HTTP/2 upstream pools.

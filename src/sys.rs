@@ -1,6 +1,6 @@
 //! Raw syscalls that monoio 0.2.4 does not expose: non-blocking mode, pipes, `splice(2)`,
 //! half-close, abortive close, the fd limit, the original destination of a redirected
-//! connection.
+//! connection, a connection's TCP counters.
 //!
 //! This is the only module with `unsafe`. Each block is a plain libc call on a file descriptor
 //! the caller owns for the duration of the call; errors come back as `io::Error` from `errno`.
@@ -242,5 +242,131 @@ pub fn original_dst(fd: RawFd, ipv6: bool) -> io::Result<std::net::SocketAddr> {
             u16::from_be(sa.sin_port),
         )
         .into())
+    }
+}
+
+/// A connection's counters as the kernel keeps them (`getsockopt(TCP_INFO)`; Linux 4.19+
+/// for every field used, older kernels leave the byte counts 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Payload bytes received from the peer.
+    pub bytes_received: u64,
+    /// Payload bytes sent to the peer, each once (retransmissions not counted).
+    pub bytes_sent: u64,
+    /// Milliseconds since data last arrived (`tcpi_last_data_recv`; since the handshake if
+    /// none did).
+    pub last_recv_ms: u32,
+    /// Milliseconds since data was last sent (`tcpi_last_data_sent`; since the handshake if
+    /// none was).
+    pub last_send_ms: u32,
+}
+
+impl TcpStats {
+    /// Milliseconds since data last moved either way.
+    pub fn idle_ms(&self) -> u32 {
+        self.last_recv_ms.min(self.last_send_ms)
+    }
+
+    /// The payload counts from the kernel's sequence-space counters. `tcpi_bytes_received`
+    /// and `tcpi_bytes_acked` also count a FIN as one byte; `tcpi_bytes_sent` counts payload
+    /// only (with retransmissions). The peer's FIN has arrived in the half-closed states, and
+    /// in CLOSE when ours was acknowledged (a close, not a reset; an acknowledged FIN shows as
+    /// one byte acked beyond the payload sent).
+    fn from_info(i: &libc::tcp_info) -> TcpStats {
+        let sent = i.tcpi_bytes_sent.saturating_sub(i.tcpi_bytes_retrans);
+        let our_fin_acked = i.tcpi_bytes_acked > sent;
+        let peer_fin = match i.tcpi_state {
+            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT => true,
+            TCP_CLOSE => our_fin_acked,
+            _ => false,
+        };
+        TcpStats {
+            bytes_received: i.tcpi_bytes_received.saturating_sub(u64::from(peer_fin)),
+            bytes_sent: sent,
+            last_recv_ms: i.tcpi_last_data_recv,
+            last_send_ms: i.tcpi_last_data_sent,
+        }
+    }
+}
+
+// TCP states (`include/net/tcp_states.h`), as `tcpi_state` reports them.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+/// `getsockopt(IPPROTO_TCP, TCP_INFO)`: what the kernel counts for this connection, at no
+/// cost until asked (about 0.3 µs per call, measured on this project's VM).
+pub fn tcp_stats(fd: RawFd) -> io::Result<TcpStats> {
+    tcp_info(fd).map(|i| TcpStats::from_info(&i))
+}
+
+fn tcp_info(fd: RawFd) -> io::Result<libc::tcp_info> {
+    // SAFETY: an all-zero `tcp_info` is a valid value of this plain C struct of integers; the
+    // kernel fills only as much as it knows (older kernels: a prefix), the rest stays zero.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live local `info`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn tcp_stats_count_payload_both_ways_and_not_the_fins() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(b"hi").unwrap();
+        let mut back = [0u8; 2];
+        c.read_exact(&mut back).unwrap();
+        let st = tcp_stats(s.as_raw_fd()).unwrap();
+        assert_eq!((st.bytes_received, st.bytes_sent), (5, 2), "{st:?}");
+        assert!(st.idle_ms() < 60_000, "{st:?}");
+
+        // The client's FIN (CLOSE_WAIT), then ours once acknowledged (CLOSE): still payload.
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(s.read(&mut got).unwrap(), 0);
+        let st = tcp_stats(s.as_raw_fd()).unwrap();
+        assert_eq!((st.bytes_received, st.bytes_sent), (5, 2), "{st:?}");
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(c.read(&mut got).unwrap(), 0);
+        drop(c);
+        // Wait for the client's ACK of our FIN (loopback: at once, but asynchronously).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let info = tcp_info(s.as_raw_fd()).unwrap();
+            if info.tcpi_state == TCP_CLOSE {
+                assert_eq!((info.tcpi_bytes_received, info.tcpi_bytes_acked), (6, 3));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "state {}",
+                info.tcpi_state
+            );
+            std::thread::yield_now();
+        }
+        let st = tcp_stats(s.as_raw_fd()).unwrap();
+        assert_eq!((st.bytes_received, st.bytes_sent), (5, 2), "{st:?}");
+        // Not a TCP socket: an error, not a panic.
+        assert!(tcp_stats(-1).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! One worker: a thread's runtime (io_uring, or epoll where io_uring is refused), its accept loops, and the control channel
-//! it answers (metric snapshots, drain) until it has drained.
+//! it answers (metric snapshots, connection listings, drain) until it has drained.
 //!
 //! The only cross-thread traffic is the [`Control`] channel from the admin thread and the
 //! supervisor, which never touches a connection.
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::accept;
 use crate::config::Driver;
+use crate::core::connections::{Query, Report};
 use crate::core::Core;
 use crate::metrics::CoreSnapshot;
 
@@ -29,6 +30,8 @@ use crate::metrics::CoreSnapshot;
 pub enum Control {
     /// Send a copy of this core's metrics.
     Snapshot(std::sync::mpsc::SyncSender<CoreSnapshot>),
+    /// List this core's connections (open, or recently closed) for `GET /connections`.
+    Connections(Query, std::sync::mpsc::SyncSender<Report>),
     /// Stop accepting, let open connections finish within the grace period, then exit.
     Drain,
 }
@@ -186,6 +189,9 @@ pub async fn run(
             Control::Snapshot(tx) => {
                 let _ = tx.send(core.snapshot());
             }
+            Control::Connections(q, tx) => {
+                let _ = tx.send(core.connections_report(&q));
+            }
             Control::Drain => break,
         }
     }
@@ -211,6 +217,7 @@ pub async fn run(
             }
             msg = control.next(), if control_open => match msg {
                 Some(Control::Snapshot(tx)) => { let _ = tx.send(core.snapshot()); }
+                Some(Control::Connections(q, tx)) => { let _ = tx.send(core.connections_report(&q)); }
                 Some(Control::Drain) => {}
                 None => control_open = false,
             },

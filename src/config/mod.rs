@@ -86,6 +86,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Whether `POST /shutdown` starts a graceful shutdown (else it answers 404).
     pub enable_shutdown: bool,
+    /// How many recently closed connections each worker keeps for `GET /connections?closed=1`
+    /// (0: none).
+    pub closed_connections: usize,
 }
 
 /// Validated `[log]`.
@@ -363,6 +366,7 @@ mod tests {
         assert_eq!(c.runtime.driver, Driver::Auto);
         assert_eq!(c.runtime.shutdown_grace, Duration::from_millis(30_000));
         assert_eq!(c.admin.listen, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.admin.closed_connections, 256);
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].name, "outbound");
         assert_eq!(c.listeners[0].connect_timeout, Duration::from_millis(1000));
@@ -462,6 +466,8 @@ mod tests {
                 "listener[0].connect_timeout_ms",
             ),
             ("[admin]\nlisten = \"localhost\"", "admin.listen"),
+            ("[admin]\nclosed_connections = 65537", "admin.closed_connections"),
+            ("[admin]\nclosed_connections = -1", "admin.closed_connections"),
             ("[runtime]\nring_entries = 1000", "runtime.ring_entries"),
             ("[runtime]\nworkers = 100000", "runtime.workers"),
             ("[runtime]\nsplice_pipe_bytes = 100", "runtime.splice_pipe_bytes"),

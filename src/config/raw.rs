@@ -73,6 +73,8 @@ pub struct RawAdmin {
     pub listen: String,
     /// Serve `POST /shutdown` (for Jobs whose sidecar must stop with the app).
     pub enable_shutdown: bool,
+    /// Closed connections each worker keeps for `GET /connections?closed=1`.
+    pub closed_connections: usize,
 }
 
 impl Default for RawAdmin {
@@ -80,6 +82,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: "127.0.0.1:4191".into(),
             enable_shutdown: false,
+            closed_connections: 256,
         }
     }
 }

@@ -15,6 +15,8 @@ const MAX_WORKERS: usize = 1024;
 const MAX_ACCESS_LINES: u32 = 1_000_000;
 /// Upper bound on timeouts (10 minutes): a larger value is almost certainly a unit mistake.
 const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Upper bound on `admin.closed_connections` per worker: about 15 MB of records each.
+const MAX_CLOSED_CONNECTIONS: usize = 65_536;
 
 impl RawConfig {
     /// Phase one: syntax, types and unknown keys.
@@ -66,9 +68,19 @@ impl RawConfig {
         };
         let http2 = self.validate_http2(file)?;
         let runtime = self.validate_runtime(&err)?;
+        if self.admin.closed_connections > MAX_CLOSED_CONNECTIONS {
+            return Err(err(
+                "admin.closed_connections".into(),
+                format!(
+                    "{} is more than the maximum of {MAX_CLOSED_CONNECTIONS} per worker",
+                    self.admin.closed_connections
+                ),
+            ));
+        }
         let admin = AdminConfig {
             listen: parse_listen(&self.admin.listen).map_err(|p| err("admin.listen".into(), p))?,
             enable_shutdown: self.admin.enable_shutdown,
+            closed_connections: self.admin.closed_connections,
         };
         let log = self.validate_log(&err)?;
         let detect = self.validate_detect(&err)?;

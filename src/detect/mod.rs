@@ -43,7 +43,7 @@ use crate::sys;
 pub use plan::{Plan, PortPlan};
 pub use probe::Probe;
 pub use tls::ClientHello;
-pub use verdict::{DetectReason, DetectResult, LinkerdDetect};
+pub use verdict::{DetectReason, DetectResult, LinkerdDetect, Prefix, Seen, PREFIX_LEN};
 
 /// The answer of [`classify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,8 @@ pub enum Detection {
         hello: Option<ClientHello>,
         /// An upstream dialled during detection (server-first), connected or failed.
         early: Option<Result<TcpStream, ConnectError>>,
+        /// The bytes the verdict was made on.
+        seen: Seen,
     },
     /// The server-first dial failed and the client stayed silent for
     /// [`AFTER_DIAL_FAILURE`] more: there is nothing to proxy to (counted as a
@@ -140,8 +142,14 @@ enum Step {
 
 /// Peeks the client's queued bytes and classifies them. `prev` is the byte count of the
 /// previous peek after a readiness wake-up (None for the first peek): no growth after a
-/// wake-up means EOF, so the bytes so far are all there will be.
-fn step(scratch: &RefCell<Box<[u8]>>, fd: i32, prev: Option<usize>) -> io::Result<Step> {
+/// wake-up means EOF, so the bytes so far are all there will be. `seen` gets the bytes
+/// peeked (a 16-byte copy).
+fn step(
+    scratch: &RefCell<Box<[u8]>>,
+    fd: i32,
+    prev: Option<usize>,
+    seen: &mut Seen,
+) -> io::Result<Step> {
     let mut buf = scratch.borrow_mut();
     let n = match sys::peek(fd, &mut buf[..]) {
         Ok(0) => return Ok(Step::Decided(DetectResult::Closed, None)),
@@ -151,6 +159,8 @@ fn step(scratch: &RefCell<Box<[u8]>>, fd: i32, prev: Option<usize>) -> io::Resul
         }
         Err(e) => return Err(e),
     };
+    seen.client = Prefix::new(&buf[..n]);
+    seen.client_total = n;
     Ok(match classify(&buf[..n]) {
         Verdict::Http1 => Step::Decided(DetectResult::Http1, None),
         Verdict::Http2 => Step::Decided(DetectResult::Http2, None),
@@ -158,6 +168,7 @@ fn step(scratch: &RefCell<Box<[u8]>>, fd: i32, prev: Option<usize>) -> io::Resul
         Verdict::Opaque => Step::Decided(DetectResult::Opaque, None),
         Verdict::NeedMore { want } => {
             let stalled = prev == Some(n);
+            seen.client_eof = stalled;
             if stalled || n >= PEEK_CAP || want > PEEK_CAP {
                 // EOF mid-prefix, or more than we peek (and not a long HTTP/1 request line,
                 // which `classify` decides at a full window): forward it as-is.
@@ -261,17 +272,19 @@ where
     F: Future<Output = Result<TcpStream, ConnectError>>,
 {
     let fd = client.as_raw_fd();
-    let decided = |result, hello, early| {
+    let decided = |result, hello, early, seen| {
         Ok(Detection::Decided {
             result,
             hello,
             early,
+            seen,
         })
     };
+    let mut seen = Seen::default();
 
     // Most clients' first bytes are already queued at accept: decide without waiting.
-    let (mut have, want) = match step(scratch, fd, None)? {
-        Step::Decided(r, h) => return decided(r, h, None),
+    let (mut have, want) = match step(scratch, fd, None, &mut seen)? {
+        Step::Decided(r, h) => return decided(r, h, None, seen),
         Step::Need { have, want } => (have, want),
     };
     let mut lowat = LowWater { fd, raised: false };
@@ -297,13 +310,13 @@ where
             biased;
             r = client.readable(false) => {
                 r?;
-                match step(scratch, fd, Some(have))? {
+                match step(scratch, fd, Some(have), &mut seen)? {
                     Step::Decided(result, hello) => {
                         // The client spoke first. A dial still in flight is finished and
                         // handed over (the opaque path needs it anyway).
                         drop(up_lowat);
                         let early = hand_over(up, in_flight).await;
-                        return decided(result, hello, early);
+                        return decided(result, hello, early, seen);
                     }
                     Step::Need { have: h, want } => {
                         have = h;
@@ -317,7 +330,7 @@ where
                 }
                 drop(up_lowat);
                 let early = hand_over(up, in_flight).await;
-                return decided(DetectResult::Timeout, None, early);
+                return decided(DetectResult::Timeout, None, early, seen);
             }
             _ = &mut delay, if !dial_started => {
                 dial_started = true;
@@ -349,6 +362,7 @@ where
                     Err(_) => 0, // reset: the opaque path will carry it to the client
                 };
                 let verdict = if n == 0 { Probe::No } else { http::probe_h2_server_settings(&buf[..n]) };
+                let first = Prefix::new(&buf[..n]);
                 drop(buf);
                 match verdict {
                     // An h2 server's SETTINGS on accept: not a greeting; wait for the client.
@@ -359,7 +373,8 @@ where
                     // Bytes (or EOF) from the server first: opaque now, greeting flows at once.
                     Probe::No => {
                         drop(up_lowat);
-                        return decided(DetectResult::ServerFirst, None, up.map(Ok));
+                        seen.upstream = first;
+                        return decided(DetectResult::ServerFirst, None, up.map(Ok), seen);
                     }
                 }
             }

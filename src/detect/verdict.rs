@@ -154,3 +154,46 @@ impl DetectReason {
         }
     }
 }
+
+/// Bytes of a connection's first bytes kept for `GET /connections` (as hex).
+pub const PREFIX_LEN: usize = 16;
+
+/// The first bytes of a stream, up to [`PREFIX_LEN`]: a fixed-size copy, no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefix {
+    bytes: [u8; PREFIX_LEN],
+    len: u8,
+}
+
+impl Prefix {
+    /// The first [`PREFIX_LEN`] bytes of `b` (all of it if shorter).
+    pub fn new(b: &[u8]) -> Prefix {
+        let n = b.len().min(PREFIX_LEN);
+        let mut bytes = [0; PREFIX_LEN];
+        bytes[..n].copy_from_slice(&b[..n]);
+        Prefix {
+            bytes,
+            len: n as u8,
+        }
+    }
+
+    /// The bytes kept.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// What detection saw when it decided, for `GET /connections`: the evidence behind the
+/// verdict (which bytes ruled HTTP and TLS out, whether the client half-closed, what the
+/// upstream said first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The client's first bytes, as last peeked.
+    pub client: Prefix,
+    /// How many bytes the client had sent by the last peek.
+    pub client_total: usize,
+    /// The client's bytes stopped growing after a wake-up: it half-closed mid-prefix.
+    pub client_eof: bool,
+    /// The upstream's first bytes, when it spoke first.
+    pub upstream: Prefix,
+}

@@ -37,6 +37,7 @@ use super::message::{
     HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
+use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
@@ -454,7 +455,8 @@ async fn first_to_speak(
 }
 
 /// Serves HTTP/1 requests on `client` (counted in `src`) until either side ends the
-/// connection. Returns how it ended. `dest` says where requests that match no route go.
+/// connection. Returns how it ended. `dest` says where requests that match no route go;
+/// `tracked` counts the requests for `GET /connections`.
 pub async fn serve(
     core: &Core,
     l: &Listener,
@@ -462,9 +464,10 @@ pub async fn serve(
     src: &PeerCounters,
     peer: SocketAddr,
     dest: &HttpDest,
+    tracked: &Tracked<'_>,
 ) -> Close {
     let client = &mut Client::new(client, src);
-    let ok = run(core, l, client, peer, dest).await;
+    let ok = run(core, l, client, peer, dest, tracked).await;
     client.close(ok)
 }
 
@@ -475,6 +478,7 @@ async fn run(
     client: &mut Client<'_>,
     peer: SocketAddr,
     dest: &HttpDest,
+    tracked: &Tracked<'_>,
 ) -> bool {
     let cfg = &l.http1;
     let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
@@ -532,6 +536,7 @@ async fn run(
                 debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
                 let m = dest.metrics(l, 0, Protocol::Http1, None, None);
                 m.request();
+                tracked.request();
                 m.proxy_answer(e.status(), None, Duration::ZERO);
                 let (started, sent_before) = (Instant::now(), client.written());
                 proxy_error(client, e.status(), e.reason()).await;
@@ -558,6 +563,7 @@ async fn run(
         let mut body_buf = cbuf.split_off(req.head_len);
         cbuf.clear();
         m.request();
+        tracked.request();
         let t0 = Instant::now();
         let ctx = InFlight {
             l,

@@ -27,6 +27,7 @@ mod to_h2;
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Instant;
@@ -35,13 +36,13 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 use tracing::debug;
 
 use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
+use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
@@ -98,6 +99,9 @@ fn close_of(e: &h2::Error) -> Close {
 
 /// Serves one HTTP/2 client connection (counted in `src`) until it closes; `dest` says where
 /// streams that match no route go. Returns how it ended.
+///
+/// `tracked` counts the streams, and gets the socket's final counters just before the socket
+/// closes (here, not in the spine: this function owns it).
 pub async fn serve(
     core: &Core,
     l: &Rc<Listener>,
@@ -105,14 +109,18 @@ pub async fn serve(
     src: Rc<PeerCounters>,
     peer: SocketAddr,
     dest: HttpDest,
+    tracked: &Tracked<'_>,
 ) -> Close {
-    let io = match client.into_poll_io() {
-        Ok(io) => Coalesce::new(Counted::new(io, src)),
-        Err(e) => {
+    // Dropped last (after `h2`, which borrows it): reports the final counters, then closes.
+    let mut client = match client.try_into_poll_io() {
+        Ok(io) => tracked.closing(io),
+        Err((e, client)) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
+            tracked.finish(client.as_raw_fd());
             return Close::Failed;
         }
     };
+    let io = Coalesce::new(Counted::new(&mut client.socket, src));
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)
@@ -168,6 +176,7 @@ pub async fn serve(
         match next {
             Some(Ok((req, respond))) => {
                 started += 1;
+                tracked.request();
                 open.set(open.get() + 1);
                 let (l, open, dest) = (l.clone(), open.clone(), dest.clone());
                 monoio::spawn(async move {
