@@ -1,5 +1,6 @@
-//! The accept loop of one listener on one worker: accept until the worker drains, spawn the
-//! spine ([`conn::serve`]) for each connection, back off while accepting fails.
+//! The accept loop of one listening socket on one worker: accept until the worker drains or a
+//! reload removes the listener, spawn the spine ([`conn::serve`]) for each connection under
+//! the listener generation in force, back off while accepting fails.
 
 use std::pin::pin;
 use std::rc::Rc;
@@ -9,19 +10,24 @@ use monoio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::conn;
-use crate::core::{Core, Listener};
+use crate::core::{AcceptSlot, Core};
 
-/// Accepts on one listener until `stop` fires, spawning a task per connection.
-pub async fn accept_loop(core: Rc<Core>, listener: Rc<Listener>, socket: TcpListener) {
+/// Accepts on `socket` until the worker drains or a reload removes the slot's listener,
+/// spawning a task per connection under the slot's current listener generation. The socket
+/// closes when the loop ends.
+pub async fn accept_loop(core: Rc<Core>, slot: Rc<AcceptSlot>, socket: TcpListener) {
     let mut stop = pin!(core.draining());
+    let mut removed = pin!(slot.removed());
     loop {
         let accepted = monoio::select! {
             _ = &mut stop => break,
+            _ = &mut removed => break,
             r = socket.accept() => r,
         };
+        let listener = slot.listener();
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(core.clone(), listener.clone(), stream, peer));
+                monoio::spawn(conn::serve(core.clone(), listener, stream, peer));
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
                 debug!(listener = %listener.cfg.name, "accept: connection aborted by peer");
@@ -34,5 +40,5 @@ pub async fn accept_loop(core: Rc<Core>, listener: Rc<Listener>, socket: TcpList
             }
         }
     }
-    debug!(listener = %listener.cfg.name, core = core.id, "stopped accepting");
+    debug!(listener = %slot.listener().cfg.name, core = core.id, "stopped accepting");
 }

@@ -1,5 +1,5 @@
 //! The admin server: `GET /metrics` (Prometheus text), `/live`, `/ready`, `/connections`
-//! ([`connections`]), `GET`/`PUT /log-level` and `POST /shutdown`, served by hyper's HTTP/1
+//! ([`connections`]), `GET`/`PUT /log-level`, `POST /reload` and `POST /shutdown`, served by hyper's HTTP/1
 //! server on a tokio
 //! current-thread runtime on the admin's own thread: never on a worker's core or event loop.
 //! A scrape asks every worker for a copy of its counters and waits for them on a thread of
@@ -15,7 +15,7 @@
 //! - one request per connection (`connection: close`), and a connection lives at most
 //!   [`CONNECTION_DEADLINE`], whatever it waits for.
 //!
-//! `POST /shutdown` and `/log-level` are answered only from loopback (the pod itself): the
+//! `POST /shutdown`, `POST /reload` and `/log-level` are answered only from loopback (the pod itself): the
 //! port may listen on `0.0.0.0` for the kubelet and Prometheus, who only read.
 
 pub mod connections;
@@ -23,7 +23,7 @@ pub mod connections;
 use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,7 +59,51 @@ pub struct ReadyState {
     pub io_uring_workers: AtomicUsize,
     /// Workers running on epoll (io_uring refused, or `runtime.driver = "epoll"`).
     pub epoll_workers: AtomicUsize,
+    /// Configuration reloads: `[0]` applied, `[1]` rejected.
+    pub reloads: [AtomicU64; 2],
+    /// The last reload was applied (or none was tried).
+    pub last_reload_ok: AtomicBool,
+    /// When the running configuration was loaded (at start or by the last applied reload),
+    /// milliseconds since the epoch.
+    pub config_loaded_unix_ms: AtomicU64,
 }
+
+impl ReadyState {
+    /// Readiness of `workers` workers, none listening yet.
+    pub fn new(workers: usize) -> ReadyState {
+        ReadyState {
+            listening: AtomicUsize::new(0),
+            workers,
+            draining: AtomicBool::new(false),
+            io_uring_workers: AtomicUsize::new(0),
+            epoll_workers: AtomicUsize::new(0),
+            reloads: Default::default(),
+            last_reload_ok: AtomicBool::new(true),
+            config_loaded_unix_ms: AtomicU64::new(unix_ms(SystemTime::now())),
+        }
+    }
+
+    /// Counts a reload: applied (`ok`) or rejected.
+    pub fn count_reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        self.last_reload_ok.store(ok, Ordering::Relaxed);
+        if ok {
+            self.config_loaded_unix_ms
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A `POST /reload`, handed to whoever owns the [`crate::server::Server`] (the binary's
+/// main thread): it re-reads the configuration file, applies it, and answers on this
+/// channel with a summary (`Ok`) or the reason it was rejected (`Err`, one line).
+pub type ReloadRequest = std::sync::mpsc::SyncSender<Result<String, String>>;
 
 impl ReadyState {
     /// True while every worker listens and no drain has begun.
@@ -81,9 +125,6 @@ pub struct Admin {
 pub struct Scrape {
     /// One control channel per worker.
     pub controls: Vec<UnboundedSender<Control>>,
-    /// Each listener's labels in config order (`listener="…",direction="…",tls="…"`, from
-    /// [`prom::listener_labels`]).
-    pub listeners: Vec<ListenerLabels>,
     /// Each worker's last snapshot, standing in for a worker that misses a scrape.
     pub cache: ScrapeCache,
     /// Readiness.
@@ -93,6 +134,8 @@ pub struct Scrape {
     /// Where `POST /shutdown` asks for a graceful shutdown; `None` when the endpoint is off
     /// (`admin.enable_shutdown = false`).
     pub shutdown: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Where `POST /reload` sends its request (see [`ReloadRequest`]).
+    pub reload: std::sync::mpsc::Sender<ReloadRequest>,
     /// The access log's dropped-line counters (`sidewire_access_log_dropped_total`).
     pub access_log: Arc<AccessStats>,
 }
@@ -116,6 +159,9 @@ const SCRAPE_THREADS: usize = 2;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a scrape waits for one worker's snapshot before using its last one.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `POST /reload` waits for the reload to be applied (binding new listeners and
+/// every worker's answer take milliseconds; a worker that does not answer is reported).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Admin {
     /// Starts serving on `listener`, on a new thread with its own (current-thread) runtime.
@@ -235,6 +281,7 @@ async fn handle(
     let get = method == Method::GET || method == Method::HEAD;
     Ok(match path {
         "/shutdown" => shutdown(&s, method, peer),
+        "/reload" => reload(s, method, peer).await,
         _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
         "/metrics" => metrics(s).await,
         "/connections" => {
@@ -246,7 +293,7 @@ async fn handle(
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /live, /ready, /connections, POST /shutdown\n",
+            "not found: try /metrics, /live, /ready, /connections, /log-level, POST /reload, POST /shutdown\n",
         ),
     })
 }
@@ -321,6 +368,38 @@ fn shutdown(s: &Scrape, method: &Method, peer: SocketAddr) -> Response<Body> {
     let _ = tx.try_send(());
     info!("shutdown requested on the admin port");
     text(StatusCode::ACCEPTED, "shutting down\n")
+}
+
+/// `POST /reload`: re-reads the configuration file and applies it, as SIGHUP; `200` with what
+/// changed, `400` with the one-line reason a new configuration was rejected (the running one
+/// stays), `503` when nothing serves reloads (a library embedding without a handler) or the
+/// reload did not finish in [`RELOAD_TIMEOUT`]. Loopback only.
+async fn reload(s: Arc<Scrape>, method: &Method, peer: SocketAddr) -> Response<Body> {
+    if !is_local(peer) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST /reload is only accepted from loopback\n",
+        );
+    }
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n");
+    }
+    let answer = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        s.reload.send(tx).ok()?;
+        rx.recv_timeout(RELOAD_TIMEOUT).ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    match answer {
+        Some(Ok(summary)) => text(StatusCode::OK, format!("{summary}\n")),
+        Some(Err(why)) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload not available, or it did not finish in time (see the log)\n",
+        ),
+    }
 }
 
 /// `GET /log-level`: the log filter in force; `PUT /log-level` with a filter (`RUST_LOG`
@@ -421,8 +500,12 @@ pub fn render_metrics(s: &Scrape) -> String {
             }
         })
         .collect();
-    let merged = s.cache.merge(answers, s.listeners.len());
-    let named: Vec<_> = s.listeners.iter().zip(merged).collect();
+    let merged = s.cache.merge(answers);
+    let labels: Vec<ListenerLabels> = merged
+        .iter()
+        .map(|l| prom::listener_labels(&l.listener, l.direction))
+        .collect();
+    let named: Vec<_> = labels.iter().zip(merged).collect();
     prom::render(&named, &process_info(s))
 }
 
@@ -471,6 +554,10 @@ fn process_info(s: &Scrape) -> ProcessInfo {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         workers: s.controls.len(),
+        reloads_ok: s.ready.reloads[0].load(Ordering::Relaxed),
+        reloads_failed: s.ready.reloads[1].load(Ordering::Relaxed),
+        last_reload_ok: s.ready.last_reload_ok.load(Ordering::Relaxed),
+        config_loaded_seconds: s.ready.config_loaded_unix_ms.load(Ordering::Relaxed) as f64 / 1e3,
     }
 }
 
@@ -492,7 +579,6 @@ mod tests {
         }
     }
 
-    use crate::config::Direction;
     use crate::metrics::{CoreSnapshot, ListenerMetrics};
     use futures_channel::mpsc::{unbounded, UnboundedReceiver};
     use std::sync::atomic::AtomicU64;
@@ -519,7 +605,7 @@ mod tests {
                         listeners: vec![m.snapshot()],
                     });
                 }
-                Ok(Control::Connections(..)) => {}
+                Ok(Control::Connections(..) | Control::Reload { .. }) => {}
                 Ok(Control::Drain) | Err(futures_channel::mpsc::TryRecvError::Closed) => return,
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -549,17 +635,16 @@ mod tests {
         ];
         let scrape = Scrape {
             controls: vec![fast_tx.clone(), slow_tx.clone()],
-            listeners: vec![prom::listener_labels("t", Direction::Outbound)],
             cache: ScrapeCache::default(),
-            ready: Arc::new(ReadyState {
-                listening: AtomicUsize::new(2),
-                workers: 2,
-                draining: AtomicBool::new(false),
-                io_uring_workers: AtomicUsize::new(2),
-                epoll_workers: AtomicUsize::new(0),
+            ready: Arc::new({
+                let r = ReadyState::new(2);
+                r.listening.store(2, Ordering::SeqCst);
+                r.io_uring_workers.store(2, Ordering::SeqCst);
+                r
             }),
             started: SystemTime::now(),
             shutdown: None,
+            reload: std::sync::mpsc::channel().0,
             access_log: AccessStats::new(2),
         };
         assert_eq!(opened_total(&render_metrics(&scrape)), 7);

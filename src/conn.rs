@@ -38,7 +38,7 @@ pub async fn serve(
     // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
     // `client` outlives `tracked` (parameters drop after locals), so the table may read its
     // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
-    let tracked = core.connections.open(l.index, peer, client.as_raw_fd(), t0);
+    let tracked = core.connections.open(l.id, peer, client.as_raw_fd(), t0);
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
     let mut target = if l.cfg.original_dst {
@@ -150,7 +150,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
+            http2::serve(&listener, client, src.clone(), peer, dest, &tracked).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

@@ -2,6 +2,14 @@
 //! its detection scratch buffer, the drain bookkeeping (open connections, stop signal), and
 //! its table of connections for `GET /connections` ([`connections`]).
 //!
+//! A configuration reload ([`Core::reload`]) makes a new generation of the listeners it
+//! changes: each accepted connection holds the [`Listener`] it was accepted under, so open
+//! connections finish on the settings they started with while new ones get the new ones.
+//! A replaced generation is *retired*: its HTTP/1 connections answer their next request with
+//! `connection: close` and its HTTP/2 connections send GOAWAY, so clients move to the new
+//! settings without a failed request; opaque streams run to their end. A listener keeps its
+//! metrics (by name and direction) across reloads.
+//!
 //! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers.
 //!
 //! Not here: the worker loop and its control channel (`worker`), the accept loop (`accept`),
@@ -14,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -28,15 +37,18 @@ use crate::upstream::balance::{EndpointSet, InFlight};
 use crate::upstream::pool::Pools;
 use crate::upstream::{Balancer, Target};
 
-/// One listener's per-core state.
+/// One listener's per-core state, for one configuration generation.
 #[derive(Debug)]
 pub struct Listener {
-    /// Its index in the config (and in [`Core::listeners`]).
-    pub index: usize,
+    /// Its number on this core, never reused across reloads (rows of `GET /connections`
+    /// name their listener by it).
+    pub id: usize,
     /// Its configuration.
     pub cfg: ListenerConfig,
-    /// Its metrics on this core.
-    pub metrics: ListenerMetrics,
+    /// Its metrics on this core, shared with the generations before and after it.
+    pub metrics: Rc<ListenerMetrics>,
+    /// The metrics' route id of each route index (0 = `default`, i + 1 = route i).
+    route_ids: Vec<usize>,
     /// Endpoint choice on this core.
     pub balancer: Balancer,
     /// Detection settings for this listener.
@@ -51,9 +63,27 @@ pub struct Listener {
     pub http_sets: Vec<EndpointSet>,
     /// Upstream connection pools (HTTP/1 idle connections, HTTP/2 connections).
     pub pools: Pools,
+    /// Fires when this generation takes no more new work: the worker drains, or a reload
+    /// replaced or removed the listener.
+    retired: StopSignal,
 }
 
 impl Listener {
+    /// Resolves when this generation is retired (a reload replaced or removed it) or the
+    /// worker drains: HTTP/2 connections send GOAWAY.
+    pub fn retired(&self) -> Draining<'_> {
+        Draining {
+            signal: &self.retired,
+            slot: None,
+        }
+    }
+
+    /// Whether this generation is retired or the worker drains (a plain read of a core-local
+    /// flag): HTTP/1 answers `connection: close`.
+    pub fn is_retired(&self) -> bool {
+        self.retired.fired.get()
+    }
+
     /// The endpoint set for route index `route` (0 = the listener's own upstream, i + 1 =
     /// route i), as [`RouteConfig::select`](crate::config::RouteConfig::select) numbers them.
     pub fn endpoints(&self, route: usize) -> &EndpointSet {
@@ -126,7 +156,7 @@ impl HttpDest {
     ) -> Rc<HttpMetrics> {
         let m = &l.metrics;
         let key = SeriesKey {
-            route,
+            route: l.route_ids.get(route).copied().unwrap_or(route),
             protocol: p,
             target: m.target(to.unwrap_or(self.addr)),
             authority: m.authority(authority),
@@ -160,8 +190,17 @@ impl HttpDest {
 pub struct Core {
     /// Worker index (0-based).
     pub id: usize,
-    /// Listeners in config order.
-    pub listeners: Vec<Rc<Listener>>,
+    /// The configuration in force (the last one applied).
+    cfg: RefCell<Arc<Config>>,
+    /// Listeners in config order: the current generation.
+    listeners: RefCell<Vec<Rc<Listener>>>,
+    /// Accept slots, one per listening socket, in config order (parallel to `listeners`).
+    accepts: RefCell<Vec<Rc<AcceptSlot>>>,
+    /// Every listener's metrics, current ones first in config order, then those of removed
+    /// listeners whose connections are still open (dropped once quiescent).
+    metrics: RefCell<Vec<Rc<ListenerMetrics>>>,
+    /// Every listener generation's facts for `GET /connections`, by [`Listener::id`].
+    infos: RefCell<Vec<ListenerInfo>>,
     /// Empty splice pipes for opaque forwarding.
     pub pipes: PipePool,
     /// Scratch buffer for detection peeks: borrowed only synchronously, never across an await.
@@ -172,6 +211,59 @@ pub struct Core {
     drained: RefCell<Option<oneshot::Sender<()>>>,
     /// Fires when the worker starts draining: accept loops stop, HTTP/2 connections send GOAWAY.
     stop: StopSignal,
+}
+
+/// One listening socket's accept loop state: the listener generation new connections get
+/// (a reload that changes the listener but keeps its address swaps it), and the signal that
+/// stops the loop (a reload removed the listener or moved its address).
+#[derive(Debug)]
+pub struct AcceptSlot {
+    listener: RefCell<Rc<Listener>>,
+    removed: StopSignal,
+}
+
+impl AcceptSlot {
+    fn new(l: Rc<Listener>) -> AcceptSlot {
+        AcceptSlot {
+            listener: RefCell::new(l),
+            removed: StopSignal::default(),
+        }
+    }
+
+    /// The listener generation a connection accepted now belongs to.
+    pub fn listener(&self) -> Rc<Listener> {
+        self.listener.borrow().clone()
+    }
+
+    /// Resolves when a reload removed this socket's listener (or moved its address).
+    pub fn removed(&self) -> Draining<'_> {
+        Draining {
+            signal: &self.removed,
+            slot: None,
+        }
+    }
+}
+
+/// What a reload does with listener *i* of the new configuration's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketPlan {
+    /// Keep accepting on the socket of the old configuration's listener at this index.
+    Keep(usize),
+    /// A socket bound for the reload: a new accept loop starts on it.
+    New,
+}
+
+/// What a reload changed on one core.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadStats {
+    /// Listeners kept as they were (same settings: pools and balancer state kept).
+    pub unchanged: usize,
+    /// Listeners with new settings (a new generation; the old one retired).
+    pub changed: usize,
+    /// Listeners that did not exist before.
+    pub added: usize,
+    /// Listeners removed (their open connections finish).
+    pub removed: usize,
 }
 
 /// A one-shot, core-local "start draining" signal. Awaiting it takes no lock and no atomic
@@ -270,40 +362,169 @@ fn balancer_seed(id: usize, k: usize) -> u64 {
 }
 
 impl Core {
-    /// State for worker `id` serving `cfg`'s listeners.
-    pub fn new(id: usize, cfg: &Config) -> Core {
-        Core {
+    /// State for worker `id` serving `cfg`'s listeners; [`Core::accept_slots`] lists the
+    /// slot of each listener's socket, in config order.
+    pub fn new(id: usize, cfg: &Arc<Config>) -> Core {
+        let core = Core {
             id,
-            listeners: cfg
-                .listeners
-                .iter()
-                .enumerate()
-                .map(|(index, l)| {
-                    Rc::new(Listener {
-                        index,
-                        cfg: l.clone(),
-                        metrics: ListenerMetrics::new(l, &cfg.metrics),
-                        balancer: Balancer::new(l.upstream.clone()),
-                        detect: DetectSettings::new(l, &cfg.detect),
-                        ports: PortPlan::new(l, &cfg.detect),
-                        http1: cfg.http1.clone(),
-                        http2: cfg.http2.clone(),
-                        http_sets: std::iter::once(&l.upstream)
-                            .chain(l.routes.iter().map(|r| &r.upstream))
-                            .enumerate()
-                            .map(|(k, eps)| EndpointSet::new(eps.clone(), balancer_seed(id, k)))
-                            .collect(),
-                        pools: Pools::new(cfg.http1.pool_idle_timeout, cfg.http1.pool_max_idle),
-                    })
-                })
-                .collect(),
+            cfg: RefCell::new(cfg.clone()),
+            listeners: RefCell::default(),
+            accepts: RefCell::default(),
+            metrics: RefCell::default(),
+            infos: RefCell::default(),
             pipes: PipePool::new(id, cfg.runtime.splice_pipe_bytes),
             peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
             connections: Connections::new(cfg.admin.closed_connections),
             open: Cell::new(0),
             drained: RefCell::new(None),
             stop: StopSignal::default(),
+        };
+        let listeners: Vec<Rc<Listener>> = cfg
+            .listeners
+            .iter()
+            .map(|l| Rc::new(core.build(l, cfg, None)))
+            .collect();
+        *core.accepts.borrow_mut() = listeners
+            .iter()
+            .map(|l| Rc::new(AcceptSlot::new(l.clone())))
+            .collect();
+        *core.metrics.borrow_mut() = listeners.iter().map(|l| l.metrics.clone()).collect();
+        *core.listeners.borrow_mut() = listeners;
+        core
+    }
+
+    /// A new generation of listener `l` under `cfg`, taking over `prev`'s metrics when it
+    /// has the same name and direction.
+    fn build(&self, l: &ListenerConfig, cfg: &Config, prev: Option<&Listener>) -> Listener {
+        let metrics = match prev {
+            Some(p) if p.cfg.direction == l.direction => p.metrics.clone(),
+            _ => Rc::new(ListenerMetrics::new(l, &cfg.metrics)),
+        };
+        let route_ids = metrics.adopt(l);
+        let mut infos = self.infos.borrow_mut();
+        let id = infos.len();
+        infos.push(ListenerInfo {
+            name: l.name.clone(),
+            direction: l.direction,
+            http1: cfg.http1.enabled,
+            http2: cfg.http2.enabled,
+        });
+        Listener {
+            id,
+            cfg: l.clone(),
+            metrics,
+            route_ids,
+            balancer: Balancer::new(l.upstream.clone()),
+            detect: DetectSettings::new(l, &cfg.detect),
+            ports: PortPlan::new(l, &cfg.detect),
+            http1: cfg.http1.clone(),
+            http2: cfg.http2.clone(),
+            http_sets: std::iter::once(&l.upstream)
+                .chain(l.routes.iter().map(|r| &r.upstream))
+                .enumerate()
+                .map(|(k, eps)| EndpointSet::new(eps.clone(), balancer_seed(self.id, k)))
+                .collect(),
+            pools: Pools::new(cfg.http1.pool_idle_timeout, cfg.http1.pool_max_idle),
+            retired: StopSignal::default(),
         }
+    }
+
+    /// The accept slot of each listening socket, in config order.
+    pub fn accept_slots(&self) -> Vec<Rc<AcceptSlot>> {
+        self.accepts.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration: `sockets[i]` says where listener *i* of `cfg`
+    /// accepts (its `listen` is the bound address). A listener whose settings did not change
+    /// is kept as it is; a changed one gets a new generation (found by name; its metrics
+    /// carry over) and the old one retires; a removed one stops accepting and retires.
+    /// Returns what changed and, for each [`SocketPlan::New`], the new listener's index and
+    /// the slot its accept loop must serve.
+    pub fn reload(
+        &self,
+        cfg: &Arc<Config>,
+        sockets: &[SocketPlan],
+    ) -> (ReloadStats, Vec<(usize, Rc<AcceptSlot>)>) {
+        let old_cfg = self.cfg.replace(cfg.clone());
+        let old = self.listeners.take();
+        let old_slots = self.accepts.take();
+        let shared_same = old_cfg.detect == cfg.detect
+            && old_cfg.http1 == cfg.http1
+            && old_cfg.http2 == cfg.http2
+            && old_cfg.metrics == cfg.metrics;
+        let mut stats = ReloadStats::default();
+        let mut listeners = Vec::with_capacity(cfg.listeners.len());
+        let mut slots = Vec::with_capacity(cfg.listeners.len());
+        let mut fresh = Vec::new();
+        let mut kept_slot = vec![false; old_slots.len()];
+        for (i, (lc, plan)) in cfg.listeners.iter().zip(sockets).enumerate() {
+            let prev = old.iter().find(|l| l.cfg.name == lc.name);
+            let listener = match prev {
+                Some(p) if shared_same && p.cfg == *lc => {
+                    stats.unchanged += 1;
+                    p.clone()
+                }
+                Some(p) => {
+                    stats.changed += 1;
+                    Rc::new(self.build(lc, cfg, Some(p)))
+                }
+                None => {
+                    stats.added += 1;
+                    Rc::new(self.build(lc, cfg, None))
+                }
+            };
+            let slot = match *plan {
+                SocketPlan::Keep(j) if j < old_slots.len() && !kept_slot[j] => {
+                    kept_slot[j] = true;
+                    *old_slots[j].listener.borrow_mut() = listener.clone();
+                    old_slots[j].clone()
+                }
+                _ => {
+                    let s = Rc::new(AcceptSlot::new(listener.clone()));
+                    fresh.push((i, s.clone()));
+                    s
+                }
+            };
+            listeners.push(listener);
+            slots.push(slot);
+        }
+        for (slot, kept) in old_slots.iter().zip(kept_slot) {
+            if !kept {
+                slot.removed.fire();
+            }
+        }
+        for l in &old {
+            if !listeners.iter().any(|n| Rc::ptr_eq(n, l)) {
+                l.retired.fire();
+                if !cfg.listeners.iter().any(|c| c.name == l.cfg.name) {
+                    stats.removed += 1;
+                }
+            }
+        }
+        // Current metrics first, in config order; then those of removed listeners that may
+        // still count (their connections are open).
+        let mut metrics: Vec<Rc<ListenerMetrics>> =
+            listeners.iter().map(|l| l.metrics.clone()).collect();
+        for m in self.metrics.take() {
+            if !metrics.iter().any(|n| Rc::ptr_eq(n, &m)) {
+                metrics.push(m);
+            }
+        }
+        *self.metrics.borrow_mut() = metrics;
+        *self.listeners.borrow_mut() = listeners;
+        *self.accepts.borrow_mut() = slots;
+        drop(old);
+        self.prune_metrics();
+        (stats, fresh)
+    }
+
+    /// Drops the metrics of removed listeners once nothing can count into them.
+    fn prune_metrics(&self) {
+        let current = self.listeners.borrow();
+        self.metrics.borrow_mut().retain(|m| {
+            current.iter().any(|l| Rc::ptr_eq(&l.metrics, m))
+                || !(Rc::strong_count(m) == 1 && m.is_quiescent())
+        });
     }
 
     /// Marks a connection open until the guard drops.
@@ -330,48 +551,36 @@ impl Core {
         self.open.get()
     }
 
-    /// This core's metric values.
+    /// This core's metric values: every listener's, then removed listeners' whose
+    /// connections are still open.
     pub fn snapshot(&self) -> CoreSnapshot {
+        self.prune_metrics();
         CoreSnapshot {
-            listeners: self
-                .listeners
-                .iter()
-                .map(|l| l.metrics.snapshot())
-                .collect(),
+            listeners: self.metrics.borrow().iter().map(|m| m.snapshot()).collect(),
         }
     }
 
     /// This core's connections matching `q`, for `GET /connections` (an unknown listener
     /// name matches none; the listeners in the report let the admin thread say so).
     pub fn connections_report(&self, q: &Query) -> Report {
-        let listeners: Vec<ListenerInfo> = self
-            .listeners
-            .iter()
-            .map(|l| ListenerInfo {
-                name: l.cfg.name.clone(),
-                direction: l.cfg.direction,
-                http1: l.http1.enabled,
-                http2: l.http2.enabled,
-            })
-            .collect();
-        let mut report = match &q.listener {
-            None => self.connections.report(self.id, q, None),
-            Some(name) => match listeners.iter().position(|l| &l.name == name) {
-                Some(i) => self.connections.report(self.id, q, Some(i)),
-                None => Report {
-                    worker: self.id,
-                    ..Report::default()
-                },
-            },
-        };
+        let listeners = self.infos.borrow().clone();
+        let ids: Option<Vec<usize>> = q.listener.as_ref().map(|name| {
+            (0..listeners.len())
+                .filter(|&i| &listeners[i].name == name)
+                .collect()
+        });
+        let mut report = self.connections.report(self.id, q, ids.as_deref());
         report.listeners = listeners;
         report
     }
 
-    /// Starts draining: every [`Core::draining`] future resolves (accept loops stop, HTTP/2
-    /// connections send GOAWAY).
+    /// Starts draining: every [`Core::draining`] future resolves (accept loops stop), and
+    /// every listener generation retires (HTTP/2 connections send GOAWAY).
     pub fn start_draining(&self) {
         self.stop.fire();
+        for l in self.listeners.borrow().iter() {
+            l.retired.fire();
+        }
     }
 
     /// Resolves once no connection is open.

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
         format,
         format == LogFormat::Plain && std::io::stderr().is_terminal(),
     );
-    run(cfg, &name, bad_rust_log)
+    run(cfg, &name, cli.config.as_deref(), bad_rust_log)
 }
 
 /// A command-line error as one line on stderr (clap's message without its usage block and
@@ -146,7 +146,21 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(cfg: Config, name: &str, bad_rust_log: Option<String>) -> ExitCode {
+/// What the main thread waits for once the proxy runs.
+enum Event {
+    /// Shut down (what asked: a signal name or `POST /shutdown`).
+    Stop(&'static str),
+    /// Reload the configuration file (asked by SIGHUP, or by `POST /reload` with its reply
+    /// channel).
+    Reload(Option<sidewire::admin::ReloadRequest>),
+}
+
+fn run(
+    cfg: Config,
+    name: &str,
+    path: Option<&std::path::Path>,
+    bad_rust_log: Option<String>,
+) -> ExitCode {
     // Nothing is logged until the proxy runs: a config or bind error is exactly one line on
     // stderr (`sidewire: file: key: problem`).
     let nofile = sidewire::sys::raise_nofile_limit();
@@ -174,20 +188,18 @@ fn run(cfg: Config, name: &str, bad_rust_log: Option<String>) -> ExitCode {
         Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),
     }
     // Shutdown starts on SIGTERM, SIGINT or `POST /shutdown`; a second SIGTERM/SIGINT while
-    // draining exits at once. HUP, USR1 and USR2 are logged and ignored: their default action
-    // would kill the proxy (and every connection) on a stray `kill -HUP`.
-    let (stop_tx, stop) = std::sync::mpsc::channel::<&'static str>();
+    // draining exits at once. SIGHUP and `POST /reload` reload the configuration file. USR1
+    // and USR2 are logged and ignored: their default action would kill the proxy (and every
+    // connection) on a stray `kill`.
+    let (event_tx, events) = std::sync::mpsc::channel::<Event>();
     let handle = signals.handle();
-    let tx = stop_tx.clone();
+    let tx = event_tx.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            let name = match sig {
-                SIGTERM => "SIGTERM",
-                SIGINT => "SIGINT",
-                SIGHUP => {
-                    warn!("SIGHUP ignored: configuration reload is not supported yet; restart to apply changes");
-                    continue;
-                }
+            let event = match sig {
+                SIGTERM => Event::Stop("SIGTERM"),
+                SIGINT => Event::Stop("SIGINT"),
+                SIGHUP => Event::Reload(None),
                 _ => {
                     info!(
                         signal = sig,
@@ -196,30 +208,84 @@ fn run(cfg: Config, name: &str, bad_rust_log: Option<String>) -> ExitCode {
                     continue;
                 }
             };
-            if tx.send(name).is_err() {
+            if tx.send(event).is_err() {
                 break;
             }
         }
     });
     if let Some(requests) = server.take_shutdown_requests() {
-        let tx = stop_tx.clone();
+        let tx = event_tx.clone();
         std::thread::spawn(move || {
             if requests.recv().is_ok() {
-                let _ = tx.send("POST /shutdown");
+                let _ = tx.send(Event::Stop("POST /shutdown"));
             }
         });
     }
-    drop(stop_tx);
-    let why = stop.recv().unwrap_or("signal thread gone");
+    if let Some(requests) = server.take_reload_requests() {
+        let tx = event_tx.clone();
+        std::thread::spawn(move || {
+            for reply in requests {
+                if tx.send(Event::Reload(Some(reply))).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(event_tx);
+    let why = loop {
+        match events.recv() {
+            Ok(Event::Stop(why)) => break why,
+            Ok(Event::Reload(reply)) => {
+                let by = if reply.is_some() {
+                    "POST /reload"
+                } else {
+                    "SIGHUP"
+                };
+                let result = match path {
+                    Some(p) => server.reload_file(p),
+                    None => Ok(sidewire::server::ReloadSummary::default()),
+                };
+                let answer = match (&result, path) {
+                    (Ok(_), None) => {
+                        info!(
+                            by,
+                            "reload: no --config file; the embedded default config stays"
+                        );
+                        Ok("nothing to reload: no --config file (the embedded default config runs)".to_string())
+                    }
+                    (Ok(summary), Some(_)) => {
+                        info!(by, config = %name, "{summary}");
+                        Ok(summary.to_string())
+                    }
+                    (Err(e), _) => {
+                        error!(by, "reload rejected, the running configuration stays: {e}");
+                        Err(format!(
+                            "reload rejected, the running configuration stays: {e}"
+                        ))
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(_) => break "signal thread gone",
+        }
+    };
     info!(by = why, "shutting down");
     std::thread::spawn(move || {
-        for again in stop {
-            if again.starts_with("SIG") {
-                error!(
-                    signal = again,
-                    "second signal: exiting without waiting for connections"
-                );
-                std::process::exit(1);
+        for again in events {
+            match again {
+                Event::Stop(sig) if sig.starts_with("SIG") => {
+                    error!(
+                        signal = sig,
+                        "second signal: exiting without waiting for connections"
+                    );
+                    std::process::exit(1);
+                }
+                Event::Reload(Some(reply)) => {
+                    let _ = reply.send(Err("shutting down: no reload".into()));
+                }
+                _ => {}
             }
         }
     });

@@ -4,6 +4,11 @@
 //! Sockets are bound here, on the calling thread, before any worker starts, so a port in use
 //! or a bad address fails start-up with a clear error instead of a dead worker. Each listener
 //! gets one `SO_REUSEPORT` socket per worker; the kernel spreads connections across them.
+//!
+//! A reload ([`Server::reload`]) binds what the new configuration adds here too, before any
+//! worker changes anything, then hands every worker the new configuration and its sockets;
+//! sockets of listeners whose address did not change stay open throughout, so no connection
+//! attempt is refused during a reload.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,12 +22,11 @@ use futures_channel::mpsc;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
-use crate::admin::{Admin, ReadyState, Scrape};
+use crate::admin::{Admin, ReadyState, ReloadRequest, Scrape};
 use crate::config::{Config, Driver};
-use crate::core::Core;
+use crate::core::{Core, ReloadStats, SocketPlan};
 use crate::cpus::CpuBudget;
 use crate::logging::access::{self, AccessStats};
-use crate::metrics::prom::listener_labels;
 use crate::worker::{self, Control, DriverKind};
 
 /// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
@@ -61,10 +65,61 @@ pub enum StartError {
     },
 }
 
+/// One listener's bound sockets, as the workers hold them (in the order of
+/// [`Server::listeners`]).
+#[derive(Debug, Clone)]
+struct Bound {
+    name: String,
+    /// The address as configured (port 0 stays 0).
+    configured: SocketAddr,
+    /// The address bound.
+    local: SocketAddr,
+}
+
+/// What a reload did: its log line and `POST /reload`'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// What changed (the same on every worker).
+    pub stats: ReloadStats,
+    /// Settings that changed in the file but only take effect at the next start.
+    pub restart_needed: Vec<&'static str>,
+    /// Optional listeners left out: their address is not available here.
+    pub left_out: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "reloaded: {} listener(s) added, {} changed, {} removed, {} unchanged",
+            s.added, s.changed, s.removed, s.unchanged
+        )?;
+        if !self.left_out.is_empty() {
+            write!(
+                f,
+                "; optional listener(s) left out (address not available here): {}",
+                self.left_out.join(", ")
+            )?;
+        }
+        if !self.restart_needed.is_empty() {
+            write!(
+                f,
+                "; changed but applied only at the next start: {}",
+                self.restart_needed.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<(String, SocketAddr)>,
+    bound: Vec<Bound>,
+    /// The configuration in force (listen addresses bound).
+    cfg: Arc<Config>,
     controls: Vec<mpsc::UnboundedSender<Control>>,
     ready: Arc<ReadyState>,
     admin: Option<Admin>,
@@ -72,6 +127,7 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     grace: Duration,
     shutdown_requests: Option<std_mpsc::Receiver<()>>,
+    reload_requests: Option<std_mpsc::Receiver<ReloadRequest>>,
 }
 
 /// How a shutdown ended.
@@ -119,6 +175,7 @@ impl Server {
         let mut listeners = Vec::with_capacity(cfg.listeners.len());
         let mut absent = Vec::new();
         let mut bound_at = vec![None; cfg.listeners.len()];
+        let mut bound_list = Vec::with_capacity(cfg.listeners.len());
         for (index, l) in cfg.listeners.iter().enumerate() {
             let bound = match bind_reuseport(l.listen, workers) {
                 Ok(b) => b,
@@ -140,6 +197,11 @@ impl Server {
                 source,
             })?;
             listeners.push((l.name.clone(), local));
+            bound_list.push(Bound {
+                name: l.name.clone(),
+                configured: l.listen,
+                local,
+            });
             bound_at[index] = Some(local);
             for (w, s) in bound.into_iter().enumerate() {
                 sockets[w].push(s);
@@ -164,14 +226,9 @@ impl Server {
             }
         })?;
 
-        let ready = Arc::new(ReadyState {
-            listening: Default::default(),
-            workers,
-            draining: Default::default(),
-            io_uring_workers: Default::default(),
-            epoll_workers: Default::default(),
-        });
+        let ready = Arc::new(ReadyState::new(workers));
         let (shutdown_tx, shutdown_rx) = std_mpsc::sync_channel::<()>(1);
+        let (reload_tx, reload_rx) = std_mpsc::channel::<ReloadRequest>();
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded()).unzip();
         let access_log = AccessStats::new(workers);
@@ -179,15 +236,11 @@ impl Server {
             admin_sock,
             Scrape {
                 controls: controls.clone(),
-                listeners: cfg
-                    .listeners
-                    .iter()
-                    .map(|l| listener_labels(&l.name, l.direction))
-                    .collect(),
                 cache: Default::default(),
                 ready: ready.clone(),
                 started: SystemTime::now(),
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),
+                reload: reload_tx,
                 access_log: access_log.clone(),
             },
         )
@@ -336,6 +389,8 @@ impl Server {
         info!(addr = %admin.addr(), "admin listening");
         Ok(Server {
             listeners,
+            bound: bound_list,
+            cfg: cfg.clone(),
             controls,
             ready,
             admin: Some(admin),
@@ -343,7 +398,171 @@ impl Server {
             threads,
             grace: cfg.runtime.shutdown_grace,
             shutdown_requests: Some(shutdown_rx),
+            reload_requests: Some(reload_rx),
         })
+    }
+
+    /// Receives one [`ReloadRequest`] per `POST /reload` on the admin port; the owner
+    /// re-reads the configuration, calls [`Server::reload`] and answers. `None` after the
+    /// first call. Without a taker, `POST /reload` answers 503.
+    pub fn take_reload_requests(&mut self) -> Option<std_mpsc::Receiver<ReloadRequest>> {
+        self.reload_requests.take()
+    }
+
+    /// Applies `new` to the running proxy without dropping a connection. Listeners are
+    /// matched to the running ones by address (and, for port 0, by name too): their sockets
+    /// stay open. A listener with new settings gets them for new connections; its open
+    /// connections finish on the old ones (HTTP/1 answers their next request with
+    /// `connection: close`, HTTP/2 sends GOAWAY, opaque streams run to their end). Removed
+    /// listeners stop accepting. Metrics keep their counts by listener name. `[runtime]`
+    /// (except `shutdown_grace_ms`), `[admin]`, `[log]` and `[metrics]` changes are reported
+    /// in [`ReloadSummary::restart_needed`] and wait for the next start.
+    ///
+    /// Errors (one line, `key: problem`; nothing changed): a new address cannot be bound.
+    /// A worker that fails to apply it (it is draining, or gone) is an error too, after the
+    /// others applied it.
+    pub fn reload(&mut self, new: Config) -> Result<ReloadSummary, String> {
+        let r = self.apply(new);
+        self.ready.count_reload(r.is_ok());
+        r
+    }
+
+    /// Reads, validates (as `sidewire check` does) and applies the configuration file
+    /// `path`, as SIGHUP and `POST /reload` do. Errors: the file's one-line error
+    /// (`file: key: problem`), or [`Server::reload`]'s; the running configuration stays.
+    pub fn reload_file(&mut self, path: &std::path::Path) -> Result<ReloadSummary, String> {
+        match Config::load(path) {
+            Ok(cfg) => self.reload(cfg),
+            Err(e) => {
+                self.ready.count_reload(false);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn apply(&mut self, mut new: Config) -> Result<ReloadSummary, String> {
+        let workers = self.controls.len();
+        let old = &self.cfg;
+        let mut summary = ReloadSummary::default();
+        {
+            let (o, n) = (&old.runtime, &new.runtime);
+            let mut differs = |changed: bool, key: &'static str| {
+                if changed {
+                    summary.restart_needed.push(key);
+                }
+            };
+            differs(o.workers != n.workers, "runtime.workers");
+            differs(o.pin_cores != n.pin_cores, "runtime.pin_cores");
+            differs(o.driver != n.driver, "runtime.driver");
+            differs(o.ring_entries != n.ring_entries, "runtime.ring_entries");
+            differs(
+                o.splice_pipe_bytes != n.splice_pipe_bytes,
+                "runtime.splice_pipe_bytes",
+            );
+            differs(old.admin != new.admin, "[admin]");
+            differs(old.log != new.log, "[log]");
+            differs(old.metrics != new.metrics, "[metrics]");
+        }
+        // What waits for a restart stays as it runs.
+        new.runtime = crate::config::RuntimeConfig {
+            shutdown_grace: new.runtime.shutdown_grace,
+            ..old.runtime.clone()
+        };
+        new.admin = old.admin.clone();
+        new.log = old.log.clone();
+        new.metrics = old.metrics;
+
+        // Bind what is new before anything changes: an error leaves everything as it was.
+        let mut taken = vec![false; self.bound.len()];
+        let mut plan = Vec::with_capacity(new.listeners.len());
+        let mut fresh: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut bound = Vec::with_capacity(new.listeners.len());
+        let mut kept = Vec::with_capacity(new.listeners.len());
+        for (index, mut l) in std::mem::take(&mut new.listeners).into_iter().enumerate() {
+            let configured = l.listen;
+            let same = self.bound.iter().enumerate().position(|(j, b)| {
+                !taken[j]
+                    && b.configured == configured
+                    && (configured.port() != 0 || b.name == l.name)
+            });
+            let local = match same {
+                Some(j) => {
+                    taken[j] = true;
+                    plan.push(SocketPlan::Keep(j));
+                    self.bound[j].local
+                }
+                None => match bind_reuseport(configured, workers) {
+                    Ok(socks) => {
+                        let local = socks[0].local_addr().map_err(|e| {
+                            format!("listener[{index}].listen: cannot listen on {configured}: {e}")
+                        })?;
+                        for (w, s) in socks.into_iter().enumerate() {
+                            fresh[w].push(s);
+                        }
+                        plan.push(SocketPlan::New);
+                        local
+                    }
+                    Err(e) if l.optional && unavailable_here(&e) => {
+                        summary.left_out.push(l.name.clone());
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "listener[{index}].listen: cannot listen on {configured}: {e}"
+                        ))
+                    }
+                },
+            };
+            bound.push(Bound {
+                name: l.name.clone(),
+                configured,
+                local,
+            });
+            l.listen = local;
+            kept.push(l);
+        }
+        new.listeners = kept;
+        let new = Arc::new(new);
+
+        let pending: Vec<_> = self
+            .controls
+            .iter()
+            .zip(fresh)
+            .map(|(c, sockets)| {
+                let (done, rx) = std_mpsc::sync_channel(1);
+                c.unbounded_send(Control::Reload {
+                    cfg: new.clone(),
+                    plan: plan.clone(),
+                    sockets,
+                    done,
+                })
+                .ok()
+                .map(|()| rx)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut failed = Vec::new();
+        for (w, rx) in pending.into_iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.map(|rx| rx.recv_timeout(left)) {
+                Some(Ok(Ok(stats))) => summary.stats = stats,
+                Some(Ok(Err(e))) => failed.push(format!("worker {w}: {e}")),
+                Some(Err(_)) => failed.push(format!("worker {w}: no answer within 5 s")),
+                None => failed.push(format!("worker {w}: gone")),
+            }
+        }
+        self.listeners = bound.iter().map(|b| (b.name.clone(), b.local)).collect();
+        self.bound = bound;
+        self.grace = new.runtime.shutdown_grace;
+        self.cfg = new;
+        if !failed.is_empty() {
+            return Err(format!(
+                "applied on {} of {workers} workers: {}",
+                workers - failed.len(),
+                failed.join("; ")
+            ));
+        }
+        Ok(summary)
     }
 
     /// Receives one `()` per `POST /shutdown` on the admin port (when

@@ -10,6 +10,7 @@
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::mpsc;
@@ -20,9 +21,9 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
 use crate::accept;
-use crate::config::Driver;
+use crate::config::{Config, Driver};
 use crate::core::connections::{Query, Report};
-use crate::core::Core;
+use crate::core::{Core, ReloadStats, SocketPlan};
 use crate::metrics::CoreSnapshot;
 
 /// Requests a worker answers from other threads.
@@ -32,6 +33,19 @@ pub enum Control {
     Snapshot(std::sync::mpsc::SyncSender<CoreSnapshot>),
     /// List this core's connections (open, or recently closed) for `GET /connections`.
     Connections(Query, std::sync::mpsc::SyncSender<Report>),
+    /// Apply a reloaded configuration (see [`Core::reload`]): `plan[i]` says which socket
+    /// listener *i* accepts on, `sockets` holds this worker's socket for each
+    /// [`SocketPlan::New`] in order. Answers with what changed.
+    Reload {
+        /// The new configuration (listen addresses bound).
+        cfg: Arc<Config>,
+        /// Per new listener: keep an old socket, or take the next of `sockets`.
+        plan: Vec<SocketPlan>,
+        /// This worker's newly bound sockets.
+        sockets: Vec<std::net::TcpListener>,
+        /// Where the worker says it is done.
+        done: std::sync::mpsc::SyncSender<Result<ReloadStats, String>>,
+    },
     /// Stop accepting, let open connections finish within the grace period, then exit.
     Drain,
 }
@@ -164,22 +178,12 @@ pub async fn run(
     grace: Duration,
     started: impl FnOnce(io::Result<()>),
 ) {
-    let mut listening = Vec::with_capacity(sockets.len());
-    for s in sockets {
-        // The epoll driver tries `accept` before waiting for readiness: a blocking listener
-        // would block the whole worker.
-        if monoio::utils::is_legacy() {
-            if let Err(e) = s.set_nonblocking(true) {
-                return started(Err(e));
-            }
-        }
-        match TcpListener::from_std(s) {
-            Ok(l) => listening.push(l),
-            Err(e) => return started(Err(e)),
-        }
-    }
-    for (l, socket) in core.listeners.iter().zip(listening) {
-        monoio::spawn(accept::accept_loop(core.clone(), l.clone(), socket));
+    let listening = match monoio_listeners(sockets) {
+        Ok(l) => l,
+        Err(e) => return started(Err(e)),
+    };
+    for (slot, socket) in core.accept_slots().into_iter().zip(listening) {
+        monoio::spawn(accept::accept_loop(core.clone(), slot, socket));
     }
     started(Ok(()));
 
@@ -191,6 +195,14 @@ pub async fn run(
             }
             Control::Connections(q, tx) => {
                 let _ = tx.send(core.connections_report(&q));
+            }
+            Control::Reload {
+                cfg,
+                plan,
+                sockets,
+                done,
+            } => {
+                let _ = done.send(reload(&core, &cfg, &plan, sockets));
             }
             Control::Drain => break,
         }
@@ -218,9 +230,42 @@ pub async fn run(
             msg = control.next(), if control_open => match msg {
                 Some(Control::Snapshot(tx)) => { let _ = tx.send(core.snapshot()); }
                 Some(Control::Connections(q, tx)) => { let _ = tx.send(core.connections_report(&q)); }
+                Some(Control::Reload { done, .. }) => {
+                    let _ = done.send(Err("the worker is draining".into()));
+                }
                 Some(Control::Drain) => {}
                 None => control_open = false,
             },
         }
     }
+}
+
+/// Sockets bound on another thread, ready for this worker's driver. The epoll driver tries
+/// `accept` before waiting for readiness: a blocking listener would block the whole worker.
+fn monoio_listeners(sockets: Vec<std::net::TcpListener>) -> io::Result<Vec<TcpListener>> {
+    sockets
+        .into_iter()
+        .map(|s| {
+            if monoio::utils::is_legacy() {
+                s.set_nonblocking(true)?;
+            }
+            TcpListener::from_std(s)
+        })
+        .collect()
+}
+
+/// Applies a reload on this worker: new sockets first (a failure changes nothing), then the
+/// listeners, then an accept loop per new socket.
+fn reload(
+    core: &Rc<Core>,
+    cfg: &Arc<Config>,
+    plan: &[SocketPlan],
+    sockets: Vec<std::net::TcpListener>,
+) -> Result<ReloadStats, String> {
+    let listening = monoio_listeners(sockets).map_err(|e| format!("cannot listen: {e}"))?;
+    let (stats, fresh) = core.reload(cfg, plan);
+    for ((_, slot), socket) in fresh.into_iter().zip(listening) {
+        monoio::spawn(accept::accept_loop(core.clone(), slot, socket));
+    }
+    Ok(stats)
 }

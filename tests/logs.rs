@@ -6,133 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::bin::{json, listener_addr, write_config, Proc, BIN};
 use common::{dead_addr, metric, upstream};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sidewire");
-
-fn write_config(text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sidewire-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{}.toml", common::unique()));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// A running binary whose stderr lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(config: &str, args: &[&str], rust_log: &str) -> Proc {
-        let path = write_config(config);
-        let mut child = Command::new(BIN)
-            .args(["--config", path.to_str().unwrap()])
-            .args(args)
-            .env("RUST_LOG", rust_log)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The next line for which `want` holds; the lines skipped on the way are returned too.
-    fn until(&self, want: impl Fn(&str) -> bool) -> (String, Vec<String>) {
-        let mut skipped = Vec::new();
-        loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no such line; saw {skipped:#?}"));
-            if want(&l) {
-                return (l, skipped);
-            }
-            skipped.push(l);
-        }
-    }
-
-    /// Waits for start-up; returns the admin address and the start-up lines (the listeners'
-    /// "listening" lines come before "admin listening").
-    fn started(&self) -> (SocketAddr, Vec<String>) {
-        let (line, mut before) = self.until(|l| l.contains("admin listening"));
-        let addr = if line.starts_with('{') {
-            json(&line)["addr"].as_str().unwrap().to_string()
-        } else {
-            plain_field(&line, "addr")
-        };
-        before.push(line);
-        (admin_of(&addr), before)
-    }
-
-    /// SIGTERM, the exit code, and every line not read yet.
-    fn stop(mut self) -> (Option<i32>, Vec<String>) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let code = self.child.wait().unwrap().code();
-        (code, self.lines.iter().collect())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address of listener `name` in the start-up lines.
-fn listener_addr(lines: &[String], name: &str) -> SocketAddr {
-    let line = lines
-        .iter()
-        .find(|l| {
-            l.contains(&format!("listener={name} "))
-                || l.contains(&format!("\"listener\":\"{name}\""))
-        })
-        .unwrap_or_else(|| panic!("no listener {name} in {lines:#?}"));
-    let addr = if line.starts_with('{') {
-        json(line)["addr"].as_str().unwrap().to_string()
-    } else {
-        plain_field(line, "addr")
-    };
-    addr.parse().unwrap()
-}
-
-/// `field=value` from a plain line (`addr=127.0.0.1:1`, or a quoted string's content).
-fn plain_field(line: &str, field: &str) -> String {
-    let v = line
-        .split(&format!(" {field}="))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {field} in {line}"));
-    match v.strip_prefix('"') {
-        Some(q) => q.split('"').next().unwrap().to_string(),
-        None => v.split_whitespace().next().unwrap().to_string(),
-    }
-}
-
-/// The admin address from the "admin listening" line (0.0.0.0 becomes 127.0.0.1).
-fn admin_of(addr: &str) -> SocketAddr {
-    let mut a: SocketAddr = addr.parse().unwrap();
-    if a.ip().is_unspecified() {
-        a.set_ip([127, 0, 0, 1].into());
-    }
-    a
-}
 
 /// One request on a new connection; returns (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -206,10 +85,6 @@ fn listener(name: &str, up: SocketAddr, extra: &str) -> String {
     format!(
         "[[listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{extra}\n"
     )
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 /// Every line is one JSON object with a timestamp, level, target and message, the event's

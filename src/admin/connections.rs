@@ -136,13 +136,20 @@ pub fn render(
     workers: usize,
 ) -> Result<(&'static str, String), String> {
     let answered = reports.len();
+    // Every worker applies the same reloads in the same order: listener ids agree.
     let listeners: Vec<ListenerInfo> = reports
         .first()
         .map(|r| r.listeners.clone())
         .unwrap_or_default();
     if let Some(name) = &p.query.listener {
         if answered > 0 && !listeners.iter().any(|l| &l.name == name) {
-            let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+            // One name per listener (a reload that changed one lists each generation).
+            let mut names: Vec<&str> = Vec::new();
+            for l in &listeners {
+                if !names.contains(&l.name.as_str()) {
+                    names.push(&l.name);
+                }
+            }
             return Err(format!(
                 "listener: no listener named {name:?} (listeners: {})\n",
                 names.join(", ")

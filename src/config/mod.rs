@@ -41,7 +41,7 @@ pub struct ConfigError {
 // === Validated ===
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Worker and shutdown settings.
     pub runtime: RuntimeConfig,
@@ -62,7 +62,7 @@ pub struct Config {
 }
 
 /// Validated `[runtime]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
     /// Worker count; 0 = one per CPU the process may use: its affinity mask, capped by the
     /// cgroup CPU quota rounded up (resolved at start, see [`crate::cpus`]).
@@ -80,7 +80,7 @@ pub struct RuntimeConfig {
 }
 
 /// Validated `[admin]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Admin server address.
     pub listen: SocketAddr,
@@ -92,7 +92,7 @@ pub struct AdminConfig {
 }
 
 /// Validated `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Line format (the `--log-format` flag, applied by `main`, overrides it).
     pub format: LogFormat,
@@ -110,7 +110,7 @@ pub struct AccessLogConfig {
 }
 
 /// Validated `[detect]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DetectConfig {
     /// `[detect] timeout_ms`: the default of each listener's `detect_timeout_ms`. Runs use
     /// [`ListenerConfig::detect_timeout`], which already holds the effective value.
@@ -129,7 +129,7 @@ pub struct DetectConfig {
 
 /// One validated `[[detect.port]]`: connections to these ports skip detection with a
 /// declared protocol, or run it with their own timeout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PortRule {
     /// The ports (destination ports; on inbound original-destination listeners, the
     /// workload's own port).
@@ -141,7 +141,7 @@ pub struct PortRule {
 }
 
 /// Validated `[http1]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Http1Config {
     /// Proxy HTTP/1 per request.
     pub enabled: bool,
@@ -164,7 +164,7 @@ pub struct Http1Config {
 }
 
 /// Validated `[http2]` (see [`RawHttp2`] for the meaning of each field).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)]
 pub struct Http2Config {
     pub enabled: bool,
@@ -208,7 +208,7 @@ impl Default for MetricsConfig {
 }
 
 /// One validated `[[listener]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Unique name, the `listener` metric label.
     pub name: String,
@@ -236,7 +236,7 @@ pub struct ListenerConfig {
 }
 
 /// One validated HTTP route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// The `route` metric label.
     pub name: String,
@@ -311,7 +311,7 @@ impl Config {
 }
 
 /// Size limits for request heads (`[http1] max_head_bytes`, `max_headers`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Request line + headers + CRLF, at most.
     pub max_head_bytes: usize,

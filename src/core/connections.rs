@@ -119,7 +119,7 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// A listener's facts the rows need, by index.
+/// A listener generation's facts the rows need, by its id ([`Row::listener`]).
 #[derive(Debug, Clone)]
 pub struct ListenerInfo {
     /// Its name.
@@ -139,7 +139,7 @@ pub struct Row {
     pub worker: usize,
     /// Its number on that worker (accept order).
     pub id: u64,
-    /// Its listener's index in [`Report::listeners`].
+    /// Its listener's id: its index in [`Report::listeners`].
     pub listener: usize,
     /// The client's address.
     pub client: SocketAddr,
@@ -175,7 +175,8 @@ pub struct Row {
 pub struct Report {
     /// The worker.
     pub worker: usize,
-    /// Its listeners, in config order (the same on every worker).
+    /// Its listeners by id: every generation since start (a reload that changes a listener
+    /// adds one under the same name).
     pub listeners: Vec<ListenerInfo>,
     /// Connections that matched the filters.
     pub total: usize,
@@ -360,12 +361,12 @@ impl Connections {
         });
     }
 
-    /// The connections `q` asks for (`listener`: `q.listener` resolved to an index, `None`
-    /// for all listeners), newest first, with their TCP counters read now (open rows only,
-    /// and only the rows returned).
-    pub fn report(&self, worker: usize, q: &Query, listener: Option<usize>) -> Report {
+    /// The connections `q` asks for (`listeners`: `q.listener` resolved to listener ids,
+    /// one per generation of that name; `None` for all listeners), newest first, with their
+    /// TCP counters read now (open rows only, and only the rows returned).
+    pub fn report(&self, worker: usize, q: &Query, listeners: Option<&[usize]>) -> Report {
         let keep = |e: &Entry| {
-            listener.map_or(true, |l| l == e.listener) && q.verdicts.contains(e.verdict)
+            listeners.map_or(true, |l| l.contains(&e.listener)) && q.verdicts.contains(e.verdict)
         };
         let t = self.table.borrow();
         let now = Instant::now();
@@ -736,7 +737,7 @@ mod tests {
         q.verdicts = VerdictSet::NONE;
         q.verdicts.insert_name("opaque_port");
         q.verdicts.insert_name("detecting");
-        let r = c.report(0, &q, Some(0));
+        let r = c.report(0, &q, Some(&[0]));
         assert_eq!(r.total, 2);
         assert_eq!(r.rows.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 0]);
 

@@ -650,11 +650,13 @@ async fn run(
                 read_head(&mut up, &mut ubuf, &mut false, |b| {
                     // An answer that comes before the body was sent ends the connection
                     // (the body may still be on its way): say so (RFC 9110 §10.1.1).
-                    // A draining worker answers `connection: close` (RFC 9112 §9.6) and
-                    // closes after the response.
+                    // A draining worker, or a listener generation a reload retired,
+                    // answers `connection: close` (RFC 9112 §9.6) and closes after the
+                    // response: the client's next request opens a connection under the
+                    // settings in force, and none is lost to a close it did not expect.
                     let to = ClientHop {
                         minor: req.minor,
-                        keep_alive: req.keep_alive && body_sent && !core.is_draining(),
+                        keep_alive: req.keep_alive && body_sent && !l.is_retired(),
                     };
                     rewrite_response(b, req.is_head, to, req.upgrade)
                 }),

@@ -43,7 +43,7 @@ use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
-use crate::core::{Core, HttpDest, Listener};
+use crate::core::{HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
 use crate::logging::access;
@@ -103,7 +103,6 @@ fn close_of(e: &h2::Error) -> Close {
 /// `tracked` counts the streams, and gets the socket's final counters just before the socket
 /// closes (here, not in the spine: this function owns it).
 pub async fn serve(
-    core: &Core,
     l: &Rc<Listener>,
     client: TcpStream,
     src: Rc<PeerCounters>,
@@ -145,7 +144,8 @@ pub async fn serve(
                 return Close::Failed;
             }
         };
-    let mut draining = pin!(core.draining());
+    // The worker drains, or a reload retired this listener generation: GOAWAY.
+    let mut draining = pin!(l.retired());
     let mut goaway_sent = false;
     // Idle: no stream open and none started during a whole `idle_timeout` tick (so an idle
     // connection closes between one and two ticks after its last stream).

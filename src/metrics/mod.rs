@@ -257,11 +257,15 @@ impl<K> Default for Interner<K> {
 /// All metrics of one listener on one core.
 #[derive(Debug)]
 pub struct ListenerMetrics {
+    /// The listener's name: with `direction`, what identifies these series across reloads.
+    name: String,
+    direction: Direction,
     /// `authority` is a label of this listener's HTTP series (outbound only, as Linkerd).
     authority_label: bool,
     grpc_failures: u32,
-    /// Route names: `default`, then the listener's routes.
-    routes: Vec<String>,
+    /// Route names by route id: `default`, then the listener's routes; a reload that adds a
+    /// route appends it (ids never change while the series live).
+    routes: RefCell<Vec<String>>,
     targets: RefCell<Interner<SocketAddr>>,
     authorities: RefCell<Interner<Box<str>>>,
     /// TCP counters by target id, per peer.
@@ -297,11 +301,15 @@ impl Default for ListenerMetrics {
 impl ListenerMetrics {
     fn with(direction: Direction, routes: Vec<String>, grpc_failures: u32) -> ListenerMetrics {
         ListenerMetrics {
+            name: String::new(),
+            direction,
             authority_label: direction == Direction::Outbound,
             grpc_failures,
-            routes: std::iter::once("default".to_string())
-                .chain(routes)
-                .collect(),
+            routes: RefCell::new(
+                std::iter::once("default".to_string())
+                    .chain(routes)
+                    .collect(),
+            ),
             targets: RefCell::default(),
             authorities: RefCell::default(),
             src: RefCell::new(vec![None]),
@@ -324,22 +332,63 @@ impl ListenerMetrics {
     /// The metrics of listener `l`: its configured targets (its own address, its endpoints and
     /// its routes') have series from the start.
     pub fn new(l: &ListenerConfig, m: &MetricsConfig) -> ListenerMetrics {
-        let metrics = ListenerMetrics::with(
+        let mut metrics = ListenerMetrics::with(
             l.direction,
             l.routes.iter().map(|r| r.name.clone()).collect(),
             m.grpc_failures,
         );
+        metrics.name = l.name.clone();
+        metrics.adopt(l);
+        metrics
+    }
+
+    /// The listener's name and direction: the `listener` and `direction` labels.
+    pub fn identity(&self) -> (&str, Direction) {
+        (&self.name, self.direction)
+    }
+
+    /// Takes over the series of a listener reconfigured by a reload (same name and
+    /// direction): `l`'s targets get series, its routes ids. Returns the id of each of `l`'s
+    /// route indexes (0 = `default`, i + 1 = route i) for [`ListenerMetrics::http`]: a route
+    /// keeps its id (and its counts) by name; a new route gets the next one.
+    pub fn adopt(&self, l: &ListenerConfig) -> Vec<usize> {
         if !l.original_dst {
-            metrics.src_for(l.listen);
+            self.src_for(l.listen);
         }
         for ep in l
             .upstream
             .iter()
             .chain(l.routes.iter().flat_map(|r| &r.upstream))
         {
-            metrics.dst_for(*ep);
+            self.dst_for(*ep);
         }
-        metrics
+        let mut routes = self.routes.borrow_mut();
+        std::iter::once("default")
+            .chain(l.routes.iter().map(|r| r.name.as_str()))
+            .map(|name| match routes.iter().position(|r| r == name) {
+                Some(i) => i,
+                None => {
+                    routes.push(name.to_string());
+                    routes.len() - 1
+                }
+            })
+            .collect()
+    }
+
+    /// Whether nothing can count into these series any more: no connection, stream or
+    /// pooled upstream holds one of its counters. A retired listener's series are dropped
+    /// once this holds (its counts are final).
+    pub fn is_quiescent(&self) -> bool {
+        let held = |t: &RefCell<Vec<Option<Rc<PeerCounters>>>>| {
+            t.borrow().iter().flatten().any(|c| Rc::strong_count(c) > 1)
+        };
+        !held(&self.src)
+            && !held(&self.dst)
+            && self
+                .http
+                .borrow()
+                .values()
+                .all(|m| Rc::strong_count(m) == 1)
     }
 
     fn count_overflow(&self, o: Overflow) {
@@ -425,7 +474,7 @@ impl ListenerMetrics {
         authority: AuthorityId,
     ) -> Rc<HttpMetrics> {
         let mut key = HttpKey {
-            route: route.min(self.routes.len() - 1) as u16,
+            route: route.min(self.routes.borrow().len() - 1) as u16,
             protocol,
             target,
             authority,
@@ -535,12 +584,13 @@ impl ListenerMetrics {
                 }
             }
         }
+        let routes = self.routes.borrow();
         let http = self
             .http
             .borrow()
             .iter()
             .map(|(k, m)| HttpSeries {
-                route: self.routes[usize::from(k.route)].clone(),
+                route: routes[usize::from(k.route)].clone(),
                 protocol: k.protocol,
                 target: self.target_label(k.target),
                 authority: self.authority_label(k.authority),
@@ -548,6 +598,8 @@ impl ListenerMetrics {
             })
             .collect();
         ListenerSnapshot {
+            listener: self.name.clone(),
+            direction: self.direction,
             tcp,
             http,
             overflow: std::array::from_fn(|i| self.overflow[i].get()),
@@ -653,6 +705,10 @@ pub struct HttpSeries {
 /// Plain values of [`ListenerMetrics`], mergeable across cores.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerSnapshot {
+    /// The listener's name (the `listener` label).
+    pub listener: String,
+    /// Its direction (the `direction` label).
+    pub direction: Direction,
     /// TCP series by peer and target.
     pub tcp: Vec<TcpSeries>,
     /// HTTP series.
@@ -761,7 +817,8 @@ impl ListenerSnapshot {
     }
 }
 
-/// Everything one core reports: one snapshot per listener, in config order.
+/// Everything one core reports: one snapshot per listener, in config order, then listeners a
+/// reload removed whose connections are still open.
 #[derive(Debug, Clone, Default)]
 pub struct CoreSnapshot {
     /// Per-listener values.
@@ -778,27 +835,28 @@ pub struct ScrapeCache {
 
 impl ScrapeCache {
     /// Merges one scrape's answers, one per worker in worker order (`None`: no answer in
-    /// time), into `listeners` merged snapshots, remembering each answer for next time.
-    pub fn merge(
-        &self,
-        answers: Vec<Option<CoreSnapshot>>,
-        listeners: usize,
-    ) -> Vec<ListenerSnapshot> {
+    /// time), into one snapshot per listener (by name and direction, in the order the workers
+    /// list them), remembering each answer for next time.
+    pub fn merge(&self, answers: Vec<Option<CoreSnapshot>>) -> Vec<ListenerSnapshot> {
         // A poisoned lock only means a scrape panicked midway: the values are still whole.
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() < answers.len() {
             last.resize(answers.len(), None);
         }
-        let mut merged: Vec<ListenerSnapshot> = (0..listeners)
-            .map(|_| ListenerSnapshot::default())
-            .collect();
+        let mut merged: Vec<ListenerSnapshot> = Vec::new();
         for (slot, answer) in last.iter_mut().zip(answers) {
             if let Some(a) = answer {
                 *slot = Some(a);
             }
             if let Some(core) = slot {
-                for (m, l) in merged.iter_mut().zip(&core.listeners) {
-                    m.merge(l);
+                for l in &core.listeners {
+                    match merged
+                        .iter_mut()
+                        .find(|m| m.listener == l.listener && m.direction == l.direction)
+                    {
+                        Some(m) => m.merge(l),
+                        None => merged.push(l.clone()),
+                    }
                 }
             }
         }
@@ -948,11 +1006,11 @@ mod tests {
             })
         };
         let opened = |s: &[ListenerSnapshot]| tcp(&s[0], Peer::Src, "10.0.0.1:80").open_total;
-        assert_eq!(opened(&cache.merge(vec![core(3), core(4)], 1)), 7);
+        assert_eq!(opened(&cache.merge(vec![core(3), core(4)])), 7);
         // Worker 1 misses the deadline: its last answer stands in.
-        assert_eq!(opened(&cache.merge(vec![core(5), None], 1)), 9);
-        assert_eq!(opened(&cache.merge(vec![None, None], 1)), 9);
-        assert_eq!(opened(&cache.merge(vec![core(6), core(4)], 1)), 10);
+        assert_eq!(opened(&cache.merge(vec![core(5), None])), 9);
+        assert_eq!(opened(&cache.merge(vec![None, None])), 9);
+        assert_eq!(opened(&cache.merge(vec![core(6), core(4)])), 10);
     }
 
     #[test]

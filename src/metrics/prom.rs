@@ -78,6 +78,14 @@ pub struct ProcessInfo {
     pub io_uring_workers: usize,
     /// Workers on the epoll driver.
     pub epoll_workers: usize,
+    /// Configuration reloads applied.
+    pub reloads_ok: u64,
+    /// Configuration reloads rejected (the running configuration stayed).
+    pub reloads_failed: u64,
+    /// The last reload was applied (or none was tried).
+    pub last_reload_ok: bool,
+    /// When the running configuration was loaded, seconds since the epoch.
+    pub config_loaded_seconds: f64,
 }
 
 /// What `proxy_build_info` says: set by `build.rs`.
@@ -561,6 +569,39 @@ fn render_process(out: &mut String, process: &ProcessInfo) {
         escape(build::PROFILE),
         build::VENDOR,
         escape(build::DATE)
+    );
+    header(
+        out,
+        "sidewire_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP, POST /reload): result=ok applied, result=error rejected.",
+    );
+    let _ = writeln!(
+        out,
+        "sidewire_config_reloads_total{{result=\"ok\"}} {}\nsidewire_config_reloads_total{{result=\"error\"}} {}",
+        process.reloads_ok, process.reloads_failed
+    );
+    header(
+        out,
+        "sidewire_config_last_reload_successful",
+        "gauge",
+        "1 if the last reload was applied (or none was tried), 0 if it was rejected.",
+    );
+    let _ = writeln!(
+        out,
+        "sidewire_config_last_reload_successful {}",
+        u8::from(process.last_reload_ok)
+    );
+    header(
+        out,
+        "sidewire_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the running configuration was loaded (start, or the last applied reload).",
+    );
+    let _ = writeln!(
+        out,
+        "sidewire_config_last_reload_success_timestamp_seconds {}",
+        process.config_loaded_seconds
     );
     header(out, "sidewire_build_info", "gauge", "Build information.");
     let _ = writeln!(

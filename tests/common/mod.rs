@@ -2,6 +2,8 @@
 //! servers on real loopback sockets, and a `/metrics` scraper.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
