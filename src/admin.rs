@@ -15,8 +15,9 @@
 //! - one request per connection (`connection: close`), and a connection lives at most
 //!   [`CONNECTION_DEADLINE`], whatever it waits for.
 //!
-//! `POST /shutdown`, `POST /reload` and `/log-level` are answered only from loopback (the pod itself): the
-//! port may listen on `0.0.0.0` for the kubelet and Prometheus, who only read.
+//! `POST /shutdown`, `POST /reload`, `/log-level` and `/connections` are answered only from
+//! loopback (the pod itself): the port may listen on `0.0.0.0` for the kubelet and
+//! Prometheus, who only read probes and metrics.
 
 pub mod connections;
 
@@ -284,6 +285,12 @@ async fn handle(
         "/reload" => reload(s, method, peer).await,
         _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
         "/metrics" => metrics(s).await,
+        // Rows carry client addresses, SNI and the first bytes clients sent: for the pod
+        // itself (and `kubectl port-forward`, which arrives on loopback), not the network.
+        "/connections" if !is_local(peer) => text(
+            StatusCode::FORBIDDEN,
+            "/connections is only accepted from loopback\n",
+        ),
         "/connections" => {
             let query = req.uri().query().unwrap_or_default().to_string();
             connections_answer(s, query).await

@@ -179,7 +179,7 @@ fn answers_keep_their_status_and_text() {
         (status(&a), body(&a)),
         (
             404,
-            "not found: try /metrics, /live, /ready, /connections, POST /shutdown\n"
+            "not found: try /metrics, /live, /ready, /connections, /log-level, POST /reload, POST /shutdown\n"
         )
     );
     let a = request(admin, "POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
