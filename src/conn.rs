@@ -150,7 +150,7 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&listener, client, src.clone(), peer, dest, &tracked).await
+            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

@@ -6,9 +6,12 @@
 //! changes: each accepted connection holds the [`Listener`] it was accepted under, so open
 //! connections finish on the settings they started with while new ones get the new ones.
 //! A replaced generation is *retired*: its HTTP/1 connections answer their next request with
-//! `connection: close` and its HTTP/2 connections send GOAWAY, so clients move to the new
-//! settings without a failed request; opaque streams run to their end. A listener keeps its
-//! metrics (by name and direction) across reloads.
+//! `connection: close`, so clients move to the new settings without a failed request; opaque
+//! streams run to their end. HTTP/2 connections are not closed (many clients, h2load among
+//! them, do not retry the streams a GOAWAY refuses): their connection-level settings stay and
+//! each new stream is routed under the listener's newest generation
+//! ([`Listener::latest`]). A listener keeps its metrics (by name and direction) across
+//! reloads.
 //!
 //! Everything here is `Rc`/`Cell`/`RefCell`: nothing is shared with other workers.
 //!
@@ -66,22 +69,33 @@ pub struct Listener {
     /// Fires when this generation takes no more new work: the worker drains, or a reload
     /// replaced or removed the listener.
     retired: StopSignal,
+    /// The generation a reload replaced this one with (same name), if any.
+    successor: RefCell<Option<Rc<Listener>>>,
 }
 
 impl Listener {
-    /// Resolves when this generation is retired (a reload replaced or removed it) or the
-    /// worker drains: HTTP/2 connections send GOAWAY.
-    pub fn retired(&self) -> Draining<'_> {
-        Draining {
-            signal: &self.retired,
-            slot: None,
-        }
-    }
-
     /// Whether this generation is retired or the worker drains (a plain read of a core-local
     /// flag): HTTP/1 answers `connection: close`.
     pub fn is_retired(&self) -> bool {
         self.retired.fired.get()
+    }
+
+    /// The newest generation of this listener: itself unless reloads replaced it (a removed
+    /// listener has none newer). Each HTTP/2 stream is routed under it. Follows the chain of
+    /// replacements once, then remembers the end.
+    pub fn latest(self: &Rc<Self>) -> Rc<Listener> {
+        let mut cur = self.clone();
+        loop {
+            let next = cur.successor.borrow().clone();
+            match next {
+                Some(n) => cur = n,
+                None => break,
+            }
+        }
+        if !Rc::ptr_eq(&cur, self) {
+            *self.successor.borrow_mut() = Some(cur.clone());
+        }
+        cur
     }
 
     /// The endpoint set for route index `route` (0 = the listener's own upstream, i + 1 =
@@ -114,6 +128,8 @@ type LastSeries = (SeriesKey, Rc<HttpMetrics>);
 /// What picks an HTTP series for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SeriesKey {
+    /// The metrics the series belongs to (a reload may give a listener new ones).
+    metrics: *const ListenerMetrics,
     route: usize,
     protocol: Protocol,
     target: TargetId,
@@ -156,6 +172,7 @@ impl HttpDest {
     ) -> Rc<HttpMetrics> {
         let m = &l.metrics;
         let key = SeriesKey {
+            metrics: Rc::as_ptr(&l.metrics),
             route: l.route_ids.get(route).copied().unwrap_or(route),
             protocol: p,
             target: m.target(to.unwrap_or(self.addr)),
@@ -426,6 +443,7 @@ impl Core {
                 .collect(),
             pools: Pools::new(cfg.http1.pool_idle_timeout, cfg.http1.pool_max_idle),
             retired: StopSignal::default(),
+            successor: RefCell::new(None),
         }
     }
 
@@ -466,7 +484,9 @@ impl Core {
                 }
                 Some(p) => {
                     stats.changed += 1;
-                    Rc::new(self.build(lc, cfg, Some(p)))
+                    let next = Rc::new(self.build(lc, cfg, Some(p)));
+                    *p.successor.borrow_mut() = Some(next.clone());
+                    next
                 }
                 None => {
                     stats.added += 1;

@@ -413,7 +413,8 @@ impl Server {
     /// matched to the running ones by address (and, for port 0, by name too): their sockets
     /// stay open. A listener with new settings gets them for new connections; its open
     /// connections finish on the old ones (HTTP/1 answers their next request with
-    /// `connection: close`, HTTP/2 sends GOAWAY, opaque streams run to their end). Removed
+    /// `connection: close`, opaque streams run to their end; an HTTP/2 connection stays open
+    /// and routes each new stream under the new settings). Removed
     /// listeners stop accepting. Metrics keep their counts by listener name. `[runtime]`
     /// (except `shutdown_grace_ms`), `[admin]`, `[log]` and `[metrics]` changes are reported
     /// in [`ReloadSummary::restart_needed`] and wait for the next start.

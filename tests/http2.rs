@@ -1142,3 +1142,55 @@ fn six_requests_all_succeed(refuse: bool) {
     assert_eq!(codes, [200; 6], "refuse = {refuse}");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 6);
 }
+
+/// Issue 16 §1: a reload moves an open HTTP/2 connection's new streams to the new upstream
+/// (and a new route), with no GOAWAY: clients such as h2load do not retry the streams a
+/// GOAWAY refuses. A stream in flight across the reload finishes on its upstream.
+#[test]
+fn a_reload_routes_new_streams_of_an_open_connection_under_the_new_settings() {
+    let (a, _) = app_upstream("a");
+    let (b, _) = app_upstream("b");
+    let (c, _) = app_upstream("c");
+    let mut p = proxy(&[a], H2_UP);
+    let target = addr(&p);
+    let rt = rt();
+    let send = rt.block_on(client(target));
+    let who = |r: &http::response::Parts| r.headers["x-upstream"].to_str().unwrap().to_string();
+    let (h, _, _) = rt.block_on(fetch(&send, get("x", "/echo"))).unwrap();
+    assert_eq!(who(&h), "a");
+    // A stream in flight across the reload: its response is a 1 MiB body.
+    // (Its head is read now; the rest waits on the 64 KiB stream window until read.)
+    let (h, in_flight) = rt.block_on(async {
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s
+            .send_request(get("x", &format!("/big/{}", 1 << 20)), true)
+            .unwrap();
+        resp.await.unwrap().into_parts()
+    });
+    assert_eq!(who(&h), "a");
+
+    let text = format!(
+        "[runtime]\ndriver = \"{}\"\nworkers = 2\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{b}\"]\n{H2_UP}\n\
+         [[listener.route]]\nname = \"api\"\nhost = \"api.example\"\nupstream = [\"{c}\"]\n",
+        common::driver()
+    );
+    let summary = p
+        .reload(sidewire::config::Config::parse(&text, "reload.toml").unwrap())
+        .unwrap();
+    assert_eq!(summary.stats.changed, 1, "{summary}");
+    rt.block_on(async {
+        assert_eq!(read_body(in_flight).await.unwrap().0.len(), 1 << 20);
+        for _ in 0..3 {
+            let (h, _, _) = fetch(&send, get("x", "/echo")).await.unwrap();
+            assert_eq!(who(&h), "b", "the open connection's new streams");
+            let (h, _, _) = fetch(&send, get("api.example", "/echo")).await.unwrap();
+            assert_eq!(who(&h), "c", "the new route");
+        }
+    });
+    wait_metric(
+        &p,
+        "request_total{listener=\"t\",route=\"api\",protocol=\"http/2\"}",
+        3.0,
+    );
+}

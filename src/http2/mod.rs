@@ -43,7 +43,7 @@ use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
-use crate::core::{HttpDest, Listener};
+use crate::core::{Core, HttpDest, Listener};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
 use crate::logging::access;
@@ -103,6 +103,7 @@ fn close_of(e: &h2::Error) -> Close {
 /// `tracked` counts the streams, and gets the socket's final counters just before the socket
 /// closes (here, not in the spine: this function owns it).
 pub async fn serve(
+    core: &Core,
     l: &Rc<Listener>,
     client: TcpStream,
     src: Rc<PeerCounters>,
@@ -144,8 +145,9 @@ pub async fn serve(
                 return Close::Failed;
             }
         };
-    // The worker drains, or a reload retired this listener generation: GOAWAY.
-    let mut draining = pin!(l.retired());
+    // Only a drain sends GOAWAY: after a reload, new streams are routed under the
+    // listener's newest settings instead (see `core`).
+    let mut draining = pin!(core.draining());
     let mut goaway_sent = false;
     // Idle: no stream open and none started during a whole `idle_timeout` tick (so an idle
     // connection closes between one and two ticks after its last stream).
@@ -178,7 +180,8 @@ pub async fn serve(
                 started += 1;
                 tracked.request();
                 open.set(open.get() + 1);
-                let (l, open, dest) = (l.clone(), open.clone(), dest.clone());
+                // Under the listener's newest settings (a reload may have replaced them).
+                let (l, open, dest) = (l.latest(), open.clone(), dest.clone());
                 monoio::spawn(async move {
                     stream(l, req, respond, peer, dest).await;
                     open.set(open.get() - 1);
