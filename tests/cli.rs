@@ -384,15 +384,16 @@ fn post_shutdown_drains_and_exits_only_when_enabled() {
     assert_eq!(on.child.wait().unwrap().code(), Some(0));
 }
 
-/// HUP, USR1 and USR2 do not kill the proxy (their default action would): logged, ignored.
+/// HUP, USR1 and USR2 do not kill the proxy (their default action would): HUP reloads the
+/// (unchanged) file, USR1 and USR2 are logged and ignored.
 #[test]
-fn hup_usr1_usr2_are_logged_and_ignored() {
+fn hup_reloads_and_usr1_usr2_are_logged_and_ignored() {
     let mut p = Proc::start(&format!(
         "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{ONE_LISTENER}"
     ));
     let admin = addr_field(&p.expect_line("admin listening"));
     p.signal("-HUP");
-    p.expect_line("SIGHUP ignored");
+    p.expect_line("reloaded: 0 listener(s) added, 0 changed, 0 removed, 1 unchanged");
     p.signal("-USR1");
     p.expect_line("signal ignored");
     p.signal("-USR2");
