@@ -447,6 +447,11 @@ impl Core {
         }
     }
 
+    /// The configuration in force on this core (the last reload applied, or the start's).
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.borrow().clone()
+    }
+
     /// The accept slot of each listening socket, in config order.
     pub fn accept_slots(&self) -> Vec<Rc<AcceptSlot>> {
         self.accepts.borrow().clone()

@@ -282,8 +282,11 @@ fn run(
                     );
                     std::process::exit(1);
                 }
-                Event::Reload(Some(reply)) => {
-                    let _ = reply.send(Err("shutting down: no reload".into()));
+                Event::Reload(reply) => {
+                    // Not counted: nothing was read. `POST /reload` answers 503 (the reply
+                    // channel closes unanswered).
+                    info!("reload ignored: shutting down");
+                    drop(reply);
                 }
                 _ => {}
             }

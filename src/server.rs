@@ -85,6 +85,9 @@ pub struct ReloadSummary {
     pub restart_needed: Vec<&'static str>,
     /// Optional listeners left out: their address is not available here.
     pub left_out: Vec<String>,
+    /// Settings outside the listeners that changed and apply at once
+    /// (`runtime.shutdown_grace_ms`).
+    pub applied: Vec<&'static str>,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -95,6 +98,9 @@ impl std::fmt::Display for ReloadSummary {
             "reloaded: {} listener(s) added, {} changed, {} removed, {} unchanged",
             s.added, s.changed, s.removed, s.unchanged
         )?;
+        if !self.applied.is_empty() {
+            write!(f, "; {} changed", self.applied.join(", "))?;
+        }
         if !self.left_out.is_empty() {
             write!(
                 f,
@@ -299,19 +305,13 @@ impl Server {
                         on.fetch_add(1, Ordering::Relaxed);
                         access::start_worker(cfg.log.access, access_log, id);
                         let core = Rc::new(Core::new(id, &cfg));
-                        rt.block_on(worker::run(
-                            core,
-                            socks,
-                            control,
-                            cfg.runtime.shutdown_grace,
-                            |r| {
-                                if r.is_ok() {
-                                    ready.listening.fetch_add(1, Ordering::AcqRel);
-                                }
-                                let _ = started
-                                    .send((id, r.map_err(|e| format!("cannot listen: {e}"))));
-                            },
-                        ));
+                        rt.block_on(worker::run(core, socks, control, |r| {
+                            if r.is_ok() {
+                                ready.listening.fetch_add(1, Ordering::AcqRel);
+                            }
+                            let _ =
+                                started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
+                        }));
                     });
                     if let Err(panic) = std::panic::catch_unwind(body) {
                         let what = panic
@@ -433,7 +433,10 @@ impl Server {
     /// (`file: key: problem`), or [`Server::reload`]'s; the running configuration stays.
     pub fn reload_file(&mut self, path: &std::path::Path) -> Result<ReloadSummary, String> {
         match Config::load(path) {
-            Ok(cfg) => self.reload(cfg),
+            // Errors of the new file's contents (an address in use) name it too.
+            Ok(cfg) => self
+                .reload(cfg)
+                .map_err(|e| format!("{}: {e}", path.display())),
             Err(e) => {
                 self.ready.count_reload(false);
                 Err(e.to_string())
@@ -461,6 +464,9 @@ impl Server {
                 "runtime.splice_pipe_bytes",
             );
             differs(old.admin != new.admin, "[admin]");
+            if o.shutdown_grace != n.shutdown_grace {
+                summary.applied.push("runtime.shutdown_grace_ms");
+            }
             differs(old.log != new.log, "[log]");
             differs(old.metrics != new.metrics, "[metrics]");
         }
@@ -479,6 +485,7 @@ impl Server {
         let mut fresh: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut bound = Vec::with_capacity(new.listeners.len());
         let mut kept = Vec::with_capacity(new.listeners.len());
+        let mut new_listeners = Vec::new();
         for (index, mut l) in std::mem::take(&mut new.listeners).into_iter().enumerate() {
             let configured = l.listen;
             let same = self.bound.iter().enumerate().position(|(j, b)| {
@@ -514,6 +521,9 @@ impl Server {
                     }
                 },
             };
+            if same.is_none() {
+                new_listeners.push((l.name.clone(), local));
+            }
             bound.push(Bound {
                 name: l.name.clone(),
                 configured,
@@ -551,6 +561,9 @@ impl Server {
                 Some(Err(_)) => failed.push(format!("worker {w}: no answer within 5 s")),
                 None => failed.push(format!("worker {w}: gone")),
             }
+        }
+        for (name, addr) in &new_listeners {
+            info!(listener = %name, %addr, workers, "listening");
         }
         self.listeners = bound.iter().map(|b| (b.name.clone(), b.local)).collect();
         self.bound = bound;

@@ -11,7 +11,6 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
@@ -171,11 +170,12 @@ fn build_io_uring(entries: u32) -> io::Result<monoio::Runtime<TimeDriver<IoUring
 }
 
 /// The worker's main future: serve until drained, answering control requests throughout.
+/// The drain's grace period is `runtime.shutdown_grace_ms` of the configuration in force
+/// when the drain begins (a reload may have changed it).
 pub async fn run(
     core: Rc<Core>,
     sockets: Vec<std::net::TcpListener>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    grace: Duration,
     started: impl FnOnce(io::Result<()>),
 ) {
     let listening = match monoio_listeners(sockets) {
@@ -208,6 +208,7 @@ pub async fn run(
         }
     }
     core.start_draining();
+    let grace = core.config().runtime.shutdown_grace;
     let open = core.open_connections();
     if open > 0 {
         info!(
