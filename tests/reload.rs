@@ -404,3 +404,35 @@ fn post(admin: SocketAddr, path: &str) -> (u16, String) {
 fn http_get(admin: SocketAddr, path: &str) -> (u16, String) {
     request(admin, "GET", path)
 }
+
+/// A reloaded `shutdown_grace_ms` is the one the next drain uses (review: workers kept the
+/// start's), and the answer names it.
+#[test]
+fn a_reloaded_grace_period_is_the_one_the_drain_uses() {
+    let a = named_echo("A");
+    let opaque = "protocol = \"opaque\"";
+    let long = runtime().replace("shutdown_grace_ms = 2000", "shutdown_grace_ms = 600000");
+    let mut s = start_toml(&(long + &listener("t", a, opaque)));
+    let short = runtime().replace("shutdown_grace_ms = 2000", "shutdown_grace_ms = 100");
+    let summary = s
+        .reload(reload_cfg(&(short + &listener("t", a, opaque))))
+        .unwrap();
+    assert_eq!(summary.applied, ["runtime.shutdown_grace_ms"]);
+    assert!(
+        summary
+            .to_string()
+            .contains("; runtime.shutdown_grace_ms changed"),
+        "{summary}"
+    );
+    // A stream that never ends holds the drain for the whole grace period.
+    let mut open = connect(s.listener_addr("t").unwrap());
+    assert_eq!(greeting(&mut open), "A");
+    let t = Instant::now();
+    let report = s.shutdown();
+    assert_eq!(report.finished, report.workers);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "{:?}: the start's 600 s grace",
+        t.elapsed()
+    );
+}
