@@ -283,7 +283,7 @@ async fn handle(
     Ok(match path {
         "/shutdown" => shutdown(&s, method, peer),
         "/reload" => reload(s, method, peer).await,
-        _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n"),
+        _ if !get => not_allowed("GET, HEAD", "only GET and HEAD\n"),
         "/metrics" => metrics(s).await,
         // Rows carry client addresses, SNI and the first bytes clients sent: for the pod
         // itself (and `kubectl port-forward`, which arrives on loopback), not the network.
@@ -369,7 +369,7 @@ fn shutdown(s: &Scrape, method: &Method, peer: SocketAddr) -> Response<Body> {
         );
     }
     if method != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "POST /shutdown\n");
+        return not_allowed("POST", "POST /shutdown\n");
     }
     // A full channel means a shutdown was already asked for: the answer is the same.
     let _ = tx.try_send(());
@@ -389,7 +389,7 @@ async fn reload(s: Arc<Scrape>, method: &Method, peer: SocketAddr) -> Response<B
         );
     }
     if method != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n");
+        return not_allowed("POST", "POST /reload\n");
     }
     let answer = tokio::task::spawn_blocking(move || {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -455,13 +455,16 @@ async fn log_level(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("bad filter: {e}\n")),
             }
         }
-        _ => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET or PUT /log-level\n");
-            r.headers_mut()
-                .insert(ALLOW, http::HeaderValue::from_static("GET, HEAD, PUT"));
-            r
-        }
+        _ => not_allowed("GET, HEAD, PUT", "GET or PUT /log-level\n"),
     }
+}
+
+/// A `405` with the `Allow` header RFC 9110 §15.5.6 requires: the methods the path accepts.
+fn not_allowed(allow: &'static str, body: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, body);
+    r.headers_mut()
+        .insert(ALLOW, http::HeaderValue::from_static(allow));
+    r
 }
 
 /// A `text/plain` answer.

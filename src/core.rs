@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use self::connections::{Connections, ListenerInfo, Query, Report};
+use self::connections::{Connections, ListenerInfo, Query, Report, ROWS_PER_TURN};
 use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
 use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
@@ -586,15 +586,22 @@ impl Core {
     }
 
     /// This core's connections matching `q`, for `GET /connections` (an unknown listener
-    /// name matches none; the listeners in the report let the admin thread say so).
-    pub fn connections_report(&self, q: &Query) -> Report {
+    /// name matches none; the listeners in the report let the admin thread say so). The
+    /// rows are built [`ROWS_PER_TURN`] at a time, yielding to the core's connections
+    /// between chunks: a large report delays them by one chunk's time, not the whole
+    /// report's.
+    pub async fn connections_report(&self, q: &Query) -> Report {
         let listeners = self.infos.borrow().clone();
         let ids: Option<Vec<usize>> = q.listener.as_ref().map(|name| {
             (0..listeners.len())
                 .filter(|&i| &listeners[i].name == name)
                 .collect()
         });
-        let mut report = self.connections.report(self.id, q, ids.as_deref());
+        let mut building = self.connections.start_report(self.id, q, ids.as_deref());
+        while !self.connections.add_rows(&mut building, ROWS_PER_TURN) {
+            yield_now().await;
+        }
+        let mut report = building.finish();
         report.listeners = listeners;
         report
     }
@@ -617,6 +624,22 @@ impl Core {
         *self.drained.borrow_mut() = Some(tx);
         let _ = rx.await;
     }
+}
+
+/// Lets the core's other tasks, and its I/O completions, run before this task goes on (monoio
+/// 0.2 has no `yield_now`): wakes itself at once, so it is queued behind the tasks already
+/// ready, and the event loop polls the driver when the queue has run.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -193,9 +193,7 @@ pub async fn run(
             Control::Snapshot(tx) => {
                 let _ = tx.send(core.snapshot());
             }
-            Control::Connections(q, tx) => {
-                let _ = tx.send(core.connections_report(&q));
-            }
+            Control::Connections(q, tx) => answer_connections(&core, q, tx),
             Control::Reload {
                 cfg,
                 plan,
@@ -230,7 +228,7 @@ pub async fn run(
             }
             msg = control.next(), if control_open => match msg {
                 Some(Control::Snapshot(tx)) => { let _ = tx.send(core.snapshot()); }
-                Some(Control::Connections(q, tx)) => { let _ = tx.send(core.connections_report(&q)); }
+                Some(Control::Connections(q, tx)) => answer_connections(&core, q, tx),
                 Some(Control::Reload { done, .. }) => {
                     let _ = done.send(Err("the worker is draining".into()));
                 }
@@ -239,6 +237,15 @@ pub async fn run(
             },
         }
     }
+}
+
+/// Answers a `/connections` query on a task of its own: the report yields between chunks of
+/// rows, and control requests keep being served meanwhile.
+fn answer_connections(core: &Rc<Core>, q: Query, tx: std::sync::mpsc::SyncSender<Report>) {
+    let core = core.clone();
+    monoio::spawn(async move {
+        let _ = tx.send(core.connections_report(&q).await);
+    });
 }
 
 /// Sockets bound on another thread, ready for this worker's driver. The epoll driver tries

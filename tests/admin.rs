@@ -184,6 +184,13 @@ fn answers_keep_their_status_and_text() {
     );
     let a = request(admin, "POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     assert_eq!((status(&a), body(&a)), (405, "only GET and HEAD\n"));
+    assert!(
+        a.contains("\r\nallow: GET, HEAD\r\n"),
+        "RFC 9110 §15.5.6: {a}"
+    );
+    let a = request(admin, "GET /reload HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!((status(&a), body(&a)), (405, "POST /reload\n"));
+    assert!(a.contains("\r\nallow: POST\r\n"), "{a}");
     let a = request(admin, "HEAD /live HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(status(&a), 200);
     assert!(
@@ -264,6 +271,7 @@ fn admin_on_all_addresses_serves_probes_from_anywhere_and_shutdown_only_locally(
     }
     let a = request(local, "GET /shutdown HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!((status(&a), body(&a)), (405, "POST /shutdown\n"));
+    assert!(a.contains("\r\nallow: POST\r\n"), "{a}");
     let a = request(
         local,
         "POST /shutdown HTTP/1.1\r\ncontent-length: 0\r\n\r\n",

@@ -360,6 +360,7 @@ fn closed_ring_keeps_the_last_closes_with_their_bytes_and_duration() {
     assert_eq!(conns(&p, "")["total"], 0, "none open");
     let v = conns(&p, "?closed=1");
     assert_eq!(v["state"], "closed");
+    assert_eq!(v["closed_ring"], 2);
     assert_eq!(v["total"], 2, "the ring keeps 2: {v:#}");
     assert_eq!(
         clients(&v),
@@ -444,4 +445,149 @@ fn a_refused_connection_is_in_the_closed_ring_with_why() {
     );
     assert_eq!(r["direction"], "inbound");
     assert_eq!(r["destination"], Value::Null);
+}
+
+#[test]
+fn with_the_ring_off_the_closed_view_says_so() {
+    let (up, _h) = upstream(echo);
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nclosed_connections = 0\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
+    ));
+    finish(redis_client(addr(&p)));
+    let v = conns(&p, "?closed=1");
+    assert_eq!(
+        (&v["closed_ring"], &v["total"]),
+        (&Value::from(0), &Value::from(0)),
+        "{v}"
+    );
+    let (status, text) = admin_get(&p, "/connections?closed=true&format=text");
+    assert_eq!(status, 200);
+    assert!(
+        text.starts_with("# closed connections: 0 shown of 0 (limit 100); 1 of 1 workers answered; the closed ring is off (admin.closed_connections = 0)\n"),
+        "{text}"
+    );
+}
+
+/// A TLS 1.2-shaped ClientHello record with one SNI host_name entry and these ALPN names.
+fn client_hello(sni: &[u8], alpn: &[&[u8]]) -> Vec<u8> {
+    let v16 = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let list: Vec<u8> = alpn
+        .iter()
+        .flat_map(|p| [&[p.len() as u8][..], *p].concat())
+        .collect();
+    let exts = [
+        &[0u8, 0][..],
+        &v16(&v16(&[&[0u8][..], &v16(sni)].concat())),
+        &[0, 0x10],
+        &v16(&v16(&list)),
+    ]
+    .concat();
+    let body = [
+        &[3u8, 3][..],
+        &[7; 32],
+        &[0],
+        &v16(&[0x13, 0x01]),
+        &[1, 0],
+        &v16(&exts),
+    ]
+    .concat();
+    let hs = [&[1u8][..], &(body.len() as u32).to_be_bytes()[1..], &body].concat();
+    [&[0x16u8, 3, 1][..], &v16(&hs)].concat()
+}
+
+#[test]
+fn odd_sni_and_alpn_bytes_are_shown_escaped_and_long_cells_are_cut() {
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "");
+    let send = |hello: &[u8]| {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(hello).unwrap();
+        let mut back = vec![0u8; hello.len()];
+        c.read_exact(&mut back).unwrap();
+        c
+    };
+    let odd = send(&client_hello(b"bad name", &[b"\0\xff\xfe", b"h2"]));
+    let me = odd.local_addr().unwrap();
+    let r = wait_row(&p, "?verdict=tls", me, |_| true);
+    assert_eq!(r["sni"], "bad\\x20name", "what was sent, escaped: {r}");
+    assert_eq!(r["alpn"], serde_json::json!(["\\x00\\xff\\xfe", "h2"]));
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("its SNI is not a host name (shown escaped)"),
+        "{r}"
+    );
+    let fifty: Vec<Vec<u8>> = (0..50).map(|i| format!("proto-{i}").into_bytes()).collect();
+    let long_sni = "a".repeat(255);
+    let wide = send(&client_hello(
+        long_sni.as_bytes(),
+        &fifty.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    ));
+    let r = wait_row(&p, "?verdict=tls", wide.local_addr().unwrap(), |_| true);
+    assert_eq!(r["sni"], long_sni.as_str(), "the JSON keeps it whole");
+    assert_eq!(r["alpn"].as_array().unwrap().len(), 50);
+
+    let (status, text) = admin_get(&p, "/connections?format=text&verdict=tls");
+    assert_eq!(status, 200);
+    let header = text.lines().nth(1).unwrap();
+    let widest = text
+        .lines()
+        .skip(1)
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap();
+    assert!(widest < 450, "a row is {widest} characters wide:\n{text}");
+    let line = text.lines().find(|l| l.contains(&me.to_string())).unwrap();
+    let at = header.find("SNI").unwrap();
+    assert!(line[at..].starts_with("bad\\x20name "), "{text}");
+    let at = header.find("ALPN").unwrap();
+    assert!(line[at..].starts_with("\\x00\\xff\\xfe,h2 "), "{text}");
+    assert!(text.contains(&format!("{}… ", "a".repeat(63))), "{text}");
+    finish(odd);
+    finish(wide);
+}
+
+#[test]
+fn forced_http_that_the_listener_does_not_proxy_says_it_went_opaque() {
+    let (up, _h) = upstream(echo);
+    let p = proxy_with(&[up], "[http2]\nenabled = false", "protocol = \"http2\"");
+    let c = redis_client(addr(&p));
+    let me = c.local_addr().unwrap();
+    let r = wait_row(&p, "", me, |_| true);
+    assert_eq!(
+        (&r["verdict"], &r["reason"]),
+        (&Value::from("http/2"), &Value::from("listener_protocol")),
+        "{r}"
+    );
+    assert_eq!(
+        r["detail"],
+        "forced by config: listener t sets protocol = \"http2\"; http2.enabled = false: forwarded opaque"
+    );
+    assert_eq!(r["requests"], Value::Null, "not proxied as HTTP");
+    assert_eq!(r["first_bytes"], Value::Null, "no detection ran");
+    assert_eq!(r["alpn"], serde_json::json!([]), "not TLS");
+    finish(c);
+}
+
+#[test]
+fn query_names_and_plus_are_form_decoded_and_bad_bytes_are_named() {
+    let (up, _h) = upstream(echo);
+    let p = proxy(&[up], "");
+    let v = conns(&p, "?%6Cimit=3&verdict=opaque%2Ctimeout");
+    assert_eq!(v["limit"], 3);
+    for (query, says) in [
+        (
+            "?verdict=%FF",
+            "verdict: \"%FF\" decodes to bytes that are not UTF-8 (0xff at byte 0)",
+        ),
+        ("?listener=a+b", "listener: \"a b\" is not a listener name"),
+        ("?verdict=%G1", "verdict: \"%G1\" is not a percent-escape"),
+    ] {
+        let (status, body) = admin_get(&p, &format!("/connections{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
 }

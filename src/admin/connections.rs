@@ -3,12 +3,16 @@
 //!
 //! Query parameters: `listener=NAME`, `verdict=V[,V...]` (a `tcp_detect_total` result, or
 //! `detecting`, `refused`, `dial_failed`, `client_error`), `limit=N` (default
-//! [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]), `closed=1`, `format=json|text`. An unknown
-//! parameter or a bad value is an error whose message says what is accepted (a 400).
+//! [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]), `closed=1|0|true|false`, `format=json|text`.
+//! Names and values are decoded as `application/x-www-form-urlencoded` (`%XX`, `+` for a
+//! space) and must be UTF-8. An unknown parameter or a bad value is an error whose message
+//! says what is accepted (a 400).
 //!
 //! Each worker filters its own table and sends its newest `limit` matches with their count;
 //! this merges them, keeps the newest `limit` and reports the total that matched, so the
-//! reply stays bounded however many connections are open.
+//! reply stays bounded however many connections are open. Peer-supplied strings (SNI, ALPN)
+//! arrive escaped (`detect::tls::escape`); the text table caps its wide cells at
+//! [`MAX_CELL`] and [`MAX_DETAIL`] characters, the JSON has them whole.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -31,23 +35,52 @@ pub struct Params {
     pub text: bool,
 }
 
-/// Percent-decodes a query value (`%2C` is `,`); `None` for a broken escape or non-UTF-8.
-fn decode(v: &str) -> Option<String> {
+/// Widest SNI or ALPN cell of the text table, in characters (longer ones end in `…`): one
+/// hostile or odd client must not widen every row. The JSON keeps the whole value.
+pub const MAX_CELL: usize = 64;
+/// Widest DETAIL cell of the text table, in characters.
+pub const MAX_DETAIL: usize = 160;
+
+/// Decodes a query name or value as `application/x-www-form-urlencoded` (what HTML forms
+/// and `curl -G --data-urlencode` send): `%XX` is a byte, `+` a space. The error says what
+/// is wrong: a broken escape, or bytes that are not UTF-8.
+fn decode(v: &str) -> Result<String, String> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let s = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(s, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+        match b[i] {
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                let Some(hex) = hex else {
+                    let bad = String::from_utf8_lossy(&b[i..b.len().min(i + 3)]);
+                    return Err(format!(
+                        "{bad:?} is not a percent-escape (% and two hex digits)"
+                    ));
+                };
+                let hex = std::str::from_utf8(hex).expect("invariant: hex digits are ASCII");
+                out.push(u8::from_str_radix(hex, 16).expect("invariant: two hex digits"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            x => {
+                out.push(x);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!(
+            "{v:?} decodes to bytes that are not UTF-8 (0x{:02x} at byte {at}); percent-encode UTF-8 text",
+            e.as_bytes()[at]
+        )
+    })
 }
 
 /// Parses the query string (without the `?`). Errors: the message for a 400.
@@ -61,14 +94,15 @@ pub fn parse(query: &str) -> Result<Params, String> {
         },
         text: false,
     };
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|s| !s.is_empty()) {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = decode(raw).ok_or_else(|| format!("{key}: bad percent-encoding\n"))?;
+        let (raw_key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(raw_key).map_err(|e| format!("parameter name: {e}\n"))?;
+        let value = decode(raw).map_err(|e| format!("{key}: {e}\n"))?;
         if seen.contains(&key) {
             return Err(format!("{key}: given twice\n"));
         }
-        match key {
+        match key.as_str() {
             "format" => {
                 p.text = match value.as_str() {
                     "json" => false,
@@ -136,6 +170,8 @@ pub fn render(
     workers: usize,
 ) -> Result<(&'static str, String), String> {
     let answered = reports.len();
+    // The same `admin.closed_connections` on every worker; unknown if none answered.
+    let closed_ring = reports.first().map(|r| r.closed_ring);
     // Every worker applies the same reloads in the same order: listener ids agree.
     let listeners: Vec<ListenerInfo> = reports
         .first()
@@ -167,6 +203,7 @@ pub fn render(
         limit: p.query.limit,
         workers,
         answered,
+        closed_ring,
     };
     Ok(if p.text {
         ("text/plain; charset=utf-8", text(&head, &rows, &listeners))
@@ -181,6 +218,8 @@ struct Head {
     limit: usize,
     workers: usize,
     answered: usize,
+    /// Each worker's closed-ring capacity (0: off).
+    closed_ring: Option<usize>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -237,7 +276,7 @@ fn json(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
     let mut o = String::with_capacity(256 + rows.len() * 600);
     let _ = write!(
         o,
-        "{{\"state\":\"{}\",\"total\":{},\"shown\":{},\"limit\":{},\"workers\":{},\"workers_answered\":{},\"connections\":[",
+        "{{\"state\":\"{}\",\"total\":{},\"shown\":{},\"limit\":{},\"workers\":{},\"workers_answered\":{},\"closed_ring\":",
         if h.closed { "closed" } else { "open" },
         h.total,
         rows.len(),
@@ -245,6 +284,8 @@ fn json(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
         h.workers,
         h.answered
     );
+    js_num(&mut o, h.closed_ring.map(|n| n as u128));
+    o.push_str(",\"connections\":[");
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
             o.push(',');
@@ -330,10 +371,15 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// A peer-supplied string (SNI, ALPN) made safe for one table cell.
-fn cell(s: &str) -> String {
-    let e: String = s.escape_debug().collect();
-    e.replace(' ', "\\x20")
+/// `s` cut to at most `max` characters, the last being `…` when cut.
+fn cap(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some(_) => {
+            let keep = s.char_indices().nth(max - 1).map_or(s.len(), |(i, _)| i);
+            format!("{}…", &s[..keep])
+        }
+    }
 }
 
 fn addr(a: Option<SocketAddr>) -> String {
@@ -382,11 +428,11 @@ fn text(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
             r.verdict.as_str().to_string(),
             code.to_string(),
             r.first_bytes().map_or_else(dash, hex),
-            r.sni.as_deref().map_or_else(dash, cell),
+            r.sni.as_deref().map_or_else(dash, |s| cap(s, MAX_CELL)),
             if r.alpn.is_empty() {
                 dash()
             } else {
-                r.alpn.iter().map(|a| cell(a)).collect::<Vec<_>>().join(",")
+                cap(&r.alpn.join(","), MAX_CELL)
             },
             r.http_requests(l).map_or_else(dash, |n| n.to_string()),
             r.tcp.map_or_else(dash, |t| t.bytes_received.to_string()),
@@ -397,7 +443,7 @@ fn text(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
         if let Some(ago) = r.closed_ago {
             line.push(format!("{} ago", human(ago)));
         }
-        line.push(detail);
+        line.push(cap(&detail, MAX_DETAIL));
         table.push(line);
     }
     let cols = table[0].len();
@@ -411,7 +457,7 @@ fn text(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
         })
         .collect();
     let mut o = format!(
-        "# {} connections: {} shown of {} (limit {}); {} of {} workers answered\n",
+        "# {} connections: {} shown of {} (limit {}); {} of {} workers answered",
         if h.closed { "closed" } else { "open" },
         rows.len(),
         h.total,
@@ -419,6 +465,10 @@ fn text(h: &Head, rows: &[Row], listeners: &[ListenerInfo]) -> String {
         h.answered,
         h.workers
     );
+    if h.closed && h.closed_ring == Some(0) {
+        o.push_str("; the closed ring is off (admin.closed_connections = 0)");
+    }
+    o.push('\n');
     for r in &table {
         for (c, v) in r.iter().enumerate() {
             if c + 1 == cols {
@@ -450,6 +500,10 @@ mod tests {
         want.insert_name("opaque");
         want.insert_name("timeout");
         assert_eq!(p.query.verdicts, want);
+        // Names are decoded too.
+        let p = parse("%6Cimit=7&form%61t=text").unwrap();
+        assert_eq!((p.query.limit, p.text), (7, true));
+        assert_eq!(decode("a+b%20c%2B").unwrap(), "a b c+");
     }
 
     #[test]
@@ -467,8 +521,20 @@ mod tests {
             ("closed=yes", "closed"),
             ("limit=1&limit=2", "given twice"),
             ("limt=5", "unknown parameter \"limt\""),
-            ("verdict=%zz", "percent"),
-            ("verdict=%e2%82", "percent"),
+            ("verdict=%zz", "verdict: \"%zz\" is not a percent-escape"),
+            ("verdict=%+f", "\"%+f\" is not a percent-escape"),
+            ("verdict=a%2", "\"%2\" is not a percent-escape"),
+            (
+                "verdict=%e2%82",
+                "verdict: \"%e2%82\" decodes to bytes that are not UTF-8 (0xe2 at byte 0)",
+            ),
+            ("listener=x%FF", "not UTF-8 (0xff at byte 1)"),
+            (
+                "%FFx=1",
+                "parameter name: \"%FFx\" decodes to bytes that are not UTF-8",
+            ),
+            ("limi%74=1&limit=2", "limit: given twice"),
+            ("listener=a+b", "\"a b\" is not a listener name"),
         ] {
             let e = parse(q).expect_err(q);
             assert!(e.contains(want), "{q}: {e}");
@@ -481,7 +547,9 @@ mod tests {
         let mut o = String::new();
         js(&mut o, "a\"b\\c\n\u{1}é");
         assert_eq!(o, "\"a\\\"b\\\\c\\n\\u0001é\"");
-        assert_eq!(cell("h2 x\n"), "h2\\x20x\\n");
+        assert_eq!(cap("abcdef", 6), "abcdef");
+        assert_eq!(cap("abcdefg", 6), "abcde…");
+        assert_eq!(cap("ééééééé", 3), "éé…");
         assert_eq!(hex(b"*1\r\n"), "2a310d0a");
         assert_eq!(human(Duration::from_millis(61_000)), "1m01s");
     }
@@ -498,6 +566,7 @@ mod tests {
             worker,
             listeners: listeners.clone(),
             total: ages.len(),
+            closed_ring: 0,
             rows: ages
                 .iter()
                 .enumerate()
@@ -513,6 +582,7 @@ mod tests {
                     timeout: None,
                     seen: Default::default(),
                     sni: None,
+                    bad_sni: false,
                     alpn: vec!["h2".into()],
                     requests: 0,
                     tcp: None,
@@ -538,10 +608,21 @@ mod tests {
         assert_eq!(ctype, "application/json");
         assert!(
             body.contains(
-                "\"total\":1,\"shown\":1,\"limit\":100,\"workers\":2,\"workers_answered\":1"
+                "\"total\":1,\"shown\":1,\"limit\":100,\"workers\":2,\"workers_answered\":1,\"closed_ring\":0,"
             ),
             "{body}"
         );
         assert!(body.contains("\"alpn\":[\"h2\"]"), "{body}");
+        // No ring: the closed view says so.
+        let (_, body) = render(
+            &parse("closed=1&format=text").unwrap(),
+            vec![report(0, &[])],
+            1,
+        )
+        .unwrap();
+        assert!(
+            body.starts_with("# closed connections: 0 shown of 0 (limit 100); 1 of 1 workers answered; the closed ring is off (admin.closed_connections = 0)\n"),
+            "{body}"
+        );
     }
 }

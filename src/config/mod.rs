@@ -634,6 +634,11 @@ mod tests {
             ),
             ("upstream = 5", "listener[0].upstream", "original-dst"),
             (
+                "upstream = [\"original-dst\"]",
+                "listener[0].upstream[0]",
+                "write the string form, upstream = \"original-dst\", not a list",
+            ),
+            (
                 "upstream = \"original-dst\"\ndirection = \"sideways\"",
                 "listener[0].direction",
                 "unknown variant",

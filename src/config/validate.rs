@@ -363,10 +363,17 @@ impl RawConfig {
                 }
             }
             let (upstream, original_dst) = match &l.upstream {
-                RawUpstream::Endpoints(list) => (
-                    resolve_endpoints(list, &format!("listener[{i}].upstream"), err)?,
-                    false,
-                ),
+                RawUpstream::Endpoints(list) => {
+                    // `["original-dst"]` would read as one endpoint without a port.
+                    if let Some(k) = list.iter().position(|u| u == ORIGINAL_DST) {
+                        return Err(err(
+                            format!("listener[{i}].upstream[{k}]"),
+                            format!("\"{ORIGINAL_DST}\" is not an endpoint: write the string form, upstream = \"{ORIGINAL_DST}\", not a list"),
+                        ));
+                    }
+                    let key = format!("listener[{i}].upstream");
+                    (resolve_endpoints(list, &key, err)?, false)
+                }
                 RawUpstream::Mode(m) if m == ORIGINAL_DST => (Vec::new(), true),
                 RawUpstream::Mode(m) => {
                     return Err(err(

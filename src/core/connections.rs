@@ -12,6 +12,10 @@
 //! 0.3 µs, against ~100 µs of CPU for a whole proxied connection) and one clock read for the
 //! duration; with a ring of 0 neither happens.
 //!
+//! A report is built in two steps so that a large one does not stall the worker: picking the
+//! matches (a pass over the table, no syscall), then the rows, [`ROWS_PER_TURN`] per turn of
+//! the worker's event loop ([`Connections::add_rows`]; the worker yields between chunks).
+//!
 //! Rows cross to the admin thread as plain values ([`Report`]); reasons are worded there
 //! ([`Row::reason`]). Not here: rendering (`admin::connections`), the control channel
 //! (`worker`).
@@ -156,8 +160,10 @@ pub struct Row {
     pub timeout: Option<Duration>,
     /// What detection saw.
     pub seen: Seen,
-    /// TLS: the SNI.
+    /// TLS: the SNI: a host name, or (`bad_sni`) what was sent, escaped.
     pub sni: Option<String>,
+    /// The SNI sent is not a host name (`sni` shows it escaped).
+    pub bad_sni: bool,
     /// TLS: the ALPN protocols offered.
     pub alpn: Vec<String>,
     /// HTTP requests (HTTP/2: streams) so far.
@@ -180,6 +186,8 @@ pub struct Report {
     pub listeners: Vec<ListenerInfo>,
     /// Connections that matched the filters.
     pub total: usize,
+    /// Capacity of the worker's closed ring (`admin.closed_connections`; 0: off).
+    pub closed_ring: usize,
     /// The newest `limit` of them, newest first.
     pub rows: Vec<Row>,
 }
@@ -210,9 +218,12 @@ struct Entry {
 
 impl Entry {
     fn row(&self, worker: usize, tcp: Option<TcpStats>, age: Duration) -> Row {
-        let (sni, alpn) = match &self.hello {
-            Some(h) => (h.sni.clone(), h.alpn.clone()),
-            None => (None, Vec::new()),
+        let (sni, bad_sni, alpn) = match &self.hello {
+            Some(h) => match &h.sni {
+                Some(name) => (Some(name.clone()), false, h.alpn.clone()),
+                None => (h.bad_sni.clone(), h.bad_sni.is_some(), h.alpn.clone()),
+            },
+            None => (None, false, Vec::new()),
         };
         Row {
             worker,
@@ -226,6 +237,7 @@ impl Entry {
             timeout: self.timeout,
             seen: self.seen,
             sni,
+            bad_sni,
             alpn,
             requests: self.requests,
             tcp,
@@ -241,6 +253,27 @@ struct Closed {
     entry: Entry,
     tcp: Option<TcpStats>,
     closed: Instant,
+}
+
+/// Rows built per turn of the worker's event loop while answering `/connections`: each costs
+/// a `TCP_INFO` read and a copy (a few µs), so 64 hold the worker's connections up for a few
+/// hundred µs at most, however many rows were asked for (see the README's measurements).
+pub const ROWS_PER_TURN: usize = 64;
+
+/// A [`Report`] being built ([`Connections::start_report`], then [`Connections::add_rows`]
+/// until it returns `true`).
+#[derive(Debug)]
+pub struct Building {
+    report: Report,
+    /// Open connections still to list, newest first: (slot, id).
+    todo: std::vec::IntoIter<(usize, u64)>,
+}
+
+impl Building {
+    /// The report.
+    pub fn finish(self) -> Report {
+        self.report
+    }
 }
 
 /// Slots per chunk of the table: the table grows by a chunk at a time (about 60 KB), so a
@@ -261,10 +294,6 @@ struct Table {
 impl Table {
     fn slot(&mut self, i: usize) -> Option<&mut Option<Entry>> {
         self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
-    }
-
-    fn open(&self) -> impl Iterator<Item = &Entry> {
-        self.chunks.iter().flat_map(|c| c.iter().flatten())
     }
 
     /// A free slot, adding a chunk when there is none.
@@ -363,8 +392,17 @@ impl Connections {
 
     /// The connections `q` asks for (`listeners`: `q.listener` resolved to listener ids,
     /// one per generation of that name; `None` for all listeners), newest first, with their
-    /// TCP counters read now (open rows only, and only the rows returned).
+    /// TCP counters read now (open rows only, and only the rows returned), all at once.
     pub fn report(&self, worker: usize, q: &Query, listeners: Option<&[usize]>) -> Report {
+        let mut b = self.start_report(worker, q, listeners);
+        self.add_rows(&mut b, usize::MAX);
+        b.finish()
+    }
+
+    /// Starts the report [`Connections::report`] describes: counts and picks the matches
+    /// (the closed ring's rows are copied now: they need no syscall); the open rows follow
+    /// with [`Connections::add_rows`].
+    pub fn start_report(&self, worker: usize, q: &Query, listeners: Option<&[usize]>) -> Building {
         let keep = |e: &Entry| {
             listeners.map_or(true, |l| l.contains(&e.listener)) && q.verdicts.contains(e.verdict)
         };
@@ -372,6 +410,7 @@ impl Connections {
         let now = Instant::now();
         let mut report = Report {
             worker,
+            closed_ring: self.keep_closed,
             ..Report::default()
         };
         if q.closed {
@@ -387,24 +426,55 @@ impl Connections {
                     report.rows.push(row);
                 }
             }
-            return report;
+            return Building {
+                report,
+                todo: Vec::new().into_iter(),
+            };
         }
-        let mut matched: Vec<&Entry> = t.open().filter(|e| keep(e)).collect();
+        let mut matched: Vec<(usize, u64)> = Vec::new();
+        for (k, chunk) in t.chunks.iter().enumerate() {
+            for (i, e) in chunk.iter().enumerate() {
+                if let Some(e) = e.as_ref().filter(|e| keep(e)) {
+                    matched.push((k * CHUNK + i, e.id));
+                }
+            }
+        }
         report.total = matched.len();
-        let newest_first = |a: &&Entry, b: &&Entry| b.id.cmp(&a.id);
+        let newest_first = |a: &(usize, u64), b: &(usize, u64)| b.1.cmp(&a.1);
         if matched.len() > q.limit && q.limit > 0 {
             matched.select_nth_unstable_by(q.limit - 1, newest_first);
         }
         matched.truncate(q.limit);
         matched.sort_unstable_by(newest_first);
-        report.rows = matched
-            .into_iter()
-            .map(|e| {
+        report.rows.reserve(matched.len());
+        Building {
+            report,
+            todo: matched.into_iter(),
+        }
+    }
+
+    /// Adds at most `n` of the picked open rows, reading their TCP counters now; `true` once
+    /// all are in. A connection that closed since [`Connections::start_report`] is left out
+    /// (`total` still counts it).
+    pub fn add_rows(&self, b: &mut Building, n: usize) -> bool {
+        let t = self.table.borrow();
+        let now = Instant::now();
+        for (slot, id) in b.todo.by_ref().take(n) {
+            let entry = t
+                .chunks
+                .get(slot / CHUNK)
+                .and_then(|c| c[slot % CHUNK].as_ref());
+            if let Some(e) = entry.filter(|e| e.id == id) {
                 let tcp = sys::tcp_stats(e.fd).ok();
-                e.row(worker, tcp, now.saturating_duration_since(e.accepted))
-            })
-            .collect();
-        report
+                let row = e.row(
+                    b.report.worker,
+                    tcp,
+                    now.saturating_duration_since(e.accepted),
+                );
+                b.report.rows.push(row);
+            }
+        }
+        b.todo.len() == 0
     }
 }
 
@@ -530,23 +600,26 @@ impl Row {
             Verdict::Decided(DetectResult::Http2) => "http2",
             _ => "opaque",
         };
-        let proxied = |on: bool, what: &str| {
-            if on {
-                String::new()
-            } else {
-                format!("; {what}.enabled = false: forwarded opaque")
+        // HTTP the listener does not proxy goes opaque, detected or forced.
+        let opaque_note = match self.verdict {
+            Verdict::Decided(DetectResult::Http1) if !l.map_or(true, |l| l.http1) => {
+                "; http1.enabled = false: forwarded opaque"
             }
+            Verdict::Decided(DetectResult::Http2) if !l.map_or(true, |l| l.http2) => {
+                "; http2.enabled = false: forwarded opaque"
+            }
+            _ => "",
         };
         let s = &self.seen;
         match (self.verdict, self.skipped) {
             (Verdict::Decided(_), Some(reason)) => {
                 let text = match reason {
                     DetectReason::ListenerProtocol => format!(
-                        "forced by config: listener {} sets protocol = \"{forced}\"",
+                        "forced by config: listener {} sets protocol = \"{forced}\"{opaque_note}",
                         l.map_or("?", |l| l.name.as_str())
                     ),
                     DetectReason::PortProtocol => format!(
-                        "forced by config: a [[detect.port]] declares port {port} protocol = \"{forced}\""
+                        "forced by config: a [[detect.port]] declares port {port} protocol = \"{forced}\"{opaque_note}"
                     ),
                     DetectReason::OpaquePorts => {
                         format!("opaque port: {port} is in [detect] opaque_ports")
@@ -568,21 +641,20 @@ impl Row {
             (Verdict::Decided(r), None) => match r {
                 DetectResult::Http1 => (
                     "http1_request",
-                    format!(
-                        "an HTTP/1 request line{}",
-                        proxied(l.map_or(true, |l| l.http1), "http1")
-                    ),
+                    format!("an HTTP/1 request line{opaque_note}"),
                 ),
                 DetectResult::Http2 => (
                     "http2_preface",
-                    format!(
-                        "the HTTP/2 prior-knowledge preface{}",
-                        proxied(l.map_or(true, |l| l.http2), "http2")
-                    ),
+                    format!("the HTTP/2 prior-knowledge preface{opaque_note}"),
                 ),
                 DetectResult::Tls => (
                     "tls_client_hello",
-                    "a TLS ClientHello: passed through opaque".to_string(),
+                    if self.bad_sni {
+                        "a TLS ClientHello: passed through opaque; its SNI is not a host name (shown escaped)"
+                    } else {
+                        "a TLS ClientHello: passed through opaque"
+                    }
+                    .to_string(),
                 ),
                 DetectResult::Opaque if s.client_eof => (
                     "client_half_closed",
@@ -778,7 +850,38 @@ mod tests {
     fn no_ring_keeps_nothing() {
         let c = Connections::new(0);
         drop(c.open(0, addr(1), -1, Instant::now()));
-        assert_eq!(c.report(0, &query(true, 10), None).total, 0);
+        let r = c.report(0, &query(true, 10), None);
+        assert_eq!(
+            (r.total, r.closed_ring),
+            (0, 0),
+            "the ring is off, and says so"
+        );
+        assert_eq!(
+            Connections::new(3)
+                .report(0, &query(true, 1), None)
+                .closed_ring,
+            3
+        );
+    }
+
+    #[test]
+    fn rows_come_a_chunk_at_a_time_and_a_close_between_chunks_is_left_out() {
+        let c = Connections::new(4);
+        let t0 = Instant::now();
+        let mut open: Vec<_> = (0..5).map(|p| c.open(0, addr(p), -1, t0)).collect();
+        let mut b = c.start_report(0, &query(false, 10), None);
+        assert!(!c.add_rows(&mut b, 2));
+        // Ids 4 and 3 are in; id 2 closes, and id 5 opens (after the pick: not listed).
+        drop(open.remove(2));
+        open.push(c.open(0, addr(9), -1, t0));
+        assert!(!c.add_rows(&mut b, 2));
+        assert!(c.add_rows(&mut b, 2));
+        let r = b.finish();
+        assert_eq!(r.total, 5, "counted when picked");
+        assert_eq!(
+            r.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [4, 3, 1, 0]
+        );
     }
 
     #[test]
@@ -821,10 +924,13 @@ mod tests {
         };
         t.skipped(DetectResult::Http1, DetectReason::ListenerProtocol);
         let (_, text) = row(&c).reason(Some(&l));
-        assert!(
-            text.contains("listener t sets protocol = \"http1\""),
-            "{text}"
+        assert_eq!(
+            text,
+            "forced by config: listener t sets protocol = \"http1\"; http1.enabled = false: forwarded opaque"
         );
+        t.skipped(DetectResult::Http2, DetectReason::PortProtocol);
+        let (_, text) = row(&c).reason(Some(&l));
+        assert!(!text.contains("opaque"), "http2 is proxied: {text}");
         t.detected(DetectResult::Http1, Seen::default(), None);
         let r = row(&c);
         assert!(r.reason(Some(&l)).1.contains("forwarded opaque"));

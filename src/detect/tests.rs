@@ -10,6 +10,7 @@ fn fixture(name: &str) -> Vec<u8> {
 fn tls(sni: Option<&str>, alpn: &[&str]) -> Verdict {
     Verdict::Tls(ClientHello {
         sni: sni.map(str::to_string),
+        bad_sni: None,
         alpn: alpn.iter().map(|s| s.to_string()).collect(),
         malformed: false,
     })
@@ -303,6 +304,48 @@ fn malformed_hello_is_tls_without_fields() {
         Verdict::Tls(h) => assert!(h.malformed && h.sni.is_none()),
         v => panic!("got {v:?}"),
     }
+}
+
+/// A ClientHello body (after the handshake header) with one SNI host_name entry and ALPN.
+fn hello_body(sni: &[u8], alpn: &[&[u8]]) -> Vec<u8> {
+    let v16 = |b: &[u8]| [&(b.len() as u16).to_be_bytes()[..], b].concat();
+    let mut list = Vec::new();
+    for p in alpn {
+        list.push(p.len() as u8);
+        list.extend_from_slice(p);
+    }
+    let sni_ext = v16(&[&[0u8][..], &v16(sni)].concat());
+    let exts = [&[0u8, 0][..], &v16(&sni_ext), &[0, 0x10], &v16(&v16(&list))].concat();
+    [
+        &[3u8, 3][..],
+        &[7; 32],
+        &[0],
+        &v16(&[0x13, 0x01]),
+        &[1, 0],
+        &v16(&exts),
+    ]
+    .concat()
+}
+
+#[test]
+fn sni_that_is_no_host_name_and_odd_alpn_are_kept_escaped() {
+    let h = tls::parse_hello(&hello_body(b"Example.COM", &[b"h2", b"http/1.1"])).unwrap();
+    assert_eq!(h.sni.as_deref(), Some("example.com"));
+    assert_eq!(
+        (h.bad_sni, h.alpn),
+        (None, vec!["h2".to_string(), "http/1.1".into()])
+    );
+
+    let h = tls::parse_hello(&hello_body(b"a b\\\xff", &[b"\0\xff\xfe", b"h2"])).unwrap();
+    assert_eq!(h.sni, None, "not a host name");
+    assert_eq!(h.bad_sni.as_deref(), Some("a\\x20b\\x5c\\xff"));
+    assert_eq!(h.alpn, ["\\x00\\xff\\xfe", "h2"]);
+
+    let long = vec![b'!'; 300];
+    let h = tls::parse_hello(&hello_body(&long, &[])).unwrap();
+    let sent = h.bad_sni.unwrap();
+    assert_eq!(sent.len(), tls::MAX_BAD_SNI + '…'.len_utf8(), "capped");
+    assert!(sent.ends_with("!…"));
 }
 
 #[test]

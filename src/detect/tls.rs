@@ -15,13 +15,34 @@ const MAX_RECORD: usize = 1 << 14;
 /// Largest ClientHello we will wait for (several records). Bigger ones are still TLS, only
 /// without SNI/ALPN (see `detect`).
 pub const MAX_HELLO: usize = 64 * 1024;
+/// Bytes kept of an SNI that is not a host name: a DNS name has at most 253 characters, so
+/// this shows any name a client could mean, and bounds what a hostile one makes us keep.
+pub const MAX_BAD_SNI: usize = 255;
+
+/// Peer bytes for people, unambiguously: printable ASCII except `\` as is; every other byte
+/// (space, `\`, control bytes, anything non-ASCII) as `\xNN`. So `h2` stays `h2`, and a
+/// backslash in the output always starts an escape.
+pub fn escape(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &x in b {
+        if x.is_ascii_graphic() && x != b'\\' {
+            s.push(char::from(x));
+        } else {
+            s.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    s
+}
 
 /// What detection learns from a ClientHello.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientHello {
-    /// `server_name` (host_name entry), if sent.
+    /// `server_name` (host_name entry), if sent and a host name (lowercased).
     pub sni: Option<String>,
-    /// ALPN protocol names, in client order.
+    /// A host_name entry that is not a host name, as sent: [`escape`]d, at most
+    /// [`MAX_BAD_SNI`] bytes of it (then `…`).
+    pub bad_sni: Option<String>,
+    /// ALPN protocol names (RFC 7301: opaque bytes), in client order, each [`escape`]d.
     pub alpn: Vec<String>,
     /// The hello was complete but did not parse; fields are empty.
     pub malformed: bool,
@@ -157,7 +178,11 @@ pub fn parse_hello(body: &[u8]) -> Option<ClientHello> {
         let ty = exts.u16()?;
         let data = exts.vec16()?;
         match ty {
-            0x0000 => out.sni = parse_sni(data),
+            0x0000 => match parse_sni(data) {
+                Some(Ok(name)) => out.sni = Some(name),
+                Some(Err(sent)) => out.bad_sni = Some(sent),
+                None => {}
+            },
             0x0010 => out.alpn = parse_alpn(data)?,
             _ => {}
         }
@@ -165,7 +190,10 @@ pub fn parse_hello(body: &[u8]) -> Option<ClientHello> {
     Some(out)
 }
 
-fn parse_sni(data: &[u8]) -> Option<String> {
+/// The first host_name entry: `Ok` when it is a host name (lowercased), `Err` with what was
+/// sent ([`escape`]d, capped at [`MAX_BAD_SNI`] bytes) when not; `None` without one (or when
+/// the extension does not parse).
+fn parse_sni(data: &[u8]) -> Option<Result<String, String>> {
     let mut list = Reader(Reader(data).vec16()?);
     while !list.0.is_empty() {
         let kind = list.u8()?;
@@ -177,9 +205,13 @@ fn parse_sni(data: &[u8]) -> Option<String> {
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b))
             {
-                return None;
+                let mut sent = escape(&name[..name.len().min(MAX_BAD_SNI)]);
+                if name.len() > MAX_BAD_SNI {
+                    sent.push('…');
+                }
+                return Some(Err(sent));
             }
-            return Some(String::from_utf8_lossy(name).to_ascii_lowercase());
+            return Some(Ok(String::from_utf8_lossy(name).to_ascii_lowercase()));
         }
     }
     None
@@ -190,7 +222,7 @@ fn parse_alpn(data: &[u8]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     while !list.0.is_empty() {
         let p = list.vec8()?;
-        out.push(String::from_utf8_lossy(p).into_owned());
+        out.push(escape(p));
     }
     Some(out)
 }
