@@ -233,6 +233,25 @@ pub struct ListenerConfig {
     pub detect_timeout: Duration,
     /// HTTP routes, first match wins; requests matching none use `upstream`.
     pub routes: Vec<RouteConfig>,
+    /// Opaque streams: how long no byte may move either way before both sides are closed
+    /// (`idle_timeout_ms`; `None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Opaque streams: the same once one side has sent FIN (`half_close_timeout_ms`).
+    pub half_close_timeout: Option<Duration>,
+    /// TCP keepalive for the client and upstream sockets (`None`: off).
+    pub keepalive: Option<KeepaliveConfig>,
+}
+
+/// TCP keepalive settings (`tcp_keepalive_*`): a peer that vanished without FIN or RST is
+/// dropped by the kernel after about `time + interval × probes` of silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Idle time before the first probe (`TCP_KEEPIDLE`).
+    pub time: Duration,
+    /// Time between probes (`TCP_KEEPINTVL`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
+    pub probes: u32,
 }
 
 /// One validated HTTP route.
