@@ -192,3 +192,148 @@ fn out_of_descriptors_backs_off_keeps_streams_and_recovers() {
     println!("tcp_accept_errors_total{{errno=\"EMFILE\"}} = {emfile:?}");
     assert!(p.alive());
 }
+
+/// The proxy's resident set (`/proc/PID/status` VmRSS), in KiB.
+fn rss_kib(p: &Proc) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Bytes each slow stream sends each way before it stalls.
+const SLOW_CHUNK: usize = 1024;
+
+/// An HTTP/2 upstream that answers every stream with a head and [`SLOW_CHUNK`] body bytes,
+/// then holds it open forever without reading the request body; counts the streams.
+fn holding_h2_upstream(streams: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> SocketAddr {
+    let l = common::listen_any();
+    l.set_nonblocking(true).unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                s.set_nodelay(true).unwrap();
+                let streams = streams.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::Builder::new()
+                        .max_concurrent_streams(100_000)
+                        .handshake::<_, bytes::Bytes>(s)
+                        .await
+                    else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let resp = http::Response::new(());
+                            let Ok(mut body) = respond.send_response(resp, false) else {
+                                return;
+                            };
+                            let _ =
+                                body.send_data(bytes::Bytes::from(vec![b'u'; SLOW_CHUNK]), false);
+                            // Hold the request body unread and the response open.
+                            let _keep = (req, body);
+                            std::future::pending::<()>().await;
+                        });
+                    }
+                });
+            }
+        })
+    });
+    a
+}
+
+#[test]
+fn slow_h2_streams_on_100_connections_stay_within_the_memory_bound() {
+    const CONNS: usize = 100;
+    const STREAMS: usize = 256; // http2.max_concurrent_streams (the default)
+    let upstream_streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let up = holding_h2_upstream(upstream_streams.clone());
+    let p = Proc::start(
+        16_384,
+        &format!(
+            "[runtime]\nworkers = 1\npin_cores = false\nshutdown_grace_ms = 1000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[http2]\nmax_concurrent_streams = {STREAMS}\nresponse_timeout_ms = 60000\n\
+             [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\nupstream_protocol = \"http2\"\n"
+        ),
+    );
+    let proxy = addr_field(&p.expect_line("listening listener=t"));
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = rt();
+    let (before, during, streams_seen, took) = runtime.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..CONNS {
+            let s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let (send, conn) = h2::client::handshake(s).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            conns.push(send);
+        }
+        // The baseline: the proxy with 100 client connections and no streams.
+        let before = rss_kib(&p);
+        let t0 = Instant::now();
+        let mut held = Vec::new();
+        for send in &conns {
+            for _ in 0..STREAMS {
+                let send = send.clone();
+                let heads = heads.clone();
+                held.push(tokio::spawn(async move {
+                    let mut send = send.ready().await.unwrap();
+                    let req = http::Request::post("http://slow/").body(()).unwrap();
+                    let (resp, mut body) = send.send_request(req, false).unwrap();
+                    body.send_data(bytes::Bytes::from(vec![b'c'; SLOW_CHUNK]), false)
+                        .unwrap();
+                    let resp = resp.await.unwrap();
+                    heads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Hold both directions open, reading nothing more.
+                    let _keep = (body, resp);
+                    std::future::pending::<()>().await;
+                }));
+            }
+        }
+        let total = CONNS * STREAMS;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while heads.load(std::sync::atomic::Ordering::Relaxed) < total {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {total} streams answered",
+                heads.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = t0.elapsed();
+        let during = rss_kib(&p);
+        let seen = upstream_streams.load(std::sync::atomic::Ordering::Relaxed);
+        for h in held {
+            h.abort();
+        }
+        (before, during, seen, took)
+    });
+    let total = (CONNS * STREAMS) as u64;
+    let per_stream = (during.saturating_sub(before)) * 1024 / total;
+    println!(
+        "{total} slow HTTP/2 streams on {CONNS} connections (open in {took:?}, upstream saw {streams_seen}): \
+         proxy RSS {before} KiB before, {during} KiB with all open: +{} KiB, {per_stream} B/stream",
+        during.saturating_sub(before)
+    );
+    // The README's bound: 16 KiB per open stream (measured: ~11.6 KiB for the h2 state of
+    // both legs, the stream's task, and its first KiB of body each way in flight).
+    assert!(
+        during.saturating_sub(before) < total * 16,
+        "RSS grew by {} KiB for {total} streams",
+        during - before
+    );
+}
