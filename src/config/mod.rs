@@ -593,6 +593,60 @@ mod tests {
     }
 
     #[test]
+    fn stream_bounds_and_keepalive_default_and_validate() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.idle_timeout, None);
+        assert_eq!(l.half_close_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(
+            l.keepalive,
+            Some(KeepaliveConfig {
+                time: Duration::from_secs(10),
+                interval: Duration::from_secs(10),
+                probes: 3,
+            })
+        );
+        let c = Config::parse(
+            &format!(
+                "{OK}idle_timeout_ms = 3600000
+half_close_timeout_ms = 0
+tcp_keepalive_ms = 0
+"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(l.half_close_timeout, None);
+        assert_eq!(l.keepalive, None);
+        for (extra, key) in [
+            ("idle_timeout_ms = 86400001", "listener[0].idle_timeout_ms"),
+            (
+                "half_close_timeout_ms = 99999999999",
+                "listener[0].half_close_timeout_ms",
+            ),
+            ("tcp_keepalive_ms = 1500", "listener[0].tcp_keepalive_ms"),
+            ("tcp_keepalive_ms = 500", "listener[0].tcp_keepalive_ms"),
+            (
+                "tcp_keepalive_interval_ms = 0",
+                "listener[0].tcp_keepalive_interval_ms",
+            ),
+            (
+                "tcp_keepalive_probes = 0",
+                "listener[0].tcp_keepalive_probes",
+            ),
+            (
+                "tcp_keepalive_probes = 128",
+                "listener[0].tcp_keepalive_probes",
+            ),
+        ] {
+            let e = parse_err(&format!("{OK}{extra}\n"));
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn listener_detect_timeout_overrides_the_default() {
         let c = Config::parse(
             &format!("[detect]\ntimeout_ms = 300\n{OK}detect_timeout_ms = 50\n"),
