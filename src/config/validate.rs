@@ -660,12 +660,15 @@ const MAX_KEEPALIVE_MS: u64 = 32_767_000;
 /// Upper bound on `tcp_keepalive_probes` (`MAX_TCP_KEEPCNT`).
 const MAX_KEEPALIVE_PROBES: u32 = 127;
 
+/// A listener's idle timeout, half-close timeout and keepalive (`None`: off).
+type StreamLimits = (Option<Duration>, Option<Duration>, Option<KeepaliveConfig>);
+
 /// A listener's idle and half-close timeouts and keepalive (`key` names a listener key).
 fn validate_stream_limits(
     l: &RawListener,
     key: &dyn Fn(&str) -> String,
     err: &Err,
-) -> Result<(Option<Duration>, Option<Duration>, Option<KeepaliveConfig>), ConfigError> {
+) -> Result<StreamLimits, ConfigError> {
     let timeout = |name: &str, ms: u64| {
         if ms > MAX_STREAM_TIMEOUT_MS {
             return Err(err(
