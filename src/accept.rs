@@ -18,6 +18,7 @@ use crate::core::{AcceptSlot, Core};
 pub async fn accept_loop(core: Rc<Core>, slot: Rc<AcceptSlot>, socket: TcpListener) {
     let mut stop = pin!(core.draining());
     let mut removed = pin!(slot.removed());
+    let mut backoff = Backoff::default();
     loop {
         let accepted = monoio::select! {
             _ = &mut stop => break,
@@ -27,6 +28,7 @@ pub async fn accept_loop(core: Rc<Core>, slot: Rc<AcceptSlot>, socket: TcpListen
         let listener = slot.listener();
         match accepted {
             Ok((stream, peer)) => {
+                backoff.reset();
                 monoio::spawn(conn::serve(core.clone(), listener, stream, peer));
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
@@ -34,11 +36,71 @@ pub async fn accept_loop(core: Rc<Core>, slot: Rc<AcceptSlot>, socket: TcpListen
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: the backlog keeps the clients; back off so the
-                // worker does not spin while it cannot accept.
-                warn!(listener = %listener.cfg.name, core = core.id, error = %e, "accept failed; retrying in 100ms");
-                monoio::time::sleep(Duration::from_millis(100)).await;
+                // worker does not spin while it cannot accept (a draining worker stops
+                // waiting at once).
+                listener.metrics.accept_failed(&e);
+                let wait = backoff.next();
+                if backoff.should_log() {
+                    warn!(listener = %listener.cfg.name, core = core.id, error = %e, retry_ms = wait.as_millis() as u64, failures = backoff.failures, "accept failed; backing off");
+                }
+                monoio::select! {
+                    _ = &mut stop => break,
+                    _ = &mut removed => break,
+                    _ = monoio::time::sleep(wait) => {}
+                }
             }
         }
     }
     debug!(listener = %slot.listener().cfg.name, core = core.id, "stopped accepting");
+}
+
+/// First wait after a failed accept.
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest wait between accepts while they keep failing: a second of backlog at worst once
+/// descriptors free up, and one accept attempt a second while they do not.
+const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+
+/// Exponential backoff for a failing `accept`: 5 ms, doubled per consecutive failure, capped at
+/// 1 s; reset by a successful accept.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Consecutive failures.
+    failures: u32,
+}
+
+impl Backoff {
+    /// Counts a failure; the wait before the next attempt.
+    fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let doublings = (self.failures - 1).min(16);
+        (BACKOFF_MIN * 2u32.pow(doublings)).min(BACKOFF_MAX)
+    }
+
+    /// Log the 1st failure of a run, then every 64th (at the cap, about a minute apart).
+    fn should_log(&self) -> bool {
+        self.failures % 64 == 1
+    }
+
+    /// An accept succeeded.
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..10).map(|_| b.next().as_millis() as u64).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        for _ in 0..1000 {
+            assert_eq!(b.next(), BACKOFF_MAX);
+        }
+        b.reset();
+        assert_eq!(b.next(), BACKOFF_MIN);
+        assert!(b.should_log());
+    }
 }

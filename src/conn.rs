@@ -20,7 +20,9 @@ use crate::detect::{
     self, DetectReason, DetectResult, DetectSettings, Detection, LinkerdDetect, Plan,
 };
 use crate::error::{ConnectError, Side};
-use crate::metrics::{Close, Opened, PeerCounters};
+use crate::forward::Ended;
+use crate::metrics::{Close, Opened, PeerCounters, StreamTimeout};
+use crate::sys;
 use crate::upstream::{self, pool, Target};
 use crate::{forward, http1, http2};
 
@@ -41,6 +43,8 @@ pub async fn serve(
     let tracked = core.connections.open(l.id, peer, client.as_raw_fd(), t0);
     // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
     // setsockopt per connection; `server` has a test that checks the inheritance.
+    // Keepalive: a client that vanishes without FIN or RST is dropped by the kernel.
+    keepalive(l, &client);
     let mut target = if l.cfg.original_dst {
         match Target::original_dst(&client) {
             Ok(t) => t,
@@ -178,7 +182,10 @@ async fn opaque(
         None => upstream::connect(addr, l.cfg.connect_timeout).await,
     };
     let upstream = match dialled {
-        Ok(s) => s,
+        Ok(s) => {
+            keepalive(l, &s);
+            s
+        }
         Err(e) => {
             m.connect_failed(e.kind);
             debug!(listener = %l.cfg.name, %peer, error = %e, "closing client: upstream connect failed");
@@ -188,8 +195,24 @@ async fn opaque(
     let dst = m.dst_for(addr);
     let mut open = Opened::new(&dst);
     let counters = forward::Counters { src, dst: &dst };
-    let Err(e) = forward::splice_both(&core.pipes, counters, client, &upstream).await else {
-        return Close::Clean;
+    let limits = forward::IdleLimits {
+        idle: l.cfg.idle_timeout,
+        half_closed: l.cfg.half_close_timeout,
+    };
+    let e = match forward::splice_both(&core.pipes, counters, client, &upstream, limits).await {
+        Ok(Ended::Eof) => return Close::Clean,
+        Ok(ended) => {
+            // Cut by the proxy (both sockets reset): neither peer failed, nor did it finish.
+            let which = match ended {
+                Ended::HalfCloseTimeout => StreamTimeout::HalfClose,
+                _ => StreamTimeout::Idle,
+            };
+            m.stream_timeout(which);
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, timeout = which.as_str(), "stream timed out; both sides reset");
+            open.failed();
+            return Close::Failed;
+        }
+        Err(e) => e,
     };
     debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
     // The side whose socket failed gets its errno; the other was reset by the proxy.
@@ -206,5 +229,15 @@ async fn opaque(
             open.failed();
             Close::Failed
         }
+    }
+}
+
+/// Turns on TCP keepalive for `s` as listener `l` says (failures are logged, not fatal: the
+/// connection works without it).
+fn keepalive(l: &Listener, s: &TcpStream) {
+    let Some(k) = l.cfg.keepalive else { return };
+    let secs = |d: std::time::Duration| d.as_secs() as u32;
+    if let Err(e) = sys::set_keepalive(s.as_raw_fd(), secs(k.time), secs(k.interval), k.probes) {
+        debug!(listener = %l.cfg.name, error = %e, "could not set TCP keepalive");
     }
 }

@@ -188,6 +188,39 @@ pub fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {
     .map(drop)
 }
 
+/// Sets one `c_int` socket option.
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value points at a live c_int of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Turns TCP keepalive on: the first probe after `idle_s` seconds without traffic, then one
+/// every `interval_s` seconds; after `probes` unanswered ones the kernel drops the connection
+/// (reads and writes then fail with `ETIMEDOUT`). Four `setsockopt`s.
+///
+/// Errors: the kernel refusing a value (out of its range: 1..=32767 s, 1..=127 probes).
+pub fn set_keepalive(fd: RawFd, idle_s: u32, interval_s: u32, probes: u32) -> io::Result<()> {
+    let int = |v: u32| v.min(i32::MAX as u32) as libc::c_int;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle_s))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, int(interval_s))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(probes))?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
+}
+
 /// Clears non-blocking mode (monoio's completion I/O expects blocking sockets: io_uring
 /// returns EAGAIN for an O_NONBLOCK socket instead of waiting).
 pub fn set_blocking(fd: RawFd) -> io::Result<()> {

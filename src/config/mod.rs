@@ -233,6 +233,25 @@ pub struct ListenerConfig {
     pub detect_timeout: Duration,
     /// HTTP routes, first match wins; requests matching none use `upstream`.
     pub routes: Vec<RouteConfig>,
+    /// Opaque streams: how long no byte may move either way before both sides are closed
+    /// (`idle_timeout_ms`; `None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Opaque streams: the same once one side has sent FIN (`half_close_timeout_ms`).
+    pub half_close_timeout: Option<Duration>,
+    /// TCP keepalive for the client and upstream sockets (`None`: off).
+    pub keepalive: Option<KeepaliveConfig>,
+}
+
+/// TCP keepalive settings (`tcp_keepalive_*`): a peer that vanished without FIN or RST is
+/// dropped by the kernel after about `time + interval × probes` of silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Idle time before the first probe (`TCP_KEEPIDLE`).
+    pub time: Duration,
+    /// Time between probes (`TCP_KEEPINTVL`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
+    pub probes: u32,
 }
 
 /// One validated HTTP route.
@@ -571,6 +590,60 @@ mod tests {
             "t.toml",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn stream_bounds_and_keepalive_default_and_validate() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.idle_timeout, None);
+        assert_eq!(l.half_close_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(
+            l.keepalive,
+            Some(KeepaliveConfig {
+                time: Duration::from_secs(10),
+                interval: Duration::from_secs(10),
+                probes: 3,
+            })
+        );
+        let c = Config::parse(
+            &format!(
+                "{OK}idle_timeout_ms = 3600000
+half_close_timeout_ms = 0
+tcp_keepalive_ms = 0
+"
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(l.half_close_timeout, None);
+        assert_eq!(l.keepalive, None);
+        for (extra, key) in [
+            ("idle_timeout_ms = 86400001", "listener[0].idle_timeout_ms"),
+            (
+                "half_close_timeout_ms = 99999999999",
+                "listener[0].half_close_timeout_ms",
+            ),
+            ("tcp_keepalive_ms = 1500", "listener[0].tcp_keepalive_ms"),
+            ("tcp_keepalive_ms = 500", "listener[0].tcp_keepalive_ms"),
+            (
+                "tcp_keepalive_interval_ms = 0",
+                "listener[0].tcp_keepalive_interval_ms",
+            ),
+            (
+                "tcp_keepalive_probes = 0",
+                "listener[0].tcp_keepalive_probes",
+            ),
+            (
+                "tcp_keepalive_probes = 128",
+                "listener[0].tcp_keepalive_probes",
+            ),
+        ] {
+            let e = parse_err(&format!("{OK}{extra}\n"));
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -450,6 +450,39 @@ pub struct RawListener {
     /// `[[listener.route]]`: HTTP routes to other endpoint sets.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
+    /// Opaque streams: close both sides after this long with no byte moving either way
+    /// (0 = never, the default).
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
+    /// Opaque streams: once one side has sent FIN, close both after this long with no byte
+    /// moving (0 = never).
+    #[serde(default = "default_half_close_timeout_ms")]
+    pub half_close_timeout_ms: u64,
+    /// TCP keepalive on the client and upstream sockets: idle time before the first probe
+    /// (0 = keepalive off).
+    #[serde(default = "default_keepalive_ms")]
+    pub tcp_keepalive_ms: u64,
+    /// Time between keepalive probes.
+    #[serde(default = "default_keepalive_ms")]
+    pub tcp_keepalive_interval_ms: u64,
+    /// Unanswered probes before the kernel drops the connection.
+    #[serde(default = "default_keepalive_probes")]
+    pub tcp_keepalive_probes: u32,
+}
+
+/// Default `half_close_timeout_ms`: 5 minutes of silence after a FIN.
+fn default_half_close_timeout_ms() -> u64 {
+    300_000
+}
+
+/// Default `tcp_keepalive_ms` and `tcp_keepalive_interval_ms`: Linkerd's 10 s.
+fn default_keepalive_ms() -> u64 {
+    10_000
+}
+
+/// Default `tcp_keepalive_probes`.
+fn default_keepalive_probes() -> u32 {
+    3
 }
 
 /// One `[[listener.route]]` as written.

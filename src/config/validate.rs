@@ -398,6 +398,8 @@ impl RawConfig {
                     format!("{detect_timeout_ms} must be from 1 to {MAX_TIMEOUT_MS}"),
                 ));
             }
+            let (idle_timeout, half_close_timeout, keepalive) =
+                validate_stream_limits(l, &key, err)?;
             let routes = l
                 .routes
                 .iter()
@@ -416,6 +418,9 @@ impl RawConfig {
                 protocol: l.protocol,
                 upstream_protocol: l.upstream_protocol,
                 detect_timeout: Duration::from_millis(detect_timeout_ms),
+                idle_timeout,
+                half_close_timeout,
+                keepalive,
             });
             addrs.push((listen, "another listener"));
         }
@@ -650,4 +655,68 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// Upper bound on `idle_timeout_ms` and `half_close_timeout_ms` (a day): opaque streams may
+/// idle far longer than the 10-minute bound on other timeouts (Envoy's TCP idle default is an
+/// hour), but more than a day is a unit mistake.
+const MAX_STREAM_TIMEOUT_MS: u64 = 86_400_000;
+/// Upper bound on `tcp_keepalive_ms` and `tcp_keepalive_interval_ms`: the kernel takes whole
+/// seconds up to 32,767 (`MAX_TCP_KEEPIDLE`, `MAX_TCP_KEEPINTVL`).
+const MAX_KEEPALIVE_MS: u64 = 32_767_000;
+/// Upper bound on `tcp_keepalive_probes` (`MAX_TCP_KEEPCNT`).
+const MAX_KEEPALIVE_PROBES: u32 = 127;
+
+/// A listener's idle timeout, half-close timeout and keepalive (`None`: off).
+type StreamLimits = (Option<Duration>, Option<Duration>, Option<KeepaliveConfig>);
+
+/// A listener's idle and half-close timeouts and keepalive (`key` names a listener key).
+fn validate_stream_limits(
+    l: &RawListener,
+    key: &dyn Fn(&str) -> String,
+    err: &Err,
+) -> Result<StreamLimits, ConfigError> {
+    let timeout = |name: &str, ms: u64| {
+        if ms > MAX_STREAM_TIMEOUT_MS {
+            return Err(err(
+                key(name),
+                format!("{ms} is more than the maximum of {MAX_STREAM_TIMEOUT_MS} (0 = off)"),
+            ));
+        }
+        Ok((ms > 0).then(|| Duration::from_millis(ms)))
+    };
+    let idle = timeout("idle_timeout_ms", l.idle_timeout_ms)?;
+    let half_close = timeout("half_close_timeout_ms", l.half_close_timeout_ms)?;
+    if l.tcp_keepalive_ms == 0 {
+        return Ok((idle, half_close, None));
+    }
+    for (name, ms) in [
+        ("tcp_keepalive_ms", l.tcp_keepalive_ms),
+        ("tcp_keepalive_interval_ms", l.tcp_keepalive_interval_ms),
+    ] {
+        if !(1000..=MAX_KEEPALIVE_MS).contains(&ms) || ms % 1000 != 0 {
+            return Err(err(
+                key(name),
+                format!("{ms} must be whole seconds from 1000 to {MAX_KEEPALIVE_MS} (the kernel counts seconds)"),
+            ));
+        }
+    }
+    if !(1..=MAX_KEEPALIVE_PROBES).contains(&l.tcp_keepalive_probes) {
+        return Err(err(
+            key("tcp_keepalive_probes"),
+            format!(
+                "{} must be from 1 to {MAX_KEEPALIVE_PROBES}",
+                l.tcp_keepalive_probes
+            ),
+        ));
+    }
+    Ok((
+        idle,
+        half_close,
+        Some(KeepaliveConfig {
+            time: Duration::from_millis(l.tcp_keepalive_ms),
+            interval: Duration::from_millis(l.tcp_keepalive_interval_ms),
+            probes: l.tcp_keepalive_probes,
+        }),
+    ))
 }

@@ -9,4 +9,4 @@ pub mod pipes;
 pub mod splice;
 
 pub use pipes::PipePool;
-pub use splice::{splice_both, Counters, SpliceError};
+pub use splice::{splice_both, Counters, Ended, IdleLimits, SpliceError};

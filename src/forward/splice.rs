@@ -12,12 +12,20 @@
 //! through; the other direction keeps going). An error on either side (reset, broken pipe)
 //! ends both directions and closes both sockets with RST, so each peer learns at once.
 //!
-//! Not here: idle timeouts, bandwidth limits, TLS termination.
+//! Idle bounds: with `idle_timeout_ms` set, a stream on which no byte moved either way for that
+//! long is cut (both sockets reset); once one direction has ended (a half-closed stream), the
+//! bound is `half_close_timeout_ms` (or the smaller of the two). The hot path pays one `Cell`
+//! increment per splice batch; a watchdog timer per stream wakes every eighth of its bound and
+//! compares that counter with what it saw last, so a stream is cut between 1 and 1.125 times its
+//! bound after its last byte. A stream with no bound in its current phase has no timer.
+//!
+//! Not here: bandwidth limits, TLS termination.
 
 use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
 use monoio::net::TcpStream;
@@ -74,7 +82,29 @@ pub struct Counters<'a> {
     pub dst: &'a PeerCounters,
 }
 
-/// Forwards until both directions reached EOF (`Ok`) or one failed (`Err`, both sockets reset).
+/// How long a spliced stream may go without a byte moving before the proxy cuts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleLimits {
+    /// While both directions are open (`idle_timeout_ms`); `None`: no bound.
+    pub idle: Option<Duration>,
+    /// Once one direction has ended (`half_close_timeout_ms`); `None`: no bound of its own
+    /// (`idle` still applies).
+    pub half_closed: Option<Duration>,
+}
+
+/// How a spliced stream ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Both directions reached EOF.
+    Eof,
+    /// No byte moved for [`IdleLimits::idle`]; both sockets were reset.
+    IdleTimeout,
+    /// Half-closed, and no byte moved for its bound; both sockets were reset.
+    HalfCloseTimeout,
+}
+
+/// Forwards until both directions reached EOF (`Ok(Ended::Eof)`), an idle bound in `limits`
+/// passed (`Ok`, both sockets reset), or one direction failed (`Err`, both sockets reset).
 ///
 /// `upstream` must already be non-blocking (as `upstream::connect` returns it); `client` is
 /// switched here (io_uring accepts blocking sockets).
@@ -83,20 +113,37 @@ pub async fn splice_both(
     m: Counters<'_>,
     client: &TcpStream,
     upstream: &TcpStream,
-) -> Result<(), SpliceError> {
+    limits: IdleLimits,
+) -> Result<Ended, SpliceError> {
     sys::set_nonblocking(client.as_raw_fd()).map_err(|error| SpliceError {
         side: Some(Side::Client),
         error,
     })?;
     let finished = Cell::new(0u8);
-    let up = pin!(pump(pipes, m, client, upstream, Dir::Up, &finished));
-    let down = pin!(pump(pipes, m, upstream, client, Dir::Down, &finished));
-    let result = match select(up, down).await {
-        Either::Left((Ok(()), rest)) => rest.await,
-        Either::Right((Ok(()), rest)) => rest.await,
-        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => Err(e),
+    let activity = Cell::new(0u64);
+    let (f, a) = (&finished, &activity);
+    let mut up = pin!(pump(pipes, m, client, upstream, Dir::Up, f, a));
+    let mut down = pin!(pump(pipes, m, upstream, client, Dir::Down, f, a));
+    // Both directions open: bounded by `idle`.
+    let watch = pin!(quiet_for(limits.idle, &activity));
+    let first = select(select(up.as_mut(), down.as_mut()), watch).await;
+    // One direction ended: the other is bounded by the half-closed bound (and `idle`).
+    let half_bound = match (limits.idle, limits.half_closed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
-    if result.is_err() {
+    let result = match first {
+        Either::Right(((), _)) => Ok(Ended::IdleTimeout),
+        Either::Left((Either::Left((Ok(()), _)), _)) => {
+            rest(down.as_mut(), half_bound, &activity).await
+        }
+        Either::Left((Either::Right((Ok(()), _)), _)) => {
+            rest(up.as_mut(), half_bound, &activity).await
+        }
+        Either::Left((Either::Left((Err(e), _)), _))
+        | Either::Left((Either::Right((Err(e), _)), _)) => Err(e),
+    };
+    if !matches!(result, Ok(Ended::Eof)) {
         // Abortive close: both peers see RST rather than a FIN that looks like a clean end.
         let _ = sys::set_linger_zero(client.as_raw_fd());
         let _ = sys::set_linger_zero(upstream.as_raw_fd());
@@ -104,9 +151,47 @@ pub async fn splice_both(
     result
 }
 
+/// The direction still open after the other ended, until its EOF or `bound` of silence.
+async fn rest<F>(
+    pump: F,
+    bound: Option<Duration>,
+    activity: &Cell<u64>,
+) -> Result<Ended, SpliceError>
+where
+    F: std::future::Future<Output = Result<(), SpliceError>> + Unpin,
+{
+    match select(pump, pin!(quiet_for(bound, activity))).await {
+        Either::Left((r, _)) => r.map(|()| Ended::Eof),
+        Either::Right(((), _)) => Ok(Ended::HalfCloseTimeout),
+    }
+}
+
+/// Completes once `activity` has not changed for `bound` (never, for `None`). Wakes every
+/// eighth of `bound` (at most once a millisecond), so it fires between `bound` and
+/// `bound × 1.125` after the last change.
+async fn quiet_for(bound: Option<Duration>, activity: &Cell<u64>) {
+    let Some(bound) = bound else {
+        return std::future::pending().await;
+    };
+    let tick = (bound / 8).max(Duration::from_millis(1));
+    let mut seen = activity.get();
+    let mut since = Instant::now();
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = activity.get();
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= bound {
+            return;
+        }
+    }
+}
+
 /// Moves one direction until EOF (then half-closes `dst`) or an error. `finished` counts the
 /// directions that reached EOF: the second one skips its `shutdown`, since both sockets are
 /// closed right after (the close sends the same FIN) — one syscall less per connection.
+/// `activity` is bumped once per splice batch and at EOF, for the idle watchdog.
 async fn pump(
     pipes: &PipePool,
     m: Counters<'_>,
@@ -114,6 +199,7 @@ async fn pump(
     dst: &TcpStream,
     dir: Dir,
     finished: &Cell<u8>,
+    activity: &Cell<u64>,
 ) -> Result<(), SpliceError> {
     let (from, to) = dir.sides();
     let on = |side: Side| {
@@ -145,6 +231,7 @@ async fn pump(
                     pipes.put(p);
                 }
                 finished.set(finished.get() + 1);
+                activity.set(activity.get().wrapping_add(1));
                 if finished.get() == 1 {
                     // ENOTCONN means dst is already gone; the other direction will say so.
                     let _ = sys::shutdown_write(dst_fd);
@@ -153,6 +240,7 @@ async fn pump(
             }
             Ok(n) => {
                 drain(p, dst, dst_fd, n).await.map_err(on(to))?;
+                activity.set(activity.get().wrapping_add(1));
                 match dir {
                     Dir::Up => {
                         m.src.read(n as u64);

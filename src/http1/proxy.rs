@@ -42,7 +42,7 @@ use crate::core::{Core, HttpDest, Listener};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
-use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol};
+use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
 use crate::upstream::pool::{dial_h1, UpConn};
 use crate::{forward, sys};
 
@@ -738,10 +738,23 @@ async fn run(
                 src: client.counters_of(),
                 dst: up.counters(),
             };
+            // An upgraded stream is opaque from here: the listener's idle bounds apply.
+            let limits = forward::IdleLimits {
+                idle: l.cfg.idle_timeout,
+                half_closed: l.cfg.half_close_timeout,
+            };
             let spliced =
-                forward::splice_both(&core.pipes, counters, client.io(), up.stream()).await;
+                forward::splice_both(&core.pipes, counters, client.io(), up.stream(), limits).await;
             return match spliced {
-                Ok(()) => true,
+                Ok(forward::Ended::Eof) => true,
+                Ok(forward::Ended::IdleTimeout) => {
+                    l.metrics.stream_timeout(StreamTimeout::Idle);
+                    false
+                }
+                Ok(forward::Ended::HalfCloseTimeout) => {
+                    l.metrics.stream_timeout(StreamTimeout::HalfClose);
+                    false
+                }
                 Err(e) => {
                     match e.side {
                         Some(crate::error::Side::Client) => client.note_error(&e.error),

@@ -285,6 +285,10 @@ pub struct ListenerMetrics {
     early_dials: Cell<u64>,
     early_unused: Cell<u64>,
     h2_errors: Cell<u64>,
+    /// Opaque streams cut by a timeout, indexed by [`StreamTimeout`].
+    stream_timeouts: [Cell<u64>; 2],
+    /// Failed accepts, indexed by [`AcceptErrno`].
+    accept_errors: [Cell<u64>; 5],
 }
 
 impl Default for ListenerMetrics {
@@ -326,6 +330,8 @@ impl ListenerMetrics {
             early_dials: Cell::new(0),
             early_unused: Cell::new(0),
             h2_errors: Cell::new(0),
+            stream_timeouts: Default::default(),
+            accept_errors: Default::default(),
         }
     }
 
@@ -542,6 +548,16 @@ impl ListenerMetrics {
         bump(&self.h2_errors, 1);
     }
 
+    /// An opaque stream was cut by its idle or half-close timeout.
+    pub fn stream_timeout(&self, which: StreamTimeout) {
+        bump(&self.stream_timeouts[which as usize], 1);
+    }
+
+    /// An `accept` on this listener failed with `e`.
+    pub fn accept_failed(&self, e: &io::Error) {
+        bump(&self.accept_errors[AcceptErrno::of(e) as usize], 1);
+    }
+
     /// A TLS ClientHello was seen, with or without SNI.
     pub fn tls_hello(&self, has_sni: bool) {
         bump(&self.tls_sni[usize::from(!has_sni)], 1);
@@ -613,6 +629,80 @@ impl ListenerMetrics {
             early_dials: self.early_dials.get(),
             early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
+            stream_timeouts: std::array::from_fn(|i| self.stream_timeouts[i].get()),
+            accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
+        }
+    }
+}
+
+/// Which timeout cut an opaque stream: `tcp_stream_timeouts_total`'s `timeout` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTimeout {
+    /// `idle_timeout_ms`: no byte either way while both directions were open.
+    Idle,
+    /// `half_close_timeout_ms`: no byte after one side sent FIN.
+    HalfClose,
+}
+
+impl StreamTimeout {
+    /// Every value, in index order.
+    pub const ALL: [StreamTimeout; 2] = [StreamTimeout::Idle, StreamTimeout::HalfClose];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamTimeout::Idle => "idle",
+            StreamTimeout::HalfClose => "half_close",
+        }
+    }
+}
+
+/// Why an `accept` failed: `tcp_accept_errors_total`'s `errno` label. Out of descriptors
+/// (`EMFILE` per process, `ENFILE` system-wide) or kernel memory (`ENOBUFS`, `ENOMEM`), the
+/// errors a loaded proxy meets; anything else is `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptErrno {
+    /// The process is at its descriptor limit.
+    Emfile,
+    /// The system is at its descriptor limit.
+    Enfile,
+    /// No socket buffer memory.
+    Enobufs,
+    /// No kernel memory.
+    Enomem,
+    /// Any other error.
+    Other,
+}
+
+impl AcceptErrno {
+    /// Every value, in index order.
+    pub const ALL: [AcceptErrno; 5] = [
+        AcceptErrno::Emfile,
+        AcceptErrno::Enfile,
+        AcceptErrno::Enobufs,
+        AcceptErrno::Enomem,
+        AcceptErrno::Other,
+    ];
+
+    /// The class of `e`.
+    pub fn of(e: &io::Error) -> AcceptErrno {
+        match e.raw_os_error() {
+            Some(libc::EMFILE) => AcceptErrno::Emfile,
+            Some(libc::ENFILE) => AcceptErrno::Enfile,
+            Some(libc::ENOBUFS) => AcceptErrno::Enobufs,
+            Some(libc::ENOMEM) => AcceptErrno::Enomem,
+            _ => AcceptErrno::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptErrno::Emfile => "EMFILE",
+            AcceptErrno::Enfile => "ENFILE",
+            AcceptErrno::Enobufs => "ENOBUFS",
+            AcceptErrno::Enomem => "ENOMEM",
+            AcceptErrno::Other => "other",
         }
     }
 }
@@ -735,6 +825,10 @@ pub struct ListenerSnapshot {
     pub early_unused: u64,
     /// HTTP/2 connections closed on a protocol error.
     pub h2_errors: u64,
+    /// Opaque streams cut by a timeout, indexed by [`StreamTimeout`].
+    pub stream_timeouts: [u64; 2],
+    /// Failed accepts, indexed by [`AcceptErrno`].
+    pub accept_errors: [u64; 5],
 }
 
 fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
@@ -800,6 +894,8 @@ impl ListenerSnapshot {
         self.early_dials = self.early_dials.wrapping_add(o.early_dials);
         self.early_unused = self.early_unused.wrapping_add(o.early_unused);
         self.h2_errors = self.h2_errors.wrapping_add(o.h2_errors);
+        add(&mut self.stream_timeouts, &o.stream_timeouts);
+        add(&mut self.accept_errors, &o.accept_errors);
     }
 
     /// Sorts the series by their labels, so the rendered text is stable scrape to scrape.

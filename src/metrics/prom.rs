@@ -23,7 +23,8 @@ use std::fmt::Write;
 
 use super::hist::{Bounds, BucketCounts, DETECT_S, DURATION_S, LINKERD_DETECT_S, RESPONSE_MS};
 use super::{
-    errno, HttpSeries, ListenerSnapshot, Overflow, PeerSnapshot, TcpSeries, NO_GRPC_STATUS,
+    errno, AcceptErrno, HttpSeries, ListenerSnapshot, Overflow, PeerSnapshot, StreamTimeout,
+    TcpSeries, NO_GRPC_STATUS,
 };
 use crate::config::Direction;
 use crate::detect::{DetectReason, LinkerdDetect};
@@ -466,6 +467,40 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
             "http2_connection_errors_total{{{}}} {}",
             l.labels, s.h2_errors
         );
+    }
+    header(
+        &mut out,
+        "tcp_stream_timeouts_total",
+        "counter",
+        "Opaque streams the proxy cut (both sockets reset) because no byte moved for idle_timeout_ms, or for half_close_timeout_ms after one side's FIN.",
+    );
+    for (l, s) in listeners {
+        for t in StreamTimeout::ALL {
+            let _ = writeln!(
+                out,
+                "tcp_stream_timeouts_total{{{},timeout=\"{}\"}} {}",
+                l.labels,
+                t.as_str(),
+                s.stream_timeouts[t as usize]
+            );
+        }
+    }
+    header(
+        &mut out,
+        "tcp_accept_errors_total",
+        "counter",
+        "Failed accepts (out of descriptors or kernel memory); the listener backs off, the clients wait in the backlog.",
+    );
+    for (l, s) in listeners {
+        for e in AcceptErrno::ALL {
+            let _ = writeln!(
+                out,
+                "tcp_accept_errors_total{{{},errno=\"{}\"}} {}",
+                l.labels,
+                e.as_str(),
+                s.accept_errors[e as usize]
+            );
+        }
     }
     header(
         &mut out,

@@ -1,0 +1,4 @@
+//! `tests/exhaustion.rs` again, on the epoll driver (see `common::driver`).
+
+#[path = "exhaustion.rs"]
+mod exhaustion;
