@@ -20,6 +20,7 @@
 //! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
 
 mod body;
+pub mod check;
 pub mod grpc;
 mod to_h1;
 mod to_h2;
@@ -206,7 +207,8 @@ async fn stream(
     peer: SocketAddr,
     dest: HttpDest,
 ) {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let has_authority = check::fill_authority(&mut parts);
     let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
         parts
             .headers
@@ -219,6 +221,32 @@ async fn stream(
     let logged = logged.as_ref();
     let is_grpc = grpc::is_grpc(&parts.headers);
     let t0 = Instant::now();
+    if let Some(why) = check::malformed(&parts.headers) {
+        // RFC 9113 §8.1.1: a stream error PROTOCOL_ERROR, and never forwarded.
+        debug!(listener = %l.cfg.name, %peer, why, "http2: malformed request");
+        let m = dest.metrics(&l, route, Protocol::Http2, None, host);
+        m.request();
+        respond.send_reset(Reason::PROTOCOL_ERROR);
+        m.completed(
+            0,
+            None,
+            Some(ErrorLabel::H2(u32::from(Reason::PROTOCOL_ERROR))),
+        );
+        return;
+    }
+    if !has_authority {
+        // Neither `:authority` nor a usable Host: nowhere to route it, nothing to build the
+        // upstream's `:authority` from (RFC 9113 §8.3.1); 400, as HTTP/1.1 without Host gets.
+        let m = dest.metrics(&l, route, Protocol::Http2, None, host);
+        m.request();
+        let reason = "request without :authority or Host";
+        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 400, reason);
+        m.first_byte(sent, std::time::Duration::ZERO);
+        m.completed(sent, grpc, None);
+        let bytes = error_body_len(is_grpc, reason);
+        access_log(&l, peer, logged, sent, t0, bytes, None);
+        return;
+    }
     if parts.method == Method::CONNECT {
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);
         m.request();
