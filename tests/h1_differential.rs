@@ -4,6 +4,9 @@
 //! with h11's, and fails on any disagreement that is not one of its documented choices (where
 //! sidewire is deliberately stricter or looser; README "HTTP/1 differential fuzzing").
 //!
+//! It also checks the cargo-fuzz target's property (`fuzz/fuzz_targets/http1_head.rs`: the
+//! chunked decoder finds the same end however its input is split) on every generated body.
+//!
 //! The suite runs a small fixed-seed run (`H1_DIFF_COUNT` and `H1_DIFF_SEED` change it; the
 //! README gives the long run's command and result; `H1_DIFF_DUMP=FILE` makes the script write
 //! every unexplained disagreement there).
@@ -27,9 +30,12 @@ fn verdict(data: &[u8]) -> String {
             Framing::Length(n) => format!("accept length {n}"),
             Framing::UntilClose => "accept until-close".to_string(),
             Framing::Chunked => {
+                let body = &data[r.head_len..];
                 let mut d = Decoder::default();
                 let mut got = 0usize;
-                match d.decode(&data[r.head_len..], |c| got += c.len()) {
+                let whole = d.decode(body, |c| got += c.len());
+                split_agrees(body, whole, d.is_done());
+                match whole {
                     Ok(n) if d.is_done() => {
                         format!("accept chunked done {} {got}", r.head_len + n)
                     }
@@ -38,6 +44,37 @@ fn verdict(data: &[u8]) -> String {
                 }
             }
         },
+    }
+}
+
+/// The property of the cargo-fuzz target `fuzz/fuzz_targets/http1_head.rs`, on every
+/// generated body: fed in two pieces at every split, the chunked decoder finds the same end
+/// (or the same refusal) as fed whole.
+fn split_agrees(
+    body: &[u8],
+    whole: Result<usize, sidewire::http1::chunked::ChunkError>,
+    done: bool,
+) {
+    for split in 0..=body.len() {
+        let mut d = Decoder::default();
+        let parts = d.feed(&body[..split]).and_then(|n| {
+            if d.is_done() {
+                Ok(n)
+            } else {
+                d.feed(&body[split..]).map(|m| n + m)
+            }
+        });
+        match (whole, parts) {
+            (Ok(a), Ok(b)) if done => {
+                assert!(
+                    d.is_done() && a == b,
+                    "split at {split} moves the end: {body:?}"
+                )
+            }
+            (Ok(_), Ok(_)) => assert!(!d.is_done(), "split at {split} ends it: {body:?}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("split at {split} changes the verdict: {body:?}"),
+        }
     }
 }
 
