@@ -20,7 +20,6 @@ use http::Response;
 /// Cases sidewire fails because of the `h2` crate (0.4), which decides them before the proxy
 /// sees the stream, with the reason. README "HTTP/2 conformance" lists them too.
 const KNOWN_DEVIATIONS: &[(&str, &str)] = &[
-    ("3.4/1", PREFACE),
     ("4.3/1", HPACK),
     ("hpack/1", HPACK),
     ("hpack/2", HPACK),
@@ -43,8 +42,6 @@ const KNOWN_DEVIATIONS: &[(&str, &str)] = &[
 ];
 
 /// Why [`KNOWN_DEVIATIONS`] deviate.
-const PREFACE: &str = "h2 accepts any frame after the client preface (RFC 9113 §3.4: SETTINGS \
-     MUST come first); checking it in sidewire needs a peek past the preface before h2 starts";
 const HPACK: &str = "h2 answers HPACK decoding errors with GOAWAY PROTOCOL_ERROR, not \
      COMPRESSION_ERROR (codec/framed_read.rs maps every frame::Error there to PROTOCOL_ERROR; \
      hyperium/h2#900 proposed the fix and was closed unmerged); the connection still ends";
