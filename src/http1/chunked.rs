@@ -11,7 +11,10 @@ const MAX_LINE: usize = 4096;
 enum State {
     /// Reading hex digits of a chunk size.
     Size { digits: u8 },
-    /// After the size: extensions until CR.
+    /// After the size, whitespace: only more of it, `;` or CR may follow (RFC 9112 §7.1.1:
+    /// BWS comes only before an extension).
+    SizeWs,
+    /// In the extensions (after `;`): anything until CR.
     Ext,
     /// Expecting the LF after the size line's CR.
     SizeLf,
@@ -23,7 +26,9 @@ enum State {
     DataLf,
     /// In the trailer section, at the start of a line.
     TrailerStart,
-    /// In a trailer field line.
+    /// In a trailer field's name (RFC 9112 §7.1.2: a field line, `token ":" value`).
+    TrailerName,
+    /// In a trailer field's value.
     TrailerLine,
     /// Expecting LF of a trailer line (`end` = the line was empty: body done after LF).
     TrailerLf { end: bool },
@@ -97,12 +102,20 @@ impl Decoder {
                         return Err(ChunkError("invalid chunk size"));
                     } else if b == b'\r' {
                         self.state = State::SizeLf;
-                    } else if b == b';' || b == b' ' || b == b'\t' {
+                    } else if b == b';' {
                         self.state = State::Ext;
+                    } else if b == b' ' || b == b'\t' {
+                        self.state = State::SizeWs;
                     } else {
                         return Err(ChunkError("invalid chunk size"));
                     }
                 }
+                State::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = State::Ext,
+                    b'\r' => self.state = State::SizeLf,
+                    _ => return Err(ChunkError("invalid chunk size")),
+                },
                 State::Ext => match b {
                     b'\r' => self.state = State::SizeLf,
                     b'\n' => return Err(ChunkError("bare LF in chunk size line")),
@@ -136,11 +149,21 @@ impl Decoder {
                 State::TrailerStart => match b {
                     b'\r' => self.state = State::TrailerLf { end: true },
                     b'\n' => return Err(ChunkError("bare LF in trailers")),
-                    _ => self.state = State::TrailerLine,
+                    b' ' | b'\t' => return Err(ChunkError("obs-fold in trailers")),
+                    _ if is_tchar(b) => self.state = State::TrailerName,
+                    _ => return Err(ChunkError("invalid trailer field")),
+                },
+                State::TrailerName => match b {
+                    b':' => self.state = State::TrailerLine,
+                    _ if is_tchar(b) => {}
+                    _ => return Err(ChunkError("invalid trailer field")),
                 },
                 State::TrailerLine => match b {
                     b'\r' => self.state = State::TrailerLf { end: false },
                     b'\n' => return Err(ChunkError("bare LF in trailers")),
+                    // RFC 9110 §5.5: no CTLs but HTAB in a field value (as httparse for heads).
+                    b'\t' => {}
+                    0..=0x1f | 0x7f => return Err(ChunkError("invalid trailer field value")),
                     _ => {}
                 },
                 State::TrailerLf { end } => {
@@ -168,6 +191,11 @@ impl Decoder {
         }
         Ok(i)
     }
+}
+
+/// RFC 9110 §5.6.2: `tchar`, what a field name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -244,6 +272,14 @@ mod tests {
             b"3\r\nabcd\r\n0\r\n\r\n", // data longer than size
             b"3\r\nabc\rX0\r\n\r\n",   // CR without LF after data
             b"0\r\nT: v\n\r\n",        // bare LF in trailers
+            // Found by the differential fuzzer against h11 (tests/h1_differential.rs):
+            b"5 x\r\nhello\r\n0\r\n\r\n", // whitespace, then no `;`
+            b"fffffffffffffff\tff\r\nx\r\n0\r\n\r\n", // the same, hiding more digits
+            b"5\r\nhello\r\n0\r\n0\r\n\r\n", // trailer line without a colon
+            b"0\r\n T: v\r\n\r\n",        // obs-fold in trailers
+            b"0\r\nT : v\r\n\r\n",        // whitespace before the colon
+            b"0\r\n: v\r\n\r\n",          // empty field name
+            b"0\r\nT: a\x01b\r\n\r\n",    // CTL in a trailer value
         ];
         for c in cases {
             let mut d = Decoder::default();
@@ -252,6 +288,20 @@ mod tests {
                 "{:?} accepted",
                 String::from_utf8_lossy(c)
             );
+        }
+    }
+
+    /// RFC 9112 §7.1.1: BWS before `;` (h11 refuses it; the RFC allows it), and whitespace
+    /// before the CRLF of a size line (as h11); RFC 9112 §7.1.2 trailer field lines.
+    #[test]
+    fn whitespace_in_size_lines_and_valid_trailers_are_accepted() {
+        for body in [
+            &b"5 ;x=1\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t;x\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"0\r\nT:v\r\nX-Y: a\tb \xff\r\n\r\n",
+        ] {
+            assert_eq!(whole(body).unwrap(), body.len(), "{body:?}");
         }
     }
 

@@ -15,6 +15,16 @@
 //! `https` URI, authority-form (`host:port`, CONNECT only) or asterisk-form (`*`, OPTIONS only),
 //! or that holds a character RFC 3986 does not allow there (400). See [`Target`] for what is
 //! forwarded and routed by.
+//!
+//! Where this parser (with httparse and [`super::chunked`]) deliberately differs from a strict
+//! reference, h11 (`tests/h1_differential.rs` fuzzes the two against each other; README "HTTP/1
+//! differential fuzzing"): stricter on HTTP versions other than 1.0/1.1, CTLs in field values,
+//! Content-Length with Transfer-Encoding, repeated, listed or overflowing Content-Length,
+//! Transfer-Encoding in HTTP/1.0, obs-fold, targets, Host and expectations (all above), and
+//! on bare CR/LF in chunked framing; looser on codings before the final `chunked` (RFC 9112
+//! §6.1), an empty line before the request line (RFC 9112 §2.2 SHOULD ignore it) and BWS
+//! before a chunk extension (RFC 9112 §7.1.1). A bare LF ends a head line (RFC 9112 §2.2 MAY),
+//! as in h11.
 
 use std::borrow::Cow;
 

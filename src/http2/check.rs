@@ -1,0 +1,106 @@
+//! The request checks the proxy makes itself before a stream goes upstream, for the rules of
+//! RFC 9113 §8 that the `h2` crate leaves to its user. `h2` already refuses connection-specific
+//! fields, bad or repeated pseudo-header fields, upper-case or non-token field names and
+//! values with NUL, CR or LF (tests/h2_conformance.rs covers each); what is left is here.
+//!
+//! Not here: trailer sections (a pseudo-header field in trailers is dropped by `h2` before
+//! the proxy sees it; README "HTTP/2 conformance" lists it as a known deviation).
+
+use http::request::Parts;
+use http::uri::{Authority, Scheme, Uri};
+use http::HeaderMap;
+
+/// Why a request is malformed (RFC 9113 §8.1.1), if it is: a field value that starts or ends
+/// with SP or HTAB (RFC 9113 §8.2.1 MUST NOT; `h2` accepts them, and an intermediary MUST NOT
+/// forward a malformed request).
+pub fn malformed(headers: &HeaderMap) -> Option<&'static str> {
+    let padded = |v: &[u8]| {
+        matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t'))
+    };
+    headers
+        .values()
+        .any(|v| padded(v.as_bytes()))
+        .then_some("field value with leading or trailing whitespace (RFC 9113 §8.2.1)")
+}
+
+/// Gives a request that came without `:authority` the authority of its Host field (RFC 9113
+/// §8.3.1: a request may carry its authority in Host instead; an intermediary that forwards it
+/// over HTTP/2 MUST construct `:authority` from it, and RFC 9110 §7.2 makes Host that
+/// information). The scheme is `http`: the client spoke cleartext HTTP/2. Returns false when
+/// the request has neither (or a Host that is not an authority): the proxy answers 400, as
+/// for an HTTP/1.1 request without Host.
+pub fn fill_authority(parts: &mut Parts) -> bool {
+    if parts.uri.authority().is_some() {
+        return true;
+    }
+    let Some(host) = parts.headers.get(http::header::HOST) else {
+        return false;
+    };
+    let Ok(authority) = Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    // RFC 9110 §4.2.1: no userinfo in an http URI's authority.
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    let mut u = std::mem::take(&mut parts.uri).into_parts();
+    u.scheme = Some(Scheme::HTTP);
+    u.authority = Some(authority);
+    if u.path_and_query.is_none() {
+        u.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    match Uri::from_parts(u) {
+        Ok(uri) => {
+            parts.uri = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> Parts {
+        let mut b = http::Request::get(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn whitespace_around_a_value_is_malformed_rfc9113_8_2_1() {
+        for (v, bad) in [
+            ("a", false),
+            ("a b", false),
+            ("a\tb", false),
+            (" a", true),
+            ("a ", true),
+            ("\ta", true),
+            ("a\t", true),
+            ("", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-v", http::HeaderValue::from_str(v).unwrap());
+            assert_eq!(malformed(&h).is_some(), bad, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn host_gives_the_authority_rfc9113_8_3_1() {
+        let mut p = parts("/a?b", Some("example.com:8080"));
+        assert!(fill_authority(&mut p));
+        assert_eq!(p.uri, "http://example.com:8080/a?b");
+
+        let mut p = parts("http://given/x", Some("other"));
+        assert!(fill_authority(&mut p));
+        assert_eq!(p.uri, "http://given/x");
+
+        for host in [None, Some("user@example.com"), Some("exa mple")] {
+            let mut p = parts("/", host);
+            assert!(!fill_authority(&mut p), "{host:?}");
+        }
+    }
+}
