@@ -108,7 +108,8 @@ pub async fn serve(
                     // The opaque path counts the failure and closes.
                     tracked.dial_failed();
                     m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
-                    let how = opaque(&core, l, &client, &src, peer, addr, Some(Err(e))).await;
+                    let how =
+                        opaque(&core, l, &client, &src, peer, &mut target, Some(Err(e))).await;
                     src.closed(how);
                     m.record_duration(t0.elapsed());
                     return;
@@ -158,7 +159,7 @@ pub async fn serve(
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.
-        _ => opaque(&core, l, &client, &src, peer, addr, early).await,
+        _ => opaque(&core, l, &client, &src, peer, &mut target, early).await,
     };
 
     src.closed(how);
@@ -166,6 +167,8 @@ pub async fn serve(
 }
 
 /// Connects upstream (unless detection already did) and splices until both sides are done.
+/// A failed connect (detection's early dial included) is tried on another of the listener's
+/// endpoints, the connection moving there; with none, a timed-out one once more.
 /// Returns how the client connection ended (an upstream connect failure is a failure).
 async fn opaque(
     core: &Core,
@@ -173,18 +176,22 @@ async fn opaque(
     client: &TcpStream,
     src: &PeerCounters,
     peer: SocketAddr,
-    addr: SocketAddr,
+    target: &mut Target,
     early: Option<Result<TcpStream, ConnectError>>,
 ) -> Close {
     let m = &l.metrics;
+    let timeout = l.cfg.connect_timeout;
+    let first = target.addr;
+    let other = || target.other(&l.balancer);
     let dialled = match early {
-        Some(r) => r,
-        None => upstream::connect(addr, l.cfg.connect_timeout).await,
+        Some(Ok(s)) => Ok((first, s)),
+        Some(Err(e)) => upstream::second_try(m, e, timeout, other).await,
+        None => upstream::connect_any(m, first, timeout, other).await,
     };
-    let upstream = match dialled {
-        Ok(s) => {
+    let (addr, upstream) = match dialled {
+        Ok((addr, s)) => {
             keepalive(l, &s);
-            s
+            (addr, s)
         }
         Err(e) => {
             m.connect_failed(e.kind);

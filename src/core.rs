@@ -189,6 +189,15 @@ impl HttpDest {
         s
     }
 
+    /// After a failed connect to `addr` for a request on route index `route`: another
+    /// endpoint of its set to try (none for the original destination).
+    pub fn other(&self, l: &Listener, route: usize, addr: SocketAddr) -> Option<SocketAddr> {
+        match (self.original, route) {
+            (true, 0) => None,
+            _ => l.endpoints(route).other(addr),
+        }
+    }
+
     /// The endpoint for a request on route index `route`: the original destination when no
     /// route matched on an original-destination listener, else a P2C pick from the set.
     pub fn pick(&self, l: &Listener, route: usize) -> (SocketAddr, EndpointClaim) {
@@ -441,7 +450,12 @@ impl Core {
                 .enumerate()
                 .map(|(k, eps)| EndpointSet::new(eps.clone(), balancer_seed(self.id, k)))
                 .collect(),
-            pools: Pools::new(cfg.http1.pool_idle_timeout, cfg.http1.pool_max_idle),
+            pools: Pools::new(
+                cfg.http1.pool_idle_timeout,
+                cfg.http1.pool_max_idle,
+                l.max_connections_per_endpoint,
+                l.max_connects_per_endpoint,
+            ),
             retired: StopSignal::default(),
             successor: RefCell::new(None),
         }

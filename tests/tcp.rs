@@ -188,10 +188,47 @@ fn upstream_silent_on_syn_times_out_and_counts() {
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut buf = [0u8; 1];
     assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    // A timed-out connect is tried once more (the set has no other endpoint): two timeouts.
     wait_metric(
         &p,
         "tcp_connect_errors_total{listener=\"t\",error=\"timeout\"}",
+        2.0,
+    );
+    wait_metric(
+        &p,
+        "sidewire_connect_retries_total{listener=\"t\",endpoint=\"same\"}",
         1.0,
+    );
+}
+
+/// Issue 16: with one of two endpoints dead, every connection reaches the live one: a
+/// refused connect is retried on the other endpoint, and counted.
+#[test]
+fn a_refused_connect_is_retried_on_the_other_endpoint() {
+    let (live, _h) = upstream(echo);
+    let p = proxy(&[dead_addr(), live], "");
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        c.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"x");
+    }
+    let (_, text) = admin_get(&p, "/metrics");
+    let retries = metric(
+        &text,
+        "sidewire_connect_retries_total{listener=\"t\",endpoint=\"other\"}",
+    )
+    .unwrap();
+    let refused = metric(
+        &text,
+        "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
+    )
+    .unwrap();
+    assert!(
+        retries >= 1.0 && retries == refused,
+        "{retries} retries, {refused} refused"
     );
 }
 

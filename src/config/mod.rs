@@ -225,6 +225,10 @@ pub struct ListenerConfig {
     pub optional: bool,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Per worker and endpoint: HTTP/1 upstream connects in progress at once (0: no bound).
+    pub max_connects_per_endpoint: u32,
+    /// Per worker and endpoint: HTTP/1 upstream connections open at once (0: no bound).
+    pub max_connections_per_endpoint: u32,
     /// Detect or force a protocol.
     pub protocol: ListenerProtocol,
     /// What the upstream speaks for proxied HTTP/2 streams.
@@ -388,7 +392,9 @@ mod tests {
         assert_eq!(c.admin.closed_connections, 256);
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].name, "outbound");
-        assert_eq!(c.listeners[0].connect_timeout, Duration::from_millis(1000));
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_millis(5000));
+        assert_eq!(c.listeners[0].max_connects_per_endpoint, 0);
+        assert_eq!(c.listeners[0].max_connections_per_endpoint, 0);
     }
 
     #[test]
@@ -431,7 +437,8 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = Config::parse(OK, "t.toml").unwrap();
         assert_eq!(c.runtime.ring_entries, 4096);
-        assert_eq!(c.listeners[0].connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.listeners[0].connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.listeners[0].max_connects_per_endpoint, 0);
     }
 
     #[test]

@@ -415,6 +415,8 @@ impl RawConfig {
                 direction: l.direction,
                 optional: l.optional,
                 connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+                max_connects_per_endpoint: l.max_connects_per_endpoint,
+                max_connections_per_endpoint: l.max_connections_per_endpoint,
                 protocol: l.protocol,
                 upstream_protocol: l.upstream_protocol,
                 detect_timeout: Duration::from_millis(detect_timeout_ms),

@@ -43,7 +43,7 @@ use crate::error::{MessageError, Side};
 use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
-use crate::upstream::pool::{dial_h1, UpConn};
+use crate::upstream::pool::UpConn;
 use crate::{forward, sys};
 
 /// How long a client whose request body was cut short may keep sending after the proxy's
@@ -565,7 +565,7 @@ async fn run(
         m.request();
         tracked.request();
         let t0 = Instant::now();
-        let ctx = InFlight {
+        let mut ctx = InFlight {
             l,
             peer,
             m,
@@ -575,23 +575,27 @@ async fn run(
             upstream: addr,
             sent_before: client.written(),
         };
-        let pooled = l.pools.take_h1(addr);
+        // A pooled connection, or a new one within the endpoint's bounds (a failed connect
+        // is tried on another endpoint, or a timed-out one once more).
+        let other = || dest.other(l, req.route, addr);
+        let (addr, mut up, pooled) = match l
+            .pools
+            .h1(&l.metrics, addr, l.cfg.connect_timeout, other)
+            .await
+        {
+            Ok(r) => r,
+            Err(reason) => {
+                proxy_error(client, 502, reason).await;
+                m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
+                ctx.access(client, 502);
+                return false;
+            }
+        };
+        ctx.upstream = addr;
         // A pooled connection may have been closed by the upstream meanwhile. A bodiless
         // request that meets such a connection (EOF or reset before any response byte) is
         // sent once more on a fresh connection: it cannot have been processed.
-        let mut resend = Resend::new(pooled.is_some(), req.framing == Framing::Empty, &req.head);
-        let mut up = match pooled {
-            Some(u) => u,
-            None => match dial_h1(&l.metrics, addr, l.cfg.connect_timeout).await {
-                Ok(u) => u,
-                Err(reason) => {
-                    proxy_error(client, 502, reason).await;
-                    m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
-                    ctx.access(client, 502);
-                    return false;
-                }
-            },
-        };
+        let mut resend = Resend::new(pooled, req.framing == Framing::Empty, &req.head);
 
         // 3. Head, then body. A client that sent `Expect: 100-continue` (and no body byte yet)
         // decides when its body comes: after a 100, or after its own wait when none comes

@@ -328,12 +328,14 @@ async fn stream(
         };
         let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = if h2 {
             Box::pin(async {
-                let (head, body) = to_h2::exchange(&l, addr, parts, body, timeout).await?;
+                let other = || dest.other(&l, route, addr);
+                let (head, body) = to_h2::exchange(&l, addr, parts, body, timeout, other).await?;
                 Ok((head, UpBody::H2(body)))
             })
         } else {
             Box::pin(async {
-                let (head, body) = to_h1::exchange(&l, addr, parts, body, timeout).await?;
+                let other = || dest.other(&l, route, addr);
+                let (head, body) = to_h1::exchange(&l, addr, parts, body, timeout, other).await?;
                 Ok((head, UpBody::H1(body)))
             })
         };

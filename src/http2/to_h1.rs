@@ -30,7 +30,7 @@ use crate::http1::message::{
     RESPONSE_HEADERS,
 };
 use crate::io::{read_within, write_all, Peer};
-use crate::upstream::pool::{dial_h1, UpConn};
+use crate::upstream::pool::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
 /// forbids them anyway), Host (rewritten from `:authority`), Cookie (joined).
@@ -150,25 +150,28 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
 /// waiting up to `timeout` for it once the request is sent. An upstream that stops taking
 /// the body has often answered already (a 413 for an upload): that answer is returned, and
 /// the connection is not pooled.
+///
+/// The connection is a pooled one, or a new one within the endpoint's bounds
+/// ([`Pools::h1`](crate::upstream::pool::Pools::h1): beyond them the stream waits its turn);
+/// a failed connect is tried on the endpoint `other()` names, if any.
 pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
     parts: request::Parts,
     mut body: RecvStream,
     timeout: Duration,
+    other: impl FnOnce() -> Option<SocketAddr>,
 ) -> Result<(response::Parts, Body), Failure> {
     let eos = body.is_end_stream();
     let (head, chunked) = encode_request(&parts, eos)?;
     let is_head = parts.method == Method::HEAD;
     let connect_timeout = l.cfg.connect_timeout;
-    let pooled = l.pools.take_h1(addr);
-    let mut resend = Resend::new(pooled.is_some(), eos, &head);
-    let mut up = match pooled {
-        Some(u) => u,
-        None => dial_h1(&l.metrics, addr, connect_timeout)
-            .await
-            .map_err(|r| Failure::Status(502, r))?,
-    };
+    let (addr, mut up, pooled) = l
+        .pools
+        .h1(&l.metrics, addr, connect_timeout, other)
+        .await
+        .map_err(|r| Failure::Status(502, r))?;
+    let mut resend = Resend::new(pooled, eos, &head);
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
     if !eos {
         match send_body(&mut up, &mut body, chunked, l.http1.body_timeout).await {

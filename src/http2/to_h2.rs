@@ -25,6 +25,7 @@ use tracing::debug;
 use super::body::pump;
 use crate::core::Listener;
 use crate::error::Failure;
+use crate::metrics::{ConnectRetry, CONNECT_FAILED};
 use crate::upstream::{self, pool};
 
 /// An HTTP/2 response body, with the guard that aborts the request pump when dropped.
@@ -40,25 +41,41 @@ pub(crate) struct Body {
 /// A bodiless request the upstream did not process is sent once more on a new connection
 /// (RFC 9113 §8.7): one above the last-stream-id of a GOAWAY (§6.8), or one reset with
 /// REFUSED_STREAM. A request with a body is not: its body has been streamed away.
+///
+/// When no connection to `addr` can be made, the stream goes to the endpoint `other()`
+/// names, if any.
 pub(super) async fn exchange(
     l: &Rc<Listener>,
     addr: SocketAddr,
     parts: request::Parts,
     body: RecvStream,
     timeout: Duration,
+    other: impl FnOnce() -> Option<SocketAddr>,
 ) -> Result<(response::Parts, Body), Failure> {
     let deadline = Instant::now() + timeout;
+    let (addr, first) = match sender(l, addr).await {
+        Ok(s) => (addr, s),
+        Err(f @ Failure::Status(_, CONNECT_FAILED)) => match other().filter(|o| *o != addr) {
+            Some(o) => {
+                l.metrics.connect_retried(ConnectRetry::Other);
+                debug!(upstream = %addr, other = %o, "http2: upstream connect failed; trying another endpoint");
+                (o, sender(l, o).await?)
+            }
+            None => return Err(f),
+        },
+        Err(f) => return Err(f),
+    };
     if !body.is_end_stream() {
-        return attempt(l, addr, parts, Some(body), deadline)
+        return attempt(l, addr, Some(first), parts, Some(body), deadline)
             .await
             .map_err(|a| a.into_failure(l, addr));
     }
     let copy = copy_head(&parts);
-    match attempt(l, addr, parts, None, deadline).await {
+    match attempt(l, addr, Some(first), parts, None, deadline).await {
         Err(Attempt::Unprocessed(why)) => {
             l.pools.forget_h2(addr);
             debug!(upstream = %addr, why, "http2: stream not processed by the upstream; sending it once more");
-            attempt(l, addr, copy, None, deadline)
+            attempt(l, addr, None, copy, None, deadline)
                 .await
                 .map_err(|a| a.into_failure(l, addr))
         }
@@ -99,25 +116,35 @@ fn copy_head(parts: &request::Parts) -> request::Parts {
     r.into_parts().0
 }
 
-/// One try: the request on the pooled (or a new) connection, its body (`None`: bodiless)
-/// pumped by its own task, the response head awaited until `deadline`.
+/// A sender on the pooled (or a new) connection to `addr`, ready for a stream. A pooled
+/// connection may have died since its last use: then it dials once more (a fresh dial that
+/// fails is not repeated).
+async fn sender(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
+    let pooled = l.pools.h2(addr).is_some();
+    match ready(l, addr).await {
+        Ok(s) => Ok(s),
+        Err(_) if pooled => {
+            l.pools.forget_h2(addr);
+            ready(l, addr).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One try: the request on `first` (a ready sender) or on the pooled (or a new) connection,
+/// its body (`None`: bodiless) pumped by its own task, the response head awaited until
+/// `deadline`.
 async fn attempt(
     l: &Rc<Listener>,
     addr: SocketAddr,
+    first: Option<SendRequest<Bytes>>,
     parts: request::Parts,
     body: Option<RecvStream>,
     deadline: Instant,
 ) -> Result<(response::Parts, Body), Attempt> {
-    // A pooled connection may have died since its last use: then dial once more (a fresh
-    // dial that fails is not repeated).
-    let pooled = l.pools.h2(addr).is_some();
-    let mut sender = match ready(l, addr).await {
-        Ok(s) => s,
-        Err(_) if pooled => {
-            l.pools.forget_h2(addr);
-            ready(l, addr).await.map_err(Attempt::Failed)?
-        }
-        Err(e) => return Err(Attempt::Failed(e)),
+    let mut sender = match first {
+        Some(s) => s,
+        None => sender(l, addr).await.map_err(Attempt::Failed)?,
     };
     let (response, send_body) = sender
         .send_request(Request::from_parts(parts, ()), body.is_none())
@@ -233,10 +260,12 @@ async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>,
 /// A new HTTP/2 connection to `addr`, its driver spawned.
 async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
     let timeout = l.cfg.connect_timeout;
-    let tcp = upstream::connect(addr, timeout).await.map_err(|e| {
-        l.metrics.connect_failed(e.kind);
-        debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
-        Failure::Status(502, crate::metrics::CONNECT_FAILED)
-    })?;
+    let tcp = upstream::connect_retrying(&l.metrics, addr, timeout)
+        .await
+        .map_err(|e| {
+            l.metrics.connect_failed(e.kind);
+            debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
+            Failure::Status(502, crate::metrics::CONNECT_FAILED)
+        })?;
     pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst_for(addr)).await
 }

@@ -289,6 +289,8 @@ pub struct ListenerMetrics {
     stream_timeouts: [Cell<u64>; 2],
     /// Failed accepts, indexed by [`AcceptErrno`].
     accept_errors: [Cell<u64>; 5],
+    /// Upstream connects tried again, by [`ConnectRetry`].
+    connect_retries: [Cell<u64>; 2],
 }
 
 impl Default for ListenerMetrics {
@@ -299,6 +301,29 @@ impl Default for ListenerMetrics {
             Vec::new(),
             MetricsConfig::default().grpc_failures,
         )
+    }
+}
+
+/// How a failed upstream connect was tried again: the `endpoint` label of
+/// `sidewire_connect_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRetry {
+    /// A timed-out connect dialled once more to the same endpoint (the set has no other).
+    Same = 0,
+    /// A failed connect retried on another endpoint of the set.
+    Other = 1,
+}
+
+impl ConnectRetry {
+    /// Every value, in index order.
+    pub const ALL: [ConnectRetry; 2] = [ConnectRetry::Same, ConnectRetry::Other];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectRetry::Same => "same",
+            ConnectRetry::Other => "other",
+        }
     }
 }
 
@@ -332,6 +357,7 @@ impl ListenerMetrics {
             h2_errors: Cell::new(0),
             stream_timeouts: Default::default(),
             accept_errors: Default::default(),
+            connect_retries: Default::default(),
         }
     }
 
@@ -507,6 +533,11 @@ impl ListenerMetrics {
         bump(&self.connect_errors[kind as usize], 1);
     }
 
+    /// A failed upstream connect is tried again (`sidewire_connect_retries_total`).
+    pub fn connect_retried(&self, how: ConnectRetry) {
+        bump(&self.connect_retries[how as usize], 1);
+    }
+
     /// A connection was classified, for `reason` (`took`: accept → verdict, when detection
     /// ran).
     pub fn detected(&self, result: DetectResult, reason: DetectReason, took: Option<Duration>) {
@@ -629,6 +660,7 @@ impl ListenerMetrics {
             early_dials: self.early_dials.get(),
             early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
+            connect_retries: std::array::from_fn(|i| self.connect_retries[i].get()),
             stream_timeouts: std::array::from_fn(|i| self.stream_timeouts[i].get()),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
         }
@@ -829,6 +861,8 @@ pub struct ListenerSnapshot {
     pub stream_timeouts: [u64; 2],
     /// Failed accepts, indexed by [`AcceptErrno`].
     pub accept_errors: [u64; 5],
+    /// Upstream connects tried again, indexed by [`ConnectRetry`].
+    pub connect_retries: [u64; 2],
 }
 
 fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
@@ -896,6 +930,7 @@ impl ListenerSnapshot {
         self.h2_errors = self.h2_errors.wrapping_add(o.h2_errors);
         add(&mut self.stream_timeouts, &o.stream_timeouts);
         add(&mut self.accept_errors, &o.accept_errors);
+        add(&mut self.connect_retries, &o.connect_retries);
     }
 
     /// Sorts the series by their labels, so the rendered text is stable scrape to scrape.

@@ -23,8 +23,8 @@ use std::fmt::Write;
 
 use super::hist::{Bounds, BucketCounts, DETECT_S, DURATION_S, LINKERD_DETECT_S, RESPONSE_MS};
 use super::{
-    errno, AcceptErrno, HttpSeries, ListenerSnapshot, Overflow, PeerSnapshot, StreamTimeout,
-    TcpSeries, NO_GRPC_STATUS,
+    errno, AcceptErrno, ConnectRetry, HttpSeries, ListenerSnapshot, Overflow, PeerSnapshot,
+    StreamTimeout, TcpSeries, NO_GRPC_STATUS,
 };
 use crate::config::Direction;
 use crate::detect::{DetectReason, LinkerdDetect};
@@ -467,6 +467,23 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
             "http2_connection_errors_total{{{}}} {}",
             l.labels, s.h2_errors
         );
+    }
+    header(
+        &mut out,
+        "sidewire_connect_retries_total",
+        "counter",
+        "Failed upstream connects tried again: on another endpoint of the set (endpoint=\"other\"), or a timed-out one once more on the same endpoint when the set has no other (endpoint=\"same\").",
+    );
+    for (l, s) in listeners {
+        for k in ConnectRetry::ALL {
+            let _ = writeln!(
+                out,
+                "sidewire_connect_retries_total{{{},endpoint=\"{}\"}} {}",
+                l.labels,
+                k.as_str(),
+                s.connect_retries[k as usize]
+            );
+        }
     }
     header(
         &mut out,

@@ -38,6 +38,20 @@ impl EndpointSet {
         let (idx, inflight) = self.balancer.pick();
         (self.endpoints[idx], inflight)
     }
+
+    /// After a failed connect to `not`: the cheapest other endpoint, for the retry (`None`
+    /// when there is no other).
+    pub fn other(&self, not: SocketAddr) -> Option<SocketAddr> {
+        let now = Instant::now();
+        (0..self.endpoints.len())
+            .filter(|&i| self.endpoints[i] != not)
+            .min_by(|&a, &b| {
+                self.balancer
+                    .cost(a, now)
+                    .total_cmp(&self.balancer.cost(b, now))
+            })
+            .map(|i| self.endpoints[i])
+    }
 }
 
 /// The estimate an endpoint starts with, before any observation (Linkerd's default).

@@ -1,4 +1,5 @@
-//! Non-blocking connect under a timeout, with `TCP_NODELAY`.
+//! Non-blocking connect under a timeout, with `TCP_NODELAY`; and the second try after a
+//! failed connect ([`connect_any`]: another endpoint, or a timed-out one once more).
 //!
 //! The dial does not use io_uring's CONNECT op under a timeout: monoio 0.2.4 leaks the fd when
 //! that op is cancelled as it completes (monoio #318); a non-blocking `connect` plus a POLLOUT
@@ -11,7 +12,10 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use tracing::debug;
+
 use crate::error::{ConnectError, ConnectErrorKind};
+use crate::metrics::{ConnectRetry, ListenerMetrics};
 use crate::sys;
 
 /// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
@@ -60,4 +64,58 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
         Ok(None) => Ok(stream),
         Ok(Some(e)) | Err(e) => Err(classify(e)),
     }
+}
+
+/// Dials `addr` with [`connect`]; when that fails, tries once more: on the endpoint `other()`
+/// names (another endpoint of the set), or, when there is none, on `addr` again if the
+/// connect timed out (a SYN the upstream's full accept queue dropped). The first failure is
+/// counted in `m` (`tcp_connect_errors_total`) and the retry in
+/// `sidewire_connect_retries_total`; the caller counts a final failure.
+///
+/// Returns the endpoint connected to with the stream.
+pub async fn connect_any(
+    m: &ListenerMetrics,
+    addr: SocketAddr,
+    timeout: Duration,
+    other: impl FnOnce() -> Option<SocketAddr>,
+) -> Result<(SocketAddr, TcpStream), ConnectError> {
+    match connect(addr, timeout).await {
+        Ok(s) => Ok((addr, s)),
+        Err(e) => second_try(m, e, timeout, other).await,
+    }
+}
+
+/// After the connect failure `e`, the second try of [`connect_any`] (when it applies; else
+/// `e` back).
+pub async fn second_try(
+    m: &ListenerMetrics,
+    e: ConnectError,
+    timeout: Duration,
+    other: impl FnOnce() -> Option<SocketAddr>,
+) -> Result<(SocketAddr, TcpStream), ConnectError> {
+    let addr = e.addr;
+    let again = match other().filter(|o| *o != addr) {
+        Some(o) => {
+            m.connect_retried(ConnectRetry::Other);
+            debug!(upstream = %addr, other = %o, error = %e, "upstream connect failed; trying another endpoint");
+            o
+        }
+        None if e.kind == ConnectErrorKind::Timeout => {
+            m.connect_retried(ConnectRetry::Same);
+            debug!(upstream = %addr, error = %e, "upstream connect timed out; trying once more");
+            addr
+        }
+        None => return Err(e),
+    };
+    m.connect_failed(e.kind);
+    connect(again, timeout).await.map(|s| (again, s))
+}
+
+/// [`connect_any`] with no other endpoint: a timed-out connect is tried once more.
+pub async fn connect_retrying(
+    m: &ListenerMetrics,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    connect_any(m, addr, timeout, || None).await.map(|(_, s)| s)
 }

@@ -5,17 +5,21 @@
 //! - [`Balancer`]: least open connections per endpoint on this core, ties round-robin (the
 //!   opaque path: one connection, one choice).
 //! - [`balance`]: per-request P2C over peak-EWMA for the HTTP proxies ([`balance::EndpointSet`]).
-//! - [`connect`](mod@connect): non-blocking dial under the connect timeout.
+//! - [`connect`](mod@connect): non-blocking dial under the connect timeout, and the second
+//!   try after a failure (another endpoint, or a timed-out one once more).
+//! - [`gate`]: per-endpoint bounds on HTTP/1 connects and connections; requests beyond them
+//!   wait for a pooled connection or their turn to dial.
 //! - [`pool`]: [`pool::UpConn`] (a counted upstream connection) and the per-core HTTP/1 idle
 //!   pool and HTTP/2 connection pool.
 //!
-//! Not here: retries on another endpoint, health checking, DNS re-resolution.
+//! Not here: active health checking, DNS re-resolution.
 
 pub mod balance;
 pub mod connect;
+pub mod gate;
 pub mod pool;
 
-pub use connect::connect;
+pub use connect::{connect, connect_any, connect_retrying, second_try};
 
 use std::cell::Cell;
 use std::io;
@@ -78,6 +82,19 @@ impl Target {
         }
     }
 
+    /// After a failed connect to `addr`: moves this connection to another of `b`'s endpoints
+    /// (the least loaded; its lease moves too) and returns it. `None` for an original
+    /// destination or a balancer with one endpoint.
+    pub fn other(&mut self, b: &Balancer) -> Option<SocketAddr> {
+        if self.original {
+            return None;
+        }
+        let (addr, lease) = b.pick_except(self.addr)?;
+        self.addr = addr;
+        self.lease = Some(lease);
+        Some(addr)
+    }
+
     /// Stops counting this connection against its endpoint (the HTTP proxies pick an
     /// endpoint per request instead).
     pub fn release(&mut self) {
@@ -133,6 +150,27 @@ impl Balancer {
         }
     }
 
+    /// The endpoint other than `not` with the fewest open connections (first in order on a
+    /// tie), for a retry; `None` when there is no other.
+    pub fn pick_except(&self, not: SocketAddr) -> Option<(SocketAddr, EndpointLease)> {
+        let best = (0..self.endpoints.len())
+            .filter(|&i| self.endpoints[i] != not)
+            .min_by_key(|&i| self.active[i].get())?;
+        Some(self.lease(best))
+    }
+
+    fn lease(&self, i: usize) -> (SocketAddr, EndpointLease) {
+        let c = &self.active[i];
+        c.set(c.get() + 1);
+        (
+            self.endpoints[i],
+            EndpointLease {
+                active: self.active.clone(),
+                index: i,
+            },
+        )
+    }
+
     /// Picks the endpoint with the fewest open connections; ties go round-robin.
     pub fn pick(&self) -> (SocketAddr, EndpointLease) {
         let n = self.endpoints.len();
@@ -145,15 +183,7 @@ impl Balancer {
             }
         }
         self.next.set((best + 1) % n);
-        let c = &self.active[best];
-        c.set(c.get() + 1);
-        (
-            self.endpoints[best],
-            EndpointLease {
-                active: self.active.clone(),
-                index: best,
-            },
-        )
+        self.lease(best)
     }
 }
 

@@ -22,12 +22,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, IntoPollIo};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::connect;
+use super::gate::{Gate, Granted, OpenSlot};
+use super::{connect, connect_retrying};
 use crate::config::Http2Config;
 use crate::detect::http::H2_PREFACE;
-use crate::error::{Failure, Side};
+use crate::error::{ConnectErrorKind, Failure, Side};
 use crate::io::{coalesce::Coalesce, counted::Counted, Peer};
-use crate::metrics::{ListenerMetrics, Opened, PeerCounters};
+use crate::metrics::{ConnectRetry, ListenerMetrics, Opened, PeerCounters};
 use crate::sys;
 
 /// An upstream connection of the HTTP proxies (pooled between requests), counted in the
@@ -36,6 +37,8 @@ use crate::sys;
 pub struct UpConn {
     stream: TcpStream,
     open: Opened,
+    /// Counts it against its endpoint's [`Gate`] bound, when it has one.
+    _slot: Option<OpenSlot>,
 }
 
 impl UpConn {
@@ -44,6 +47,7 @@ impl UpConn {
         UpConn {
             stream,
             open: Opened::new(counters),
+            _slot: None,
         }
     }
 
@@ -86,6 +90,10 @@ pub struct Pools {
     h2: RefCell<Vec<(SocketAddr, H2Conn)>>,
     /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
     learned: RefCell<Vec<(SocketAddr, bool)>>,
+    /// Per endpoint: the bounds on HTTP/1 connects and connections (created on first use).
+    gates: RefCell<Vec<(SocketAddr, Rc<Gate>)>>,
+    /// `max_connections_per_endpoint`, `max_connects_per_endpoint` (0: no bound).
+    bounds: (u32, u32),
 }
 
 /// Idle HTTP/1 upstream connections of one listener on one core.
@@ -138,8 +146,14 @@ fn idle_alive(c: &UpConn) -> bool {
 
 impl Pools {
     /// Empty pools keeping idle HTTP/1 connections up to `h1_idle_timeout`, at most
-    /// `h1_max_idle` of them.
-    pub fn new(h1_idle_timeout: Duration, h1_max_idle: usize) -> Pools {
+    /// `h1_max_idle` of them; per endpoint at most `max_open` HTTP/1 connections open and
+    /// `max_dialling` being dialled (0: no bound).
+    pub fn new(
+        h1_idle_timeout: Duration,
+        h1_max_idle: usize,
+        max_open: u32,
+        max_dialling: u32,
+    ) -> Pools {
         Pools {
             h1: Rc::new(IdleH1 {
                 timeout: h1_idle_timeout,
@@ -149,6 +163,86 @@ impl Pools {
             }),
             h2: RefCell::new(Vec::new()),
             learned: RefCell::new(Vec::new()),
+            gates: RefCell::new(Vec::new()),
+            bounds: (max_open, max_dialling),
+        }
+    }
+
+    /// The gate of endpoint `addr` (created on first use).
+    pub fn gate(&self, addr: SocketAddr) -> Rc<Gate> {
+        let mut gates = self.gates.borrow_mut();
+        if let Some((_, g)) = gates.iter().find(|(a, _)| *a == addr) {
+            return g.clone();
+        }
+        let g = Gate::new(self.bounds.0, self.bounds.1);
+        gates.push((addr, g.clone()));
+        g
+    }
+
+    /// An HTTP/1 connection for one request to `addr`, and whether it came from the pool.
+    /// An idle pooled one if there is one; else, within the endpoint's bounds on connects
+    /// and connections (waiting its turn beyond them, and then taking a connection returned
+    /// to the pool meanwhile), a new one. A connect that fails is tried on the endpoint
+    /// `other()` names, if any; else a timed-out one once more on `addr`. Counted in `m`.
+    ///
+    /// Returns the endpoint the connection goes to (`addr`, or the other one).
+    ///
+    /// Errors: the `sidewire-error` reason for the client's 502, with the cause in a debug
+    /// log.
+    pub async fn h1(
+        &self,
+        m: &ListenerMetrics,
+        addr: SocketAddr,
+        timeout: Duration,
+        other: impl FnOnce() -> Option<SocketAddr>,
+    ) -> Result<(SocketAddr, UpConn, bool), &'static str> {
+        let first = self.h1_at(m, addr, timeout, false).await;
+        let Err((reason, kind)) = first else {
+            return first.map(|(c, pooled)| (addr, c, pooled)).map_err(|e| e.0);
+        };
+        match other().filter(|o| *o != addr) {
+            Some(o) => {
+                m.connect_retried(ConnectRetry::Other);
+                debug!(upstream = %addr, other = %o, "upstream connect failed; trying another endpoint");
+                let (c, pooled) = self.h1_at(m, o, timeout, true).await.map_err(|e| e.0)?;
+                Ok((o, c, pooled))
+            }
+            None if kind == Some(ConnectErrorKind::Timeout) => {
+                m.connect_retried(ConnectRetry::Same);
+                debug!(upstream = %addr, "upstream connect timed out; trying once more");
+                let (c, pooled) = self.h1_at(m, addr, timeout, true).await.map_err(|e| e.0)?;
+                Ok((addr, c, pooled))
+            }
+            None => Err(reason),
+        }
+    }
+
+    /// One try of [`Pools::h1`] at `addr`: a pooled connection, or a dial within the bounds.
+    async fn h1_at(
+        &self,
+        m: &ListenerMetrics,
+        addr: SocketAddr,
+        timeout: Duration,
+        retry: bool,
+    ) -> Result<(UpConn, bool), (&'static str, Option<ConnectErrorKind>)> {
+        let gate = self.gate(addr);
+        let (open, dialling) = match gate.turn(|| self.take_h1(addr)).await {
+            Granted::Take(c) => return Ok((c, true)),
+            Granted::Dial(open, dialling) => (open, dialling),
+        };
+        let dialled = connect(addr, timeout).await;
+        drop(dialling);
+        match dialled {
+            Ok(u) => {
+                let mut c = adopt_h1(m, addr, u).ok_or(("upstream socket error", None))?;
+                c._slot = Some(open);
+                Ok((c, false))
+            }
+            Err(e) => {
+                m.connect_failed(e.kind);
+                debug!(upstream = %addr, error = %e, retry, "upstream connect failed");
+                Err((crate::metrics::CONNECT_FAILED, Some(e.kind)))
+            }
         }
     }
 
@@ -181,6 +275,12 @@ impl Pools {
             conns.push((addr, c, Instant::now()));
         }
         drop(conns);
+        // A request waiting at the endpoint's bound may take it.
+        if pooled {
+            if let Some((_, g)) = self.gates.borrow().iter().find(|(a, _)| *a == addr) {
+                g.notify();
+            }
+        }
         if !self.h1.sweeping.replace(true) {
             monoio::spawn(IdleH1::sweeper(self.h1.clone()));
         }
@@ -223,7 +323,9 @@ impl Pools {
 }
 
 /// A new HTTP/1 upstream connection to `addr` in blocking mode (for completion I/O), counted
-/// in `m`'s `peer="dst"` series for `addr`. A connect failure is counted in `tcp_connect_errors_total`.
+/// in `m`'s `peer="dst"` series for `addr`, outside the endpoint's bounds (a resend after a
+/// stale pooled connection; requests use [`Pools::h1`]). A connect failure is counted in
+/// `tcp_connect_errors_total`; a timed-out one is tried once more.
 ///
 /// Errors: the `sidewire-error` reason for the client's 502, with the cause in a debug log.
 pub async fn dial_h1(
@@ -231,7 +333,7 @@ pub async fn dial_h1(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<UpConn, &'static str> {
-    match connect(addr, timeout).await {
+    match connect_retrying(m, addr, timeout).await {
         Ok(u) => adopt_h1(m, addr, u).ok_or("upstream socket error"),
         Err(e) => {
             m.connect_failed(e.kind);
