@@ -429,6 +429,19 @@ async fn log_level(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     match *req.method() {
         Method::GET | Method::HEAD => text(StatusCode::OK, format!("{}\n", level.current())),
         Method::PUT => {
+            // A declared length over the limit is refused before waiting for the body (which
+            // would end in a 408 after the body timeout).
+            let declared = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > logging::MAX_FILTER_BYTES as u64) {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a filter has at most {} bytes\n", logging::MAX_FILTER_BYTES),
+                );
+            }
             let body = Limited::new(req.into_body(), logging::MAX_FILTER_BYTES).collect();
             let body = match tokio::time::timeout(HEADER_TIMEOUT, body).await {
                 Ok(Ok(b)) => b.to_bytes(),

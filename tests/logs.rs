@@ -249,6 +249,14 @@ fn put_log_level_changes_what_is_logged() {
     assert_eq!(code, 400, "{body}");
     assert!(body.starts_with("bad filter: \"=bogus\": "), "{body}");
     assert_eq!(http(admin, "PUT", "/log-level", "").0, 400);
+    // A declared body over the limit is refused at once (it was a 408 after the body timeout).
+    let mut c = TcpStream::connect(admin).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"PUT /log-level HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(
         http(admin, "GET", "/log-level", ""),
         (200, "debug\n".into())
