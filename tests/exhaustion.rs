@@ -4,67 +4,38 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sidewire");
-
-/// The proxy binary under a descriptor limit, its log lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// The proxy binary under a descriptor limit ([`common::bin::Proc`] run by `prlimit`).
+struct Proc(common::bin::Proc);
 
 impl Proc {
     fn start(nofile: u32, config: &str) -> Proc {
-        let dir = std::env::temp_dir().join(format!("sidewire-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("exhaustion-{}.toml", common::unique()));
         let config = config.replacen(
             "[runtime]\n",
             &format!("[runtime]\ndriver = \"{}\"\n", common::driver()),
             1,
         );
-        std::fs::write(&path, config).unwrap();
         // Soft and hard limit both: the proxy raises its soft limit to the hard one at start.
-        let mut child = Command::new("prlimit")
-            .arg(format!("--nofile={nofile}:{nofile}"))
-            .args([BIN, "--config", path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("prlimit (util-linux) runs");
-        let (tx, lines) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Proc { child, lines }
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Proc(common::bin::Proc::start_under(
+            &["prlimit", &limit],
+            &config,
+            &[],
+            "info",
+        ))
     }
 
     /// Waits (up to 20 s) for a log line containing `needle`.
     fn expect_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if l.contains(needle) {
-                return l;
-            }
-        }
+        self.0.until(|l| l.contains(needle)).0
     }
 
     /// User + system CPU time so far (`/proc/PID/stat` fields 14 and 15), in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.child.id())).unwrap();
         // The command name may hold spaces: fields are counted after its closing ')'.
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -73,20 +44,13 @@ impl Proc {
 
     /// Open descriptors of the proxy.
     fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.0.child.id()))
             .map(|d| d.count())
             .unwrap_or(0)
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -195,7 +159,7 @@ fn out_of_descriptors_backs_off_keeps_streams_and_recovers() {
 
 /// The proxy's resident set (`/proc/PID/status` VmRSS), in KiB.
 fn rss_kib(p: &Proc) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+    let s = std::fs::read_to_string(format!("/proc/{}/status", p.0.child.id())).unwrap();
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())

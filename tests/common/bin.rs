@@ -31,9 +31,24 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts the binary with `config` (written to a file), `args` and `RUST_LOG`.
     pub fn start(config: &str, args: &[&str], rust_log: &str) -> Proc {
+        Proc::start_under(&[], config, args, rust_log)
+    }
+
+    /// Like [`Proc::start`], run by `wrapper` (a command and its arguments, e.g.
+    /// `["prlimit", "--nofile=256:256"]`) when it is not empty.
+    pub fn start_under(wrapper: &[&str], config: &str, args: &[&str], rust_log: &str) -> Proc {
         let path = write_config(config);
-        let mut child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((run, wrapper_args)) => {
+                let mut c = Command::new(run);
+                c.args(wrapper_args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(["--config", path.to_str().unwrap()])
             .args(args)
             .env("RUST_LOG", rust_log)
