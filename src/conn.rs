@@ -184,9 +184,12 @@ async fn opaque(
     let first = target.addr;
     let other = || target.other(&l.balancer);
     let dialled = match early {
-        Some(Ok(s)) => Ok((first, s)),
-        Some(Err(e)) => upstream::second_try(m, e, timeout, other).await,
-        None => upstream::connect_any(m, first, timeout, other).await,
+        Some(Ok(s)) => {
+            l.health.connected(first);
+            Ok((first, s))
+        }
+        Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
+        None => upstream::connect_any(m, &l.health, first, timeout, other).await,
     };
     let (addr, upstream) = match dialled {
         Ok((addr, s)) => {

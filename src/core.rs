@@ -37,6 +37,7 @@ use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
 use crate::metrics::{AuthorityId, CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol, TargetId};
 use crate::upstream::balance::{EndpointSet, InFlight};
+use crate::upstream::health::Health;
 use crate::upstream::pool::Pools;
 use crate::upstream::{Balancer, Target};
 
@@ -54,6 +55,9 @@ pub struct Listener {
     route_ids: Vec<usize>,
     /// Endpoint choice on this core.
     pub balancer: Balancer,
+    /// Passive health of the listener's endpoints on this core (shared by `balancer` and
+    /// `http_sets`).
+    pub health: Rc<Health>,
     /// Detection settings for this listener.
     pub detect: DetectSettings,
     /// Per destination port: skip detection (declared protocol, opaque port) or its timeout.
@@ -170,13 +174,26 @@ impl HttpDest {
         to: Option<SocketAddr>,
         authority: Option<&str>,
     ) -> Rc<HttpMetrics> {
+        self.metrics_of(l, route, p, to, l.metrics.authority(authority))
+    }
+
+    /// [`HttpDest::metrics`] with the authority already interned (`ListenerMetrics::authority`),
+    /// for a request whose endpoint is known only after the head's buffer is gone.
+    pub fn metrics_of(
+        &self,
+        l: &Listener,
+        route: usize,
+        p: Protocol,
+        to: Option<SocketAddr>,
+        authority: AuthorityId,
+    ) -> Rc<HttpMetrics> {
         let m = &l.metrics;
         let key = SeriesKey {
             metrics: Rc::as_ptr(&l.metrics),
             route: l.route_ids.get(route).copied().unwrap_or(route),
             protocol: p,
             target: m.target(to.unwrap_or(self.addr)),
-            authority: m.authority(authority),
+            authority,
         };
         let mut last = self.last.borrow_mut();
         if let Some((k, s)) = &*last {
@@ -195,6 +212,15 @@ impl HttpDest {
         match (self.original, route) {
             (true, 0) => None,
             _ => l.endpoints(route).other(addr),
+        }
+    }
+
+    /// After a retry moved a request on route index `route` to `addr`: its claim there (none
+    /// for the original destination, or an address the set no longer has).
+    pub fn claim(&self, l: &Listener, route: usize, addr: SocketAddr) -> EndpointClaim {
+        match (self.original, route) {
+            (true, 0) => EndpointClaim(None),
+            _ => EndpointClaim(l.endpoints(route).claim(addr)),
         }
     }
 
@@ -435,12 +461,20 @@ impl Core {
             http1: cfg.http1.enabled,
             http2: cfg.http2.enabled,
         });
+        let health = Rc::new(Health::new(
+            l.ejection,
+            l.upstream
+                .iter()
+                .chain(l.routes.iter().flat_map(|r| &r.upstream))
+                .copied(),
+            metrics.clone(),
+        ));
         Listener {
             id,
             cfg: l.clone(),
             metrics,
             route_ids,
-            balancer: Balancer::new(l.upstream.clone()),
+            balancer: Balancer::new(l.upstream.clone(), health.clone()),
             detect: DetectSettings::new(l, &cfg.detect),
             ports: PortPlan::new(l, &cfg.detect),
             http1: cfg.http1.clone(),
@@ -448,7 +482,9 @@ impl Core {
             http_sets: std::iter::once(&l.upstream)
                 .chain(l.routes.iter().map(|r| &r.upstream))
                 .enumerate()
-                .map(|(k, eps)| EndpointSet::new(eps.clone(), balancer_seed(self.id, k)))
+                .map(|(k, eps)| {
+                    EndpointSet::new(eps.clone(), balancer_seed(self.id, k), health.clone())
+                })
                 .collect(),
             pools: Pools::new(
                 cfg.http1.pool_idle_timeout,
@@ -458,6 +494,7 @@ impl Core {
             ),
             retired: StopSignal::default(),
             successor: RefCell::new(None),
+            health,
         }
     }
 

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::health::Health;
+
 /// Endpoints balanced per request (a listener's own, or a route's).
 #[derive(Debug)]
 pub struct EndpointSet {
@@ -21,35 +23,59 @@ pub struct EndpointSet {
     pub endpoints: Vec<SocketAddr>,
     /// P2C over peak-EWMA latency.
     pub balancer: PeakEwma,
+    /// Which endpoints are ejected (the listener's, shared by its sets and its balancer).
+    health: Rc<Health>,
 }
 
 impl EndpointSet {
-    /// A set over `endpoints` (non-empty); `seed` makes the random draws reproducible.
-    pub fn new(endpoints: Vec<SocketAddr>, seed: u64) -> EndpointSet {
+    /// A set over `endpoints` (non-empty), skipping those `health` has ejected; `seed` makes
+    /// the random draws reproducible.
+    pub fn new(endpoints: Vec<SocketAddr>, seed: u64, health: Rc<Health>) -> EndpointSet {
         EndpointSet {
             balancer: PeakEwma::new(endpoints.len(), DEFAULT_DECAY, seed),
             endpoints,
+            health,
         }
     }
 
     /// The endpoint for one request, with its in-flight record (report the latency with
-    /// [`InFlight::done`]).
+    /// [`InFlight::done`]). Ejected endpoints are drawn only when all are ejected.
     pub fn pick(&self) -> (SocketAddr, InFlight) {
-        let (idx, inflight) = self.balancer.pick();
+        let (idx, inflight) = if self.health.any_failing() {
+            let now = Instant::now();
+            let healthy: Vec<usize> = (0..self.endpoints.len())
+                .filter(|&i| !self.health.is_ejected(self.endpoints[i], now))
+                .collect();
+            self.balancer.pick_among(&healthy)
+        } else {
+            self.balancer.pick()
+        };
         (self.endpoints[idx], inflight)
     }
 
-    /// After a failed connect to `not`: the cheapest other endpoint, for the retry (`None`
-    /// when there is no other).
+    /// A request goes to `addr` (a retry moved it there): its in-flight record, `None` when
+    /// `addr` is not in the set.
+    pub fn claim(&self, addr: SocketAddr) -> Option<InFlight> {
+        let i = self.endpoints.iter().position(|e| *e == addr)?;
+        Some(self.balancer.start(i).1)
+    }
+
+    /// After a failed connect to `not`: the cheapest other endpoint that is not ejected (any
+    /// other when all are), for the retry; `None` when there is no other.
     pub fn other(&self, not: SocketAddr) -> Option<SocketAddr> {
         let now = Instant::now();
-        (0..self.endpoints.len())
-            .filter(|&i| self.endpoints[i] != not)
-            .min_by(|&a, &b| {
-                self.balancer
-                    .cost(a, now)
-                    .total_cmp(&self.balancer.cost(b, now))
-            })
+        let cheapest = |skip_ejected: bool| {
+            (0..self.endpoints.len())
+                .filter(|&i| self.endpoints[i] != not)
+                .filter(|&i| !skip_ejected || !self.health.is_ejected(self.endpoints[i], now))
+                .min_by(|&a, &b| {
+                    self.balancer
+                        .cost(a, now)
+                        .total_cmp(&self.balancer.cost(b, now))
+                })
+        };
+        cheapest(true)
+            .or_else(|| cheapest(false))
             .map(|i| self.endpoints[i])
     }
 }
@@ -128,16 +154,44 @@ impl PeakEwma {
         let index = if n == 1 {
             0
         } else {
-            let r = self.next_rand();
-            let a = (r % n as u64) as usize;
-            let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-            let now = Instant::now();
-            if self.cost(a, now) <= self.cost(b, now) {
-                a
-            } else {
-                b
-            }
+            let (a, b) = self.two(n);
+            self.cheaper(a, b)
         };
+        self.start(index)
+    }
+
+    /// Chooses an endpoint for one request among the indices in `among` (each below the
+    /// endpoint count); among all when `among` is empty.
+    pub fn pick_among(&self, among: &[usize]) -> (usize, InFlight) {
+        match among {
+            [] => self.pick(),
+            [i] => self.start(*i),
+            _ => {
+                let (a, b) = self.two(among.len());
+                self.start(self.cheaper(among[a], among[b]))
+            }
+        }
+    }
+
+    /// Two distinct random indices below `n` (n ≥ 2).
+    fn two(&self, n: usize) -> (usize, usize) {
+        let r = self.next_rand();
+        let a = (r % n as u64) as usize;
+        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+        (a, b)
+    }
+
+    fn cheaper(&self, a: usize, b: usize) -> usize {
+        let now = Instant::now();
+        if self.cost(a, now) <= self.cost(b, now) {
+            a
+        } else {
+            b
+        }
+    }
+
+    /// Counts a request in flight on endpoint `index`.
+    fn start(&self, index: usize) -> (usize, InFlight) {
         let e = &self.endpoints[index];
         e.pending.set(e.pending.get() + 1);
         (
@@ -236,5 +290,38 @@ mod tests {
             b.cost_of(0) < after_peak / 2.0,
             "a fast sample after a quiet period pulls it down"
         );
+    }
+
+    #[test]
+    fn ejected_endpoints_get_no_requests_unless_all_are() {
+        use super::super::health::EjectionPolicy;
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let policy = EjectionPolicy {
+            after: 2,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        };
+        let h = Rc::new(Health::new(policy, eps.clone(), Default::default()));
+        let set = EndpointSet::new(eps.clone(), 3, h.clone());
+        h.failed(eps[1]);
+        h.failed(eps[1]);
+        let mut hits = [0usize; 3];
+        for _ in 0..300 {
+            let (a, f) = set.pick();
+            hits[eps.iter().position(|e| *e == a).unwrap()] += 1;
+            f.done(Duration::from_millis(1));
+        }
+        assert_eq!(hits[1], 0, "{hits:?}");
+        assert!(hits[0] > 50 && hits[2] > 50, "{hits:?}");
+        assert_ne!(set.other(eps[0]), Some(eps[1]));
+        h.failed(eps[0]);
+        h.failed(eps[0]);
+        h.failed(eps[2]);
+        h.failed(eps[2]);
+        // All ejected: requests still go somewhere, and a retry still has another endpoint.
+        assert!(eps.contains(&set.pick().0));
+        assert!(set.other(eps[0]).is_some());
     }
 }

@@ -7,6 +7,8 @@
 //! - [`balance`]: per-request P2C over peak-EWMA for the HTTP proxies ([`balance::EndpointSet`]).
 //! - [`connect`](mod@connect): non-blocking dial under the connect timeout, and the second
 //!   try after a failure (another endpoint, or a timed-out one once more).
+//! - [`health`]: passive health: endpoints whose connects keep failing are ejected for a
+//!   doubling back-off; both balancers skip them.
 //! - [`gate`]: per-endpoint bounds on HTTP/1 connects and connections; requests beyond them
 //!   wait for a pooled connection or their turn to dial.
 //! - [`pool`]: [`pool::UpConn`] (a counted upstream connection) and the per-core HTTP/1 idle
@@ -17,6 +19,7 @@
 pub mod balance;
 pub mod connect;
 pub mod gate;
+pub mod health;
 pub mod pool;
 
 pub use connect::{connect, connect_any, connect_retrying, second_try};
@@ -26,11 +29,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
 use crate::error::Refusal;
 use crate::sys;
+
+use health::Health;
 
 /// Where one accepted connection goes: the endpoint, and the lease that counts it as open
 /// on that endpoint while the connection (or its detection) lasts.
@@ -123,6 +129,8 @@ pub struct Balancer {
     active: Rc<[Cell<u32>]>,
     /// Where the next tie-break scan starts, so equal endpoints take turns.
     next: Cell<usize>,
+    /// Which endpoints are ejected (shared with the listener's HTTP endpoint sets).
+    health: Rc<Health>,
 }
 
 /// Holds one endpoint's open-connection count up while the connection lives.
@@ -140,22 +148,44 @@ impl Drop for EndpointLease {
 }
 
 impl Balancer {
-    /// A balancer over `endpoints` (non-empty, checked by config validation).
-    pub fn new(endpoints: Vec<SocketAddr>) -> Balancer {
+    /// A balancer over `endpoints` (non-empty, checked by config validation), skipping those
+    /// `health` has ejected.
+    pub fn new(endpoints: Vec<SocketAddr>, health: Rc<Health>) -> Balancer {
         let active: Rc<[Cell<u32>]> = endpoints.iter().map(|_| Cell::new(0)).collect();
         Balancer {
             endpoints,
             active,
             next: Cell::new(0),
+            health,
         }
     }
 
+    /// The endpoint with the fewest open connections among those `allowed`, scanning from
+    /// `start` (the first in scan order wins a tie); `None` when none is allowed. Ejected
+    /// endpoints are left out unless every allowed one is ejected.
+    fn least(&self, start: usize, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.endpoints.len();
+        let scan = |ok: &dyn Fn(usize) -> bool| {
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| ok(i))
+                .min_by_key(|&i| self.active[i].get())
+        };
+        if self.health.any_failing() {
+            let now = Instant::now();
+            let healthy = |i| allowed(i) && !self.health.is_ejected(self.endpoints[i], now);
+            if let Some(i) = scan(&healthy) {
+                return Some(i);
+            }
+        }
+        scan(&allowed)
+    }
+
     /// The endpoint other than `not` with the fewest open connections (first in order on a
-    /// tie), for a retry; `None` when there is no other.
+    /// tie), skipping ejected ones unless all others are, for a retry; `None` when there is
+    /// no other.
     pub fn pick_except(&self, not: SocketAddr) -> Option<(SocketAddr, EndpointLease)> {
-        let best = (0..self.endpoints.len())
-            .filter(|&i| self.endpoints[i] != not)
-            .min_by_key(|&i| self.active[i].get())?;
+        let best = self.least(0, |i| self.endpoints[i] != not)?;
         Some(self.lease(best))
     }
 
@@ -171,17 +201,11 @@ impl Balancer {
         )
     }
 
-    /// Picks the endpoint with the fewest open connections; ties go round-robin.
+    /// Picks the endpoint with the fewest open connections, skipping ejected ones unless all
+    /// are; ties go round-robin.
     pub fn pick(&self) -> (SocketAddr, EndpointLease) {
         let n = self.endpoints.len();
-        let start = self.next.get();
-        let mut best = start % n;
-        for k in 1..n {
-            let i = (start + k) % n;
-            if self.active[i].get() < self.active[best].get() {
-                best = i;
-            }
-        }
+        let best = self.least(self.next.get() % n, |_| true).unwrap_or(0);
         self.next.set((best + 1) % n);
         self.lease(best)
     }
@@ -208,7 +232,14 @@ mod tests {
         let eps: Vec<SocketAddr> = (1..=3)
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
             .collect();
-        let b = Balancer::new(eps.clone());
+        let b = Balancer::new(
+            eps.clone(),
+            Rc::new(Health::new(
+                health::EjectionPolicy::OFF,
+                [],
+                Default::default(),
+            )),
+        );
         // Ties rotate: 1, 2, 3.
         let l1 = b.pick();
         let l2 = b.pick();
@@ -220,5 +251,34 @@ mod tests {
         assert_eq!(l4.0, eps[1]);
         drop((l1, l3, l4));
         assert!(b.active.iter().all(|c| c.get() == 0));
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_unless_all_are() {
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let policy = health::EjectionPolicy {
+            after: 1,
+            base: std::time::Duration::from_secs(60),
+            max: std::time::Duration::from_secs(60),
+        };
+        let h = Rc::new(Health::new(policy, eps.clone(), Default::default()));
+        let b = Balancer::new(eps.clone(), h.clone());
+        assert!(h.failed(eps[0]));
+        let picks: Vec<_> = (0..6).map(|_| b.pick()).collect();
+        assert!(picks.iter().all(|p| p.0 != eps[0]), "{picks:?}");
+        // A retry after endpoint 2 failed goes to 3, not to the ejected 1.
+        assert_eq!(b.pick_except(eps[1]).unwrap().0, eps[2]);
+        assert!(h.failed(eps[1]));
+        assert!(h.failed(eps[2]));
+        // All ejected: picks go on (least connections over all).
+        drop(picks);
+        let all: Vec<_> = (0..3).map(|_| b.pick().0).collect();
+        assert_eq!(all.len(), 3);
+        assert!(eps.iter().all(|e| all.contains(e)), "{all:?}");
+        // A success brings endpoint 1 back; the others stay out.
+        h.connected(eps[0]);
+        assert!((0..4).all(|_| b.pick().0 == eps[0]));
     }
 }
