@@ -88,7 +88,10 @@ pub async fn serve(
                 timeout,
                 ..l.detect
             };
-            match detect::detect(&client, &s, &core.peek_buf, dial).await {
+            // Boxed, as the HTTP proxies below: the task spawned per connection then holds
+            // only the stage it is in (an idle opaque stream does not carry detection's or
+            // the HTTP proxies' state).
+            match Box::pin(detect::detect(&client, &s, &core.peek_buf, dial)).await {
                 Ok(Detection::Decided {
                     result,
                     hello,
@@ -144,7 +147,16 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, &src, peer, &dest, &tracked).await
+            Box::pin(http1::proxy::serve(
+                &core,
+                l,
+                &mut client,
+                &src,
+                peer,
+                &dest,
+                &tracked,
+            ))
+            .await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -155,7 +167,16 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
+            Box::pin(http2::serve(
+                &core,
+                &listener,
+                client,
+                src.clone(),
+                peer,
+                dest,
+                &tracked,
+            ))
+            .await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.

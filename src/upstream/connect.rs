@@ -51,7 +51,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
     if !in_progress {
         return Ok(stream);
     }
-    match monoio::time::timeout(timeout, stream.writable(false)).await {
+    // Boxed: the timer is most of this future's size, and a connect that finished inline
+    // (loopback) never waits, so the connection's task does not carry it.
+    match Box::pin(monoio::time::timeout(timeout, stream.writable(false))).await {
         Err(_elapsed) => {
             return Err(ConnectError {
                 addr,
