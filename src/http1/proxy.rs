@@ -765,7 +765,7 @@ async fn exchange(
         }
         if !cbuf.is_empty() || !body_buf.is_empty() {
             let mut early = std::mem::take(&mut body_buf);
-            early.extend_from_slice(&cbuf);
+            early.extend_from_slice(cbuf);
             if write_all(&mut up, early).await.is_err() {
                 return Some(false);
             }
