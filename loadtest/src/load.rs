@@ -183,6 +183,17 @@ impl Statuses {
         self.transport += o.transport;
     }
 
+    /// The non-zero counts of [`Statuses::line`] (`2xx=10 5xx=2`), or `none`.
+    pub fn compact(&self) -> String {
+        let line = self.line();
+        let parts: Vec<&str> = line.split(' ').filter(|kv| !kv.ends_with("=0")).collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
     /// `1xx=0 2xx=10 3xx=0 4xx=0 5xx=2 transport=1`
     pub fn line(&self) -> String {
         format!(
@@ -839,5 +850,54 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(h.max() >= 4_990 && h.max() <= 5_010);
         assert_eq!(h.min(), 1);
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        let h = |name, value| httparse::Header { name, value };
+        let cl = [h("Content-Length", b"12".as_slice())];
+        assert_eq!(framing(200, false, &cl).unwrap(), Framing::Length(12));
+        // HEAD, 1xx, 204 and 304 have no body whatever the headers say.
+        assert_eq!(framing(200, true, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(204, false, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(304, false, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(101, false, &cl).unwrap(), Framing::None);
+        // Transfer-Encoding wins over Content-Length; chunked only if it is the last coding.
+        let te = [h("transfer-encoding", b"gzip, Chunked".as_slice()), cl[0]];
+        assert_eq!(framing(200, false, &te).unwrap(), Framing::Chunked);
+        let te = [h("transfer-encoding", b"chunked, gzip".as_slice())];
+        assert_eq!(framing(200, false, &te).unwrap(), Framing::UntilClose);
+        assert_eq!(framing(200, false, &[]).unwrap(), Framing::UntilClose);
+        // Repeated equal lengths are one length; differing ones are an error.
+        let same = [h("content-length", b"5, 5".as_slice())];
+        assert_eq!(framing(500, false, &same).unwrap(), Framing::Length(5));
+        let bad = [
+            h("content-length", b"5".as_slice()),
+            h("content-length", b"6".as_slice()),
+        ];
+        assert!(framing(200, false, &bad).is_err());
+    }
+
+    #[test]
+    fn request_bytes_and_header_checks() {
+        let mut r = Request::get("localhost:8080", "/a?b=1");
+        r.headers
+            .push(Request::parse_header("X-Token:  abc ").unwrap());
+        assert_eq!(
+            r.encode(true),
+            b"GET /a?b=1 HTTP/1.1\r\nhost: localhost:8080\r\nx-token: abc\r\nconnection: keep-alive\r\n\r\n"
+        );
+        r.method = "POST".into();
+        r.body = b"hi".to_vec();
+        r.headers = vec![Request::parse_header("Host: example").unwrap()];
+        assert_eq!(
+            r.encode(false),
+            b"POST /a?b=1 HTTP/1.1\r\nhost: example\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi"
+        );
+        assert!(Request::parse_header("no colon").is_err());
+        assert!(Request::parse_header("bad name: x").is_err());
+        assert!(Request::parse_header("Content-Length: 3").is_err());
+        assert!(Request::check_method("PURGE").is_ok());
+        assert!(Request::check_method("GE T").is_err());
     }
 }

@@ -135,7 +135,7 @@ pub struct Meta {
     /// CPU model alone.
     #[serde(default)]
     pub cpu_model: String,
-    /// CPUs this process may run on.
+    /// Online CPUs of the machine.
     #[serde(default)]
     pub cores: usize,
     /// Host name.
@@ -165,7 +165,13 @@ impl Meta {
     /// kernel, CPU model and count, host name, the command line, and loadtest's version.
     /// Callers add target versions, pinning and mode.
     pub fn here(mode: &str) -> Meta {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Online CPUs: not `available_parallelism`, which is 1 once the suite has pinned itself.
+        // SAFETY: sysconf reads a system value and has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        let cores = usize::try_from(online)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|c| {
@@ -404,7 +410,7 @@ impl Report {
 
     /// A self-contained HTML page: the table and one latency-percentile plot per scenario.
     pub fn html(&self) -> String {
-        let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>sidewire loadtest</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}</style></head><body>");
+        let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>sidewire loadtest</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}th{background:#eee}svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}</style></head><body>");
         let m = &self.meta;
         let versions: Vec<&str> = m.versions.values().map(String::as_str).collect();
         let _ = write!(h, "<h1>sidewire loadtest ({})</h1><p>{} &middot; commit {} &middot; host {} &middot; kernel {} &middot; {}<br>{}<br>{}</p>", esc(&m.mode), esc(&m.date), esc(&m.commit), esc(&m.hostname), esc(&m.kernel), esc(&m.cpu), esc(&versions.join(" · ")), esc(&m.pinning));
@@ -419,7 +425,7 @@ impl Report {
                 esc(&r.scenario), esc(&r.target), r.throughput, esc(&r.unit), r.p50_us, r.p99_us, r.p999_us, r.max_us,
                 r.cpu_per_op.map_or("-".into(), |c| format!("{c:.2} {}", esc(&r.cpu_unit))),
                 r.peak_rss_kib.map_or("-".into(), |k| k.to_string()), r.errors,
-                r.status.map_or("-".into(), |s| esc(&s.line())), esc(&self.ratios(r))
+                r.status.map_or("-".into(), |s| esc(&s.compact())), esc(&self.ratios(r))
             );
         }
         h += "</table><h2>Load parameters</h2><table><tr><th>scenario</th><th>target</th><th>parameters</th></tr>";
@@ -588,5 +594,65 @@ mod tests {
             "no external resources"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hgrm_is_hdrhistograms_percentile_distribution_in_ms() {
+        let mut h = crate::load::histogram();
+        for us in 1..=1000 {
+            h.record(us).unwrap();
+        }
+        let text = hgrm(&h);
+        let lines: Vec<&str> = text.lines().collect();
+        // HdrHistogram's (Java) outputPercentileDistribution(out, 5, 1000.0) layout; ticks
+        // accumulate in floating point as there (0.1 + 0.1 + 0.1 > 0.3: 301, 751, 776).
+        assert_eq!(
+            lines[0],
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
+        assert_eq!(lines[1], "");
+        assert_eq!(
+            lines[2],
+            "       0.001 0.000000000000          1           1.00"
+        );
+        assert_eq!(
+            lines[3],
+            "       0.100 0.100000000000        100           1.11"
+        );
+        assert!(lines.contains(&"       0.500 0.500000000000        500           2.00"));
+        assert!(lines.contains(&"       0.550 0.550000000000        550           2.22"));
+        assert!(lines.contains(&"       0.751 0.750000000000        751           4.00"));
+        assert!(lines.contains(&"       0.776 0.775000000000        776           4.44"));
+        let n = lines.len();
+        assert_eq!(lines[n - 4], "       1.000 1.000000000000       1000");
+        assert!(
+            lines[n - 3].starts_with("#[Mean    =        0.50"),
+            "{}",
+            lines[n - 3]
+        );
+        assert!(
+            lines[n - 3].contains(", StdDeviation   =        0.289]"),
+            "{}",
+            lines[n - 3]
+        );
+        assert_eq!(
+            lines[n - 2],
+            "#[Max     =        1.000, Total count    =         1000]"
+        );
+        assert_eq!(
+            lines[n - 1],
+            "#[Buckets =           16, SubBuckets     =         2048]"
+        );
+    }
+
+    #[test]
+    fn record_file_names_are_safe() {
+        let mut r = rec("baseline", 1, None);
+        assert_eq!(
+            r.hgrm_file("latest"),
+            "latest-http1-keepalive-baseline.hgrm"
+        );
+        r.target = "[::1]:8080".into();
+        assert_eq!(r.hgrm_file("x"), "x-http1-keepalive-1__8080.hgrm");
     }
 }
