@@ -439,8 +439,13 @@ impl Report {
             );
         }
         h += "</table>";
-        let mut scenarios: Vec<&str> = self.records.iter().map(|r| r.scenario.as_str()).collect();
-        scenarios.dedup();
+        // Each scenario once, in first-seen order (the suite's records are target by target).
+        let mut scenarios: Vec<&str> = Vec::new();
+        for r in &self.records {
+            if !scenarios.contains(&r.scenario.as_str()) {
+                scenarios.push(&r.scenario);
+            }
+        }
         for s in scenarios {
             let rs: Vec<&Record> = self
                 .records
@@ -594,6 +599,20 @@ mod tests {
             "no external resources"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn one_plot_per_scenario_whatever_the_record_order() {
+        let mut r = report();
+        let mut other = rec("baseline", 10, None);
+        other.scenario = "tcp-churn".into();
+        r.records.insert(1, other.clone());
+        other.target = "sidewire".into();
+        r.records.push(other);
+        let html = r.html();
+        assert_eq!(html.matches("<h2>http1-keepalive</h2>").count(), 1);
+        assert_eq!(html.matches("<h2>tcp-churn</h2>").count(), 1);
+        assert!(html.find("<h2>http1-keepalive</h2>") < html.find("<h2>tcp-churn</h2>"));
     }
 
     #[test]
