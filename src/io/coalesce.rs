@@ -5,8 +5,9 @@
 //! flush, yields once (waking itself) so every stream task already queued on this core adds
 //! its frames first; the second flush writes them all with one syscall.
 //!
-//! Costs one extra poll of the connection task per flush and one copy of the outgoing frame
-//! bytes. Large writes (over [`WRITE_THROUGH`]) go out at once. Reads pass straight through.
+//! Costs one extra poll of the connection task per flush, one copy of the outgoing frame
+//! bytes and one allocation per flushed batch (the buffer is freed once written, so an idle
+//! connection holds none). Large writes (over [`WRITE_THROUGH`]) go out at once. Reads pass straight through.
 
 use std::io;
 use std::pin::Pin;
@@ -33,7 +34,7 @@ impl<T> Coalesce<T> {
     pub fn new(io: T) -> Coalesce<T> {
         Coalesce {
             io,
-            buf: Vec::with_capacity(16 * 1024),
+            buf: Vec::new(),
             at: 0,
             yielded: false,
         }
@@ -51,7 +52,10 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.buf.clear();
+        // Freed, not kept: an idle connection should not hold the largest batch it ever
+        // wrote (up to WRITE_THROUGH). The next batch allocates again (one allocation per
+        // flushed batch, not per frame).
+        self.buf = Vec::new();
         self.at = 0;
         Poll::Ready(Ok(()))
     }
