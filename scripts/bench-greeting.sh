@@ -72,11 +72,22 @@ for rep in $(seq "$REPS"); do
     echo "${t%%:*} $(first_byte "${t##*:}")" >> "$tmp/greet"
   done
 done
-metric() { curl -s "http://127.0.0.1:$SW_ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+# metric NAME LABEL...: the sum of NAME's series that carry every LABEL (key="value"), whatever
+# other labels (direction, tls) they have.
+metric() {
+  local name=$1; shift
+  curl -s "http://127.0.0.1:$SW_ADMIN/metrics" | awk -v n="$name" -v want="$*" '
+    index($1, n "{") == 1 || $1 == n {
+      ok = 1; k = split(want, w, " ")
+      for (i = 1; i <= k; i++) if (index($1, w[i]) == 0) ok = 0
+      if (ok) s += $NF
+    }
+    END { print s + 0 }'
+}
 taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$SW_ECHO" --concurrency 4 --duration "$CHURN_SECS" --max-error-rate 100 > "$tmp/churn" 2>&1
-conns=$(metric 'tcp_open_total{listener="churn",peer="src"}')
-early=$(metric 'tcp_detect_early_dials_total{listener="churn"}')
-unused=$(metric 'tcp_detect_early_dials_unused_total{listener="churn"}')
+conns=$(metric tcp_open_total 'listener="churn"' 'peer="src"')
+early=$(metric tcp_detect_early_dials_total 'listener="churn"')
+unused=$(metric tcp_detect_early_dials_unused_total 'listener="churn"')
 
 echo "# bench-greeting $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD); loadtest first-byte --count $COUNT; median of $REPS; proxy on CPU $PROXY_CPU"
 printf '%-10s %12s %12s\n' target "p50 (µs)" "p99 (µs)"
