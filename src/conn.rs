@@ -19,7 +19,7 @@ use crate::core::{Core, HttpDest, Listener};
 use crate::detect::{
     self, DetectReason, DetectResult, DetectSettings, Detection, LinkerdDetect, Plan,
 };
-use crate::error::{ConnectError, Side};
+use crate::error::{ConnectError, Refusal, Side};
 use crate::forward::Ended;
 use crate::metrics::{Close, Opened, PeerCounters, StreamTimeout};
 use crate::sys;
@@ -61,7 +61,9 @@ pub async fn serve(
             }
         }
     } else {
-        Target::pick(&l.balancer)
+        // No endpoint (upstream names not resolved yet): detection still runs, so HTTP
+        // requests get a 503 naming the reason; an opaque connection is refused after it.
+        Target::pick(&l.balancer).unwrap_or_else(|| Target::placeholder(l.placeholder_addr()))
     };
     let addr = target.addr;
     tracked.destination(addr, target.original);
@@ -86,6 +88,8 @@ pub async fn serve(
             };
             let s = DetectSettings {
                 timeout,
+                // Nothing to dial early without an endpoint.
+                eager_dial: l.detect.eager_dial && !target.is_placeholder(),
                 ..l.detect
             };
             match detect::detect(&client, &s, &core.peek_buf, dial).await {
@@ -180,6 +184,12 @@ async fn opaque(
     early: Option<Result<TcpStream, ConnectError>>,
 ) -> Close {
     let m = &l.metrics;
+    // Accepted without an endpoint: one may have resolved meanwhile; else refused.
+    if target.is_placeholder() && !target.retry_pick(&l.balancer) {
+        m.refused(Refusal::NoEndpoints);
+        debug!(listener = %l.cfg.name, %peer, names = ?l.cfg.upstream_names, "closing client: no upstream endpoint (names not resolved)");
+        return Close::Failed;
+    }
     let timeout = l.cfg.connect_timeout;
     let first = target.addr;
     let other = || target.other(&l.balancer);

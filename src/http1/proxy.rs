@@ -38,7 +38,7 @@ use super::message::{
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
-use crate::core::{Core, HttpDest, Listener};
+use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
@@ -553,11 +553,25 @@ async fn run(
             }
         };
         // 2. An endpoint for this request (and its series), and a connection to it.
-        let (addr, inflight) = dest.pick(l, req.route);
         let authority = req
             .authority
             .clone()
             .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok());
+        let Some((addr, inflight)) = dest.pick(l, req.route) else {
+            // The set is empty: its upstream names have not resolved (yet).
+            debug!(listener = %l.cfg.name, %peer, names = ?l.names(req.route), "no upstream endpoint: 503");
+            let m = dest.metrics(l, req.route, Protocol::Http1, None, authority);
+            m.request();
+            tracked.request();
+            let (started, sent_before) = (Instant::now(), client.written());
+            proxy_error(client, 503, NO_ENDPOINTS).await;
+            m.proxy_answer(503, Some(ErrorLabel::Connect), Duration::ZERO);
+            let sent = client.written() - sent_before;
+            access_log(l, peer, req.access.as_ref(), 503, started, sent, None);
+            // The request body (if any) is unread: linger so the answer is not reset away.
+            linger_close(client).await;
+            return false;
+        };
         let series = dest.metrics(l, req.route, Protocol::Http1, Some(addr), authority);
         let m = &*series;
         let mut body_buf = cbuf.split_off(req.head_len);

@@ -12,7 +12,12 @@
 //! - [`pool`]: [`pool::UpConn`] (a counted upstream connection) and the per-core HTTP/1 idle
 //!   pool and HTTP/2 connection pool.
 //!
-//! Not here: active health checking, DNS re-resolution.
+//! Endpoint sets change at run time when upstream names resolve anew (`dns`, applied by
+//! `core`): [`Balancer::update`] and [`balance::EndpointSet::update`] keep the state of
+//! endpoints that stay, and leases and in-flight records of removed ones stay valid (each
+//! holds its endpoint's own counters). A set may be empty (a name not resolved yet).
+//!
+//! Not here: active health checking, resolving names (`dns`).
 
 pub mod balance;
 pub mod connect;
@@ -21,7 +26,7 @@ pub mod pool;
 
 pub use connect::{connect, connect_any, connect_retrying, second_try};
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -42,6 +47,8 @@ pub struct Target {
     /// HTTP requests go there too, unless a route matches.
     pub original: bool,
     lease: Option<EndpointLease>,
+    /// No endpoint was picked (see [`Target::placeholder`]).
+    placeholder: bool,
 }
 
 impl Target {
@@ -69,16 +76,48 @@ impl Target {
             addr,
             original: true,
             lease: None,
+            placeholder: false,
         })
     }
 
-    /// The endpoint with the fewest open connections among the listener's.
-    pub fn pick(b: &Balancer) -> Target {
-        let (addr, lease) = b.pick();
-        Target {
+    /// The endpoint with the fewest open connections among the listener's; `None` when it
+    /// has none (its upstream names have not resolved).
+    pub fn pick(b: &Balancer) -> Option<Target> {
+        let (addr, lease) = b.pick()?;
+        Some(Target {
             addr,
             original: false,
             lease: Some(lease),
+            placeholder: false,
+        })
+    }
+
+    /// A connection accepted while the listener had no endpoint: `addr` stands in for the
+    /// destination (its port picks the detection plan; nothing dials it: see
+    /// [`Target::is_placeholder`]) until [`Target::retry_pick`] finds a real one.
+    pub fn placeholder(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            original: false,
+            lease: None,
+            placeholder: true,
+        }
+    }
+
+    /// Whether this target is a [`Target::placeholder`]: no endpoint was picked.
+    pub fn is_placeholder(&self) -> bool {
+        self.placeholder
+    }
+
+    /// For a placeholder: picks an endpoint now (the names may have resolved meanwhile).
+    /// Returns whether it has one.
+    pub fn retry_pick(&mut self, b: &Balancer) -> bool {
+        match Target::pick(b) {
+            Some(t) => {
+                *self = t;
+                true
+            }
+            None => false,
         }
     }
 
@@ -86,7 +125,7 @@ impl Target {
     /// (the least loaded; its lease moves too) and returns it. `None` for an original
     /// destination or a balancer with one endpoint.
     pub fn other(&mut self, b: &Balancer) -> Option<SocketAddr> {
-        if self.original {
+        if self.original || self.placeholder {
             return None;
         }
         let (addr, lease) = b.pick_except(self.addr)?;
@@ -115,12 +154,12 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
     canon(a) == canon(b)
 }
 
-/// Per-core endpoint choice for one listener.
+/// Per-core endpoint choice for one listener. May be empty (upstream names not resolved
+/// yet); [`Balancer::update`] replaces the endpoints.
 #[derive(Debug)]
 pub struct Balancer {
-    endpoints: Vec<SocketAddr>,
-    /// Open connections per endpoint on this core.
-    active: Rc<[Cell<u32>]>,
+    /// Each endpoint with its open-connection count on this core (shared with the leases).
+    endpoints: RefCell<Vec<(SocketAddr, Rc<Cell<u32>>)>>,
     /// Where the next tie-break scan starts, so equal endpoints take turns.
     next: Cell<usize>,
 }
@@ -128,63 +167,90 @@ pub struct Balancer {
 /// Holds one endpoint's open-connection count up while the connection lives.
 #[derive(Debug)]
 pub struct EndpointLease {
-    active: Rc<[Cell<u32>]>,
-    index: usize,
+    active: Rc<Cell<u32>>,
 }
 
 impl Drop for EndpointLease {
     fn drop(&mut self) {
-        let c = &self.active[self.index];
+        let c = &self.active;
         c.set(c.get().saturating_sub(1));
     }
 }
 
 impl Balancer {
-    /// A balancer over `endpoints` (non-empty, checked by config validation).
+    /// A balancer over `endpoints` (empty: every pick is `None` until an update).
     pub fn new(endpoints: Vec<SocketAddr>) -> Balancer {
-        let active: Rc<[Cell<u32>]> = endpoints.iter().map(|_| Cell::new(0)).collect();
         Balancer {
-            endpoints,
-            active,
+            endpoints: RefCell::new(
+                endpoints
+                    .into_iter()
+                    .map(|a| (a, Rc::new(Cell::new(0))))
+                    .collect(),
+            ),
             next: Cell::new(0),
         }
+    }
+
+    /// Replaces the endpoints with `endpoints` (a new DNS answer): one that stays keeps its
+    /// open count; the leases of one that goes keep counting on their own (and vanish with
+    /// their connections).
+    pub fn update(&self, endpoints: &[SocketAddr]) {
+        let old = self.endpoints.take();
+        let next = endpoints
+            .iter()
+            .map(|a| match old.iter().find(|(o, _)| o == a) {
+                Some((_, c)) => (*a, c.clone()),
+                None => (*a, Rc::new(Cell::new(0))),
+            })
+            .collect();
+        *self.endpoints.borrow_mut() = next;
+    }
+
+    /// The endpoints now, in order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints.borrow().iter().map(|(a, _)| *a).collect()
     }
 
     /// The endpoint other than `not` with the fewest open connections (first in order on a
     /// tie), for a retry; `None` when there is no other.
     pub fn pick_except(&self, not: SocketAddr) -> Option<(SocketAddr, EndpointLease)> {
-        let best = (0..self.endpoints.len())
-            .filter(|&i| self.endpoints[i] != not)
-            .min_by_key(|&i| self.active[i].get())?;
-        Some(self.lease(best))
+        let endpoints = self.endpoints.borrow();
+        let best = (0..endpoints.len())
+            .filter(|&i| endpoints[i].0 != not)
+            .min_by_key(|&i| endpoints[i].1.get())?;
+        Some(lease(&endpoints[best]))
     }
 
-    fn lease(&self, i: usize) -> (SocketAddr, EndpointLease) {
-        let c = &self.active[i];
-        c.set(c.get() + 1);
-        (
-            self.endpoints[i],
-            EndpointLease {
-                active: self.active.clone(),
-                index: i,
-            },
-        )
-    }
-
-    /// Picks the endpoint with the fewest open connections; ties go round-robin.
-    pub fn pick(&self) -> (SocketAddr, EndpointLease) {
-        let n = self.endpoints.len();
+    /// Picks the endpoint with the fewest open connections; ties go round-robin. `None`
+    /// when there is none.
+    pub fn pick(&self) -> Option<(SocketAddr, EndpointLease)> {
+        let endpoints = self.endpoints.borrow();
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
         let start = self.next.get();
         let mut best = start % n;
         for k in 1..n {
             let i = (start + k) % n;
-            if self.active[i].get() < self.active[best].get() {
+            if endpoints[i].1.get() < endpoints[best].1.get() {
                 best = i;
             }
         }
         self.next.set((best + 1) % n);
-        self.lease(best)
+        Some(lease(&endpoints[best]))
     }
+}
+
+/// Counts one more open connection on an endpoint.
+fn lease((addr, active): &(SocketAddr, Rc<Cell<u32>>)) -> (SocketAddr, EndpointLease) {
+    active.set(active.get() + 1);
+    (
+        *addr,
+        EndpointLease {
+            active: active.clone(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -210,15 +276,37 @@ mod tests {
             .collect();
         let b = Balancer::new(eps.clone());
         // Ties rotate: 1, 2, 3.
-        let l1 = b.pick();
-        let l2 = b.pick();
-        let l3 = b.pick();
+        let l1 = b.pick().unwrap();
+        let l2 = b.pick().unwrap();
+        let l3 = b.pick().unwrap();
         assert_eq!([l1.0, l2.0, l3.0], [eps[0], eps[1], eps[2]]);
         // Endpoint 2 frees up: it has the fewest and is chosen next.
         drop(l2);
-        let l4 = b.pick();
+        let l4 = b.pick().unwrap();
         assert_eq!(l4.0, eps[1]);
         drop((l1, l3, l4));
-        assert!(b.active.iter().all(|c| c.get() == 0));
+        assert!(b.endpoints.borrow().iter().all(|(_, c)| c.get() == 0));
+    }
+
+    #[test]
+    fn an_update_keeps_open_counts_and_leases_of_removed_endpoints_stay_valid() {
+        let [a, b, c]: [SocketAddr; 3] = [1, 2, 3].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        let bal = Balancer::new(Vec::new());
+        assert!(bal.pick().is_none(), "an empty balancer picks nothing");
+        bal.update(&[a, b]);
+        let on_a = bal.pick().unwrap();
+        let on_b = bal.pick().unwrap();
+        assert_eq!([on_a.0, on_b.0], [a, b]);
+        let on_b2 = bal.pick().unwrap();
+        // a goes, c comes; b keeps its two open connections, so c gets the next one.
+        bal.update(&[b, c]);
+        assert_eq!(bal.addrs(), [b, c]);
+        let next = bal.pick().unwrap();
+        assert_eq!(next.0, c);
+        // The lease on the removed endpoint drops without touching the new ones.
+        drop(on_a);
+        drop((on_b, on_b2, next));
+        assert!(bal.endpoints.borrow().iter().all(|(_, c)| c.get() == 0));
+        assert_eq!(bal.pick_except(b).map(|l| l.0), Some(c));
     }
 }
