@@ -92,7 +92,10 @@ pub async fn serve(
                 eager_dial: l.detect.eager_dial && !target.is_placeholder(),
                 ..l.detect
             };
-            match detect::detect(&client, &s, &core.peek_buf, dial).await {
+            // Boxed, as the HTTP proxies below: the task spawned per connection then holds
+            // only the stage it is in (an idle opaque stream does not carry detection's or
+            // the HTTP proxies' state).
+            match Box::pin(detect::detect(&client, &s, &core.peek_buf, dial)).await {
                 Ok(Detection::Decided {
                     result,
                     hello,
@@ -148,7 +151,16 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http1::proxy::serve(&core, l, &mut client, &src, peer, &dest, &tracked).await
+            Box::pin(http1::proxy::serve(
+                &core,
+                l,
+                &mut client,
+                &src,
+                peer,
+                &dest,
+                &tracked,
+            ))
+            .await
         }
         DetectResult::Http2 if l.http2.enabled => {
             // Nor for HTTP/2: it becomes the pooled connection its streams use.
@@ -159,7 +171,16 @@ pub async fn serve(
             }
             let dest = HttpDest::new(&target);
             target.release();
-            http2::serve(&core, &listener, client, src.clone(), peer, dest, &tracked).await
+            Box::pin(http2::serve(
+                &core,
+                &listener,
+                client,
+                src.clone(),
+                peer,
+                dest,
+                &tracked,
+            ))
+            .await
         }
         // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
         // with its proxy off: forwarded untouched.
@@ -194,9 +215,12 @@ async fn opaque(
     let first = target.addr;
     let other = || target.other(&l.balancer);
     let dialled = match early {
-        Some(Ok(s)) => Ok((first, s)),
-        Some(Err(e)) => upstream::second_try(m, e, timeout, other).await,
-        None => upstream::connect_any(m, first, timeout, other).await,
+        Some(Ok(s)) => {
+            l.health.connected(first);
+            Ok((first, s))
+        }
+        Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
+        None => upstream::connect_any(m, &l.health, first, timeout, other).await,
     };
     let (addr, upstream) = match dialled {
         Ok((addr, s)) => {

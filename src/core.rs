@@ -38,6 +38,7 @@ use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
 use crate::metrics::{AuthorityId, CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol, TargetId};
 use crate::upstream::balance::{EndpointSet, InFlight};
+use crate::upstream::health::Health;
 use crate::upstream::pool::Pools;
 use crate::upstream::{Balancer, Target};
 
@@ -55,6 +56,9 @@ pub struct Listener {
     route_ids: Vec<usize>,
     /// Endpoint choice on this core.
     pub balancer: Balancer,
+    /// Passive health of the listener's endpoints on this core (shared by `balancer` and
+    /// `http_sets`).
+    pub health: Rc<Health>,
     /// Detection settings for this listener.
     pub detect: DetectSettings,
     /// Per destination port: skip detection (declared protocol, opaque port) or its timeout.
@@ -219,13 +223,26 @@ impl HttpDest {
         to: Option<SocketAddr>,
         authority: Option<&str>,
     ) -> Rc<HttpMetrics> {
+        self.metrics_of(l, route, p, to, l.metrics.authority(authority))
+    }
+
+    /// [`HttpDest::metrics`] with the authority already interned (`ListenerMetrics::authority`),
+    /// for a request whose endpoint is known only after the head's buffer is gone.
+    pub fn metrics_of(
+        &self,
+        l: &Listener,
+        route: usize,
+        p: Protocol,
+        to: Option<SocketAddr>,
+        authority: AuthorityId,
+    ) -> Rc<HttpMetrics> {
         let m = &l.metrics;
         let key = SeriesKey {
             metrics: Rc::as_ptr(&l.metrics),
             route: l.route_ids.get(route).copied().unwrap_or(route),
             protocol: p,
             target: m.target(to.unwrap_or(self.addr)),
-            authority: m.authority(authority),
+            authority,
         };
         let mut last = self.last.borrow_mut();
         if let Some((k, s)) = &*last {
@@ -244,6 +261,15 @@ impl HttpDest {
         match (self.original, route) {
             (true, 0) => None,
             _ => l.endpoints(route).other(addr),
+        }
+    }
+
+    /// After a retry moved a request on route index `route` to `addr`: its claim there (none
+    /// for the original destination, or an address the set no longer has).
+    pub fn claim(&self, l: &Listener, route: usize, addr: SocketAddr) -> EndpointClaim {
+        match (self.original, route) {
+            (true, 0) => EndpointClaim(None),
+            _ => EndpointClaim(l.endpoints(route).claim(addr)),
         }
     }
 
@@ -501,12 +527,17 @@ impl Core {
             .chain(l.routes.iter().map(|r| (&r.upstream, &r.upstream_names)))
             .map(|(lit, names)| endpoints_of(lit, names, &dns))
             .collect();
+        let health = Rc::new(Health::new(
+            l.ejection,
+            sets.iter().flatten().copied(),
+            metrics.clone(),
+        ));
         Listener {
             id,
             cfg: l.clone(),
             metrics,
             route_ids,
-            balancer: Balancer::new(sets[0].clone()),
+            balancer: Balancer::new(sets[0].clone(), health.clone()),
             detect: DetectSettings::new(l, &cfg.detect),
             ports: PortPlan::new(l, &cfg.detect),
             http1: cfg.http1.clone(),
@@ -514,7 +545,7 @@ impl Core {
             http_sets: sets
                 .into_iter()
                 .enumerate()
-                .map(|(k, eps)| EndpointSet::new(eps, balancer_seed(self.id, k)))
+                .map(|(k, eps)| EndpointSet::new(eps, balancer_seed(self.id, k), health.clone()))
                 .collect(),
             pools: Pools::new(
                 cfg.http1.pool_idle_timeout,
@@ -524,6 +555,7 @@ impl Core {
             ),
             retired: StopSignal::default(),
             successor: RefCell::new(None),
+            health,
         }
     }
 
@@ -654,6 +686,8 @@ impl Core {
                 }
                 set.update(&eps);
             }
+            // Passive health follows the endpoints (it keys them by address).
+            l.health.track(l.http_sets.iter().flat_map(|s| s.addrs()));
         }
     }
 

@@ -367,6 +367,55 @@ fn dead_upstream_is_502_and_silent_upstream_is_504() {
     assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
 }
 
+/// Issue 16: with one of two endpoints refusing, every request is answered by the live one
+/// (a failed connect is retried there), the request counts in the live endpoint's series, and
+/// the dead endpoint is ejected after `eject_after_failures` failures on a worker.
+#[test]
+fn requests_retried_on_another_endpoint_count_there_and_a_dead_one_is_ejected() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let live = named_upstream("live", hits.clone());
+    let dead = dead_addr();
+    let p = proxy_with(
+        &[dead, live],
+        ON,
+        "eject_after_failures = 3\neject_base_ms = 600000\neject_max_ms = 600000",
+    );
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.contains("live"),
+            "{resp}"
+        );
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 40);
+    let (_, text) = admin_get(&p, "/metrics");
+    let on = |series: &str| metric(&text, series).unwrap_or(0.0);
+    assert_eq!(
+        on(&format!(
+            "request_total{{listener=\"t\",protocol=\"http/1\",target_addr=\"{live}\"}}"
+        )),
+        40.0,
+        "{text}"
+    );
+    assert_eq!(
+        on(&format!(
+            "request_total{{listener=\"t\",target_addr=\"{dead}\"}}"
+        )),
+        0.0,
+        "no request counts on the endpoint that refused it:\n{text}"
+    );
+    let refused = on("tcp_connect_errors_total{listener=\"t\",error=\"refused\"}");
+    assert!(
+        (1.0..=6.0).contains(&refused),
+        "{refused} refused: at most 3 per worker before the ejection"
+    );
+    assert!(on("sidewire_endpoint_ejections_total{listener=\"t\"}") >= 1.0);
+}
+
 #[test]
 fn websocket_upgrade_becomes_a_spliced_stream() {
     let (up, _h) = upstream(|mut c: TcpStream| {

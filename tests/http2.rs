@@ -526,6 +526,47 @@ fn proxy_errors_are_grpc_shaped_for_grpc_clients() {
     );
 }
 
+/// Issue 16: streams whose connect to a refusing endpoint was retried on the live one count
+/// in the live endpoint's series (to HTTP/2 and to HTTP/1 upstreams), and the refusing
+/// endpoint is ejected.
+#[test]
+fn streams_retried_on_another_endpoint_count_there() {
+    for (up_proto, live) in [(H2_UP, app_upstream("a").0), (H1_UP, h1_upstream())] {
+        let dead = dead_addr();
+        let p = proxy(
+            &[dead, live],
+            &format!("{up_proto}\neject_after_failures = 2\neject_base_ms = 600000\neject_max_ms = 600000"),
+        );
+        let target = addr(&p);
+        rt().block_on(async move {
+            for _ in 0..10 {
+                // A new client connection each time: both workers see requests.
+                let send = client(target).await;
+                let (h, _, _) = fetch(&send, get("x", "/big/10")).await.unwrap();
+                assert_eq!(h.status, 200, "{up_proto}");
+            }
+        });
+        let (_, text) = admin_get(&p, "/metrics");
+        let on = |series: &str| metric(&text, series).unwrap_or(0.0);
+        assert_eq!(
+            on(&format!(
+                "request_total{{listener=\"t\",target_addr=\"{live}\"}}"
+            )),
+            10.0,
+            "{up_proto}:\n{text}"
+        );
+        assert_eq!(
+            on(&format!(
+                "request_total{{listener=\"t\",target_addr=\"{dead}\"}}"
+            )),
+            0.0,
+            "{up_proto}: nothing counts on the endpoint that refused:\n{text}"
+        );
+        let refused = on("tcp_connect_errors_total{listener=\"t\",error=\"refused\"}");
+        assert!(refused <= 4.0, "{up_proto}: {refused} refused");
+    }
+}
+
 /// Reads one HTTP/1 request (head, then a Content-Length or chunked body).
 fn read_h1_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
     let mut head = String::new();

@@ -232,6 +232,80 @@ fn a_refused_connect_is_retried_on_the_other_endpoint() {
     );
 }
 
+/// Opens a connection through `p`, sends one byte and expects it echoed.
+fn echo_once(p: &sidewire::server::Server) {
+    let mut c = TcpStream::connect(addr(p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"x");
+}
+
+/// Issue 16: an endpoint that keeps refusing is ejected after `eject_after_failures`
+/// consecutive failures on a worker: later connections are not dialled to it at all.
+#[test]
+fn an_endpoint_that_keeps_failing_is_ejected() {
+    let (live, _h) = upstream(echo);
+    let p = proxy(
+        &[dead_addr(), live],
+        "eject_after_failures = 2\neject_base_ms = 600000\neject_max_ms = 600000",
+    );
+    for _ in 0..40 {
+        echo_once(&p);
+    }
+    let (_, text) = admin_get(&p, "/metrics");
+    let refused = metric(
+        &text,
+        "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
+    )
+    .unwrap();
+    let ejections = metric(&text, "sidewire_endpoint_ejections_total{listener=\"t\"}").unwrap();
+    // Two workers, each ejecting after its own 2 failures: at most 4 refused of 40 (about 20
+    // without ejection, as picks alternate between two idle endpoints).
+    assert!(refused <= 4.0, "{refused} refused connects:\n{text}");
+    assert!((1.0..=2.0).contains(&ejections), "{ejections} ejections");
+}
+
+/// Issue 16: when the back-off ends an ejected endpoint is tried again, and one more failure
+/// ejects it again at once (for twice as long).
+#[test]
+fn an_ejected_endpoint_is_tried_again_after_the_back_off() {
+    let (live, _h) = upstream(echo);
+    let p = proxy(
+        &[dead_addr(), live],
+        "eject_after_failures = 1\neject_base_ms = 50\neject_max_ms = 100",
+    );
+    let refused = |p: &sidewire::server::Server| {
+        let (_, text) = admin_get(p, "/metrics");
+        metric(
+            &text,
+            "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Each worker's first refusal ejects; after 50 ms it is dialled again, refused and
+    // ejected again: keep connecting until some worker has done that.
+    loop {
+        echo_once(&p);
+        let (_, text) = admin_get(&p, "/metrics");
+        let ejections =
+            metric(&text, "sidewire_endpoint_ejections_total{listener=\"t\"}").unwrap_or(0.0);
+        if ejections >= 3.0 {
+            assert!(
+                refused(&p) >= ejections,
+                "every ejection followed a refusal"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint was never tried again: {ejections} ejections"
+        );
+    }
+}
+
 #[test]
 fn upstream_reset_resets_client() {
     let (up, _h) = upstream(|c: TcpStream| {

@@ -281,6 +281,29 @@ pub struct ListenerConfig {
     pub half_close_timeout: Option<Duration>,
     /// TCP keepalive for the client and upstream sockets (`None`: off).
     pub keepalive: Option<KeepaliveConfig>,
+    /// Passive health: when an endpoint is ejected, and for how long (`eject_*`).
+    pub ejection: EjectionPolicy,
+}
+
+/// When to eject an upstream endpoint and for how long (`listener[].eject_*`; see
+/// [`crate::upstream::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionPolicy {
+    /// Consecutive failed connects that eject an endpoint (0: never eject).
+    pub after: u32,
+    /// The first ejection's length; each following one without a success between doubles it.
+    pub base: Duration,
+    /// The longest ejection.
+    pub max: Duration,
+}
+
+impl EjectionPolicy {
+    /// A policy that never ejects.
+    pub const OFF: EjectionPolicy = EjectionPolicy {
+        after: 0,
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+    };
 }
 
 /// TCP keepalive settings (`tcp_keepalive_*`): a peer that vanished without FIN or RST is
@@ -707,6 +730,36 @@ tcp_keepalive_ms = 0
             (
                 "tcp_keepalive_probes = 128",
                 "listener[0].tcp_keepalive_probes",
+            ),
+        ] {
+            let e = parse_err(&format!("{OK}{extra}\n"));
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn ejection_defaults_and_validates() {
+        let c = Config::parse(OK, "t.toml").unwrap();
+        assert_eq!(
+            c.listeners[0].ejection,
+            EjectionPolicy {
+                after: 5,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            }
+        );
+        let off = Config::parse(&format!("{OK}eject_after_failures = 0\n"), "t.toml").unwrap();
+        assert_eq!(off.listeners[0].ejection, EjectionPolicy::OFF);
+        for (extra, key) in [
+            (
+                "eject_after_failures = 1001",
+                "listener[0].eject_after_failures",
+            ),
+            ("eject_base_ms = 0", "listener[0].eject_base_ms"),
+            ("eject_max_ms = 600001", "listener[0].eject_max_ms"),
+            (
+                "eject_base_ms = 5000\neject_max_ms = 4000",
+                "listener[0].eject_max_ms",
             ),
         ] {
             let e = parse_err(&format!("{OK}{extra}\n"));

@@ -511,6 +511,31 @@ pub struct RawListener {
     /// Unanswered probes before the kernel drops the connection.
     #[serde(default = "default_keepalive_probes")]
     pub tcp_keepalive_probes: u32,
+    /// Consecutive failed connects that eject an endpoint from its balancer (0 = never).
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// The first ejection's length; each following one without a success between doubles.
+    #[serde(default = "default_eject_base_ms")]
+    pub eject_base_ms: u64,
+    /// The longest ejection.
+    #[serde(default = "default_eject_max_ms")]
+    pub eject_max_ms: u64,
+}
+
+/// Default `eject_after_failures`: Envoy's consecutive-failure default (Linkerd's failure
+/// accrual uses 7).
+fn default_eject_after_failures() -> u32 {
+    5
+}
+
+/// Default `eject_base_ms`: Linkerd's failure-accrual minimum back-off.
+fn default_eject_base_ms() -> u64 {
+    1_000
+}
+
+/// Default `eject_max_ms`: Linkerd's failure-accrual maximum back-off.
+fn default_eject_max_ms() -> u64 {
+    60_000
 }
 
 /// Default `half_close_timeout_ms`: 5 minutes of silence after a FIN.

@@ -462,6 +462,7 @@ impl RawConfig {
             }
             let (idle_timeout, half_close_timeout, keepalive) =
                 validate_stream_limits(l, &key, err)?;
+            let ejection = validate_ejection(l, &key, err)?;
             let routes = l
                 .routes
                 .iter()
@@ -486,6 +487,7 @@ impl RawConfig {
                 idle_timeout,
                 half_close_timeout,
                 keepalive,
+                ejection,
             });
             addrs.push((listen, "another listener"));
         }
@@ -768,6 +770,54 @@ const MAX_STREAM_TIMEOUT_MS: u64 = 86_400_000;
 const MAX_KEEPALIVE_MS: u64 = 32_767_000;
 /// Upper bound on `tcp_keepalive_probes` (`MAX_TCP_KEEPCNT`).
 const MAX_KEEPALIVE_PROBES: u32 = 127;
+
+/// Upper bound on `eject_after_failures`.
+const MAX_EJECT_AFTER: u32 = 1000;
+
+/// A listener's passive-health policy (`eject_*`; `key` names a listener key).
+fn validate_ejection(
+    l: &RawListener,
+    key: &dyn Fn(&str) -> String,
+    err: &Err,
+) -> Result<EjectionPolicy, ConfigError> {
+    if l.eject_after_failures > MAX_EJECT_AFTER {
+        return Err(err(
+            key("eject_after_failures"),
+            format!(
+                "{} is more than the maximum of {MAX_EJECT_AFTER} (0 = never eject)",
+                l.eject_after_failures
+            ),
+        ));
+    }
+    for (name, ms) in [
+        ("eject_base_ms", l.eject_base_ms),
+        ("eject_max_ms", l.eject_max_ms),
+    ] {
+        if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
+            return Err(err(
+                key(name),
+                format!("{ms} must be from 1 to {MAX_TIMEOUT_MS}"),
+            ));
+        }
+    }
+    if l.eject_max_ms < l.eject_base_ms {
+        return Err(err(
+            key("eject_max_ms"),
+            format!(
+                "{} is less than eject_base_ms ({})",
+                l.eject_max_ms, l.eject_base_ms
+            ),
+        ));
+    }
+    if l.eject_after_failures == 0 {
+        return Ok(EjectionPolicy::OFF);
+    }
+    Ok(EjectionPolicy {
+        after: l.eject_after_failures,
+        base: Duration::from_millis(l.eject_base_ms),
+        max: Duration::from_millis(l.eject_max_ms),
+    })
+}
 
 /// A listener's idle timeout, half-close timeout and keepalive (`None`: off).
 type StreamLimits = (Option<Duration>, Option<Duration>, Option<KeepaliveConfig>);

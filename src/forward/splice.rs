@@ -22,9 +22,10 @@
 //! Not here: bandwidth limits, TLS termination.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -125,8 +126,11 @@ pub async fn splice_both(
     let mut up = pin!(pump(pipes, m, client, upstream, Dir::Up, f, a));
     let mut down = pin!(pump(pipes, m, upstream, client, Dir::Down, f, a));
     // Both directions open: bounded by `idle`.
-    let watch = pin!(quiet_for(limits.idle, &activity));
-    let first = select(select(up.as_mut(), down.as_mut()), watch).await;
+    let first = select(
+        select(up.as_mut(), down.as_mut()),
+        quiet_for(limits.idle, &activity),
+    )
+    .await;
     // One direction ended: the other is bounded by the half-closed bound (and `idle`).
     let half_bound = match (limits.idle, limits.half_closed) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -160,7 +164,7 @@ async fn rest<F>(
 where
     F: std::future::Future<Output = Result<(), SpliceError>> + Unpin,
 {
-    match select(pump, pin!(quiet_for(bound, activity))).await {
+    match select(pump, quiet_for(bound, activity)).await {
         Either::Left((r, _)) => r.map(|()| Ended::Eof),
         Either::Right(((), _)) => Ok(Ended::HalfCloseTimeout),
     }
@@ -169,10 +173,22 @@ where
 /// Completes once `activity` has not changed for `bound` (never, for `None`). Wakes every
 /// eighth of `bound` (at most once a millisecond), so it fires between `bound` and
 /// `bound × 1.125` after the last change.
-async fn quiet_for(bound: Option<Duration>, activity: &Cell<u64>) {
-    let Some(bound) = bound else {
-        return std::future::pending().await;
-    };
+///
+/// Boxed, and only for a bound: the timer is most of a stream's state (about 700 bytes), and
+/// streams without a bound (the default while both directions are open) should not carry it.
+fn quiet_for(
+    bound: Option<Duration>,
+    activity: &Cell<u64>,
+) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+    match bound {
+        // A zero-sized future: boxing it allocates nothing.
+        None => Box::pin(std::future::pending()),
+        Some(bound) => Box::pin(watchdog(bound, activity)),
+    }
+}
+
+/// [`quiet_for`] with a bound.
+async fn watchdog(bound: Duration, activity: &Cell<u64>) {
     let tick = (bound / 8).max(Duration::from_millis(1));
     let mut seen = activity.get();
     let mut since = Instant::now();

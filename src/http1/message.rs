@@ -16,6 +16,7 @@ use super::head::{Framing, HeadError};
 use crate::error::MessageError;
 use crate::io::{read_more, read_within, write_all, Peer};
 use crate::metrics::ListenerMetrics;
+use crate::upstream::health::Health;
 use crate::upstream::pool::{dial_h1, UpConn};
 
 /// Response heads larger than this are refused as malformed (502).
@@ -332,12 +333,13 @@ impl Resend {
     pub async fn resend(
         &mut self,
         m: &ListenerMetrics,
+        h: &Health,
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<UpConn, &'static str> {
         let head = self.head.take().ok_or("upstream connection failed")?;
         tracing::debug!(upstream = %addr, "stale pooled connection; resending on a fresh one");
-        let mut up = dial_h1(m, addr, connect_timeout).await?;
+        let mut up = dial_h1(m, h, addr, connect_timeout).await?;
         write_all(&mut up, head)
             .await
             .map_err(|_| "upstream write failed")?;

@@ -552,15 +552,18 @@ async fn run(
                 return false;
             }
         };
-        // 2. An endpoint for this request (and its series), and a connection to it.
-        let authority = req
-            .authority
-            .clone()
-            .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok());
-        let Some((addr, inflight)) = dest.pick(l, req.route) else {
+        // 2. An endpoint for this request, a connection to it, and the series of the endpoint
+        // that connection goes to (a failed connect is tried on another endpoint, or a
+        // timed-out one once more; the request counts where it went).
+        let authority = l.metrics.authority(
+            req.authority
+                .clone()
+                .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok()),
+        );
+        let Some((first, mut inflight)) = dest.pick(l, req.route) else {
             // The set is empty: its upstream names have not resolved (yet).
             debug!(listener = %l.cfg.name, %peer, names = ?l.names(req.route), "no upstream endpoint: 503");
-            let m = dest.metrics(l, req.route, Protocol::Http1, None, authority);
+            let m = dest.metrics_of(l, req.route, Protocol::Http1, None, authority);
             m.request();
             tracked.request();
             let (started, sent_before) = (Instant::now(), client.written());
@@ -572,13 +575,26 @@ async fn run(
             linger_close(client).await;
             return false;
         };
-        let series = dest.metrics(l, req.route, Protocol::Http1, Some(addr), authority);
-        let m = &*series;
         let mut body_buf = cbuf.split_off(req.head_len);
         cbuf.clear();
-        m.request();
         tracked.request();
         let t0 = Instant::now();
+        // A pooled connection, or a new one within the endpoint's bounds.
+        let other = || dest.other(l, req.route, first);
+        let connected = l
+            .pools
+            .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other)
+            .await;
+        let to = match &connected {
+            Ok((addr, ..)) if *addr != first => {
+                inflight = dest.claim(l, req.route, *addr);
+                *addr
+            }
+            _ => first,
+        };
+        let series = dest.metrics_of(l, req.route, Protocol::Http1, Some(to), authority);
+        let m = &*series;
+        m.request();
         let mut ctx = InFlight {
             l,
             peer,
@@ -586,17 +602,10 @@ async fn run(
             t0,
             minor: req.minor,
             access: req.access.as_ref(),
-            upstream: addr,
+            upstream: to,
             sent_before: client.written(),
         };
-        // A pooled connection, or a new one within the endpoint's bounds (a failed connect
-        // is tried on another endpoint, or a timed-out one once more).
-        let other = || dest.other(l, req.route, addr);
-        let (addr, mut up, pooled) = match l
-            .pools
-            .h1(&l.metrics, addr, l.cfg.connect_timeout, other)
-            .await
-        {
+        let (addr, mut up, pooled) = match connected {
             Ok(r) => r,
             Err(reason) => {
                 proxy_error(client, 502, reason).await;
@@ -690,7 +699,10 @@ async fn run(
                 Ok(HeadRead::Head(r)) => r,
                 Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
                     debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
-                    match resend.resend(&l.metrics, addr, l.cfg.connect_timeout).await {
+                    match resend
+                        .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
+                        .await
+                    {
                         Ok(fresh) => up = fresh,
                         Err(reason) => {
                             proxy_error(client, 502, reason).await;

@@ -313,7 +313,9 @@ async fn stream(
         access_log(&l, peer, logged, sent, t0, bytes, None);
         return;
     }
-    let Some((addr, inflight)) = dest.pick(&l, route) else {
+    // The request counts in the series of the endpoint its connection goes to, once that is
+    // known (a failed connect is tried on another endpoint); in `first`'s when none is.
+    let Some((first, mut inflight)) = dest.pick(&l, route) else {
         // The set is empty: its upstream names have not resolved (yet).
         debug!(listener = %l.cfg.name, %peer, names = ?l.names(route), "http2: no upstream endpoint: 503");
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);
@@ -325,9 +327,14 @@ async fn stream(
         access_log(&l, peer, logged, sent, t0, bytes, None);
         return;
     };
-    let m = dest.metrics(&l, route, Protocol::Http2, Some(addr), host);
-    m.request();
+    let authority = l.metrics.authority(host);
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
+    let at = Cell::new(None);
+    let connected = |a: SocketAddr| {
+        dest.metrics_of(&l, route, Protocol::Http2, Some(a), authority)
+            .request();
+        at.set(Some(a));
+    };
 
     // Until the response head: the exchange, unless the client resets the stream first.
     let outcome = {
@@ -335,18 +342,20 @@ async fn stream(
         let h2 = match l.cfg.upstream_protocol {
             UpstreamProtocol::Client | UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Auto => to_h2::speaks_h2(&l, addr).await,
+            UpstreamProtocol::Auto => to_h2::speaks_h2(&l, first).await,
         };
         let exchange: Pin<Box<dyn Future<Output = Result<_, Failure>> + '_>> = if h2 {
             Box::pin(async {
-                let other = || dest.other(&l, route, addr);
-                let (head, body) = to_h2::exchange(&l, addr, parts, body, timeout, other).await?;
+                let other = || dest.other(&l, route, first);
+                let (head, body) =
+                    to_h2::exchange(&l, first, parts, body, timeout, other, connected).await?;
                 Ok((head, UpBody::H2(body)))
             })
         } else {
             Box::pin(async {
-                let other = || dest.other(&l, route, addr);
-                let (head, body) = to_h1::exchange(&l, addr, parts, body, timeout, other).await?;
+                let other = || dest.other(&l, route, first);
+                let (head, body) =
+                    to_h1::exchange(&l, first, parts, body, timeout, other, connected).await?;
                 Ok((head, UpBody::H1(body)))
             })
         };
@@ -356,6 +365,11 @@ async fn stream(
             _ = reset => None,
         }
     };
+    let addr = at.get().unwrap_or(first);
+    let m = dest.metrics_of(&l, route, Protocol::Http2, Some(addr), authority);
+    if at.get().is_none() {
+        m.request();
+    }
     let (head, up_body) = match outcome {
         None => {
             debug!(listener = %l.cfg.name, %peer, "http2: client reset the stream before the response");
@@ -378,6 +392,10 @@ async fn stream(
         }
         Some(Ok(r)) => r,
     };
+    if addr != first {
+        // Its latency feeds the estimate of the endpoint that answered.
+        inflight = dest.claim(&l, route, addr);
+    }
     inflight.done(t0.elapsed());
     let code = head.status.as_u16();
     // A trailers-only gRPC response carries its status in the headers.

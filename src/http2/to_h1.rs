@@ -154,6 +154,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
 /// The connection is a pooled one, or a new one within the endpoint's bounds
 /// ([`Pools::h1`](crate::upstream::pool::Pools::h1): beyond them the stream waits its turn);
 /// a failed connect is tried on the endpoint `other()` names, if any.
+/// `connected` is told the endpoint (`addr`, or the other one) once the connection is ready.
 pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
@@ -161,6 +162,7 @@ pub(super) async fn exchange(
     mut body: RecvStream,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
+    connected: impl FnOnce(SocketAddr),
 ) -> Result<(response::Parts, Body), Failure> {
     let eos = body.is_end_stream();
     let (head, chunked) = encode_request(&parts, eos)?;
@@ -168,9 +170,10 @@ pub(super) async fn exchange(
     let connect_timeout = l.cfg.connect_timeout;
     let (addr, mut up, pooled) = l
         .pools
-        .h1(&l.metrics, addr, connect_timeout, other)
+        .h1(&l.metrics, &l.health, addr, connect_timeout, other)
         .await
         .map_err(|r| Failure::Status(502, r))?;
+    connected(addr);
     let mut resend = Resend::new(pooled, eos, &head);
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
     if !eos {
@@ -205,7 +208,7 @@ pub(super) async fn exchange(
             // A stale pooled connection: nothing of a response came back.
             Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(buf.is_empty()) => {
                 up = resend
-                    .resend(&l.metrics, addr, connect_timeout)
+                    .resend(&l.metrics, &l.health, addr, connect_timeout)
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
             }

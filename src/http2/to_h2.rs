@@ -43,7 +43,7 @@ pub(crate) struct Body {
 /// REFUSED_STREAM. A request with a body is not: its body has been streamed away.
 ///
 /// When no connection to `addr` can be made, the stream goes to the endpoint `other()`
-/// names, if any.
+/// names, if any; `connected` is told the endpoint once a connection to it is ready.
 pub(super) async fn exchange(
     l: &Rc<Listener>,
     addr: SocketAddr,
@@ -51,6 +51,7 @@ pub(super) async fn exchange(
     body: RecvStream,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
+    connected: impl FnOnce(SocketAddr),
 ) -> Result<(response::Parts, Body), Failure> {
     let deadline = Instant::now() + timeout;
     let (addr, first) = match sender(l, addr).await {
@@ -65,6 +66,7 @@ pub(super) async fn exchange(
         },
         Err(f) => return Err(f),
     };
+    connected(addr);
     if !body.is_end_stream() {
         return attempt(l, addr, Some(first), parts, Some(body), deadline)
             .await
@@ -260,7 +262,7 @@ async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>,
 /// A new HTTP/2 connection to `addr`, its driver spawned.
 async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
     let timeout = l.cfg.connect_timeout;
-    let tcp = upstream::connect_retrying(&l.metrics, addr, timeout)
+    let tcp = upstream::connect_retrying(&l.metrics, &l.health, addr, timeout)
         .await
         .map_err(|e| {
             l.metrics.connect_failed(e.kind);

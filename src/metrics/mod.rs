@@ -291,6 +291,8 @@ pub struct ListenerMetrics {
     accept_errors: [Cell<u64>; 5],
     /// Upstream connects tried again, by [`ConnectRetry`].
     connect_retries: [Cell<u64>; 2],
+    /// Upstream endpoints ejected by passive health.
+    endpoint_ejections: Cell<u64>,
 }
 
 impl Default for ListenerMetrics {
@@ -358,6 +360,7 @@ impl ListenerMetrics {
             stream_timeouts: Default::default(),
             accept_errors: Default::default(),
             connect_retries: Default::default(),
+            endpoint_ejections: Cell::new(0),
         }
     }
 
@@ -538,6 +541,11 @@ impl ListenerMetrics {
         bump(&self.connect_retries[how as usize], 1);
     }
 
+    /// Passive health ejected an endpoint (`sidewire_endpoint_ejections_total`).
+    pub fn endpoint_ejected(&self) {
+        bump(&self.endpoint_ejections, 1);
+    }
+
     /// A connection was classified, for `reason` (`took`: accept → verdict, when detection
     /// ran).
     pub fn detected(&self, result: DetectResult, reason: DetectReason, took: Option<Duration>) {
@@ -661,6 +669,7 @@ impl ListenerMetrics {
             early_unused: self.early_unused.get(),
             h2_errors: self.h2_errors.get(),
             connect_retries: std::array::from_fn(|i| self.connect_retries[i].get()),
+            endpoint_ejections: self.endpoint_ejections.get(),
             stream_timeouts: std::array::from_fn(|i| self.stream_timeouts[i].get()),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
         }
@@ -863,6 +872,8 @@ pub struct ListenerSnapshot {
     pub accept_errors: [u64; 5],
     /// Upstream connects tried again, indexed by [`ConnectRetry`].
     pub connect_retries: [u64; 2],
+    /// Upstream endpoints ejected by passive health.
+    pub endpoint_ejections: u64,
 }
 
 fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
@@ -931,6 +942,7 @@ impl ListenerSnapshot {
         add(&mut self.stream_timeouts, &o.stream_timeouts);
         add(&mut self.accept_errors, &o.accept_errors);
         add(&mut self.connect_retries, &o.connect_retries);
+        self.endpoint_ejections = self.endpoint_ejections.wrapping_add(o.endpoint_ejections);
     }
 
     /// Sorts the series by their labels, so the rendered text is stable scrape to scrape.

@@ -487,6 +487,19 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
     }
     header(
         &mut out,
+        "sidewire_endpoint_ejections_total",
+        "counter",
+        "Upstream endpoints ejected by passive health after consecutive failed connects (listener[].eject_after_failures); each worker keeps its own record.",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(
+            out,
+            "sidewire_endpoint_ejections_total{{{}}} {}",
+            l.labels, s.endpoint_ejections
+        );
+    }
+    header(
+        &mut out,
         "tcp_stream_timeouts_total",
         "counter",
         "Opaque streams the proxy cut (both sockets reset) because no byte moved for idle_timeout_ms, or for half_close_timeout_ms after one side's FIN.",

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::health::Health;
+
 /// Endpoints balanced per request (a listener's own, or a route's). May be empty (upstream
 /// names not resolved yet); [`EndpointSet::update`] replaces the endpoints (DNS answers).
 #[derive(Debug)]
@@ -22,37 +24,62 @@ pub struct EndpointSet {
     endpoints: RefCell<Vec<SocketAddr>>,
     /// P2C over peak-EWMA latency.
     pub balancer: PeakEwma,
+    /// Which endpoints are ejected (the listener's, shared by its sets and its balancer).
+    health: Rc<Health>,
 }
 
 impl EndpointSet {
-    /// A set over `endpoints` (empty: every pick is `None` until an update); `seed` makes
-    /// the random draws reproducible.
-    pub fn new(endpoints: Vec<SocketAddr>, seed: u64) -> EndpointSet {
+    /// A set over `endpoints` (empty: every pick is `None` until an update), skipping those
+    /// `health` has ejected; `seed` makes the random draws reproducible.
+    pub fn new(endpoints: Vec<SocketAddr>, seed: u64, health: Rc<Health>) -> EndpointSet {
         EndpointSet {
             balancer: PeakEwma::new(endpoints.len(), DEFAULT_DECAY, seed),
             endpoints: RefCell::new(endpoints),
+            health,
         }
     }
 
     /// The endpoint for one request, with its in-flight record (report the latency with
-    /// [`InFlight::done`]); `None` when the set is empty.
+    /// [`InFlight::done`]); `None` when the set is empty. Ejected endpoints are drawn only
+    /// when all are ejected.
     pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
-        let (idx, inflight) = self.balancer.pick()?;
-        Some((self.endpoints.borrow()[idx], inflight))
+        let endpoints = self.endpoints.borrow();
+        let (idx, inflight) = if self.health.any_failing() {
+            let now = Instant::now();
+            let healthy: Vec<usize> = (0..endpoints.len())
+                .filter(|&i| !self.health.is_ejected(endpoints[i], now))
+                .collect();
+            self.balancer.pick_among(&healthy)?
+        } else {
+            self.balancer.pick()?
+        };
+        Some((endpoints[idx], inflight))
     }
 
-    /// After a failed connect to `not`: the cheapest other endpoint, for the retry (`None`
-    /// when there is no other).
+    /// A request goes to `addr` (a retry moved it there): its in-flight record, `None` when
+    /// `addr` is not in the set.
+    pub fn claim(&self, addr: SocketAddr) -> Option<InFlight> {
+        let i = self.endpoints.borrow().iter().position(|e| *e == addr)?;
+        Some(self.balancer.start(i).1)
+    }
+
+    /// After a failed connect to `not`: the cheapest other endpoint that is not ejected (any
+    /// other when all are), for the retry; `None` when there is no other.
     pub fn other(&self, not: SocketAddr) -> Option<SocketAddr> {
         let now = Instant::now();
         let endpoints = self.endpoints.borrow();
-        (0..endpoints.len())
-            .filter(|&i| endpoints[i] != not)
-            .min_by(|&a, &b| {
-                self.balancer
-                    .cost(a, now)
-                    .total_cmp(&self.balancer.cost(b, now))
-            })
+        let cheapest = |skip_ejected: bool| {
+            (0..endpoints.len())
+                .filter(|&i| endpoints[i] != not)
+                .filter(|&i| !skip_ejected || !self.health.is_ejected(endpoints[i], now))
+                .min_by(|&a, &b| {
+                    self.balancer
+                        .cost(a, now)
+                        .total_cmp(&self.balancer.cost(b, now))
+                })
+        };
+        cheapest(true)
+            .or_else(|| cheapest(false))
             .map(|i| endpoints[i])
     }
 
@@ -169,26 +196,54 @@ impl PeakEwma {
             0 => return None,
             1 => 0,
             _ => {
-                let r = self.next_rand();
-                let a = (r % n as u64) as usize;
-                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
-                let now = Instant::now();
-                if self.cost(a, now) <= self.cost(b, now) {
-                    a
-                } else {
-                    b
-                }
+                let (a, b) = self.two(n);
+                self.cheaper(a, b)
             }
         };
+        Some(self.start(index))
+    }
+
+    /// Chooses an endpoint for one request among the indices in `among` (each below the
+    /// endpoint count); among all when `among` is empty. `None` when there is none.
+    pub fn pick_among(&self, among: &[usize]) -> Option<(usize, InFlight)> {
+        match among {
+            [] => self.pick(),
+            [i] => Some(self.start(*i)),
+            _ => {
+                let (a, b) = self.two(among.len());
+                Some(self.start(self.cheaper(among[a], among[b])))
+            }
+        }
+    }
+
+    /// Two distinct random indices below `n` (n ≥ 2).
+    fn two(&self, n: usize) -> (usize, usize) {
+        let r = self.next_rand();
+        let a = (r % n as u64) as usize;
+        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+        (a, b)
+    }
+
+    fn cheaper(&self, a: usize, b: usize) -> usize {
+        let now = Instant::now();
+        if self.cost(a, now) <= self.cost(b, now) {
+            a
+        } else {
+            b
+        }
+    }
+
+    /// Counts a request in flight on endpoint `index`.
+    fn start(&self, index: usize) -> (usize, InFlight) {
         let e = self.endpoints.borrow()[index].clone();
         e.pending.set(e.pending.get() + 1);
-        Some((
+        (
             index,
             InFlight {
                 endpoint: e,
                 decay_ns: self.decay_ns,
             },
-        ))
+        )
     }
 
     /// The current cost of endpoint `i` (for tests and debugging).
@@ -284,11 +339,49 @@ mod tests {
     }
 
     #[test]
+    fn ejected_endpoints_get_no_requests_unless_all_are() {
+        use super::super::health::EjectionPolicy;
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let policy = EjectionPolicy {
+            after: 2,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        };
+        let h = Rc::new(Health::new(policy, eps.clone(), Default::default()));
+        let set = EndpointSet::new(eps.clone(), 3, h.clone());
+        h.failed(eps[1]);
+        h.failed(eps[1]);
+        let mut hits = [0usize; 3];
+        for _ in 0..300 {
+            let (a, f) = set.pick().unwrap();
+            hits[eps.iter().position(|e| *e == a).unwrap()] += 1;
+            f.done(Duration::from_millis(1));
+        }
+        assert_eq!(hits[1], 0, "{hits:?}");
+        assert!(hits[0] > 50 && hits[2] > 50, "{hits:?}");
+        assert_ne!(set.other(eps[0]), Some(eps[1]));
+        h.failed(eps[0]);
+        h.failed(eps[0]);
+        h.failed(eps[2]);
+        h.failed(eps[2]);
+        // All ejected: requests still go somewhere, and a retry still has another endpoint.
+        assert!(eps.contains(&set.pick().unwrap().0));
+        assert!(set.other(eps[0]).is_some());
+    }
+
+    #[test]
     fn an_update_keeps_state_of_endpoints_that_stay_and_in_flight_records_of_removed_ones() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
-        let set = EndpointSet::new(Vec::new(), 3);
+        let h = Rc::new(Health::new(
+            super::super::health::EjectionPolicy::OFF,
+            [],
+            Default::default(),
+        ));
+        let set = EndpointSet::new(Vec::new(), 3, h);
         assert!(set.pick().is_none(), "an empty set picks nothing");
         assert!(set.other(a).is_none());
         set.update(&[a, b]);

@@ -18,6 +18,8 @@ use crate::error::{ConnectError, ConnectErrorKind};
 use crate::metrics::{ConnectRetry, ListenerMetrics};
 use crate::sys;
 
+use super::health::Health;
+
 /// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
 /// non-blocking (as opaque forwarding needs it).
 ///
@@ -49,7 +51,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
     if !in_progress {
         return Ok(stream);
     }
-    match monoio::time::timeout(timeout, stream.writable(false)).await {
+    // Boxed: the timer is most of this future's size, and a connect that finished inline
+    // (loopback) never waits, so the connection's task does not carry it.
+    match Box::pin(monoio::time::timeout(timeout, stream.writable(false))).await {
         Err(_elapsed) => {
             return Err(ConnectError {
                 addr,
@@ -70,18 +74,23 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
 /// names (another endpoint of the set), or, when there is none, on `addr` again if the
 /// connect timed out (a SYN the upstream's full accept queue dropped). The first failure is
 /// counted in `m` (`tcp_connect_errors_total`) and the retry in
-/// `sidewire_connect_retries_total`; the caller counts a final failure.
+/// `sidewire_connect_retries_total`; the caller counts a final failure. Each attempt's outcome
+/// is recorded in `h` (passive health) before `other()` is asked.
 ///
 /// Returns the endpoint connected to with the stream.
 pub async fn connect_any(
     m: &ListenerMetrics,
+    h: &Health,
     addr: SocketAddr,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
 ) -> Result<(SocketAddr, TcpStream), ConnectError> {
     match connect(addr, timeout).await {
-        Ok(s) => Ok((addr, s)),
-        Err(e) => second_try(m, e, timeout, other).await,
+        Ok(s) => {
+            h.connected(addr);
+            Ok((addr, s))
+        }
+        Err(e) => second_try(m, h, e, timeout, other).await,
     }
 }
 
@@ -89,11 +98,13 @@ pub async fn connect_any(
 /// `e` back).
 pub async fn second_try(
     m: &ListenerMetrics,
+    h: &Health,
     e: ConnectError,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
 ) -> Result<(SocketAddr, TcpStream), ConnectError> {
     let addr = e.addr;
+    h.failed(addr);
     let again = match other().filter(|o| *o != addr) {
         Some(o) => {
             m.connect_retried(ConnectRetry::Other);
@@ -108,14 +119,24 @@ pub async fn second_try(
         None => return Err(e),
     };
     m.connect_failed(e.kind);
-    connect(again, timeout).await.map(|s| (again, s))
+    let r = connect(again, timeout).await;
+    match &r {
+        Ok(_) => h.connected(again),
+        Err(e) => {
+            h.failed(e.addr);
+        }
+    }
+    r.map(|s| (again, s))
 }
 
 /// [`connect_any`] with no other endpoint: a timed-out connect is tried once more.
 pub async fn connect_retrying(
     m: &ListenerMetrics,
+    h: &Health,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    connect_any(m, addr, timeout, || None).await.map(|(_, s)| s)
+    connect_any(m, h, addr, timeout, || None)
+        .await
+        .map(|(_, s)| s)
 }

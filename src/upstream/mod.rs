@@ -7,6 +7,8 @@
 //! - [`balance`]: per-request P2C over peak-EWMA for the HTTP proxies ([`balance::EndpointSet`]).
 //! - [`connect`](mod@connect): non-blocking dial under the connect timeout, and the second
 //!   try after a failure (another endpoint, or a timed-out one once more).
+//! - [`health`]: passive health: endpoints whose connects keep failing are ejected for a
+//!   doubling back-off; both balancers skip them.
 //! - [`gate`]: per-endpoint bounds on HTTP/1 connects and connections; requests beyond them
 //!   wait for a pooled connection or their turn to dial.
 //! - [`pool`]: [`pool::UpConn`] (a counted upstream connection) and the per-core HTTP/1 idle
@@ -22,6 +24,7 @@
 pub mod balance;
 pub mod connect;
 pub mod gate;
+pub mod health;
 pub mod pool;
 
 pub use connect::{connect, connect_any, connect_retrying, second_try};
@@ -31,11 +34,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
 use crate::error::Refusal;
 use crate::sys;
+
+use health::Health;
 
 /// Where one accepted connection goes: the endpoint, and the lease that counts it as open
 /// on that endpoint while the connection (or its detection) lasts.
@@ -162,6 +168,8 @@ pub struct Balancer {
     endpoints: RefCell<Vec<(SocketAddr, Rc<Cell<u32>>)>>,
     /// Where the next tie-break scan starts, so equal endpoints take turns.
     next: Cell<usize>,
+    /// Which endpoints are ejected (shared with the listener's HTTP endpoint sets).
+    health: Rc<Health>,
 }
 
 /// Holds one endpoint's open-connection count up while the connection lives.
@@ -178,8 +186,9 @@ impl Drop for EndpointLease {
 }
 
 impl Balancer {
-    /// A balancer over `endpoints` (empty: every pick is `None` until an update).
-    pub fn new(endpoints: Vec<SocketAddr>) -> Balancer {
+    /// A balancer over `endpoints` (empty: every pick is `None` until an update), skipping
+    /// those `health` has ejected.
+    pub fn new(endpoints: Vec<SocketAddr>, health: Rc<Health>) -> Balancer {
         Balancer {
             endpoints: RefCell::new(
                 endpoints
@@ -188,6 +197,7 @@ impl Balancer {
                     .collect(),
             ),
             next: Cell::new(0),
+            health,
         }
     }
 
@@ -211,32 +221,52 @@ impl Balancer {
         self.endpoints.borrow().iter().map(|(a, _)| *a).collect()
     }
 
+    /// The endpoint of `endpoints` with the fewest open connections among those `allowed`,
+    /// scanning from `start` (the first in scan order wins a tie); `None` when none is
+    /// allowed. Ejected endpoints are left out unless every allowed one is ejected.
+    fn least(
+        &self,
+        endpoints: &[(SocketAddr, Rc<Cell<u32>>)],
+        start: usize,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = endpoints.len();
+        let scan = |ok: &dyn Fn(usize) -> bool| {
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| ok(i))
+                .min_by_key(|&i| endpoints[i].1.get())
+        };
+        if self.health.any_failing() {
+            let now = Instant::now();
+            let healthy = |i| allowed(i) && !self.health.is_ejected(endpoints[i].0, now);
+            if let Some(i) = scan(&healthy) {
+                return Some(i);
+            }
+        }
+        scan(&allowed)
+    }
+
     /// The endpoint other than `not` with the fewest open connections (first in order on a
-    /// tie), for a retry; `None` when there is no other.
+    /// tie), skipping ejected ones unless all others are, for a retry; `None` when there is
+    /// no other.
     pub fn pick_except(&self, not: SocketAddr) -> Option<(SocketAddr, EndpointLease)> {
         let endpoints = self.endpoints.borrow();
-        let best = (0..endpoints.len())
-            .filter(|&i| endpoints[i].0 != not)
-            .min_by_key(|&i| endpoints[i].1.get())?;
+        let best = self.least(&endpoints, 0, |i| endpoints[i].0 != not)?;
         Some(lease(&endpoints[best]))
     }
 
-    /// Picks the endpoint with the fewest open connections; ties go round-robin. `None`
-    /// when there is none.
+    /// Picks the endpoint with the fewest open connections, skipping ejected ones unless all
+    /// are; ties go round-robin. `None` when there is none.
     pub fn pick(&self) -> Option<(SocketAddr, EndpointLease)> {
         let endpoints = self.endpoints.borrow();
         let n = endpoints.len();
         if n == 0 {
             return None;
         }
-        let start = self.next.get();
-        let mut best = start % n;
-        for k in 1..n {
-            let i = (start + k) % n;
-            if endpoints[i].1.get() < endpoints[best].1.get() {
-                best = i;
-            }
-        }
+        let best = self
+            .least(&endpoints, self.next.get() % n, |_| true)
+            .unwrap_or(0);
         self.next.set((best + 1) % n);
         Some(lease(&endpoints[best]))
     }
@@ -274,7 +304,14 @@ mod tests {
         let eps: Vec<SocketAddr> = (1..=3)
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
             .collect();
-        let b = Balancer::new(eps.clone());
+        let b = Balancer::new(
+            eps.clone(),
+            Rc::new(Health::new(
+                health::EjectionPolicy::OFF,
+                [],
+                Default::default(),
+            )),
+        );
         // Ties rotate: 1, 2, 3.
         let l1 = b.pick().unwrap();
         let l2 = b.pick().unwrap();
@@ -291,7 +328,14 @@ mod tests {
     #[test]
     fn an_update_keeps_open_counts_and_leases_of_removed_endpoints_stay_valid() {
         let [a, b, c]: [SocketAddr; 3] = [1, 2, 3].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-        let bal = Balancer::new(Vec::new());
+        let bal = Balancer::new(
+            Vec::new(),
+            Rc::new(Health::new(
+                health::EjectionPolicy::OFF,
+                [],
+                Default::default(),
+            )),
+        );
         assert!(bal.pick().is_none(), "an empty balancer picks nothing");
         bal.update(&[a, b]);
         let on_a = bal.pick().unwrap();
@@ -308,5 +352,34 @@ mod tests {
         drop((on_b, on_b2, next));
         assert!(bal.endpoints.borrow().iter().all(|(_, c)| c.get() == 0));
         assert_eq!(bal.pick_except(b).map(|l| l.0), Some(c));
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_unless_all_are() {
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let policy = health::EjectionPolicy {
+            after: 1,
+            base: std::time::Duration::from_secs(60),
+            max: std::time::Duration::from_secs(60),
+        };
+        let h = Rc::new(Health::new(policy, eps.clone(), Default::default()));
+        let b = Balancer::new(eps.clone(), h.clone());
+        assert!(h.failed(eps[0]));
+        let picks: Vec<_> = (0..6).map(|_| b.pick().unwrap()).collect();
+        assert!(picks.iter().all(|p| p.0 != eps[0]), "{picks:?}");
+        // A retry after endpoint 2 failed goes to 3, not to the ejected 1.
+        assert_eq!(b.pick_except(eps[1]).unwrap().0, eps[2]);
+        assert!(h.failed(eps[1]));
+        assert!(h.failed(eps[2]));
+        // All ejected: picks go on (least connections over all).
+        drop(picks);
+        let all: Vec<_> = (0..3).map(|_| b.pick().unwrap().0).collect();
+        assert_eq!(all.len(), 3);
+        assert!(eps.iter().all(|e| all.contains(e)), "{all:?}");
+        // A success brings endpoint 1 back; the others stay out.
+        h.connected(eps[0]);
+        assert!((0..4).all(|_| b.pick().unwrap().0 == eps[0]));
     }
 }

@@ -23,6 +23,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::gate::{Gate, Granted, OpenSlot};
+use super::health::Health;
 use super::{connect, connect_retrying};
 use crate::config::Http2Config;
 use crate::detect::http::H2_PREFACE;
@@ -192,11 +193,12 @@ impl Pools {
     pub async fn h1(
         &self,
         m: &ListenerMetrics,
+        h: &Health,
         addr: SocketAddr,
         timeout: Duration,
         other: impl FnOnce() -> Option<SocketAddr>,
     ) -> Result<(SocketAddr, UpConn, bool), &'static str> {
-        let first = self.h1_at(m, addr, timeout, false).await;
+        let first = self.h1_at(m, h, addr, timeout, false).await;
         let Err((reason, kind)) = first else {
             return first.map(|(c, pooled)| (addr, c, pooled)).map_err(|e| e.0);
         };
@@ -204,13 +206,16 @@ impl Pools {
             Some(o) => {
                 m.connect_retried(ConnectRetry::Other);
                 debug!(upstream = %addr, other = %o, "upstream connect failed; trying another endpoint");
-                let (c, pooled) = self.h1_at(m, o, timeout, true).await.map_err(|e| e.0)?;
+                let (c, pooled) = self.h1_at(m, h, o, timeout, true).await.map_err(|e| e.0)?;
                 Ok((o, c, pooled))
             }
             None if kind == Some(ConnectErrorKind::Timeout) => {
                 m.connect_retried(ConnectRetry::Same);
                 debug!(upstream = %addr, "upstream connect timed out; trying once more");
-                let (c, pooled) = self.h1_at(m, addr, timeout, true).await.map_err(|e| e.0)?;
+                let (c, pooled) = self
+                    .h1_at(m, h, addr, timeout, true)
+                    .await
+                    .map_err(|e| e.0)?;
                 Ok((addr, c, pooled))
             }
             None => Err(reason),
@@ -221,6 +226,7 @@ impl Pools {
     async fn h1_at(
         &self,
         m: &ListenerMetrics,
+        h: &Health,
         addr: SocketAddr,
         timeout: Duration,
         retry: bool,
@@ -234,11 +240,13 @@ impl Pools {
         drop(dialling);
         match dialled {
             Ok(u) => {
+                h.connected(addr);
                 let mut c = adopt_h1(m, addr, u).ok_or(("upstream socket error", None))?;
                 c._slot = Some(open);
                 Ok((c, false))
             }
             Err(e) => {
+                h.failed(addr);
                 m.connect_failed(e.kind);
                 debug!(upstream = %addr, error = %e, retry, "upstream connect failed");
                 Err((crate::metrics::CONNECT_FAILED, Some(e.kind)))
@@ -330,10 +338,11 @@ impl Pools {
 /// Errors: the `sidewire-error` reason for the client's 502, with the cause in a debug log.
 pub async fn dial_h1(
     m: &ListenerMetrics,
+    h: &Health,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<UpConn, &'static str> {
-    match connect_retrying(m, addr, timeout).await {
+    match connect_retrying(m, h, addr, timeout).await {
         Ok(u) => adopt_h1(m, addr, u).ok_or("upstream socket error"),
         Err(e) => {
             m.connect_failed(e.kind);
