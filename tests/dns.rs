@@ -282,3 +282,61 @@ fn literals_and_names_mix_and_a_reload_follows_the_new_names() {
         "the removed name is no longer reported"
     );
 }
+
+/// `GET /metrics` from a binary's admin address.
+fn scrape_at(admin: SocketAddr) -> String {
+    let mut c = TcpStream::connect(admin).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn the_binary_starts_with_an_unresolvable_name_and_does_not_exit_on_dns_failures() {
+    let dns = TestDns::start(1);
+    dns.silence(true);
+    let text = config_text(&dns, &format!("\"{NAME}:80\""), "").replacen(
+        "[runtime]\n",
+        &format!("[runtime]\ndriver = \"{}\"\n", driver()),
+        1,
+    );
+
+    // `check` reports the name (the server is silent: a timeout) and still exits 0.
+    let path = common::bin::write_config(&text);
+    let out = std::process::Command::new(common::bin::BIN)
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "# warning: upstream {NAME}:80 does not resolve now (timeout"
+        )),
+        "{stdout}"
+    );
+
+    // The proxy starts, warns, and keeps running while every resolution fails.
+    let mut p = common::bin::Proc::start(&text, &[], "info");
+    let (admin, lines) = p.started();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("upstream name has no address yet")),
+        "{lines:#?}"
+    );
+    let timeouts =
+        format!("sidewire_dns_resolutions_total{{name=\"{NAME}:80\",result=\"timeout\"}}");
+    eventually("three timed-out resolutions", || {
+        metric(&scrape_at(admin), &timeouts).unwrap_or(0.0) >= 3.0
+    });
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the proxy is still running"
+    );
+    let (code, _) = p.stop();
+    assert_eq!(code, Some(0));
+}
