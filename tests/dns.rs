@@ -68,8 +68,8 @@ fn serve_tag(l: TcpListener, tag: &'static str) {
     });
 }
 
-/// The proxy: listener `t` forwards opaque, `h` proxies HTTP/1, both to `upstream` (TOML
-/// list items), resolving through `dns`.
+/// The proxy: listener `t` forwards opaque, `h` proxies HTTP/1, `g` HTTP/2 (to HTTP/1.1
+/// upstreams), all to `upstream` (TOML list items), resolving through `dns`.
 fn proxy_via(dns: &TestDns, upstream: &str, dns_extra: &str) -> Server {
     start_toml(&config_text(dns, upstream, dns_extra))
 }
@@ -80,7 +80,8 @@ fn config_text(dns: &TestDns, upstream: &str, dns_extra: &str) -> String {
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [dns]\nnameservers = [\"{}\"]\nmin_ttl_ms = 100\nmax_ttl_ms = 1000\ntimeout_ms = 300\nretry_max_ms = 200\n{dns_extra}\n\
          [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [{upstream}]\nprotocol = \"opaque\"\nconnect_timeout_ms = 1000\n\
-         [[listener]]\nname = \"h\"\nlisten = \"127.0.0.1:0\"\nupstream = [{upstream}]\nprotocol = \"http1\"\nconnect_timeout_ms = 1000\n",
+         [[listener]]\nname = \"h\"\nlisten = \"127.0.0.1:0\"\nupstream = [{upstream}]\nprotocol = \"http1\"\nconnect_timeout_ms = 1000\n\
+         [[listener]]\nname = \"g\"\nlisten = \"127.0.0.1:0\"\nupstream = [{upstream}]\nprotocol = \"http2\"\nupstream_protocol = \"http1\"\nconnect_timeout_ms = 1000\n",
         dns.addr
     )
 }
@@ -109,6 +110,45 @@ fn http_get(p: &Server) -> (u16, String, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body, resp)
+}
+
+/// One HTTP/2 request (h2c prior knowledge) on its own connection: (status, body, the
+/// `sidewire-error` header).
+fn h2_get(p: &Server) -> (u16, String, String) {
+    let addr = p.listener_addr("g").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = h2::client::handshake(s).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let (head, mut body) = resp.await.unwrap().into_parts();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let error = head
+            .headers
+            .get("sidewire-error")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (
+            head.status.as_u16(),
+            String::from_utf8_lossy(&data).into_owned(),
+            error,
+        )
+    })
 }
 
 /// Polls `f` until it holds, failing after 10 s with `what`.
@@ -162,6 +202,11 @@ fn a_name_with_two_a_records_sends_traffic_to_both() {
         http.iter().any(|t| t == "A") && http.iter().any(|t| t == "B"),
         "HTTP requests reach both addresses: {http:?}"
     );
+    let h2: Vec<String> = (0..40).map(|_| h2_get(&p).1).collect();
+    assert!(
+        h2.iter().any(|t| t == "A") && h2.iter().any(|t| t == "B"),
+        "HTTP/2 streams reach both addresses: {h2:?}"
+    );
 }
 
 #[test]
@@ -177,6 +222,7 @@ fn a_changed_answer_moves_new_traffic_without_a_reload() {
     dns.set(NAME, &[ip(B)]);
     eventually("opaque connections reach B", || tcp_tag(&p) == "B");
     eventually("HTTP requests reach B", || http_get(&p).1 == "B");
+    eventually("HTTP/2 streams reach B", || h2_get(&p).1 == "B");
     for _ in 0..5 {
         assert_eq!(tcp_tag(&p), "B", "A left the set");
         assert_eq!(http_get(&p).1, "B", "A left the set");
@@ -223,6 +269,9 @@ fn a_name_unresolvable_at_start_is_served_once_it_resolves() {
     let (status, _, resp) = http_get(&p);
     assert_eq!(status, 503, "{resp}");
     assert!(resp.contains("no upstream endpoint"), "{resp}");
+    let (status, _, error) = h2_get(&p);
+    assert_eq!(status, 503);
+    assert!(error.contains("no upstream endpoint"), "{error}");
     assert_eq!(tcp_tag(&p), "", "closed without an upstream");
     wait_metric(
         &p,
