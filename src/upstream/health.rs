@@ -214,6 +214,25 @@ mod tests {
     }
 
     #[test]
+    fn tracking_new_endpoints_keeps_the_records_of_those_that_stay() {
+        let h = health(policy(1), &[ep(1), ep(2)]);
+        assert!(h.failed(ep(1)));
+        // A DNS answer: 1 stays (still ejected), 2 goes, 3 comes and is tracked.
+        h.track([ep(1), ep(3), ep(3)]);
+        assert!(h.is_ejected(ep(1), Instant::now()));
+        assert!(h.failed(ep(3)), "a new endpoint's failures count");
+        assert!(!h.failed(ep(2)), "a removed endpoint is no longer recorded");
+        // 1 goes: the failing count follows, and a success of 3 clears the rest.
+        h.track([ep(3)]);
+        h.connected(ep(3));
+        assert!(!h.any_failing());
+        // With ejection off nothing is recorded.
+        let off = health(EjectionPolicy::OFF, &[]);
+        off.track([ep(1)]);
+        assert!(!off.failed(ep(1)));
+    }
+
+    #[test]
     fn back_off_doubles_up_to_the_max_and_ends() {
         let h = health(policy(1), &[ep(1)]);
         let t0 = Instant::now();
