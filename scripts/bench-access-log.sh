@@ -53,7 +53,7 @@ run_ns() {
   wait_ports "$SW_PORT"
   local c0 c1 out ops
   c0=$(cat /proc/$p/task/*/schedstat | awk '{s+=$1} END {print s}')
-  out=$(taskset -c "$LOAD_CPU" "$LT" http --target "127.0.0.1:$SW_PORT" --connections "$CONNS" --rate "$RATE" --duration "$SECS")
+  out=$(taskset -c "$LOAD_CPU" "$LT" http --target "127.0.0.1:$SW_PORT" --connections "$CONNS" --rate "$RATE" --duration "$SECS" --max-error-rate 100)
   c1=$(cat /proc/$p/task/*/schedstat | awk '{s+=$1} END {print s}')
   kill "$p"; wait "$p" 2>/dev/null || true
   ops=$(sed -n 's/.*ops=\([0-9]*\).*/\1/p' <<<"$out")

@@ -63,7 +63,7 @@ wait_ports "$GREET" "$ECHO" "$SW_GREET" "$SW_ECHO" "$HA_GREET"
 
 # first_byte <port>: "p50 p99" in µs from loadtest's report.
 first_byte() {
-  taskset -c "$LOAD_CPU" "$LT" first-byte --target "127.0.0.1:$1" --count "$COUNT" 2>&1 |
+  taskset -c "$LOAD_CPU" "$LT" first-byte --target "127.0.0.1:$1" --count "$COUNT" --max-error-rate 100 2>&1 |
     awk '/p50=/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "p50") p50 = kv[2]; if (kv[1] == "p99") p99 = kv[2] } } END { print p50, p99 }'
 }
 for rep in $(seq "$REPS"); do
@@ -73,7 +73,7 @@ for rep in $(seq "$REPS"); do
   done
 done
 metric() { curl -s "http://127.0.0.1:$SW_ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$SW_ECHO" --concurrency 4 --duration "$CHURN_SECS" > "$tmp/churn" 2>&1
+taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$SW_ECHO" --concurrency 4 --duration "$CHURN_SECS" --max-error-rate 100 > "$tmp/churn" 2>&1
 conns=$(metric 'tcp_open_total{listener="churn",peer="src"}')
 early=$(metric 'tcp_detect_early_dials_total{listener="churn"}')
 unused=$(metric 'tcp_detect_early_dials_unused_total{listener="churn"}')

@@ -64,7 +64,7 @@ wait_ports $BE $SW_PORT $HA_PORT
 # load <port> <pid|-> <rate|max> : prints "cpu_us_per_req req_per_s p99"
 load() {
   local port=$1 pid=$2 rate=$3 c0 c1 out args
-  args=(--target "127.0.0.1:$port" --connections "$CONNS" --duration "$SECS")
+  args=(--target "127.0.0.1:$port" --connections "$CONNS" --duration "$SECS" --max-error-rate 100)
   [ "$rate" != max ] && args+=(--rate "$rate")
   [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
   out=$(taskset -c "$LOAD_CPU" "$LT" http "${args[@]}" 2>&1)

@@ -1,30 +1,59 @@
 #!/usr/bin/env bash
-# Idle connections: N concurrent idle proxied connections (both directions open) on one
-# worker, then one echo on each; reports the proxy's RSS per connection.
+# Idle connections: N concurrent idle proxied connections on one worker / one thread, then one
+# more exchange on each; reports each proxy's RSS per idle connection, sidewire beside HAProxy
+# in the same run.
 #
-# The client and the echo server are separate processes (scripts/idle-conns.py, one thread
-# each), so the proxy's descriptor limit is the only one that binds: each proxied connection
-# holds 2 proxy fds, so a hard limit of 20,000 (this sandbox's; raising it needs
-# CAP_SYS_RESOURCE) allows about 9,990 at once. Past that, accept backs off (EMFILE) and the
-# rest wait in the backlog: they are reported as not echoed.
+# KIND (default opaque):
+#   opaque  the client sends nothing until the final 16-byte echo (both directions open and
+#           idle; the upstream is an echo server)
+#   http1   one HTTP/1.1 keep-alive GET answered, then the connection idles (the upstream is a
+#           keep-alive HTTP/1.1 server; its pooled connections count too)
+#   http2   h2c prior knowledge: preface, SETTINGS, one GET answered, then the connection idles
+#           (sidewire: upstream_protocol = "http1"; HAProxy: `bind ... proto h2`; both pool
+#           HTTP/1.1 upstream connections)
 #
-# RSS is /proc/<pid>/status VmRSS: after start-up with one warm-up connection, then with all N
-# open and idle (both directions waiting, no pipe held), then after every connection echoed.
+# The client and the upstream are separate processes (scripts/idle-conns.py, one thread
+# each). Each opaque proxied connection holds 2 proxy fds, so the sandbox's hard limit of
+# 20,000 allows about 9,990 at once; past that, accepts back off (EMFILE) and the rest wait in
+# the backlog (reported as not echoed).
+#
+# RSS is /proc/<pid>/status VmRSS: after start-up with one warm-up exchange, then with all N
+# open and idle. PROTOCOL (sidewire's listener protocol for KIND=opaque: "detect", the
+# default, or "opaque"; with detect, silent clients are spliced after the 10 s detect
+# timeout, and the script waits for that). PEERS (default "sidewire haproxy").
 set -euo pipefail
 
 N=${N:-10000}
-PORT=${PORT:-29000}   # echo on PORT, proxy on PORT+1, admin on PORT+2
-PROTOCOL=${PROTOCOL:-detect}   # the listener's protocol: "detect" (default) or "opaque"
+KIND=${KIND:-opaque}
+PORT=${PORT:-29000}   # upstream on PORT, proxy on PORT+1, admin on PORT+2
+PROTOCOL=${PROTOCOL:-detect}
+PEERS=${PEERS:-sidewire haproxy}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=bench-idle
 source "$root/scripts/bench-lib.sh"
-need "apt-get install python3" python3
+need "apt-get install python3 iproute2" python3 ss
+case " $PEERS " in *" haproxy "*) need "apt-get install haproxy" haproxy ;; esac
+case $KIND in opaque|http1|http2) ;; *) echo "$name: KIND must be opaque, http1 or http2" >&2; exit 2 ;; esac
 build
 
-ECHO=$PORT; PROXY=$((PORT+1)); ADMIN=$((PORT+2))
-python3 "$root/scripts/idle-conns.py" echo "$ECHO" & pids+=($!)
-cat > "$tmp/sidewire.toml" <<TOML
+UP=$PORT; PROXY=$((PORT+1)); ADMIN=$((PORT+2))
+if [ "$KIND" = opaque ]; then
+  python3 "$root/scripts/idle-conns.py" echo "$UP" & pids+=($!)
+else
+  python3 "$root/scripts/idle-conns.py" http "$UP" & pids+=($!)
+fi
+wait_ports "$UP"
+
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Established connections to the upstream port (both proxies' upstream side).
+upstream_conns() { ss -Htn state established "( dport = :$UP )" | wc -l; }
+
+start_sidewire() {
+  local proto=detect up_proto=""
+  [ "$KIND" = opaque ] && proto=$PROTOCOL
+  [ "$KIND" = http2 ] && up_proto='upstream_protocol = "http1"'
+  cat > "$tmp/sidewire.toml" <<TOML
 [runtime]
 workers = 1
 pin_cores = false
@@ -33,59 +62,85 @@ listen = "127.0.0.1:$ADMIN"
 [[listener]]
 name = "idle"
 listen = "127.0.0.1:$PROXY"
-upstream = ["127.0.0.1:$ECHO"]
-protocol = "$PROTOCOL"
+upstream = ["127.0.0.1:$UP"]
+protocol = "$proto"
+$up_proto
 TOML
-"$SW" --config "$tmp/sidewire.toml" 2>"$tmp/proxy.log" & sw=$!; pids+=($sw)
-wait_ports "$ECHO" "$PROXY" "$ADMIN"
+  "$SW" --config "$tmp/sidewire.toml" 2>"$tmp/proxy.log" & pid=$!
+}
 
-rss() { awk '/^VmRSS:/ {print $2}' "/proc/$sw/status"; }
-open_dst() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tcp_open_connections\{.*peer="dst"/ {s+=$NF} END {print s+0}'; }
+start_haproxy() {
+  local mode=http bind="bind 127.0.0.1:$PROXY"
+  [ "$KIND" = opaque ] && mode=tcp
+  [ "$KIND" = http2 ] && bind="$bind proto h2"
+  cat > "$tmp/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn $((N + 100))
+defaults
+  mode $mode
+  timeout connect 5s
+  timeout client 600s
+  timeout server 600s
+$([ $mode = http ] && printf '  option http-keep-alive\n  http-reuse always\n')
+listen idle
+  $bind
+  maxconn $((N + 100))
+  server s1 127.0.0.1:$UP
+CFG
+  haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/proxy.log" 2>&1 & pid=$!
+}
 
-# A warm-up connection, closed, so the baseline includes the first allocations.
-python3 - "$PROXY" <<'PY'
-import socket, sys
-c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-c.sendall(b"warm-up-message\n"); assert c.recv(64) == b"warm-up-message\n"
-PY
-base=$(rss)
-fds0=$(ls "/proc/$sw/fd" | wc -l)
+# The warm-up: one exchange of KIND through the proxy, so the baseline holds the first
+# allocations.
+warm_up() {
+  mkfifo "$tmp/warm"
+  python3 "$root/scripts/idle-conns.py" hold "127.0.0.1:$PROXY" 1 "$KIND" <"$tmp/warm" >"$tmp/warm.out" &
+  local w=$!
+  exec 4>"$tmp/warm"
+  until grep -q '^open' "$tmp/warm.out" 2>/dev/null; do sleep 0.1; done
+  echo >&4; until grep -q '^echoed' "$tmp/warm.out" 2>/dev/null; do sleep 0.1; done
+  echo >&4; exec 4>&-; wait "$w" 2>/dev/null || true
+  rm -f "$tmp/warm" "$tmp/warm.out"
+}
 
-mkfifo "$tmp/in"
-python3 "$root/scripts/idle-conns.py" hold "127.0.0.1:$PROXY" "$N" <"$tmp/in" >"$tmp/out" & client=$!; pids+=($client)
-exec 3>"$tmp/in"
-until grep -q '^open' "$tmp/out" 2>/dev/null; do sleep 0.2; done
-opened=$(awk '/^open/ {print $2}' "$tmp/out")
-# Wait until every connection is spliced (counted as an open upstream): with detection, a
-# silent client is dialled early but spliced only after the detect timeout (10 s by default).
-# 30 s at most: past the descriptor limit some never are.
-for _ in $(seq 150); do
-  [ "$(open_dst)" -ge "$opened" ] && break
-  sleep 0.2
+results=()
+for peer in $PEERS; do
+  "start_$peer"; pids+=($pid)
+  wait_ports "$PROXY"
+  [ "$peer" = sidewire ] && wait_ports "$ADMIN"
+  warm_up
+  base=$(rss "$pid")
+  mkfifo "$tmp/in"
+  python3 "$root/scripts/idle-conns.py" hold "127.0.0.1:$PROXY" "$N" "$KIND" <"$tmp/in" >"$tmp/out" & client=$!
+  exec 3>"$tmp/in"
+  until grep -q '^open' "$tmp/out" 2>/dev/null; do sleep 0.2; done
+  opened=$(awk '/^open/ {print $2}' "$tmp/out")
+  if [ "$KIND" = opaque ]; then
+    # Until every connection has its upstream (with detection: after the detect timeout).
+    for _ in $(seq 150); do [ "$(upstream_conns)" -ge "$opened" ] && break; sleep 0.2; done
+  fi
+  ups=$(upstream_conns)
+  idle=$(rss "$pid")
+  t0=$(cpu_ticks "$pid"); sleep 2; idle_ticks=$(( $(cpu_ticks "$pid") - t0 ))
+  echo >&3
+  until grep -q '^echoed' "$tmp/out" 2>/dev/null; do sleep 0.2; done
+  read -r _ ok failed secs < <(grep '^echoed' "$tmp/out")
+  echo >&3; exec 3>&-
+  wait "$client" 2>/dev/null || true
+  rm -f "$tmp/in" "$tmp/out"
+  per=$(( (idle - base) * 1024 / (opened > 0 ? opened : 1) ))
+  results+=("$peer $per")
+  printf '%-9s open %5s  upstream conns %5s  RSS %6s -> %6s KiB  per idle connection %5s B  idle CPU %s ticks/2 s  then %s ok, %s not (%s s)\n' \
+    "$peer" "$opened" "$ups" "$base" "$idle" "$per" "$idle_ticks" "$ok" "$failed" "$secs"
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  # Until the proxy's sockets are gone, so the next peer starts from the same state.
+  for _ in $(seq 100); do [ "$(upstream_conns)" -eq 0 ] && break; sleep 0.1; done
 done
-proxied=$(open_dst)
-idle=$(rss)
-fds=$(ls "/proc/$sw/fd" | wc -l)
-t0=$(cpu_ticks "$sw")
-sleep 2
-idle_ticks=$(( $(cpu_ticks "$sw") - t0 ))
 
-echo >&3
-until grep -q '^echoed' "$tmp/out" 2>/dev/null; do sleep 0.2; done
-read -r _ ok failed secs < <(grep '^echoed' "$tmp/out")
-after=$(rss)
-echo >&3; exec 3>&-
-wait "$client" 2>/dev/null || true
-
-per=$(( (idle - base) * 1024 / (proxied > 0 ? proxied : 1) ))
-accept_errors=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tcp_accept_errors_total/ && $NF > 0 {match($0, /errno="[^"]*"/); printf "%s=%s ", substr($0, RSTART+7, RLENGTH-8), $NF}')
-grep -m3 "accept failed" "$tmp/proxy.log" >&2 || true
-cat <<OUT
-bench-idle: N=$N protocol=$PROTOCOL, one worker, nofile $(awk '/Max open files/ {print $4}' "/proc/$sw/limits")
-  client connections open:      $opened
-  proxied (upstream dialled):   $proxied   (proxy fds: $fds0 -> $fds; accept errors counted: $accept_errors)
-  proxy RSS: $base KiB at start, $idle KiB with $proxied idle, $after KiB after echoing
-  RSS per idle proxied connection: $per B
-  proxy CPU while all idle: $idle_ticks ticks in 2 s (CLK_TCK=$TCK)
-  echoed: $ok ok, $failed not, in $secs s
-OUT
+echo "# bench-idle: N=$N KIND=$KIND (sidewire protocol=$([ "$KIND" = opaque ] && echo "$PROTOCOL" || echo detect)), one worker / one thread, nofile $(ulimit -Hn), $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3), $(date -u +%F), $(git -C "$root" rev-parse --short HEAD)"
+sw=$(printf '%s\n' "${results[@]}" | awk '$1=="sidewire"{print $2}')
+ha=$(printf '%s\n' "${results[@]}" | awk '$1=="haproxy"{print $2}')
+if [ -n "$sw" ] && [ -n "$ha" ] && [ "$ha" -gt 0 ]; then
+  awk -v a="$sw" -v b="$ha" 'BEGIN{printf "ratio sidewire/haproxy RSS per idle connection: %.2fx\n", a/b}'
+fi

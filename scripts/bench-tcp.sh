@@ -100,7 +100,7 @@ bulk() {
 churn() {
   local port=$1 pid=$2 c0 c1 out
   [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$port" --concurrency "$CHURN_CONC" --duration "$CHURN_SECS")
+  out=$(taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$port" --concurrency "$CHURN_CONC" --duration "$CHURN_SECS" --max-error-rate 100)
   [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
   local n rate errs; n=$(sed -E 's/.*connections=([0-9]+).*/\1/' <<<"$out"); rate=$(sed -E 's/.*rate=([0-9]+).*/\1/' <<<"$out")
   errs=$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$out")
@@ -157,7 +157,7 @@ if [ "$PROFILE" = 1 ]; then
     if [ $t = sw ]; then pid=$SW_PID name=sidewire churn_port=$SW_CHURN bulk_port=$SW_BULK
     else pid=$HA_PID name=haproxy churn_port=$HA_CHURN bulk_port=$HA_BULK; fi
     record "$pid" taskset -c "$LOAD_CPU" "$LT" churn --target "127.0.0.1:$churn_port" \
-      --concurrency "$CHURN_CONC" --duration "$CHURN_SECS" > "$tmp/churn.out"
+      --concurrency "$CHURN_CONC" --duration "$CHURN_SECS" --max-error-rate 100 > "$tmp/churn.out"
     split "$name churn" "$(sed -E 's/.*connections=([0-9]+).*/\1/' "$tmp/churn.out")" conn
     record "$pid" taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$bulk_port" -n "$BULK_BYTES" -l 256K >/dev/null
     split "$name bulk" "$GIB" GiB

@@ -7,6 +7,7 @@
 //! (`enabled = false`) goes opaque. Each stage is a call into its own module; this file only
 //! sequences them and records the outcome, so the data flow reads top to bottom.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener};
 use crate::detect::{
     self, DetectReason, DetectResult, DetectSettings, Detection, LinkerdDetect, Plan,
@@ -27,168 +29,225 @@ use crate::upstream::{self, pool, Target};
 use crate::{forward, http1, http2};
 
 /// Drives one accepted client connection to its end.
-pub async fn serve(
+///
+/// An `async` block rather than an `async fn`: the block keeps its arguments where it captured
+/// them, where an `async fn` would also copy them into its body's locals (rustc keeps both for
+/// the task's life). With detection and the HTTP proxies boxed, the task spawned per
+/// connection holds little more than the stage it is in.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve(
     core: Rc<Core>,
     listener: Rc<Listener>,
     mut client: TcpStream,
     peer: SocketAddr,
-) {
-    let _open = core.track();
-    let t0 = Instant::now();
-    let l = &*listener;
-    let m = &l.metrics;
-    // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
-    // `client` outlives `tracked` (parameters drop after locals), so the table may read its
-    // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
-    let tracked = core.connections.open(l.id, peer, client.as_raw_fd(), t0);
-    // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
-    // setsockopt per connection; `server` has a test that checks the inheritance.
-    // Keepalive: a client that vanishes without FIN or RST is dropped by the kernel.
-    keepalive(l, &client);
-    let mut target = if l.cfg.original_dst {
-        match Target::original_dst(&client) {
-            Ok(t) => t,
-            Err((why, e)) => {
-                // Never proxy a connection to the proxy itself.
-                m.refused(why);
-                tracked.refused(why);
-                debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
-                let src = m.src_for(l.cfg.listen);
-                src.opened();
-                src.closed(Close::Failed);
-                m.record_duration(t0.elapsed());
-                return;
+) -> impl Future<Output = ()> {
+    async move {
+        let _open = core.track();
+        let t0 = Instant::now();
+        let l = &*listener;
+        let m = &l.metrics;
+        // Listed in `GET /connections` until it closes, then in the worker's recent-closes ring.
+        // `client` outlives `tracked` (parameters drop after locals), so the table may read its
+        // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
+        let tracked = core.connections.open(l.id, peer, client.as_raw_fd(), t0);
+        // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
+        // setsockopt per connection; `server` has a test that checks the inheritance.
+        // Keepalive: a client that vanishes without FIN or RST is dropped by the kernel.
+        keepalive(l, &client);
+        let mut target = if l.cfg.original_dst {
+            match Target::original_dst(&client) {
+                Ok(t) => t,
+                Err((why, e)) => {
+                    // Never proxy a connection to the proxy itself.
+                    m.refused(why);
+                    tracked.refused(why);
+                    debug!(listener = %l.cfg.name, %peer, reason = why.as_str(), error = %e, "refused");
+                    let src = m.src_for(l.cfg.listen);
+                    src.opened();
+                    src.closed(Close::Failed);
+                    m.record_duration(t0.elapsed());
+                    return;
+                }
             }
-        }
-    } else {
-        // No endpoint (upstream names not resolved yet): detection still runs, so HTTP
-        // requests get a 503 naming the reason; an opaque connection is refused after it.
-        Target::pick(&l.balancer).unwrap_or_else(|| Target::placeholder(l.placeholder_addr()))
-    };
-    let addr = target.addr;
-    tracked.destination(addr, target.original);
-    // The client's series: by the destination it dialled (original destination, or this
-    // listener's own address).
-    let src = m.src_for(if target.original { addr } else { l.cfg.listen });
-    src.opened();
+        } else {
+            // No endpoint (upstream names not resolved yet): detection still runs, so HTTP
+            // requests get a 503 naming the reason; an opaque connection is refused after it.
+            Target::pick(&l.balancer).unwrap_or_else(|| Target::placeholder(l.placeholder_addr()))
+        };
+        let addr = target.addr;
+        tracked.destination(addr, target.original);
+        // The client's series: by the destination it dialled (original destination, or this
+        // listener's own address).
+        let src = m.src_for(if target.original { addr } else { l.cfg.listen });
+        src.opened();
 
-    // Detect, unless the listener or the destination port says not to.
-    let (result, early) = match l.ports.plan(addr.port()) {
-        Plan::Skip(r, reason) => {
-            m.detected(r, reason, None);
-            tracked.skipped(r, reason);
-            debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = r.as_str(), reason = reason.as_str(), "detection skipped");
-            (r, None)
-        }
-        Plan::Detect { timeout } => {
-            tracked.detecting(timeout);
-            let dial = || {
-                m.early_dial();
-                upstream::connect(addr, l.cfg.connect_timeout)
-            };
-            let s = DetectSettings {
-                timeout,
+        // Detect, unless the listener or the destination port says not to.
+        let (result, early) = match l.ports.plan(addr.port()) {
+            Plan::Skip(r, reason) => {
+                m.detected(r, reason, None);
+                tracked.skipped(r, reason);
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = r.as_str(), reason = reason.as_str(), "detection skipped");
+                (r, None)
+            }
+            Plan::Detect { timeout } => {
                 // Nothing to dial early without an endpoint.
-                eager_dial: l.detect.eager_dial && !target.is_placeholder(),
-                ..l.detect
-            };
-            // Boxed, as the HTTP proxies below: the task spawned per connection then holds
-            // only the stage it is in (an idle opaque stream does not carry detection's or
-            // the HTTP proxies' state).
-            match Box::pin(detect::detect(&client, &s, &core.peek_buf, dial)).await {
-                Ok(Detection::Decided {
-                    result,
-                    hello,
-                    early,
-                    seen,
-                }) => {
-                    m.detected(result, DetectReason::Detected, Some(t0.elapsed()));
-                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = result.as_str(), reason = DetectReason::Detected.as_str(), timeout_ms = timeout.as_millis() as u64, sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
-                    if let Some(h) = &hello {
-                        m.tls_hello(h.sni.is_some());
+                let dial_early = !target.is_placeholder();
+                match Box::pin(detect_stage(
+                    &core, l, &client, &tracked, peer, addr, dial_early, timeout, t0,
+                ))
+                .await
+                {
+                    Ok(decided) => decided,
+                    Err(DetectStop::DialFailed(e)) => {
+                        // The early dial failed and the client stayed silent: nothing to proxy to.
+                        // The opaque path counts the failure and closes.
+                        let how = Box::pin(opaque(
+                            &core,
+                            l,
+                            &client,
+                            &src,
+                            peer,
+                            &mut target,
+                            Some(Err(e)),
+                        ))
+                        .await;
+                        src.closed(how);
+                        m.record_duration(t0.elapsed());
+                        return;
                     }
-                    tracked.detected(result, seen, hello);
-                    (result, early)
-                }
-                Ok(Detection::DialFailed(e)) => {
-                    // The early dial failed and the client stayed silent: nothing to proxy to.
-                    // The opaque path counts the failure and closes.
-                    tracked.dial_failed();
-                    m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
-                    let how =
-                        opaque(&core, l, &client, &src, peer, &mut target, Some(Err(e))).await;
-                    src.closed(how);
-                    m.record_duration(t0.elapsed());
-                    return;
-                }
-                Err(e) => {
-                    tracked.client_error();
-                    debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
-                    m.detect_ended(LinkerdDetect::Error, t0.elapsed());
-                    src.closed(Close::of_error(&e));
-                    m.record_duration(t0.elapsed());
-                    return;
+                    Err(DetectStop::Client(how)) => {
+                        src.closed(how);
+                        m.record_duration(t0.elapsed());
+                        return;
+                    }
                 }
             }
-        }
-    };
+        };
 
-    let how = match result {
-        // The client left without a word; an upstream dialled meanwhile is just dropped.
-        DetectResult::Closed => {
-            if let Some(Ok(_)) = early {
-                m.early_dial_unused();
-            }
-            Close::Clean
-        }
-        DetectResult::Http1 if l.http1.enabled => {
-            // An upstream dialled during detection is not wasted: it joins the pool.
-            if let Some(Ok(u)) = early {
-                let pooled = pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
-                if !pooled {
+        let how = match result {
+            // The client left without a word; an upstream dialled meanwhile is just dropped.
+            DetectResult::Closed => {
+                if let Some(Ok(_)) = early {
                     m.early_dial_unused();
                 }
+                Close::Clean
             }
-            let dest = HttpDest::new(&target);
-            target.release();
-            Box::pin(http1::proxy::serve(
-                &core,
-                l,
-                &mut client,
-                &src,
-                peer,
-                &dest,
-                &tracked,
-            ))
-            .await
-        }
-        DetectResult::Http2 if l.http2.enabled => {
-            // Nor for HTTP/2: it becomes the pooled connection its streams use.
-            if let Some(Ok(u)) = early {
-                if !http2::adopt_upstream(&listener, addr, u) {
-                    m.early_dial_unused();
+            DetectResult::Http1 if l.http1.enabled => {
+                // An upstream dialled during detection is not wasted: it joins the pool.
+                if let Some(Ok(u)) = early {
+                    let pooled =
+                        pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
+                    if !pooled {
+                        m.early_dial_unused();
+                    }
                 }
+                let dest = HttpDest::new(&target);
+                target.release();
+                Box::pin(http1::proxy::serve(
+                    &core,
+                    l,
+                    &mut client,
+                    &src,
+                    peer,
+                    &dest,
+                    &tracked,
+                ))
+                .await
             }
-            let dest = HttpDest::new(&target);
-            target.release();
-            Box::pin(http2::serve(
-                &core,
-                &listener,
-                client,
-                src.clone(),
-                peer,
-                dest,
-                &tracked,
-            ))
-            .await
-        }
-        // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
-        // with its proxy off: forwarded untouched.
-        _ => opaque(&core, l, &client, &src, peer, &mut target, early).await,
-    };
+            DetectResult::Http2 if l.http2.enabled => {
+                // Nor for HTTP/2: it becomes the pooled connection its streams use.
+                if let Some(Ok(u)) = early {
+                    if !http2::adopt_upstream(&listener, addr, u) {
+                        m.early_dial_unused();
+                    }
+                }
+                let dest = HttpDest::new(&target);
+                target.release();
+                Box::pin(http2::serve(
+                    &core,
+                    &listener,
+                    client,
+                    src.clone(),
+                    peer,
+                    dest,
+                    &tracked,
+                ))
+                .await
+            }
+            // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
+            // with its proxy off: forwarded untouched.
+            _ => opaque(&core, l, &client, &src, peer, &mut target, early).await,
+        };
 
-    src.closed(how);
-    m.record_duration(t0.elapsed());
+        src.closed(how);
+        m.record_duration(t0.elapsed());
+    }
+}
+
+/// An upstream dialled during detection, or its failure (`None`: none was dialled).
+type Early = Option<Result<TcpStream, ConnectError>>;
+
+/// Why a connection ends at detection.
+enum DetectStop {
+    /// The early dial failed and the client stayed silent.
+    DialFailed(ConnectError),
+    /// The client failed (how its connection closed).
+    Client(Close),
+}
+
+/// Detection for a connection to `addr` within `timeout` (the upstream may be dialled
+/// meanwhile), recorded in the metrics, the log and the connections table. Its own function,
+/// boxed by the caller, so the connection's task does not keep detection's state.
+#[allow(clippy::too_many_arguments)] // the spine's locals, lent for one stage
+async fn detect_stage(
+    core: &Core,
+    l: &Listener,
+    client: &TcpStream,
+    tracked: &Tracked<'_>,
+    peer: SocketAddr,
+    addr: SocketAddr,
+    dial_early: bool,
+    timeout: std::time::Duration,
+    t0: Instant,
+) -> Result<(DetectResult, Early), DetectStop> {
+    let m = &l.metrics;
+    tracked.detecting(timeout);
+    let dial = || {
+        m.early_dial();
+        upstream::connect(addr, l.cfg.connect_timeout)
+    };
+    let s = DetectSettings {
+        timeout,
+        eager_dial: l.detect.eager_dial && dial_early,
+        ..l.detect
+    };
+    match detect::detect(client, &s, &core.peek_buf, dial).await {
+        Ok(Detection::Decided {
+            result,
+            hello,
+            early,
+            seen,
+        }) => {
+            m.detected(result, DetectReason::Detected, Some(t0.elapsed()));
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, result = result.as_str(), reason = DetectReason::Detected.as_str(), timeout_ms = timeout.as_millis() as u64, sni = ?hello.as_ref().and_then(|h| h.sni.as_deref()), alpn = ?hello.as_ref().map(|h| &h.alpn), "detected");
+            if let Some(h) = &hello {
+                m.tls_hello(h.sni.is_some());
+            }
+            tracked.detected(result, seen, hello);
+            Ok((result, early))
+        }
+        Ok(Detection::DialFailed(e)) => {
+            tracked.dial_failed();
+            m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
+            Err(DetectStop::DialFailed(e))
+        }
+        Err(e) => {
+            tracked.client_error();
+            debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
+            m.detect_ended(LinkerdDetect::Error, t0.elapsed());
+            Err(DetectStop::Client(Close::of_error(&e)))
+        }
+    }
 }
 
 /// Connects upstream (unless detection already did) and splices until both sides are done.
@@ -202,36 +261,12 @@ async fn opaque(
     src: &PeerCounters,
     peer: SocketAddr,
     target: &mut Target,
-    early: Option<Result<TcpStream, ConnectError>>,
+    early: Early,
 ) -> Close {
     let m = &l.metrics;
-    // Accepted without an endpoint: one may have resolved meanwhile; else refused.
-    if target.is_placeholder() && !target.retry_pick(&l.balancer) {
-        m.refused(Refusal::NoEndpoints);
-        debug!(listener = %l.cfg.name, %peer, names = ?l.cfg.upstream_names, "closing client: no upstream endpoint (names not resolved)");
+    // Boxed: the connect's state is not kept for the stream's life.
+    let Some((addr, upstream)) = Box::pin(dial(l, peer, target, early)).await else {
         return Close::Failed;
-    }
-    let timeout = l.cfg.connect_timeout;
-    let first = target.addr;
-    let other = || target.other(&l.balancer);
-    let dialled = match early {
-        Some(Ok(s)) => {
-            l.health.connected(first);
-            Ok((first, s))
-        }
-        Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
-        None => upstream::connect_any(m, &l.health, first, timeout, other).await,
-    };
-    let (addr, upstream) = match dialled {
-        Ok((addr, s)) => {
-            keepalive(l, &s);
-            (addr, s)
-        }
-        Err(e) => {
-            m.connect_failed(e.kind);
-            debug!(listener = %l.cfg.name, %peer, error = %e, "closing client: upstream connect failed");
-            return Close::Failed;
-        }
     };
     let dst = m.dst_for(addr);
     let mut open = Opened::new(&dst);
@@ -269,6 +304,46 @@ async fn opaque(
         None => {
             open.failed();
             Close::Failed
+        }
+    }
+}
+
+/// The opaque path's upstream connection: detection's early one, or a new one (a failed
+/// connect tried once more, see [`upstream::connect_any`]), with keepalive on. `None` after a
+/// final failure (counted and logged).
+async fn dial(
+    l: &Listener,
+    peer: SocketAddr,
+    target: &mut Target,
+    early: Early,
+) -> Option<(SocketAddr, TcpStream)> {
+    let m = &l.metrics;
+    // Accepted without an endpoint: one may have resolved meanwhile; else refused.
+    if target.is_placeholder() && !target.retry_pick(&l.balancer) {
+        m.refused(Refusal::NoEndpoints);
+        debug!(listener = %l.cfg.name, %peer, names = ?l.cfg.upstream_names, "closing client: no upstream endpoint (names not resolved)");
+        return None;
+    }
+    let timeout = l.cfg.connect_timeout;
+    let first = target.addr;
+    let other = || target.other(&l.balancer);
+    let dialled = match early {
+        Some(Ok(s)) => {
+            l.health.connected(first);
+            Ok((first, s))
+        }
+        Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
+        None => upstream::connect_any(m, &l.health, first, timeout, other).await,
+    };
+    match dialled {
+        Ok((addr, s)) => {
+            keepalive(l, &s);
+            Some((addr, s))
+        }
+        Err(e) => {
+            m.connect_failed(e.kind);
+            debug!(listener = %l.cfg.name, %peer, error = %e, "closing client: upstream connect failed");
+            None
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 
-use crate::load::{histogram, record_corrected, Sample};
+use crate::load::{record_corrected, Request, Sample, Statuses};
 
 /// Starts an h2c server on `listen`; every request gets 200 with `body_bytes` of body.
 pub fn spawn_server(listen: SocketAddr, body_bytes: usize) -> Result<SocketAddr> {
@@ -63,8 +63,11 @@ pub fn spawn_server(listen: SocketAddr, body_bytes: usize) -> Result<SocketAddr>
 /// h2 load settings.
 #[derive(Debug, Clone)]
 pub struct H2Load {
-    /// Target address.
-    pub target: SocketAddr,
+    /// Target addresses, in order of preference.
+    pub target: Vec<SocketAddr>,
+    /// What every stream sends (connection-specific headers are dropped: HTTP/2 forbids
+    /// them; a `Host` header becomes the `:authority`).
+    pub request: Request,
     /// Connections.
     pub connections: usize,
     /// Concurrent streams per connection.
@@ -81,13 +84,13 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let total = Rc::new(RefCell::new(Sample {
-        ops: 0,
-        errors: 0,
-        bytes: 0,
-        elapsed: cfg.duration,
-        hist: histogram(),
-    }));
+    anyhow::ensure!(!cfg.target.is_empty(), "no address to send to");
+    let mut sample = Sample::empty();
+    sample.elapsed = cfg.duration;
+    sample.status = Some(Statuses::default());
+    let total = Rc::new(RefCell::new(sample));
+    let template = Rc::new(h2_request(&cfg.request)?);
+    let body = Bytes::from(cfg.request.body.clone());
     let t2 = total.clone();
     let cfg = cfg.clone();
     local.block_on(&rt, async move {
@@ -105,7 +108,9 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                 let total = t2.clone();
                 let w = c * cfg.streams.max(1) + k;
                 let mut pacer = crate::load::Pacer::new(start, cfg.rate, w, workers);
-                let target = cfg.target;
+                let target: Rc<[SocketAddr]> = cfg.target.clone().into();
+                let template = template.clone();
+                let body = body.clone();
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut prev_done = start;
                     loop {
@@ -116,28 +121,36 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                         let from = crate::load::measure_from(intended, prev_done, Instant::now());
                         let mut result = Err(anyhow::anyhow!("not sent"));
                         for _attempt in 0..2 {
-                            let sender = match sender(&conn, target).await {
+                            let sender = match sender(&conn, &target).await {
                                 Ok(s) => s,
                                 Err(e) => {
                                     result = Err(e);
                                     break;
                                 }
                             };
-                            result = one(sender, target).await;
+                            result = one(sender, &template, &body).await;
                             if result.is_ok() {
                                 break;
                             }
                             conn.borrow_mut().take(); // retry once on a fresh connection
                         }
                         prev_done = Instant::now();
+                        let mut t = total.borrow_mut();
                         match result {
-                            Ok(n) => {
-                                let mut t = total.borrow_mut();
+                            Ok((status, n)) => {
                                 record_corrected(&mut t.hist, from, prev_done);
-                                t.ops += 1;
+                                if Statuses::ok(status) {
+                                    t.ops += 1;
+                                } else {
+                                    t.errors += 1;
+                                }
                                 t.bytes += n as u64;
+                                t.status.get_or_insert_with(Default::default).count(status);
                             }
-                            Err(_) => total.borrow_mut().errors += 1,
+                            Err(_) => {
+                                t.errors += 1;
+                                t.status.get_or_insert_with(Default::default).transport += 1;
+                            }
                         }
                     }
                 }));
@@ -154,7 +167,7 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
 /// The connection's sender, connecting (h2c prior knowledge) if there is none.
 async fn sender(
     conn: &RefCell<Option<h2::client::SendRequest<Bytes>>>,
-    target: SocketAddr,
+    target: &[SocketAddr],
 ) -> Result<h2::client::SendRequest<Bytes>> {
     if let Some(s) = conn.borrow().as_ref() {
         return Ok(s.clone());
@@ -169,15 +182,58 @@ async fn sender(
     Ok(send)
 }
 
-async fn one(sender: h2::client::SendRequest<Bytes>, target: SocketAddr) -> Result<usize> {
+/// The request head every stream sends (cloned per stream).
+fn h2_request(r: &Request) -> Result<http::Request<()>> {
+    let authority = r
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map_or(r.authority.as_str(), |(_, v)| v.as_str());
+    let mut b = http::Request::builder()
+        .method(http::Method::from_bytes(r.method.as_bytes())?)
+        .uri(format!("http://{authority}{}", r.path));
+    for (n, v) in &r.headers {
+        if ![
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "te",
+        ]
+        .iter()
+        .any(|h| n.eq_ignore_ascii_case(h))
+        {
+            b = b.header(n.as_str(), v.as_str());
+        }
+    }
+    if !r.body.is_empty() {
+        b = b.header("content-length", r.body.len());
+    }
+    Ok(b.body(())?)
+}
+
+fn clone_request(t: &http::Request<()>) -> http::Request<()> {
+    let mut r = http::Request::new(());
+    *r.method_mut() = t.method().clone();
+    *r.uri_mut() = t.uri().clone();
+    *r.headers_mut() = t.headers().clone();
+    r
+}
+
+/// One stream: sends the request (and body); returns the status and the response body length.
+async fn one(
+    sender: h2::client::SendRequest<Bytes>,
+    template: &http::Request<()>,
+    req_body: &Bytes,
+) -> Result<(u16, usize)> {
     let mut sender = sender.ready().await?;
-    let req = http::Request::builder()
-        .method("GET")
-        .uri(format!("http://{target}/load"))
-        .body(())?;
-    let (resp, _) = sender.send_request(req, true)?;
+    let (resp, mut stream) = sender.send_request(clone_request(template), req_body.is_empty())?;
+    if !req_body.is_empty() {
+        stream.send_data(req_body.clone(), true)?;
+    }
     let resp = resp.await?;
-    anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+    let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let mut n = 0;
     while let Some(chunk) = body.data().await {
@@ -185,7 +241,7 @@ async fn one(sender: h2::client::SendRequest<Bytes>, target: SocketAddr) -> Resu
         n += chunk.len();
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    Ok(n)
+    Ok((status, n))
 }
 
 #[cfg(test)]
@@ -196,7 +252,8 @@ mod tests {
     fn h2_load_against_the_h2c_backend() {
         let addr = spawn_server("127.0.0.1:0".parse().unwrap(), 512).unwrap();
         let s = run(&H2Load {
-            target: addr,
+            target: vec![addr],
+            request: crate::load::HttpLoad::get(addr),
             connections: 2,
             streams: 8,
             rate: Some(2000.0),

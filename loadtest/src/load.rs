@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// The result of one generator run.
 #[derive(Debug, Clone)]
@@ -25,8 +26,10 @@ pub struct Sample {
     pub bytes: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// Latencies in microseconds.
+    /// Latencies in microseconds (HTTP: every response, whatever its status).
     pub hist: Histogram<u64>,
+    /// Responses by status class (the HTTP generators; `None` for the TCP ones).
+    pub status: Option<Statuses>,
 }
 
 /// A latency histogram: 1 µs to 60 s, 3 significant digits.
@@ -93,13 +96,15 @@ pub fn record_corrected(h: &mut Histogram<u64>, intended: Instant, done: Instant
 }
 
 impl Sample {
-    fn empty() -> Sample {
+    /// A sample with nothing recorded.
+    pub fn empty() -> Sample {
         Sample {
             ops: 0,
             errors: 0,
             bytes: 0,
             elapsed: Duration::ZERO,
             hist: histogram(),
+            status: None,
         }
     }
 
@@ -108,6 +113,19 @@ impl Sample {
         self.errors += o.errors;
         self.bytes += o.bytes;
         let _ = self.hist.add(&o.hist);
+        if let Some(os) = &o.status {
+            self.status.get_or_insert_with(Statuses::default).add(os);
+        }
+    }
+
+    /// Failed operations as a percentage of all attempted (0 when none were attempted).
+    pub fn error_pct(&self) -> f64 {
+        let all = self.ops + self.errors;
+        if all == 0 {
+            0.0
+        } else {
+            self.errors as f64 * 100.0 / all as f64
+        }
     }
 
     /// Operations per second.
@@ -116,12 +134,167 @@ impl Sample {
     }
 }
 
+/// Responses by status class, and requests that got no response (connect refused, reset,
+/// timeout, a malformed response): what an HTTP generator counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statuses {
+    /// Final 1xx responses (101 Switching Protocols; interim 1xx are skipped).
+    #[serde(rename = "1xx")]
+    pub s1xx: u64,
+    /// 2xx responses.
+    #[serde(rename = "2xx")]
+    pub s2xx: u64,
+    /// 3xx responses.
+    #[serde(rename = "3xx")]
+    pub s3xx: u64,
+    /// 4xx responses.
+    #[serde(rename = "4xx")]
+    pub s4xx: u64,
+    /// 5xx responses.
+    #[serde(rename = "5xx")]
+    pub s5xx: u64,
+    /// Requests without a response.
+    pub transport: u64,
+}
+
+impl Statuses {
+    /// Counts one response with `status`.
+    pub fn count(&mut self, status: u16) {
+        match status {
+            100..=199 => self.s1xx += 1,
+            200..=299 => self.s2xx += 1,
+            300..=399 => self.s3xx += 1,
+            400..=499 => self.s4xx += 1,
+            _ => self.s5xx += 1,
+        }
+    }
+
+    /// Whether a response with `status` is a success (1xx-3xx) or an error (4xx, 5xx).
+    pub fn ok(status: u16) -> bool {
+        status < 400
+    }
+
+    fn add(&mut self, o: &Statuses) {
+        self.s1xx += o.s1xx;
+        self.s2xx += o.s2xx;
+        self.s3xx += o.s3xx;
+        self.s4xx += o.s4xx;
+        self.s5xx += o.s5xx;
+        self.transport += o.transport;
+    }
+
+    /// The non-zero counts of [`Statuses::line`] (`2xx=10 5xx=2`), or `none`.
+    pub fn compact(&self) -> String {
+        let line = self.line();
+        let parts: Vec<&str> = line.split(' ').filter(|kv| !kv.ends_with("=0")).collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// `1xx=0 2xx=10 3xx=0 4xx=0 5xx=2 transport=1`
+    pub fn line(&self) -> String {
+        format!(
+            "1xx={} 2xx={} 3xx={} 4xx={} 5xx={} transport={}",
+            self.s1xx, self.s2xx, self.s3xx, self.s4xx, self.s5xx, self.transport
+        )
+    }
+}
+
+/// What each request sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method (`GET`, `POST`, any token).
+    pub method: String,
+    /// `Host` header / `:authority` (a `Host` in `headers` overrides it).
+    pub authority: String,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body (sent with `content-length` when non-empty or when the method is POST, PUT or
+    /// PATCH).
+    pub body: Vec<u8>,
+}
+
+/// Headers loadtest sets itself and so refuses from `--header`.
+const OWN_HEADERS: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+
+impl Request {
+    /// `GET path` with no extra headers.
+    pub fn get(authority: &str, path: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            authority: authority.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Parses `Name: value` (curl's `-H` form) and checks name and value are valid HTTP.
+    pub fn parse_header(h: &str) -> Result<(String, String)> {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("header {h:?} is not `Name: value`"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| anyhow::anyhow!("header {h:?}: invalid name"))?;
+        let value = value.trim();
+        http::HeaderValue::from_str(value)
+            .map_err(|_| anyhow::anyhow!("header {h:?}: invalid value"))?;
+        if OWN_HEADERS.contains(&name.as_str()) {
+            anyhow::bail!("header {h:?}: loadtest sets {name} itself (see --close, --body-file)");
+        }
+        Ok((name.as_str().to_string(), value.to_string()))
+    }
+
+    /// Checks the method is an HTTP token.
+    pub fn check_method(m: &str) -> Result<()> {
+        http::Method::from_bytes(m.as_bytes())
+            .map(|_| ())
+            .map_err(|_| anyhow::anyhow!("invalid method {m:?}"))
+    }
+
+    fn has_header(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The HTTP/1.1 bytes of one request.
+    pub fn encode(&self, keepalive: bool) -> Vec<u8> {
+        let mut r = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if !self.has_header("host") {
+            r += &format!("host: {}\r\n", self.authority);
+        }
+        for (n, v) in &self.headers {
+            r += &format!("{n}: {v}\r\n");
+        }
+        r += if keepalive {
+            "connection: keep-alive\r\n"
+        } else {
+            "connection: close\r\n"
+        };
+        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+            r += &format!("content-length: {}\r\n", self.body.len());
+        }
+        r += "\r\n";
+        let mut r = r.into_bytes();
+        r.extend_from_slice(&self.body);
+        r
+    }
+}
+
 /// HTTP/1.1 load settings.
 #[derive(Debug, Clone)]
 pub struct HttpLoad {
-    /// Where to send requests.
-    pub target: SocketAddr,
-    /// Concurrent connections (one thread each).
+    /// Where to connect (in order of preference) and what to send.
+    pub target: Vec<SocketAddr>,
+    /// The request every connection sends.
+    pub request: Request,
+    /// Concurrent connections (one task each).
     pub connections: usize,
     /// Total requests per second across connections; `None` = closed loop.
     pub rate: Option<f64>,
@@ -129,20 +302,26 @@ pub struct HttpLoad {
     pub duration: Duration,
     /// Reuse connections (keep-alive) or open one per request.
     pub keepalive: bool,
-    /// Request body bytes (POST when > 0).
-    pub request_bytes: usize,
+}
+
+impl HttpLoad {
+    /// `GET /load` to `addr` (the suite's scenarios and the harness's own backends).
+    pub fn get(addr: SocketAddr) -> Request {
+        Request::get(&addr.to_string(), "/load")
+    }
 }
 
 /// Runs HTTP/1.1 load and returns the merged sample. All connections run as tasks on one
 /// tokio current-thread runtime on the calling thread (one thread per load core: the suite
 /// pins it), so a few hundred connections cost no more threads than one.
 pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
+    anyhow::ensure!(!cfg.target.is_empty(), "no address to send to");
     let conns = cfg.connections.max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let req: std::rc::Rc<[u8]> = request(cfg.request_bytes, cfg.keepalive).into();
+    let req: std::rc::Rc<[u8]> = cfg.request.encode(cfg.keepalive).into();
     let duration = cfg.duration;
     let cfg = cfg.clone();
     let total = local.block_on(&rt, async move {
@@ -159,6 +338,7 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
             })
             .collect();
         let mut total = Sample::empty();
+        total.status = Some(Statuses::default());
         for t in tasks {
             if let Ok(s) = t.await {
                 total.merge(&s);
@@ -171,18 +351,6 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
     Ok(total)
 }
 
-fn request(body: usize, keepalive: bool) -> Vec<u8> {
-    let conn = if keepalive { "keep-alive" } else { "close" };
-    let mut r = if body > 0 {
-        format!("POST /load HTTP/1.1\r\nhost: loadtest\r\nconnection: {conn}\r\ncontent-length: {body}\r\n\r\n")
-    } else {
-        format!("GET /load HTTP/1.1\r\nhost: loadtest\r\nconnection: {conn}\r\n\r\n")
-    }
-    .into_bytes();
-    r.extend(std::iter::repeat_n(b'y', body));
-    r
-}
-
 async fn http1_conn(
     cfg: &HttpLoad,
     req: &[u8],
@@ -191,8 +359,9 @@ async fn http1_conn(
     end: Instant,
 ) -> Sample {
     let mut s = Sample::empty();
-    let mut conn: Option<tokio::net::TcpStream> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut st = Statuses::default();
+    let mut conn: Option<Conn> = None;
+    let head = cfg.request.method == "HEAD";
     let mut prev_done = start;
     loop {
         let intended = pacer.wait().await;
@@ -201,98 +370,292 @@ async fn http1_conn(
         }
         let from = measure_from(intended, prev_done, Instant::now());
         let reused = conn.is_some();
-        let mut result = exchange(cfg, &mut conn, req, &mut buf).await;
+        let mut result = exchange(cfg, &mut conn, req, head).await;
         if result.is_err() && reused {
             // A reused connection the server closed between requests (keep-alive limits):
             // like any HTTP client, retry once on a fresh connection; only then it is an error.
             conn = None;
-            result = exchange(cfg, &mut conn, req, &mut buf).await;
+            result = exchange(cfg, &mut conn, req, head).await;
         }
         prev_done = Instant::now();
         match result {
-            Ok(n) => {
+            Ok(r) => {
                 record_corrected(&mut s.hist, from, prev_done);
-                s.ops += 1;
-                s.bytes += n as u64;
-                if !cfg.keepalive {
+                st.count(r.status);
+                if Statuses::ok(r.status) {
+                    s.ops += 1;
+                } else {
+                    s.errors += 1;
+                }
+                s.bytes += r.body as u64;
+                if !cfg.keepalive || !r.reusable {
                     conn = None;
                 }
             }
             Err(_) => {
+                st.transport += 1;
                 s.errors += 1;
                 conn = None;
             }
         }
     }
+    s.status = Some(st);
     s
+}
+
+/// A connection and the bytes read from it but not yet parsed.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// A response read by [`read_response`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Final status.
+    pub status: u16,
+    /// Body bytes (decoded length, for chunked).
+    pub body: usize,
+    /// Whether the connection can carry the next request.
+    pub reusable: bool,
 }
 
 /// Sends one request (connecting first if needed) and reads its response.
 async fn exchange(
     cfg: &HttpLoad,
-    conn: &mut Option<tokio::net::TcpStream>,
+    conn: &mut Option<Conn>,
     req: &[u8],
-    buf: &mut Vec<u8>,
-) -> std::io::Result<usize> {
+    head: bool,
+) -> std::io::Result<Response> {
     use tokio::io::AsyncWriteExt;
     if conn.is_none() {
-        let c = tokio::net::TcpStream::connect(cfg.target).await?;
+        let c = tokio::net::TcpStream::connect(&cfg.target[..]).await?;
         c.set_nodelay(true)?;
-        *conn = Some(c);
+        *conn = Some(Conn {
+            stream: c,
+            buf: vec![0u8; 64 * 1024],
+            start: 0,
+            end: 0,
+        });
     }
     let c = conn.as_mut().expect("connected above");
-    c.write_all(req).await?;
-    match tokio::time::timeout(Duration::from_secs(10), read_response(c, buf)).await {
+    c.stream.write_all(req).await?;
+    match tokio::time::timeout(Duration::from_secs(10), read_response(c, head)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
-/// Reads one response (head + Content-Length body); returns the body length.
-async fn read_response(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    use tokio::io::AsyncReadExt;
-    let mut have = 0;
-    loop {
-        let n = c.read(&mut buf[have..]).await?;
-        if n == 0 {
+/// Response heads larger than this are an error.
+const MAX_HEAD: usize = 1 << 20;
+
+impl Conn {
+    /// Reads more bytes after `end` (compacting or growing the buffer first); EOF is an error
+    /// unless `eof_ok`, when it returns 0.
+    async fn fill(&mut self, eof_ok: bool) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 && !eof_ok {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        have += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf[..have]) {
-            Ok(httparse::Status::Complete(head)) => {
-                if resp.code != Some(200) {
-                    return Err(std::io::Error::other(format!("status {:?}", resp.code)));
-                }
-                let len: usize = resp
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                    .ok_or_else(|| std::io::Error::other("no content-length"))?;
-                let mut got = have - head;
-                while got < len {
-                    let n = c.read(&mut buf[..]).await?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+        self.end += n;
+        Ok(n)
+    }
+
+    fn have(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Consumes `n` body bytes, reading as needed.
+    async fn skip(&mut self, mut n: usize) -> std::io::Result<()> {
+        loop {
+            let take = n.min(self.end - self.start);
+            self.start += take;
+            n -= take;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill(false).await?;
+        }
+    }
+
+    /// Reads a chunked body (RFC 9112 §7.1: sizes, extensions, trailers); returns its length.
+    async fn chunked(&mut self) -> std::io::Result<usize> {
+        let mut total = 0;
+        loop {
+            let (used, size) = loop {
+                match httparse::parse_chunk_size(self.have()) {
+                    Ok(httparse::Status::Complete(r)) => break r,
+                    Ok(httparse::Status::Partial) if self.end - self.start < 1024 => {
+                        self.fill(false).await?;
                     }
-                    got += n;
+                    _ => return Err(std::io::Error::other("bad chunk size")),
                 }
-                return Ok(len);
-            }
-            Ok(httparse::Status::Partial) => {
-                if have == buf.len() {
-                    buf.resize(buf.len() * 2, 0);
+            };
+            self.start += used;
+            if size == 0 {
+                // Trailer section: header lines up to an empty line.
+                loop {
+                    let mut trailers = [httparse::EMPTY_HEADER; 32];
+                    match httparse::parse_headers(self.have(), &mut trailers) {
+                        Ok(httparse::Status::Complete((n, _))) => {
+                            self.start += n;
+                            return Ok(total);
+                        }
+                        Ok(httparse::Status::Partial) if self.end - self.start < MAX_HEAD => {
+                            self.fill(false).await?;
+                        }
+                        _ => return Err(std::io::Error::other("bad chunked trailer")),
+                    }
                 }
             }
-            Err(e) => return Err(std::io::Error::other(e.to_string())),
+            let size =
+                usize::try_from(size).map_err(|_| std::io::Error::other("chunk too large"))?;
+            self.skip(size).await?;
+            total += size;
+            while self.end - self.start < 2 {
+                self.fill(false).await?;
+            }
+            if self.have()[..2] != *b"\r\n" {
+                return Err(std::io::Error::other("chunk not followed by CRLF"));
+            }
+            self.start += 2;
         }
     }
 }
 
+/// How a response body is framed (RFC 9112 §6.3).
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+fn framing(
+    status: u16,
+    head_request: bool,
+    headers: &[httparse::Header],
+) -> std::io::Result<Framing> {
+    if head_request || status < 200 || status == 204 || status == 304 {
+        return Ok(Framing::None);
+    }
+    let te: Vec<&[u8]> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| h.value)
+        .collect();
+    if !te.is_empty() {
+        // Chunked if it is the last coding applied; any other final coding runs to close.
+        let last = te
+            .last()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            .unwrap_or(false);
+        return Ok(if last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut len: Option<usize> = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        for v in h.value.split(|b| *b == b',') {
+            let n: usize = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| std::io::Error::other("bad content-length"))?;
+            if len.is_some_and(|l| l != n) {
+                return Err(std::io::Error::other("conflicting content-length"));
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Reads one response: skips interim 1xx responses, then reads the final one's head and its
+/// body, however framed (Content-Length, chunked, or until the server closes).
+async fn read_response(c: &mut Conn, head_request: bool) -> std::io::Result<Response> {
+    loop {
+        let (status, used, framing, close) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(c.have()) {
+                Ok(httparse::Status::Complete(used)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let close = resp.version == Some(0)
+                        || resp.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("connection")
+                                && h.value.eq_ignore_ascii_case(b"close")
+                        });
+                    let f = framing(status, head_request, resp.headers)?;
+                    break (status, used, f, close);
+                }
+                Ok(httparse::Status::Partial) if c.end - c.start < MAX_HEAD => {
+                    c.fill(false).await?;
+                }
+                Ok(httparse::Status::Partial) => {
+                    return Err(std::io::Error::other("response head too large"))
+                }
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        c.start += used;
+        if (100..200).contains(&status) && status != 101 {
+            continue; // interim (100 Continue, 103 Early Hints): the final response follows
+        }
+        let (body, reusable) = match framing {
+            Framing::None => (0, status != 101),
+            Framing::Length(n) => {
+                c.skip(n).await?;
+                (n, true)
+            }
+            Framing::Chunked => (c.chunked().await?, true),
+            Framing::UntilClose => {
+                let mut n = c.end - c.start;
+                c.start = c.end;
+                loop {
+                    let got = c.fill(true).await?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                    c.start = c.end;
+                }
+                (n, false)
+            }
+        };
+        return Ok(Response {
+            status,
+            body,
+            reusable: reusable && !close,
+        });
+    }
+}
+
 /// Sends `total` bytes to a sink through `target`, half-closes, waits for the close.
-pub fn bulk(target: SocketAddr, total: u64) -> Result<Sample> {
+pub fn bulk(target: &[SocketAddr], total: u64) -> Result<Sample> {
     let mut s = Sample::empty();
     let t0 = Instant::now();
     let mut c = TcpStream::connect(target)?;
@@ -315,21 +678,23 @@ pub fn bulk(target: SocketAddr, total: u64) -> Result<Sample> {
 
 /// Connection churn: `concurrency` threads loop connect → `bytes` out → echo back → close.
 pub fn churn(
-    target: SocketAddr,
+    target: &[SocketAddr],
     concurrency: usize,
     duration: Duration,
     bytes: usize,
 ) -> Result<Sample> {
     let end = Instant::now() + duration;
+    let target: std::sync::Arc<[SocketAddr]> = target.into();
     let handles: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
+            let target = target.clone();
             std::thread::spawn(move || {
                 let mut s = Sample::empty();
                 let payload = vec![b'x'; bytes];
                 let mut back = vec![0u8; bytes];
                 while Instant::now() < end {
                     let t0 = Instant::now();
-                    match one_conn(target, &payload, &mut back) {
+                    match one_conn(&target, &payload, &mut back) {
                         Ok(()) => {
                             record_corrected(&mut s.hist, t0, Instant::now());
                             s.ops += 1;
@@ -353,7 +718,7 @@ pub fn churn(
     Ok(total)
 }
 
-fn one_conn(target: SocketAddr, payload: &[u8], back: &mut [u8]) -> std::io::Result<()> {
+fn one_conn(target: &[SocketAddr], payload: &[u8], back: &mut [u8]) -> std::io::Result<()> {
     let mut c = TcpStream::connect(target)?;
     c.set_nodelay(true)?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -366,7 +731,7 @@ fn one_conn(target: SocketAddr, payload: &[u8], back: &mut [u8]) -> std::io::Res
 }
 
 /// Server-first connect latency: `count` sequential connections, connect → first byte.
-pub fn first_byte(target: SocketAddr, count: usize) -> Result<Sample> {
+pub fn first_byte(target: &[SocketAddr], count: usize) -> Result<Sample> {
     let mut s = Sample::empty();
     let t_all = Instant::now();
     let mut one = [0u8; 1];
@@ -436,12 +801,12 @@ mod tests {
         // sub-millisecond service time (which is what an uncorrected client would report).
         let addr = stalling_server(Duration::from_millis(200));
         let s = http1(&HttpLoad {
-            target: addr,
+            target: vec![addr],
+            request: HttpLoad::get(addr),
             connections: 1,
             rate: Some(1000.0),
             duration: Duration::from_secs(1),
             keepalive: true,
-            request_bytes: 0,
         })
         .unwrap();
         assert_eq!(s.errors, 0);
@@ -485,5 +850,54 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(h.max() >= 4_990 && h.max() <= 5_010);
         assert_eq!(h.min(), 1);
+    }
+
+    #[test]
+    fn body_framing_follows_rfc_9112() {
+        let h = |name, value| httparse::Header { name, value };
+        let cl = [h("Content-Length", b"12".as_slice())];
+        assert_eq!(framing(200, false, &cl).unwrap(), Framing::Length(12));
+        // HEAD, 1xx, 204 and 304 have no body whatever the headers say.
+        assert_eq!(framing(200, true, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(204, false, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(304, false, &cl).unwrap(), Framing::None);
+        assert_eq!(framing(101, false, &cl).unwrap(), Framing::None);
+        // Transfer-Encoding wins over Content-Length; chunked only if it is the last coding.
+        let te = [h("transfer-encoding", b"gzip, Chunked".as_slice()), cl[0]];
+        assert_eq!(framing(200, false, &te).unwrap(), Framing::Chunked);
+        let te = [h("transfer-encoding", b"chunked, gzip".as_slice())];
+        assert_eq!(framing(200, false, &te).unwrap(), Framing::UntilClose);
+        assert_eq!(framing(200, false, &[]).unwrap(), Framing::UntilClose);
+        // Repeated equal lengths are one length; differing ones are an error.
+        let same = [h("content-length", b"5, 5".as_slice())];
+        assert_eq!(framing(500, false, &same).unwrap(), Framing::Length(5));
+        let bad = [
+            h("content-length", b"5".as_slice()),
+            h("content-length", b"6".as_slice()),
+        ];
+        assert!(framing(200, false, &bad).is_err());
+    }
+
+    #[test]
+    fn request_bytes_and_header_checks() {
+        let mut r = Request::get("localhost:8080", "/a?b=1");
+        r.headers
+            .push(Request::parse_header("X-Token:  abc ").unwrap());
+        assert_eq!(
+            r.encode(true),
+            b"GET /a?b=1 HTTP/1.1\r\nhost: localhost:8080\r\nx-token: abc\r\nconnection: keep-alive\r\n\r\n"
+        );
+        r.method = "POST".into();
+        r.body = b"hi".to_vec();
+        r.headers = vec![Request::parse_header("Host: example").unwrap()];
+        assert_eq!(
+            r.encode(false),
+            b"POST /a?b=1 HTTP/1.1\r\nhost: example\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi"
+        );
+        assert!(Request::parse_header("no colon").is_err());
+        assert!(Request::parse_header("bad name: x").is_err());
+        assert!(Request::parse_header("Content-Length: 3").is_err());
+        assert!(Request::check_method("PURGE").is_ok());
+        assert!(Request::check_method("GE T").is_err());
     }
 }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::backends::{self, Kind as Backend};
 use crate::h2load::{self, H2Load};
 use crate::load::{self, HttpLoad, Sample};
-use crate::report::{Meta, Record, Report};
+use crate::report::{Meta, Params, Record, Report};
 use crate::targets::{self, Kind};
 
 /// Suite settings.
@@ -36,6 +36,37 @@ pub struct Options {
     pub progress: bool,
     /// Pin the load threads to `load_cpu` (off in tests that share a process).
     pub pin: bool,
+    /// Scenarios to run, by name (empty: all); check them with [`check_scenarios`].
+    pub scenarios: Vec<String>,
+}
+
+/// The scenario names, in run order.
+pub const SCENARIOS: [&str; 8] = [
+    "http1-keepalive",
+    "http1-max",
+    "http1-conn-per-req",
+    "h2-streams",
+    "h2-to-h1",
+    "tcp-bulk",
+    "tcp-churn",
+    "server-first",
+];
+
+/// Checks `names` are scenarios; the error lists the valid ones.
+pub fn check_scenarios(names: &[String]) -> Result<()> {
+    let unknown: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !SCENARIOS.contains(n))
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "unknown scenario {} (valid: {})",
+            unknown.join(", "),
+            SCENARIOS.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// A scenario: a name and how to run it against a route address.
@@ -43,6 +74,8 @@ struct Scenario {
     name: &'static str,
     route: &'static str,
     run: Box<dyn Fn(SocketAddr) -> Result<Sample>>,
+    /// The load parameters, for the report (the URL is filled in per target).
+    params: Params,
     /// Bulk reports Gbit/s and CPU-s per GiB; the rest ops/s and CPU-µs per op.
     bulk: bool,
     unit: &'static str,
@@ -54,16 +87,31 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
     let bulk_bytes: u64 = if quick { 1 << 30 } else { 8 << 30 };
     let churn_secs = d;
     let greets = if quick { 300 } else { 3000 };
+    let streams = if quick { 16 } else { 64 };
+    let open = |connections: usize, rate: f64, keepalive: bool| Params {
+        method: Some("GET".into()),
+        connections: Some(connections),
+        mode: Some("open".into()),
+        rate: Some(rate),
+        duration_s: Some(d.as_secs_f64()),
+        keepalive: Some(keepalive),
+        ..Params::default()
+    };
     let h2_scenario = |name: &'static str, route: &'static str| Scenario {
         name,
         route,
         unit: "req/s",
         bulk: false,
+        params: Params {
+            streams: Some(streams),
+            ..open(2, rate, true)
+        },
         run: Box::new(move |t| {
             h2load::run(&H2Load {
-                target: t,
+                target: vec![t],
+                request: HttpLoad::get(t),
                 connections: 2,
-                streams: if quick { 16 } else { 64 },
+                streams,
                 rate: Some(rate),
                 duration: d,
             })
@@ -75,14 +123,15 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
             route: "http",
             unit: "req/s",
             bulk: false,
+            params: open(conns, rate, true),
             run: Box::new(move |t| {
                 load::http1(&HttpLoad {
-                    target: t,
+                    target: vec![t],
+                    request: HttpLoad::get(t),
                     connections: conns,
                     rate: Some(rate),
                     duration: d,
                     keepalive: true,
-                    request_bytes: 0,
                 })
             }),
         },
@@ -91,14 +140,19 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
             route: "http",
             unit: "req/s",
             bulk: false,
+            params: Params {
+                mode: Some("closed".into()),
+                rate: None,
+                ..open(conns, 0.0, true)
+            },
             run: Box::new(move |t| {
                 load::http1(&HttpLoad {
-                    target: t,
+                    target: vec![t],
+                    request: HttpLoad::get(t),
                     connections: conns,
                     rate: None,
                     duration: d,
                     keepalive: true,
-                    request_bytes: 0,
                 })
             }),
         },
@@ -107,14 +161,15 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
             route: "http",
             unit: "req/s",
             bulk: false,
+            params: open(4, rate / 4.0, false),
             run: Box::new(move |t| {
                 load::http1(&HttpLoad {
-                    target: t,
+                    target: vec![t],
+                    request: HttpLoad::get(t),
                     connections: 4,
                     rate: Some(rate / 4.0),
                     duration: d,
                     keepalive: false,
-                    request_bytes: 0,
                 })
             }),
         },
@@ -126,21 +181,36 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
             route: "bulk",
             unit: "Gbit/s",
             bulk: true,
-            run: Box::new(move |t| load::bulk(t, bulk_bytes)),
+            params: Params {
+                connections: Some(1),
+                bytes: Some(bulk_bytes),
+                ..Params::default()
+            },
+            run: Box::new(move |t| load::bulk(&[t], bulk_bytes)),
         },
         Scenario {
             name: "tcp-churn",
             route: "churn",
             unit: "conn/s",
             bulk: false,
-            run: Box::new(move |t| load::churn(t, 4, churn_secs, 64)),
+            params: Params {
+                connections: Some(4),
+                duration_s: Some(churn_secs.as_secs_f64()),
+                bytes: Some(64),
+                ..Params::default()
+            },
+            run: Box::new(move |t| load::churn(&[t], 4, churn_secs, 64)),
         },
         Scenario {
             name: "server-first",
             route: "greet",
             unit: "conn/s",
             bulk: false,
-            run: Box::new(move |t| load::first_byte(t, greets)),
+            params: Params {
+                count: Some(greets),
+                ..Params::default()
+            },
+            run: Box::new(move |t| load::first_byte(&[t], greets)),
         },
     ]
 }
@@ -154,7 +224,8 @@ fn pin(cpu: usize) {
     }
 }
 
-fn curve(s: &Sample) -> Vec<(f64, u64)> {
+/// The plot's (percentile, µs) points.
+pub fn curve(s: &Sample) -> Vec<(f64, u64)> {
     [
         0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999,
     ]
@@ -163,8 +234,20 @@ fn curve(s: &Sample) -> Vec<(f64, u64)> {
     .collect()
 }
 
-fn record(sc: &Scenario, target: Kind, s: &Sample, cpu: Option<f64>, rss: Option<u64>) -> Record {
-    let (throughput, cpu_per_op, cpu_unit) = if sc.bulk {
+/// A record of one sample: throughput in ops/s, or in Gbit/s when `bulk`; proxy CPU per op
+/// (µs) or per GiB (s).
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    scenario: &str,
+    target: &str,
+    unit: &str,
+    bulk: bool,
+    s: &Sample,
+    cpu: Option<f64>,
+    rss: Option<u64>,
+    params: Params,
+) -> Record {
+    let (throughput, cpu_per_op, cpu_unit) = if bulk {
         let gib = s.bytes as f64 / (1u64 << 30) as f64;
         (
             s.bytes as f64 * 8.0 / s.elapsed.as_secs_f64().max(1e-9) / 1e9,
@@ -179,10 +262,10 @@ fn record(sc: &Scenario, target: Kind, s: &Sample, cpu: Option<f64>, rss: Option
         )
     };
     Record {
-        scenario: sc.name.into(),
-        target: target.name().into(),
+        scenario: scenario.into(),
+        target: target.into(),
         throughput,
-        unit: sc.unit.into(),
+        unit: unit.into(),
         p50_us: s.hist.value_at_quantile(0.5),
         p99_us: s.hist.value_at_quantile(0.99),
         p999_us: s.hist.value_at_quantile(0.999),
@@ -193,20 +276,15 @@ fn record(sc: &Scenario, target: Kind, s: &Sample, cpu: Option<f64>, rss: Option
         cpu_unit: cpu_unit.into(),
         peak_rss_kib: rss,
         curve: curve(s),
+        status: s.status,
+        params,
+        hgrm: Some(crate::report::hgrm(&s.hist)),
     }
-}
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Runs the suite; prints the table; writes `latest.{json,html}` and a dated copy.
 pub fn run(o: &Options) -> Result<Report> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    check_scenarios(&o.scenarios)?;
     if o.pin {
         pin(o.load_cpu);
     }
@@ -234,7 +312,10 @@ pub fn run(o: &Options) -> Result<Report> {
             ok
         })
         .collect();
-    let scenarios = scenarios(o.quick, o.duration);
+    let scenarios: Vec<Scenario> = scenarios(o.quick, o.duration)
+        .into_iter()
+        .filter(|s| o.scenarios.is_empty() || o.scenarios.iter().any(|n| n == s.name))
+        .collect();
     let bar = if o.progress {
         ProgressBar::new((targets.len() * scenarios.len()) as u64)
     } else {
@@ -255,40 +336,42 @@ pub fn run(o: &Options) -> Result<Report> {
             let sample = (sc.run)(running.routes[sc.route])
                 .with_context(|| format!("{} against {}", sc.name, t.name()))?;
             let cpu = running.cpu_seconds().zip(c0).map(|(b, a)| b - a);
-            records.push(record(sc, t, &sample, cpu, running.peak_rss_kib()));
+            let addr = running.routes[sc.route];
+            let params = Params {
+                url: Some(if sc.route.starts_with('h') {
+                    format!("http://{addr}/load")
+                } else {
+                    format!("tcp://{addr}")
+                }),
+                ..sc.params.clone()
+            };
+            records.push(record(
+                sc.name,
+                t.name(),
+                sc.unit,
+                sc.bulk,
+                &sample,
+                cpu,
+                running.peak_rss_kib(),
+                params,
+            ));
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
 
-    let meta = Meta {
-        date: sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
-        commit: sh("git", &["rev-parse", "--short", "HEAD"]),
-        kernel: sh("uname", &["-r"]),
-        cpu: std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines().find_map(|l| {
-                    l.strip_prefix("model name")
-                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-                })
-            })
-            .unwrap_or_default()
-            + &format!(", {cpus} CPUs"),
-        versions: targets::versions(&o.sidewire),
-        pinning: format!(
-            "proxy (one worker/thread) on CPU {}, load generator and backends on CPU {}",
-            o.proxy_cpu, o.load_cpu
-        ),
-        mode: if o.quick { "quick" } else { "full" }.into(),
-    };
+    let mut meta = Meta::here(if o.quick { "quick" } else { "full" });
+    meta.versions
+        .extend(targets::versions(&o.sidewire, &o.targets));
+    meta.pinning = format!(
+        "proxy (one worker/thread) on CPU {}, load generator and backends on CPU {}",
+        o.proxy_cpu, o.load_cpu
+    );
     let report = Report { meta, records };
     print!("{}", report.table());
-    let stem = format!("report-{}", report.meta.date.replace(':', ""));
-    report.write(&o.out_dir, &stem)?;
-    report.write(&o.out_dir, "latest")?;
+    let stem = report.write_latest_and_dated(&o.out_dir)?;
     eprintln!(
-        "loadtest: wrote {}/{{latest,{stem}}}.{{json,html}}",
+        "loadtest: wrote {}/{{latest,{stem}}}.{{json,html}} and .hgrm files",
         o.out_dir.display()
     );
     Ok(report)
@@ -316,6 +399,7 @@ mod tests {
             out_dir: out.clone(),
             progress: false,
             pin: false,
+            scenarios: Vec::new(),
         };
         let r = run(&o).unwrap();
         let names: Vec<&str> = r.records.iter().map(|r| r.scenario.as_str()).collect();

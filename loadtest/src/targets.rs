@@ -273,8 +273,8 @@ pub fn start(
     Ok(running)
 }
 
-/// `name version` lines of the targets, for the report.
-pub fn versions(sidewire: &Path) -> BTreeMap<String, String> {
+/// `name version` lines of the targets run, for the report.
+pub fn versions(sidewire: &Path, run: &[Kind]) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     let first_line = |mut c: Command| -> Option<String> {
         let o = c.output().ok()?;
@@ -288,19 +288,21 @@ pub fn versions(sidewire: &Path) -> BTreeMap<String, String> {
             .next()
             .map(str::to_string)
     };
-    let mut c = Command::new(sidewire);
-    c.arg("--version");
-    if let Some(s) = first_line(c) {
-        v.insert("sidewire".into(), s);
+    if run.contains(&Kind::Sidewire) {
+        let mut c = Command::new(sidewire);
+        c.arg("--version");
+        if let Some(s) = first_line(c) {
+            v.insert("sidewire".into(), s);
+        }
     }
-    if Kind::Haproxy.available() {
+    if run.contains(&Kind::Haproxy) && Kind::Haproxy.available() {
         let mut c = Command::new("haproxy");
         c.arg("-v");
         if let Some(s) = first_line(c) {
             v.insert("haproxy".into(), s);
         }
     }
-    if Kind::Nginx.available() {
+    if run.contains(&Kind::Nginx) && Kind::Nginx.available() {
         let mut c = Command::new("nginx");
         c.arg("-v");
         if let Some(s) = first_line(c) {

@@ -227,11 +227,15 @@ async fn pump(
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     // Client bytes usually arrived while the upstream connect was in flight: splice at once.
     // The upstream has usually sent nothing yet: wait first (and hold no pipe meanwhile).
-    if let Dir::Down = dir {
-        src.readable(false).await.map_err(on(from))?;
-    }
+    // One wait site for the whole loop keeps this future small (an idle stream is two of
+    // them waiting here).
+    let mut wait = matches!(dir, Dir::Down);
     let mut pipe: Option<Pipe> = None;
     loop {
+        if wait {
+            src.readable(false).await.map_err(on(from))?;
+            wait = false;
+        }
         let p = match &pipe {
             Some(p) => p,
             None => pipe.insert(
@@ -255,7 +259,14 @@ async fn pump(
                 return Ok(());
             }
             Ok(n) => {
-                drain(p, dst, dst_fd, n).await.map_err(on(to))?;
+                // The pipe usually empties into `dst` at once; only a full `dst` makes this
+                // wait (boxed, so an idle stream does not carry the wait's state).
+                match drain_now(p, dst_fd, n).map_err(on(to))? {
+                    0 => {}
+                    left => Box::pin(drain(p, dst, dst_fd, left))
+                        .await
+                        .map_err(on(to))?,
+                }
                 activity.set(activity.get().wrapping_add(1));
                 match dir {
                     Dir::Up => {
@@ -273,12 +284,12 @@ async fn pump(
                     // request/response exchange). Readiness that is already there completes
                     // the wait at once.
                     release_if_idle(pipes, &mut pipe);
-                    src.readable(false).await.map_err(on(from))?;
+                    wait = true;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 release_if_idle(pipes, &mut pipe);
-                src.readable(false).await.map_err(on(from))?;
+                wait = true;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // On error the pipe may hold bytes: it is dropped (closed), never pooled.
@@ -295,6 +306,21 @@ fn release_if_idle(pipes: &PipePool, pipe: &mut Option<Pipe>) {
     if let Some(p) = pipe.take() {
         pipes.put(p);
     }
+}
+
+/// Writes what it can of the `n` bytes sitting in `p` to `dst` without waiting; returns the
+/// bytes left in the pipe (0: all written).
+fn drain_now(p: &Pipe, dst_fd: i32, mut n: usize) -> io::Result<usize> {
+    while n > 0 {
+        match sys::splice(p.read.as_raw_fd(), dst_fd, n) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => n -= m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(0)
 }
 
 /// Writes the `n` bytes sitting in `p` to `dst`, waiting for `dst` to be writable as needed.

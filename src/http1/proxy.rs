@@ -40,7 +40,7 @@ use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
-use crate::io::{read_more, read_within, write_all, Client, Peer, READ_CHUNK};
+use crate::io::{read_more, read_some, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
 use crate::upstream::pool::UpConn;
@@ -481,7 +481,7 @@ async fn run(
     tracked: &Tracked<'_>,
 ) -> bool {
     let cfg = &l.http1;
-    let mut cbuf: Vec<u8> = Vec::with_capacity(8192);
+    let mut cbuf: Vec<u8> = Vec::new();
     loop {
         // 0. Between requests, the client may idle up to the keep-alive idle timeout. The
         // first read of the next request does the waiting (no extra readiness op). A drain
@@ -491,9 +491,13 @@ async fn run(
             if core.is_draining() {
                 return true;
             }
+            // A small buffer for the wait: an idle keep-alive connection holds 1 KiB, not
+            // what the last request's body grew the buffer to (64 KiB). A longer head is
+            // read on into a larger one.
+            cbuf = Vec::with_capacity(IDLE_READ);
             let next = monoio::time::timeout(
                 cfg.idle_timeout,
-                read_more(client, std::mem::take(&mut cbuf)),
+                read_some(client, std::mem::take(&mut cbuf)),
             );
             monoio::select! {
                 biased;
@@ -510,340 +514,357 @@ async fn run(
                 }
             }
         }
-        // 1. The request head, under the header timeout (slowloris).
-        let mut started = !cbuf.is_empty();
-        let head = monoio::time::timeout(
-            cfg.header_timeout,
-            read_head(client, &mut cbuf, &mut started, |b| {
-                rewrite_request(b, cfg.limits, &l.cfg.routes)
+        // 1.–4. One request, boxed: an idle connection holds only the wait above.
+        if let Some(ok) = Box::pin(exchange(core, l, client, peer, dest, tracked, &mut cbuf)).await
+        {
+            return ok;
+        }
+    }
+}
+
+/// Bytes read while a keep-alive connection waits for its next request.
+const IDLE_READ: usize = 1024;
+
+/// One request on the connection whose bytes so far are in `cbuf` (at least one): its head,
+/// an upstream, the exchange, the response. `Some(clean)` when the connection ends with it,
+/// `None` to wait for the next one.
+async fn exchange(
+    core: &Core,
+    l: &Listener,
+    client: &mut Client<'_>,
+    peer: SocketAddr,
+    dest: &HttpDest,
+    tracked: &Tracked<'_>,
+    cbuf: &mut Vec<u8>,
+) -> Option<bool> {
+    let cfg = &l.http1;
+    // 1. The request head, under the header timeout (slowloris).
+    let mut started = !cbuf.is_empty();
+    let head = monoio::time::timeout(
+        cfg.header_timeout,
+        read_head(client, cbuf, &mut started, |b| {
+            rewrite_request(b, cfg.limits, &l.cfg.routes)
+        }),
+    )
+    .await;
+    let req = match head {
+        Err(_) => {
+            // Mid-head: a slow client gets 408; no byte at all (readable was a FIN): close.
+            if started {
+                proxy_error(client, 408, "request head timeout").await;
+                // The client may still be sending its head: a plain close would reset
+                // the connection and could destroy the answer.
+                linger_close(client).await;
+            }
+            return Some(!started);
+        }
+        Ok(HeadRead::Closed) => return Some(true),
+        Ok(HeadRead::Head(r)) => r,
+        Ok(HeadRead::Bad(e)) => {
+            debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
+            let m = dest.metrics(l, 0, Protocol::Http1, None, None);
+            m.request();
+            tracked.request();
+            m.proxy_answer(e.status(), None, Duration::ZERO);
+            let (started, sent_before) = (Instant::now(), client.written());
+            proxy_error(client, e.status(), e.reason()).await;
+            let sent = client.written() - sent_before;
+            access_log(l, peer, None, e.status(), started, sent, None);
+            // The client may still be sending (the rest of an over-long head, a body): a
+            // plain close would reset the connection and could destroy the answer.
+            linger_close(client).await;
+            return Some(false);
+        }
+        Ok(HeadRead::Failed(e)) => {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "client read failed");
+            return Some(false);
+        }
+    };
+    // 2. An endpoint for this request, a connection to it, and the series of the endpoint
+    // that connection goes to (a failed connect is tried on another endpoint, or a
+    // timed-out one once more; the request counts where it went).
+    let authority = l.metrics.authority(
+        req.authority
+            .clone()
+            .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok()),
+    );
+    let Some((first, mut inflight)) = dest.pick(l, req.route) else {
+        // The set is empty: its upstream names have not resolved (yet).
+        debug!(listener = %l.cfg.name, %peer, names = ?l.names(req.route), "no upstream endpoint: 503");
+        let m = dest.metrics_of(l, req.route, Protocol::Http1, None, authority);
+        m.request();
+        tracked.request();
+        let (started, sent_before) = (Instant::now(), client.written());
+        proxy_error(client, 503, NO_ENDPOINTS).await;
+        m.proxy_answer(503, Some(ErrorLabel::Connect), Duration::ZERO);
+        let sent = client.written() - sent_before;
+        access_log(l, peer, req.access.as_ref(), 503, started, sent, None);
+        // The request body (if any) is unread: linger so the answer is not reset away.
+        linger_close(client).await;
+        return Some(false);
+    };
+    let mut body_buf = cbuf.split_off(req.head_len);
+    cbuf.clear();
+    tracked.request();
+    let t0 = Instant::now();
+    // A pooled connection, or a new one within the endpoint's bounds.
+    let other = || dest.other(l, req.route, first);
+    let connected = l
+        .pools
+        .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other)
+        .await;
+    let to = match &connected {
+        Ok((addr, ..)) if *addr != first => {
+            inflight = dest.claim(l, req.route, *addr);
+            *addr
+        }
+        _ => first,
+    };
+    let series = dest.metrics_of(l, req.route, Protocol::Http1, Some(to), authority);
+    let m = &*series;
+    m.request();
+    let mut ctx = InFlight {
+        l,
+        peer,
+        m,
+        t0,
+        minor: req.minor,
+        access: req.access.as_ref(),
+        upstream: to,
+        sent_before: client.written(),
+    };
+    let (addr, mut up, pooled) = match connected {
+        Ok(r) => r,
+        Err(reason) => {
+            proxy_error(client, 502, reason).await;
+            m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
+            ctx.access(client, 502);
+            return Some(false);
+        }
+    };
+    ctx.upstream = addr;
+    // A pooled connection may have been closed by the upstream meanwhile. A bodiless
+    // request that meets such a connection (EOF or reset before any response byte) is
+    // sent once more on a fresh connection: it cannot have been processed.
+    let mut resend = Resend::new(pooled, req.framing == Framing::Empty, &req.head);
+
+    // 3. Head, then body. A client that sent `Expect: 100-continue` (and no body byte yet)
+    // decides when its body comes: after a 100, or after its own wait when none comes
+    // (RFC 9110 §10.1.1; curl waits 1 s). So the body is forwarded as soon as it starts
+    // arriving, while an upstream 100 is relayed and an early final answer ends the
+    // request; whichever comes first, within `response_timeout_ms`.
+    let wait_continue = req.expect_continue && req.framing != Framing::Empty && body_buf.is_empty();
+    let mut body_sent = !wait_continue;
+    if body_sent {
+        match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
+            Some(rest) => *cbuf = rest,
+            None => return Some(false),
+        }
+        body_buf = Vec::new();
+    } else {
+        if write_all(&mut up, req.head).await.is_err() {
+            proxy_error(client, 502, "upstream write failed").await;
+            m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+            ctx.access(client, 502);
+            return Some(false);
+        }
+        match first_to_speak(client, &up, cfg.response_timeout).await {
+            // The body (or the client's EOF, which `send_request_body` handles) first.
+            Some(Speaker::Client) => {
+                let sent =
+                    send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, Vec::new());
+                match sent.await {
+                    Some(rest) => *cbuf = rest,
+                    None => return Some(false),
+                }
+                body_sent = true;
+            }
+            // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
+            Some(Speaker::Upstream) => {}
+            None => {
+                proxy_error(client, 504, "upstream response timeout").await;
+                m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
+                ctx.access(client, 504);
+                return Some(false);
+            }
+        }
+    }
+
+    // 4. The response head (interim 1xx responses pass through), under the response timeout.
+    let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
+    let resp = loop {
+        let read = monoio::time::timeout(
+            cfg.response_timeout,
+            read_head(&mut up, &mut ubuf, &mut false, |b| {
+                // An answer that comes before the body was sent ends the connection
+                // (the body may still be on its way): say so (RFC 9110 §10.1.1).
+                // A draining worker, or a listener generation a reload retired,
+                // answers `connection: close` (RFC 9112 §9.6) and closes after the
+                // response: the client's next request opens a connection under the
+                // settings in force, and none is lost to a close it did not expect.
+                let to = ClientHop {
+                    minor: req.minor,
+                    keep_alive: req.keep_alive && body_sent && !l.is_retired(),
+                };
+                rewrite_response(b, req.is_head, to, req.upgrade)
             }),
         )
         .await;
-        let req = match head {
+        let r = match read {
             Err(_) => {
-                // Mid-head: a slow client gets 408; no byte at all (readable was a FIN): close.
-                if started {
-                    proxy_error(client, 408, "request head timeout").await;
-                    // The client may still be sending its head: a plain close would reset
-                    // the connection and could destroy the answer.
-                    linger_close(client).await;
-                }
-                return !started;
+                proxy_error(client, 504, "upstream response timeout").await;
+                m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
+                ctx.access(client, 504);
+                return Some(false);
             }
-            Ok(HeadRead::Closed) => return true,
             Ok(HeadRead::Head(r)) => r,
-            Ok(HeadRead::Bad(e)) => {
-                debug!(listener = %l.cfg.name, %peer, reason = e.reason(), "bad request head");
-                let m = dest.metrics(l, 0, Protocol::Http1, None, None);
-                m.request();
-                tracked.request();
-                m.proxy_answer(e.status(), None, Duration::ZERO);
-                let (started, sent_before) = (Instant::now(), client.written());
-                proxy_error(client, e.status(), e.reason()).await;
-                let sent = client.written() - sent_before;
-                access_log(l, peer, None, e.status(), started, sent, None);
-                // The client may still be sending (the rest of an over-long head, a body): a
-                // plain close would reset the connection and could destroy the answer.
-                linger_close(client).await;
-                return false;
-            }
-            Ok(HeadRead::Failed(e)) => {
-                debug!(listener = %l.cfg.name, %peer, error = %e, "client read failed");
-                return false;
-            }
-        };
-        // 2. An endpoint for this request, a connection to it, and the series of the endpoint
-        // that connection goes to (a failed connect is tried on another endpoint, or a
-        // timed-out one once more; the request counts where it went).
-        let authority = l.metrics.authority(
-            req.authority
-                .clone()
-                .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok()),
-        );
-        let Some((first, mut inflight)) = dest.pick(l, req.route) else {
-            // The set is empty: its upstream names have not resolved (yet).
-            debug!(listener = %l.cfg.name, %peer, names = ?l.names(req.route), "no upstream endpoint: 503");
-            let m = dest.metrics_of(l, req.route, Protocol::Http1, None, authority);
-            m.request();
-            tracked.request();
-            let (started, sent_before) = (Instant::now(), client.written());
-            proxy_error(client, 503, NO_ENDPOINTS).await;
-            m.proxy_answer(503, Some(ErrorLabel::Connect), Duration::ZERO);
-            let sent = client.written() - sent_before;
-            access_log(l, peer, req.access.as_ref(), 503, started, sent, None);
-            // The request body (if any) is unread: linger so the answer is not reset away.
-            linger_close(client).await;
-            return false;
-        };
-        let mut body_buf = cbuf.split_off(req.head_len);
-        cbuf.clear();
-        tracked.request();
-        let t0 = Instant::now();
-        // A pooled connection, or a new one within the endpoint's bounds.
-        let other = || dest.other(l, req.route, first);
-        let connected = l
-            .pools
-            .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other)
-            .await;
-        let to = match &connected {
-            Ok((addr, ..)) if *addr != first => {
-                inflight = dest.claim(l, req.route, *addr);
-                *addr
-            }
-            _ => first,
-        };
-        let series = dest.metrics_of(l, req.route, Protocol::Http1, Some(to), authority);
-        let m = &*series;
-        m.request();
-        let mut ctx = InFlight {
-            l,
-            peer,
-            m,
-            t0,
-            minor: req.minor,
-            access: req.access.as_ref(),
-            upstream: to,
-            sent_before: client.written(),
-        };
-        let (addr, mut up, pooled) = match connected {
-            Ok(r) => r,
-            Err(reason) => {
-                proxy_error(client, 502, reason).await;
-                m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
-                ctx.access(client, 502);
-                return false;
-            }
-        };
-        ctx.upstream = addr;
-        // A pooled connection may have been closed by the upstream meanwhile. A bodiless
-        // request that meets such a connection (EOF or reset before any response byte) is
-        // sent once more on a fresh connection: it cannot have been processed.
-        let mut resend = Resend::new(pooled, req.framing == Framing::Empty, &req.head);
-
-        // 3. Head, then body. A client that sent `Expect: 100-continue` (and no body byte yet)
-        // decides when its body comes: after a 100, or after its own wait when none comes
-        // (RFC 9110 §10.1.1; curl waits 1 s). So the body is forwarded as soon as it starts
-        // arriving, while an upstream 100 is relayed and an early final answer ends the
-        // request; whichever comes first, within `response_timeout_ms`.
-        let wait_continue =
-            req.expect_continue && req.framing != Framing::Empty && body_buf.is_empty();
-        let mut body_sent = !wait_continue;
-        if body_sent {
-            match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
-                Some(rest) => cbuf = rest,
-                None => return false,
-            }
-            body_buf = Vec::new();
-        } else {
-            if write_all(&mut up, req.head).await.is_err() {
-                proxy_error(client, 502, "upstream write failed").await;
-                m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
-                ctx.access(client, 502);
-                return false;
-            }
-            match first_to_speak(client, &up, cfg.response_timeout).await {
-                // The body (or the client's EOF, which `send_request_body` handles) first.
-                Some(Speaker::Client) => {
-                    let sent = send_request_body(
-                        &ctx,
-                        client,
-                        &mut up,
-                        Vec::new(),
-                        req.framing,
-                        Vec::new(),
-                    );
-                    match sent.await {
-                        Some(rest) => cbuf = rest,
-                        None => return false,
+            Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
+                match resend
+                    .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
+                    .await
+                {
+                    Ok(fresh) => up = fresh,
+                    Err(reason) => {
+                        proxy_error(client, 502, reason).await;
+                        m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
+                        ctx.access(client, 502);
+                        return Some(false);
                     }
-                    body_sent = true;
-                }
-                // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
-                Some(Speaker::Upstream) => {}
-                None => {
-                    proxy_error(client, 504, "upstream response timeout").await;
-                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
-                    ctx.access(client, 504);
-                    return false;
-                }
-            }
-        }
-
-        // 4. The response head (interim 1xx responses pass through), under the response timeout.
-        let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
-        let resp = loop {
-            let read = monoio::time::timeout(
-                cfg.response_timeout,
-                read_head(&mut up, &mut ubuf, &mut false, |b| {
-                    // An answer that comes before the body was sent ends the connection
-                    // (the body may still be on its way): say so (RFC 9110 §10.1.1).
-                    // A draining worker, or a listener generation a reload retired,
-                    // answers `connection: close` (RFC 9112 §9.6) and closes after the
-                    // response: the client's next request opens a connection under the
-                    // settings in force, and none is lost to a close it did not expect.
-                    let to = ClientHop {
-                        minor: req.minor,
-                        keep_alive: req.keep_alive && body_sent && !l.is_retired(),
-                    };
-                    rewrite_response(b, req.is_head, to, req.upgrade)
-                }),
-            )
-            .await;
-            let r = match read {
-                Err(_) => {
-                    proxy_error(client, 504, "upstream response timeout").await;
-                    m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
-                    ctx.access(client, 504);
-                    return false;
-                }
-                Ok(HeadRead::Head(r)) => r,
-                Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
-                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
-                    match resend
-                        .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
-                        .await
-                    {
-                        Ok(fresh) => up = fresh,
-                        Err(reason) => {
-                            proxy_error(client, 502, reason).await;
-                            m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
-                            ctx.access(client, 502);
-                            return false;
-                        }
-                    }
-                    continue;
-                }
-                Ok(_) => {
-                    proxy_error(client, 502, "bad or no upstream response").await;
-                    m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
-                    ctx.access(client, 502);
-                    return false;
-                }
-            };
-            if (100..200).contains(&r.code) && r.code != 101 {
-                ubuf.drain(..r.head_len);
-                // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
-                if req.minor > 0 && write_all(client, r.head).await.is_err() {
-                    return false;
-                }
-                if r.code == 100 && !body_sent {
-                    let pending = std::mem::take(&mut body_buf);
-                    let sent =
-                        send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
-                    match sent.await {
-                        Some(rest) => cbuf = rest,
-                        None => return false,
-                    }
-                    body_sent = true;
                 }
                 continue;
             }
-            break r;
+            Ok(_) => {
+                proxy_error(client, 502, "bad or no upstream response").await;
+                m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+                ctx.access(client, 502);
+                return Some(false);
+            }
         };
-        inflight.done(t0.elapsed());
-        ubuf.drain(..resp.head_len);
-        let code = resp.code;
-
-        // 5. Upgrades become opaque streams.
-        let switched =
-            (req.upgrade && resp.code == 101) || (req.connect && (200..300).contains(&resp.code));
-        if switched {
-            m.response(code, t0.elapsed());
-            let mut out = resp.head;
-            out.extend_from_slice(&ubuf);
-            let written = write_all(client, out).await;
-            ctx.access(client, resp.code);
-            if written.is_err() {
-                return false;
+        if (100..200).contains(&r.code) && r.code != 101 {
+            ubuf.drain(..r.head_len);
+            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+            if req.minor > 0 && write_all(client, r.head).await.is_err() {
+                return Some(false);
             }
-            if !cbuf.is_empty() || !body_buf.is_empty() {
-                let mut early = std::mem::take(&mut body_buf);
-                early.extend_from_slice(&cbuf);
-                if write_all(&mut up, early).await.is_err() {
-                    return false;
+            if r.code == 100 && !body_sent {
+                let pending = std::mem::take(&mut body_buf);
+                let sent =
+                    send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
+                match sent.await {
+                    Some(rest) => *cbuf = rest,
+                    None => return Some(false),
                 }
+                body_sent = true;
             }
-            let _ = sys::set_nonblocking(up.stream().as_raw_fd());
-            let counters = forward::Counters {
-                src: client.counters_of(),
-                dst: up.counters(),
-            };
-            // An upgraded stream is opaque from here: the listener's idle bounds apply.
-            let limits = forward::IdleLimits {
-                idle: l.cfg.idle_timeout,
-                half_closed: l.cfg.half_close_timeout,
-            };
-            let spliced =
-                forward::splice_both(&core.pipes, counters, client.io(), up.stream(), limits).await;
-            return match spliced {
-                Ok(forward::Ended::Eof) => true,
-                Ok(forward::Ended::IdleTimeout) => {
-                    l.metrics.stream_timeout(StreamTimeout::Idle);
-                    false
-                }
-                Ok(forward::Ended::HalfCloseTimeout) => {
-                    l.metrics.stream_timeout(StreamTimeout::HalfClose);
-                    false
-                }
-                Err(e) => {
-                    match e.side {
-                        Some(crate::error::Side::Client) => client.note_error(&e.error),
-                        Some(crate::error::Side::Upstream) => up.note_error(&e.error),
-                        None => {}
-                    }
-                    false
-                }
-            };
+            continue;
         }
+        break r;
+    };
+    inflight.done(t0.elapsed());
+    ubuf.drain(..resp.head_len);
+    let code = resp.code;
 
-        // 6. The response. Its latency ends with the first body byte, or with the head when
-        // there is no body (Linkerd's measure): usually the body came with the head; if not,
-        // the head goes to the client now and the first body read is waited for here.
-        let pause = Some(cfg.stream_idle_timeout);
-        let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
-        let mut resp = resp;
-        if resp.framing != Framing::Empty && ubuf.is_empty() {
-            if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
-                debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
-                m.first_byte(code, t0.elapsed());
-                m.completed(code, None, None);
-                return false;
-            }
-            match read_within(&mut up, ubuf, pause).await {
-                Ok((Ok(_), b)) => ubuf = b,
-                Ok((Err(_), _)) | Err(_) => {
-                    debug!(listener = %l.cfg.name, %peer, upstream = %addr, "response body failed before its first byte; closing");
-                    m.completed(code, None, Some(ErrorLabel::Upstream));
-                    return false;
-                }
+    // 5. Upgrades become opaque streams.
+    let switched =
+        (req.upgrade && resp.code == 101) || (req.connect && (200..300).contains(&resp.code));
+    if switched {
+        m.response(code, t0.elapsed());
+        let mut out = resp.head;
+        out.extend_from_slice(&ubuf);
+        let written = write_all(client, out).await;
+        ctx.access(client, resp.code);
+        if written.is_err() {
+            return Some(false);
+        }
+        if !cbuf.is_empty() || !body_buf.is_empty() {
+            let mut early = std::mem::take(&mut body_buf);
+            early.extend_from_slice(cbuf);
+            if write_all(&mut up, early).await.is_err() {
+                return Some(false);
             }
         }
-        m.first_byte(code, t0.elapsed());
-        let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
-            Ok(rest) => {
-                m.completed(code, None, None);
-                rest
+        let _ = sys::set_nonblocking(up.stream().as_raw_fd());
+        let counters = forward::Counters {
+            src: client.counters_of(),
+            dst: up.counters(),
+        };
+        // An upgraded stream is opaque from here: the listener's idle bounds apply.
+        let limits = forward::IdleLimits {
+            idle: l.cfg.idle_timeout,
+            half_closed: l.cfg.half_close_timeout,
+        };
+        let spliced =
+            forward::splice_both(&core.pipes, counters, client.io(), up.stream(), limits).await;
+        return Some(match spliced {
+            Ok(forward::Ended::Eof) => true,
+            Ok(forward::Ended::IdleTimeout) => {
+                l.metrics.stream_timeout(StreamTimeout::Idle);
+                false
+            }
+            Ok(forward::Ended::HalfCloseTimeout) => {
+                l.metrics.stream_timeout(StreamTimeout::HalfClose);
+                false
             }
             Err(e) => {
-                debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
-                let upstream = e.side() == crate::error::Side::Upstream;
-                m.completed(code, None, upstream.then_some(ErrorLabel::Upstream));
-                ctx.access(client, code);
-                return false;
+                match e.side {
+                    Some(crate::error::Side::Client) => client.note_error(&e.error),
+                    Some(crate::error::Side::Upstream) => up.note_error(&e.error),
+                    None => {}
+                }
+                false
             }
-        };
-        ctx.access(client, code);
-        let reusable = upstream_keep_alive && body_sent && rest.is_empty();
-        if reusable {
-            l.pools.put_h1(addr, up);
+        });
+    }
+
+    // 6. The response. Its latency ends with the first body byte, or with the head when
+    // there is no body (Linkerd's measure): usually the body came with the head; if not,
+    // the head goes to the client now and the first body read is waited for here.
+    let pause = Some(cfg.stream_idle_timeout);
+    let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
+    let mut resp = resp;
+    if resp.framing != Framing::Empty && ubuf.is_empty() {
+        if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
+            m.first_byte(code, t0.elapsed());
+            m.completed(code, None, None);
+            return Some(false);
         }
-        if !body_sent {
-            // Answered before the body: the client may still send it (after its own wait).
-            linger_close(client).await;
-            return true;
-        }
-        if close_after {
-            return true;
+        match read_within(&mut up, ubuf, pause).await {
+            Ok((Ok(_), b)) => ubuf = b,
+            Ok((Err(_), _)) | Err(_) => {
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, "response body failed before its first byte; closing");
+                m.completed(code, None, Some(ErrorLabel::Upstream));
+                return Some(false);
+            }
         }
     }
+    m.first_byte(code, t0.elapsed());
+    let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
+        Ok(rest) => {
+            m.completed(code, None, None);
+            rest
+        }
+        Err(e) => {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
+            let upstream = e.side() == crate::error::Side::Upstream;
+            m.completed(code, None, upstream.then_some(ErrorLabel::Upstream));
+            ctx.access(client, code);
+            return Some(false);
+        }
+    };
+    ctx.access(client, code);
+    let reusable = upstream_keep_alive && body_sent && rest.is_empty();
+    if reusable {
+        l.pools.put_h1(addr, up);
+    }
+    if !body_sent {
+        // Answered before the body: the client may still send it (after its own wait).
+        linger_close(client).await;
+        return Some(true);
+    }
+    if close_after {
+        return Some(true);
+    }
+    None
 }

@@ -138,6 +138,21 @@ pub async fn read_more(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize
     (r, slice.into_inner())
 }
 
+/// Appends what one read returns to `buf` within its spare capacity (at least one byte:
+/// grown by 1 KiB when full), for a wait that should hold a small buffer. `Ok(0)` is EOF.
+pub async fn read_some(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(1024);
+    }
+    let len = buf.len();
+    let (r, slice) = s.io().read(buf.slice_mut(len..)).await;
+    match &r {
+        Ok(n) => s.counters().read(*n as u64),
+        Err(e) => s.note_error(e),
+    }
+    (r, slice.into_inner())
+}
+
 /// [`read_more`], bounded by `pause` when given: `Err(Elapsed)` on expiry. The read is then
 /// cancelled and its buffer lost; the caller closes the connection anyway.
 pub async fn read_within(
