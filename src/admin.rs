@@ -139,6 +139,8 @@ pub struct Scrape {
     pub reload: std::sync::mpsc::Sender<ReloadRequest>,
     /// The access log's dropped-line counters (`sidewire_access_log_dropped_total`).
     pub access_log: Arc<AccessStats>,
+    /// Upstream name resolutions (`sidewire_dns_*`).
+    pub dns: Arc<crate::dns::DnsStats>,
 }
 
 /// Connections served at once: far more than a kubelet and a few scrapers open, few enough
@@ -311,6 +313,7 @@ async fn metrics(s: Arc<Scrape>) -> Response<Body> {
     let rendered = tokio::task::spawn_blocking(move || {
         let mut text = render_metrics(&s);
         text.push_str(&s.access_log.render());
+        text.push_str(&s.dns.render());
         text
     })
     .await;
@@ -628,7 +631,7 @@ mod tests {
                         listeners: vec![m.snapshot()],
                     });
                 }
-                Ok(Control::Connections(..) | Control::Reload { .. }) => {}
+                Ok(Control::Connections(..) | Control::Reload { .. } | Control::Dns { .. }) => {}
                 Ok(Control::Drain) | Err(futures_channel::mpsc::TryRecvError::Closed) => return,
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
@@ -669,6 +672,7 @@ mod tests {
             shutdown: None,
             reload: std::sync::mpsc::channel().0,
             access_log: AccessStats::new(2),
+            dns: Default::default(),
         };
         assert_eq!(opened_total(&render_metrics(&scrape)), 7);
         // The second worker now misses the deadline: its last answer (4) stands in, so the

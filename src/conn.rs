@@ -21,7 +21,7 @@ use crate::core::{Core, HttpDest, Listener};
 use crate::detect::{
     self, DetectReason, DetectResult, DetectSettings, Detection, LinkerdDetect, Plan,
 };
-use crate::error::{ConnectError, Side};
+use crate::error::{ConnectError, Refusal, Side};
 use crate::forward::Ended;
 use crate::metrics::{Close, Opened, PeerCounters, StreamTimeout};
 use crate::sys;
@@ -70,7 +70,9 @@ pub fn serve(
                 }
             }
         } else {
-            Target::pick(&l.balancer)
+            // No endpoint (upstream names not resolved yet): detection still runs, so HTTP
+            // requests get a 503 naming the reason; an opaque connection is refused after it.
+            Target::pick(&l.balancer).unwrap_or_else(|| Target::placeholder(l.placeholder_addr()))
         };
         let addr = target.addr;
         tracked.destination(addr, target.original);
@@ -88,8 +90,10 @@ pub fn serve(
                 (r, None)
             }
             Plan::Detect { timeout } => {
+                // Nothing to dial early without an endpoint.
+                let dial_early = !target.is_placeholder();
                 match Box::pin(detect_stage(
-                    &core, l, &client, &tracked, peer, addr, timeout, t0,
+                    &core, l, &client, &tracked, peer, addr, dial_early, timeout, t0,
                 ))
                 .await
                 {
@@ -202,6 +206,7 @@ async fn detect_stage(
     tracked: &Tracked<'_>,
     peer: SocketAddr,
     addr: SocketAddr,
+    dial_early: bool,
     timeout: std::time::Duration,
     t0: Instant,
 ) -> Result<(DetectResult, Early), DetectStop> {
@@ -213,6 +218,7 @@ async fn detect_stage(
     };
     let s = DetectSettings {
         timeout,
+        eager_dial: l.detect.eager_dial && dial_early,
         ..l.detect
     };
     match detect::detect(client, &s, &core.peek_buf, dial).await {
@@ -312,6 +318,12 @@ async fn dial(
     early: Early,
 ) -> Option<(SocketAddr, TcpStream)> {
     let m = &l.metrics;
+    // Accepted without an endpoint: one may have resolved meanwhile; else refused.
+    if target.is_placeholder() && !target.retry_pick(&l.balancer) {
+        m.refused(Refusal::NoEndpoints);
+        debug!(listener = %l.cfg.name, %peer, names = ?l.cfg.upstream_names, "closing client: no upstream endpoint (names not resolved)");
+        return None;
+    }
     let timeout = l.cfg.connect_timeout;
     let first = target.addr;
     let other = || target.other(&l.balancer);

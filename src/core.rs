@@ -21,6 +21,7 @@
 pub mod connections;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 
 use self::connections::{Connections, ListenerInfo, Query, Report, ROWS_PER_TURN};
-use crate::config::{Config, Http1Config, Http2Config, ListenerConfig};
+use crate::config::{Config, Http1Config, Http2Config, ListenerConfig, UpstreamName};
 use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
 use crate::metrics::{AuthorityId, CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol, TargetId};
@@ -107,6 +108,50 @@ impl Listener {
     pub fn endpoints(&self, route: usize) -> &EndpointSet {
         &self.http_sets[route]
     }
+
+    /// What a connection accepted without an endpoint stands in for (see
+    /// [`Target::placeholder`]): the unspecified address with the port of the listener's
+    /// first upstream name.
+    pub fn placeholder_addr(&self) -> SocketAddr {
+        let port = self.cfg.upstream_names.first().map_or(0, |n| n.port);
+        SocketAddr::from(([0, 0, 0, 0], port))
+    }
+
+    /// The upstream names of route index `route` (0 = the listener's own upstream): what an
+    /// empty set is waiting for.
+    pub fn names(&self, route: usize) -> &[UpstreamName] {
+        match route {
+            0 => &self.cfg.upstream_names,
+            r => self
+                .cfg
+                .routes
+                .get(r - 1)
+                .map_or(&[][..], |r| &r.upstream_names),
+        }
+    }
+
+    /// Whether any endpoint set of this listener names `name`.
+    fn uses(&self, name: &UpstreamName) -> bool {
+        (0..self.http_sets.len()).any(|k| self.names(k).contains(name))
+    }
+}
+
+/// The endpoints of a set: its literal addresses, then each name's current addresses (names
+/// not resolved yet add none), each address once.
+fn endpoints_of(
+    literal: &[SocketAddr],
+    names: &[UpstreamName],
+    dns: &HashMap<UpstreamName, Arc<[SocketAddr]>>,
+) -> Vec<SocketAddr> {
+    let mut eps = literal.to_vec();
+    for n in names {
+        for a in dns.get(n).into_iter().flat_map(|a| a.iter()) {
+            if !eps.contains(a) {
+                eps.push(*a);
+            }
+        }
+    }
+    eps
 }
 
 /// Where one connection's HTTP requests go when no route takes them, and the series they
@@ -139,6 +184,10 @@ struct SeriesKey {
     target: TargetId,
     authority: AuthorityId,
 }
+
+/// The reason of the 503 a request gets when its endpoint set is empty.
+pub const NO_ENDPOINTS: &str =
+    "no upstream endpoint: the upstream names have not resolved (see sidewire_dns_resolutions_total)";
 
 /// One request's claim on the endpoint it was sent to: report the time to the response head
 /// with [`EndpointClaim::done`] (it feeds the balancer; an original destination has none).
@@ -225,13 +274,15 @@ impl HttpDest {
     }
 
     /// The endpoint for a request on route index `route`: the original destination when no
-    /// route matched on an original-destination listener, else a P2C pick from the set.
-    pub fn pick(&self, l: &Listener, route: usize) -> (SocketAddr, EndpointClaim) {
+    /// route matched on an original-destination listener, else a P2C pick from the set;
+    /// `None` when the set is empty (its upstream names have not resolved): answer
+    /// [`NO_ENDPOINTS`] with 503.
+    pub fn pick(&self, l: &Listener, route: usize) -> Option<(SocketAddr, EndpointClaim)> {
         match (self.original, route) {
-            (true, 0) => (self.addr, EndpointClaim(None)),
+            (true, 0) => Some((self.addr, EndpointClaim(None))),
             _ => {
-                let (addr, f) = l.endpoints(route).pick();
-                (addr, EndpointClaim(Some(f)))
+                let (addr, f) = l.endpoints(route).pick()?;
+                Some((addr, EndpointClaim(Some(f))))
             }
         }
     }
@@ -253,6 +304,9 @@ pub struct Core {
     metrics: RefCell<Vec<Rc<ListenerMetrics>>>,
     /// Every listener generation's facts for `GET /connections`, by [`Listener::id`].
     infos: RefCell<Vec<ListenerInfo>>,
+    /// The current addresses of each upstream name the listeners use (from the `dns`
+    /// thread); new listener generations start with them.
+    dns: RefCell<HashMap<UpstreamName, Arc<[SocketAddr]>>>,
     /// Empty splice pipes for opaque forwarding.
     pub pipes: PipePool,
     /// Scratch buffer for detection peeks: borrowed only synchronously, never across an await.
@@ -414,9 +468,15 @@ fn balancer_seed(id: usize, k: usize) -> u64 {
 }
 
 impl Core {
-    /// State for worker `id` serving `cfg`'s listeners; [`Core::accept_slots`] lists the
-    /// slot of each listener's socket, in config order.
-    pub fn new(id: usize, cfg: &Arc<Config>) -> Core {
+    /// State for worker `id` serving `cfg`'s listeners, with `dns` the upstream names'
+    /// addresses known at start (names missing from it have no endpoints until
+    /// [`Core::apply_dns`]); [`Core::accept_slots`] lists the slot of each listener's socket,
+    /// in config order.
+    pub fn new(
+        id: usize,
+        cfg: &Arc<Config>,
+        dns: &HashMap<UpstreamName, Arc<[SocketAddr]>>,
+    ) -> Core {
         let core = Core {
             id,
             cfg: RefCell::new(cfg.clone()),
@@ -424,6 +484,7 @@ impl Core {
             accepts: RefCell::default(),
             metrics: RefCell::default(),
             infos: RefCell::default(),
+            dns: RefCell::new(dns.clone()),
             pipes: PipePool::new(id, cfg.runtime.splice_pipe_bytes),
             peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
             connections: Connections::new(cfg.admin.closed_connections),
@@ -461,12 +522,14 @@ impl Core {
             http1: cfg.http1.enabled,
             http2: cfg.http2.enabled,
         });
+        let dns = self.dns.borrow();
+        let sets: Vec<Vec<SocketAddr>> = std::iter::once((&l.upstream, &l.upstream_names))
+            .chain(l.routes.iter().map(|r| (&r.upstream, &r.upstream_names)))
+            .map(|(lit, names)| endpoints_of(lit, names, &dns))
+            .collect();
         let health = Rc::new(Health::new(
             l.ejection,
-            l.upstream
-                .iter()
-                .chain(l.routes.iter().flat_map(|r| &r.upstream))
-                .copied(),
+            sets.iter().flatten().copied(),
             metrics.clone(),
         ));
         Listener {
@@ -474,17 +537,15 @@ impl Core {
             cfg: l.clone(),
             metrics,
             route_ids,
-            balancer: Balancer::new(l.upstream.clone(), health.clone()),
+            balancer: Balancer::new(sets[0].clone(), health.clone()),
             detect: DetectSettings::new(l, &cfg.detect),
             ports: PortPlan::new(l, &cfg.detect),
             http1: cfg.http1.clone(),
             http2: cfg.http2.clone(),
-            http_sets: std::iter::once(&l.upstream)
-                .chain(l.routes.iter().map(|r| &r.upstream))
+            http_sets: sets
+                .into_iter()
                 .enumerate()
-                .map(|(k, eps)| {
-                    EndpointSet::new(eps.clone(), balancer_seed(self.id, k), health.clone())
-                })
+                .map(|(k, eps)| EndpointSet::new(eps, balancer_seed(self.id, k), health.clone()))
                 .collect(),
             pools: Pools::new(
                 cfg.http1.pool_idle_timeout,
@@ -590,8 +651,44 @@ impl Core {
         *self.listeners.borrow_mut() = listeners;
         *self.accepts.borrow_mut() = slots;
         drop(old);
+        // Names no listener uses any more are forgotten (a later reload that brings one back
+        // starts it empty until its first answer arrives).
+        let names = cfg.upstream_names();
+        self.dns.borrow_mut().retain(|n, _| names.contains(n));
         self.prune_metrics();
         (stats, fresh)
+    }
+
+    /// Takes `name`'s new addresses (from the `dns` thread): every current listener's
+    /// endpoint sets that name it are updated in place, endpoints that stay keeping their
+    /// state (open counts, latency estimates, pools), removed ones staying valid for the
+    /// connections and requests that hold them. An answer for a name no current listener
+    /// uses (a reload removed it meanwhile) is dropped.
+    pub fn apply_dns(&self, name: UpstreamName, addrs: Arc<[SocketAddr]>) {
+        let listeners = self.listeners.borrow();
+        if !listeners.iter().any(|l| l.uses(&name)) {
+            return;
+        }
+        self.dns.borrow_mut().insert(name.clone(), addrs);
+        let dns = self.dns.borrow();
+        for l in listeners.iter().filter(|l| l.uses(&name)) {
+            for (k, set) in l.http_sets.iter().enumerate() {
+                if !l.names(k).contains(&name) {
+                    continue;
+                }
+                let literal = match k {
+                    0 => &l.cfg.upstream,
+                    r => &l.cfg.routes[r - 1].upstream,
+                };
+                let eps = endpoints_of(literal, l.names(k), &dns);
+                if k == 0 {
+                    l.balancer.update(&eps);
+                }
+                set.update(&eps);
+            }
+            // Passive health follows the endpoints (it keys them by address).
+            l.health.track(l.http_sets.iter().flat_map(|s| s.addrs()));
+        }
     }
 
     /// Drops the metrics of removed listeners once nothing can count into them.

@@ -139,17 +139,21 @@ pub enum Refusal {
     Loop,
     /// The kernel knows no original destination (no NAT entry for the connection).
     NoOriginalDst,
+    /// An opaque connection on a listener with no upstream endpoint: its upstream names have
+    /// not resolved (yet).
+    NoEndpoints,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 2] = [Refusal::Loop, Refusal::NoOriginalDst];
+    pub const ALL: [Refusal; 3] = [Refusal::Loop, Refusal::NoOriginalDst, Refusal::NoEndpoints];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Loop => "loop",
             Refusal::NoOriginalDst => "no_original_dst",
+            Refusal::NoEndpoints => "no_endpoints",
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`server`]: the supervisor: binds sockets, starts workers and the admin thread, shutdown.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/live`, `/ready`, `/connections`,
 //!   `/log-level`, `/shutdown`) on its own thread.
+//! - [`dns`]: upstream names resolved after start (every A/AAAA record, refreshed on the
+//!   TTL, last good answer kept through failures), delivered to the workers.
 //! - [`worker`]: one worker: its runtime (io_uring, or epoll where refused), accept loops and control channel.
 //! - [`accept`]: one listener's accept loop on one worker.
 //! - [`conn`]: the spine of one connection: target → detect → {opaque splice | HTTP/1 |
@@ -40,19 +42,20 @@
 //! 1. `main`
 //! 2. `init`, `inject`, `server`
 //! 3. `admin`
-//! 4. `worker`
-//! 5. `accept`
-//! 6. `conn`
-//! 7. `http2`
-//! 8. `http1`
-//! 9. `core`
-//! 10. `forward`
-//! 11. `upstream`
-//! 12. `io`
-//! 13. `metrics`
-//! 14. `detect`, `cpus`, `logging`
-//! 15. `config`
-//! 16. `error`, `sys`
+//! 4. `dns`
+//! 5. `worker`
+//! 6. `accept`
+//! 7. `conn`
+//! 8. `http2`
+//! 9. `http1`
+//! 10. `core`
+//! 11. `forward`
+//! 12. `upstream`
+//! 13. `io`
+//! 14. `metrics`
+//! 15. `detect`, `cpus`, `logging`
+//! 16. `config`
+//! 17. `error`, `sys`
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -65,6 +68,7 @@ pub mod conn;
 pub mod core;
 pub mod cpus;
 pub mod detect;
+pub mod dns;
 pub mod error;
 pub mod forward;
 pub mod http1;

@@ -109,6 +109,28 @@ fn main() -> ExitCode {
                 "no pinning"
             }
         );
+        // Upstream names are resolved after start; one that does not resolve now is a
+        // warning (the proxy would start, its endpoints empty until it resolves).
+        let names = cfg.upstream_names();
+        if !names.is_empty() {
+            for (name, r) in sidewire::dns::check(&cfg.dns, &names) {
+                let _ = match r {
+                    Ok(addrs) => writeln!(
+                        out,
+                        "# upstream {name} resolves to {}",
+                        addrs
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Err(e) => writeln!(
+                        out,
+                        "# warning: upstream {name} does not resolve now ({e}): the proxy starts anyway and keeps trying; its endpoints are empty until then"
+                    ),
+                };
+            }
+        }
         out.push_str(&raw.to_toml());
         // A closed pipe (`sidewire check | head -1`) is not an error worth a panic.
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());

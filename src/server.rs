@@ -26,6 +26,7 @@ use crate::admin::{Admin, ReadyState, ReloadRequest, Scrape};
 use crate::config::{Config, Driver};
 use crate::core::{Core, ReloadStats, SocketPlan};
 use crate::cpus::CpuBudget;
+use crate::dns::{DnsStats, Resolver};
 use crate::logging::access::{self, AccessStats};
 use crate::worker::{self, Control, DriverKind};
 
@@ -134,6 +135,10 @@ pub struct Server {
     grace: Duration,
     shutdown_requests: Option<std_mpsc::Receiver<()>>,
     reload_requests: Option<std_mpsc::Receiver<ReloadRequest>>,
+    /// The resolver thread, once any listener names an upstream by host name.
+    resolver: Option<Resolver>,
+    /// Its counters, rendered by the admin server.
+    dns_stats: Arc<DnsStats>,
 }
 
 /// How a shutdown ended.
@@ -238,6 +243,7 @@ impl Server {
         let (controls, control_rxs): (Vec<_>, Vec<_>) =
             (0..workers).map(|_| mpsc::unbounded()).unzip();
         let access_log = AccessStats::new(workers);
+        let dns_stats = Arc::new(DnsStats::default());
         let admin = Admin::spawn(
             admin_sock,
             Scrape {
@@ -248,6 +254,7 @@ impl Server {
                 shutdown: cfg.admin.enable_shutdown.then(|| shutdown_tx.clone()),
                 reload: reload_tx,
                 access_log: access_log.clone(),
+                dns: dns_stats.clone(),
             },
         )
         .map_err(|e| StartError::Worker {
@@ -255,6 +262,30 @@ impl Server {
             problem: format!("cannot start the admin thread: {e}"),
         })?;
 
+        // Upstream names: resolved on their own thread. Start-up waits for the first answers
+        // (`dns.timeout_ms` at most) so the first connections find endpoints; a name without
+        // one is a warning, not an error (its set stays empty until it resolves).
+        let names = cfg.upstream_names();
+        let (resolver, answers) = if names.is_empty() {
+            (None, Default::default())
+        } else {
+            let (r, answers) = Resolver::start(
+                &cfg.dns,
+                names.clone(),
+                controls.clone(),
+                dns_stats.clone(),
+                true,
+            )
+            .map_err(|e| StartError::Worker {
+                worker: 0,
+                problem: format!("cannot start the DNS resolver thread: {e}"),
+            })?;
+            for n in names.iter().filter(|n| !answers.contains_key(*n)) {
+                warn!(name = %n, timeout_ms = cfg.dns.timeout.as_millis() as u64, "upstream name has no address yet: its endpoints are empty until it resolves (HTTP requests to it get 503, connections are closed)");
+            }
+            (Some(r), answers)
+        };
+        let answers = Arc::new(answers);
         let cfg = Arc::new(cfg);
         let (started_tx, started_rx) = std_mpsc::channel::<(usize, Result<(), String>)>();
         let (done_tx, done) = std_mpsc::channel::<usize>();
@@ -268,6 +299,7 @@ impl Server {
             let done = done_tx.clone();
             let ready = ready.clone();
             let access_log = access_log.clone();
+            let answers = answers.clone();
             let t = std::thread::Builder::new()
                 .name(format!("sidewire-core-{id}"))
                 .spawn(move || {
@@ -304,7 +336,7 @@ impl Server {
                         };
                         on.fetch_add(1, Ordering::Relaxed);
                         access::start_worker(cfg.log.access, access_log, id);
-                        let core = Rc::new(Core::new(id, &cfg));
+                        let core = Rc::new(Core::new(id, &cfg, &answers));
                         rt.block_on(worker::run(core, socks, control, |r| {
                             if r.is_ok() {
                                 ready.listening.fetch_add(1, Ordering::AcqRel);
@@ -399,6 +431,8 @@ impl Server {
             grace: cfg.runtime.shutdown_grace,
             shutdown_requests: Some(shutdown_rx),
             reload_requests: Some(reload_rx),
+            resolver,
+            dns_stats,
         })
     }
 
@@ -565,6 +599,27 @@ impl Server {
         for (name, addr) in &new_listeners {
             info!(listener = %name, %addr, workers, "listening");
         }
+        // The resolver follows the new names after the workers have the new listeners, so
+        // answers for new names find the sets that use them. Nothing here waits on DNS.
+        let names = new.upstream_names();
+        match &self.resolver {
+            Some(r) => r.update(&new.dns, names),
+            None if names.is_empty() => {}
+            None => {
+                match Resolver::start(
+                    &new.dns,
+                    names,
+                    self.controls.clone(),
+                    self.dns_stats.clone(),
+                    false,
+                ) {
+                    Ok((r, _)) => self.resolver = Some(r),
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the DNS resolver thread: upstream names stay without endpoints")
+                    }
+                }
+            }
+        }
         self.listeners = bound.iter().map(|b| (b.name.clone(), b.local)).collect();
         self.bound = bound;
         self.grace = new.runtime.shutdown_grace;
@@ -640,6 +695,7 @@ impl Server {
         if let Some(a) = self.admin.take() {
             a.stop();
         }
+        drop(self.resolver.take());
         ShutdownReport { finished, workers }
     }
 }

@@ -20,7 +20,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use tracing::{info, warn};
 
 use crate::accept;
-use crate::config::{Config, Driver};
+use crate::config::{Config, Driver, UpstreamName};
 use crate::core::connections::{Query, Report};
 use crate::core::{Core, ReloadStats, SocketPlan};
 use crate::metrics::CoreSnapshot;
@@ -44,6 +44,14 @@ pub enum Control {
         sockets: Vec<std::net::TcpListener>,
         /// Where the worker says it is done.
         done: std::sync::mpsc::SyncSender<Result<ReloadStats, String>>,
+    },
+    /// An upstream name resolved to a new set of addresses (from the `dns` thread): the
+    /// endpoint sets that name it take them (see [`Core::apply_dns`]).
+    Dns {
+        /// The name.
+        name: UpstreamName,
+        /// Its addresses, sorted, each once, never empty.
+        addrs: Arc<[std::net::SocketAddr]>,
     },
     /// Stop accepting, let open connections finish within the grace period, then exit.
     Drain,
@@ -202,6 +210,7 @@ pub async fn run(
             } => {
                 let _ = done.send(reload(&core, &cfg, &plan, sockets));
             }
+            Control::Dns { name, addrs } => core.apply_dns(name, addrs),
             Control::Drain => break,
         }
     }
@@ -232,6 +241,7 @@ pub async fn run(
                 Some(Control::Reload { done, .. }) => {
                     let _ = done.send(Err("the worker is draining".into()));
                 }
+                Some(Control::Dns { name, addrs }) => core.apply_dns(name, addrs),
                 Some(Control::Drain) => {}
                 None => control_open = false,
             },

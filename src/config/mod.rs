@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[dns]`: how upstream names are resolved.
+    pub dns: DnsConfig,
     /// Listeners, in file order (the index is used by workers and metrics).
     pub listeners: Vec<ListenerConfig>,
 }
@@ -207,6 +209,38 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Validated `[dns]` (see `dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`). `/etc/hosts` is
+    /// consulted first either way.
+    pub nameservers: Vec<SocketAddr>,
+    /// Record TTLs below this are raised to it; also the first retry delay after a failure.
+    pub min_ttl: Duration,
+    /// Record TTLs above this are lowered to it.
+    pub max_ttl: Duration,
+    /// Longest wait for one resolution of a name (its A and AAAA queries together).
+    pub timeout: Duration,
+    /// Longest delay between retries of a failing name.
+    pub retry_max: Duration,
+}
+
+/// An upstream endpoint given by name (`"host:port"`): resolved after start, asynchronously,
+/// to every A and AAAA address, each an endpoint with this port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamName {
+    /// The host name, lower-cased (no trailing dot added: the resolver's search list applies).
+    pub host: String,
+    /// The port every address of the name gets.
+    pub port: u16,
+}
+
+impl fmt::Display for UpstreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// One validated `[[listener]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
@@ -214,8 +248,11 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Upstream endpoints (resolved); empty when `original_dst` is set.
+    /// Upstream endpoints given as `ip:port`; empty when `original_dst` is set.
     pub upstream: Vec<SocketAddr>,
+    /// Upstream endpoints given by name, resolved after start (see `dns`); with `upstream`
+    /// they make the listener's endpoint set.
+    pub upstream_names: Vec<UpstreamName>,
     /// `upstream = "original-dst"`: each connection goes to its original destination
     /// (`SO_ORIGINAL_DST`), as redirected by `sidewire init`'s rules.
     pub original_dst: bool,
@@ -290,8 +327,10 @@ pub struct RouteConfig {
     pub host: Option<String>,
     /// Path prefix to match, if any.
     pub path_prefix: Option<String>,
-    /// Endpoints.
+    /// Endpoints given as `ip:port`.
     pub upstream: Vec<SocketAddr>,
+    /// Endpoints given by name (resolved after start), with `upstream` the route's set.
+    pub upstream_names: Vec<UpstreamName>,
 }
 
 impl RouteConfig {
@@ -349,6 +388,19 @@ impl Config {
         Config::parse(&text, &file)
     }
 
+    /// Every upstream name of every listener and route, each once.
+    pub fn upstream_names(&self) -> BTreeSet<UpstreamName> {
+        self.listeners
+            .iter()
+            .flat_map(|l| {
+                l.upstream_names
+                    .iter()
+                    .chain(l.routes.iter().flat_map(|r| &r.upstream_names))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The embedded default configuration.
     pub fn embedded_default() -> Config {
         Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
@@ -382,7 +434,16 @@ impl fmt::Display for Config {
             if l.original_dst {
                 writeln!(f, "listener {:?}: {} -> {ORIGINAL_DST}", l.name, l.listen)?;
             } else {
-                writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+                let names: Vec<String> = l.upstream_names.iter().map(|n| n.to_string()).collect();
+                if names.is_empty() {
+                    writeln!(f, "listener {:?}: {} -> {:?}", l.name, l.listen, l.upstream)?;
+                } else {
+                    writeln!(
+                        f,
+                        "listener {:?}: {} -> {:?} {:?}",
+                        l.name, l.listen, l.upstream, names
+                    )?;
+                }
             }
         }
         write!(f, "admin: {}", self.admin.listen)
@@ -716,6 +777,60 @@ tcp_keepalive_ms = 0
         assert_eq!(c.detect.timeout, Duration::from_millis(300));
         assert_eq!(c.listeners[0].detect_timeout, Duration::from_millis(50));
         assert_eq!(c.listeners[0].protocol, ListenerProtocol::Detect);
+    }
+
+    #[test]
+    fn upstream_names_are_parsed_not_resolved_and_dns_validates() {
+        let text = "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\nmin_ttl_ms = 100\n\
+             [[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n\
+             upstream = [\"API.Internal:8080\", \"127.0.0.1:9\", \"api.internal:8080\", \"no-such-name.invalid:1\"]\n\
+             [[listener.route]]\npath_prefix = \"/x\"\nupstream = [\"svc_a.ns.svc.cluster.local.:80\"]\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.upstream, ["127.0.0.1:9".parse::<SocketAddr>().unwrap()]);
+        let names: Vec<String> = l.upstream_names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            names,
+            ["api.internal:8080", "no-such-name.invalid:1"],
+            "lower-cased, once"
+        );
+        assert_eq!(
+            l.routes[0].upstream_names[0].to_string(),
+            "svc_a.ns.svc.cluster.local.:80"
+        );
+        assert_eq!(c.upstream_names().len(), 3);
+        assert_eq!(
+            c.dns.nameservers,
+            [
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns.min_ttl, Duration::from_millis(100));
+        assert_eq!(c.dns.max_ttl, Duration::from_secs(300));
+        let listener = "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n";
+        for (bad, key) in [
+            ("upstream = [\"bad host:80\"]", "listener[0].upstream[0]"),
+            ("upstream = [\"-x.example:80\"]", "listener[0].upstream[0]"),
+            ("upstream = [\"x.example:0\"]", "listener[0].upstream[0]"),
+            ("upstream = [\"x.example:http\"]", "listener[0].upstream[0]"),
+            ("upstream = [\"::1:80\"]", "listener[0].upstream[0]"),
+        ] {
+            let e = parse_err(&format!("{listener}{bad}\n"));
+            assert_eq!(e.key, key, "{bad}: {e}");
+        }
+        for (dns, key) in [
+            ("nameservers = [\"dns.google\"]", "dns.nameservers[0]"),
+            ("min_ttl_ms = 0", "dns.min_ttl_ms"),
+            ("min_ttl_ms = 10000\nmax_ttl_ms = 5000", "dns.min_ttl_ms"),
+            ("timeout_ms = 0", "dns.timeout_ms"),
+            ("retry_max_ms = 0", "dns.retry_max_ms"),
+        ] {
+            let e = parse_err(&format!(
+                "[dns]\n{dns}\n{listener}upstream = [\"127.0.0.1:9\"]\n"
+            ));
+            assert_eq!(e.key, key, "{dns}: {e}");
+        }
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[metrics]`
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[dns]`
+    #[serde(default)]
+    pub dns: RawDns,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
@@ -358,6 +361,40 @@ impl Default for RawMetrics {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+        }
+    }
+}
+
+/// `[dns]` as written: how upstream names (`"host:port"` endpoints) are resolved.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// Name servers as `"ip"` (port 53) or `"ip:port"`; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Vec<String>,
+    /// Shortest time an answer is used before it is asked again (a lower record TTL is raised
+    /// to it), and the first retry delay after a failure.
+    pub min_ttl_ms: u64,
+    /// Longest time an answer is used before it is asked again (a higher record TTL is
+    /// lowered to it).
+    pub max_ttl_ms: u64,
+    /// Longest wait for one resolution (A and AAAA), and at start for the first answers.
+    pub timeout_ms: u64,
+    /// Longest delay between retries of a failing name (the delay doubles from `min_ttl_ms`).
+    pub retry_max_ms: u64,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        // 5 s floor: Envoy's default DNS refresh rate; 5 min ceiling: a record with a long TTL
+        // still gets re-checked a few times an hour (Envoy's `respect_dns_ttl` has no ceiling,
+        // Linkerd's destination service re-resolves every 5 s at most).
+        RawDns {
+            nameservers: Vec::new(),
+            min_ttl_ms: 5_000,
+            max_ttl_ms: 300_000,
+            timeout_ms: 5_000,
+            retry_max_ms: 30_000,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! listener.
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::*;
@@ -15,6 +15,10 @@ const MAX_WORKERS: usize = 1024;
 const MAX_ACCESS_LINES: u32 = 1_000_000;
 /// Upper bound on timeouts (10 minutes): a larger value is almost certainly a unit mistake.
 const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Upper bound on `[dns]` TTL bounds and retry delay (one day).
+const MAX_DNS_TTL_MS: u64 = 86_400_000;
+/// Upper bound on `dns.timeout_ms` (a minute): start-up waits this long at most for names.
+const MAX_DNS_TIMEOUT_MS: u64 = 60_000;
 /// Upper bound on `admin.closed_connections` per worker: about 15 MB of records each.
 const MAX_CLOSED_CONNECTIONS: usize = 65_536;
 
@@ -86,6 +90,7 @@ impl RawConfig {
         let detect = self.validate_detect(&err)?;
         let http1 = self.validate_http1(&err)?;
         let metrics = self.validate_metrics(&err)?;
+        let dns = self.validate_dns(&err)?;
         let listeners = self.validate_listeners(&err, admin.listen)?;
         Ok(Config {
             runtime,
@@ -94,8 +99,65 @@ impl RawConfig {
             http2,
             log,
             metrics,
+            dns,
             detect,
             listeners,
+        })
+    }
+
+    /// `[dns]`.
+    fn validate_dns(&self, err: &Err) -> Result<DnsConfig, ConfigError> {
+        let d = &self.dns;
+        let nameservers = d
+            .nameservers
+            .iter()
+            .enumerate()
+            .map(|(k, ns)| {
+                ns.parse::<SocketAddr>()
+                    .ok()
+                    .or_else(|| ns.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+                    .filter(|a| a.port() != 0)
+                    .ok_or_else(|| {
+                        err(
+                            format!("dns.nameservers[{k}]"),
+                            format!("{ns:?} is not an \"ip\" or \"ip:port\" address"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (k, v) in [
+            ("dns.min_ttl_ms", d.min_ttl_ms),
+            ("dns.max_ttl_ms", d.max_ttl_ms),
+            ("dns.retry_max_ms", d.retry_max_ms),
+        ] {
+            if !(1..=MAX_DNS_TTL_MS).contains(&v) {
+                return Err(err(
+                    k.into(),
+                    format!("{v} must be from 1 to {MAX_DNS_TTL_MS}"),
+                ));
+            }
+        }
+        if d.min_ttl_ms > d.max_ttl_ms {
+            return Err(err(
+                "dns.min_ttl_ms".into(),
+                format!(
+                    "{} is more than dns.max_ttl_ms ({})",
+                    d.min_ttl_ms, d.max_ttl_ms
+                ),
+            ));
+        }
+        if !(1..=MAX_DNS_TIMEOUT_MS).contains(&d.timeout_ms) {
+            return Err(err(
+                "dns.timeout_ms".into(),
+                format!("{} must be from 1 to {MAX_DNS_TIMEOUT_MS}", d.timeout_ms),
+            ));
+        }
+        Ok(DnsConfig {
+            nameservers,
+            min_ttl: Duration::from_millis(d.min_ttl_ms),
+            max_ttl: Duration::from_millis(d.max_ttl_ms),
+            timeout: Duration::from_millis(d.timeout_ms),
+            retry_max: Duration::from_millis(d.retry_max_ms),
         })
     }
 
@@ -321,7 +383,7 @@ impl RawConfig {
     }
 
     /// Every `[[listener]]`: names unique, addresses unused (by each other and by
-    /// `admin_listen`), endpoints resolved, routes checked.
+    /// `admin_listen`), endpoints parsed (names are not resolved here), routes checked.
     fn validate_listeners(
         &self,
         err: &Err,
@@ -362,7 +424,7 @@ impl RawConfig {
                     ));
                 }
             }
-            let (upstream, original_dst) = match &l.upstream {
+            let ((upstream, upstream_names), original_dst) = match &l.upstream {
                 RawUpstream::Endpoints(list) => {
                     // `["original-dst"]` would read as one endpoint without a port.
                     if let Some(k) = list.iter().position(|u| u == ORIGINAL_DST) {
@@ -372,9 +434,9 @@ impl RawConfig {
                         ));
                     }
                     let key = format!("listener[{i}].upstream");
-                    (resolve_endpoints(list, &key, err)?, false)
+                    (parse_endpoints(list, &key, err)?, false)
                 }
-                RawUpstream::Mode(m) if m == ORIGINAL_DST => (Vec::new(), true),
+                RawUpstream::Mode(m) if m == ORIGINAL_DST => ((Vec::new(), Vec::new()), true),
                 RawUpstream::Mode(m) => {
                     return Err(err(
                         key("upstream"),
@@ -412,6 +474,7 @@ impl RawConfig {
                 name: l.name.clone(),
                 listen,
                 upstream,
+                upstream_names,
                 original_dst,
                 direction: l.direction,
                 optional: l.optional,
@@ -571,7 +634,7 @@ fn validate_route(
             ));
         }
     }
-    let upstream = resolve_endpoints(&r.upstream, &rkey("upstream"), err)?;
+    let (upstream, upstream_names) = parse_endpoints(&r.upstream, &rkey("upstream"), err)?;
     let name = r.name.clone().unwrap_or_else(|| format!("route-{j}"));
     if name == "default" || !valid_name(&name) {
         return Err(err(
@@ -584,6 +647,7 @@ fn validate_route(
         host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
         path_prefix: r.path_prefix.clone(),
         upstream,
+        upstream_names,
     })
 }
 
@@ -595,19 +659,26 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A non-empty endpoint list under `key`, each resolved (`key[k]` names a bad one).
-fn resolve_endpoints(
+/// A non-empty endpoint list under `key`: its `ip:port` endpoints and its `host:port` names,
+/// each kept once in order (`key[k]` names a bad one). Names are not resolved here.
+fn parse_endpoints(
     list: &[String],
     key: &str,
     err: &Err,
-) -> Result<Vec<SocketAddr>, ConfigError> {
+) -> Result<(Vec<SocketAddr>, Vec<UpstreamName>), ConfigError> {
     if list.is_empty() {
         return Err(err(key.into(), "at least one endpoint is required".into()));
     }
-    list.iter()
-        .enumerate()
-        .map(|(k, u)| resolve_endpoint(u).map_err(|p| err(format!("{key}[{k}]"), p)))
-        .collect()
+    let mut addrs = Vec::new();
+    let mut names = Vec::new();
+    for (k, u) in list.iter().enumerate() {
+        match parse_endpoint(u).map_err(|p| err(format!("{key}[{k}]"), p))? {
+            Endpoint::Addr(a) if !addrs.contains(&a) => addrs.push(a),
+            Endpoint::Name(n) if !names.contains(&n) => names.push(n),
+            _ => {}
+        }
+    }
+    Ok((addrs, names))
 }
 
 /// Whether a connection to `ep` would arrive at a listener bound to `listen`: the same
@@ -628,23 +699,52 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// An endpoint is `ip:port`, or `host:port` resolved once now (the first address wins).
-fn resolve_endpoint(s: &str) -> Result<SocketAddr, String> {
+/// One endpoint as written.
+enum Endpoint {
+    /// `ip:port`.
+    Addr(SocketAddr),
+    /// `host:port`.
+    Name(UpstreamName),
+}
+
+/// An endpoint is `ip:port`, or `host:port` with a syntactically valid host name (RFC 1123
+/// labels; `_` allowed, as in service names), resolved later by `dns`.
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         if a.port() == 0 {
             return Err(format!("{s:?}: port 0 is not a valid upstream port"));
         }
-        return Ok(a);
+        return Ok(Endpoint::Addr(a));
     }
-    if !s.contains(':') {
+    let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("{s:?} has no port (expected \"host:port\")"));
+    };
+    let port = match port.parse::<u16>() {
+        Ok(0) => return Err(format!("{s:?}: port 0 is not a valid upstream port")),
+        Ok(p) => p,
+        Err(_) => return Err(format!("{s:?}: {port:?} is not a port (1-65535)")),
+    };
+    let bare = host.strip_suffix('.').unwrap_or(host);
+    let valid = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "{s:?} is not an ip:port (IPv6 in brackets: \"[::1]:80\") nor a host:port with a valid host name"
+        ));
     }
-    match s.to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| format!("{s:?} resolved to no address")),
-        Err(e) => Err(format!("{s:?} is not an ip:port and does not resolve: {e}")),
-    }
+    Ok(Endpoint::Name(UpstreamName {
+        host: host.to_ascii_lowercase(),
+        port,
+    }))
 }
 
 /// The field name in serde's "unknown field `x`, expected …" message.

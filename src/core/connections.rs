@@ -707,6 +707,7 @@ impl Row {
                 match why {
                     Refusal::Loop => "refused: the original destination is this listener (a loop)",
                     Refusal::NoOriginalDst => "refused: the kernel has no original destination",
+                    Refusal::NoEndpoints => "refused: no upstream endpoint (names not resolved)",
                 }
                 .to_string(),
             ),

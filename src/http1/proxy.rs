@@ -38,7 +38,7 @@ use super::message::{
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
-use crate::core::{Core, HttpDest, Listener};
+use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::io::{read_more, read_some, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
@@ -583,12 +583,26 @@ async fn exchange(
     // 2. An endpoint for this request, a connection to it, and the series of the endpoint
     // that connection goes to (a failed connect is tried on another endpoint, or a
     // timed-out one once more; the request counts where it went).
-    let (first, mut inflight) = dest.pick(l, req.route);
     let authority = l.metrics.authority(
         req.authority
             .clone()
             .and_then(|r| std::str::from_utf8(cbuf.get(r)?).ok()),
     );
+    let Some((first, mut inflight)) = dest.pick(l, req.route) else {
+        // The set is empty: its upstream names have not resolved (yet).
+        debug!(listener = %l.cfg.name, %peer, names = ?l.names(req.route), "no upstream endpoint: 503");
+        let m = dest.metrics_of(l, req.route, Protocol::Http1, None, authority);
+        m.request();
+        tracked.request();
+        let (started, sent_before) = (Instant::now(), client.written());
+        proxy_error(client, 503, NO_ENDPOINTS).await;
+        m.proxy_answer(503, Some(ErrorLabel::Connect), Duration::ZERO);
+        let sent = client.written() - sent_before;
+        access_log(l, peer, req.access.as_ref(), 503, started, sent, None);
+        // The request body (if any) is unread: linger so the answer is not reset away.
+        linger_close(client).await;
+        return Some(false);
+    };
     let mut body_buf = cbuf.split_off(req.head_len);
     cbuf.clear();
     tracked.request();

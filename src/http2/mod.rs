@@ -44,7 +44,7 @@ use self::body::{pump_counted, send_chunk};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
-use crate::core::{Core, HttpDest, Listener};
+use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::Failure;
 use crate::io::{coalesce::Coalesce, counted::Counted};
 use crate::logging::access;
@@ -315,7 +315,18 @@ async fn stream(
     }
     // The request counts in the series of the endpoint its connection goes to, once that is
     // known (a failed connect is tried on another endpoint); in `first`'s when none is.
-    let (first, mut inflight) = dest.pick(&l, route);
+    let Some((first, mut inflight)) = dest.pick(&l, route) else {
+        // The set is empty: its upstream names have not resolved (yet).
+        debug!(listener = %l.cfg.name, %peer, names = ?l.names(route), "http2: no upstream endpoint: 503");
+        let m = dest.metrics(&l, route, Protocol::Http2, None, host);
+        m.request();
+        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 503, NO_ENDPOINTS);
+        m.first_byte(sent, std::time::Duration::ZERO);
+        m.completed(sent, grpc, Some(ErrorLabel::Connect));
+        let bytes = error_body_len(is_grpc, NO_ENDPOINTS);
+        access_log(&l, peer, logged, sent, t0, bytes, None);
+        return;
+    };
     let authority = l.metrics.authority(host);
     let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
     let at = Cell::new(None);

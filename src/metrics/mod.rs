@@ -280,7 +280,7 @@ pub struct ListenerMetrics {
     /// Linkerd's detection results, by [`LinkerdDetect`].
     linkerd_detect: [Cell<u64>; 5],
     detect_latency: Histogram,
-    refused: [Cell<u64>; 2],
+    refused: [Cell<u64>; 3],
     tls_sni: [Cell<u64>; 2],
     early_dials: Cell<u64>,
     early_unused: Cell<u64>,
@@ -566,7 +566,7 @@ impl ListenerMetrics {
         self.detect_latency.record(took);
     }
 
-    /// An original-destination connection was refused.
+    /// A connection was refused (original destination, or no endpoint).
     pub fn refused(&self, why: Refusal) {
         bump(&self.refused[why as usize], 1);
     }
@@ -857,7 +857,7 @@ pub struct ListenerSnapshot {
     /// Accept → end of detection, for connections that ran detection.
     pub detect_latency: BucketCounts,
     /// Refused original-destination connections, indexed by [`Refusal`].
-    pub refused: [u64; 2],
+    pub refused: [u64; 3],
     /// TLS ClientHellos with SNI `[0]` and without `[1]`.
     pub tls_sni: [u64; 2],
     /// Upstream dials made during detection because the client was silent.

@@ -325,7 +325,7 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
         &mut out,
         "tcp_refused_total",
         "counter",
-        "Connections an original-destination listener refused: loop (the destination is the proxy itself) or no_original_dst.",
+        "Connections refused: loop (the original destination is the proxy itself), no_original_dst, or no_endpoints (opaque, the listener's upstream names have not resolved).",
     );
     for (l, s) in listeners {
         for r in Refusal::ALL {

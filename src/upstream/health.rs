@@ -70,6 +70,23 @@ impl Health {
         }
     }
 
+    /// Makes `endpoints` (duplicates are fine) the ones recorded, after an endpoint set
+    /// changed (a DNS answer): new ones start with a clean record, ones that stay keep
+    /// theirs, others are forgotten.
+    pub fn track(&self, endpoints: impl IntoIterator<Item = SocketAddr>) {
+        if self.policy.after == 0 {
+            return;
+        }
+        let mut records = self.records.borrow_mut();
+        let mut next: HashMap<SocketAddr, Record> = endpoints
+            .into_iter()
+            .map(|a| (a, records.get(&a).copied().unwrap_or_default()))
+            .collect();
+        std::mem::swap(&mut *records, &mut next);
+        let failing = records.values().filter(|r| r.failures > 0).count();
+        self.failing.set(failing as u32);
+    }
+
     /// Whether any endpoint is failing (when not, nothing is ejected).
     #[inline]
     pub fn any_failing(&self) -> bool {
@@ -194,6 +211,25 @@ mod tests {
         // Failures of connects begun before the ejection do not extend it.
         assert!(!h.failed(ep(1)));
         assert_eq!(h.metrics.snapshot().endpoint_ejections, 1);
+    }
+
+    #[test]
+    fn tracking_new_endpoints_keeps_the_records_of_those_that_stay() {
+        let h = health(policy(1), &[ep(1), ep(2)]);
+        assert!(h.failed(ep(1)));
+        // A DNS answer: 1 stays (still ejected), 2 goes, 3 comes and is tracked.
+        h.track([ep(1), ep(3), ep(3)]);
+        assert!(h.is_ejected(ep(1), Instant::now()));
+        assert!(h.failed(ep(3)), "a new endpoint's failures count");
+        assert!(!h.failed(ep(2)), "a removed endpoint is no longer recorded");
+        // 1 goes: the failing count follows, and a success of 3 clears the rest.
+        h.track([ep(3)]);
+        h.connected(ep(3));
+        assert!(!h.any_failing());
+        // With ejection off nothing is recorded.
+        let off = health(EjectionPolicy::OFF, &[]);
+        off.track([ep(1)]);
+        assert!(!off.failed(ep(1)));
     }
 
     #[test]

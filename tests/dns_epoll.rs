@@ -1,0 +1,5 @@
+//! `tests/dns.rs` again, with every proxy on the epoll driver (`runtime.driver = "epoll"`,
+//! chosen by `common::driver` from this target's name).
+
+#[path = "dns.rs"]
+mod dns;
