@@ -24,7 +24,6 @@ use crate::detect::{
 use crate::error::{ConnectError, Refusal, Side};
 use crate::forward::Ended;
 use crate::metrics::{Close, Opened, PeerCounters, StreamTimeout};
-use crate::sys;
 use crate::upstream::{self, pool, Target};
 use crate::{forward, http1, http2};
 
@@ -50,10 +49,9 @@ pub fn serve(
         // `client` outlives `tracked` (parameters drop after locals), so the table may read its
         // TCP counters until the end; HTTP/2, which owns the socket, calls `tracked.finish` itself.
         let tracked = core.connections.open(l.id, peer, client.as_raw_fd(), t0);
-        // TCP_NODELAY is inherited from the listening socket (set in `server`), saving a
-        // setsockopt per connection; `server` has a test that checks the inheritance.
-        // Keepalive: a client that vanishes without FIN or RST is dropped by the kernel.
-        keepalive(l, &client);
+        // TCP_NODELAY (set in `server`) and keepalive (set by the accept loop: a client that
+        // vanishes without FIN or RST is dropped by the kernel) are inherited from the
+        // listening socket, saving five setsockopts per connection; tests check both.
         let mut target = if l.cfg.original_dst {
             match Target::original_dst(&client) {
                 Ok(t) => t,
@@ -348,12 +346,10 @@ async fn dial(
     }
 }
 
-/// Turns on TCP keepalive for `s` as listener `l` says (failures are logged, not fatal: the
-/// connection works without it).
+/// Turns on TCP keepalive for upstream socket `s` as listener `l` says (accepted sockets
+/// inherit the listening socket's).
 fn keepalive(l: &Listener, s: &TcpStream) {
-    let Some(k) = l.cfg.keepalive else { return };
-    let secs = |d: std::time::Duration| d.as_secs() as u32;
-    if let Err(e) = sys::set_keepalive(s.as_raw_fd(), secs(k.time), secs(k.interval), k.probes) {
-        debug!(listener = %l.cfg.name, error = %e, "could not set TCP keepalive");
+    if l.cfg.keepalive.is_some() {
+        crate::accept::set_keepalive(l, s.as_raw_fd());
     }
 }

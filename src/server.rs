@@ -188,7 +188,7 @@ impl Server {
         let mut bound_at = vec![None; cfg.listeners.len()];
         let mut bound_list = Vec::with_capacity(cfg.listeners.len());
         for (index, l) in cfg.listeners.iter().enumerate() {
-            let bound = match bind_reuseport(l.listen, workers) {
+            let bound = match bind_reuseport(l.listen, workers, l.keepalive) {
                 Ok(b) => b,
                 Err(e) if l.optional && unavailable_here(&e) => {
                     absent.push((index, e));
@@ -533,7 +533,7 @@ impl Server {
                     plan.push(SocketPlan::Keep(j));
                     self.bound[j].local
                 }
-                None => match bind_reuseport(configured, workers) {
+                None => match bind_reuseport(configured, workers, l.keepalive) {
                     Ok(socks) => {
                         let local = socks[0].local_addr().map_err(|e| {
                             format!("listener[{index}].listen: cannot listen on {configured}: {e}")
@@ -724,7 +724,14 @@ fn unavailable_here(e: &io::Error) -> bool {
 /// without `SO_REUSEPORT` first makes "port in use" an error even when the other owner is
 /// another reuseport process (which would otherwise silently share our port). For port 0 the
 /// first socket picks the port and the others join it.
-fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+///
+/// Each socket gets `TCP_NODELAY` and `keepalive` (TCP keepalive on, with these settings, or
+/// off), which the sockets it accepts inherit.
+fn bind_reuseport(
+    addr: SocketAddr,
+    n: usize,
+    keepalive: Option<crate::config::KeepaliveConfig>,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let new_socket = || -> io::Result<Socket> {
         let s = Socket::new(
             Domain::for_address(addr),
@@ -748,6 +755,15 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
         let s = new_socket()?;
         s.set_reuse_port(true)?;
         s.set_nodelay(true)?;
+        if let Some(k) = keepalive {
+            let secs = |d: std::time::Duration| d.as_secs() as u32;
+            crate::sys::set_keepalive(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                secs(k.time),
+                secs(k.interval),
+                k.probes,
+            )?;
+        }
         s.bind(&target.into())?;
         s.listen(BACKLOG)?;
         let l: std::net::TcpListener = s.into();
@@ -764,7 +780,7 @@ mod tests {
     /// `conn` relies on accepted sockets inheriting TCP_NODELAY from the listener.
     #[test]
     fn accepted_sockets_inherit_nodelay_and_share_the_port() {
-        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let ls = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2, None).unwrap();
         let addr = ls[0].local_addr().unwrap();
         assert_eq!(
             ls[1].local_addr().unwrap(),
@@ -790,9 +806,9 @@ mod tests {
 
     #[test]
     fn fixed_port_in_use_is_refused_even_for_reuseport_owners() {
-        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let first = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, None).unwrap();
         let addr = first[0].local_addr().unwrap();
-        let err = bind_reuseport(addr, 1).unwrap_err();
+        let err = bind_reuseport(addr, 1, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

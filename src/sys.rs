@@ -221,6 +221,11 @@ pub fn set_keepalive(fd: RawFd, idle_s: u32, interval_s: u32, probes: u32) -> io
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
 }
 
+/// Turns TCP keepalive off (`SO_KEEPALIVE` = 0; one `setsockopt`).
+pub fn clear_keepalive(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)
+}
+
 /// Clears non-blocking mode (monoio's completion I/O expects blocking sockets: io_uring
 /// returns EAGAIN for an O_NONBLOCK socket instead of waiting).
 pub fn set_blocking(fd: RawFd) -> io::Result<()> {

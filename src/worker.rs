@@ -191,7 +191,9 @@ pub async fn run(
         Err(e) => return started(Err(e)),
     };
     for (slot, socket) in core.accept_slots().into_iter().zip(listening) {
-        monoio::spawn(accept::accept_loop(core.clone(), slot, socket));
+        // Bound by `server` with this listener's keepalive.
+        let inherited = slot.listener().cfg.keepalive;
+        monoio::spawn(accept::accept_loop(core.clone(), slot, socket, inherited));
     }
     started(Ok(()));
 
@@ -283,7 +285,8 @@ fn reload(
     let listening = monoio_listeners(sockets).map_err(|e| format!("cannot listen: {e}"))?;
     let (stats, fresh) = core.reload(cfg, plan);
     for ((_, slot), socket) in fresh.into_iter().zip(listening) {
-        monoio::spawn(accept::accept_loop(core.clone(), slot, socket));
+        let inherited = slot.listener().cfg.keepalive;
+        monoio::spawn(accept::accept_loop(core.clone(), slot, socket, inherited));
     }
     Ok(stats)
 }

@@ -244,6 +244,48 @@ fn both_proxied_sockets_have_tcp_keepalive() {
     assert!(!line.contains("keepalive"), "{line}");
 }
 
+/// Accepted sockets inherit keepalive from the listening socket; after a reload that keeps the
+/// socket but changes the keepalive settings, every connection it accepts gets the new ones,
+/// and turning keepalive off turns it off.
+#[test]
+fn keepalive_follows_a_reload_on_the_kept_listening_socket() {
+    let (up, _h) = upstream(echo);
+    let text = |ms: u32| {
+        format!(
+            "[runtime]\ndriver = \"{}\"\nworkers = 1\npin_cores = false\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
+             protocol = \"opaque\"\ntcp_keepalive_ms = {ms}\n",
+            driver()
+        )
+    };
+    let cfg = |ms| sidewire::config::Config::parse(&text(ms), "t.toml").unwrap();
+    let mut p = sidewire::server::Server::start(cfg(7000)).unwrap();
+    // The first digit of the keepalive timer's time left (`6.996ms`, `9sec`; iproute2's units
+    // vary), or `None` without a keepalive timer.
+    let timer = |p: &sidewire::server::Server| {
+        let mut c = TcpStream::connect(addr(p)).unwrap();
+        round_trip(&mut c, b"k");
+        let line = ss_line(addr(p), c.local_addr().unwrap()).expect("client-side socket");
+        line.split("timer:(keepalive,")
+            .nth(1)
+            .and_then(|t| t.chars().next())
+    };
+    assert!(matches!(timer(&p), Some('6' | '7')), "~7 s at start");
+    let listen = addr(&p);
+    p.reload(cfg(9000)).unwrap();
+    assert_eq!(addr(&p), listen, "the listening socket is kept");
+    for _ in 0..2 {
+        // The first connection after the reload and the ones after it.
+        let t = timer(&p);
+        assert!(matches!(t, Some('8' | '9')), "~9 s after the reload: {t:?}");
+    }
+    p.reload(cfg(0)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(timer(&p), None, "keepalive off after the reload");
+    }
+}
+
 /// The resident set of this process (the proxy runs in it), in KiB.
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
