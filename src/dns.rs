@@ -182,12 +182,34 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// The resolvers: one hickory resolver per address family, so that a server that answers the
+/// A query but never the AAAA one (or the reverse) still yields the addresses it gave. One
+/// resolver asking both (hickory's `Ipv4AndIpv6`) fails the whole lookup when either query
+/// times out.
+#[derive(Clone)]
+pub struct Families {
+    v4: TokioResolver,
+    v6: TokioResolver,
+}
+
 /// A resolver as `cfg` says: `/etc/hosts` first, then `cfg.nameservers` (UDP, then TCP for
 /// truncated answers) or the system's `/etc/resolv.conf`; no cache, so each refresh asks.
 ///
 /// Errors: the system configuration cannot be read (no `/etc/resolv.conf` and no
 /// `dns.nameservers`).
-pub fn build_resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
+pub fn build_resolver(cfg: &DnsConfig) -> Result<Families, String> {
+    use hickory_resolver::config::LookupIpStrategy;
+    Ok(Families {
+        v4: build_one(cfg, LookupIpStrategy::Ipv4Only)?,
+        v6: build_one(cfg, LookupIpStrategy::Ipv6Only)?,
+    })
+}
+
+/// One family's resolver for [`build_resolver`].
+fn build_one(
+    cfg: &DnsConfig,
+    strategy: hickory_resolver::config::LookupIpStrategy,
+) -> Result<TokioResolver, String> {
     let provider = TokioRuntimeProvider::default();
     let mut builder = if cfg.nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| {
@@ -212,45 +234,64 @@ pub fn build_resolver(cfg: &DnsConfig) -> Result<TokioResolver, String> {
     opts.attempts = 1;
     opts.cache_size = 0;
     opts.use_hosts_file = ResolveHosts::Always;
-    opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+    opts.ip_strategy = strategy;
     builder
         .build()
         .map_err(|e| format!("cannot build the DNS resolver: {e}"))
 }
 
 /// Resolves `name` once, within `timeout`: its addresses (sorted, each once, with the name's
-/// port) and how long the answer is valid.
+/// port) and how long the answer is valid. The A and AAAA queries go out together; the
+/// answer is every address either gave (valid as long as the shorter-lived of the answers),
+/// and a failure only when neither gave one (the A query's failure first, unless it only
+/// found no records).
 pub async fn resolve(
-    resolver: &TokioResolver,
+    resolver: &Families,
     name: &UpstreamName,
     timeout: Duration,
 ) -> Result<(Vec<SocketAddr>, Duration), Failure> {
-    let lookup = match tokio::time::timeout(timeout, resolver.lookup_ip(name.host.as_str())).await {
-        Err(_) => {
-            return Err(Failure {
-                outcome: Outcome::Timeout,
-                detail: format!("no answer within {} ms", timeout.as_millis()),
-            })
+    let one = |r: &'_ TokioResolver| {
+        let host = name.host.clone();
+        let r = r.clone();
+        async move {
+            match tokio::time::timeout(timeout, r.lookup_ip(host.as_str())).await {
+                Err(_) => Err(Failure {
+                    outcome: Outcome::Timeout,
+                    detail: format!("no answer within {} ms", timeout.as_millis()),
+                }),
+                Ok(Err(e)) => Err(failure(&e)),
+                Ok(Ok(l)) => {
+                    let ttl = l.valid_until().saturating_duration_since(Instant::now());
+                    let addrs: Vec<SocketAddr> =
+                        l.iter().map(|ip| SocketAddr::new(ip, name.port)).collect();
+                    Ok((addrs, ttl))
+                }
+            }
         }
-        Ok(Err(e)) => return Err(failure(&e)),
-        Ok(Ok(l)) => l,
     };
-    let ttl = lookup
-        .valid_until()
-        .saturating_duration_since(Instant::now());
-    let mut addrs: Vec<SocketAddr> = lookup
-        .iter()
-        .map(|ip| SocketAddr::new(ip, name.port))
-        .collect();
+    let (a, aaaa) = tokio::join!(one(&resolver.v4), one(&resolver.v6));
+    let mut addrs = Vec::new();
+    let mut ttl: Option<Duration> = None;
+    for (found, valid) in [&a, &aaaa].into_iter().flatten() {
+        if !found.is_empty() {
+            addrs.extend_from_slice(found);
+            ttl = Some(ttl.map_or(*valid, |t| t.min(*valid)));
+        }
+    }
     addrs.sort();
     addrs.dedup();
-    if addrs.is_empty() {
-        return Err(Failure {
-            outcome: Outcome::NoRecords,
-            detail: "no A or AAAA record".into(),
-        });
+    if let Some(ttl) = ttl {
+        return Ok((addrs, ttl));
     }
-    Ok((addrs, ttl))
+    let no_records = Failure {
+        outcome: Outcome::NoRecords,
+        detail: "no A or AAAA record".into(),
+    };
+    Err(match (a, aaaa) {
+        (Err(e), _) if e.outcome != Outcome::NoRecords => e,
+        (_, Err(e)) if e.outcome != Outcome::NoRecords => e,
+        _ => no_records,
+    })
 }
 
 fn failure(e: &NetError) -> Failure {
@@ -426,7 +467,7 @@ async fn run(
     mut first: Option<std_mpsc::Sender<()>>,
 ) {
     let mut tasks: HashMap<UpstreamName, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut current: Option<(DnsConfig, TokioResolver)> = None;
+    let mut current: Option<(DnsConfig, Families)> = None;
     while let Some(msg) = rx.recv().await {
         let (cfg, names) = match msg {
             Msg::Names(cfg, names) => (cfg, names),
@@ -488,7 +529,7 @@ async fn run(
 /// bounded TTL (or the back-off after a failure), again.
 async fn watch(
     name: UpstreamName,
-    resolver: TokioResolver,
+    resolver: Families,
     cfg: DnsConfig,
     shared: Arc<Shared>,
     mut first: Option<std_mpsc::Sender<()>>,

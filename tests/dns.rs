@@ -209,6 +209,22 @@ fn a_name_with_two_a_records_sends_traffic_to_both() {
     );
 }
 
+/// Review finding: a server that answers A but never AAAA still yields the A addresses (one
+/// lookup asking both failed whole when the AAAA query timed out).
+#[test]
+fn an_unanswered_aaaa_query_does_not_discard_the_a_answer() {
+    let port = tagged_pair();
+    let dns = TestDns::start(1);
+    dns.silence_aaaa(true);
+    dns.set(NAME, &[ip(A)]);
+    let p = proxy_via(&dns, &format!("\"{NAME}:{port}\""), "");
+    eventually("opaque connections reach A", || tcp_tag(&p) == "A");
+    assert_eq!(http_get(&p).1, "A");
+    // And the answer follows changes while AAAA stays unanswered.
+    dns.set(NAME, &[ip(B)]);
+    eventually("HTTP requests reach B", || http_get(&p).1 == "B");
+}
+
 #[test]
 fn a_changed_answer_moves_new_traffic_without_a_reload() {
     let port = tagged_pair();

@@ -25,6 +25,8 @@ struct Table {
 struct State {
     table: Mutex<Table>,
     silent: AtomicBool,
+    /// AAAA queries are read and dropped (an answer for A only).
+    silent_aaaa: AtomicBool,
     stop: AtomicBool,
     queries: AtomicU64,
 }
@@ -50,6 +52,7 @@ impl TestDns {
                 ttl,
             }),
             silent: AtomicBool::new(false),
+            silent_aaaa: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             queries: AtomicU64::new(0),
         });
@@ -85,6 +88,12 @@ impl TestDns {
         self.state.silent.store(on, Ordering::SeqCst);
     }
 
+    /// While `on`, AAAA queries are read and dropped, A queries answered (a server or
+    /// middlebox that never answers AAAA).
+    pub fn silence_aaaa(&self, on: bool) {
+        self.state.silent_aaaa.store(on, Ordering::SeqCst);
+    }
+
     /// Queries received so far (answered or not).
     pub fn queries(&self) -> u64 {
         self.state.queries.load(Ordering::SeqCst)
@@ -113,6 +122,11 @@ fn serve(sock: UdpSocket, state: &State) {
         let Ok(q) = Message::from_vec(&buf[..n]) else {
             continue;
         };
+        if state.silent_aaaa.load(Ordering::SeqCst)
+            && q.queries.first().map(|q| q.query_type()) == Some(RecordType::AAAA)
+        {
+            continue;
+        }
         if let Some(reply) = answer(&q, &state.table.lock().unwrap()) {
             let _ = sock.send_to(&reply, from);
         }
