@@ -663,13 +663,16 @@ impl Core {
     /// endpoint sets that name it are updated in place, endpoints that stay keeping their
     /// state (open counts, latency estimates, pools), removed ones staying valid for the
     /// connections and requests that hold them. An answer for a name no current listener
-    /// uses (a reload removed it meanwhile) is dropped.
+    /// uses is kept for the listeners a reload is about to build (the server sends a
+    /// reload's new names ahead of it); a reload prunes names it no longer uses.
     pub fn apply_dns(&self, name: UpstreamName, addrs: Arc<[SocketAddr]>) {
+        // Kept even when no listener names it yet: a reload sends the answers for its new
+        // names ahead of itself, and the new listeners start from this table.
+        self.dns.borrow_mut().insert(name.clone(), addrs);
         let listeners = self.listeners.borrow();
         if !listeners.iter().any(|l| l.uses(&name)) {
             return;
         }
-        self.dns.borrow_mut().insert(name.clone(), addrs);
         let dns = self.dns.borrow();
         for l in listeners.iter().filter(|l| l.uses(&name)) {
             for (k, set) in l.http_sets.iter().enumerate() {

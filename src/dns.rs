@@ -294,6 +294,48 @@ pub async fn resolve(
     })
 }
 
+/// Resolves `names` once with `cfg`, all at once and `cfg.timeout` at most, on a thread of its
+/// own (callable from any thread, inside a runtime or not): the names that gave addresses.
+/// For a reload, so that a name new in it has its endpoints when the listeners that use it
+/// start taking connections.
+pub fn resolve_now(
+    cfg: &DnsConfig,
+    names: &BTreeSet<UpstreamName>,
+) -> HashMap<UpstreamName, Addrs> {
+    if names.is_empty() {
+        return HashMap::new();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return HashMap::new();
+                };
+                let Ok(resolver) = build_resolver(cfg) else {
+                    return HashMap::new();
+                };
+                rt.block_on(async {
+                    let all = names.iter().map(|n| {
+                        let resolver = &resolver;
+                        async move { (n, resolve(resolver, n, cfg.timeout).await) }
+                    });
+                    futures_util::future::join_all(all)
+                        .await
+                        .into_iter()
+                        .filter_map(|(n, r)| {
+                            r.ok().map(|(addrs, _)| (n.clone(), Addrs::from(addrs)))
+                        })
+                        .collect()
+                })
+            })
+            .join()
+            .unwrap_or_default()
+    })
+}
+
 fn failure(e: &NetError) -> Failure {
     let outcome = if e.is_no_records_found() || e.is_nx_domain() {
         Outcome::NoRecords

@@ -569,6 +569,24 @@ impl Server {
         new.listeners = kept;
         let new = Arc::new(new);
 
+        // A name new in this reload is resolved first (`dns.timeout_ms` at most), and each
+        // worker gets its answer ahead of the reload, so the listeners that use it start with
+        // its endpoints instead of an empty set (503s until the resolver thread answers).
+        let known = self.cfg.upstream_names();
+        let fresh_names: std::collections::BTreeSet<_> = new
+            .upstream_names()
+            .into_iter()
+            .filter(|n| !known.contains(n))
+            .collect();
+        let early = crate::dns::resolve_now(&new.dns, &fresh_names);
+        for (name, addrs) in &early {
+            for c in &self.controls {
+                let _ = c.unbounded_send(Control::Dns {
+                    name: name.clone(),
+                    addrs: addrs.clone(),
+                });
+            }
+        }
         let pending: Vec<_> = self
             .controls
             .iter()
