@@ -2,7 +2,7 @@
 //! reload removes the listener, spawn the spine ([`conn::serve`]) for each connection under
 //! the listener generation in force, back off while accepting fails.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -12,8 +12,7 @@ use tracing::{debug, warn};
 
 use crate::config::KeepaliveConfig;
 use crate::conn;
-use crate::core::{AcceptSlot, Core, Listener};
-use crate::sys;
+use crate::core::{AcceptSlot, Core};
 
 /// Accepts on `socket` until the worker drains or a reload removes the slot's listener,
 /// spawning a task per connection under the slot's current listener generation. The socket
@@ -45,7 +44,7 @@ pub async fn accept_loop(
                 if listener.cfg.keepalive != inherited {
                     // A reload changed keepalive on a kept listening socket: the connections
                     // it accepts carry the old settings, so each gets the new ones.
-                    set_keepalive(&listener, stream.as_raw_fd());
+                    listener.set_keepalive(stream.as_raw_fd());
                 }
                 monoio::spawn(conn::serve(core.clone(), listener, stream, peer));
             }
@@ -70,19 +69,6 @@ pub async fn accept_loop(
         }
     }
     debug!(listener = %slot.listener().cfg.name, core = core.id, "stopped accepting");
-}
-
-/// Sets listener `l`'s keepalive (or none) on socket `fd` (failures are logged, not fatal: the
-/// connections work without it).
-pub fn set_keepalive(l: &Listener, fd: RawFd) {
-    let secs = |d: Duration| d.as_secs() as u32;
-    let r = match l.cfg.keepalive {
-        Some(k) => sys::set_keepalive(fd, secs(k.time), secs(k.interval), k.probes),
-        None => sys::clear_keepalive(fd),
-    };
-    if let Err(e) = r {
-        debug!(listener = %l.cfg.name, error = %e, "could not set TCP keepalive");
-    }
 }
 
 /// First wait after a failed accept.

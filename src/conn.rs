@@ -350,6 +350,6 @@ async fn dial(
 /// inherit the listening socket's).
 fn keepalive(l: &Listener, s: &TcpStream) {
     if l.cfg.keepalive.is_some() {
-        crate::accept::set_keepalive(l, s.as_raw_fd());
+        l.set_keepalive(s.as_raw_fd());
     }
 }

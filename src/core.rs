@@ -79,6 +79,19 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Sets this listener's TCP keepalive (or none) on socket `fd` (failures are logged, not
+    /// fatal: the connection works without it).
+    pub fn set_keepalive(&self, fd: std::os::fd::RawFd) {
+        let secs = |d: Duration| d.as_secs() as u32;
+        let r = match self.cfg.keepalive {
+            Some(k) => crate::sys::set_keepalive(fd, secs(k.time), secs(k.interval), k.probes),
+            None => crate::sys::clear_keepalive(fd),
+        };
+        if let Err(e) = r {
+            tracing::debug!(listener = %self.cfg.name, error = %e, "could not set TCP keepalive");
+        }
+    }
+
     /// Whether this generation is retired or the worker drains (a plain read of a core-local
     /// flag): HTTP/1 answers `connection: close`.
     pub fn is_retired(&self) -> bool {
