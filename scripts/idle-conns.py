@@ -21,7 +21,10 @@ import sys
 import time
 
 
-def echo(port):
+def serve(port, on_data):
+    """One-thread server on 127.0.0.1:`port`: `on_data(sock, data, pending)` handles each
+    read (`pending` is that connection's leftover bytes; it returns the new leftover, or None
+    to close the connection)."""
     sel = selectors.DefaultSelector()
     lsn = socket.socket()
     lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,6 +32,7 @@ def echo(port):
     lsn.listen(4096)
     lsn.setblocking(False)
     sel.register(lsn, selectors.EVENT_READ)
+    leftover = {}
     while True:
         for key, _ in sel.select():
             s = key.fileobj
@@ -39,6 +43,7 @@ def echo(port):
                     except (BlockingIOError, OSError):
                         break
                     c.setblocking(False)
+                    leftover[c] = b""
                     sel.register(c, selectors.EVENT_READ)
                 continue
             try:
@@ -47,15 +52,24 @@ def echo(port):
                 continue
             except OSError:
                 data = b""
-            if not data:
+            rest = on_data(s, data, leftover[s]) if data else None
+            if rest is None:
                 sel.unregister(s)
+                del leftover[s]
                 s.close()
-                continue
-            try:
-                s.sendall(data)  # 16-byte messages: always fits the send buffer
-            except OSError:
-                sel.unregister(s)
-                s.close()
+            else:
+                leftover[s] = rest
+
+
+def echo(port):
+    def on_data(s, data, _):
+        try:
+            s.sendall(data)  # 16-byte messages: always fits the send buffer
+        except OSError:
+            return None
+        return b""
+
+    serve(port, on_data)
 
 
 HTTP_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\n\r\n0123456789abcdef"
@@ -63,46 +77,18 @@ HTTP_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\n\r\n0123456789abcdef"
 
 def http(port):
     """Answers each request head with HTTP_ANSWER (requests carry no body)."""
-    sel = selectors.DefaultSelector()
-    lsn = socket.socket()
-    lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsn.bind(("127.0.0.1", port))
-    lsn.listen(4096)
-    lsn.setblocking(False)
-    sel.register(lsn, selectors.EVENT_READ)
-    bufs = {}
-    while True:
-        for key, _ in sel.select():
-            s = key.fileobj
-            if s is lsn:
-                while True:
-                    try:
-                        c, _ = lsn.accept()
-                    except (BlockingIOError, OSError):
-                        break
-                    c.setblocking(False)
-                    bufs[c] = b""
-                    sel.register(c, selectors.EVENT_READ)
-                continue
+
+    def on_data(s, data, buf):
+        buf += data
+        while b"\r\n\r\n" in buf:
+            _, buf = buf.split(b"\r\n\r\n", 1)
             try:
-                data = s.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
+                s.sendall(HTTP_ANSWER)
             except OSError:
-                data = b""
-            if not data:
-                sel.unregister(s)
-                del bufs[s]
-                s.close()
-                continue
-            buf = bufs[s] + data
-            while b"\r\n\r\n" in buf:
-                _, buf = buf.split(b"\r\n\r\n", 1)
-                try:
-                    s.sendall(HTTP_ANSWER)
-                except OSError:
-                    break
-            bufs[s] = buf
+                return None
+        return buf
+
+    serve(port, on_data)
 
 
 def frame(kind, flags, stream, payload=b""):
