@@ -194,44 +194,8 @@ def hold(addr, n, kind="opaque"):
     print(f"open {len(conns)}", flush=True)
     sys.stdin.readline()
     t0 = time.time()
-    if kind != "opaque":
-        ok, failed = exchange_all(conns, kind, 3)
-        print(f"echoed {ok} {failed} {time.time() - t0:.2f}", flush=True)
-        sys.stdin.readline()
-        return
-    sel = selectors.DefaultSelector()
-    pending = {}
-    for i, c in enumerate(conns):
-        msg = b"%015d\n" % i
-        c.setblocking(False)
-        try:
-            c.send(msg)
-        except OSError:
-            continue
-        pending[c] = (msg, b"")
-        sel.register(c, selectors.EVENT_READ)
-    ok = 0
-    deadline = time.time() + 30
-    while pending and time.time() < deadline:
-        for key, _ in sel.select(timeout=1):
-            c = key.fileobj
-            msg, got = pending[c]
-            try:
-                got += c.recv(64)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                got = None
-            if got is None or got == b"" or not msg.startswith(got):
-                sel.unregister(c)
-                del pending[c]
-            elif got == msg:
-                ok += 1
-                sel.unregister(c)
-                del pending[c]
-            else:
-                pending[c] = (msg, got)
-    print(f"echoed {ok} {len(conns) - ok} {time.time() - t0:.2f}", flush=True)
+    ok, failed = exchange_all(conns, kind, 3)
+    print(f"echoed {ok} {failed} {time.time() - t0:.2f}", flush=True)
     sys.stdin.readline()
 
 
