@@ -8,100 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::h1::*;
 use common::*;
-use sidewire::http1::chunked::Decoder;
 
 const ON: &str = "[http1]\nenabled = true\nresponse_timeout_ms = 500\n";
-
-/// Framing read from a head: (Content-Length, chunked).
-fn framing(headers: &[httparse::Header<'_>]) -> (Option<usize>, bool) {
-    let cl = headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
-    let chunked = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-    (cl, chunked)
-}
-
-/// Reads the body that follows a head (raw chunked framing kept; `None` for read-until-close
-/// framing reads to EOF). Returns None if the peer closes early.
-fn read_body(
-    c: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    cl: Option<usize>,
-    chunked: bool,
-    until_close: bool,
-) -> Option<Vec<u8>> {
-    if let Some(len) = cl {
-        while buf.len() < len {
-            read_some(c, buf)?;
-        }
-        return Some(buf.drain(..len).collect());
-    }
-    if chunked {
-        let mut body = Vec::new();
-        let mut d = Decoder::default();
-        loop {
-            let used = d.feed(buf).unwrap();
-            body.extend(buf.drain(..used));
-            if d.is_done() {
-                return Some(body);
-            }
-            read_some(c, buf)?;
-        }
-    }
-    if until_close {
-        while read_some(c, buf).is_some() {}
-        return Some(std::mem::take(buf));
-    }
-    Some(Vec::new())
-}
-
-/// Reads one request (head + body per Content-Length or chunked) from `c`; None at EOF.
-fn read_request(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
-        let mut h = [httparse::EMPTY_HEADER; 64];
-        let mut r = httparse::Request::new(&mut h);
-        if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let (cl, chunked) = framing(r.headers);
-            buf.drain(..n);
-            let body = read_body(c, buf, cl, chunked, false)?;
-            return Some((head, body));
-        }
-        read_some(c, buf)?;
-    }
-}
-
-fn read_some(c: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut tmp = [0u8; 65536];
-    match c.read(&mut tmp) {
-        Ok(0) | Err(_) => None,
-        Ok(n) => {
-            buf.extend_from_slice(&tmp[..n]);
-            Some(())
-        }
-    }
-}
-
-/// The payload of a complete raw chunked body (framing removed).
-fn dechunk(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    loop {
-        let eol = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
-        let line = std::str::from_utf8(&raw[at..eol]).unwrap();
-        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
-        at = eol + 2;
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[at..at + size]);
-        at += size + 2;
-    }
-}
 
 /// An upstream that answers every request with its body length and head echo, counting
 /// the connections that carried a request. (A connection the proxy dialled while a client
@@ -135,22 +45,6 @@ fn counting_upstream(conns: Arc<AtomicUsize>) -> SocketAddr {
         }
     })
     .0
-}
-
-/// Reads one response; returns (head, body).
-fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
-    loop {
-        let mut h = [httparse::EMPTY_HEADER; 64];
-        let mut r = httparse::Response::new(&mut h);
-        if let Ok(httparse::Status::Complete(n)) = r.parse(buf) {
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let (cl, chunked) = framing(r.headers);
-            buf.drain(..n);
-            let body = read_body(c, buf, cl, chunked, true).expect("response body");
-            return (head, body);
-        }
-        read_some(c, buf).expect("response head");
-    }
 }
 
 #[test]

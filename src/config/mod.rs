@@ -163,6 +163,8 @@ pub struct Http1Config {
     pub pool_idle_timeout: Duration,
     /// Pool size per listener and worker.
     pub pool_max_idle: usize,
+    /// Shortest body run spliced instead of copied, in bytes (0: bodies are always copied).
+    pub splice_body_bytes: u64,
 }
 
 /// Validated `[http2]` (see [`RawHttp2`] for the meaning of each field).

@@ -248,6 +248,10 @@ pub struct RawHttp1 {
     pub pool_idle_timeout_ms: u64,
     /// Idle pooled upstream connections kept per listener and worker.
     pub pool_max_idle: usize,
+    /// Runs of body bytes of known length (what is left of a `Content-Length` body, or of
+    /// one chunk) at least this long are spliced socket to socket instead of copied; 0 turns
+    /// splicing of bodies off.
+    pub splice_body_bytes: u64,
 }
 
 impl Default for RawHttp1 {
@@ -263,6 +267,7 @@ impl Default for RawHttp1 {
             stream_idle_timeout_ms: 300_000,
             pool_idle_timeout_ms: 3_000,
             pool_max_idle: 1024,
+            splice_body_bytes: 64 * 1024,
         }
     }
 }

@@ -351,6 +351,15 @@ impl RawConfig {
                 format!("{} must be from 1 to 1000", h.max_headers),
             ));
         }
+        if h.splice_body_bytes > 0 && h.splice_body_bytes < 4096 {
+            return Err(err(
+                "http1.splice_body_bytes".into(),
+                format!(
+                    "{} must be 0 (off) or at least 4096: a shorter run costs more in mode switches than it saves",
+                    h.splice_body_bytes
+                ),
+            ));
+        }
         for (k, v) in [
             ("http1.header_timeout_ms", h.header_timeout_ms),
             ("http1.idle_timeout_ms", h.idle_timeout_ms),
@@ -379,6 +388,7 @@ impl RawConfig {
             stream_idle_timeout: Duration::from_millis(h.stream_idle_timeout_ms),
             pool_idle_timeout: Duration::from_millis(h.pool_idle_timeout_ms),
             pool_max_idle: h.pool_max_idle,
+            splice_body_bytes: h.splice_body_bytes,
         })
     }
 

@@ -66,6 +66,30 @@ impl Decoder {
         self.state == State::Done
     }
 
+    /// Bytes of the current chunk's data not yet fed (0 outside chunk data): a run that may
+    /// pass without being looked at, then be accounted with [`Decoder::skip_data`].
+    pub fn data_left(&self) -> u64 {
+        match self.state {
+            State::Data(left) => left,
+            _ => 0,
+        }
+    }
+
+    /// Accounts `n` bytes of chunk data that went past without being fed (spliced).
+    ///
+    /// Panics (a caller bug, not bad input) if `n` is more than [`Decoder::data_left`].
+    pub fn skip_data(&mut self, n: u64) {
+        let left = self.data_left();
+        assert!(n <= left, "skipped {n} bytes of a chunk with {left} left");
+        if n > 0 {
+            self.state = if n == left {
+                State::DataCr
+            } else {
+                State::Data(left - n)
+            };
+        }
+    }
+
     /// Feeds bytes. Returns how many belong to the body (all of `buf`, or fewer when the
     /// body ends inside it; the rest is the next message).
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
-use crate::error::MessageError;
-use crate::io::{read_more, read_within, write_all, Peer};
+use crate::error::{MessageError, Side};
+use crate::forward::{splice_run, BodySplice, RunError};
+use crate::io::{read_more, read_some, read_within, write_all, Peer};
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
 use crate::upstream::pool::{dial_h1, UpConn};
@@ -100,6 +101,27 @@ impl BodyEnd {
                 Ok((used, dec.is_done()))
             }
             BodyEnd::Close => Ok((buf.len(), false)),
+        }
+    }
+
+    /// How many of the body's next bytes are payload of known length, which may be moved
+    /// without being looked at (spliced) and then accounted with [`BodyEnd::skip`]: what is
+    /// left of a `Content-Length` body, or of the current chunk's data (0 elsewhere in
+    /// chunked framing, and for a body that ends at the close).
+    pub fn run(&self) -> u64 {
+        match self {
+            BodyEnd::Length(left) => *left,
+            BodyEnd::Chunked(dec) => dec.data_left(),
+            BodyEnd::Close => 0,
+        }
+    }
+
+    /// Accounts `n` bytes (at most [`BodyEnd::run`]) that were moved without being fed.
+    pub fn skip(&mut self, n: u64) {
+        match self {
+            BodyEnd::Length(left) => *left -= n.min(*left),
+            BodyEnd::Chunked(dec) => dec.skip_data(n),
+            BodyEnd::Close => {}
         }
     }
 
@@ -195,6 +217,11 @@ pub async fn send_with_head(
 /// on return it holds what followed the body (the next message, pipelined).
 /// `pause` bounds the wait for each read of the body ([`MessageError::ReadTimeout`] on
 /// expiry) and for each write of it ([`MessageError::WriteStalled`]).
+///
+/// With `splice`, runs of payload of known length (what is left of a `Content-Length` body,
+/// or of one chunk's data; RFC 9112 §6.2, §7.1) of at least `splice.min` bytes are spliced
+/// from socket to socket instead of copied; chunk-size lines and trailers are still read and
+/// checked here, and no byte past the body is read.
 pub async fn forward_message(
     src: &mut impl Peer,
     dst: &mut impl Peer,
@@ -202,9 +229,13 @@ pub async fn forward_message(
     framing: Framing,
     mut buf: Vec<u8>,
     pause: Option<Duration>,
+    splice: Option<BodySplice<'_>>,
 ) -> Result<Vec<u8>, MessageError> {
-    let from = src.side();
+    let (from, to) = (src.side(), dst.side());
     let mut end = BodyEnd::new(framing);
+    // After a spliced run of chunk data, the next read asks for a few bytes: the chunk-size
+    // line, not the next chunk's data, which can then be spliced too.
+    let mut after_run = false;
     let rest = loop {
         let (used, done) = end
             .feed(&buf)
@@ -217,9 +248,30 @@ pub async fn forward_message(
         if done || framing == Framing::Empty {
             break buf;
         }
-        let (r, b) = read_within(src, buf, pause)
-            .await
-            .map_err(|_| MessageError::ReadTimeout(from))?;
+        // Every byte of `buf` was body: it is empty here.
+        if let Some(sp) = splice {
+            let n = end.run();
+            if n >= sp.min {
+                match splice_run(sp, src, dst, n, pause).await {
+                    Ok(true) => {
+                        end.skip(n);
+                        if end.is_done() {
+                            break buf;
+                        }
+                        after_run = true;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(run_error(e, from, to)),
+                }
+            }
+        }
+        let read = if std::mem::take(&mut after_run) {
+            within(read_some(src, Vec::with_capacity(CHUNK_LINE_READ)), pause).await
+        } else {
+            within(read_more(src, buf), pause).await
+        };
+        let (r, b) = read.ok_or(MessageError::ReadTimeout(from))?;
         buf = b;
         match r {
             Ok(0) if matches!(end, BodyEnd::Close) => break Vec::new(),
@@ -229,6 +281,30 @@ pub async fn forward_message(
         }
     };
     Ok(rest)
+}
+
+/// The read after a spliced run of chunk data, in bytes: room for the data's CRLF and the
+/// next chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in
+/// the socket to be spliced. A longer line (extensions) is read on by the normal reads.
+const CHUNK_LINE_READ: usize = 64;
+
+/// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
+async fn within<T>(f: impl std::future::Future<Output = T>, pause: Option<Duration>) -> Option<T> {
+    match pause {
+        None => Some(f.await),
+        Some(d) => monoio::time::timeout(d, f).await.ok(),
+    }
+}
+
+/// A spliced run's error as the message's: which side, and what kind.
+fn run_error(e: RunError, from: Side, to: Side) -> MessageError {
+    match e {
+        RunError::ReadTimeout => MessageError::ReadTimeout(from),
+        RunError::WriteStalled => MessageError::WriteStalled(to),
+        RunError::Eof => MessageError::Eof(from),
+        RunError::Read(e) => MessageError::Io(from, e),
+        RunError::Write(e) => MessageError::Io(to, e),
+    }
 }
 
 /// Moves one chunked message from `src` to `dst` like [`forward_message`], but sends only

@@ -40,6 +40,7 @@ use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
+use crate::forward::BodySplice;
 use crate::io::{read_more, read_some, read_within, write_all, Client, Peer, READ_CHUNK};
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
@@ -271,11 +272,12 @@ async fn relay_response(
     resp: Resp,
     ubuf: Vec<u8>,
     pause: Option<Duration>,
+    splice: Option<BodySplice<'_>>,
 ) -> Result<Vec<u8>, MessageError> {
     if resp.dechunk {
         forward_dechunked(up, client, resp.head, ubuf, pause).await
     } else {
-        forward_message(up, client, resp.head, resp.framing, ubuf, pause).await
+        forward_message(up, client, resp.head, resp.framing, ubuf, pause, splice).await
     }
 }
 
@@ -304,6 +306,8 @@ struct InFlight<'a> {
     upstream: SocketAddr,
     /// Bytes written to the client before its response.
     sent_before: u64,
+    /// Splicing of large body runs (`None`: `http1.splice_body_bytes = 0`).
+    splice: Option<BodySplice<'a>>,
 }
 
 impl InFlight<'_> {
@@ -358,7 +362,7 @@ async fn send_request_body(
     buf: Vec<u8>,
 ) -> Option<Vec<u8>> {
     let pause = Some(r.l.http1.body_timeout);
-    let e = match forward_message(client, up, head, framing, buf, pause).await {
+    let e = match forward_message(client, up, head, framing, buf, pause, r.splice).await {
         Ok(rest) => return Some(rest),
         Err(e) => e,
     };
@@ -399,7 +403,7 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     r.m.response(resp.code, r.t0.elapsed());
     let pause = Some(r.l.http1.stream_idle_timeout);
     let code = resp.code;
-    let relayed = relay_response(up, client, resp, ubuf, pause).await;
+    let relayed = relay_response(up, client, resp, ubuf, pause, r.splice).await;
     r.access(client, code);
     if relayed.is_ok() {
         linger_close(client).await;
@@ -632,6 +636,11 @@ async fn exchange(
         access: req.access.as_ref(),
         upstream: to,
         sent_before: client.written(),
+        splice: (l.http1.splice_body_bytes > 0).then_some(BodySplice {
+            pipes: &core.pipes,
+            metrics: &l.metrics,
+            min: l.http1.splice_body_bytes,
+        }),
     };
     let (addr, mut up, pooled) = match connected {
         Ok(r) => r,
@@ -840,7 +849,7 @@ async fn exchange(
         }
     }
     m.first_byte(code, t0.elapsed());
-    let rest = match relay_response(&mut up, client, resp, ubuf, pause).await {
+    let rest = match relay_response(&mut up, client, resp, ubuf, pause, ctx.splice).await {
         Ok(rest) => {
             m.completed(code, None, None);
             rest

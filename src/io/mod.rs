@@ -58,6 +58,11 @@ pub trait Peer {
     }
     /// A read or write on it failed with `e` (its errno goes to `tcp_close_total`).
     fn note_error(&mut self, e: &io::Error);
+    /// The plain TCP socket under it, for splicing bytes that need not enter user space
+    /// (`forward::body`); `None` for a stream the kernel cannot splice (TLS ended here).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 /// The client connection of an HTTP proxy loop.
@@ -106,6 +111,9 @@ impl Peer for Client<'_> {
     type Io = TcpStream;
     fn io(&mut self) -> &mut TcpStream {
         self.stream
+    }
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.stream)
     }
     fn counters(&self) -> &PeerCounters {
         self.counters

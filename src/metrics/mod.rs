@@ -293,6 +293,8 @@ pub struct ListenerMetrics {
     connect_retries: [Cell<u64>; 2],
     /// Upstream endpoints ejected by passive health.
     endpoint_ejections: Cell<u64>,
+    /// HTTP/1 body bytes moved with `splice(2)`.
+    spliced_body_bytes: Cell<u64>,
 }
 
 impl Default for ListenerMetrics {
@@ -361,6 +363,7 @@ impl ListenerMetrics {
             accept_errors: Default::default(),
             connect_retries: Default::default(),
             endpoint_ejections: Cell::new(0),
+            spliced_body_bytes: Cell::new(0),
         }
     }
 
@@ -546,6 +549,12 @@ impl ListenerMetrics {
         bump(&self.endpoint_ejections, 1);
     }
 
+    /// `n` bytes of an HTTP/1 body went socket to socket with `splice(2)`
+    /// (`sidewire_http1_spliced_bytes_total`).
+    pub fn body_spliced(&self, n: u64) {
+        bump(&self.spliced_body_bytes, n);
+    }
+
     /// A connection was classified, for `reason` (`took`: accept → verdict, when detection
     /// ran).
     pub fn detected(&self, result: DetectResult, reason: DetectReason, took: Option<Duration>) {
@@ -670,6 +679,7 @@ impl ListenerMetrics {
             h2_errors: self.h2_errors.get(),
             connect_retries: std::array::from_fn(|i| self.connect_retries[i].get()),
             endpoint_ejections: self.endpoint_ejections.get(),
+            spliced_body_bytes: self.spliced_body_bytes.get(),
             stream_timeouts: std::array::from_fn(|i| self.stream_timeouts[i].get()),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
         }
@@ -874,6 +884,8 @@ pub struct ListenerSnapshot {
     pub connect_retries: [u64; 2],
     /// Upstream endpoints ejected by passive health.
     pub endpoint_ejections: u64,
+    /// HTTP/1 body bytes moved with `splice(2)`.
+    pub spliced_body_bytes: u64,
 }
 
 fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
@@ -943,6 +955,7 @@ impl ListenerSnapshot {
         add(&mut self.accept_errors, &o.accept_errors);
         add(&mut self.connect_retries, &o.connect_retries);
         self.endpoint_ejections = self.endpoint_ejections.wrapping_add(o.endpoint_ejections);
+        self.spliced_body_bytes = self.spliced_body_bytes.wrapping_add(o.spliced_body_bytes);
     }
 
     /// Sorts the series by their labels, so the rendered text is stable scrape to scrape.

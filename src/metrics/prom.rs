@@ -500,6 +500,19 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
     }
     header(
         &mut out,
+        "sidewire_http1_spliced_bytes_total",
+        "counter",
+        "HTTP/1 body bytes (both directions) moved socket to socket with splice(2), never entering user space: runs of at least http1.splice_body_bytes of a Content-Length body or of one chunk. Also counted in tcp_read_bytes_total and tcp_write_bytes_total.",
+    );
+    for (l, s) in listeners {
+        let _ = writeln!(
+            out,
+            "sidewire_http1_spliced_bytes_total{{{}}} {}",
+            l.labels, s.spliced_body_bytes
+        );
+    }
+    header(
+        &mut out,
         "tcp_stream_timeouts_total",
         "counter",
         "Opaque streams the proxy cut (both sockets reset) because no byte moved for idle_timeout_ms, or for half_close_timeout_ms after one side's FIN.",

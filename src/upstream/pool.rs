@@ -72,6 +72,9 @@ impl Peer for UpConn {
     fn note_error(&mut self, e: &std::io::Error) {
         self.open.failed_with(e);
     }
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(&self.stream)
+    }
 }
 
 /// A pooled HTTP/2 upstream connection: the dial in progress, then its sender. Shared, so

@@ -4,6 +4,7 @@
 
 pub mod bin;
 pub mod dns;
+pub mod h1;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

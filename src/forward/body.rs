@@ -1,0 +1,169 @@
+//! Spliced HTTP/1 body runs: a run of body bytes whose length is known in advance (what is
+//! left of a `Content-Length` body, or of one chunk's data) moved from one peer's socket to the
+//! other's with `splice(2)` through a pipe, so it never enters user space.
+//!
+//! The HTTP/1 code (`http1::message`) keeps the framing: it decides how many bytes the run
+//! is, and reads everything else (heads, chunk-size lines, trailers) itself. `splice` never
+//! reads past the run, so what follows the body stays in the socket for the next read.
+//!
+//! Sockets: monoio's reads want blocking sockets under io_uring; `splice` needs non-blocking
+//! ones. Both sockets are switched for the run and put back ([`crate::io::set_driver_mode`]),
+//! four `ioctl`s per run, paid only for runs at or above the threshold
+//! (`http1.splice_body_bytes`, 64 KiB by default).
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use super::pipes::PipePool;
+use crate::io::{set_driver_mode, Peer};
+use crate::metrics::ListenerMetrics;
+use crate::sys::{self, Pipe};
+
+/// What the HTTP/1 code needs to splice body runs: the worker's pipe pool and the smallest run
+/// worth a pipe (bytes; smaller runs are copied, which costs less than the mode switches).
+#[derive(Debug, Clone, Copy)]
+pub struct BodySplice<'a> {
+    /// The worker's pipes.
+    pub pipes: &'a PipePool,
+    /// Where spliced bytes are counted (`sidewire_http1_spliced_bytes_total`).
+    pub metrics: &'a ListenerMetrics,
+    /// Runs shorter than this many bytes are copied (never 0: see `http1.splice_body_bytes`).
+    pub min: u64,
+}
+
+/// Why a spliced run stopped before its end. The caller maps these to its own errors (which
+/// side, which HTTP answer).
+#[derive(Debug)]
+pub enum RunError {
+    /// The source sent nothing for the pause bound.
+    ReadTimeout,
+    /// The destination took nothing for the pause bound.
+    WriteStalled,
+    /// The source closed before the run's last byte.
+    Eof,
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Writing the destination failed.
+    Write(io::Error),
+}
+
+/// Moves exactly `n` bytes from `src` to `dst` with `splice(2)`, counting them on both sides
+/// as the copying path does. `pause` bounds each wait for the source to have bytes and for the
+/// destination to take them.
+///
+/// Returns `Ok(false)`, having moved nothing, when it cannot splice: one of the peers is not a
+/// plain TCP socket, or no pipe could be had (fd exhaustion); the caller copies instead.
+///
+/// Errors: [`RunError`]; some of the run may then have been moved, and the pipe (which may
+/// hold bytes) is closed rather than pooled.
+pub async fn splice_run(
+    sp: BodySplice<'_>,
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    n: u64,
+    pause: Option<Duration>,
+) -> Result<bool, RunError> {
+    let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) else {
+        return Ok(false);
+    };
+    let (sfd, dfd) = (s.as_raw_fd(), d.as_raw_fd());
+    let pipes = sp.pipes;
+    let Ok(pipe) = pipes.take() else {
+        return Ok(false);
+    };
+    if sys::set_nonblocking(sfd).is_err() || sys::set_nonblocking(dfd).is_err() {
+        let _ = set_driver_mode(sfd);
+        pipes.put(pipe);
+        return Ok(false);
+    }
+    let moved = run(&pipe, pipes.bytes, sp.metrics, src, dst, n, pause).await;
+    // Back to what monoio's reads and writes expect; a failure here would surface on the next
+    // read or write of the socket.
+    let _ = set_driver_mode(sfd);
+    let _ = set_driver_mode(dfd);
+    match moved {
+        Ok(()) => {
+            pipes.put(pipe);
+            Ok(true)
+        }
+        Err(e) => {
+            match &e {
+                RunError::Read(err) => src.note_error(err),
+                RunError::Write(err) => dst.note_error(err),
+                _ => {}
+            }
+            Err(e)
+        }
+    }
+}
+
+/// [`splice_run`] once both sockets are non-blocking and the pipe is had.
+async fn run(
+    pipe: &Pipe,
+    chunk: usize,
+    m: &ListenerMetrics,
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    mut left: u64,
+    pause: Option<Duration>,
+) -> Result<(), RunError> {
+    let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk);
+        let sfd = fd(src);
+        let got = match sys::splice(sfd, pw, want) {
+            Ok(0) => return Err(RunError::Eof),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(tcp(src).readable(false), pause)
+                    .await
+                    .ok_or(RunError::ReadTimeout)?
+                    .map_err(RunError::Read)?;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(RunError::Read(e)),
+        };
+        src.counters().read(got as u64);
+        let mut inpipe = got;
+        while inpipe > 0 {
+            match sys::splice(pr, fd(dst), inpipe) {
+                Ok(0) => return Err(RunError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(k) => inpipe -= k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait(tcp(dst).writable(false), pause)
+                        .await
+                        .ok_or(RunError::WriteStalled)?
+                        .map_err(RunError::Write)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RunError::Write(e)),
+            }
+        }
+        dst.wrote(got as u64);
+        m.body_spliced(got as u64);
+        left -= got as u64;
+    }
+    Ok(())
+}
+
+/// The TCP socket of a peer [`splice_run`] already found to have one.
+fn tcp<P: Peer>(p: &P) -> &TcpStream {
+    p.tcp().expect("splice_run checked both peers are TCP")
+}
+
+/// Its file descriptor.
+fn fd<P: Peer>(p: &P) -> RawFd {
+    tcp(p).as_raw_fd()
+}
+
+/// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
+async fn wait<T>(f: impl std::future::Future<Output = T>, pause: Option<Duration>) -> Option<T> {
+    match pause {
+        None => Some(f.await),
+        Some(d) => monoio::time::timeout(d, f).await.ok(),
+    }
+}

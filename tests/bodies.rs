@@ -1,0 +1,405 @@
+//! HTTP/1 bodies spliced socket to socket (`http1.splice_body_bytes`): byte-exact at every
+//! size around the threshold and at every chunk boundary shape, in both directions, with the
+//! framing still enforced (a short body, bad chunk framing, bytes past the body) and the
+//! spliced bytes counted. `tests/bodies_epoll.rs` runs the same on the epoll driver.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::h1::*;
+use common::*;
+
+/// The threshold the tests run with (the smallest allowed), so runs just below, at and just
+/// above it are cheap to build.
+const MIN: usize = 4096;
+
+fn top() -> String {
+    format!("[http1]\nsplice_body_bytes = {MIN}\nresponse_timeout_ms = 5000\n")
+}
+
+/// `n` deterministic bytes for `seed`.
+fn payload(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    Gen::new(seed).fill(&mut v);
+    v
+}
+
+fn hash(b: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(b)
+}
+
+/// Writes `raw` cut at `cuts` (sorted offsets), one write per piece with a pause between,
+/// so each piece arrives as its own segment: the shapes the proxy's reads must handle.
+fn write_cut(c: &mut TcpStream, raw: &[u8], cuts: &[usize]) {
+    c.set_nodelay(true).unwrap();
+    let mut at = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&raw.len())) {
+        if cut > at && cut <= raw.len() {
+            c.write_all(&raw[at..cut]).unwrap();
+            // Shaping only (each piece its own segment), not synchronisation: the test's
+            // outcome does not depend on it.
+            std::thread::sleep(Duration::from_millis(1));
+            at = cut;
+        }
+    }
+}
+
+/// A chunked encoding of `data` in chunks of `sizes` (cycled), with an extension on every
+/// size line when `ext`, and a trailer when `trailer`; plus the offsets of every boundary
+/// shape: inside and around each size line (after the first digit, between its CR and LF,
+/// right after it), one byte into the data, one byte before its end, between the data and its
+/// CRLF, between that CR and LF, and the same in the last-chunk line and the trailers.
+fn chunked(data: &[u8], sizes: &[usize], ext: bool, trailer: bool) -> (Vec<u8>, Vec<usize>) {
+    let (mut raw, mut cuts) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    let mut i = 0;
+    let line = |raw: &mut Vec<u8>, cuts: &mut Vec<usize>, size: usize| {
+        let start = raw.len();
+        write!(raw, "{size:x}").unwrap();
+        if ext {
+            raw.extend_from_slice(b";name=\"value\"");
+        }
+        raw.extend_from_slice(b"\r\n");
+        cuts.extend([start, start + 1, raw.len() - 1, raw.len()]);
+    };
+    while at < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - at);
+        i += 1;
+        line(&mut raw, &mut cuts, n);
+        let d = raw.len();
+        raw.extend_from_slice(&data[at..at + n]);
+        raw.extend_from_slice(b"\r\n");
+        cuts.extend([d + 1, d + n - 1, d + n, d + n + 1]);
+        at += n;
+    }
+    line(&mut raw, &mut cuts, 0);
+    if trailer {
+        let t = raw.len();
+        raw.extend_from_slice(b"x-checksum: 1\r\n");
+        cuts.extend([t + 2, raw.len() - 1]);
+    }
+    raw.extend_from_slice(b"\r\n");
+    cuts.push(raw.len() - 1);
+    cuts.sort_unstable();
+    cuts.dedup();
+    (raw, cuts)
+}
+
+/// A chunked body: its name, payload, raw encoding and the offsets to cut it at.
+type Shape = (&'static str, Vec<u8>, Vec<u8>, Vec<usize>);
+
+/// The chunk shapes the tests send: sizes around the threshold, tiny chunks between big
+/// ones, and one big chunk with extensions and a trailer.
+fn shapes() -> Vec<Shape> {
+    let cases: [(&str, usize, &[usize], bool, bool); 4] = [
+        (
+            "around-threshold",
+            3 * MIN,
+            &[MIN - 1, MIN, MIN + 1],
+            false,
+            false,
+        ),
+        (
+            "tiny-between-big",
+            170_004,
+            &[1, 100_000, 3, 70_000],
+            false,
+            false,
+        ),
+        ("one-big-ext-trailer", 300_000, &[300_000], true, true),
+        ("many-just-above", 10 * (MIN + 1), &[MIN + 1], true, false),
+    ];
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, n, sizes, ext, trailer))| {
+            let data = payload(100 + i as u64, n);
+            let (raw, cuts) = chunked(&data, sizes, ext, trailer);
+            (name, data, raw, cuts)
+        })
+        .collect()
+}
+
+/// The upstream the tests talk to, keep-alive:
+/// - `GET /cl/<n>/together`: `n` bytes, Content-Length, the head and body in one write;
+/// - `GET /cl/<n>/apart`: the same, the head alone, then the body cut around the threshold;
+/// - `GET /chunked/<i>`: [`shapes`]`[i]` as a chunked body, written cut at every boundary;
+/// - `GET /short/<n>`: promises `n` bytes, sends half, closes;
+/// - `GET /badchunk`: a chunk of `2 * MIN` bytes followed by `XX` instead of CRLF;
+/// - `GET /extra/<n>`: `n` bytes, then bytes nobody asked for;
+/// - any request with a body: `200` with `len <n> hash <xxh3-128>` of its payload.
+fn body_upstream() -> SocketAddr {
+    upstream(|mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((head, raw)) = read_request(&mut c, &mut buf) {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let parts: Vec<&str> = path.split('/').collect();
+            let n = |i: usize| {
+                parts
+                    .get(i)
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            if !raw.is_empty() || head.to_ascii_lowercase().contains("content-length: 0") {
+                let body = if head.to_ascii_lowercase().contains("transfer-encoding") {
+                    dechunk(&raw)
+                } else {
+                    raw
+                };
+                let msg = format!("len {} hash {:032x}", body.len(), hash(&body));
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                    msg.len()
+                );
+                continue;
+            }
+            match parts.get(1).copied() {
+                Some("cl") => {
+                    let body = payload(n(2) as u64, n(2));
+                    let mut out =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                            .into_bytes();
+                    let head_len = out.len();
+                    out.extend_from_slice(&body);
+                    if parts.get(3) == Some(&"apart") {
+                        let cuts = [head_len, head_len + MIN - 1, head_len + MIN + 1];
+                        write_cut(&mut c, &out, &cuts);
+                    } else if c.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+                Some("chunked") => {
+                    let (_, _, raw, cuts) = shapes().swap_remove(n(2));
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                    write_cut(&mut c, &raw, &cuts);
+                }
+                Some("short") => {
+                    let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", n(2));
+                    let _ = c.write_all(&payload(1, n(2) / 2));
+                    return;
+                }
+                Some("badchunk") => {
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                        2 * MIN
+                    );
+                    let _ = c.write_all(&payload(2, 2 * MIN));
+                    let _ = c.write_all(b"XX0\r\n\r\n");
+                    // Keep the connection open: the proxy, not a close, must end the body.
+                    let _ = read_some(&mut c, &mut Vec::new());
+                    return;
+                }
+                Some("extra") => {
+                    let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", n(2));
+                    let _ = c.write_all(&payload(n(2) as u64, n(2)));
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra");
+                }
+                _ => {
+                    let _ = c.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                }
+            }
+        }
+    })
+    .0
+}
+
+fn get(c: &mut TcpStream, buf: &mut Vec<u8>, path: &str) -> (String, Vec<u8>) {
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    read_response(c, buf)
+}
+
+fn spliced(p: &sidewire::server::Server) -> f64 {
+    let (_, text) = admin_get(p, "/metrics");
+    metric(&text, "sidewire_http1_spliced_bytes_total{listener=\"t\"}").unwrap_or(-1.0)
+}
+
+/// Sizes just below, at and just above the threshold, and well above it.
+const SIZES: [usize; 9] = [
+    0,
+    1,
+    MIN - 1,
+    MIN,
+    MIN + 1,
+    65_535,
+    65_537,
+    (1 << 20) + 3,
+    (8 << 20) + 1,
+];
+
+#[test]
+fn content_length_responses_at_every_size_are_byte_exact_on_one_connection() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for size in SIZES {
+        for shape in ["together", "apart"] {
+            let (head, body) = get(&mut c, &mut buf, &format!("/cl/{size}/{shape}"));
+            assert!(head.starts_with("HTTP/1.1 200"), "{size} {shape}: {head}");
+            assert_eq!(body.len(), size, "{size} {shape}");
+            assert!(
+                body == payload(size as u64, size),
+                "{size} {shape}: bytes changed"
+            );
+        }
+    }
+    assert!(buf.is_empty(), "nothing after the last response");
+    // Everything at or above the threshold went through the pipe (a run is what was left
+    // after the head's read, so a little of each body may have been copied).
+    let big: usize = SIZES.iter().filter(|&&s| s >= 2 * MIN).map(|s| 2 * s).sum();
+    assert!(
+        spliced(&p) >= (big as f64) * 0.9,
+        "spliced {} of {big}",
+        spliced(&p)
+    );
+}
+
+#[test]
+fn content_length_requests_at_every_size_are_byte_exact_and_pipelined_requests_follow() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for size in SIZES {
+        let body = payload(7 + size as u64, size);
+        // The body and the next request in the same write: the proxy must stop at the body's
+        // last byte.
+        let mut out =
+            format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"GET /cl/5/together HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.write_all(&out).unwrap();
+        let (_, answer) = read_response(&mut c, &mut buf);
+        let want = format!("len {size} hash {:032x}", hash(&body));
+        assert_eq!(String::from_utf8_lossy(&answer), want, "{size}");
+        let (head, next) = read_response(&mut c, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{size}: {head}");
+        assert!(
+            next == payload(5, 5),
+            "{size}: the pipelined request's answer"
+        );
+    }
+    assert!(spliced(&p) > 8.0 * 1024.0 * 1024.0, "{}", spliced(&p));
+}
+
+#[test]
+fn chunked_responses_at_every_chunk_boundary_shape_are_byte_exact() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for (i, (name, data, raw, _)) in shapes().into_iter().enumerate() {
+        let (head, got) = get(&mut c, &mut buf, &format!("/chunked/{i}"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{name}: {head}"
+        );
+        assert!(got == raw, "{name}: the chunked body changed in transit");
+        assert!(dechunk(&got) == data, "{name}");
+        // The connection is still in step.
+        let (_, next) = get(&mut c, &mut buf, "/cl/5/together");
+        assert!(next == payload(5, 5), "{name}: the next response");
+    }
+    assert!(spliced(&p) > 400_000.0, "{}", spliced(&p));
+}
+
+#[test]
+fn chunked_requests_at_every_chunk_boundary_shape_are_byte_exact() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    for (name, data, raw, cuts) in shapes() {
+        c.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        write_cut(&mut c, &raw, &cuts);
+        let (_, answer) = read_response(&mut c, &mut buf);
+        let want = format!("len {} hash {:032x}", data.len(), hash(&data));
+        assert_eq!(String::from_utf8_lossy(&answer), want, "{name}");
+    }
+    assert!(spliced(&p) > 400_000.0, "{}", spliced(&p));
+}
+
+#[test]
+fn a_short_body_is_not_completed_and_the_connection_ends() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET /short/200000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    while read_some(&mut c, &mut got).is_some() {}
+    let body_at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        got.len() - body_at <= 100_000,
+        "at most the half that was sent, then the close"
+    );
+    // Other clients carry on.
+    let mut d = TcpStream::connect(addr(&p)).unwrap();
+    let (_, body) = get(
+        &mut d,
+        &mut Vec::new(),
+        &format!("/cl/{}/together", 3 * MIN),
+    );
+    assert_eq!(body.len(), 3 * MIN);
+}
+
+#[test]
+fn bad_chunk_framing_after_a_spliced_run_ends_the_connection() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET /badchunk HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    while read_some(&mut c, &mut got).is_some() {}
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:.80}");
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "the bad framing was not passed on as an end"
+    );
+    assert!(
+        !got.windows(2).any(|w| w == b"XX"),
+        "nothing after the bad framing reached the client"
+    );
+}
+
+#[test]
+fn bytes_past_a_spliced_body_are_not_taken_as_the_next_response() {
+    let p = proxy_with(&[body_upstream()], &top(), "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    let size = 5 * MIN;
+    let (_, body) = get(&mut c, &mut buf, &format!("/extra/{size}"));
+    assert!(body == payload(size as u64, size));
+    // The upstream connection that sent bytes nobody asked for is not reused: the next
+    // request gets its own answer.
+    for _ in 0..3 {
+        let (head, next) = get(&mut c, &mut buf, "/cl/7/together");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            next == payload(7, 7),
+            "{:?}",
+            String::from_utf8_lossy(&next)
+        );
+    }
+}
+
+#[test]
+fn splicing_off_copies_the_same_bytes() {
+    let p = proxy_with(
+        &[body_upstream()],
+        "[http1]\nsplice_body_bytes = 0\nresponse_timeout_ms = 5000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    let size = (1 << 20) + 3;
+    let (_, body) = get(&mut c, &mut buf, &format!("/cl/{size}/apart"));
+    assert!(body == payload(size as u64, size));
+    let (i, (_, data, _, _)) = (1, shapes().swap_remove(1));
+    let (_, got) = get(&mut c, &mut buf, &format!("/chunked/{i}"));
+    assert!(dechunk(&got) == data);
+    assert_eq!(spliced(&p), 0.0);
+}
