@@ -3,7 +3,7 @@
 # the shared machine's noise cancels as far as it can.
 #
 # Kinds (KINDS, default "http1 h2h1 h2h2"):
-#   http1 : `loadtest http` (keep-alive, CONNS connections) → proxy → `loadtest http-server`
+#   http1 : `loadtest http` (keep-alive, CONNS connections; see SCALE_CONNS) → proxy → `loadtest http-server`
 #   h2h1  : `loadtest h2` (h2c prior knowledge, H2_CONNS × STREAMS) → proxy → `loadtest http-server`
 #           (sidewire upstream_protocol = "http1"; HAProxy `bind … proto h2`)
 #   h2h2  : `loadtest h2` → proxy → `loadtest h2-server`
@@ -34,7 +34,7 @@
 # absolute tails.
 # Output: a human table, then one `RESULT bench=latency kind=… rate=… proxy=…` line per
 # (kind, rate, target) with key=value fields (parsed by scripts/bench-report.py). RAW_OUT=<file>
-# also saves every single run ("rep kind rate target p50 p99 p999 cpu_us_per_req errors ops").
+# also saves every single run ("rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns").
 # Needs: haproxy (apt-get install haproxy), python3, taskset.
 set -euo pipefail
 
@@ -42,7 +42,14 @@ KINDS=${KINDS:-http1 h2h1 h2h2}
 RATES=${RATES:-1000 5000 20000}
 SECS=${SECS:-5}
 REPS=${REPS:-5}
-CONNS=${CONNS:-16}       # loadtest http connections
+CONNS=${CONNS:-16}       # loadtest http connections (at least; see SCALE_CONNS)
+# SCALE_CONNS=1 (default): at rates above 5,000/s, http1 uses more connections, so that each
+# connection still sends at most every 3.2 ms (rate × 0.0032 connections; 64 at 20,000/s).
+# loadtest paces each connection with tokio's 1 ms timer: at 16 connections and 20,000/s
+# (one send every 0.8 ms per connection) the generator falls behind its own schedule and the
+# baseline's p50 reads ~1.2 ms instead of ~0.13 ms (measured on this machine). SCALE_CONNS=0
+# keeps CONNS at every rate. The connections used are in each RESULT line (conns=).
+SCALE_CONNS=${SCALE_CONNS:-1}
 H2_CONNS=${H2_CONNS:-4}  # loadtest h2 connections
 STREAMS=${STREAMS:-32}   # loadtest h2 concurrent streams per connection
 BODY=${BODY:-1024}       # response body bytes of both backends
@@ -125,15 +132,29 @@ port() {
   esac
 }
 
+# http_conns <rate>: the http1 connections at that rate (see SCALE_CONNS).
+http_conns() {
+  local c=$CONNS need=$(( ($1 * 32 + 9999) / 10000 ))
+  [ "$SCALE_CONNS" = 1 ] && [ "$need" -gt "$c" ] && c=$need
+  echo "$c"
+}
+# The same limit for h2, whose open loop paces each stream slot: warn only.
+for rate in $RATES; do
+  if [ $(( rate * 32 )) -gt $(( H2_CONNS * STREAMS * 10000 )) ]; then
+    echo "warning: h2 at $rate/s: $((H2_CONNS * STREAMS)) stream slots send more often than every 3.2 ms each; raise STREAMS or H2_CONNS" >&2
+  fi
+done
+
 # run <rep> <kind> <rate> <target>: one open-loop run; appends
-# "rep kind rate target p50 p99 p999 cpu_us_per_req errors ops" to $tmp/raw.
+# "rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns" to $tmp/raw (conns: http
+# connections, or h2 connections x streams).
 run() {
   local rep=$1 kind=$2 rate=$3 target=$4 p pid=- c0=0 c1=0 out args
   p=$(port "$kind" "$target")
   [ "$target" = sidewire ] && pid=$SW_PID
   [ "$target" = haproxy ] && pid=$HA_PID
   if [ "$kind" = http1 ]; then
-    args=(http --target "127.0.0.1:$p" --connections "$CONNS")
+    args=(http --target "127.0.0.1:$p" --connections "$(http_conns "$rate")")
   else
     args=(h2 --target "127.0.0.1:$p" --connections "$H2_CONNS" --streams "$STREAMS")
   fi
@@ -155,7 +176,9 @@ run() {
   if [ "$pid" != - ] && [ "${ops:-0}" -gt 0 ]; then
     cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v n="$ops" 'BEGIN{printf "%.2f", (b-a)/t*1e6/n}')
   fi
-  echo "$rep $kind $rate $target $p50 $p99 $p999 $cpu ${errs:-0} ${ops:-0}" >> "$tmp/raw"
+  local conns="$H2_CONNS"x"$STREAMS"
+  [ "$kind" = http1 ] && conns=$(http_conns "$rate")
+  echo "$rep $kind $rate $target $p50 $p99 $p999 $cpu ${errs:-0} ${ops:-0} $conns" >> "$tmp/raw"
 }
 
 : > "$tmp/raw"
@@ -174,7 +197,7 @@ if [ -n "${RAW_OUT:-}" ]; then cp "$tmp/raw" "$RAW_OUT"; fi
 
 echo
 echo "# bench-latency $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r) $(haproxy -v | head -1 | cut -d' ' -f1-3)"
-echo "# knobs: KINDS='$KINDS' RATES='$RATES' SECS=$SECS REPS=$REPS CONNS=$CONNS H2_CONNS=$H2_CONNS STREAMS=$STREAMS BODY=$BODY driver=${SW_DRIVER:-auto}; proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU"
+echo "# knobs: KINDS='$KINDS' RATES='$RATES' SECS=$SECS REPS=$REPS CONNS=$CONNS SCALE_CONNS=$SCALE_CONNS H2_CONNS=$H2_CONNS STREAMS=$STREAMS BODY=$BODY driver=${SW_DRIVER:-auto}; proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU"
 echo "# added = target percentile - baseline percentile of the same rep; median over reps [min..max]; µs"
 python3 - "$tmp/raw" "$KINDS" "$RATES" <<'PY'
 import sys
@@ -184,12 +207,12 @@ raw, kinds, rates = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 runs = defaultdict(dict)  # (kind, rate) -> rep -> target -> row
 for line in open(raw):
     f = line.split()
-    if len(f) != 10:
+    if len(f) != 11:
         continue
     rep, kind, rate, target = f[:4]
     runs[(kind, rate)].setdefault(rep, {})[target] = {
         "p50": int(f[4]), "p99": int(f[5]), "p999": int(f[6]),
-        "cpu": None if f[7] == "-" else float(f[7]), "errors": int(f[8]), "ops": int(f[9]),
+        "cpu": None if f[7] == "-" else float(f[7]), "errors": int(f[8]), "ops": int(f[9]), "conns": f[10],
     }
 
 def median(xs):
@@ -201,7 +224,7 @@ def fmt(x, digits=0):
         return "-"
     return f"{x:.{digits}f}" if digits else str(int(round(x)))
 
-hdr = f"{'kind':6} {'rate':>6} {'target':9} {'p50':>6} {'p99':>7} {'p99.9':>7}  {'+p50 [min..max]':>20} {'+p99 [min..max]':>22} {'+p99.9 [min..max]':>24} {'CPU-us/req':>10} {'errors':>6}"
+hdr = f"{'kind':6} {'rate':>6} {'target':9} {'p50':>6} {'p99':>7} {'p99.9':>7}  {'+p50 [min..max]':>20} {'+p99 [min..max]':>22} {'+p99.9 [min..max]':>24} {'CPU-us/req':>10} {'errors':>6} {'conns':>6}"
 print(hdr)
 results, warn = [], []
 for kind in kinds:
@@ -227,13 +250,13 @@ for kind in kinds:
             def a(q, w):
                 m, lo, hi = add[q]
                 return f"{'-':>{w}}" if m is None else f"{m:>+7d} [{lo:+d}..{hi:+d}]".rjust(w)
-            print(f"{kind:6} {rate:>6} {target:9} {abs_['p50']:>6} {abs_['p99']:>7} {abs_['p999']:>7}  {a('p50', 20)} {a('p99', 22)} {a('p999', 24)} {fmt(cpu, 2):>10} {errors:>6}")
+            print(f"{kind:6} {rate:>6} {target:9} {abs_['p50']:>6} {abs_['p99']:>7} {abs_['p999']:>7}  {a('p50', 20)} {a('p99', 22)} {a('p999', 24)} {fmt(cpu, 2):>10} {errors:>6} {rows[0]['conns']:>6}")
             kv = [f"bench=latency", f"kind={kind}", f"rate={rate}", f"proxy={target}",
                   f"p50_us={abs_['p50']}", f"p99_us={abs_['p99']}", f"p999_us={abs_['p999']}"]
             for q in ("p50", "p99", "p999"):
                 m, lo, hi = add[q]
                 kv += [f"add_{q}_us={fmt(m)}", f"add_{q}_min={fmt(lo)}", f"add_{q}_max={fmt(hi)}"]
-            kv += [f"cpu_us_per_req={fmt(cpu, 2)}", f"errors={errors}", f"reps={len(rows)}"]
+            kv += [f"cpu_us_per_req={fmt(cpu, 2)}", f"errors={errors}", f"reps={len(rows)}", f"conns={rows[0]['conns']}"]
             results.append("RESULT " + " ".join(kv))
 for w in warn:
     print(w)

@@ -190,7 +190,9 @@ def build_table(res, meta):
                     met = "n/a" if sw is None or ha is None else ("met" if sw <= ha else "not met")
                     errs = sum(int(t[p].get("errors", 0) or 0) for p in PROXIES)
                     base = t["baseline"].get(f"{q}_us")
-                    add(f"{labels.get(kind, kind)} at {rate}/s, added {qlabel} µs (min..max over reps)"
+                    conns = t["sidewire"].get("conns") or t["baseline"].get("conns")
+                    conns = f", {conns} conns" if conns and kind == "http1" else ""
+                    add(f"{labels.get(kind, kind)} at {rate}/s{conns}, added {qlabel} µs (min..max over reps)"
                         + (f" — {errs} errors" if errs else ""),
                         cell(base, extra="absolute") if base not in (None, "-") else "–",
                         added("sidewire"), added("haproxy"), rat, f"≤ HAProxy: {met}")
