@@ -124,3 +124,15 @@ row "sidewire h2->h2" sw_h2
 row "haproxy  h2->h2" ha_h2
 ratio() { awk -v a="$(col "$1" 1)" -v b="$(col "$2" 1)" 'BEGIN{printf "%.2fx", a/b}'; }
 echo "ratio sidewire/haproxy CPU per request: h2->h1 max $(ratio sw_h1_max ha_h1_max), at $RATE/s $(ratio sw_h1_$RATE ha_h1_$RATE); h2->h2 max $(ratio sw_h2_max ha_h2_max), at $RATE/s $(ratio sw_h2_$RATE ha_h2_$RATE)"
+
+# Machine-readable: one line per kind and target (scripts/bench-report.py parses these). The
+# baseline (h2c straight to the h2c backend) is printed for both kinds; its CPU is "-".
+echo
+for kind in h2h1 h2h2; do
+  k=${kind#h2}
+  for t in base sw ha; do
+    case $t in base) tname=baseline ;; sw) tname=sidewire ;; *) tname=haproxy ;; esac
+    key=${t}_$k; [ $t = base ] && key=base_h1
+    echo "RESULT bench=h2 kind=$kind proxy=$tname max_cpu_us_per_req=$(col "${key}_max" 1) max_req_s=$(col "${key}_max" 2) rate=$RATE rate_cpu_us_per_req=$(col "${key}_$RATE" 1) rate_req_s=$(col "${key}_$RATE" 2) conns=$CONNS streams=$STREAMS body=$BODY secs=$SECS reps=$REPS"
+  done
+done

@@ -102,3 +102,11 @@ for t in base sw ha; do
 done
 awk -v a="$(col sw_max 1)" -v b="$(col ha_max 1)" -v c="$(col sw_$RATE 1)" -v d="$(col ha_$RATE 1)" \
   'BEGIN{printf "ratio sidewire/haproxy CPU per request: closed loop %.2fx, at '"$RATE"'/s %.2fx\n", a/b, c/d}'
+
+# Machine-readable: one line per target (scripts/bench-report.py parses these). Baseline CPU is "-".
+echo
+for t in base sw ha; do
+  case $t in base) tname=baseline ;; sw) tname=sidewire ;; *) tname=haproxy ;; esac
+  p99=$(colp "${t}_$RATE" 3)
+  echo "RESULT bench=http1 proxy=$tname max_cpu_us_per_req=$(col "${t}_max" 1) max_req_s=$(col "${t}_max" 2) rate=$RATE rate_cpu_us_per_req=$(col "${t}_$RATE" 1) rate_req_s=$(col "${t}_$RATE" 2) rate_p99_us=${p99%us} conns=$CONNS secs=$SECS reps=$REPS"
+done

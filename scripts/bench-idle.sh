@@ -105,6 +105,7 @@ warm_up() {
 }
 
 results=()
+rlines=()   # the machine-readable RESULT lines, printed at the end
 for peer in $PEERS; do
   "start_$peer"; pids+=($pid)
   wait_ports "$PROXY"
@@ -131,6 +132,7 @@ for peer in $PEERS; do
   rm -f "$tmp/in" "$tmp/out"
   per=$(( (idle - base) * 1024 / (opened > 0 ? opened : 1) ))
   results+=("$peer $per")
+  rlines+=("RESULT bench=idle kind=$KIND proxy=$peer bytes_per_conn=$per n=$N open=$opened rss_base_kib=$base rss_idle_kib=$idle idle_ticks=$idle_ticks ok=$ok failed=$failed protocol=$([ "$KIND" = opaque ] && echo "$PROTOCOL" || echo detect)")
   printf '%-9s open %5s  upstream conns %5s  RSS %6s -> %6s KiB  per idle connection %5s B  idle CPU %s ticks/2 s  then %s ok, %s not (%s s)\n' \
     "$peer" "$opened" "$ups" "$base" "$idle" "$per" "$idle_ticks" "$ok" "$failed" "$secs"
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
@@ -144,3 +146,5 @@ ha=$(printf '%s\n' "${results[@]}" | awk '$1=="haproxy"{print $2}')
 if [ -n "$sw" ] && [ -n "$ha" ] && [ "$ha" -gt 0 ]; then
   awk -v a="$sw" -v b="$ha" 'BEGIN{printf "ratio sidewire/haproxy RSS per idle connection: %.2fx\n", a/b}'
 fi
+# Machine-readable: one line per peer (scripts/bench-report.py parses these).
+printf '%s\n' "${rlines[@]}"

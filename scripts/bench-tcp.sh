@@ -163,3 +163,10 @@ if [ "$PROFILE" = 1 ]; then
     split "$name bulk" "$GIB" GiB
   done
 fi
+
+# Machine-readable: one line per target (scripts/bench-report.py parses these). Baseline CPU is "-".
+echo
+for t in base sw ha; do
+  case $t in base) tname=baseline ;; sw) tname=sidewire ;; *) tname=haproxy ;; esac
+  echo "RESULT bench=tcp proxy=$tname bulk_cpu_s_per_gib=$(col "${t}_bulk" 1) bulk_gbit_s=$(col "${t}_bulk" 2) churn_cpu_us_per_conn=$(col "${t}_churn" 1) churn_conn_s=$(col "${t}_churn" 2) protocol=$SW_PROTOCOL bulk_bytes=$BULK_BYTES churn_secs=$CHURN_SECS reps=$REPS"
+done
