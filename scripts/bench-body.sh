@@ -16,6 +16,8 @@
 # Needs: haproxy, curl, python3, taskset.
 set -euo pipefail
 
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then BODY_MIB=${BODY_MIB:-32}; POST_MIB=${POST_MIB:-16}; fi
 BODY_MIB=${BODY_MIB:-256}
 POST_MIB=${POST_MIB:-64}
 REPS=${REPS:-3}

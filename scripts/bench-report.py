@@ -221,6 +221,12 @@ def build_table(res, meta):
                 fmt_ratio(ratio(t["sidewire"].get("mib_s"), t["haproxy"].get("mib_s"))), g_mib)
             add(f"{label} CPU-s/GiB", *[cell(t[p].get("cpu_s_per_gib")) for p in PROXIES],
                 fmt_ratio(ratio(t["sidewire"].get("cpu_s_per_gib"), t["haproxy"].get("cpu_s_per_gib"))), g_cpu)
+            copy = R.get(bench="body", case=case, proxy="sidewire-copy") or {}
+            if copy.get("cpu_s_per_gib") not in (None, "-"):
+                add(f"{label} CPU-s/GiB, splicing off (`splice_body_bytes = 0`)", "–",
+                    cell(copy.get("cpu_s_per_gib")), cell(t["haproxy"].get("cpu_s_per_gib")),
+                    fmt_ratio(ratio(copy.get("cpu_s_per_gib"), t["haproxy"].get("cpu_s_per_gib"))),
+                    "for comparison (bodies copied through user space)")
     else:
         missing.append("bench-body.sh" + (" (not present)" if meta.get("body") == "absent" else ""))
 
