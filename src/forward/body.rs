@@ -18,7 +18,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::io::{set_driver_mode, Peer};
+use crate::io::{set_driver_mode, within, Peer};
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -118,7 +118,7 @@ async fn run(
             Ok(0) => return Err(RunError::Eof),
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait(tcp(src).readable(false), pause)
+                within(tcp(src).readable(false), pause)
                     .await
                     .ok_or(RunError::ReadTimeout)?
                     .map_err(RunError::Read)?;
@@ -134,7 +134,7 @@ async fn run(
                 Ok(0) => return Err(RunError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(k) => inpipe -= k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait(tcp(dst).writable(false), pause)
+                    within(tcp(dst).writable(false), pause)
                         .await
                         .ok_or(RunError::WriteStalled)?
                         .map_err(RunError::Write)?;
@@ -158,12 +158,4 @@ fn tcp<P: Peer>(p: &P) -> &TcpStream {
 /// Its file descriptor.
 fn fd<P: Peer>(p: &P) -> RawFd {
     tcp(p).as_raw_fd()
-}
-
-/// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
-async fn wait<T>(f: impl std::future::Future<Output = T>, pause: Option<Duration>) -> Option<T> {
-    match pause {
-        None => Some(f.await),
-        Some(d) => monoio::time::timeout(d, f).await.ok(),
-    }
 }

@@ -15,7 +15,7 @@ use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySplice, RunError};
-use crate::io::{read_more, read_some, read_within, write_all, Peer};
+use crate::io::{read_more, read_some, read_within, within, write_all, Peer};
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
 use crate::upstream::pool::{dial_h1, UpConn};
@@ -287,14 +287,6 @@ pub async fn forward_message(
 /// next chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in
 /// the socket to be spliced. A longer line (extensions) is read on by the normal reads.
 const CHUNK_LINE_READ: usize = 64;
-
-/// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
-async fn within<T>(f: impl std::future::Future<Output = T>, pause: Option<Duration>) -> Option<T> {
-    match pause {
-        None => Some(f.await),
-        Some(d) => monoio::time::timeout(d, f).await.ok(),
-    }
-}
 
 /// A spliced run's error as the message's: which side, and what kind.
 fn run_error(e: RunError, from: Side, to: Side) -> MessageError {

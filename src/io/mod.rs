@@ -176,6 +176,17 @@ pub async fn read_within(
     }
 }
 
+/// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
+pub async fn within<T>(
+    f: impl std::future::Future<Output = T>,
+    pause: Option<Duration>,
+) -> Option<T> {
+    match pause {
+        None => Some(f.await),
+        Some(d) => monoio::time::timeout(d, f).await.ok(),
+    }
+}
+
 /// A bounded wait expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
