@@ -134,6 +134,28 @@ pub fn process_cpu_micros() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Bytes of the stream the peer has acknowledged so far (`TCP_INFO`'s `tcpi_bytes_acked`,
+/// Linux 4.1+): a counter that grows while a reader takes bytes, even when a writer waiting on
+/// the socket sees no readiness. `None` for a socket that is not TCP or a kernel too old to
+/// fill the field.
+pub fn tcp_bytes_acked(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero `tcp_info` is a valid value of this plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live local `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let filled = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (r == 0 && len as usize >= filled).then_some(info.tcpi_bytes_acked)
+}
+
 /// Reads and clears `SO_ERROR`: the outcome of a non-blocking `connect` once the socket is
 /// writable. `Ok(None)` means connected.
 pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {

@@ -403,3 +403,88 @@ fn splicing_off_copies_the_same_bytes() {
     assert!(dechunk(&got) == data);
     assert_eq!(spliced(&p), 0.0);
 }
+
+/// A client that reads slowly but steadily: the proxy's writes to it wait far longer than
+/// `stream_idle_timeout_ms` each (the kernel wakes a writer only when a third or more of a
+/// send buffer of megabytes is free), yet the client keeps taking bytes, so the pause bound
+/// must not end the response. Run with splicing on and off (both write paths). A
+/// stalled reader is still cut: `a_reader_that_stops_is_cut_after_the_pause_bound`.
+#[test]
+fn a_slow_but_steady_reader_gets_the_whole_body() {
+    for splice in [MIN, 0] {
+        let p = proxy_with(
+            &[body_upstream()],
+            &format!(
+                "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 5000\n\
+                 stream_idle_timeout_ms = 150\n"
+            ),
+            "",
+        );
+        let size = 6 << 20;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 << 10).unwrap();
+        sock.connect(&addr(&p).into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        write!(c, "GET /cl/{size}/together HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // About 4 MB/s: 16 KiB every 4 ms. Pacing is what the test is about, not
+        // synchronisation: the outcome must not depend on the exact rate.
+        let mut got = Vec::with_capacity(size + 1024);
+        let mut piece = vec![0u8; 16 << 10];
+        let started = std::time::Instant::now();
+        loop {
+            match std::io::Read::read(&mut c, &mut piece) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&piece[..n]),
+            }
+            if got.len() >= size + 38 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        let body = head_end.map(|h| &got[h..]).unwrap_or(&[]);
+        assert_eq!(
+            body.len(),
+            size,
+            "splice {splice}: the response was cut after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            body == payload(size as u64, size),
+            "splice {splice}: bytes changed"
+        );
+    }
+}
+
+/// The other half of the bound: a client that stops reading in the middle of a body is cut
+/// once `stream_idle_timeout_ms` passes with no byte acknowledged, on both write paths, and
+/// gets less than the whole body.
+#[test]
+fn a_reader_that_stops_is_cut_after_the_pause_bound() {
+    for splice in [MIN, 0] {
+        let p = proxy_with(
+            &[body_upstream()],
+            &format!(
+                "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 5000\n\
+                 stream_idle_timeout_ms = 150\n"
+            ),
+            "",
+        );
+        let size = 64 << 20;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 << 10).unwrap();
+        sock.connect(&addr(&p).into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        write!(c, "GET /cl/{size}/together HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        wait_metric(
+            &p,
+            "tcp_close_total{peer=\"src\",classification=\"failure\"}",
+            1.0,
+        );
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut got);
+        assert!(got.len() < size, "splice {splice}: {} bytes", got.len());
+    }
+}

@@ -239,10 +239,10 @@ pub struct RawHttp1 {
     /// The response must start within this long.
     pub response_timeout_ms: u64,
     /// A request body may pause at most this long between two reads, and the upstream may
-    /// take this long to accept each write of it.
+    /// acknowledge no byte of it for this long while a write waits.
     pub body_timeout_ms: u64,
     /// A response body may pause at most this long: between two reads from the upstream,
-    /// and for each write to the client.
+    /// and with no byte acknowledged by the client while a write of it waits.
     pub stream_idle_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
     pub pool_idle_timeout_ms: u64,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::io::{set_driver_mode, within, Peer};
+use crate::io::{set_driver_mode, within, within_progress, Peer};
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -134,7 +134,7 @@ async fn run(
                 Ok(0) => return Err(RunError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(k) => inpipe -= k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    within(tcp(dst).writable(false), pause)
+                    within_progress(tcp(dst).writable(false), pause, Some(fd(dst)))
                         .await
                         .ok_or(RunError::WriteStalled)?
                         .map_err(RunError::Write)?;

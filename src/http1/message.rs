@@ -15,7 +15,9 @@ use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySplice, RunError};
-use crate::io::{read_more, read_some, read_within, within, write_all, Peer};
+use crate::io::{
+    read_more, read_some, read_within, tcp_fd, within, within_progress, write_all, Peer,
+};
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
 use crate::upstream::pool::{dial_h1, UpConn};
@@ -26,31 +28,11 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Header slots for parsing a response head.
 pub const RESPONSE_HEADERS: usize = 128;
 
-/// The reason phrase for `code`, for the statuses the proxy produces or commonly relays.
+/// The reason phrase for `code` (RFC 9110 §15: every status registered with IANA, from the
+/// `http` crate's table), or `None` for an unregistered code, which is then sent with an
+/// empty phrase (RFC 9112 §4 allows it).
 pub fn reason_phrase(code: u16) -> Option<&'static str> {
-    Some(match code {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        414 => "URI Too Long",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => return None,
-    })
+    http::StatusCode::from_u16(code).ok()?.canonical_reason()
 }
 
 /// Where a body ends (RFC 9112 §6.3): after a byte count, after the chunked terminator, or at
@@ -186,8 +168,9 @@ pub async fn read_head<T>(
 }
 
 /// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
-/// body bytes that came with it, instead of two. With `pause`, a `dst` that does not take the
-/// bytes within it fails the write (`dst` is then unusable: part may have gone out).
+/// body bytes that came with it, instead of two. With `pause`, a `dst` that acknowledges no
+/// byte for that long fails the write (`dst` is then unusable: part may have gone out); a
+/// slow reader that keeps taking bytes is waited for ([`within_progress`]).
 pub async fn send_with_head(
     dst: &mut impl Peer,
     head: &mut Vec<u8>,
@@ -202,21 +185,19 @@ pub async fn send_with_head(
         out.extend_from_slice(&data);
         out
     };
-    let written = match pause {
-        None => write_all(dst, out).await,
-        Some(d) => match monoio::time::timeout(d, write_all(dst, out)).await {
-            Ok(r) => r,
-            Err(_) => return Err(MessageError::WriteStalled(side)),
-        },
-    };
-    written.map(drop).map_err(|e| MessageError::Io(side, e))
+    let fd = tcp_fd(dst);
+    within_progress(write_all(dst, out), pause, fd)
+        .await
+        .ok_or(MessageError::WriteStalled(side))?
+        .map(drop)
+        .map_err(|e| MessageError::Io(side, e))
 }
 
 /// Moves one message from `src` to `dst`: `head` first (sent together with the first body
 /// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
 /// on return it holds what followed the body (the next message, pipelined).
 /// `pause` bounds the wait for each read of the body ([`MessageError::ReadTimeout`] on
-/// expiry) and for each write of it ([`MessageError::WriteStalled`]).
+/// expiry) and each write of it with no progress ([`MessageError::WriteStalled`]).
 ///
 /// With `splice`, runs of payload of known length (what is left of a `Content-Length` body,
 /// or of one chunk's data; RFC 9112 §6.2, §7.1) of at least `splice.min` bytes are spliced
@@ -412,5 +393,22 @@ impl Resend {
             .await
             .map_err(|_| "upstream write failed")?;
         Ok(up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_phrase;
+
+    /// Every registered status has its phrase (413 and 418 were relayed with none once);
+    /// unregistered codes have none and are sent with an empty phrase.
+    #[test]
+    fn reason_phrases_cover_registered_statuses() {
+        assert_eq!(reason_phrase(413), Some("Payload Too Large"));
+        assert_eq!(reason_phrase(418), Some("I'm a teapot"));
+        assert_eq!(reason_phrase(429), Some("Too Many Requests"));
+        assert_eq!(reason_phrase(502), Some("Bad Gateway"));
+        assert_eq!(reason_phrase(299), None);
+        assert_eq!(reason_phrase(1000), None);
     }
 }

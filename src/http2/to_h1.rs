@@ -29,7 +29,7 @@ use crate::http1::message::{
     early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD,
     RESPONSE_HEADERS,
 };
-use crate::io::{read_within, write_all, Peer};
+use crate::io::{read_within, tcp_fd, within_progress, write_all, Peer};
 use crate::upstream::pool::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
@@ -268,8 +268,9 @@ async fn send_body(
             write_within(up, framed, pause).await?;
         } else {
             // `Bytes` as is: no copy.
-            match monoio::time::timeout(pause, up.io().write_all(chunk)).await {
-                Ok((Ok(_), _)) => up.counters().wrote(n as u64),
+            let fd = tcp_fd(up);
+            match within_progress(up.io().write_all(chunk), Some(pause), fd).await {
+                Some((Ok(_), _)) => up.counters().wrote(n as u64),
                 _ => return Err(WRITE_FAILED),
             }
         }
@@ -293,10 +294,12 @@ async fn send_body(
 /// A request body write that failed or stalled.
 const WRITE_FAILED: Failure = Failure::Status(502, "upstream write failed");
 
-/// Writes `data` to the upstream within `pause`.
+/// Writes `data` to the upstream, failing when it acknowledges nothing for `pause`
+/// ([`within_progress`]).
 async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result<(), Failure> {
-    match monoio::time::timeout(pause, write_all(up, data)).await {
-        Ok(Ok(_)) => Ok(()),
+    let fd = tcp_fd(up);
+    match within_progress(write_all(up, data), Some(pause), fd).await {
+        Some(Ok(_)) => Ok(()),
         _ => Err(WRITE_FAILED),
     }
 }

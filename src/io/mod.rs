@@ -187,6 +187,43 @@ pub async fn within<T>(
     }
 }
 
+/// `f`, a wait for a peer to take bytes (a write, or a wait for writability), bounded by
+/// `pause` of **no progress** rather than by its whole length: each time `pause` passes, the
+/// wait goes on if the peer acknowledged more bytes of the stream on `fd` since the last look
+/// ([`sys::tcp_bytes_acked`]). A slow but steady reader can keep one write waiting for seconds
+/// (the kernel wakes a writer only when a good part of a send buffer of megabytes is free),
+/// and must not be cut for it; a reader that stopped is cut after one `pause` with nothing
+/// acknowledged. Without `fd` (or where `TCP_INFO` says nothing) this is [`within`].
+///
+/// Returns `None` when a `pause` passed with no progress; `f` is then dropped (cancelled).
+pub async fn within_progress<T>(
+    f: impl std::future::Future<Output = T>,
+    pause: Option<Duration>,
+    fd: Option<std::os::fd::RawFd>,
+) -> Option<T> {
+    let Some(d) = pause else {
+        return Some(f.await);
+    };
+    let mut f = std::pin::pin!(f);
+    let mut acked = fd.and_then(sys::tcp_bytes_acked);
+    loop {
+        if let Ok(v) = monoio::time::timeout(d, f.as_mut()).await {
+            return Some(v);
+        }
+        let now = fd.and_then(sys::tcp_bytes_acked);
+        match (acked, now) {
+            (Some(a), Some(n)) if n > a => acked = now,
+            _ => return None,
+        }
+    }
+}
+
+/// The raw fd of `p`'s TCP socket, for [`within_progress`].
+pub fn tcp_fd(p: &impl Peer) -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    p.tcp().map(|t| t.as_raw_fd())
+}
+
 /// A bounded wait expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
