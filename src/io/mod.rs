@@ -188,12 +188,16 @@ pub async fn within<T>(
 }
 
 /// `f`, a wait for a peer to take bytes (a write, or a wait for writability), bounded by
-/// `pause` of **no progress** rather than by its whole length: each time `pause` passes, the
-/// wait goes on if the peer acknowledged more bytes of the stream on `fd` since the last look
-/// ([`sys::tcp_bytes_acked`]). A slow but steady reader can keep one write waiting for seconds
-/// (the kernel wakes a writer only when a good part of a send buffer of megabytes is free),
-/// and must not be cut for it; a reader that stopped is cut after one `pause` with nothing
-/// acknowledged. Without `fd` (or where `TCP_INFO` says nothing) this is [`within`].
+/// `pause` of **no progress** rather than by its whole length: the wait goes on while the peer
+/// keeps acknowledging bytes of the stream on `fd` ([`sys::tcp_bytes_acked`], looked at every
+/// quarter of `pause`), and ends once `pause` to 1.25 × `pause` passed with none.
+///
+/// A slow but steady reader can keep one write waiting for seconds (the kernel wakes a writer
+/// only when a good part of a send buffer of megabytes is free), and must not be cut for it;
+/// a reader that stopped is cut. Progress is only visible when the reader's window update
+/// arrives, which TCP sends once it has read about one MSS (64 KiB on loopback, about 1.4 KiB
+/// on Ethernet) or a good part of its buffer: a reader slower than that per `pause` looks
+/// stopped. Without `fd` (or where `TCP_INFO` says nothing) this is [`within`].
 ///
 /// Returns `None` when a `pause` passed with no progress; `f` is then dropped (cancelled).
 pub async fn within_progress<T>(
@@ -206,17 +210,30 @@ pub async fn within_progress<T>(
     };
     let mut f = std::pin::pin!(f);
     let mut acked = fd.and_then(sys::tcp_bytes_acked);
+    if acked.is_none() {
+        return monoio::time::timeout(d, f).await.ok();
+    }
+    // Looks every quarter of `pause`, so a stop is cut between `pause` and 1.25 × `pause`
+    // after the last acknowledgement seen (one look per `pause` would let a stop of almost
+    // twice `pause` through).
+    let look = (d / PROGRESS_LOOKS).max(Duration::from_millis(1));
+    let mut last = std::time::Instant::now();
     loop {
-        if let Ok(v) = monoio::time::timeout(d, f.as_mut()).await {
+        if let Ok(v) = monoio::time::timeout(look, f.as_mut()).await {
             return Some(v);
         }
         let now = fd.and_then(sys::tcp_bytes_acked);
-        match (acked, now) {
-            (Some(a), Some(n)) if n > a => acked = now,
-            _ => return None,
+        if now > acked {
+            acked = now;
+            last = std::time::Instant::now();
+        } else if last.elapsed() >= d {
+            return None;
         }
     }
 }
+
+/// How many times per `pause` [`within_progress`] looks for acknowledged bytes.
+const PROGRESS_LOOKS: u32 = 4;
 
 /// The raw fd of `p`'s TCP socket, for [`within_progress`].
 pub fn tcp_fd(p: &impl Peer) -> Option<std::os::fd::RawFd> {
