@@ -404,6 +404,24 @@ fn splicing_off_copies_the_same_bytes() {
     assert_eq!(spliced(&p), 0.0);
 }
 
+/// A proxy config with a 150 ms pause bound and splicing at `splice` (0: off).
+fn paused_top(splice: usize) -> String {
+    format!(
+        "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 5000\n\
+         stream_idle_timeout_ms = 150\n"
+    )
+}
+
+/// A client with a 16 KiB receive buffer that has asked `p` for a `size`-byte body.
+fn small_buffer_get(p: &sidewire::server::Server, size: usize) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&addr(p).into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    write!(c, "GET /cl/{size}/together HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c
+}
+
 /// A client that reads slowly but steadily: the proxy's writes to it wait far longer than
 /// `stream_idle_timeout_ms` each (the kernel wakes a writer only when a third or more of a
 /// send buffer of megabytes is free), yet the client keeps taking bytes, so the pause bound
@@ -412,21 +430,9 @@ fn splicing_off_copies_the_same_bytes() {
 #[test]
 fn a_slow_but_steady_reader_gets_the_whole_body() {
     for splice in [MIN, 0] {
-        let p = proxy_with(
-            &[body_upstream()],
-            &format!(
-                "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 5000\n\
-                 stream_idle_timeout_ms = 150\n"
-            ),
-            "",
-        );
+        let p = proxy_with(&[body_upstream()], &paused_top(splice), "");
         let size = 6 << 20;
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 << 10).unwrap();
-        sock.connect(&addr(&p).into()).unwrap();
-        let mut c: TcpStream = sock.into();
-        write!(c, "GET /cl/{size}/together HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut c = small_buffer_get(&p, size);
         // About 4 MB/s: 16 KiB every 4 ms. Pacing is what the test is about, not
         // synchronisation: the outcome must not depend on the exact rate.
         let mut got = Vec::with_capacity(size + 1024);
@@ -463,21 +469,9 @@ fn a_slow_but_steady_reader_gets_the_whole_body() {
 #[test]
 fn a_reader_that_stops_is_cut_after_the_pause_bound() {
     for splice in [MIN, 0] {
-        let p = proxy_with(
-            &[body_upstream()],
-            &format!(
-                "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 5000\n\
-                 stream_idle_timeout_ms = 150\n"
-            ),
-            "",
-        );
+        let p = proxy_with(&[body_upstream()], &paused_top(splice), "");
         let size = 64 << 20;
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 << 10).unwrap();
-        sock.connect(&addr(&p).into()).unwrap();
-        let mut c: TcpStream = sock.into();
-        write!(c, "GET /cl/{size}/together HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut c = small_buffer_get(&p, size);
         wait_metric(
             &p,
             "tcp_close_total{peer=\"src\",classification=\"failure\"}",
