@@ -156,6 +156,15 @@ pub fn tcp_bytes_acked(fd: RawFd) -> Option<u64> {
     (r == 0 && len as usize >= filled).then_some(info.tcpi_bytes_acked)
 }
 
+/// Bytes in the socket's send queue the peer has not acknowledged yet (sent or not):
+/// `ioctl(SIOCOUTQ)`, tcp(7). `None` if the ioctl fails (not a TCP socket).
+pub fn tcp_unacked_bytes(fd: RawFd) -> Option<u64> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (== TIOCOUTQ) writes one `int` into the live local `queued`.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
+    (r == 0).then_some(queued.max(0) as u64)
+}
+
 /// Reads and clears `SO_ERROR`: the outcome of a non-blocking `connect` once the socket is
 /// writable. `Ok(None)` means connected.
 pub fn take_socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {

@@ -464,8 +464,9 @@ fn a_slow_but_steady_reader_gets_the_whole_body() {
 }
 
 /// The other half of the bound: a client that stops reading in the middle of a body is cut
-/// once `stream_idle_timeout_ms` passes with no byte acknowledged, on both write paths, and
-/// gets less than the whole body.
+/// once `stream_idle_timeout_ms` passes with no byte acknowledged, on both write paths, gets
+/// less than the whole body and a reset rather than a clean end, and the exchange counts as a
+/// failure of the client (`error="client"`), not as a success.
 #[test]
 fn a_reader_that_stops_is_cut_after_the_pause_bound() {
     for splice in [MIN, 0] {
@@ -477,8 +478,42 @@ fn a_reader_that_stops_is_cut_after_the_pause_bound() {
             "tcp_close_total{peer=\"src\",classification=\"failure\"}",
             1.0,
         );
+        wait_metric(
+            &p,
+            "response_total{status_code=\"200\",classification=\"failure\",error=\"client\"}",
+            1.0,
+        );
         let mut got = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut c, &mut got);
+        let end = std::io::Read::read_to_end(&mut c, &mut got);
         assert!(got.len() < size, "splice {splice}: {} bytes", got.len());
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "splice {splice}"
+        );
     }
+}
+
+/// `response_timeout_ms` counts from when the upstream had taken the whole request: an upload
+/// the proxy handed to the kernel long before a slow but steady upstream finished reading it
+/// is answered, not cut with a 504 while bytes are still flowing.
+#[test]
+fn a_slow_but_steady_upload_reader_is_not_timed_out() {
+    let p = proxy_with(
+        &[slow_reading_upstream()],
+        "[http1]\nresponse_timeout_ms = 150\n",
+        "",
+    );
+    let size = 4 << 20;
+    let mut c = std::net::TcpStream::connect(addr(&p)).unwrap();
+    write!(
+        c,
+        "POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: {size}\r\n\r\n"
+    )
+    .unwrap();
+    c.write_all(&payload(7, size)).unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), size.to_string());
 }

@@ -772,21 +772,72 @@ fn upstream_that_answers_and_stops_reading_does_not_stall_the_upload() {
     done.wait();
 }
 
+/// A close-delimited response (no Content-Length, no chunking) that sends 10 bytes and then
+/// nothing, for [`answers_and_holds`].
+const STALLS_UNTIL_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n0123456789";
+
 #[test]
-fn response_body_that_stalls_is_cut_off() {
-    // The upstream sends 10 of 100 promised body bytes, then nothing: after
-    // `stream_idle_timeout_ms` the proxy closes the client connection, which cannot be told
-    // otherwise (the head is out).
-    let (up, done) = answers_and_holds(STALLS_MID_BODY);
-    let p = proxy_with(&[up], "[http1]\nstream_idle_timeout_ms = 200\n", "");
-    let mut c = TcpStream::connect(addr(&p)).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let _ = c.read_to_end(&mut got);
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.ends_with("\r\n\r\n0123456789"), "{text}");
-    done.wait();
+fn response_body_that_stalls_is_cut_off_with_a_reset() {
+    // The upstream sends 10 body bytes, then nothing: after `stream_idle_timeout_ms` the
+    // proxy ends the client connection with RST, since the head is out and a FIN would make
+    // a close-delimited body look complete. Both framings; the exchange counts as an
+    // upstream failure.
+    for (i, response) in [STALLS_MID_BODY, STALLS_UNTIL_CLOSE]
+        .into_iter()
+        .enumerate()
+    {
+        let (up, done) = answers_and_holds(response);
+        let p = proxy_with(&[up], "[http1]\nstream_idle_timeout_ms = 200\n", "");
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let end = c.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{i}: {text}");
+        assert!(text.ends_with("\r\n\r\n0123456789"), "{i}: {text}");
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "{i}: the cut must not look like a clean end"
+        );
+        wait_metric(
+            &p,
+            "response_total{status_code=\"200\",classification=\"failure\",error=\"upstream\"}",
+            1.0,
+        );
+        done.wait();
+    }
+}
+
+#[test]
+fn the_upstreams_reason_phrase_passes_through() {
+    // RFC 9112 §4: the reason phrase is the upstream's to choose; the proxy fills in the
+    // registered one only where the upstream sent none.
+    for (response, want) in [
+        (
+            &b"HTTP/1.1 200 Everything Fine\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..],
+            "HTTP/1.1 200 Everything Fine\r\n",
+        ),
+        (
+            b"HTTP/1.1 299 Custom Thing\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 299 Custom Thing\r\n",
+        ),
+        (
+            b"HTTP/1.1 404\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\n",
+        ),
+        (
+            b"HTTP/1.1 299 \r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 299 \r\n",
+        ),
+    ] {
+        let p = proxy(&[answers_after_head(response)], "");
+        let text = exchange_to_close(
+            &p,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(text.starts_with(want), "want {want:?}, got {text:?}");
+    }
 }
 
 /// Sends `raw` on a fresh connection and reads until the proxy closes it.

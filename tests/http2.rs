@@ -1096,6 +1096,37 @@ fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
     done.wait();
 }
 
+/// `response_timeout_ms` counts from when the HTTP/1.1 upstream had taken the whole request:
+/// an upload it reads slowly but steadily long after the proxy wrote its last byte is
+/// answered, not reset with a 504.
+#[test]
+fn a_slow_but_steady_h1_upload_reader_is_not_timed_out() {
+    let p = proxy_with(
+        &[slow_reading_upstream()],
+        "[http2]\nresponse_timeout_ms = 150\n",
+        H1_UP,
+    );
+    let size = 4 << 20;
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/upload")
+            .header("content-length", size)
+            .body(())
+            .unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        let sender = tokio::spawn(async move {
+            send_h2_data(&mut body, generated(9, size)).await;
+            body.send_data(Bytes::new(), true).unwrap();
+        });
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        let (got, _) = read_body(rbody).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), size.to_string());
+        sender.await.unwrap();
+    });
+}
+
 #[test]
 fn h1_upstream_body_that_stalls_resets_the_stream() {
     // 10 of 100 promised bytes, then nothing: after `stream_idle_timeout_ms` the stream is

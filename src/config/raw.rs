@@ -236,7 +236,9 @@ pub struct RawHttp1 {
     pub header_timeout_ms: u64,
     /// A kept-alive client connection may idle this long between requests.
     pub idle_timeout_ms: u64,
-    /// The response must start within this long.
+    /// The response must start within this long after the upstream acknowledged the whole
+    /// request (a body may still be draining from the send buffer when the proxy has
+    /// written its last byte).
     pub response_timeout_ms: u64,
     /// A request body may pause at most this long between two reads, and the upstream may
     /// acknowledge no byte of it for this long while a write waits.

@@ -482,6 +482,9 @@ pub struct Response<'b, 'h> {
     pub code: u16,
     /// Minor version: 0 or 1.
     pub minor: u8,
+    /// The reason phrase as the upstream sent it (RFC 9112 §4: HTAB, SP and visible ASCII
+    /// only); `""` when it sent none or one with obs-text bytes.
+    pub reason: &'b str,
     /// Header fields (in the caller's storage).
     pub headers: &'h [Header<'b>],
     /// Head length in bytes.
@@ -514,6 +517,7 @@ pub fn parse_response<'b, 'h>(
     }
     let code = resp.code.ok_or(HeadError::Bad("no status code"))?;
     let minor = resp.version.ok_or(HeadError::Bad("no version"))?;
+    let reason = resp.reason.unwrap_or("");
     let headers: &'h [Header<'b>] = resp.headers;
     let mut content_length = None;
     let mut te: Option<&[u8]> = None;
@@ -568,6 +572,7 @@ pub fn parse_response<'b, 'h>(
     Ok(Some(Response {
         code,
         minor,
+        reason,
         headers,
         head_len,
         framing,

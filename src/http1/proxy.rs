@@ -41,7 +41,10 @@ use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::forward::BodySplice;
-use crate::io::{read_more, read_some, read_within, write_all, Client, Peer, READ_CHUNK};
+use crate::io::{
+    read_more, read_some, read_within, tcp_fd, within_after_acked, write_all, Client, Peer,
+    READ_CHUNK,
+};
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
 use crate::upstream::pool::UpConn;
@@ -212,16 +215,14 @@ fn rewrite_response(
             }
         }
     }
-    let reason = "";
+    // The upstream's own reason phrase passes through (HAProxy does the same); only a missing
+    // one (or one httparse could not take as text) gets the registered phrase, if any.
+    let reason = match r.reason.trim_ascii() {
+        "" => reason_phrase(r.code).unwrap_or(""),
+        _ => r.reason,
+    };
     let mut head = Vec::with_capacity(r.head_len + 32);
-    head.extend_from_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\n",
-            r.code,
-            reason_phrase(r.code).unwrap_or(reason)
-        )
-        .as_bytes(),
-    );
+    head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", r.code).as_bytes());
     let dropped_te =
         |h: &httparse::Header<'_>| http10 && h.name.eq_ignore_ascii_case("transfer-encoding");
     for h in r
@@ -405,10 +406,18 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     let code = resp.code;
     let relayed = relay_response(up, client, resp, ubuf, pause, r.splice).await;
     r.access(client, code);
-    if relayed.is_ok() {
-        linger_close(client).await;
+    match relayed {
+        Ok(_) => linger_close(client).await,
+        Err(_) => abort(client),
     }
     true
+}
+
+/// Marks the client connection, whose response was cut short, to close with RST rather than
+/// FIN (`SO_LINGER` 0), so a client reading a close-delimited body (or an HTTP/1.0 one) sees an
+/// error instead of a clean end. The caller then drops the connection.
+fn abort(client: &mut Client<'_>) {
+    let _ = sys::set_linger_zero(client.io().as_raw_fd());
 }
 
 /// Closes a client whose request was not read to its end without resetting it: sends FIN,
@@ -702,8 +711,13 @@ async fn exchange(
     // 4. The response head (interim 1xx responses pass through), under the response timeout.
     let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
     let resp = loop {
-        let read = monoio::time::timeout(
-            cfg.response_timeout,
+        // With a body, the bound counts from when the upstream had taken the whole request:
+        // a large body may still be draining from the send buffer into a slow but steady
+        // reader. (A bodiless request skips the look: one syscall less per request.)
+        let up_fd = (req.framing != Framing::Empty)
+            .then(|| tcp_fd(&up))
+            .flatten();
+        let read = within_after_acked(
             read_head(&mut up, &mut ubuf, &mut false, |b| {
                 // An answer that comes before the body was sent ends the connection
                 // (the body may still be on its way): say so (RFC 9110 §10.1.1).
@@ -717,17 +731,19 @@ async fn exchange(
                 };
                 rewrite_response(b, req.is_head, to, req.upgrade)
             }),
+            cfg.response_timeout,
+            up_fd,
         )
         .await;
         let r = match read {
-            Err(_) => {
+            None => {
                 proxy_error(client, 504, "upstream response timeout").await;
                 m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                 ctx.access(client, 504);
                 return Some(false);
             }
-            Ok(HeadRead::Head(r)) => r,
-            Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
+            Some(HeadRead::Head(r)) => r,
+            Some(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
                 match resend
                     .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
@@ -743,7 +759,7 @@ async fn exchange(
                 }
                 continue;
             }
-            Ok(_) => {
+            Some(_) => {
                 proxy_error(client, 502, "bad or no upstream response").await;
                 m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                 ctx.access(client, 502);
@@ -836,7 +852,8 @@ async fn exchange(
         if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
             debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
             m.first_byte(code, t0.elapsed());
-            m.completed(code, None, None);
+            m.completed(code, None, Some(ErrorLabel::Client));
+            abort(client);
             return Some(false);
         }
         match read_within(&mut up, ubuf, pause).await {
@@ -844,6 +861,7 @@ async fn exchange(
             Ok((Err(_), _)) | Err(_) => {
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, "response body failed before its first byte; closing");
                 m.completed(code, None, Some(ErrorLabel::Upstream));
+                abort(client);
                 return Some(false);
             }
         }
@@ -856,9 +874,13 @@ async fn exchange(
         }
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
-            let upstream = e.side() == crate::error::Side::Upstream;
-            m.completed(code, None, upstream.then_some(ErrorLabel::Upstream));
+            let error = match e.side() {
+                Side::Upstream => ErrorLabel::Upstream,
+                Side::Client => ErrorLabel::Client,
+            };
+            m.completed(code, None, Some(error));
             ctx.access(client, code);
+            abort(client);
             return Some(false);
         }
     };

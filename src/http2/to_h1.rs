@@ -29,7 +29,7 @@ use crate::http1::message::{
     early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD,
     RESPONSE_HEADERS,
 };
-use crate::io::{read_within, tcp_fd, within_progress, write_all, Peer};
+use crate::io::{read_within, tcp_fd, within_after_acked, within_progress, write_all, Peer};
 use crate::upstream::pool::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
@@ -193,26 +193,31 @@ pub(super) async fn exchange(
         }
     }
     let mut buf = Vec::with_capacity(8192);
+    // After a body, `response_timeout_ms` counts from when the upstream had taken the whole
+    // request (as for HTTP/1 clients); a gRPC deadline (`grpc-timeout`) stays a deadline.
+    let after_ack = !eos && super::grpc::timeout(&parts.headers).is_none();
     let head = loop {
-        let read = monoio::time::timeout(
-            timeout,
+        let fd = after_ack.then(|| tcp_fd(&up)).flatten();
+        let read = within_after_acked(
             read_head(&mut up, &mut buf, &mut false, |b| parse_head(b, is_head)),
+            timeout,
+            fd,
         )
         .await;
         match read {
-            Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
-            Ok(HeadRead::Head(h)) if h.interim => {
+            None => return Err(Failure::Status(504, "upstream response timeout")),
+            Some(HeadRead::Head(h)) if h.interim => {
                 buf.drain(..h.head_len);
             }
-            Ok(HeadRead::Head(h)) => break h,
+            Some(HeadRead::Head(h)) => break h,
             // A stale pooled connection: nothing of a response came back.
-            Ok(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(buf.is_empty()) => {
+            Some(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(buf.is_empty()) => {
                 up = resend
                     .resend(&l.metrics, &l.health, addr, connect_timeout)
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
             }
-            Ok(_) => return Err(Failure::Status(502, "bad or no upstream response")),
+            Some(_) => return Err(Failure::Status(502, "bad or no upstream response")),
         }
     };
     buf.drain(..head.head_len);

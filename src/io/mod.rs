@@ -232,6 +232,26 @@ pub async fn within_progress<T>(
     }
 }
 
+/// `f`, a wait for the peer on `fd` to answer what was written to it, bounded by `bound`
+/// counted from when the peer had taken everything: while bytes written to `fd` are still
+/// unacknowledged ([`sys::tcp_unacked_bytes`], a request body still draining from the send
+/// buffer into a slow reader), the wait goes on as long as the peer keeps acknowledging them,
+/// as [`within_progress`]; once all are acknowledged the bound runs (fired between `bound` and
+/// 1.25 × `bound` after the last acknowledgement). With nothing unacknowledged at the start
+/// (the usual case) this is exactly `bound`.
+///
+/// Returns `None` when the bound passed; `f` is then dropped (cancelled).
+pub async fn within_after_acked<T>(
+    f: impl std::future::Future<Output = T>,
+    bound: Duration,
+    fd: Option<std::os::fd::RawFd>,
+) -> Option<T> {
+    match fd.and_then(sys::tcp_unacked_bytes) {
+        Some(n) if n > 0 => within_progress(f, Some(bound), fd).await,
+        _ => monoio::time::timeout(bound, f).await.ok(),
+    }
+}
+
 /// How many times per `pause` [`within_progress`] looks for acknowledged bytes.
 const PROGRESS_LOOKS: u32 = 4;
 

@@ -49,6 +49,9 @@ pub enum ErrorLabel {
     Upstream,
     /// A request the proxy does not carry (CONNECT over HTTP/2: 501).
     Unsupported,
+    /// The HTTP/1 client went away or stopped reading before its response ended (the
+    /// response was cut; over HTTP/2 the same shows as `h2(CANCEL)` or another reset).
+    Client,
     /// The stream was reset with this HTTP/2 error code (RFC 9113 §7), before or during the
     /// response.
     H2(u32),
@@ -80,6 +83,7 @@ impl ErrorLabel {
             ErrorLabel::Connect => "connect".into(),
             ErrorLabel::Upstream => "upstream".into(),
             ErrorLabel::Unsupported => "unsupported".into(),
+            ErrorLabel::Client => "client".into(),
             ErrorLabel::H2(r) => {
                 let name = H2_REASONS.get(r as usize).copied().unwrap_or("UNKNOWN");
                 format!("h2({name})").into()

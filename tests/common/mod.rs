@@ -163,6 +163,55 @@ fn answering_upstream(
     .0
 }
 
+/// An upstream that reads a request body slowly but steadily (a 16 KiB receive buffer,
+/// 32 KiB every 10 ms, about 3 MB/s), then answers 200 with the byte count it read.
+pub fn slow_reading_upstream() -> SocketAddr {
+    let l = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(16 << 10).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s.listen(64).unwrap();
+        std::net::TcpListener::from(s)
+    };
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut piece = vec![0u8; 32 << 10];
+                let (head_len, cl) = loop {
+                    let mut h = [httparse::EMPTY_HEADER; 32];
+                    let mut r = httparse::Request::new(&mut h);
+                    if let Ok(httparse::Status::Complete(n)) = r.parse(&buf) {
+                        break (n, h1::framing(r.headers).0.unwrap_or(0));
+                    }
+                    match Read::read(&mut c, &mut piece) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&piece[..n]),
+                    }
+                };
+                let mut n = buf.len() - head_len;
+                while n < cl {
+                    // Pacing is what the test is about, not synchronisation.
+                    std::thread::sleep(Duration::from_millis(10));
+                    match Read::read(&mut c, &mut piece) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{n}",
+                    n.to_string().len()
+                );
+            });
+        }
+    });
+    a
+}
+
 /// Echoes everything until EOF, then half-closes.
 pub fn echo(mut c: TcpStream) {
     let mut buf = [0u8; 16384];
