@@ -9,8 +9,10 @@
 #   post         POST of a POST_MIB MiB Content-Length body (the server answers its length)
 #   chunked-post the same body sent chunked by curl
 #   opaque       GET through an opaque listener (protocol = "opaque"): the splice floor
-# Reported per case and target: MiB/s (curl's average) and the proxy's CPU-s per GiB (user +
-# system from /proc/<pid>/stat). Each measurement runs REPS times, interleaved; medians.
+#   opaque-post  the POST through the opaque listener: the floor for uploads (the GET cases
+#                compare with `opaque`, the POST cases with this)
+# Reported per case and target: MiB/s (curl's average) and the proxy's CPU-s per GiB (its threads'
+# time on CPU, bench-lib.sh cpu_ticks). Each measurement runs REPS times, interleaved; medians.
 # Pinning: the proxy on CPU $PROXY_CPU, curl and the server on CPU $LOAD_CPU. Throughput is
 # bounded by curl and the Python server on this machine: read the CPU column.
 # Needs: haproxy, curl, python3, taskset.
@@ -19,7 +21,7 @@ set -euo pipefail
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then BODY_MIB=${BODY_MIB:-32}; POST_MIB=${POST_MIB:-16}; fi
 BODY_MIB=${BODY_MIB:-256}
-POST_MIB=${POST_MIB:-64}
+POST_MIB=${POST_MIB:-256}
 REPS=${REPS:-3}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -90,7 +92,7 @@ one() {
   case $case in
     get|opaque) out=$("${curl[@]}" -w '%{size_download} %{speed_download} %{http_code}' "$url/cl/$BODY") ;;
     chunked-get) out=$("${curl[@]}" -w '%{size_download} %{speed_download} %{http_code}' "$url/chunked/$BODY/1048576") ;;
-    post) out=$("${curl[@]}" --data-binary @"$tmp/post.bin" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
+    post|opaque-post) out=$("${curl[@]}" --data-binary @"$tmp/post.bin" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
     chunked-post) out=$("${curl[@]}" -X POST -T "$tmp/post.bin" -H "Transfer-Encoding: chunked" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
   esac
   [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
@@ -104,12 +106,12 @@ one() {
 }
 
 declare -A R
-cases=(get chunked-get post chunked-post opaque)
+cases=(get chunked-get post chunked-post opaque opaque-post)
 for rep in $(seq "$REPS"); do
   echo "rep $rep/$REPS ..." >&2
   for case in "${cases[@]}"; do
-    if [ "$case" = opaque ]; then
-      R[$case,sidewire]+="$(one opaque $SW_OPAQUE $SW_PID)"$'\n'
+    if [ "$case" = opaque ] || [ "$case" = opaque-post ]; then
+      R[$case,sidewire]+="$(one $case $SW_OPAQUE $SW_PID)"$'\n'
       continue
     fi
     # Rotate the order each repetition, so no target always runs first.
@@ -143,8 +145,9 @@ for case in "${cases[@]}"; do
     echo "RESULT bench=body case=$case proxy=$t mib_s=$(col "$case,$t" 1) cpu_s_per_gib=$(col "$case,$t" 2)"
   done
 done
-o=$(col opaque,sidewire 2)
 for case in get chunked-get post chunked-post; do
+  ref=opaque; case $case in *post) ref=opaque-post ;; esac
+  o=$(col "$ref,sidewire" 2)
   awk -v c="$case" -v s="$(col "$case,sidewire" 2)" -v k="$(col "$case,sidewire-copy" 2)" -v h="$(col "$case,haproxy" 2)" -v o="$o" \
     'BEGIN{printf "%-13s sidewire CPU/GiB: %.2fx the opaque path, %.2fx copying, %.2fx HAProxy\n", c, s/o, s/k, s/h}'
 done

@@ -7,7 +7,7 @@
 # and at a fixed RATE req/s (open loop). Reported: req/s and the proxy's CPU-µs per request.
 #
 # Pinning: the proxy (one worker / one thread) on CPU $PROXY_CPU, h2load and the backends on
-# CPU $LOAD_CPU. Proxy CPU is user+system time from /proc/<pid>/stat. Each measurement runs
+# CPU $LOAD_CPU. Proxy CPU is its threads' time on CPU (bench-lib.sh cpu_ticks). Each measurement runs
 # REPS times; the median is reported. HAProxy: `mode http`, `bind … proto h2`, `http-reuse
 # always`, `server … proto h2` for h2->h2. Needs: haproxy, h2load (apt-get install haproxy
 # nghttp2-client), taskset.

@@ -6,7 +6,7 @@
 # Reported: req/s, p99 and the proxy's CPU-µs per request.
 #
 # Pinning: the proxy (one worker / one thread) on CPU $PROXY_CPU, load and backend on CPU
-# $LOAD_CPU. Proxy CPU is user+system time from /proc/<pid>/stat. Each measurement runs REPS
+# $LOAD_CPU. Proxy CPU is its threads' time on CPU (bench-lib.sh cpu_ticks). Each measurement runs REPS
 # times; the median is reported. HAProxy: `mode http`, `http-reuse always`, one thread.
 # Needs: haproxy (apt-get install haproxy), taskset.
 set -euo pipefail

@@ -123,7 +123,7 @@ for peer in $PEERS; do
   fi
   ups=$(upstream_conns)
   idle=$(rss "$pid")
-  t0=$(cpu_ticks "$pid"); sleep 2; idle_ticks=$(( $(cpu_ticks "$pid") - t0 ))
+  t0=$(cpu_ticks "$pid"); sleep 2; idle_ticks=$(awk -v a="$t0" -v b="$(cpu_ticks "$pid")" 'BEGIN{printf "%.2f", b - a}')
   echo >&3
   until grep -q '^echoed' "$tmp/out" 2>/dev/null; do sleep 0.2; done
   read -r _ ok failed secs < <(grep '^echoed' "$tmp/out")

@@ -19,7 +19,7 @@
 # proxy percentile − the baseline's percentile from the SAME rep (p50, p99, p99.9). Reported
 # per (kind, rate, proxy): the median across reps of the added values and their spread
 # (min–max), the median absolute percentiles, the median proxy CPU-µs per request
-# (user+system ticks from /proc/<pid>/stat, CLK_TCK resolution) and the errors summed over reps.
+# (CPU time from /proc/<pid>/task/*/schedstat, nanosecond resolution: bench-lib.sh cpu_ticks) and the errors summed over reps.
 #
 # Latency source: loadtest's open loop (loadtest/src/load.rs `measure_from`, used by both
 # `http` and `h2`). Each connection (http) or stream slot (h2) has a fixed schedule; a

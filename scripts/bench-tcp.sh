@@ -7,8 +7,8 @@
 #          proxy CPU microseconds per connection.
 #
 # Pinning: the proxy (one worker / one thread) on CPU $PROXY_CPU, load generator and backends
-# on CPU $LOAD_CPU. Proxy CPU is user+system time from /proc/<pid>/stat (includes softirq work
-# the kernel charges to the proxy's threads). Each measurement runs REPS times; the median is
+# on CPU $LOAD_CPU. Proxy CPU is the time on CPU of all its threads (bench-lib.sh cpu_ticks:
+# schedstat, ns resolution; includes softirq work the kernel charges to the proxy's threads). Each measurement runs REPS times; the median is
 # reported. Needs: haproxy, iperf3 (apt-get install haproxy iperf3), taskset.
 set -euo pipefail
 
