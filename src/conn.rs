@@ -173,8 +173,9 @@ pub fn serve(
                 .await
             }
             // TLS, opaque bytes, a timeout, a server that spoke first, an opaque port, or HTTP
-            // with its proxy off: forwarded untouched.
-            _ => opaque(&core, l, &client, &src, peer, &mut target, early).await,
+            // with its proxy off: forwarded untouched. Boxed like the HTTP stages, so the task
+            // of an HTTP connection does not carry the splice state's room.
+            _ => Box::pin(opaque(&core, l, &client, &src, peer, &mut target, early)).await,
         };
 
         src.closed(how);

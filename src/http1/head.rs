@@ -482,9 +482,9 @@ pub struct Response<'b, 'h> {
     pub code: u16,
     /// Minor version: 0 or 1.
     pub minor: u8,
-    /// The reason phrase as the upstream sent it (RFC 9112 §4: HTAB, SP and visible ASCII
-    /// only); `""` when it sent none or one with obs-text bytes.
-    pub reason: &'b str,
+    /// The reason phrase's bytes as the upstream sent them (RFC 9112 §4: HTAB, SP, visible
+    /// ASCII and obs-text, so never CR or LF); empty when it sent none.
+    pub reason: &'b [u8],
     /// Header fields (in the caller's storage).
     pub headers: &'h [Header<'b>],
     /// Head length in bytes.
@@ -517,7 +517,7 @@ pub fn parse_response<'b, 'h>(
     }
     let code = resp.code.ok_or(HeadError::Bad("no status code"))?;
     let minor = resp.version.ok_or(HeadError::Bad("no version"))?;
-    let reason = resp.reason.unwrap_or("");
+    let reason = raw_reason(buf);
     let headers: &'h [Header<'b>] = resp.headers;
     let mut content_length = None;
     let mut te: Option<&[u8]> = None;
@@ -578,6 +578,18 @@ pub fn parse_response<'b, 'h>(
         framing,
         keep_alive,
     }))
+}
+
+/// The reason phrase of the status line at the start of `buf`, which httparse has accepted
+/// (`HTTP/1.x SP 3DIGIT [SP reason] CRLF`, bare LF allowed): its raw bytes, obs-text
+/// included, where httparse gives an empty string for a phrase that is not ASCII.
+fn raw_reason(buf: &[u8]) -> &[u8] {
+    let line = &buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.get(12) {
+        Some(b' ') => &line[13..],
+        _ => b"",
+    }
 }
 
 /// `1*DIGIT`, no sign, no spaces inside, no overflow.

@@ -218,11 +218,13 @@ fn rewrite_response(
     // The upstream's own reason phrase passes through (HAProxy does the same); only a missing
     // one (or one httparse could not take as text) gets the registered phrase, if any.
     let reason = match r.reason.trim_ascii() {
-        "" => reason_phrase(r.code).unwrap_or(""),
+        b"" => reason_phrase(r.code).unwrap_or("").as_bytes(),
         _ => r.reason,
     };
     let mut head = Vec::with_capacity(r.head_len + 32);
-    head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", r.code).as_bytes());
+    head.extend_from_slice(format!("HTTP/1.1 {} ", r.code).as_bytes());
+    head.extend_from_slice(reason);
+    head.extend_from_slice(b"\r\n");
     let dropped_te =
         |h: &httparse::Header<'_>| http10 && h.name.eq_ignore_ascii_case("transfer-encoding");
     for h in r
@@ -508,10 +510,12 @@ async fn run(
             // what the last request's body grew the buffer to (64 KiB). A longer head is
             // read on into a larger one.
             cbuf = Vec::with_capacity(IDLE_READ);
-            let next = monoio::time::timeout(
+            // Pinned in place: `select!` then holds a pointer to the wait, not a second copy
+            // of it (a moved future kept both in this task's state, ~900 bytes each).
+            let next = std::pin::pin!(monoio::time::timeout(
                 cfg.idle_timeout,
                 read_some(client, std::mem::take(&mut cbuf)),
-            );
+            ));
             monoio::select! {
                 biased;
                 // A request that already arrived is served, not dropped by the drain.

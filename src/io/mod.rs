@@ -233,12 +233,13 @@ pub async fn within_progress<T>(
 }
 
 /// `f`, a wait for the peer on `fd` to answer what was written to it, bounded by `bound`
-/// counted from when the peer had taken everything: while bytes written to `fd` are still
-/// unacknowledged ([`sys::tcp_unacked_bytes`], a request body still draining from the send
-/// buffer into a slow reader), the wait goes on as long as the peer keeps acknowledging them,
-/// as [`within_progress`]; once all are acknowledged the bound runs (fired between `bound` and
-/// 1.25 × `bound` after the last acknowledgement). With nothing unacknowledged at the start
-/// (the usual case) this is exactly `bound`.
+/// counted from the peer's last acknowledgement: while bytes written to `fd` are still
+/// unacknowledged ([`sys::tcp_unacked_bytes`]: a request body still draining from the send
+/// buffer into a slow but steady reader), each acknowledgement restarts the bound; once
+/// everything is acknowledged the bound runs out as is. The socket is looked at every
+/// [`ACK_LOOK`] (or quarter of `bound`, if shorter) until then, so the bound ends at most one
+/// look late. With nothing unacknowledged at the start (the usual case) this is exactly
+/// `bound`, with no look at all.
 ///
 /// Returns `None` when the bound passed; `f` is then dropped (cancelled).
 pub async fn within_after_acked<T>(
@@ -246,11 +247,38 @@ pub async fn within_after_acked<T>(
     bound: Duration,
     fd: Option<std::os::fd::RawFd>,
 ) -> Option<T> {
-    match fd.and_then(sys::tcp_unacked_bytes) {
-        Some(n) if n > 0 => within_progress(f, Some(bound), fd).await,
-        _ => monoio::time::timeout(bound, f).await.ok(),
+    let Some(fd) = fd.filter(|&fd| sys::tcp_unacked_bytes(fd).is_some_and(|n| n > 0)) else {
+        return monoio::time::timeout(bound, f).await.ok();
+    };
+    let mut f = std::pin::pin!(f);
+    let look = (bound / 4).min(ACK_LOOK).max(Duration::from_millis(1));
+    let mut acked = sys::tcp_bytes_acked(fd);
+    let mut deadline = std::time::Instant::now() + bound;
+    loop {
+        let now = std::time::Instant::now();
+        let wait = look.min(deadline.saturating_duration_since(now));
+        if let Ok(v) = monoio::time::timeout(wait, f.as_mut()).await {
+            return Some(v);
+        }
+        let now = std::time::Instant::now();
+        let seen = sys::tcp_bytes_acked(fd);
+        if seen > acked {
+            acked = seen;
+            deadline = now + bound;
+        }
+        if sys::tcp_unacked_bytes(fd) == Some(0) {
+            return monoio::time::timeout(deadline.saturating_duration_since(now), f)
+                .await
+                .ok();
+        }
+        if now >= deadline {
+            return None;
+        }
     }
 }
+
+/// How often [`within_after_acked`] looks at a socket with bytes still unacknowledged.
+pub const ACK_LOOK: Duration = Duration::from_millis(10);
 
 /// How many times per `pause` [`within_progress`] looks for acknowledged bytes.
 const PROGRESS_LOOKS: u32 = 4;
