@@ -83,10 +83,18 @@ pub fn addr(s: &Server) -> SocketAddr {
     s.listener_addr("t").expect("listener t")
 }
 
-/// A loopback address nothing listens on (bound, then released).
+/// A loopback address nothing listens on, for the rest of the test process: a socket bound
+/// there and never listening holds the port (a connect gets ECONNREFUSED), so no port-0
+/// listener opened later can take it over (a bound-then-released port could be handed out
+/// again, and a test's "dead" endpoint would then answer).
 pub fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let a = s.local_addr().unwrap().as_socket().unwrap();
+    // Held for the process's life on purpose (one descriptor per call).
+    std::mem::forget(s);
+    a
 }
 
 /// A loopback listener on port 0 with a deep backlog (std's is 128: too shallow for a burst
