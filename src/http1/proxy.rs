@@ -215,8 +215,8 @@ fn rewrite_response(
             }
         }
     }
-    // The upstream's own reason phrase passes through (HAProxy does the same); only a missing
-    // one (or one httparse could not take as text) gets the registered phrase, if any.
+    // The upstream's own reason phrase passes through byte for byte (HAProxy does the same);
+    // only an empty or all-whitespace one gets the registered phrase, if any.
     let reason = match r.reason.trim_ascii() {
         b"" => reason_phrase(r.code).unwrap_or("").as_bytes(),
         _ => r.reason,
