@@ -186,6 +186,9 @@ fn run(
     // Nothing is logged until the proxy runs: a config or bind error is exactly one line on
     // stderr (`sidewire: file: key: problem`).
     let nofile = sidewire::sys::raise_nofile_limit();
+    // Before the workers allocate: their connections' memory is then faulted in 4 KiB pages.
+    let thp_off =
+        (!cfg.runtime.transparent_huge_pages).then(sidewire::sys::disable_transparent_huge_pages);
     // Register before starting so a signal during start-up is not lost.
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
@@ -208,6 +211,9 @@ fn run(
     match nofile {
         Ok(n) => info!(nofile = n, "file descriptor limit"),
         Err(e) => warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+    if let Some(Err(e)) = thp_off {
+        warn!(error = %e, "could not opt out of transparent huge pages (runtime.transparent_huge_pages = false); idle connections may cost more memory");
     }
     // Shutdown starts on SIGTERM, SIGINT or `POST /shutdown`; a second SIGTERM/SIGINT while
     // draining exits at once. SIGHUP and `POST /reload` reload the configuration file. USR1

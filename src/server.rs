@@ -497,6 +497,10 @@ impl Server {
                 o.splice_pipe_bytes != n.splice_pipe_bytes,
                 "runtime.splice_pipe_bytes",
             );
+            differs(
+                o.transparent_huge_pages != n.transparent_huge_pages,
+                "runtime.transparent_huge_pages",
+            );
             differs(old.admin != new.admin, "[admin]");
             if o.shutdown_grace != n.shutdown_grace {
                 summary.applied.push("runtime.shutdown_grace_ms");

@@ -122,6 +122,17 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Opts this process out of transparent huge pages (`prctl(PR_SET_THP_DISABLE)`, Linux 3.15+;
+/// inherited by threads and children). Memory is then faulted in 4 KiB pages, not 2 MiB ones:
+/// the allocator asks for huge pages on its arenas (`MADV_HUGEPAGE`, honoured under the
+/// common `enabled = madvise` policy), so thousands of small idle connections otherwise hold
+/// whole huge pages, and a huge-page fault may stall on compaction. Errors: the kernel's
+/// (`EINVAL` on kernels without it, `EPERM` under a seccomp filter that denies `prctl`).
+pub fn disable_transparent_huge_pages() -> io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only; no memory is passed.
+    cvt(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }).map(drop)
+}
+
 /// CPU time (user + system) consumed so far by the whole process, in microseconds.
 pub fn process_cpu_micros() -> u64 {
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.

@@ -287,6 +287,37 @@ fn sigint_with_nothing_open_exits_zero_at_once() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// `THP_enabled` of process `pid` (`/proc/PID/status`, Linux 5.0 and later): 0 once the process
+/// opted out with `PR_SET_THP_DISABLE`.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+        .expect("THP_enabled in /proc/PID/status")
+}
+
+/// By default the binary opts out of transparent huge pages before its workers allocate (idle
+/// connections then cost 4 KiB pages, not parts of 2 MiB ones); `true` leaves the inherited
+/// setting alone.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let cfg = "[runtime]\nworkers = 1\npin_cores = false\n{thp}[admin]\nlisten = \"127.0.0.1:0\"\n\
+               [[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"127.0.0.1:9\"]\n";
+    let inherited = thp_enabled(std::process::id());
+    for (thp, want) in [
+        ("", "0"),
+        ("transparent_huge_pages = true\n", inherited.as_str()),
+    ] {
+        let mut p = Proc::start(&cfg.replace("{thp}", thp));
+        p.expect_line("admin listening");
+        assert_eq!(thp_enabled(p.child.id()), want, "with {thp:?}");
+        p.signal("-INT");
+        assert_eq!(p.child.wait().unwrap().code(), Some(0));
+    }
+}
+
 /// The flags of the dry-run snapshot (Linkerd's usual skips plus a range and subnets).
 const INIT_FLAGS: &[&str] = &[
     "--proxy-uid",

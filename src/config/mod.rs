@@ -79,6 +79,10 @@ pub struct RuntimeConfig {
     pub ring_entries: u32,
     /// Capacity of each splice pipe (the most one direction moves per syscall).
     pub splice_pipe_bytes: usize,
+    /// Whether the process keeps transparent huge pages (the system's policy); `false` opts
+    /// the `sidewire` binary out at start ([`crate::sys::disable_transparent_huge_pages`]),
+    /// so idle connections cost 4 KiB pages, not parts of 2 MiB ones.
+    pub transparent_huge_pages: bool,
 }
 
 /// Validated `[admin]`.

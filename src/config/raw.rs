@@ -53,6 +53,8 @@ pub struct RawRuntime {
     pub ring_entries: u32,
     /// Capacity of each splice pipe.
     pub splice_pipe_bytes: usize,
+    /// Leave transparent huge pages on for this process (`false`: opt out at start).
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for RawRuntime {
@@ -64,6 +66,7 @@ impl Default for RawRuntime {
             shutdown_grace_ms: 30_000,
             ring_entries: 4096,
             splice_pipe_bytes: 256 * 1024,
+            transparent_huge_pages: false,
         }
     }
 }

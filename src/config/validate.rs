@@ -249,6 +249,7 @@ impl RawConfig {
             shutdown_grace: Duration::from_millis(rt.shutdown_grace_ms),
             ring_entries: rt.ring_entries,
             splice_pipe_bytes: rt.splice_pipe_bytes,
+            transparent_huge_pages: rt.transparent_huge_pages,
         })
     }
 
