@@ -132,7 +132,9 @@ pub fn serve(
             }
             DetectResult::Http1 if l.http1.enabled => {
                 // An upstream dialled during detection is not wasted: it joins the pool.
-                if let Some(Ok(u)) = early {
+                // (`{ early }` moves all of it here, so no part of it waits in the task's
+                // state for the connection's life.)
+                if let Some(Ok(u)) = { early } {
                     let pooled =
                         pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
                     if !pooled {
@@ -154,7 +156,7 @@ pub fn serve(
             }
             DetectResult::Http2 if l.http2.enabled => {
                 // Nor for HTTP/2: it becomes the pooled connection its streams use.
-                if let Some(Ok(u)) = early {
+                if let Some(Ok(u)) = { early } {
                     if !http2::adopt_upstream(&listener, addr, u) {
                         m.early_dial_unused();
                     }
@@ -253,56 +255,64 @@ async fn detect_stage(
 /// A failed connect (detection's early dial included) is tried on another of the listener's
 /// endpoints, the connection moving there; with none, a timed-out one once more.
 /// Returns how the client connection ended (an upstream connect failure is a failure).
-async fn opaque(
-    core: &Core,
-    l: &Listener,
-    client: &TcpStream,
-    src: &PeerCounters,
+///
+/// The dial is boxed before the stream's future exists, and the rest is an `async` block (see
+/// [`serve`]): an idle stream's state then holds neither the early upstream's slot nor second
+/// copies of the arguments.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn opaque<'a>(
+    core: &'a Core,
+    l: &'a Listener,
+    client: &'a TcpStream,
+    src: &'a PeerCounters,
     peer: SocketAddr,
-    target: &mut Target,
+    target: &'a mut Target,
     early: Early,
-) -> Close {
-    let m = &l.metrics;
+) -> impl Future<Output = Close> + 'a {
     // Boxed: the connect's state is not kept for the stream's life.
-    let Some((addr, upstream)) = Box::pin(dial(l, peer, target, early)).await else {
-        return Close::Failed;
-    };
-    let dst = m.dst_for(addr);
-    let mut open = Opened::new(&dst);
-    let counters = forward::Counters { src, dst: &dst };
-    let limits = forward::IdleLimits {
-        idle: l.cfg.idle_timeout,
-        half_closed: l.cfg.half_close_timeout,
-    };
-    let e = match forward::splice_both(&core.pipes, counters, client, &upstream, limits).await {
-        Ok(Ended::Eof) => return Close::Clean,
-        Ok(ended) => {
-            // Cut by the proxy (both sockets reset): neither peer failed, nor did it finish.
-            let which = match ended {
-                Ended::HalfCloseTimeout => StreamTimeout::HalfClose,
-                _ => StreamTimeout::Idle,
-            };
-            m.stream_timeout(which);
-            debug!(listener = %l.cfg.name, %peer, upstream = %addr, timeout = which.as_str(), "stream timed out; both sides reset");
-            open.failed();
+    let dialling = Box::pin(dial(l, peer, target, early));
+    async move {
+        let m = &l.metrics;
+        let Some((addr, upstream)) = dialling.await else {
             return Close::Failed;
-        }
-        Err(e) => e,
-    };
-    debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
-    // The side whose socket failed gets its errno; the other was reset by the proxy.
-    match e.side {
-        Some(Side::Upstream) => {
-            open.failed_with(&e.error);
-            Close::Failed
-        }
-        Some(Side::Client) => {
-            open.failed();
-            Close::of_error(&e.error)
-        }
-        None => {
-            open.failed();
-            Close::Failed
+        };
+        let dst = m.dst_for(addr);
+        let mut open = Opened::new(&dst);
+        let counters = forward::Counters { src, dst: &dst };
+        let limits = forward::IdleLimits {
+            idle: l.cfg.idle_timeout,
+            half_closed: l.cfg.half_close_timeout,
+        };
+        let e = match forward::splice_both(&core.pipes, counters, client, &upstream, limits).await {
+            Ok(Ended::Eof) => return Close::Clean,
+            Ok(ended) => {
+                // Cut by the proxy (both sockets reset): neither peer failed, nor did it finish.
+                let which = match ended {
+                    Ended::HalfCloseTimeout => StreamTimeout::HalfClose,
+                    _ => StreamTimeout::Idle,
+                };
+                m.stream_timeout(which);
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, timeout = which.as_str(), "stream timed out; both sides reset");
+                open.failed();
+                return Close::Failed;
+            }
+            Err(e) => e,
+        };
+        debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "connection reset");
+        // The side whose socket failed gets its errno; the other was reset by the proxy.
+        match e.side {
+            Some(Side::Upstream) => {
+                open.failed_with(&e.error);
+                Close::Failed
+            }
+            Some(Side::Client) => {
+                open.failed();
+                Close::of_error(&e.error)
+            }
+            None => {
+                open.failed();
+                Close::Failed
+            }
         }
     }
 }

@@ -109,50 +109,57 @@ pub enum Ended {
 ///
 /// `upstream` must already be non-blocking (as `upstream::connect` returns it); `client` is
 /// switched here (io_uring accepts blocking sockets).
-pub async fn splice_both(
-    pipes: &PipePool,
-    m: Counters<'_>,
-    client: &TcpStream,
-    upstream: &TcpStream,
+///
+/// An `async` block, not an `async fn`, here and in [`pump`]: the block keeps its arguments
+/// where it captured them, where an `async fn` also copies them into its body's locals (rustc
+/// keeps both for the future's life), and an idle stream is made of these futures.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn splice_both<'a>(
+    pipes: &'a PipePool,
+    m: Counters<'a>,
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
     limits: IdleLimits,
-) -> Result<Ended, SpliceError> {
-    sys::set_nonblocking(client.as_raw_fd()).map_err(|error| SpliceError {
-        side: Some(Side::Client),
-        error,
-    })?;
-    let finished = Cell::new(0u8);
-    let activity = Cell::new(0u64);
-    let (f, a) = (&finished, &activity);
-    let mut up = pin!(pump(pipes, m, client, upstream, Dir::Up, f, a));
-    let mut down = pin!(pump(pipes, m, upstream, client, Dir::Down, f, a));
-    // Both directions open: bounded by `idle`.
-    let first = select(
-        select(up.as_mut(), down.as_mut()),
-        quiet_for(limits.idle, &activity),
-    )
-    .await;
-    // One direction ended: the other is bounded by the half-closed bound (and `idle`).
-    let half_bound = match (limits.idle, limits.half_closed) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let result = match first {
-        Either::Right(((), _)) => Ok(Ended::IdleTimeout),
-        Either::Left((Either::Left((Ok(()), _)), _)) => {
-            rest(down.as_mut(), half_bound, &activity).await
+) -> impl Future<Output = Result<Ended, SpliceError>> + 'a {
+    async move {
+        sys::set_nonblocking(client.as_raw_fd()).map_err(|error| SpliceError {
+            side: Some(Side::Client),
+            error,
+        })?;
+        let finished = Cell::new(0u8);
+        let activity = Cell::new(0u64);
+        let (f, a) = (&finished, &activity);
+        let mut up = pin!(pump(pipes, m, client, upstream, Dir::Up, f, a));
+        let mut down = pin!(pump(pipes, m, upstream, client, Dir::Down, f, a));
+        // Both directions open: bounded by `idle`.
+        let first = select(
+            select(up.as_mut(), down.as_mut()),
+            quiet_for(limits.idle, &activity),
+        )
+        .await;
+        // One direction ended: the other is bounded by the half-closed bound (and `idle`).
+        let half_bound = match (limits.idle, limits.half_closed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let result = match first {
+            Either::Right(((), _)) => Ok(Ended::IdleTimeout),
+            Either::Left((Either::Left((Ok(()), _)), _)) => {
+                rest(down.as_mut(), half_bound, &activity).await
+            }
+            Either::Left((Either::Right((Ok(()), _)), _)) => {
+                rest(up.as_mut(), half_bound, &activity).await
+            }
+            Either::Left((Either::Left((Err(e), _)), _))
+            | Either::Left((Either::Right((Err(e), _)), _)) => Err(e),
+        };
+        if !matches!(result, Ok(Ended::Eof)) {
+            // Abortive close: both peers see RST rather than a FIN that looks like a clean end.
+            let _ = sys::set_linger_zero(client.as_raw_fd());
+            let _ = sys::set_linger_zero(upstream.as_raw_fd());
         }
-        Either::Left((Either::Right((Ok(()), _)), _)) => {
-            rest(up.as_mut(), half_bound, &activity).await
-        }
-        Either::Left((Either::Left((Err(e), _)), _))
-        | Either::Left((Either::Right((Err(e), _)), _)) => Err(e),
-    };
-    if !matches!(result, Ok(Ended::Eof)) {
-        // Abortive close: both peers see RST rather than a FIN that looks like a clean end.
-        let _ = sys::set_linger_zero(client.as_raw_fd());
-        let _ = sys::set_linger_zero(upstream.as_raw_fd());
+        result
     }
-    result
 }
 
 /// The direction still open after the other ended, until its EOF or `bound` of silence.
@@ -208,92 +215,95 @@ async fn watchdog(bound: Duration, activity: &Cell<u64>) {
 /// directions that reached EOF: the second one skips its `shutdown`, since both sockets are
 /// closed right after (the close sends the same FIN) — one syscall less per connection.
 /// `activity` is bumped once per splice batch and at EOF, for the idle watchdog.
-async fn pump(
-    pipes: &PipePool,
-    m: Counters<'_>,
-    src: &TcpStream,
-    dst: &TcpStream,
+#[allow(clippy::manual_async_fn)] // on purpose: see `splice_both`
+fn pump<'a>(
+    pipes: &'a PipePool,
+    m: Counters<'a>,
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
     dir: Dir,
-    finished: &Cell<u8>,
-    activity: &Cell<u64>,
-) -> Result<(), SpliceError> {
-    let (from, to) = dir.sides();
-    let on = |side: Side| {
-        move |error| SpliceError {
-            side: Some(side),
-            error,
-        }
-    };
-    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
-    // Client bytes usually arrived while the upstream connect was in flight: splice at once.
-    // The upstream has usually sent nothing yet: wait first (and hold no pipe meanwhile).
-    // One wait site for the whole loop keeps this future small (an idle stream is two of
-    // them waiting here).
-    let mut wait = matches!(dir, Dir::Down);
-    let mut pipe: Option<Pipe> = None;
-    loop {
-        if wait {
-            src.readable(false).await.map_err(on(from))?;
-            wait = false;
-        }
-        let p = match &pipe {
-            Some(p) => p,
-            None => pipe.insert(
-                pipes
-                    .take()
-                    .map_err(|error| SpliceError { side: None, error })?,
-            ),
-        };
-        match sys::splice(src_fd, p.write.as_raw_fd(), pipes.bytes) {
-            Ok(0) => {
-                // EOF from src. The pipe is empty (every chunk is drained below).
-                if let Some(p) = pipe.take() {
-                    pipes.put(p);
-                }
-                finished.set(finished.get() + 1);
-                activity.set(activity.get().wrapping_add(1));
-                if finished.get() == 1 {
-                    // ENOTCONN means dst is already gone; the other direction will say so.
-                    let _ = sys::shutdown_write(dst_fd);
-                }
-                return Ok(());
+    finished: &'a Cell<u8>,
+    activity: &'a Cell<u64>,
+) -> impl Future<Output = Result<(), SpliceError>> + 'a {
+    async move {
+        let (from, to) = dir.sides();
+        let on = |side: Side| {
+            move |error| SpliceError {
+                side: Some(side),
+                error,
             }
-            Ok(n) => {
-                // The pipe usually empties into `dst` at once; only a full `dst` makes this
-                // wait (boxed, so an idle stream does not carry the wait's state).
-                match drain_now(p, dst_fd, n).map_err(on(to))? {
-                    0 => {}
-                    left => Box::pin(drain(p, dst, dst_fd, left))
-                        .await
-                        .map_err(on(to))?,
-                }
-                activity.set(activity.get().wrapping_add(1));
-                match dir {
-                    Dir::Up => {
-                        m.src.read(n as u64);
-                        m.dst.wrote(n as u64);
+        };
+        let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+        // Client bytes usually arrived while the upstream connect was in flight: splice at once.
+        // The upstream has usually sent nothing yet: wait first (and hold no pipe meanwhile).
+        // One wait site for the whole loop keeps this future small (an idle stream is two of
+        // them waiting here).
+        let mut wait = matches!(dir, Dir::Down);
+        let mut pipe: Option<Pipe> = None;
+        loop {
+            if wait {
+                src.readable(false).await.map_err(on(from))?;
+                wait = false;
+            }
+            let p = match &pipe {
+                Some(p) => p,
+                None => pipe.insert(
+                    pipes
+                        .take()
+                        .map_err(|error| SpliceError { side: None, error })?,
+                ),
+            };
+            match sys::splice(src_fd, p.write.as_raw_fd(), pipes.bytes) {
+                Ok(0) => {
+                    // EOF from src. The pipe is empty (every chunk is drained below).
+                    if let Some(p) = pipe.take() {
+                        pipes.put(p);
                     }
-                    Dir::Down => {
-                        m.dst.read(n as u64);
-                        m.src.wrote(n as u64);
+                    finished.set(finished.get() + 1);
+                    activity.set(activity.get().wrapping_add(1));
+                    if finished.get() == 1 {
+                        // ENOTCONN means dst is already gone; the other direction will say so.
+                        let _ = sys::shutdown_write(dst_fd);
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    // The pipe usually empties into `dst` at once; only a full `dst` makes this
+                    // wait (boxed, so an idle stream does not carry the wait's state).
+                    match drain_now(p, dst_fd, n).map_err(on(to))? {
+                        0 => {}
+                        left => Box::pin(drain(p, dst, dst_fd, left))
+                            .await
+                            .map_err(on(to))?,
+                    }
+                    activity.set(activity.get().wrapping_add(1));
+                    match dir {
+                        Dir::Up => {
+                            m.src.read(n as u64);
+                            m.dst.wrote(n as u64);
+                        }
+                        Dir::Down => {
+                            m.dst.read(n as u64);
+                            m.src.wrote(n as u64);
+                        }
+                    }
+                    if n < SMALL_READ {
+                        // A short read almost always emptied the socket: wait for readiness now
+                        // instead of paying a splice that returns EAGAIN (two fewer syscalls per
+                        // request/response exchange). Readiness that is already there completes
+                        // the wait at once.
+                        release_if_idle(pipes, &mut pipe);
+                        wait = true;
                     }
                 }
-                if n < SMALL_READ {
-                    // A short read almost always emptied the socket: wait for readiness now
-                    // instead of paying a splice that returns EAGAIN (two fewer syscalls per
-                    // request/response exchange). Readiness that is already there completes
-                    // the wait at once.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     release_if_idle(pipes, &mut pipe);
                     wait = true;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // On error the pipe may hold bytes: it is dropped (closed), never pooled.
+                Err(e) => return Err(on(from)(e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                release_if_idle(pipes, &mut pipe);
-                wait = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // On error the pipe may hold bytes: it is dropped (closed), never pooled.
-            Err(e) => return Err(on(from)(e)),
         }
     }
 }
