@@ -36,6 +36,7 @@ use self::connections::{Connections, ListenerInfo, Query, Report, ROWS_PER_TURN}
 use crate::config::{Config, Http1Config, Http2Config, ListenerConfig, UpstreamName};
 use crate::detect::{DetectSettings, PortPlan, PEEK_CAP};
 use crate::forward::PipePool;
+use crate::io::sweep::Sweep;
 use crate::metrics::{AuthorityId, CoreSnapshot, HttpMetrics, ListenerMetrics, Protocol, TargetId};
 use crate::upstream::balance::{EndpointSet, InFlight};
 use crate::upstream::health::Health;
@@ -326,6 +327,9 @@ pub struct Core {
     pub peek_buf: RefCell<Box<[u8]>>,
     /// Open and recently closed connections, for `GET /connections`.
     pub connections: Connections,
+    /// Idle bounds of this core's waiting connections (HTTP/1 keep-alive, HTTP/2 idle), one
+    /// sweeper task instead of a timer each.
+    pub sweep: Sweep,
     open: Cell<usize>,
     drained: RefCell<Option<oneshot::Sender<()>>>,
     /// Fires when the worker starts draining: accept loops stop, HTTP/2 connections send GOAWAY.
@@ -501,6 +505,7 @@ impl Core {
             pipes: PipePool::new(id, cfg.runtime.splice_pipe_bytes),
             peek_buf: RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice()),
             connections: Connections::new(cfg.admin.closed_connections),
+            sweep: Sweep::new(),
             open: Cell::new(0),
             drained: RefCell::new(None),
             stop: StopSignal::default(),

@@ -511,11 +511,10 @@ async fn run(
             // read on into a larger one.
             cbuf = Vec::with_capacity(IDLE_READ);
             // Pinned in place: `select!` then holds a pointer to the wait, not a second copy
-            // of it (a moved future kept both in this task's state, ~900 bytes each).
-            let next = std::pin::pin!(monoio::time::timeout(
-                cfg.idle_timeout,
-                read_some(client, std::mem::take(&mut cbuf)),
-            ));
+            // of it. The idle bound is a slot in the core's sweep, not a timer of this
+            // connection's own (a monoio timer is 640 bytes; see `io::sweep`).
+            let read = std::pin::pin!(read_some(client, std::mem::take(&mut cbuf)));
+            let next = std::pin::pin!(core.sweep.within(cfg.idle_timeout, read));
             monoio::select! {
                 biased;
                 // A request that already arrived is served, not dropped by the drain.

@@ -162,7 +162,9 @@ pub async fn serve(
     // connection closes between one and two ticks after its last stream).
     let open = Rc::new(Cell::new(0usize));
     let (mut started, mut started_at_tick) = (0u64, 0u64);
-    let mut tick = pin!(monoio::time::sleep(l.http2.idle_timeout));
+    // A slot in the core's sweep rather than a timer of its own (see `io::sweep`): a tick
+    // ends between one and 1.125 `idle_timeout`s after it began.
+    let mut tick = core.sweep.ticket(l.http2.idle_timeout);
     loop {
         let next = monoio::select! {
             next = conn.accept() => next,
@@ -172,14 +174,14 @@ pub async fn serve(
                 goaway_sent = true;
                 continue;
             }
-            _ = &mut tick, if !goaway_sent => {
+            _ = poll_fn(|cx| tick.poll_expired(cx)), if !goaway_sent => {
                 if open.get() == 0 && started == started_at_tick {
                     debug!(listener = %l.cfg.name, %peer, "http2: idle connection; GOAWAY");
                     conn.graceful_shutdown();
                     goaway_sent = true;
                 } else {
                     started_at_tick = started;
-                    tick.set(monoio::time::sleep(l.http2.idle_timeout));
+                    tick.rearm(l.http2.idle_timeout);
                 }
                 continue;
             }

@@ -6,12 +6,14 @@
 //!   byte in `tcp_read_bytes_total` / `tcp_write_bytes_total` as the splice path counts its own.
 //! - [`counted`] and [`coalesce`]: the bridges for poll-style I/O (the `h2` crate over
 //!   monoio's poll-io): byte counting and write coalescing.
+//! - [`sweep`]: idle bounds for waiting connections without a timer each.
 //!
 //! Not here: what the bytes mean (`http1::message`), the opaque path (`forward`, which splices
 //! and never sees the bytes).
 
 pub mod coalesce;
 pub mod counted;
+pub mod sweep;
 
 use std::io;
 use std::time::Duration;
