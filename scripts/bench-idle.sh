@@ -18,7 +18,9 @@
 # the backlog (reported as not echoed).
 #
 # RSS is /proc/<pid>/status VmRSS: after start-up with one warm-up exchange, then with all N
-# open and idle. PROTOCOL (sidewire's listener protocol for KIND=opaque: "detect", the
+# open and idle, SETTLE seconds (default 3) after the last one opened (the figure reported;
+# sidewire's workers hand freed pages back once a second), and also right after they opened
+# (bytes_per_conn_at_open). PROTOCOL (sidewire's listener protocol for KIND=opaque: "detect", the
 # default, or "opaque"; with detect, silent clients are spliced after the 10 s detect
 # timeout, and the script waits for that). PEERS (default "sidewire haproxy").
 set -euo pipefail
@@ -28,6 +30,7 @@ KIND=${KIND:-opaque}
 PORT=${PORT:-29000}   # upstream on PORT, proxy on PORT+1, admin on PORT+2
 PROTOCOL=${PROTOCOL:-detect}
 PEERS=${PEERS:-sidewire haproxy}
+SETTLE=${SETTLE:-3}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=bench-idle
@@ -122,6 +125,8 @@ for peer in $PEERS; do
     for _ in $(seq 150); do [ "$(upstream_conns)" -ge "$opened" ] && break; sleep 0.2; done
   fi
   ups=$(upstream_conns)
+  at_open=$(rss "$pid")
+  sleep "$SETTLE"
   idle=$(rss "$pid")
   t0=$(cpu_ticks "$pid"); sleep 2; idle_ticks=$(awk -v a="$t0" -v b="$(cpu_ticks "$pid")" 'BEGIN{printf "%.2f", b - a}')
   echo >&3
@@ -131,10 +136,11 @@ for peer in $PEERS; do
   wait "$client" 2>/dev/null || true
   rm -f "$tmp/in" "$tmp/out"
   per=$(( (idle - base) * 1024 / (opened > 0 ? opened : 1) ))
+  per_open=$(( (at_open - base) * 1024 / (opened > 0 ? opened : 1) ))
   results+=("$peer $per")
-  rlines+=("RESULT bench=idle kind=$KIND proxy=$peer bytes_per_conn=$per n=$N open=$opened rss_base_kib=$base rss_idle_kib=$idle idle_ticks=$idle_ticks ok=$ok failed=$failed protocol=$([ "$KIND" = opaque ] && echo "$PROTOCOL" || echo detect)")
-  printf '%-9s open %5s  upstream conns %5s  RSS %6s -> %6s KiB  per idle connection %5s B  idle CPU %s ticks/2 s  then %s ok, %s not (%s s)\n' \
-    "$peer" "$opened" "$ups" "$base" "$idle" "$per" "$idle_ticks" "$ok" "$failed" "$secs"
+  rlines+=("RESULT bench=idle kind=$KIND proxy=$peer bytes_per_conn=$per bytes_per_conn_at_open=$per_open settle_s=$SETTLE n=$N open=$opened rss_base_kib=$base rss_idle_kib=$idle idle_ticks=$idle_ticks ok=$ok failed=$failed protocol=$([ "$KIND" = opaque ] && echo "$PROTOCOL" || echo detect)")
+  printf '%-9s open %5s  upstream conns %5s  RSS %6s -> %6s KiB  per idle connection %5s B (%5s B at open)  idle CPU %s ticks/2 s  then %s ok, %s not (%s s)\n' \
+    "$peer" "$opened" "$ups" "$base" "$idle" "$per" "$per_open" "$idle_ticks" "$ok" "$failed" "$secs"
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   # Until the proxy's sockets are gone, so the next peer starts from the same state.
   for _ in $(seq 100); do [ "$(upstream_conns)" -eq 0 ] && break; sleep 0.1; done

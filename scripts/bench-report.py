@@ -158,8 +158,14 @@ def build_table(res, meta):
         met = "n/a" if v is None else ("met" if v <= goal_kib * 1024 else "not met")
         n = sw.get("open") or ha.get("open") or "?"
         proto = f", protocol={sw.get('protocol') or ha.get('protocol')}" if kind == "opaque" else ""
-        add(f"idle RSS per connection, {label} (B, {n} conns{proto})", "–",
-            cell(sw.get("bytes_per_conn"), " B"), cell(ha.get("bytes_per_conn"), " B"),
+        settle = sw.get("settle_s") or ha.get("settle_s")
+        when = f", {settle} s after opening" if settle else ""
+        at_open = sw.get("bytes_per_conn_at_open")
+        sw_cell = cell(sw.get("bytes_per_conn"), " B") + (f" ({at_open} B at open)" if at_open else "")
+        ha_open = ha.get("bytes_per_conn_at_open")
+        ha_cell = cell(ha.get("bytes_per_conn"), " B") + (f" ({ha_open} B at open)" if ha_open else "")
+        add(f"idle RSS per connection, {label} (B, {n} conns{proto}{when})", "–",
+            sw_cell, ha_cell,
             fmt_ratio(ratio(sw.get("bytes_per_conn"), ha.get("bytes_per_conn"))),
             f"≤ {goal_kib} KiB: {met}")
 

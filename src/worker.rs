@@ -11,6 +11,7 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
@@ -196,6 +197,7 @@ pub async fn run(
         monoio::spawn(accept::accept_loop(core.clone(), slot, socket, inherited));
     }
     started(Ok(()));
+    monoio::spawn(release_freed_memory());
 
     // Serve control requests until told to drain (or the supervisor is gone).
     while let Some(msg) = control.next().await {
@@ -289,4 +291,18 @@ fn reload(
         monoio::spawn(accept::accept_loop(core.clone(), slot, socket, inherited));
     }
     Ok(stats)
+}
+
+/// How often a worker hands its allocator's freed pages back to the kernel.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
+/// Once every [`RELEASE_EVERY`], for the worker's life: [`crate::sys::release_freed_memory`], so
+/// the pages a burst of requests used and freed do not stay resident while the worker idles
+/// (bench-idle, HTTP/1, 9,000 connections: 4.6 KB per idle connection right after the burst,
+/// 2.8 KB once purged). One wake-up a second, a few microseconds of work.
+async fn release_freed_memory() {
+    loop {
+        monoio::time::sleep(RELEASE_EVERY).await;
+        crate::sys::release_freed_memory();
+    }
 }
