@@ -1043,6 +1043,41 @@ fn idle_connection_gets_goaway_and_closes() {
     });
 }
 
+/// The idle bound counts from the end of the last stream, not from its start: a stream that
+/// outlasts several bounds is followed by at least one whole bound before GOAWAY (a fresh-user
+/// review saw GOAWAY 0.35 bounds after a 5.7 s stream ended, with a 3 s bound).
+#[test]
+fn idle_bound_counts_from_the_end_of_the_last_stream() {
+    // An HTTP/1.1 upstream that answers 1.3 s (4.3 bounds) after the request head.
+    let (up, _) = upstream(|mut c| {
+        let mut buf = Vec::new();
+        if common::h1::read_request(&mut c, &mut buf).is_some() {
+            std::thread::sleep(Duration::from_millis(1300));
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+        let _ = c.read_to_end(&mut buf);
+    });
+    let p = proxy_with(&[up], "[http2]\nidle_timeout_ms = 300\n", H1_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let s = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (send, conn) = h2::client::handshake(s).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let (h, body, _) = fetch(&send, get("x", "/slow")).await.unwrap();
+        assert_eq!((h.status.as_u16(), &body[..]), (200, &b"ok"[..]));
+        let ended = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the idle connection was closed");
+        assert!(matches!(closed, Ok(Ok(()))), "a graceful close: {closed:?}");
+        let after = ended.elapsed();
+        assert!(
+            after >= Duration::from_millis(290),
+            "GOAWAY came {after:?} after the stream ended, under one 300 ms bound"
+        );
+    });
+}
+
 /// Streams a 64 MiB upload through `p` on one h2 stream and checks that the upstream's early
 /// 413 comes back. The body goes out as flow control allows; the proxy stops taking it once
 /// the upstream is gone, so the sending task may never finish and its errors do not matter.

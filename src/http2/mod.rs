@@ -89,6 +89,27 @@ pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> boo
     }
 }
 
+/// A client connection's streams, for its idle bound.
+#[derive(Debug, Default)]
+struct Streams {
+    /// Streams open now.
+    open: Cell<usize>,
+    /// Bumped when a stream starts and when one ends.
+    activity: Cell<u64>,
+}
+
+impl Streams {
+    fn started(&self) {
+        self.open.set(self.open.get() + 1);
+        self.activity.set(self.activity.get() + 1);
+    }
+
+    fn ended(&self) {
+        self.open.set(self.open.get() - 1);
+        self.activity.set(self.activity.get() + 1);
+    }
+}
+
 /// How an HTTP/2 connection error ends the client connection.
 fn close_of(e: &h2::Error) -> Close {
     if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
@@ -158,10 +179,11 @@ pub async fn serve(
     // listener's newest settings instead (see `core`).
     let mut draining = pin!(core.draining());
     let mut goaway_sent = false;
-    // Idle: no stream open and none started during a whole `idle_timeout` tick (so an idle
-    // connection closes between one and two ticks after its last stream).
-    let open = Rc::new(Cell::new(0usize));
-    let (mut started, mut started_at_tick) = (0u64, 0u64);
+    // Idle: no stream open, and none started or ended, during a whole `idle_timeout` tick
+    // (so an idle connection closes between one and 2.25 bounds after its last stream ended,
+    // however long that stream lasted).
+    let streams = Rc::new(Streams::default());
+    let mut activity_at_tick = 0u64;
     // A slot in the core's sweep rather than a timer of its own (see `io::sweep`): a tick
     // ends between one and 1.125 `idle_timeout`s after it began.
     let mut tick = core.sweep.ticket(l.http2.idle_timeout);
@@ -175,12 +197,13 @@ pub async fn serve(
                 continue;
             }
             _ = poll_fn(|cx| tick.poll_expired(cx)), if !goaway_sent => {
-                if open.get() == 0 && started == started_at_tick {
+                let activity = streams.activity.get();
+                if streams.open.get() == 0 && activity == activity_at_tick {
                     debug!(listener = %l.cfg.name, %peer, "http2: idle connection; GOAWAY");
                     conn.graceful_shutdown();
                     goaway_sent = true;
                 } else {
-                    started_at_tick = started;
+                    activity_at_tick = activity;
                     tick.rearm(l.http2.idle_timeout);
                 }
                 continue;
@@ -188,14 +211,13 @@ pub async fn serve(
         };
         match next {
             Some(Ok((req, respond))) => {
-                started += 1;
                 tracked.request();
-                open.set(open.get() + 1);
+                streams.started();
                 // Under the listener's newest settings (a reload may have replaced them).
-                let (l, open, dest) = (l.latest(), open.clone(), dest.clone());
+                let (l, streams, dest) = (l.latest(), streams.clone(), dest.clone());
                 monoio::spawn(async move {
                     stream(l, req, respond, peer, dest).await;
-                    open.set(open.get() - 1);
+                    streams.ended();
                 });
             }
             Some(Err(e)) => {
