@@ -322,6 +322,69 @@ fn chunked_requests_at_every_chunk_boundary_shape_are_byte_exact() {
     assert!(spliced(&p) > 400_000.0, "{}", spliced(&p));
 }
 
+/// Chunks exactly the threshold's size, sent back to back (as curl's 64 KiB upload chunks
+/// come): the read that finds each chunk's size line takes a few of its data bytes along, so
+/// what is left is just under the threshold. The chunk's size, not that rest, decides: the
+/// chunks are still spliced (they were all copied once).
+#[test]
+fn chunks_exactly_the_threshold_are_spliced_both_ways() {
+    const T: usize = 16_384;
+    const N: usize = 32;
+    let data = payload(41, T * N);
+    let (raw, _) = chunked(&data, &[T], false, false);
+    let reply = raw.clone();
+    let up = upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((head, body)) = read_request(&mut c, &mut buf) {
+            if head.starts_with("PUT") {
+                let body = dechunk(&body);
+                let msg = format!("len {} hash {:032x}", body.len(), hash(&body));
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                    msg.len()
+                );
+            } else {
+                let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                out.extend_from_slice(&reply);
+                if c.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .0;
+    let p = proxy_with(
+        &[up],
+        &format!("[http1]\nsplice_body_bytes = {T}\nresponse_timeout_ms = 5000\n"),
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    // Upload: the head and every chunk in one write.
+    let mut out = b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    out.extend_from_slice(&raw);
+    c.write_all(&out).unwrap();
+    let (_, answer) = read_response(&mut c, &mut buf);
+    let want = format!("len {} hash {:032x}", data.len(), hash(&data));
+    assert_eq!(String::from_utf8_lossy(&answer), want);
+    let up_spliced = spliced(&p);
+    assert!(
+        up_spliced >= 0.9 * data.len() as f64,
+        "upload: spliced {up_spliced} of {}",
+        data.len()
+    );
+    // Download: the same chunks in one write from the upstream.
+    let (_, got) = get(&mut c, &mut buf, "/down");
+    assert!(got == raw, "the chunked body changed in transit");
+    let down_spliced = spliced(&p) - up_spliced;
+    assert!(
+        down_spliced >= 0.9 * data.len() as f64,
+        "download: spliced {down_spliced} of {}",
+        data.len()
+    );
+}
+
 #[test]
 fn a_short_body_is_not_completed_and_the_connection_ends() {
     let p = proxy_with(&[body_upstream()], &top(), "");

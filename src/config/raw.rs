@@ -253,8 +253,8 @@ pub struct RawHttp1 {
     pub pool_idle_timeout_ms: u64,
     /// Idle pooled upstream connections kept per listener and worker.
     pub pool_max_idle: usize,
-    /// Runs of body bytes of known length (what is left of a `Content-Length` body, or of
-    /// one chunk) at least this long are spliced socket to socket instead of copied; 0 turns
+    /// `Content-Length` bodies and chunks declared at least this long (bytes) have what is
+    /// left of them (4 KiB or more) spliced socket to socket instead of copied; 0 turns
     /// splicing of bodies off.
     pub splice_body_bytes: u64,
 }

@@ -30,7 +30,8 @@ pub struct BodySplice<'a> {
     pub pipes: &'a PipePool,
     /// Where spliced bytes are counted (`sidewire_http1_spliced_bytes_total`).
     pub metrics: &'a ListenerMetrics,
-    /// Runs shorter than this many bytes are copied (never 0: see `http1.splice_body_bytes`).
+    /// Bodies and chunks declared shorter than this many bytes are copied (never 0: see
+    /// `http1.splice_body_bytes`).
     pub min: u64,
 }
 

@@ -45,7 +45,11 @@ pub struct ChunkError(pub &'static str);
 pub struct Decoder {
     state: State,
     size: u64,
-    line: usize,
+    /// The size of the chunk whose data is being read (0 outside chunk data).
+    chunk: u64,
+    /// Bytes of the current size or trailer line (at most [`MAX_LINE`]; `u32` keeps the
+    /// decoder, which the h2→h1 bridge holds per response body, at 40 bytes).
+    line: u32,
     last_chunk: bool,
 }
 
@@ -54,6 +58,7 @@ impl Default for Decoder {
         Decoder {
             state: State::Size { digits: 0 },
             size: 0,
+            chunk: 0,
             line: 0,
             last_chunk: false,
         }
@@ -71,6 +76,15 @@ impl Decoder {
     pub fn data_left(&self) -> u64 {
         match self.state {
             State::Data(left) => left,
+            _ => 0,
+        }
+    }
+
+    /// The declared size of the chunk whose data is being read, in bytes (0 outside chunk
+    /// data): with [`Decoder::data_left`], how much of it already went by.
+    pub fn chunk_size(&self) -> u64 {
+        match self.state {
+            State::Data(_) => self.chunk,
             _ => 0,
         }
     }
@@ -155,6 +169,7 @@ impl Decoder {
                         self.state = State::TrailerStart;
                     } else {
                         self.state = State::Data(self.size);
+                        self.chunk = self.size;
                         self.size = 0;
                     }
                 }
@@ -209,7 +224,7 @@ impl Decoder {
             }
             i += 1;
             self.line += 1;
-            if self.line > MAX_LINE && !matches!(self.state, State::Data(_)) {
+            if self.line as usize > MAX_LINE && !matches!(self.state, State::Data(_)) {
                 return Err(ChunkError("chunk size or trailer line too long"));
             }
         }

@@ -39,8 +39,13 @@ pub fn reason_phrase(code: u16) -> Option<&'static str> {
 /// the sender's close.
 #[derive(Debug)]
 pub enum BodyEnd {
-    /// This many bytes are left.
-    Length(u64),
+    /// A `Content-Length` body: `left` of its `size` bytes are still to come.
+    Length {
+        /// Bytes still to come.
+        left: u64,
+        /// The declared length.
+        size: u64,
+    },
     /// Chunked: the decoder knows when the last chunk and trailers are through.
     Chunked(Decoder),
     /// Read until the sender closes.
@@ -51,8 +56,8 @@ impl BodyEnd {
     /// The state machine for a body framed as `framing` (`Empty` is a zero-length body).
     pub fn new(framing: Framing) -> BodyEnd {
         match framing {
-            Framing::Empty => BodyEnd::Length(0),
-            Framing::Length(n) => BodyEnd::Length(n),
+            Framing::Empty => BodyEnd::Length { left: 0, size: 0 },
+            Framing::Length(n) => BodyEnd::Length { left: n, size: n },
             Framing::Chunked => BodyEnd::Chunked(Decoder::default()),
             Framing::UntilClose => BodyEnd::Close,
         }
@@ -61,7 +66,7 @@ impl BodyEnd {
     /// Whether the body is complete (never true for `Close`: its end is the sender's EOF).
     pub fn is_done(&self) -> bool {
         match self {
-            BodyEnd::Length(left) => *left == 0,
+            BodyEnd::Length { left, .. } => *left == 0,
             BodyEnd::Chunked(dec) => dec.is_done(),
             BodyEnd::Close => false,
         }
@@ -73,7 +78,7 @@ impl BodyEnd {
     /// Errors: malformed chunked framing, with the reason.
     pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, bool), &'static str> {
         match self {
-            BodyEnd::Length(left) => {
+            BodyEnd::Length { left, .. } => {
                 let take = (*left).min(buf.len() as u64);
                 *left -= take;
                 Ok((take as usize, *left == 0))
@@ -92,8 +97,20 @@ impl BodyEnd {
     /// chunked framing, and for a body that ends at the close).
     pub fn run(&self) -> u64 {
         match self {
-            BodyEnd::Length(left) => *left,
+            BodyEnd::Length { left, .. } => *left,
             BodyEnd::Chunked(dec) => dec.data_left(),
+            BodyEnd::Close => 0,
+        }
+    }
+
+    /// The declared size of what [`BodyEnd::run`] is the rest of: the `Content-Length`, or
+    /// the current chunk's size (0 where `run` is 0). The splice threshold is held against
+    /// this, not against the rest: the read that found a chunk's start (or the head) takes a
+    /// few of its bytes with it, and a chunk exactly the threshold's size must still qualify.
+    pub fn run_size(&self) -> u64 {
+        match self {
+            BodyEnd::Length { size, .. } => *size,
+            BodyEnd::Chunked(dec) => dec.chunk_size(),
             BodyEnd::Close => 0,
         }
     }
@@ -101,7 +118,7 @@ impl BodyEnd {
     /// Accounts `n` bytes (at most [`BodyEnd::run`]) that were moved without being fed.
     pub fn skip(&mut self, n: u64) {
         match self {
-            BodyEnd::Length(left) => *left -= n.min(*left),
+            BodyEnd::Length { left, .. } => *left -= n.min(*left),
             BodyEnd::Chunked(dec) => dec.skip_data(n),
             BodyEnd::Close => {}
         }
@@ -200,8 +217,9 @@ pub async fn send_with_head(
 /// expiry) and each write of it with no progress ([`MessageError::WriteStalled`]).
 ///
 /// With `splice`, runs of payload of known length (what is left of a `Content-Length` body,
-/// or of one chunk's data; RFC 9112 §6.2, §7.1) of at least `splice.min` bytes are spliced
-/// from socket to socket instead of copied; chunk-size lines and trailers are still read and
+/// or of one chunk's data; RFC 9112 §6.2, §7.1) are spliced from socket to socket instead of
+/// copied when that body or chunk is declared at least `splice.min` bytes long and the run is
+/// at least [`MIN_SPLICE_RUN`]; chunk-size lines and trailers are still read and
 /// checked here, and no byte past the body is read.
 pub async fn forward_message(
     src: &mut impl Peer,
@@ -232,7 +250,7 @@ pub async fn forward_message(
         // Every byte of `buf` was body: it is empty here.
         if let Some(sp) = splice {
             let n = end.run();
-            if n >= sp.min {
+            if end.run_size() >= sp.min && n >= MIN_SPLICE_RUN {
                 match splice_run(sp, src, dst, n, pause).await {
                     Ok(true) => {
                         end.skip(n);
@@ -263,6 +281,11 @@ pub async fn forward_message(
     };
     Ok(rest)
 }
+
+/// Runs shorter than this many bytes are copied even in a body or chunk over the splice
+/// threshold (what is left after a read took most of it): below a page, the pipe and the
+/// sockets' mode switches cost more than the copy. The threshold's own floor.
+const MIN_SPLICE_RUN: u64 = 4096;
 
 /// The read after a spliced run of chunk data, in bytes: room for the data's CRLF and the
 /// next chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in

@@ -502,7 +502,7 @@ pub fn render(listeners: &[(&ListenerLabels, ListenerSnapshot)], process: &Proce
         &mut out,
         "sidewire_http1_spliced_bytes_total",
         "counter",
-        "HTTP/1 body bytes (both directions) moved socket to socket with splice(2), never entering user space: runs of at least http1.splice_body_bytes of a Content-Length body or of one chunk. Also counted in tcp_read_bytes_total and tcp_write_bytes_total.",
+        "HTTP/1 body bytes (both directions) moved socket to socket with splice(2), never entering user space: the rest of Content-Length bodies and chunks of at least http1.splice_body_bytes. Also counted in tcp_read_bytes_total and tcp_write_bytes_total.",
     );
     for (l, s) in listeners {
         let _ = writeln!(
