@@ -48,7 +48,7 @@ shutdown_grace_ms = 1000
 [admin]
 listen = "127.0.0.1:$admin"
 [http1]
-splice_body_bytes = $([ $v = splice ] && echo 65536 || echo 0)
+splice_body_bytes = $([ $v = splice ] && echo 32768 || echo 0)
 [[listener]]
 name = "http"
 listen = "127.0.0.1:$port"

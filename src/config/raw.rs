@@ -272,7 +272,7 @@ impl Default for RawHttp1 {
             stream_idle_timeout_ms: 300_000,
             pool_idle_timeout_ms: 3_000,
             pool_max_idle: 1024,
-            splice_body_bytes: 64 * 1024,
+            splice_body_bytes: 32 * 1024,
         }
     }
 }

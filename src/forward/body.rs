@@ -9,7 +9,7 @@
 //! Sockets: monoio's reads want blocking sockets under io_uring; `splice` needs non-blocking
 //! ones. Both sockets are switched for the run and put back ([`crate::io::set_driver_mode`]),
 //! four `ioctl`s per run, paid only for runs at or above the threshold
-//! (`http1.splice_body_bytes`, 64 KiB by default).
+//! (`http1.splice_body_bytes`, 32 KiB by default).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
