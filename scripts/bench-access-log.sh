@@ -50,6 +50,7 @@ printf '%s\n[log]\naccess = true\naccess_lines_per_second = 1\naccess_burst_line
 # run_ns <binary> <config>: the proxy's CPU nanoseconds per request, and its stderr lines.
 run_ns() {
   RUST_LOG=warn taskset -c "$PROXY_CPU" "$1" --config "$2" 2> >(cat > "$tmp/stderr") & local p=$!
+  pids+=("$p")
   wait_ports "$SW_PORT"
   local c0 c1 out ops
   c0=$(cat /proc/$p/task/*/schedstat | awk '{s+=$1} END {print s}')

@@ -26,9 +26,22 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 # wait_ports <port>...: until each accepts a connection (5 s at most each).
+# Then each port must be served only by processes this script started (listed in `pids`): a
+# server left over from an earlier run that shares the port (SO_REUSEPORT) or holds it would
+# take the load, and the CPU read from our PID would be wrong (it happened: a stray sidewire on
+# bench-http1's port made its CPU per request read 0.00).
 wait_ports() {
+  local port o owners
   for port in "$@"; do
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+    command -v ss >/dev/null || continue
+    owners=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)
+    for o in $owners; do
+      if ! printf '%s\n' "${pids[@]}" | grep -qx "$o"; then
+        echo "$name: port $port is also served by PID $o ($(tr '\0\n' '  ' </proc/"$o"/cmdline 2>/dev/null | cut -c1-80)), which this script did not start: stop it, or move this script's ports with BASE_PORT" >&2
+        exit 1
+      fi
+    done
   done
 }
 
