@@ -123,7 +123,7 @@ impl Sweep {
         })
     }
 
-    /// Waits in the table now (for tests and the admin's curiosity).
+    /// Waits in the table now (the tests check that every wait left it).
     pub fn waiting(&self) -> usize {
         self.0.borrow().waiting
     }
@@ -188,11 +188,11 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut t = self.table.borrow_mut();
+        let t = &mut *t;
         let s = &mut t.slots[self.slot as usize];
         if s.state == State::Waiting {
             t.waiting -= 1;
         }
-        let s = &mut t.slots[self.slot as usize];
         s.state = State::Free;
         s.waker = None;
         t.free.push(self.slot);
