@@ -385,6 +385,66 @@ fn chunks_exactly_the_threshold_are_spliced_both_ways() {
     );
 }
 
+/// The same chunks, each (size line, data, CRLF) in a write of its own with a pause between,
+/// so the proxy is often waiting when the next size line comes: the read that takes it asks
+/// for a few bytes, not for the data behind it (which a large read would have copied whole).
+#[test]
+fn chunks_that_come_one_at_a_time_are_spliced_both_ways() {
+    const T: usize = 16_384;
+    const N: usize = 16;
+    let data = payload(43, T * N);
+    let (raw, _) = chunked(&data, &[T], false, false);
+    // Where each chunk's size line starts (`4000\r\n` + data + CRLF each).
+    let per = format!("{T:x}\r\n").len() + T + 2;
+    let cuts: Vec<usize> = (1..=N).map(|i| i * per).collect();
+    let (reply, reply_cuts) = (raw.clone(), cuts.clone());
+    let up = upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        while let Some((head, body)) = read_request(&mut c, &mut buf) {
+            if head.starts_with("PUT") {
+                let body = dechunk(&body);
+                let msg = format!("len {} hash {:032x}", body.len(), hash(&body));
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                    msg.len()
+                );
+            } else {
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                write_cut(&mut c, &reply, &reply_cuts);
+            }
+        }
+    })
+    .0;
+    let p = proxy_with(
+        &[up],
+        &format!("[http1]\nsplice_body_bytes = {T}\nresponse_timeout_ms = 5000\n"),
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    write_cut(&mut c, &raw, &cuts);
+    let (_, answer) = read_response(&mut c, &mut buf);
+    let want = format!("len {} hash {:032x}", data.len(), hash(&data));
+    assert_eq!(String::from_utf8_lossy(&answer), want);
+    let up_spliced = spliced(&p);
+    assert!(
+        up_spliced >= 0.9 * data.len() as f64,
+        "upload: spliced {up_spliced} of {}",
+        data.len()
+    );
+    let (_, got) = get(&mut c, &mut buf, "/down");
+    assert!(got == raw, "the chunked body changed in transit");
+    let down_spliced = spliced(&p) - up_spliced;
+    assert!(
+        down_spliced >= 0.9 * data.len() as f64,
+        "download: spliced {down_spliced} of {}",
+        data.len()
+    );
+}
+
 #[test]
 fn a_short_body_is_not_completed_and_the_connection_ends() {
     let p = proxy_with(&[body_upstream()], &top(), "");

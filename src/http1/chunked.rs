@@ -45,7 +45,7 @@ pub struct ChunkError(pub &'static str);
 pub struct Decoder {
     state: State,
     size: u64,
-    /// The size of the chunk whose data is being read (0 outside chunk data).
+    /// The size of the last chunk with data whose size line was read (0 before the first).
     chunk: u64,
     /// Bytes of the current size or trailer line (at most [`MAX_LINE`]; `u32` keeps the
     /// decoder, which the h2→h1 bridge holds per response body, at 40 bytes).
@@ -87,6 +87,25 @@ impl Decoder {
             State::Data(_) => self.chunk,
             _ => 0,
         }
+    }
+
+    /// Whether what comes next is a chunk's closing CRLF or (part of) a chunk-size line: the
+    /// framing between two chunks' data.
+    pub fn between_chunks(&self) -> bool {
+        matches!(
+            self.state,
+            State::Size { .. }
+                | State::SizeWs
+                | State::Ext
+                | State::SizeLf
+                | State::DataCr
+                | State::DataLf
+        )
+    }
+
+    /// The declared size of the last chunk with data whose size line was read (0: none yet).
+    pub fn last_chunk_size(&self) -> u64 {
+        self.chunk
     }
 
     /// Accounts `n` bytes of chunk data that went past without being fed (spliced).

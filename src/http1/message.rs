@@ -16,7 +16,7 @@ use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySplice, RunError};
 use crate::io::{
-    read_more, read_some, read_within, tcp_fd, within, within_progress, write_all, Peer,
+    read_at_most, read_more, read_within, tcp_fd, within, within_progress, write_all, Peer,
 };
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
@@ -112,6 +112,19 @@ impl BodyEnd {
             BodyEnd::Length { size, .. } => *size,
             BodyEnd::Chunked(dec) => dec.chunk_size(),
             BodyEnd::Close => 0,
+        }
+    }
+
+    /// Chunked, what comes next is a chunk's CRLF or a chunk-size line (not data, not
+    /// trailers), and the last chunk was at least `min` bytes (or there was none yet): the
+    /// next is likely big too, worth reading only its size line for. After a small chunk
+    /// the reads stay large, so a stream of small chunks is not read a few bytes at a time.
+    pub fn between_big_chunks(&self, min: u64) -> bool {
+        match self {
+            BodyEnd::Chunked(dec) => {
+                dec.between_chunks() && (dec.last_chunk_size() == 0 || dec.last_chunk_size() >= min)
+            }
+            _ => false,
         }
     }
 
@@ -232,9 +245,6 @@ pub async fn forward_message(
 ) -> Result<Vec<u8>, MessageError> {
     let (from, to) = (src.side(), dst.side());
     let mut end = BodyEnd::new(framing);
-    // After a spliced run of chunk data, the next read asks for a few bytes: the chunk-size
-    // line, not the next chunk's data, which can then be spliced too.
-    let mut after_run = false;
     let rest = loop {
         let (used, done) = end
             .feed(&buf)
@@ -257,7 +267,6 @@ pub async fn forward_message(
                         if end.is_done() {
                             break buf;
                         }
-                        after_run = true;
                         continue;
                     }
                     Ok(false) => {}
@@ -265,8 +274,11 @@ pub async fn forward_message(
                 }
             }
         }
-        let read = if std::mem::take(&mut after_run) {
-            within(read_some(src, Vec::with_capacity(CHUNK_LINE_READ)), pause).await
+        // Between big chunks (a chunk's CRLF, a size line), a splicing reader asks for a few
+        // bytes: the framing, not the next chunk's data, which can then be spliced too,
+        // whether the size line is already there or still on its way.
+        let read = if splice.is_some_and(|sp| end.between_big_chunks(sp.min)) {
+            within(read_at_most(src, buf, CHUNK_LINE_READ), pause).await
         } else {
             within(read_more(src, buf), pause).await
         };
@@ -287,8 +299,8 @@ pub async fn forward_message(
 /// sockets' mode switches cost more than the copy. The threshold's own floor.
 const MIN_SPLICE_RUN: u64 = 4096;
 
-/// The read after a spliced run of chunk data, in bytes: room for the data's CRLF and the
-/// next chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in
+/// A read between chunks when splicing, in bytes: room for the data's CRLF and the next
+/// chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in
 /// the socket to be spliced. A longer line (extensions) is read on by the normal reads.
 const CHUNK_LINE_READ: usize = 64;
 

@@ -163,6 +163,24 @@ pub async fn read_some(s: &mut impl Peer, mut buf: Vec<u8>) -> (io::Result<usize
     (r, slice.into_inner())
 }
 
+/// Appends what one read of at most `n` bytes returns to `buf` (grown if it has less spare
+/// room): for reading framing (a chunk-size line) without taking the data behind it out of
+/// the socket. `Ok(0)` is EOF.
+pub async fn read_at_most(
+    s: &mut impl Peer,
+    mut buf: Vec<u8>,
+    n: usize,
+) -> (io::Result<usize>, Vec<u8>) {
+    buf.reserve(n);
+    let len = buf.len();
+    let (r, slice) = s.io().read(buf.slice_mut(len..len + n)).await;
+    match &r {
+        Ok(n) => s.counters().read(*n as u64),
+        Err(e) => s.note_error(e),
+    }
+    (r, slice.into_inner())
+}
+
 /// [`read_more`], bounded by `pause` when given: `Err(Elapsed)` on expiry. The read is then
 /// cancelled and its buffer lost; the caller closes the connection anyway.
 pub async fn read_within(
