@@ -227,6 +227,26 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `send(fd, buf, MSG_DONTWAIT | MSG_NOSIGNAL)`: hands what the socket's send buffer takes of
+/// `buf` to the kernel now, without waiting and without changing the socket's mode. Returns
+/// the bytes taken (maybe fewer than `buf.len()`); `WouldBlock` when it takes none.
+pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from `buf`, a live slice.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Sets `SO_RCVLOWAT`: the socket polls readable only once `n` bytes are queued (or on EOF
 /// or error), so waiting for "more than I have" does not wake for every segment.
 pub fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {

@@ -313,8 +313,34 @@ pub fn tcp_fd(p: &impl Peer) -> Option<std::os::fd::RawFd> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Writes all of `data`, handing the buffer back for reuse.
-pub async fn write_all(s: &mut impl Peer, data: Vec<u8>) -> io::Result<Vec<u8>> {
+/// Writes all of `data`, handing the buffer back for reuse (on success it may be shorter:
+/// its contents are spent).
+///
+/// On a TCP peer the bytes first go straight to the socket ([`sys::send_now`]), so they
+/// leave at once instead of when the core's round of tasks ends and the ring is submitted;
+/// what the send buffer could not take goes through the runtime's write.
+pub async fn write_all(s: &mut impl Peer, mut data: Vec<u8>) -> io::Result<Vec<u8>> {
+    if let Some(fd) = tcp_fd(s) {
+        match sys::send_now(fd, &data) {
+            Ok(n) if n == data.len() => {
+                s.wrote(n as u64);
+                return Ok(data);
+            }
+            Ok(n) => {
+                s.wrote(n as u64);
+                data.drain(..n);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                s.note_error(&e);
+                return Err(e);
+            }
+        }
+    }
     let (r, data) = s.io().write_all(data).await;
     match r {
         Ok(n) => s.wrote(n as u64),
