@@ -322,81 +322,21 @@ fn chunked_requests_at_every_chunk_boundary_shape_are_byte_exact() {
     assert!(spliced(&p) > 400_000.0, "{}", spliced(&p));
 }
 
-/// Chunks exactly the threshold's size, sent back to back (as curl's 64 KiB upload chunks
-/// come): the read that finds each chunk's size line takes a few of its data bytes along, so
-/// what is left is just under the threshold. The chunk's size, not that rest, decides: the
-/// chunks are still spliced (they were all copied once).
-#[test]
-fn chunks_exactly_the_threshold_are_spliced_both_ways() {
-    const T: usize = 16_384;
-    const N: usize = 32;
-    let data = payload(41, T * N);
-    let (raw, _) = chunked(&data, &[T], false, false);
-    let reply = raw.clone();
-    let up = upstream(move |mut c: TcpStream| {
-        let mut buf = Vec::new();
-        while let Some((head, body)) = read_request(&mut c, &mut buf) {
-            if head.starts_with("PUT") {
-                let body = dechunk(&body);
-                let msg = format!("len {} hash {:032x}", body.len(), hash(&body));
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
-                    msg.len()
-                );
-            } else {
-                let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-                out.extend_from_slice(&reply);
-                if c.write_all(&out).is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .0;
-    let p = proxy_with(
-        &[up],
-        &format!("[http1]\nsplice_body_bytes = {T}\nresponse_timeout_ms = 5000\n"),
-        "",
-    );
-    let mut c = TcpStream::connect(addr(&p)).unwrap();
-    let mut buf = Vec::new();
-    // Upload: the head and every chunk in one write.
-    let mut out = b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    out.extend_from_slice(&raw);
-    c.write_all(&out).unwrap();
-    let (_, answer) = read_response(&mut c, &mut buf);
-    let want = format!("len {} hash {:032x}", data.len(), hash(&data));
-    assert_eq!(String::from_utf8_lossy(&answer), want);
-    let up_spliced = spliced(&p);
-    assert!(
-        up_spliced >= 0.9 * data.len() as f64,
-        "upload: spliced {up_spliced} of {}",
-        data.len()
-    );
-    // Download: the same chunks in one write from the upstream.
-    let (_, got) = get(&mut c, &mut buf, "/down");
-    assert!(got == raw, "the chunked body changed in transit");
-    let down_spliced = spliced(&p) - up_spliced;
-    assert!(
-        down_spliced >= 0.9 * data.len() as f64,
-        "download: spliced {down_spliced} of {}",
-        data.len()
-    );
-}
-
-/// The same chunks, each (size line, data, CRLF) in a write of its own with a pause between,
-/// so the proxy is often waiting when the next size line comes: the read that takes it asks
-/// for a few bytes, not for the data behind it (which a large read would have copied whole).
-#[test]
-fn chunks_that_come_one_at_a_time_are_spliced_both_ways() {
-    const T: usize = 16_384;
-    const N: usize = 16;
-    let data = payload(43, T * N);
-    let (raw, _) = chunked(&data, &[T], false, false);
-    // Where each chunk's size line starts (`4000\r\n` + data + CRLF each).
-    let per = format!("{T:x}\r\n").len() + T + 2;
-    let cuts: Vec<usize> = (1..=N).map(|i| i * per).collect();
+/// `n` chunks of exactly `t` bytes (the threshold), uploaded through a proxy splicing at `t`
+/// and then downloaded from an upstream that sends the same chunked body: either each whole
+/// message in one write (`paced` false), or each chunk (size line, data, CRLF) in a write of
+/// its own with a pause between (`paced` true). Bytes exact; at least 90 % of the data
+/// spliced each way.
+fn threshold_chunks_are_spliced(seed: u64, t: usize, n: usize, paced: bool) {
+    let data = payload(seed, t * n);
+    let (raw, _) = chunked(&data, &[t], false, false);
+    // Where each chunk's size line starts (`<hex>\r\n` + data + CRLF each).
+    let per = format!("{t:x}\r\n").len() + t + 2;
+    let cuts: Vec<usize> = if paced {
+        (1..=n).map(|i| i * per).collect()
+    } else {
+        Vec::new()
+    };
     let (reply, reply_cuts) = (raw.clone(), cuts.clone());
     let up = upstream(move |mut c: TcpStream| {
         let mut buf = Vec::new();
@@ -410,22 +350,27 @@ fn chunks_that_come_one_at_a_time_are_spliced_both_ways() {
                     msg.len()
                 );
             } else {
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
-                write_cut(&mut c, &reply, &reply_cuts);
+                let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                let head_len = out.len();
+                out.extend_from_slice(&reply);
+                let cuts: Vec<usize> = reply_cuts.iter().map(|c| c + head_len).collect();
+                write_cut(&mut c, &out, &cuts);
             }
         }
     })
     .0;
     let p = proxy_with(
         &[up],
-        &format!("[http1]\nsplice_body_bytes = {T}\nresponse_timeout_ms = 5000\n"),
+        &format!("[http1]\nsplice_body_bytes = {t}\nresponse_timeout_ms = 5000\n"),
         "",
     );
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     let mut buf = Vec::new();
-    c.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .unwrap();
-    write_cut(&mut c, &raw, &cuts);
+    let mut out = b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let head_len = out.len();
+    out.extend_from_slice(&raw);
+    let up_cuts: Vec<usize> = cuts.iter().map(|c| c + head_len).collect();
+    write_cut(&mut c, &out, &up_cuts);
     let (_, answer) = read_response(&mut c, &mut buf);
     let want = format!("len {} hash {:032x}", data.len(), hash(&data));
     assert_eq!(String::from_utf8_lossy(&answer), want);
@@ -443,6 +388,23 @@ fn chunks_that_come_one_at_a_time_are_spliced_both_ways() {
         "download: spliced {down_spliced} of {}",
         data.len()
     );
+}
+
+/// Chunks exactly the threshold's size, sent back to back (as curl's upload chunks come): the
+/// read that finds each chunk's size line takes a few of its data bytes along, so what is left
+/// is just under the threshold. The chunk's size, not that rest, decides: the chunks are still
+/// spliced (they were all copied once).
+#[test]
+fn chunks_exactly_the_threshold_are_spliced_both_ways() {
+    threshold_chunks_are_spliced(41, 16_384, 32, false);
+}
+
+/// The same chunks, each in a write of its own with a pause between, so the proxy is often
+/// waiting when the next size line comes: the read that takes it asks for a few bytes, not for
+/// the data behind it (which a large read would have copied whole).
+#[test]
+fn chunks_that_come_one_at_a_time_are_spliced_both_ways() {
+    threshold_chunks_are_spliced(43, 16_384, 16, true);
 }
 
 #[test]
