@@ -99,11 +99,7 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
             libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, as every busy proxy must (each proxied
@@ -220,11 +216,13 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
+}
+
+/// A byte-counting syscall's result (`splice`, `recv`, `send`): the count, or `errno` as
+/// the error when it returned a negative value.
+fn byte_count(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// `send(fd, buf, MSG_DONTWAIT | MSG_NOSIGNAL)`: hands what the socket's send buffer takes of
@@ -240,11 +238,7 @@ pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
 }
 
 /// Sets `SO_RCVLOWAT`: the socket polls readable only once `n` bytes are queued (or on EOF

@@ -80,15 +80,6 @@ impl Decoder {
         }
     }
 
-    /// The declared size of the chunk whose data is being read, in bytes (0 outside chunk
-    /// data): with [`Decoder::data_left`], how much of it already went by.
-    pub fn chunk_size(&self) -> u64 {
-        match self.state {
-            State::Data(_) => self.chunk,
-            _ => 0,
-        }
-    }
-
     /// Whether what comes next is a chunk's closing CRLF or (part of) a chunk-size line: the
     /// framing between two chunks' data.
     pub fn between_chunks(&self) -> bool {

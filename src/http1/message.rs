@@ -110,7 +110,8 @@ impl BodyEnd {
     pub fn run_size(&self) -> u64 {
         match self {
             BodyEnd::Length { size, .. } => *size,
-            BodyEnd::Chunked(dec) => dec.chunk_size(),
+            BodyEnd::Chunked(dec) if dec.data_left() > 0 => dec.last_chunk_size(),
+            BodyEnd::Chunked(_) => 0,
             BodyEnd::Close => 0,
         }
     }
