@@ -399,6 +399,13 @@ fn chunks_exactly_the_threshold_are_spliced_both_ways() {
     threshold_chunks_are_spliced(41, 16_384, 32, false);
 }
 
+/// At the smallest threshold (4 KiB), what the size line's read leaves of a chunk is still
+/// over the floor below which rests are copied (review: such chunks were never spliced).
+#[test]
+fn chunks_exactly_the_smallest_threshold_are_spliced_both_ways() {
+    threshold_chunks_are_spliced(47, MIN, 32, false);
+}
+
 /// The same chunks, each in a write of its own with a pause between, so the proxy is often
 /// waiting when the next size line comes: the read that takes it asks for a few bytes, not for
 /// the data behind it (which a large read would have copied whole).

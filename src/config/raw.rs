@@ -254,7 +254,7 @@ pub struct RawHttp1 {
     /// Idle pooled upstream connections kept per listener and worker.
     pub pool_max_idle: usize,
     /// `Content-Length` bodies and chunks declared at least this long (bytes) have what is
-    /// left of them (4 KiB or more) spliced socket to socket instead of copied; 0 turns
+    /// left of them (4,032 bytes or more) spliced socket to socket instead of copied; 0 turns
     /// splicing of bodies off.
     pub splice_body_bytes: u64,
 }

@@ -116,16 +116,25 @@ impl BodyEnd {
         }
     }
 
-    /// Chunked, what comes next is a chunk's CRLF or a chunk-size line (not data, not
-    /// trailers), and the last chunk was at least `min` bytes (or there was none yet): the
-    /// next is likely big too, worth reading only its size line for. After a small chunk
-    /// the reads stay large, so a stream of small chunks is not read a few bytes at a time.
-    pub fn between_big_chunks(&self, min: u64) -> bool {
-        match self {
-            BodyEnd::Chunked(dec) => {
-                dec.between_chunks() && (dec.last_chunk_size() == 0 || dec.last_chunk_size() >= min)
-            }
-            _ => false,
+    /// How many bytes the next read of a chunked body should ask for at most, for a splicing
+    /// reader with threshold `min`, so that the next big chunk's data stays in the socket:
+    /// `extra` bytes (room for a CRLF and a size line) between chunks after a chunk of at
+    /// least `min` bytes (or before the first), and the rest of such a chunk (at most
+    /// [`crate::io::READ_CHUNK`]) plus `extra` inside it. `None` (read freely) otherwise: after a small chunk, so a stream of small
+    /// chunks is not read a few bytes at a time.
+    pub fn framing_read(&self, min: u64, extra: usize) -> Option<usize> {
+        let BodyEnd::Chunked(dec) = self else {
+            return None;
+        };
+        let last = dec.last_chunk_size();
+        if dec.between_chunks() && (last == 0 || last >= min) {
+            Some(extra)
+        } else if dec.data_left() > 0 && last >= min {
+            // Capped as a normal read is (when splicing was refused, the rest may be large).
+            let rest = dec.data_left().min(crate::io::READ_CHUNK as u64) as usize;
+            Some(rest + extra)
+        } else {
+            None
         }
     }
 
@@ -275,11 +284,13 @@ pub async fn forward_message(
                 }
             }
         }
-        // Between big chunks (a chunk's CRLF, a size line), a splicing reader asks for a few
-        // bytes: the framing, not the next chunk's data, which can then be spliced too,
-        // whether the size line is already there or still on its way.
-        let read = if splice.is_some_and(|sp| end.between_big_chunks(sp.min)) {
-            within(read_at_most(src, buf, CHUNK_LINE_READ), pause).await
+        // Around big chunks (a rest too short to splice, a chunk's CRLF, a size line), a
+        // splicing reader asks for no more than up to the next size line: the next chunk's
+        // data stays in the socket to be spliced too, whether the size line is already there
+        // or still on its way.
+        let limit = splice.and_then(|sp| end.framing_read(sp.min, CHUNK_LINE_READ));
+        let read = if let Some(n) = limit {
+            within(read_at_most(src, buf, n), pause).await
         } else {
             within(read_more(src, buf), pause).await
         };
@@ -296,9 +307,11 @@ pub async fn forward_message(
 }
 
 /// Runs shorter than this many bytes are copied even in a body or chunk over the splice
-/// threshold (what is left after a read took most of it): below a page, the pipe and the
-/// sockets' mode switches cost more than the copy. The threshold's own floor.
-const MIN_SPLICE_RUN: u64 = 4096;
+/// threshold (what is left after a read took most of it): below about a page, the pipe and
+/// the sockets' mode switches cost more than the copy. A page less the read between chunks
+/// ([`CHUNK_LINE_READ`]), so that a chunk exactly the smallest threshold (4096) still
+/// qualifies after its size line's read took some of its data.
+const MIN_SPLICE_RUN: u64 = 4096 - CHUNK_LINE_READ as u64;
 
 /// A read between chunks when splicing, in bytes: room for the data's CRLF and the next
 /// chunk-size line (`CRLF 16-hex-digits CRLF` is 20), so the next chunk's data stays in
