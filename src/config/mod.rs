@@ -553,6 +553,21 @@ mod tests {
     }
 
     #[test]
+    fn value_the_lexer_refuses_names_its_key() {
+        let e = parse_err("[http1]\nsplice_body_bytes = 99999999999999999999\n");
+        assert_eq!(e.key, "http1.splice_body_bytes", "{e}");
+        assert!(e.problem.contains("line 2"), "{e}");
+        let two = format!("{OK}\n[[listener]]\nname = \"b\"\nconnect_timeout_ms = 1e999999x\n");
+        let e = parse_err(&two);
+        assert_eq!(e.key, "listener[1].connect_timeout_ms", "{e}");
+        let e = parse_err("workers = 99999999999999999999\n");
+        assert_eq!(e.key, "workers", "{e}");
+        // No `key =` on the line: the position is all there is.
+        let e = parse_err("[runtime\nworkers = 1\n");
+        assert_eq!(e.key, "(syntax)", "{e}");
+    }
+
+    #[test]
     fn wrong_type_names_key() {
         let e = parse_err("[runtime]\nworkers = \"two\"\n");
         assert_eq!(e.key, "runtime.workers", "{e}");

@@ -49,7 +49,12 @@ impl RawConfig {
                 Some(field) if path == "." || path.is_empty() => field.to_string(),
                 Some(field) if path.ends_with(&format!(".{field}")) => path,
                 Some(field) => format!("{path}.{field}"),
-                None if path == "." || path.is_empty() => "(syntax)".to_string(),
+                // A value the TOML lexer itself refuses (an integer past i64, a bad date) has no
+                // serde path: name the key written on the error's line when there is one.
+                None if path == "." || path.is_empty() => inner
+                    .span()
+                    .and_then(|s| key_at(text, s.start))
+                    .unwrap_or_else(|| "(syntax)".to_string()),
                 None => path,
             };
             ConfigError {
@@ -770,6 +775,47 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// The dotted key (`runtime.workers`, `listener[1].connect_timeout_ms`) whose `key = value`
+/// line holds byte `offset` of `text`, with the table from the closest header above it
+/// (`[[listener]]` headers counted as array indices). `None` when the line is not a plain
+/// `key = value` (a header, a multi-line value's continuation) or the offset is in the key.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let mut table = String::new();
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    for line in text[..line_start].lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_string();
+            let index = match arrays.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, i)) => {
+                    *i += 1;
+                    *i
+                }
+                None => {
+                    arrays.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{index}]");
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim().to_string();
+        }
+    }
+    let (key, _) = text[line_start..offset].split_once('=')?;
+    let key = key.trim();
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if key.is_empty() || !key.chars().all(plain) {
+        return None;
+    }
+    Some(if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    })
 }
 
 /// Upper bound on `idle_timeout_ms` and `half_close_timeout_ms` (a day): opaque streams may
