@@ -882,6 +882,39 @@ fn the_upstreams_reason_phrase_passes_through() {
     }
 }
 
+/// Malformed chunk framing that arrives in the same read as the upstream's response head:
+/// nothing has gone to the client yet, so it gets a 502 (not a 200 cut off by a reset), for
+/// HTTP/1.1 and HTTP/1.0 (de-chunked) clients alike, and whether a good chunk comes first or
+/// not. (Bad framing after the head went out can only end the response: see
+/// tests/bodies.rs.)
+#[test]
+fn malformed_chunks_with_the_upstream_head_get_a_502() {
+    const BAD: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabcXX\r\n0\r\n\r\n",
+    ];
+    for response in BAD {
+        let p = proxy(&[answers_after_head(response)], "");
+        for request in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\n",
+        ] {
+            let text = exchange_to_close(&p, request);
+            assert!(text.starts_with("HTTP/1.1 502 "), "{text:?}");
+            assert!(
+                text.ends_with("malformed upstream response body\n"),
+                "{text:?}"
+            );
+            assert!(!text.contains("hello"), "{text:?}");
+        }
+        wait_metric(
+            &p,
+            "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"502\",classification=\"failure\",error=\"upstream\"}",
+            2.0,
+        );
+    }
+}
+
 /// Sends `raw` on a fresh connection and reads until the proxy closes it.
 fn exchange_to_close(p: &sidewire::server::Server, raw: &[u8]) -> String {
     let mut c = TcpStream::connect(addr(p)).unwrap();

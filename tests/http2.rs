@@ -1110,6 +1110,24 @@ fn upload_gets_413(p: &sidewire::server::Server) {
     });
 }
 
+/// An HTTP/1.1 upstream whose chunk framing is malformed in the read that brought its head:
+/// the h2 client gets a 502 (headers not yet sent), as HTTP/1 clients do.
+#[test]
+fn malformed_chunks_with_the_h1_upstream_head_get_a_502() {
+    let p = proxy(
+        &[answers_after_head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",
+        )],
+        H1_UP,
+    );
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let (h, body, _) = fetch(&send, get("x", "/")).await.unwrap();
+        assert_eq!(h.status, 502);
+        assert_eq!(body, b"malformed upstream response body\n");
+    });
+}
+
 #[test]
 fn h1_upstream_answer_before_the_body_reaches_the_h2_client() {
     let p = proxy(&[answers_after_head(TOO_LARGE)], H1_UP);

@@ -165,6 +165,20 @@ impl BodyEnd {
     }
 }
 
+/// Checks `buf`, the body bytes read together with a message's head, against the body's
+/// `framing` before the head is forwarded: malformed chunked framing found there (RFC 9112
+/// §7.1) can still be answered with an error (502 for a response, as for a malformed head),
+/// where once the head is out the only answer left is to cut the message short. Only chunk
+/// framing can be wrong this early; the data itself is not looked at (it is skipped by count).
+///
+/// Errors: the reason, as [`BodyEnd::feed`] gives it.
+pub fn check_framing(framing: Framing, buf: &[u8]) -> Result<(), &'static str> {
+    if buf.is_empty() || framing != Framing::Chunked {
+        return Ok(());
+    }
+    BodyEnd::new(framing).feed(buf).map(|_| ())
+}
+
 /// What reading a head gave.
 #[derive(Debug)]
 pub enum HeadRead<T> {
@@ -447,7 +461,20 @@ impl Resend {
 
 #[cfg(test)]
 mod tests {
-    use super::reason_phrase;
+    use super::{check_framing, reason_phrase, Framing};
+
+    /// Only chunk framing is checked, and only as far as the bytes go: a good prefix of a
+    /// chunked body passes, a bad size line or a chunk's missing CRLF does not.
+    #[test]
+    fn framing_read_with_a_head_is_checked() {
+        assert!(check_framing(Framing::Chunked, b"").is_ok());
+        assert!(check_framing(Framing::Chunked, b"5\r\nhel").is_ok());
+        assert!(check_framing(Framing::Chunked, b"5\r\nhello\r\n0\r\n\r\n").is_ok());
+        assert!(check_framing(Framing::Chunked, b"ZZ\r\nhello").is_err());
+        assert!(check_framing(Framing::Chunked, b"3\r\nabcXX\r\n").is_err());
+        assert!(check_framing(Framing::Length(3), b"ZZ\r\n").is_ok());
+        assert!(check_framing(Framing::UntilClose, b"ZZ").is_ok());
+    }
 
     /// Every registered status has its phrase (413 and 418 were relayed with none once);
     /// unregistered codes have none and are sent with an empty phrase.

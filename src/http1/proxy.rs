@@ -33,8 +33,8 @@ use super::head::{
     connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, TargetForm,
 };
 use super::message::{
-    early_answer, forward_dechunked, forward_message, read_head, reason_phrase, send_with_head,
-    HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    check_framing, early_answer, forward_dechunked, forward_message, read_head, reason_phrase,
+    send_with_head, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
@@ -392,7 +392,8 @@ async fn send_request_body(
 
 /// After the upstream stopped taking a request body: relays the final response it sent
 /// meanwhile (marked `connection: close`), then closes the client with [`linger_close`].
-/// Returns whether there was such a response.
+/// Returns whether there was such a response (not when chunk framing read with its head is
+/// already malformed: see [`check_framing`]).
 async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpConn) -> bool {
     let to = ClientHop {
         minor: r.minor,
@@ -402,6 +403,11 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     let Some((resp, ubuf)) = early_answer(up, r.l.http1.response_timeout, parse).await else {
         return false;
     };
+    if let Err(why) = check_framing(resp.framing, &ubuf) {
+        // Not relayed: the caller answers 502 instead.
+        debug!(listener = %r.l.cfg.name, peer = %r.peer, why, "malformed body in the upstream's early answer");
+        return false;
+    }
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
     r.m.response(resp.code, r.t0.elapsed());
     let pause = Some(r.l.http1.stream_idle_timeout);
@@ -843,6 +849,16 @@ async fn exchange(
                 false
             }
         });
+    }
+
+    // Malformed chunk framing already in the bytes that came with the head: nothing of the
+    // response has gone out, so the client can still get a 502 rather than a cut-off body.
+    if let Err(why) = check_framing(resp.framing, &ubuf) {
+        debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "malformed upstream response body");
+        proxy_error(client, 502, "malformed upstream response body").await;
+        m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+        ctx.access(client, 502);
+        return Some(false);
     }
 
     // 6. The response. Its latency ends with the first body byte, or with the head when

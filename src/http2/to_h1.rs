@@ -26,8 +26,8 @@ use crate::core::Listener;
 use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::message::{
-    early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD,
-    RESPONSE_HEADERS,
+    check_framing, early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead,
+    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::io::{read_within, tcp_fd, within_after_acked, within_progress, write_all, Peer};
 use crate::upstream::pool::UpConn;
@@ -186,6 +186,9 @@ pub(super) async fn exchange(
                 else {
                     return Err(f);
                 };
+                if check_framing(head.framing, &buf).is_err() {
+                    return Err(Failure::Status(502, "malformed upstream response body"));
+                }
                 debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
                 return Ok(response(head, up, buf, addr, l, false));
             }
@@ -221,6 +224,12 @@ pub(super) async fn exchange(
         }
     };
     buf.drain(..head.head_len);
+    // Malformed chunk framing in the bytes read with the head: answered 502 before any of the
+    // response goes out, as in the HTTP/1 proxy.
+    if let Err(why) = check_framing(head.framing, &buf) {
+        debug!(upstream = %addr, why, "http2→h1: malformed upstream response body");
+        return Err(Failure::Status(502, "malformed upstream response body"));
+    }
     Ok(response(head, up, buf, addr, l, true))
 }
 
