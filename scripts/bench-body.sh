@@ -8,9 +8,16 @@
 #   chunked-get  the same body chunked in 1 MiB chunks
 #   post         POST of a POST_MIB MiB Content-Length body (the server answers its length)
 #   chunked-post the same body sent chunked by curl
-#   opaque       GET through an opaque listener (protocol = "opaque"): the splice floor
-#   opaque-post  the POST through the opaque listener: the floor for uploads (the GET cases
-#                compare with `opaque`, the POST cases with this)
+#   opaque, opaque-chunked-get, opaque-post, opaque-chunked-post
+#                the same four requests, byte for byte, through an opaque listener
+#                (protocol = "opaque"): the splice floor each HTTP/1 case is compared with
+#                (get with opaque, the others with opaque-<case>)
+# FRESH (default 1): the server answers every exchange with `connection: close`, so every
+# exchange, opaque or not, meets a fresh upstream connection. A pooled connection reused over
+# the reps grows its receive window (TCP autotuning) and moves the same body at a different
+# cost (measured: a chunked upload through sidewire 0.25 CPU-s/GiB on a fresh upstream
+# connection, 0.40 right after a 256 MiB upload on the same one), which the opaque cases,
+# fresh each time, never see. FRESH=0 keeps the connections alive (the pooled state).
 # Reported per case and target: MiB/s (curl's average) and the proxy's CPU-s per GiB (its threads'
 # time on CPU, bench-lib.sh cpu_ticks). Each measurement runs REPS times, interleaved; medians.
 # Pinning: the proxy on CPU $PROXY_CPU, curl and the server on CPU $LOAD_CPU. Throughput is
@@ -26,6 +33,7 @@ REPS=${REPS:-3}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-32000}
+FRESH=${FRESH:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 name=bench-body
@@ -36,7 +44,7 @@ build
 BE=$BASE_PORT; SWP=$((BASE_PORT+10)); SW_OPAQUE=$((BASE_PORT+11)); SW_ADMIN=$((BASE_PORT+12))
 SW0=$((BASE_PORT+13)); SW0_ADMIN=$((BASE_PORT+14)); HA=$((BASE_PORT+20))
 
-taskset -c "$LOAD_CPU" python3 "$root/scripts/body-server.py" "$BE" & pids+=($!)
+taskset -c "$LOAD_CPU" python3 "$root/scripts/body-server.py" "$BE" $([ "$FRESH" = 1 ] && echo close) & pids+=($!)
 for v in splice copy; do
   port=$([ $v = splice ] && echo $SWP || echo $SW0); admin=$([ $v = splice ] && echo $SW_ADMIN || echo $SW0_ADMIN)
   cat > "$tmp/sw-$v.toml" <<TOML
@@ -91,9 +99,9 @@ one() {
   [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
   case $case in
     get|opaque) out=$("${curl[@]}" -w '%{size_download} %{speed_download} %{http_code}' "$url/cl/$BODY") ;;
-    chunked-get) out=$("${curl[@]}" -w '%{size_download} %{speed_download} %{http_code}' "$url/chunked/$BODY/1048576") ;;
+    *chunked-get) out=$("${curl[@]}" -w '%{size_download} %{speed_download} %{http_code}' "$url/chunked/$BODY/1048576") ;;
     post|opaque-post) out=$("${curl[@]}" --data-binary @"$tmp/post.bin" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
-    chunked-post) out=$("${curl[@]}" -X POST -T "$tmp/post.bin" -H "Transfer-Encoding: chunked" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
+    *chunked-post) out=$("${curl[@]}" -X POST -T "$tmp/post.bin" -H "Transfer-Encoding: chunked" -w '%{size_upload} %{speed_upload} %{http_code}' "$url/up") ;;
   esac
   [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
   read -r bytes speed code <<<"$out"
@@ -106,11 +114,11 @@ one() {
 }
 
 declare -A R
-cases=(get chunked-get post chunked-post opaque opaque-post)
+cases=(get chunked-get post chunked-post opaque opaque-chunked-get opaque-post opaque-chunked-post)
 for rep in $(seq "$REPS"); do
   echo "rep $rep/$REPS ..." >&2
   for case in "${cases[@]}"; do
-    if [ "$case" = opaque ] || [ "$case" = opaque-post ]; then
+    if [[ $case == opaque* ]]; then
       R[$case,sidewire]+="$(one $case $SW_OPAQUE $SW_PID)"$'\n'
       continue
     fi
@@ -131,7 +139,7 @@ col() { grep -v '^$' <<<"${R[$1]:-}" | awk -v c="$2" '{print $c}' | median; }
 
 echo
 echo "# bench-body $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r)"
-echo "# sidewire driver=${SW_DRIVER:-auto}; GET ${BODY_MIB} MiB, POST ${POST_MIB} MiB; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, curl+server on CPU $LOAD_CPU; median of $REPS"
+echo "# sidewire driver=${SW_DRIVER:-auto}; GET ${BODY_MIB} MiB, POST ${POST_MIB} MiB; $(haproxy -v | head -1 | cut -d' ' -f1-3); proxy on CPU $PROXY_CPU, curl+server on CPU $LOAD_CPU; median of $REPS; upstream connections $([ "$FRESH" = 1 ] && echo "fresh per exchange" || echo "kept alive")"
 printf "%-13s %-14s %8s %12s\n" case target "MiB/s" "CPU-s/GiB"
 for case in "${cases[@]}"; do
   for t in baseline sidewire sidewire-copy haproxy; do
@@ -146,7 +154,7 @@ for case in "${cases[@]}"; do
   done
 done
 for case in get chunked-get post chunked-post; do
-  ref=opaque; case $case in *post) ref=opaque-post ;; esac
+  ref=opaque; [ "$case" = get ] || ref=opaque-$case
   o=$(col "$ref,sidewire" 2)
   awk -v c="$case" -v s="$(col "$case,sidewire" 2)" -v k="$(col "$case,sidewire-copy" 2)" -v h="$(col "$case,haproxy" 2)" -v o="$o" \
     'BEGIN{printf "%-13s sidewire CPU/GiB: %.2fx the opaque path, %.2fx copying, %.2fx HAProxy\n", c, s/o, s/k, s/h}'

@@ -207,11 +207,15 @@ def build_table(res, meta):
 
     # --- HTTP/1 bodies (bench-body.sh, when it exists) ---
     if R.has("body"):
-        # Downloads compare with an opaque download, uploads with an opaque upload (the same
-        # bytes the same way; older logs have no opaque-post: uploads then use the download).
+        # Each case compares with the same request through the opaque listener
+        # (opaque-<case>; `get` with `opaque`). Older logs have only opaque and opaque-post:
+        # uploads then use opaque-post, downloads opaque.
         def opaque_ref(case):
-            ref = "opaque-post" if "post" in case else "opaque"
-            r = R.get(bench="body", case=ref, proxy="sidewire") or R.get(bench="body", case="opaque", proxy="sidewire") or {}
+            same = "opaque" if case == "get" else f"opaque-{case}"
+            older = "opaque-post" if "post" in case else "opaque"
+            r = (R.get(bench="body", case=same, proxy="sidewire")
+                 or R.get(bench="body", case=older, proxy="sidewire")
+                 or R.get(bench="body", case="opaque", proxy="sidewire") or {})
             return num(r.get("mib_s")), num(r.get("cpu_s_per_gib"))
         cases = []
         for r in res:
@@ -219,7 +223,7 @@ def build_table(res, meta):
                 cases.append(r.get("case"))
         for case in cases:
             t = {p: R.get(bench="body", case=case, proxy=p) or {} for p in PROXIES}
-            ref = case in ("opaque", "opaque-post")
+            ref = case.startswith("opaque")
             opq_mib, opq_cpu = opaque_ref(case)
             sw_mib, sw_cpu = num(t["sidewire"].get("mib_s")), num(t["sidewire"].get("cpu_s_per_gib"))
             if ref:
@@ -227,7 +231,9 @@ def build_table(res, meta):
             else:
                 g_mib = "≥ opaque/1.1: " + ("n/a" if sw_mib is None or opq_mib is None else ("met" if sw_mib * 1.1 >= opq_mib else "not met"))
                 g_cpu = "≤ 1.1x opaque: " + ("n/a" if sw_cpu is None or opq_cpu is None else ("met" if sw_cpu <= 1.1 * opq_cpu else "not met"))
-            label = {"opaque": "opaque path, same body (GET)", "opaque-post": "opaque path, same upload (POST)"}.get(case, f"HTTP/1 body {case}")
+            label = {"opaque": "opaque path, same body (GET)", "opaque-post": "opaque path, same upload (POST)",
+                     "opaque-chunked-get": "opaque path, same chunked GET",
+                     "opaque-chunked-post": "opaque path, same chunked upload"}.get(case, f"HTTP/1 body {case}")
             add(f"{label} MiB/s", *[cell(t[p].get("mib_s")) for p in PROXIES],
                 fmt_ratio(ratio(t["sidewire"].get("mib_s"), t["haproxy"].get("mib_s"))), g_mib)
             add(f"{label} CPU-s/GiB", *[cell(t[p].get("cpu_s_per_gib")) for p in PROXIES],

@@ -5,13 +5,17 @@
   GET /chunked/<N>/<C> 200 with N bytes of body, chunked in chunks of C bytes
   POST (any path)      reads the body (Content-Length or chunked), answers 200 with its length
 
-Usage: body-server.py PORT  (127.0.0.1; keep-alive until the client closes)
+Usage: body-server.py PORT [close]  (127.0.0.1; keep-alive until the client closes, or with
+`close` one exchange per connection: each response says `connection: close` and the server
+closes after it, so every exchange meets a fresh connection)
 """
 import socket
 import sys
 import threading
 
 BLOCK = bytes(range(256)) * 4096  # 1 MiB, not all one byte
+CLOSE = len(sys.argv) > 2 and sys.argv[2] == "close"
+CONN = b"connection: close\r\n" if CLOSE else b""
 
 
 def body_bytes(n):
@@ -77,15 +81,15 @@ def serve(s):
                     total = int(headers.get(b"content-length", b"0"))
                     c.skip(total)
                 msg = str(total).encode()
-                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(msg), msg))
+                s.sendall(b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (CONN, len(msg), msg))
             elif path.startswith("/cl/"):
                 n = int(path[4:])
-                s.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % n)
+                s.sendall(b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n" % (CONN, n))
                 for b in body_bytes(n):
                     s.sendall(b)
             elif path.startswith("/chunked/"):
                 n, size = (int(x) for x in path[9:].split("/"))
-                s.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                s.sendall(b"HTTP/1.1 200 OK\r\n%stransfer-encoding: chunked\r\n\r\n" % CONN)
                 left = n
                 while left > 0:
                     k = min(size, left)
@@ -97,6 +101,8 @@ def serve(s):
                 s.sendall(b"0\r\n\r\n")
             else:
                 s.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            if CLOSE:
+                break
     except (EOFError, ConnectionError, ValueError):
         pass
     finally:
