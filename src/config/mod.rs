@@ -562,6 +562,14 @@ mod tests {
         assert_eq!(e.key, "listener[1].connect_timeout_ms", "{e}");
         let e = parse_err("workers = 99999999999999999999\n");
         assert_eq!(e.key, "workers", "{e}");
+        // A key given twice: named (toml points at the second one's line).
+        let e = parse_err("[runtime]\nworkers = 2\nworkers = 3\n");
+        assert_eq!(e.key, "runtime.workers", "{e}");
+        let e = parse_err(&format!("{OK}\n[[listener]]\nname = \"b\"\nname = \"c\"\n"));
+        assert_eq!(e.key, "listener[1].name", "{e}");
+        // An unknown table is named once, not as `foo.foo`.
+        let e = parse_err("[foo]\nx = 1\n");
+        assert_eq!(e.key, "foo", "{e}");
         // No `key =` on the line: the position is all there is.
         let e = parse_err("[runtime\nworkers = 1\n");
         assert_eq!(e.key, "(syntax)", "{e}");

@@ -47,7 +47,7 @@ impl RawConfig {
             // serde reports an unknown key at its parent's path; name the key itself.
             let key = match unknown_field(&msg) {
                 Some(field) if path == "." || path.is_empty() => field.to_string(),
-                Some(field) if path.ends_with(&format!(".{field}")) => path,
+                Some(field) if path == field || path.ends_with(&format!(".{field}")) => path,
                 Some(field) => format!("{path}.{field}"),
                 // A value the TOML lexer itself refuses (an integer past i64, a bad date) has no
                 // serde path: name the key written on the error's line when there is one.
@@ -780,7 +780,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The dotted key (`runtime.workers`, `listener[1].connect_timeout_ms`) whose `key = value`
 /// line holds byte `offset` of `text`, with the table from the closest header above it
 /// (`[[listener]]` headers counted as array indices). `None` when the line is not a plain
-/// `key = value` (a header, a multi-line value's continuation) or the offset is in the key.
+/// `key = value` (a header, a multi-line value's continuation).
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
@@ -805,7 +805,8 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
             table = name.trim().to_string();
         }
     }
-    let (key, _) = text[line_start..offset].split_once('=')?;
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let (key, _) = text[line_start..line_end].split_once('=')?;
     let key = key.trim();
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if key.is_empty() || !key.chars().all(plain) {
