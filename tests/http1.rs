@@ -481,6 +481,36 @@ fn malformed_upstream_response_is_502() {
     );
 }
 
+/// Other kinds of malformed response, each a 502 (review): a status outside 100-599 (`099`
+/// went out as `HTTP/1.1 99`), and more interim responses than `MAX_INTERIM` (32) before the
+/// final one (100,000 of them were relayed). 32 interim responses still pass.
+#[test]
+fn out_of_range_status_and_endless_interim_responses_get_a_502() {
+    let interim = |n: usize| -> &'static [u8] {
+        let mut r = "HTTP/1.1 100 Continue\r\n\r\n".repeat(n);
+        r.push_str("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        Box::leak(r.into_boxed_str()).as_bytes()
+    };
+    let cases: [(&'static [u8], &str); 4] = [
+        (
+            b"HTTP/1.1 099 Weird\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 502 ",
+        ),
+        (
+            b"HTTP/1.1 600 Weird\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 502 ",
+        ),
+        (interim(33), "HTTP/1.1 502 "),
+        (interim(32), "HTTP/1.1 200 "),
+    ];
+    for (response, want) in cases {
+        let p = proxy(&[answers_after_head(response)], "");
+        // HTTP/1.0: the interim responses are not relayed, so the answer is the first head.
+        let text = exchange_to_close(&p, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(text.starts_with(want), "want {want:?}, got {text:.200?}");
+    }
+}
+
 #[test]
 fn slowloris_is_cut_off() {
     let conns = Arc::new(AtomicUsize::new(0));
@@ -913,6 +943,41 @@ fn malformed_chunks_with_the_upstream_head_get_a_502() {
             2.0,
         );
     }
+}
+
+/// An upstream that answers an upload before reading its body and then neither reads nor
+/// closes: once the rest of the body fitted in the socket buffers, the proxy pooled that
+/// connection and the next request went down it unread (review: a 502 or 504 for an
+/// unrelated request). An answer already waiting when the body's last byte is written keeps
+/// the connection out of the pool: each request here gets an answer of its own.
+#[test]
+fn a_connection_that_answered_before_the_body_end_is_not_reused() {
+    let (up, conns, answers) = answers_early_and_keeps_the_connection();
+    let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let half = vec![b'x'; 16 * 1024];
+    write!(
+        c,
+        "POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: {}\r\n\r\n",
+        2 * half.len()
+    )
+    .unwrap();
+    c.write_all(&half).unwrap();
+    // The rest of the body only once the upstream has answered.
+    answers.recv_timeout(Duration::from_secs(10)).unwrap();
+    c.write_all(&half).unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(body, b"too large");
+    // The next request, on the same client connection: a new upstream connection answers.
+    c.write_all(b"POST /next HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello")
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(body, b"too large");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
 
 /// Sends `raw` on a fresh connection and reads until the proxy closes it.

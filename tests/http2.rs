@@ -1110,6 +1110,41 @@ fn upload_gets_413(p: &sidewire::server::Server) {
     });
 }
 
+/// The h2→h1 side of tests/http1.rs `a_connection_that_answered_before_the_body_end_is_not_reused`:
+/// an HTTP/1.1 upstream that answers an upload before reading its body, then neither reads nor
+/// closes, does not get the stream's next request on that connection (review: 502s).
+#[test]
+fn h1_upstream_that_answered_before_the_body_end_is_not_reused() {
+    let (up, conns, answers) = answers_early_and_keeps_the_connection();
+    let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", H1_UP);
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let req = Request::post("http://x/upload").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        send_h2_data(&mut body, generated(1, 16 << 10)).await;
+        // The rest of the body only once the upstream has answered.
+        tokio::task::spawn_blocking(move || answers.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+        send_h2_data(&mut body, generated(2, 16 << 10)).await;
+        body.send_data(Bytes::new(), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 413);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"too large");
+        // The next request: on a new upstream connection, which answers.
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/next").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 413);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"too large");
+    });
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// An HTTP/1.1 upstream whose chunk framing is malformed in the read that brought its head:
 /// the h2 client gets a 502 (headers not yet sent), as HTTP/1 clients do.
 #[test]

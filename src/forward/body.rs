@@ -58,14 +58,18 @@ pub enum RunError {
 /// Returns `Ok(false)`, having moved nothing, when it cannot splice: one of the peers is not a
 /// plain TCP socket, or no pipe could be had (fd exhaustion); the caller copies instead.
 ///
+/// `before_write` is called with `dst` before each batch goes out (the HTTP/1 code looks
+/// there for an upstream answer that comes before the request body's end).
+///
 /// Errors: [`RunError`]; some of the run may then have been moved, and the pipe (which may
 /// hold bytes) is closed rather than pooled.
-pub async fn splice_run(
+pub async fn splice_run<D: Peer>(
     sp: BodySplice<'_>,
     src: &mut impl Peer,
-    dst: &mut impl Peer,
+    dst: &mut D,
     n: u64,
     pause: Option<Duration>,
+    before_write: &mut dyn FnMut(&D),
 ) -> Result<bool, RunError> {
     let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) else {
         return Ok(false);
@@ -80,7 +84,17 @@ pub async fn splice_run(
         pipes.put(pipe);
         return Ok(false);
     }
-    let moved = run(&pipe, pipes.bytes, sp.metrics, src, dst, n, pause).await;
+    let moved = run(
+        &pipe,
+        pipes.bytes,
+        sp.metrics,
+        src,
+        dst,
+        n,
+        pause,
+        before_write,
+    )
+    .await;
     // Back to what monoio's reads and writes expect; a failure here would surface on the next
     // read or write of the socket.
     let _ = set_driver_mode(sfd);
@@ -102,14 +116,16 @@ pub async fn splice_run(
 }
 
 /// [`splice_run`] once both sockets are non-blocking and the pipe is had.
-async fn run(
+#[allow(clippy::too_many_arguments)] // splice_run's, plus the pipe and its size
+async fn run<D: Peer>(
     pipe: &Pipe,
     chunk: usize,
     m: &ListenerMetrics,
     src: &mut impl Peer,
-    dst: &mut impl Peer,
+    dst: &mut D,
     mut left: u64,
     pause: Option<Duration>,
+    before_write: &mut dyn FnMut(&D),
 ) -> Result<(), RunError> {
     let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     while left > 0 {
@@ -129,6 +145,7 @@ async fn run(
             Err(e) => return Err(RunError::Read(e)),
         };
         src.counters().read(got as u64);
+        before_write(dst);
         let mut inpipe = got;
         while inpipe > 0 {
             match sys::splice(pr, fd(dst), inpipe) {

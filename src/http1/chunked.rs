@@ -6,6 +6,10 @@
 /// Longest chunk-size line accepted (size + extensions), in bytes.
 const MAX_LINE: usize = 4096;
 
+/// Largest trailer section accepted (all its lines, CRLFs included), in bytes: trailers are
+/// held to a bound as heads are (HAProxy holds them to its 16 KiB buffer).
+pub const MAX_TRAILER_SECTION: u64 = 64 * 1024;
+
 /// Where the decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -220,6 +224,8 @@ impl Decoder {
                         return Err(ChunkError("bare CR in trailers"));
                     }
                     self.line = 0;
+                    // The line's LF, counted in the trailer section too (see below).
+                    self.size += 1;
                     self.state = if end {
                         State::Done
                     } else {
@@ -236,6 +242,13 @@ impl Decoder {
             self.line += 1;
             if self.line as usize > MAX_LINE && !matches!(self.state, State::Data(_)) {
                 return Err(ChunkError("chunk size or trailer line too long"));
+            }
+            if self.last_chunk {
+                // In the trailer section `size` (0 after the last chunk) counts its bytes.
+                self.size += 1;
+                if self.size > MAX_TRAILER_SECTION {
+                    return Err(ChunkError("trailer section too large"));
+                }
             }
         }
         Ok(i)
@@ -270,6 +283,25 @@ mod tests {
             20,
             "hex sizes"
         );
+    }
+
+    /// The trailer section is bounded as a head is (review: 1.6 MB of trailers were relayed).
+    #[test]
+    fn trailer_section_is_bounded() {
+        let line = b"X-Trailer-Field: 0123456789012345678901234567890123456789\r\n";
+        let mut body = b"3\r\nabc\r\n0\r\n".to_vec();
+        let fits = (MAX_TRAILER_SECTION as usize - 8) / line.len();
+        for _ in 0..fits {
+            body.extend_from_slice(line);
+        }
+        let mut ok = body.clone();
+        ok.extend_from_slice(b"\r\n");
+        assert_eq!(whole(&ok), Ok(ok.len()));
+        for _ in 0..2 {
+            body.extend_from_slice(line);
+        }
+        body.extend_from_slice(b"\r\n");
+        assert_eq!(whole(&body), Err(ChunkError("trailer section too large")));
     }
 
     #[test]

@@ -516,6 +516,11 @@ pub fn parse_response<'b, 'h>(
         return Err(HeadError::TooLarge);
     }
     let code = resp.code.ok_or(HeadError::Bad("no status code"))?;
+    // RFC 9110 §15: every valid status code is within 100..=599 (`099` or `600` would go out
+    // as an invalid status line, or fail an HTTP/2 client's `:status`).
+    if !(100..=599).contains(&code) {
+        return Err(HeadError::Bad("status code outside 100-599"));
+    }
     let minor = resp.version.ok_or(HeadError::Bad("no version"))?;
     let reason = raw_reason(buf);
     let headers: &'h [Header<'b>] = resp.headers;
@@ -1063,6 +1068,20 @@ mod tests {
         let mut st = [httparse::EMPTY_HEADER; 32];
         parse_response(raw, head, 16 * 1024, &mut st)
             .map(|o| o.map(|r| (r.code, r.framing, r.keep_alive)))
+    }
+
+    /// RFC 9110 §15: status codes outside 100..=599 are invalid (review: `099` went out as
+    /// `HTTP/1.1 99 …`, which clients refuse).
+    #[test]
+    fn status_codes_outside_100_to_599_are_refused() {
+        for code in ["099", "000", "600", "999"] {
+            let raw = format!("HTTP/1.1 {code} Weird\r\ncontent-length: 0\r\n\r\n");
+            assert!(resp(raw.as_bytes(), false).is_err(), "{code}");
+        }
+        for code in [100u16, 599] {
+            let raw = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
+            assert_eq!(resp(raw.as_bytes(), false).unwrap().unwrap().0, code);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Errors say which side failed ([`MessageError`]), so a pause on the client's side is never
 //! answered as the upstream's fault or the other way round.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,11 @@ use crate::io::{
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
 use crate::upstream::pool::{dial_h1, UpConn};
+
+/// Interim (1xx) responses taken before a final one: past this many the response is refused
+/// as malformed (502). RFC 9110 §15.2 sets no number; real upstreams send one or two (a 100,
+/// a 103), and an endless stream of them would otherwise hold the exchange forever.
+pub const MAX_INTERIM: usize = 32;
 
 /// Response heads larger than this are refused as malformed (502).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -179,6 +185,27 @@ pub fn check_framing(framing: Framing, buf: &[u8]) -> Result<(), &'static str> {
     BodyEnd::new(framing).feed(buf).map(|_| ())
 }
 
+/// Whether an answer from `up` is already waiting (one non-blocking peek at the first bytes
+/// of a status line), an interim 1xx not counted. Looked at before each write of a request
+/// body after the first (see [`forward_message`]): an answer there came before the upstream
+/// could have read the whole body. Such an upstream may never read the rest (which may fit in
+/// the socket buffers all the same), and a next request on the connection would land behind
+/// it unread, so the connection must not be reused (curl closes in the same case). Looked at
+/// before the writes rather than after the last one, so an upstream that reads the whole body
+/// and answers at once is not taken for one (it answers only after the last write).
+pub fn answer_waiting(up: &impl Peer) -> bool {
+    let Some(fd) = tcp_fd(up) else {
+        return false;
+    };
+    let mut b = [0u8; 10];
+    match crate::sys::peek(fd, &mut b) {
+        // `HTTP/1.x 1`: a 100 (to `Expect`) or a 103 before the upstream reads on.
+        Ok(10) => !(b.starts_with(b"HTTP/1.") && b[8] == b' ' && b[9] == b'1'),
+        Ok(n) => n > 0,
+        Err(_) => false,
+    }
+}
+
 /// What reading a head gave.
 #[derive(Debug)]
 pub enum HeadRead<T> {
@@ -258,6 +285,10 @@ pub async fn send_with_head(
 /// copied when that body or chunk is declared at least `splice.min` bytes long and the run is
 /// at least [`MIN_SPLICE_RUN`]; chunk-size lines and trailers are still read and
 /// checked here, and no byte past the body is read.
+///
+/// With `answered` (a request body on its way upstream), `dst` is looked at before each body
+/// write but the first ([`answer_waiting`]), and `answered` is set once an answer waits there.
+#[allow(clippy::too_many_arguments)] // each is one facet of the move; a struct would only rename them
 pub async fn forward_message(
     src: &mut impl Peer,
     dst: &mut impl Peer,
@@ -266,14 +297,24 @@ pub async fn forward_message(
     mut buf: Vec<u8>,
     pause: Option<Duration>,
     splice: Option<BodySplice<'_>>,
+    answered: Option<&Cell<bool>>,
 ) -> Result<Vec<u8>, MessageError> {
     let (from, to) = (src.side(), dst.side());
     let mut end = BodyEnd::new(framing);
+    // A request body: set `answered` once an answer waits before one of its writes.
+    let mut watch = |dst: &_| {
+        if let Some(a) = answered.filter(|a| !a.get()) {
+            a.set(answer_waiting(dst));
+        }
+    };
     let rest = loop {
         let (used, done) = end
             .feed(&buf)
             .map_err(|e| MessageError::BadFraming(from, e))?;
         if used > 0 || !head.is_empty() {
+            if head.is_empty() {
+                watch(&*dst);
+            }
             let rest = buf.split_off(used);
             send_with_head(dst, &mut head, buf, pause).await?;
             buf = rest;
@@ -285,7 +326,7 @@ pub async fn forward_message(
         if let Some(sp) = splice {
             let n = end.run();
             if end.run_size() >= sp.min && n >= MIN_SPLICE_RUN {
-                match splice_run(sp, src, dst, n, pause).await {
+                match splice_run(sp, src, dst, n, pause, &mut watch).await {
                     Ok(true) => {
                         end.skip(n);
                         if end.is_done() {
@@ -398,13 +439,16 @@ pub async fn early_answer<T: ResponseHead>(
     mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
 ) -> Option<(T, Vec<u8>)> {
     let mut buf = Vec::new();
+    let mut interim = 0;
     loop {
         let mut started = false;
         let read = read_head(up, &mut buf, &mut started, &mut parse);
         match monoio::time::timeout(timeout, read).await {
-            Ok(HeadRead::Head(h)) if h.code() < 200 => {
+            Ok(HeadRead::Head(h)) if h.code() < 200 && interim < MAX_INTERIM => {
+                interim += 1;
                 buf.drain(..h.head_len());
             }
+            Ok(HeadRead::Head(h)) if h.code() < 200 => return None,
             Ok(HeadRead::Head(h)) => {
                 buf.drain(..h.head_len());
                 return Some((h, buf));

@@ -22,6 +22,7 @@
 //! to `LINGER`, 5 s), so a reset cannot destroy the answer. Pipelined requests are answered in
 //! order over one upstream connection at a time (not spread across several).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -34,7 +35,8 @@ use super::head::{
 };
 use super::message::{
     check_framing, early_answer, forward_dechunked, forward_message, read_head, reason_phrase,
-    send_with_head, HeadRead, Resend, ResponseHead, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    send_with_head, HeadRead, Resend, ResponseHead, MAX_INTERIM, MAX_RESPONSE_HEAD,
+    RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
@@ -280,7 +282,17 @@ async fn relay_response(
     if resp.dechunk {
         forward_dechunked(up, client, resp.head, ubuf, pause).await
     } else {
-        forward_message(up, client, resp.head, resp.framing, ubuf, pause, splice).await
+        forward_message(
+            up,
+            client,
+            resp.head,
+            resp.framing,
+            ubuf,
+            pause,
+            splice,
+            None,
+        )
+        .await
     }
 }
 
@@ -311,6 +323,9 @@ struct InFlight<'a> {
     sent_before: u64,
     /// Splicing of large body runs (`None`: `http1.splice_body_bytes = 0`).
     splice: Option<BodySplice<'a>>,
+    /// The upstream's answer was waiting before a write of the request body (see
+    /// `answer_waiting`): its connection is not pooled.
+    answered: Cell<bool>,
 }
 
 impl InFlight<'_> {
@@ -365,7 +380,8 @@ async fn send_request_body(
     buf: Vec<u8>,
 ) -> Option<Vec<u8>> {
     let pause = Some(r.l.http1.body_timeout);
-    let e = match forward_message(client, up, head, framing, buf, pause, r.splice).await {
+    let answered = Some(&r.answered);
+    let e = match forward_message(client, up, head, framing, buf, pause, r.splice, answered).await {
         Ok(rest) => return Some(rest),
         Err(e) => e,
     };
@@ -659,6 +675,7 @@ async fn exchange(
             metrics: &l.metrics,
             min: l.http1.splice_body_bytes,
         }),
+        answered: Cell::new(false),
     };
     let (addr, mut up, pooled) = match connected {
         Ok(r) => r,
@@ -719,6 +736,7 @@ async fn exchange(
 
     // 4. The response head (interim 1xx responses pass through), under the response timeout.
     let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
+    let mut interim = 0;
     let resp = loop {
         // With a body, the bound counts from when the upstream had taken the whole request:
         // a large body may still be draining from the send buffer into a slow but steady
@@ -768,7 +786,13 @@ async fn exchange(
                 }
                 continue;
             }
-            Some(_) => {
+            Some(other) => {
+                let why = match other {
+                    HeadRead::Bad(e) => e.reason().to_string(),
+                    HeadRead::Failed(e) => e.to_string(),
+                    _ => "closed before answering".to_string(),
+                };
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "bad or no upstream response: 502");
                 proxy_error(client, 502, "bad or no upstream response").await;
                 m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                 ctx.access(client, 502);
@@ -776,6 +800,14 @@ async fn exchange(
             }
         };
         if (100..200).contains(&r.code) && r.code != 101 {
+            interim += 1;
+            if interim > MAX_INTERIM {
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, "more than {MAX_INTERIM} interim responses: 502");
+                proxy_error(client, 502, "too many interim responses").await;
+                m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+                ctx.access(client, 502);
+                return Some(false);
+            }
             ubuf.drain(..r.head_len);
             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
             if req.minor > 0 && write_all(client, r.head).await.is_err() {
@@ -904,7 +936,11 @@ async fn exchange(
         }
     };
     ctx.access(client, code);
-    let reusable = upstream_keep_alive && body_sent && rest.is_empty();
+    let answered_early = ctx.answered.get();
+    if answered_early {
+        debug!(listener = %l.cfg.name, %peer, upstream = %addr, "upstream answered before the request body was all written; its connection is not reused");
+    }
+    let reusable = upstream_keep_alive && body_sent && !answered_early && rest.is_empty();
     if reusable {
         l.pools.put_h1(addr, up);
     }

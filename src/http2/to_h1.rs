@@ -26,8 +26,8 @@ use crate::core::Listener;
 use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::message::{
-    check_framing, early_answer, read_head, BodyEnd, HeadRead, Resend, ResponseHead,
-    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    answer_waiting, check_framing, early_answer, read_head, BodyEnd, HeadRead, Resend,
+    ResponseHead, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::io::{read_within, tcp_fd, within_after_acked, within_progress, write_all, Peer};
 use crate::upstream::pool::UpConn;
@@ -121,6 +121,20 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
     let Some(r) = parse_response(buf, head_request, MAX_RESPONSE_HEAD, &mut storage)? else {
         return Ok(None);
     };
+    // Transfer codings are hop-by-hop and HTTP/2 has none (RFC 9113 §8.2.2): the body is
+    // de-chunked for the client, and a coding other than chunked could not be undone here,
+    // so the client would take coded bytes for the content (as for an HTTP/1.0 client: 502).
+    let te = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    if let Some(te) = te {
+        if r.framing != Framing::Empty && !te.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(HeadError::Bad(
+                "transfer coding an HTTP/2 client cannot take",
+            ));
+        }
+    }
     let listed = connection_listed(r.headers);
     let mut headers = HeaderMap::with_capacity(r.headers.len());
     for h in r.headers.iter().filter(|h| {
@@ -176,9 +190,10 @@ pub(super) async fn exchange(
     connected(addr);
     let mut resend = Resend::new(pooled, eos, &head);
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
+    let mut answered_early = false;
     if !eos {
         match send_body(&mut up, &mut body, chunked, l.http1.body_timeout).await {
-            Ok(()) => {}
+            Ok(answered) => answered_early = answered,
             // The upstream stopped taking the body: relay the answer it sent meanwhile.
             Err(f @ Failure::Status(502, _)) => {
                 let Some((head, buf)) =
@@ -195,10 +210,16 @@ pub(super) async fn exchange(
             Err(f) => return Err(f),
         }
     }
+    // An answer that was waiting before a write of the body: the connection is not pooled
+    // (see `answer_waiting`).
+    if answered_early {
+        debug!(upstream = %addr, "http2→h1: upstream answered before the request body was all written; its connection is not reused");
+    }
     let mut buf = Vec::with_capacity(8192);
     // After a body, `response_timeout_ms` counts from when the upstream had taken the whole
     // request (as for HTTP/1 clients); a gRPC deadline (`grpc-timeout`) stays a deadline.
     let after_ack = !eos && super::grpc::timeout(&parts.headers).is_none();
+    let mut interim = 0;
     let head = loop {
         let fd = after_ack.then(|| tcp_fd(&up)).flatten();
         let read = within_after_acked(
@@ -210,6 +231,10 @@ pub(super) async fn exchange(
         match read {
             None => return Err(Failure::Status(504, "upstream response timeout")),
             Some(HeadRead::Head(h)) if h.interim => {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(Failure::Status(502, "too many interim responses"));
+                }
                 buf.drain(..h.head_len);
             }
             Some(HeadRead::Head(h)) => break h,
@@ -230,7 +255,7 @@ pub(super) async fn exchange(
         debug!(upstream = %addr, why, "http2→h1: malformed upstream response body");
         return Err(Failure::Status(502, "malformed upstream response body"));
     }
-    Ok(response(head, up, buf, addr, l, true))
+    Ok(response(head, up, buf, addr, l, !answered_early))
 }
 
 /// The response head for HTTP/2 and its body still to read from `up` (`buf` holds the body
@@ -260,20 +285,24 @@ fn response(
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
 /// as the upstream takes the bytes. A write the upstream does not take within `pause` (it
-/// may have answered early and stopped reading) fails like a broken connection.
+/// may have answered early and stopped reading) fails like a broken connection. Returns
+/// whether an answer was waiting before one of its writes ([`answer_waiting`]).
 async fn send_body(
     up: &mut UpConn,
     body: &mut RecvStream,
     chunked: bool,
     pause: Duration,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
+    // Every write here follows the head's (see `answer_waiting`).
+    let mut answered = false;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(reset)?;
         let n = chunk.len();
         if n == 0 {
             continue;
         }
+        answered = answered || answer_waiting(up);
         if chunked {
             let mut framed = Vec::with_capacity(n + 20);
             let _ = write!(framed, "{n:x}\r\n");
@@ -292,6 +321,7 @@ async fn send_body(
     }
     let trailers = body.trailers().await.map_err(reset)?;
     if chunked {
+        answered = answered || answer_waiting(up);
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
             end.extend_from_slice(name.as_str().as_bytes());
@@ -302,7 +332,7 @@ async fn send_body(
         end.extend_from_slice(b"\r\n");
         write_within(up, end, pause).await?;
     }
-    Ok(())
+    Ok(answered)
 }
 
 /// A request body write that failed or stalled.
@@ -447,6 +477,24 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .interim
+        );
+    }
+
+    /// A transfer coding other than chunked cannot reach an HTTP/2 client (review: gzip-coded
+    /// bytes were delivered as the content, the coding's field dropped); on a bodiless
+    /// response it does not matter.
+    #[test]
+    fn response_with_a_coding_other_than_chunked_is_refused() {
+        for te in ["gzip", "gzip, chunked", "chunked, gzip"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(parse_head(raw.as_bytes(), false).is_err(), "{te}");
+        }
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert!(parse_head(raw, true).unwrap().is_some(), "HEAD: no body");
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding:  Chunked \r\n\r\n";
+        assert_eq!(
+            parse_head(raw, false).unwrap().unwrap().framing,
+            Framing::Chunked
         );
     }
 }

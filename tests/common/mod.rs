@@ -171,6 +171,42 @@ fn answering_upstream(
     .0
 }
 
+/// An upstream that answers every request 413 (`content-length: 9`, "too large", no
+/// `connection: close`) as soon as it has its head, then neither reads the body nor closes for
+/// the rest of the test. Returns its address, its connection count, and a receiver told of
+/// each answer once it is written.
+pub fn answers_early_and_keeps_the_connection() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (answered, answers) = mpsc::channel::<()>();
+    let answered = Arc::new(Mutex::new(answered));
+    let seen = conns.clone();
+    let (a, _) = upstream(move |mut c: TcpStream| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ =
+            c.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large");
+        let _ = answered.lock().unwrap().send(());
+        // Holds the connection, body unread, for the rest of the test.
+        loop {
+            std::thread::park();
+        }
+    });
+    (a, conns, answers)
+}
+
 /// An upstream that reads a request body slowly but steadily (a 16 KiB receive buffer,
 /// 32 KiB every 10 ms, about 3 MB/s), then answers 200 with the byte count it read.
 pub fn slow_reading_upstream() -> SocketAddr {
