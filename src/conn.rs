@@ -131,12 +131,15 @@ pub fn serve(
                 Close::Clean
             }
             DetectResult::Http1 if l.http1.enabled => {
-                // An upstream dialled during detection is not wasted: it joins the pool.
+                // An upstream dialled during detection joins the pool, unless the pool
+                // already has an idle connection to that endpoint: the request takes that one,
+                // and a second would only idle out (review: clients with one connection per
+                // request made 45 upstream connections for 100 requests).
                 // (`{ early }` moves all of it here, so no part of it waits in the task's
                 // state for the connection's life.)
                 if let Some(Ok(u)) = { early } {
-                    let pooled =
-                        pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
+                    let pooled = !l.pools.has_idle_h1(addr)
+                        && pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
                     if !pooled {
                         m.early_dial_unused();
                     }

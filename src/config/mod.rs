@@ -567,6 +567,16 @@ mod tests {
         assert_eq!(e.key, "runtime.workers", "{e}");
         let e = parse_err(&format!("{OK}\n[[listener]]\nname = \"b\"\nname = \"c\"\n"));
         assert_eq!(e.key, "listener[1].name", "{e}");
+        // Nested arrays of tables count within their parent's element; a table given
+        // twice is named by its header.
+        let two_routes = format!(
+            "{OK}\n[[listener.route]]\npath_prefix = \"/a\"\n[[listener]]\nname = \"b\"\n\
+             [[listener.route]]\npath_prefix = \"/b\"\npath_prefix = \"/c\"\n"
+        );
+        let e = parse_err(&two_routes);
+        assert_eq!(e.key, "listener[1].route[0].path_prefix", "{e}");
+        let e = parse_err("[http1]\nenabled = true\n[http1]\n");
+        assert_eq!(e.key, "http1", "{e}");
         // An unknown table is named once, not as `foo.foo`.
         let e = parse_err("[foo]\nx = 1\n");
         assert_eq!(e.key, "foo", "{e}");

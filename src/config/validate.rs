@@ -777,36 +777,74 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The dotted key (`runtime.workers`, `listener[1].connect_timeout_ms`) whose `key = value`
-/// line holds byte `offset` of `text`, with the table from the closest header above it
-/// (`[[listener]]` headers counted as array indices). `None` when the line is not a plain
-/// `key = value` (a header, a multi-line value's continuation).
+/// The dotted key (`runtime.workers`, `listener[1].connect_timeout_ms`,
+/// `listener[1].route[0].path_prefix`) on the line that holds byte `offset` of `text`: its
+/// `key = value` under the closest table header above it, or the header itself when the
+/// line is one (a table given twice). `[[…]]` headers count as array indices, nested ones
+/// within their parent's current element. `None` when the line is neither (a multi-line
+/// value's continuation).
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let mut table = String::new();
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    // Arrays of tables seen so far, by resolved path, with their current index.
     let mut arrays: Vec<(String, usize)> = Vec::new();
-    for line in text[..line_start].lines() {
+    // `a.b.c` with every prefix that is an array of tables given its current index.
+    let resolve = |name: &str, arrays: &[(String, usize)]| {
+        let mut path = String::new();
+        for part in name.split('.').map(str::trim) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+            if let Some((_, i)) = arrays.iter().find(|(n, _)| *n == path) {
+                path = format!("{path}[{i}]");
+            }
+        }
+        path
+    };
+    let header = |line: &str| -> Option<(bool, String)> {
         let line = line.trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            let name = name.trim().to_string();
-            let index = match arrays.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, i)) => {
-                    *i += 1;
-                    *i
-                }
-                None => {
-                    arrays.push((name.clone(), 0));
-                    0
-                }
-            };
-            table = format!("{name}[{index}]");
-        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = name.trim().to_string();
+        // Only a well-formed header: a broken one (`[runtime`) is a syntax error of its own.
+        if let Some((name, _)) = line.strip_prefix("[[").and_then(|l| l.split_once("]]")) {
+            Some((true, name.trim().to_string()))
+        } else {
+            let (name, _) = line.strip_prefix('[').and_then(|l| l.split_once(']'))?;
+            Some((false, name.trim().to_string()))
+        }
+    };
+    let mut table = String::new();
+    for line in text[..line_start].lines() {
+        match header(line) {
+            Some((true, name)) => {
+                // The array's own path resolves its parents, not itself.
+                let (parent, last) = name.rsplit_once('.').unwrap_or(("", &name));
+                let at = if parent.is_empty() {
+                    last.to_string()
+                } else {
+                    format!("{}.{last}", resolve(parent, &arrays))
+                };
+                let index = match arrays.iter_mut().find(|(n, _)| *n == at) {
+                    Some((_, i)) => {
+                        *i += 1;
+                        *i
+                    }
+                    None => {
+                        arrays.push((at.clone(), 0));
+                        0
+                    }
+                };
+                table = format!("{at}[{index}]");
+            }
+            Some((false, name)) => table = resolve(&name, &arrays),
+            None => {}
         }
     }
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let (key, _) = text[line_start..line_end].split_once('=')?;
+    let line = &text[line_start..line_end];
+    if let Some((_, name)) = header(line) {
+        return Some(resolve(&name, &arrays));
+    }
+    let (key, _) = line.split_once('=')?;
     let key = key.trim();
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if key.is_empty() || !key.chars().all(plain) {

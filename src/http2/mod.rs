@@ -70,7 +70,8 @@ impl UpBody {
 /// Puts `tcp`, an upstream connection to `addr` dialled during detection, where this
 /// listener's HTTP/2 streams can use it: the HTTP/2 pool (`upstream_protocol` "client",
 /// "http2", or "auto" once `addr` is known to speak h2c) or the HTTP/1 pool ("http1", or
-/// "auto" once known not to). Returns whether it was taken (else it is closed).
+/// "auto" once known not to; not when that pool already holds an idle connection to `addr`).
+/// Returns whether it was taken (else it is closed).
 pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool {
     let h2 = match l.cfg.upstream_protocol {
         UpstreamProtocol::Client | UpstreamProtocol::Http2 => true,
@@ -82,6 +83,10 @@ pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> boo
     };
     if h2 {
         return to_h2::adopt(l, addr, tcp);
+    }
+    // As for HTTP/1 clients: a spare next to an idle pooled connection would only idle out.
+    if l.pools.has_idle_h1(addr) {
+        return false;
     }
     match crate::upstream::pool::adopt_h1(&l.metrics, addr, tcp) {
         Some(u) => l.pools.put_h1(addr, u),

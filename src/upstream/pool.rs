@@ -257,6 +257,12 @@ impl Pools {
         }
     }
 
+    /// Whether the pool holds an idle HTTP/1 connection to `addr` (not checked for liveness:
+    /// [`Pools::take_h1`] does that when one is taken).
+    pub fn has_idle_h1(&self, addr: SocketAddr) -> bool {
+        self.h1.conns.borrow().iter().any(|(a, _, _)| *a == addr)
+    }
+
     /// A pooled idle HTTP/1 connection to `addr` that has not idled past the pool timeout
     /// and that the upstream has not closed (checked with a peek: a closed connection is
     /// never handed to a request).
