@@ -952,7 +952,7 @@ fn malformed_chunks_with_the_upstream_head_get_a_502() {
 /// the connection out of the pool: each request here gets an answer of its own.
 #[test]
 fn a_connection_that_answered_before_the_body_end_is_not_reused() {
-    let (up, conns, answers) = answers_early_and_keeps_the_connection();
+    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
     let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -977,6 +977,49 @@ fn a_connection_that_answered_before_the_body_end_is_not_reused() {
     let (head, body) = read_response(&mut c, &mut buf);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(body, b"too large");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+/// The same with `Expect: 100-continue`: the upstream sends its 100 and its final answer
+/// back to back, then never reads the body it invited (review: the next request got a 504).
+/// The answer was there before the body went out, so the connection is not reused.
+#[test]
+fn a_final_answer_right_behind_a_100_keeps_the_connection_out_of_the_pool() {
+    const CONTINUE_THEN_413: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+        HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+    let (up, conns, _answers) = answers_early_and_keeps_the_connection(CONTINUE_THEN_413);
+    let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\ncontent-length: 16384\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        read_some(&mut c, &mut buf).expect("a 100");
+    }
+    assert!(
+        buf.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    buf.drain(..at);
+    c.write_all(&[b'x'; 16384]).unwrap();
+    let (head, body) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(body, b"too large");
+    // The next request: a new upstream connection answers (its 100 is relayed, then 413);
+    // on the held one it would wait for the response timeout (504).
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let done = |b: &[u8]| b.ends_with(b"too large") || b.windows(12).any(|w| w == b"HTTP/1.1 504");
+    while !done(&buf) {
+        read_some(&mut c, &mut buf).expect("an answer");
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains("HTTP/1.1 413"), "{text}");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
 

@@ -1115,7 +1115,7 @@ fn upload_gets_413(p: &sidewire::server::Server) {
 /// closes, does not get the stream's next request on that connection (review: 502s).
 #[test]
 fn h1_upstream_that_answered_before_the_body_end_is_not_reused() {
-    let (up, conns, answers) = answers_early_and_keeps_the_connection();
+    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
     let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", H1_UP);
     rt().block_on(async {
         let send = client(addr(&p)).await;

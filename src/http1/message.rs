@@ -185,8 +185,8 @@ pub fn check_framing(framing: Framing, buf: &[u8]) -> Result<(), &'static str> {
     BodyEnd::new(framing).feed(buf).map(|_| ())
 }
 
-/// Whether an answer from `up` is already waiting (one non-blocking peek at the first bytes
-/// of a status line), an interim 1xx not counted. Looked at before each write of a request
+/// Whether an answer from `up` is already waiting (one non-blocking peek at up to 512
+/// queued bytes), interim 1xx heads not counted. Looked at before each write of a request
 /// body after the first (see [`forward_message`]): an answer there came before the upstream
 /// could have read the whole body. Such an upstream may never read the rest (which may fit in
 /// the socket buffers all the same), and a next request on the connection would land behind
@@ -197,13 +197,21 @@ pub fn answer_waiting(up: &impl Peer) -> bool {
     let Some(fd) = tcp_fd(up) else {
         return false;
     };
-    let mut b = [0u8; 10];
-    match crate::sys::peek(fd, &mut b) {
-        // `HTTP/1.x 1`: a 100 (to `Expect`) or a 103 before the upstream reads on.
-        Ok(10) => !(b.starts_with(b"HTTP/1.") && b[8] == b' ' && b[9] == b'1'),
-        Ok(n) => n > 0,
-        Err(_) => false,
+    let mut b = [0u8; 512];
+    let Ok(n) = crate::sys::peek(fd, &mut b) else {
+        return false;
+    };
+    let mut queued = &b[..n];
+    // Interim heads (`HTTP/1.x 1xx`: a 100 to `Expect`, a 103) are skipped: what counts is a
+    // final answer behind them (review: `100 Continue` and a 413 sent back to back).
+    while queued.len() >= 10 && queued.starts_with(b"HTTP/1.") && queued[8..10] == *b" 1" {
+        match queued.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => queued = &queued[end + 4..],
+            // An interim head longer than the peek, or still arriving: not an answer yet.
+            None => return false,
+        }
     }
+    !queued.is_empty()
 }
 
 /// What reading a head gave.

@@ -814,6 +814,11 @@ async fn exchange(
                 return Some(false);
             }
             if r.code == 100 && !body_sent {
+                // Bytes after the 100, read with it: the final answer came before the body,
+                // which the upstream may then never read (see `answer_waiting`).
+                if !ubuf.is_empty() {
+                    ctx.answered.set(true);
+                }
                 let pending = std::mem::take(&mut body_buf);
                 let sent =
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);

@@ -150,18 +150,27 @@ pub fn answers_and_holds(
     (answering_upstream(response, Some(hold.clone())), hold)
 }
 
+/// Reads from `c` until a request head's end (`CRLF CRLF`) has been read (body bytes read with
+/// it are dropped). `false` when the peer closed or the read failed first.
+fn read_past_head(c: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
 fn answering_upstream(
     response: &'static [u8],
     hold: Option<std::sync::Arc<std::sync::Barrier>>,
 ) -> SocketAddr {
     upstream(move |mut c: TcpStream| {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match c.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        if !read_past_head(&mut c) {
+            return;
         }
         let _ = c.write_all(response);
         if let Some(b) = &hold {
@@ -171,11 +180,17 @@ fn answering_upstream(
     .0
 }
 
-/// An upstream that answers every request 413 (`content-length: 9`, "too large", no
-/// `connection: close`) as soon as it has its head, then neither reads the body nor closes for
-/// the rest of the test. Returns its address, its connection count, and a receiver told of
-/// each answer once it is written.
-pub fn answers_early_and_keeps_the_connection() -> (
+/// A 413 that keeps the connection open, for [`answers_early_and_keeps_the_connection`].
+pub const EARLY_413: &[u8] =
+    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+
+/// An upstream that answers every request with `response` (in one write; [`EARLY_413`] is a
+/// 413 with no `connection: close`) as soon as it has its head, then neither reads the body
+/// nor closes for the rest of the test. Returns its address, its connection count, and a
+/// receiver told of each answer once it is written.
+pub fn answers_early_and_keeps_the_connection(
+    response: &'static [u8],
+) -> (
     SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
     std::sync::mpsc::Receiver<()>,
@@ -188,16 +203,10 @@ pub fn answers_early_and_keeps_the_connection() -> (
     let seen = conns.clone();
     let (a, _) = upstream(move |mut c: TcpStream| {
         seen.fetch_add(1, Ordering::SeqCst);
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match c.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        if !read_past_head(&mut c) {
+            return;
         }
-        let _ =
-            c.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large");
+        let _ = c.write_all(response);
         let _ = answered.lock().unwrap().send(());
         // Holds the connection, body unread, for the rest of the test.
         loop {
