@@ -245,7 +245,15 @@ pub(super) async fn exchange(
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
             }
-            Some(_) => return Err(Failure::Status(502, "bad or no upstream response")),
+            Some(other) => {
+                let why = match other {
+                    HeadRead::Bad(e) => e.reason().to_string(),
+                    HeadRead::Failed(e) => e.to_string(),
+                    _ => "closed before answering".to_string(),
+                };
+                debug!(upstream = %addr, why, "http2→h1: bad or no upstream response: 502");
+                return Err(Failure::Status(502, "bad or no upstream response"));
+            }
         }
     };
     buf.drain(..head.head_len);
