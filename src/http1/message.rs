@@ -227,6 +227,19 @@ pub enum HeadRead<T> {
     Failed(io::Error),
 }
 
+impl<T> HeadRead<T> {
+    /// Why a read that did not give a head failed, for a debug log line: the head's problem,
+    /// the I/O error, or a close before any byte.
+    pub fn why(&self) -> String {
+        match self {
+            HeadRead::Bad(e) => e.reason().to_string(),
+            HeadRead::Failed(e) => e.to_string(),
+            HeadRead::Closed => "closed before answering".to_string(),
+            HeadRead::Head(_) => "a head".to_string(),
+        }
+    }
+}
+
 /// Reads from `s` until `parse` yields a head. `started` turns true once any byte of the head
 /// is buffered (the caller may time this future out, and the buffer itself is lent to the
 /// kernel while a read is in flight).

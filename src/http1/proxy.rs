@@ -787,11 +787,7 @@ async fn exchange(
                 continue;
             }
             Some(other) => {
-                let why = match other {
-                    HeadRead::Bad(e) => e.reason().to_string(),
-                    HeadRead::Failed(e) => e.to_string(),
-                    _ => "closed before answering".to_string(),
-                };
+                let why = other.why();
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "bad or no upstream response: 502");
                 proxy_error(client, 502, "bad or no upstream response").await;
                 m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());

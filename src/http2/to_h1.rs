@@ -246,11 +246,7 @@ pub(super) async fn exchange(
                     .map_err(|r| Failure::Status(502, r))?;
             }
             Some(other) => {
-                let why = match other {
-                    HeadRead::Bad(e) => e.reason().to_string(),
-                    HeadRead::Failed(e) => e.to_string(),
-                    _ => "closed before answering".to_string(),
-                };
+                let why = other.why();
                 debug!(upstream = %addr, why, "http2→h1: bad or no upstream response: 502");
                 return Err(Failure::Status(502, "bad or no upstream response"));
             }
