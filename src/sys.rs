@@ -219,6 +219,22 @@ pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     byte_count(n)
 }
 
+/// `recv(fd, MSG_DONTWAIT)` of at most `max` bytes appended to `buf` (grown as needed),
+/// without waiting and without changing the socket's mode. Returns the bytes read; `Ok(0)` is
+/// EOF; `WouldBlock` means nothing is queued yet.
+pub fn recv_now(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: recv writes at most `want` bytes into the vector's spare capacity, which holds
+    // at least `want` bytes and is not otherwise borrowed.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+    let n = byte_count(n)?;
+    // SAFETY: the kernel initialised the first `n` (≤ `want`) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// A byte-counting syscall's result (`splice`, `recv`, `send`): the count, or `errno` as
 /// the error when it returned a negative value.
 fn byte_count(n: isize) -> io::Result<usize> {

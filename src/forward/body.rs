@@ -7,9 +7,12 @@
 //! reads past the run, so what follows the body stays in the socket for the next read.
 //!
 //! Sockets: monoio's reads want blocking sockets under io_uring; `splice` needs non-blocking
-//! ones. Both sockets are switched for the run and put back ([`crate::io::set_driver_mode`]),
-//! four `ioctl`s per run, paid only for runs at or above the threshold
-//! (`http1.splice_body_bytes`, 32 KiB by default).
+//! ones. Both sockets are switched at a body's first spliced run and stay non-blocking until
+//! the body ends ([`BodySockets`], which puts them back when dropped): four `ioctl`s per body,
+//! not per run (a chunked body has one run per chunk), paid only for bodies with a run at or
+//! above the threshold (`http1.splice_body_bytes`, 32 KiB by default). While they are
+//! non-blocking, the body's other reads and writes (chunk-size lines, small chunks) go
+//! through [`crate::io::read_ready`] and [`crate::io::write_ready`].
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,6 +36,55 @@ pub struct BodySplice<'a> {
     /// Bodies and chunks declared shorter than this many bytes are copied (never 0: see
     /// `http1.splice_body_bytes`).
     pub min: u64,
+}
+
+/// The two sockets of one HTTP/1 body while it is spliced: switched to non-blocking mode at
+/// the body's first spliced run ([`splice_run`]) and put back in the driver's mode
+/// ([`set_driver_mode`]) when this is dropped, at the body's end. Under the epoll driver the
+/// sockets are non-blocking already and nothing is switched.
+#[derive(Debug, Default)]
+pub struct BodySockets {
+    /// The sockets, once switched (`restore`: whether dropping must put them back).
+    switched: Option<(RawFd, RawFd, bool)>,
+}
+
+impl BodySockets {
+    /// Whether the body's sockets are non-blocking now: its reads and writes must then go
+    /// through [`crate::io::read_ready`] and [`crate::io::write_ready`] (a monoio read on a
+    /// non-blocking socket under io_uring fails with EAGAIN instead of waiting).
+    pub fn nonblocking(&self) -> bool {
+        self.switched.is_some()
+    }
+
+    /// Makes `src` and `dst` non-blocking for the rest of the body. `false` (both put back)
+    /// when an `ioctl` fails; the run is then copied.
+    fn switch(&mut self, src: RawFd, dst: RawFd) -> bool {
+        if self.switched.is_some() {
+            return true;
+        }
+        if monoio::utils::is_legacy() {
+            self.switched = Some((src, dst, false));
+            return true;
+        }
+        if sys::set_nonblocking(src).is_err() || sys::set_nonblocking(dst).is_err() {
+            let _ = set_driver_mode(src);
+            let _ = set_driver_mode(dst);
+            return false;
+        }
+        self.switched = Some((src, dst, true));
+        true
+    }
+}
+
+impl Drop for BodySockets {
+    fn drop(&mut self) {
+        // Back to what monoio's reads and writes expect; a failure here would surface on the
+        // next read or write of the socket.
+        if let Some((src, dst, true)) = self.switched {
+            let _ = set_driver_mode(src);
+            let _ = set_driver_mode(dst);
+        }
+    }
 }
 
 /// Why a spliced run stopped before its end. The caller maps these to its own errors (which
@@ -61,6 +113,9 @@ pub enum RunError {
 /// `before_write` is called with `dst` before each batch goes out (the HTTP/1 code looks
 /// there for an upstream answer that comes before the request body's end).
 ///
+/// `sockets` are the body's: the first run switches them to non-blocking mode, and they stay
+/// so until it is dropped.
+///
 /// Errors: [`RunError`]; some of the run may then have been moved, and the pipe (which may
 /// hold bytes) is closed rather than pooled.
 pub async fn splice_run<D: Peer>(
@@ -70,6 +125,7 @@ pub async fn splice_run<D: Peer>(
     n: u64,
     pause: Option<Duration>,
     before_write: &mut dyn FnMut(&D),
+    sockets: &mut BodySockets,
 ) -> Result<bool, RunError> {
     let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) else {
         return Ok(false);
@@ -79,8 +135,7 @@ pub async fn splice_run<D: Peer>(
     let Ok(pipe) = pipes.take() else {
         return Ok(false);
     };
-    if sys::set_nonblocking(sfd).is_err() || sys::set_nonblocking(dfd).is_err() {
-        let _ = set_driver_mode(sfd);
+    if !sockets.switch(sfd, dfd) {
         pipes.put(pipe);
         return Ok(false);
     }
@@ -95,10 +150,6 @@ pub async fn splice_run<D: Peer>(
         before_write,
     )
     .await;
-    // Back to what monoio's reads and writes expect; a failure here would surface on the next
-    // read or write of the socket.
-    let _ = set_driver_mode(sfd);
-    let _ = set_driver_mode(dfd);
     match moved {
         Ok(()) => {
             pipes.put(pipe);

@@ -15,9 +15,10 @@ use std::time::Duration;
 use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
-use crate::forward::{splice_run, BodySplice, RunError};
+use crate::forward::{splice_run, BodySockets, BodySplice, RunError};
 use crate::io::{
-    read_at_most, read_more, read_within, tcp_fd, within, within_progress, write_all, Peer,
+    read_at_most, read_more, read_ready, read_within, tcp_fd, within, within_progress, write_all,
+    write_ready, Peer, READ_CHUNK,
 };
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
@@ -328,16 +329,29 @@ pub async fn forward_message(
             a.set(answer_waiting(dst));
         }
     };
+    // Non-blocking from the body's first spliced run to its end (dropped on return).
+    let mut sockets = BodySockets::default();
     let rest = loop {
         let (used, done) = end
             .feed(&buf)
             .map_err(|e| MessageError::BadFraming(from, e))?;
+        // A spliced run comes next (a big chunk's data after its size line).
+        let run_next = !done && splice.is_some_and(|sp| splices(&end, sp));
         if used > 0 || !head.is_empty() {
-            if head.is_empty() {
+            // The run looks before its own first write, a few bytes later.
+            if head.is_empty() && !run_next {
                 watch(&*dst);
             }
             let rest = buf.split_off(used);
-            send_with_head(dst, &mut head, buf, pause).await?;
+            // (The head went out with the body's first bytes, before any run.)
+            if sockets.nonblocking() && head.is_empty() {
+                write_ready(dst, &buf, pause)
+                    .await
+                    .ok_or(MessageError::WriteStalled(to))?
+                    .map_err(|e| MessageError::Io(to, e))?;
+            } else {
+                send_with_head(dst, &mut head, buf, pause).await?;
+            }
             buf = rest;
         }
         if done || framing == Framing::Empty {
@@ -346,8 +360,8 @@ pub async fn forward_message(
         // Every byte of `buf` was body: it is empty here.
         if let Some(sp) = splice {
             let n = end.run();
-            if end.run_size() >= sp.min && n >= MIN_SPLICE_RUN {
-                match splice_run(sp, src, dst, n, pause, &mut watch).await {
+            if run_next {
+                match splice_run(sp, src, dst, n, pause, &mut watch, &mut sockets).await {
                     Ok(true) => {
                         end.skip(n);
                         if end.is_done() {
@@ -365,7 +379,9 @@ pub async fn forward_message(
         // data stays in the socket to be spliced too, whether the size line is already there
         // or still on its way.
         let limit = splice.and_then(|sp| end.framing_read(sp.min, CHUNK_LINE_READ));
-        let read = if let Some(n) = limit {
+        let read = if sockets.nonblocking() {
+            read_ready(src, buf, limit.unwrap_or(READ_CHUNK), pause).await
+        } else if let Some(n) = limit {
             within(read_at_most(src, buf, n), pause).await
         } else {
             within(read_more(src, buf), pause).await
@@ -380,6 +396,12 @@ pub async fn forward_message(
         }
     };
     Ok(rest)
+}
+
+/// Whether what `end` expects next is a run of payload to splice with `sp`: a body or chunk
+/// declared at least `sp.min` bytes long, with at least [`MIN_SPLICE_RUN`] of it left.
+fn splices(end: &BodyEnd, sp: BodySplice<'_>) -> bool {
+    end.run_size() >= sp.min && end.run() >= MIN_SPLICE_RUN
 }
 
 /// Runs shorter than this many bytes are copied even in a body or chunk over the splice

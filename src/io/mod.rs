@@ -229,14 +229,20 @@ pub async fn within_progress<T>(
         return Some(f.await);
     };
     let mut f = std::pin::pin!(f);
-    let mut acked = fd.and_then(sys::tcp_bytes_acked);
-    if acked.is_none() {
-        return monoio::time::timeout(d, f).await.ok();
-    }
     // Looks every quarter of `pause`, so a stop is cut between `pause` and 1.25 × `pause`
     // after the last acknowledgement seen (one look per `pause` would let a stop of almost
     // twice `pause` through).
     let look = (d / PROGRESS_LOOKS).max(Duration::from_millis(1));
+    // Most waits end within the first look (a write the send buffer takes at once): the
+    // counter is read only when one does not, so they cost no `getsockopt` (one per chunk
+    // of a chunked body otherwise). Progress before that first look counts from it.
+    if let Ok(v) = monoio::time::timeout(look, f.as_mut()).await {
+        return Some(v);
+    }
+    let mut acked = fd.and_then(sys::tcp_bytes_acked);
+    if acked.is_none() {
+        return monoio::time::timeout(d.saturating_sub(look), f).await.ok();
+    }
     let mut last = std::time::Instant::now();
     loop {
         if let Ok(v) = monoio::time::timeout(look, f.as_mut()).await {
@@ -350,4 +356,75 @@ pub async fn write_all(s: &mut impl Peer, mut data: Vec<u8>) -> io::Result<Vec<u
         }
     }
     Ok(data)
+}
+
+/// [`read_at_most`] for a peer whose TCP socket is non-blocking for the moment (a body being
+/// spliced, [`crate::forward::body`]): `recv` at once, and only when nothing is queued a wait
+/// for readability (a poll, not a read the runtime would see fail with EAGAIN), at most
+/// `pause` long. Appends at most `max` bytes to `buf`. `None` when `pause` passed with
+/// nothing to read; otherwise the read's result (`Ok(0)` is EOF) and the buffer.
+///
+/// Panics if `s` has no TCP socket (only such peers are ever switched).
+pub async fn read_ready(
+    s: &mut impl Peer,
+    mut buf: Vec<u8>,
+    max: usize,
+    pause: Option<Duration>,
+) -> Option<(io::Result<usize>, Vec<u8>)> {
+    let fd = tcp_fd(s).expect("only TCP peers are non-blocking");
+    loop {
+        match sys::recv_now(fd, &mut buf, max) {
+            Ok(n) => {
+                s.counters().read(n as u64);
+                return Some((Ok(n), buf));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = s.tcp().expect("checked").readable(false);
+                if let Err(e) = within(ready, pause).await? {
+                    s.note_error(&e);
+                    return Some((Err(e), buf));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                s.note_error(&e);
+                return Some((Err(e), buf));
+            }
+        }
+    }
+}
+
+/// [`write_all`] for a peer whose TCP socket is non-blocking for the moment (see
+/// [`read_ready`]): `send` at once, and while the send buffer is full a wait for writability
+/// bounded by `pause` of no progress ([`within_progress`]). `None` when the peer took nothing
+/// for that long; otherwise the write's result.
+///
+/// Panics if `s` has no TCP socket.
+pub async fn write_ready(
+    s: &mut impl Peer,
+    mut data: &[u8],
+    pause: Option<Duration>,
+) -> Option<io::Result<()>> {
+    let fd = tcp_fd(s).expect("only TCP peers are non-blocking");
+    while !data.is_empty() {
+        match sys::send_now(fd, data) {
+            Ok(n) => {
+                s.wrote(n as u64);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = s.tcp().expect("checked").writable(false);
+                if let Err(e) = within_progress(ready, pause, Some(fd)).await? {
+                    s.note_error(&e);
+                    return Some(Err(e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                s.note_error(&e);
+                return Some(Err(e));
+            }
+        }
+    }
+    Some(Ok(()))
 }
