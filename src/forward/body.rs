@@ -110,8 +110,9 @@ pub enum RunError {
 /// Returns `Ok(false)`, having moved nothing, when it cannot splice: one of the peers is not a
 /// plain TCP socket, or no pipe could be had (fd exhaustion); the caller copies instead.
 ///
-/// `before_write` is called with `dst` before each batch goes out (the HTTP/1 code looks
-/// there for an upstream answer that comes before the request body's end).
+/// `before_write` is called with `dst`, the batch's size in bytes and whether it is the run's
+/// last, before each batch goes out (the HTTP/1 code looks there for an upstream answer that
+/// comes before the request body's end).
 ///
 /// `sockets` are the body's: the first run switches them to non-blocking mode, and they stay
 /// so until it is dropped.
@@ -124,7 +125,7 @@ pub async fn splice_run<D: Peer>(
     dst: &mut D,
     n: u64,
     pause: Option<Duration>,
-    before_write: &mut dyn FnMut(&D),
+    before_write: &mut dyn FnMut(&D, u64, bool),
     sockets: &mut BodySockets,
 ) -> Result<bool, RunError> {
     let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) else {
@@ -176,7 +177,7 @@ async fn run<D: Peer>(
     dst: &mut D,
     mut left: u64,
     pause: Option<Duration>,
-    before_write: &mut dyn FnMut(&D),
+    before_write: &mut dyn FnMut(&D, u64, bool),
 ) -> Result<(), RunError> {
     let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     while left > 0 {
@@ -196,7 +197,7 @@ async fn run<D: Peer>(
             Err(e) => return Err(RunError::Read(e)),
         };
         src.counters().read(got as u64);
-        before_write(dst);
+        before_write(dst, got as u64, got as u64 == left);
         let mut inpipe = got;
         while inpipe > 0 {
             match sys::splice(pr, fd(dst), inpipe) {

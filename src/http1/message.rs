@@ -44,7 +44,7 @@ pub fn reason_phrase(code: u16) -> Option<&'static str> {
 
 /// Where a body ends (RFC 9112 §6.3): after a byte count, after the chunked terminator, or at
 /// the sender's close.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BodyEnd {
     /// A `Content-Length` body: `left` of its `size` bytes are still to come.
     Length {
@@ -323,9 +323,20 @@ pub async fn forward_message(
 ) -> Result<Vec<u8>, MessageError> {
     let (from, to) = (src.side(), dst.side());
     let mut end = BodyEnd::new(framing);
-    // A request body: set `answered` once an answer waits before one of its writes.
-    let mut watch = |dst: &_| {
-        if let Some(a) = answered.filter(|a| !a.get()) {
+    // A request body: set `answered` once an answer waits before one of its writes. Looked
+    // at before every write of framing (which includes the chunked body's last), before a
+    // `Content-Length` body's last batch, and otherwise once per `ANSWER_LOOK_EVERY` bytes:
+    // an answer that came meanwhile is found before the body's end all the same, at one
+    // peek per a few hundred KiB instead of one per 64 KiB batch.
+    let mut since_look = 0u64;
+    let mut watch = |dst: &_, n: u64, last: bool| {
+        let Some(a) = answered.filter(|a| !a.get()) else {
+            return;
+        };
+        since_look = since_look.saturating_add(n);
+        let ends_body = last && framing != Framing::Chunked;
+        if ends_body || since_look >= ANSWER_LOOK_EVERY {
+            since_look = 0;
             a.set(answer_waiting(dst));
         }
     };
@@ -340,7 +351,8 @@ pub async fn forward_message(
         if used > 0 || !head.is_empty() {
             // The run looks before its own first write, a few bytes later.
             if head.is_empty() && !run_next {
-                watch(&*dst);
+                // (A framing write always looks: counted as past the bound.)
+                watch(&*dst, u64::MAX, false);
             }
             let rest = buf.split_off(used);
             // (The head went out with the body's first bytes, before any run.)
@@ -374,6 +386,25 @@ pub async fn forward_message(
                 }
             }
         }
+        // Between big chunks with the sockets non-blocking: the CRLF and the next size line
+        // are looked at where they wait and, when a chunk to splice follows, spliced on with
+        // its data rather than read and written (one peek instead of a read, a write of a few
+        // bytes in a segment of their own, and the data's run after it).
+        if let Some(sp) = splice.filter(|_| sockets.nonblocking() && between_chunks(&end)) {
+            if let Some(next) = framed_run(&end, src, sp, pause).await? {
+                let lead = next.lead;
+                let n = lead + next.end.run();
+                match splice_run(sp, src, dst, n, pause, &mut watch, &mut sockets).await {
+                    Ok(true) => {
+                        end = next.end;
+                        end.skip(n - lead);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(run_error(e, from, to)),
+                }
+            }
+        }
         // Around big chunks (a rest too short to splice, a chunk's CRLF, a size line), a
         // splicing reader asks for no more than up to the next size line: the next chunk's
         // data stays in the socket to be spliced too, whether the size line is already there
@@ -396,6 +427,77 @@ pub async fn forward_message(
         }
     };
     Ok(rest)
+}
+
+/// Bytes of a spliced request body written between two looks for an early answer
+/// ([`answer_waiting`]), outside the looks every body's last write gets.
+const ANSWER_LOOK_EVERY: u64 = 256 * 1024;
+
+/// Whether `end` is a chunked body between two chunks' data (a CRLF or a size line next).
+fn between_chunks(end: &BodyEnd) -> bool {
+    matches!(end, BodyEnd::Chunked(dec) if dec.between_chunks())
+}
+
+/// What [`framed_run`] found waiting between two chunks: `lead` bytes of framing (the last
+/// chunk's CRLF, the next chunk-size line), then a chunk to splice.
+struct FramedRun {
+    /// Framing bytes before the next chunk's data.
+    lead: u64,
+    /// The body's state once they are through (inside the next chunk's data).
+    end: BodyEnd,
+}
+
+/// Looks (a peek, [`CHUNK_LINE_READ`] bytes) at what waits in `src` after a chunk of a body
+/// whose sockets are non-blocking, waiting up to `pause` for a first byte. `Some` when it is
+/// the CRLF and a complete, valid size line of a chunk to splice ([`splices`]); `None` for
+/// anything else (the terminator, a small chunk, a line still arriving or longer than the
+/// peek, malformed framing), which the normal reads then take and check.
+///
+/// Errors: [`MessageError::ReadTimeout`] when nothing came for `pause`; the read error.
+async fn framed_run(
+    end: &BodyEnd,
+    src: &mut impl Peer,
+    sp: BodySplice<'_>,
+    pause: Option<Duration>,
+) -> Result<Option<FramedRun>, MessageError> {
+    let from = src.side();
+    let Some(fd) = tcp_fd(src) else {
+        return Ok(None);
+    };
+    let mut b = [0u8; CHUNK_LINE_READ];
+    let n = loop {
+        match crate::sys::peek(fd, &mut b) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = src.tcp().map(|t| t.readable(false));
+                let Some(ready) = ready else { return Ok(None) };
+                within(ready, pause)
+                    .await
+                    .ok_or(MessageError::ReadTimeout(from))?
+                    .map_err(|e| MessageError::Io(from, e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The read that follows meets it again and reports it.
+            Err(_) => return Ok(None),
+        }
+    };
+    let mut next = end.clone();
+    let Ok((used, false)) = next.feed(&b[..n]) else {
+        return Ok(None);
+    };
+    let BodyEnd::Chunked(dec) = &next else {
+        return Ok(None);
+    };
+    // `used` may take the first bytes of the chunk's data with the framing.
+    let data = dec.last_chunk_size() - dec.data_left();
+    if dec.data_left() == 0 || !splices(&next, sp) {
+        return Ok(None);
+    }
+    let lead = used as u64 - data;
+    let mut next = end.clone();
+    let fed = next.feed(&b[..lead as usize]);
+    debug_assert!(matches!(fed, Ok((k, false)) if k as u64 == lead));
+    Ok(Some(FramedRun { lead, end: next }))
 }
 
 /// Whether what `end` expects next is a run of payload to splice with `sp`: a body or chunk
