@@ -257,6 +257,18 @@ pub fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     byte_count(n)
 }
 
+/// `SO_PEEK_OFF` as `asm-generic/socket.h` numbers it (x86-64, arm64 and most others; the
+/// `libc` crate exports it for Linux only under its new uapi module).
+const SO_PEEK_OFF: libc::c_int = 42;
+
+/// Sets the socket's peek offset (`SO_PEEK_OFF`, socket(7)): a `MSG_PEEK` read then starts
+/// `off` bytes into the receive queue (and moves the offset on by what it copied; a normal
+/// read moves it back by what it took, a `splice` read does not). `-1` turns it off. TCP
+/// sockets take it since Linux 6.10; older kernels refuse it (`EOPNOTSUPP` or `EINVAL`).
+pub fn set_peek_offset(fd: RawFd, off: i32) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, off)
+}
+
 /// Sets `SO_RCVLOWAT`: the socket polls readable only once `n` bytes are queued (or on EOF
 /// or error), so waiting for "more than I have" does not wake for every segment.
 pub fn set_rcvlowat(fd: RawFd, n: usize) -> io::Result<()> {

@@ -46,6 +46,9 @@ pub struct BodySplice<'a> {
 pub struct BodySockets {
     /// The sockets, once switched (`restore`: whether dropping must put them back).
     switched: Option<(RawFd, RawFd, bool)>,
+    /// Whether the source's peek offset was set ([`BodySockets::peek_src`]): `Some(false)`
+    /// once the kernel refused it.
+    peek_off: Option<bool>,
 }
 
 impl BodySockets {
@@ -54,6 +57,33 @@ impl BodySockets {
     /// non-blocking socket under io_uring fails with EAGAIN instead of waiting).
     pub fn nonblocking(&self) -> bool {
         self.switched.is_some()
+    }
+
+    /// Copies into `buf` what is queued on the source socket from `off` bytes past the head
+    /// of its receive queue, consuming nothing (`MSG_PEEK`; at an offset, `SO_PEEK_OFF`, which
+    /// stays set until the body ends). Returns the bytes copied; `Ok(0)` at EOF; `None` when
+    /// `off` > 0 and the kernel cannot peek at an offset (Linux before 6.10), or before the
+    /// sockets were switched.
+    ///
+    /// Errors: the `recv` error; `WouldBlock` when nothing is queued at `off` yet.
+    pub fn peek_src(&mut self, off: u64, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Some((src, _, _)) = self.switched else {
+            return Ok(None);
+        };
+        if off > 0 || self.peek_off == Some(true) {
+            if self.peek_off == Some(false) {
+                return Ok(None);
+            }
+            let Ok(off) = i32::try_from(off) else {
+                return Ok(None);
+            };
+            if sys::set_peek_offset(src, off).is_err() {
+                self.peek_off = Some(false);
+                return Ok(None);
+            }
+            self.peek_off = Some(true);
+        }
+        sys::peek(src, buf).map(Some)
     }
 
     /// Makes `src` and `dst` non-blocking for the rest of the body. `false` (both put back)
@@ -80,6 +110,10 @@ impl Drop for BodySockets {
     fn drop(&mut self) {
         // Back to what monoio's reads and writes expect; a failure here would surface on the
         // next read or write of the socket.
+        if let (Some((src, _, _)), Some(true)) = (self.switched, self.peek_off) {
+            // Peeks without an offset again (detection and the early-answer look peek).
+            let _ = sys::set_peek_offset(src, -1);
+        }
         if let Some((src, dst, true)) = self.switched {
             let _ = set_driver_mode(src);
             let _ = set_driver_mode(dst);
@@ -228,4 +262,55 @@ fn tcp<P: Peer>(p: &P) -> &TcpStream {
 /// Its file descriptor.
 fn fd<P: Peer>(p: &P) -> RawFd {
     tcp(p).as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream as StdTcp};
+
+    /// A connected loopback pair with `data` queued on the second socket.
+    fn queued(data: &[u8]) -> (StdTcp, StdTcp) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = StdTcp::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        a.write_all(data).unwrap();
+        // Waits (blocking) until all of it is queued.
+        let mut probe = vec![0u8; data.len()];
+        while b.peek(&mut probe).unwrap() < data.len() {}
+        (a, b)
+    }
+
+    #[test]
+    fn peeks_at_an_offset_and_the_body_end_puts_the_peek_back_at_the_head() {
+        let (_a, b) = queued(b"0123456789abcdef");
+        let fd = b.as_raw_fd();
+        let mut buf = [0u8; 4];
+        {
+            let mut s = BodySockets::default();
+            assert_eq!(s.peek_src(5, &mut buf).unwrap(), None, "not switched yet");
+            s.switched = Some((fd, fd, false));
+            assert_eq!(s.peek_src(0, &mut buf).unwrap(), Some(4));
+            assert_eq!(&buf, b"0123");
+            match s.peek_src(5, &mut buf).unwrap() {
+                Some(n) => {
+                    assert_eq!(&buf[..n], b"5678");
+                    // Offset 0 again once an offset was set: the head, not where the last
+                    // peek left the offset.
+                    assert_eq!(s.peek_src(0, &mut buf).unwrap(), Some(4));
+                    assert_eq!(&buf, b"0123");
+                    s.peek_src(12, &mut buf).unwrap();
+                    assert_eq!(&buf, b"cdef");
+                }
+                // A kernel without SO_PEEK_OFF for TCP (before 6.10): offset peeks are refused.
+                None => assert_eq!(s.peek_off, Some(false)),
+            }
+            let err = s.peek_src(16, &mut buf).unwrap_err();
+            assert!(s.peek_off == Some(false) || err.kind() == io::ErrorKind::WouldBlock);
+        }
+        // The body ended: a plain peek (the early-answer look, detection) sees the head.
+        assert_eq!(sys::peek(fd, &mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"0123");
+    }
 }

@@ -388,16 +388,15 @@ pub async fn forward_message(
         }
         // Between big chunks with the sockets non-blocking: the CRLF and the next size line
         // are looked at where they wait and, when a chunk to splice follows, spliced on with
-        // its data rather than read and written (one peek instead of a read, a write of a few
-        // bytes in a segment of their own, and the data's run after it).
+        // its data rather than read and written (a peek instead of a read, and no write of a
+        // few bytes in a segment of their own); where the kernel peeks at an offset, the
+        // chunks already queued behind it too, up to a pipe's worth in one run (fewer reads
+        // of the source, each of which can send it a window update).
         if let Some(sp) = splice.filter(|_| sockets.nonblocking() && between_chunks(&end)) {
-            if let Some(next) = framed_run(&end, src, sp, pause).await? {
-                let lead = next.lead;
-                let n = lead + next.end.run();
-                match splice_run(sp, src, dst, n, pause, &mut watch, &mut sockets).await {
+            if let Some(next) = framed_runs(&end, src, sp, pause, &mut sockets).await? {
+                match splice_run(sp, src, dst, next.len, pause, &mut watch, &mut sockets).await {
                     Ok(true) => {
                         end = next.end;
-                        end.skip(n - lead);
                         continue;
                     }
                     Ok(false) => {}
@@ -438,66 +437,84 @@ fn between_chunks(end: &BodyEnd) -> bool {
     matches!(end, BodyEnd::Chunked(dec) if dec.between_chunks())
 }
 
-/// What [`framed_run`] found waiting between two chunks: `lead` bytes of framing (the last
-/// chunk's CRLF, the next chunk-size line), then a chunk to splice.
+/// What [`framed_runs`] found waiting between two chunks: `len` bytes to splice as they are,
+/// framing (a chunk's CRLF, the next chunk-size line) and the data of one or more chunks.
 struct FramedRun {
-    /// Framing bytes before the next chunk's data.
-    lead: u64,
-    /// The body's state once they are through (inside the next chunk's data).
+    /// Bytes of the body to splice.
+    len: u64,
+    /// The body's state once they are through (between two chunks again).
     end: BodyEnd,
 }
 
-/// Looks (a peek, [`CHUNK_LINE_READ`] bytes) at what waits in `src` after a chunk of a body
-/// whose sockets are non-blocking, waiting up to `pause` for a first byte. `Some` when it is
-/// the CRLF and a complete, valid size line of a chunk to splice ([`splices`]); `None` for
-/// anything else (the terminator, a small chunk, a line still arriving or longer than the
-/// peek, malformed framing), which the normal reads then take and check.
+/// Looks at what waits in `src` after a chunk of a body whose sockets are non-blocking
+/// (peeks of [`CHUNK_LINE_READ`] bytes), waiting up to `pause` for a first byte. `Some` when
+/// it is the CRLF and a complete, valid size line of a chunk to splice ([`splices`]), with
+/// the chunks queued behind that one added as long as the kernel can peek at their framing
+/// ([`BodySockets::peek_src`]), each is one to splice, and they fit in a pipe
+/// (`sp.pipes.bytes`) together. `None` for anything else next (the terminator, a small chunk,
+/// a line still arriving or longer than the peek, malformed framing), which the normal reads
+/// then take and check.
 ///
 /// Errors: [`MessageError::ReadTimeout`] when nothing came for `pause`; the read error.
-async fn framed_run(
+async fn framed_runs(
     end: &BodyEnd,
     src: &mut impl Peer,
     sp: BodySplice<'_>,
     pause: Option<Duration>,
+    sockets: &mut BodySockets,
 ) -> Result<Option<FramedRun>, MessageError> {
     let from = src.side();
-    let Some(fd) = tcp_fd(src) else {
-        return Ok(None);
-    };
     let mut b = [0u8; CHUNK_LINE_READ];
-    let n = loop {
-        match crate::sys::peek(fd, &mut b) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = src.tcp().map(|t| t.readable(false));
-                let Some(ready) = ready else { return Ok(None) };
-                within(ready, pause)
+    let mut len = 0u64;
+    let mut at = end.clone();
+    loop {
+        let n = match sockets.peek_src(len, &mut b) {
+            Ok(Some(n)) => n,
+            // The first look waits for the bytes; a later one takes what is there.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && len == 0 => {
+                let Some(t) = src.tcp() else { break };
+                within(t.readable(false), pause)
                     .await
                     .ok_or(MessageError::ReadTimeout(from))?
                     .map_err(|e| MessageError::Io(from, e))?;
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // The read that follows meets it again and reports it.
-            Err(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Not there yet, no offset peeks, or an error the read that follows reports.
+            _ => break,
+        };
+        let Some((lead, size)) = next_chunk(&at, &b[..n], sp) else {
+            break;
+        };
+        if len > 0 && len + lead + size > sp.pipes.bytes as u64 {
+            break;
         }
-    };
+        let fed = at.feed(&b[..lead as usize]);
+        debug_assert!(matches!(fed, Ok((k, false)) if k as u64 == lead));
+        at.skip(size);
+        len += lead + size;
+    }
+    Ok((len > 0).then_some(FramedRun { len, end: at }))
+}
+
+/// With `end` between two chunks and `peeked` what follows in the stream: the framing's
+/// length (the CRLF, the size line) and the next chunk's size, when that chunk is one to
+/// splice ([`splices`]); `None` when `peeked` shows anything else or not all of the framing.
+fn next_chunk(end: &BodyEnd, peeked: &[u8], sp: BodySplice<'_>) -> Option<(u64, u64)> {
     let mut next = end.clone();
-    let Ok((used, false)) = next.feed(&b[..n]) else {
-        return Ok(None);
+    let Ok((used, false)) = next.feed(peeked) else {
+        return None;
     };
     let BodyEnd::Chunked(dec) = &next else {
-        return Ok(None);
+        return None;
     };
-    // `used` may take the first bytes of the chunk's data with the framing.
-    let data = dec.last_chunk_size() - dec.data_left();
     if dec.data_left() == 0 || !splices(&next, sp) {
-        return Ok(None);
+        return None;
     }
-    let lead = used as u64 - data;
-    let mut next = end.clone();
-    let fed = next.feed(&b[..lead as usize]);
-    debug_assert!(matches!(fed, Ok((k, false)) if k as u64 == lead));
-    Ok(Some(FramedRun { lead, end: next }))
+    // `used` may take the first bytes of the chunk's data with the framing.
+    let size = dec.last_chunk_size();
+    let data = size - dec.data_left();
+    Some((used as u64 - data, size))
 }
 
 /// Whether what `end` expects next is a run of payload to splice with `sp`: a body or chunk
