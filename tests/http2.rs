@@ -1393,3 +1393,155 @@ fn a_reload_routes_new_streams_of_an_open_connection_under_the_new_settings() {
         3.0,
     );
 }
+
+/// An HTTP/1.1 upstream for `expect: 100-continue` requests: `/continue` gets a `100
+/// Continue` after the head, then `200` with `len <n>` of the body it read; `/refuse` gets a
+/// `413` at once, its body never read (the connection stays open). Counts connections.
+fn expect_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = conns.clone();
+    let (a, _) = upstream(move |c: TcpStream| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let lower = head.to_ascii_lowercase();
+            if head.starts_with("POST /refuse") {
+                let _ =
+                    w.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig");
+                continue;
+            }
+            if lower.contains("expect: 100-continue") {
+                w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+            }
+            // The body as the proxy frames it (head already read): chunked or Content-Length.
+            let body = if lower.contains("transfer-encoding: chunked") {
+                let mut body = Vec::new();
+                loop {
+                    let mut size = String::new();
+                    r.read_line(&mut size).unwrap();
+                    let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                    let mut data = vec![0u8; n + 2];
+                    if n == 0 {
+                        let mut end = String::new();
+                        r.read_line(&mut end).unwrap();
+                        break body;
+                    }
+                    r.read_exact(&mut data).unwrap();
+                    body.extend_from_slice(&data[..n]);
+                }
+            } else {
+                let n: usize = lower
+                    .split("content-length: ")
+                    .nth(1)
+                    .and_then(|v| v.split("\r\n").next())
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let mut body = vec![0u8; n];
+                r.read_exact(&mut body).unwrap();
+                body
+            };
+            let msg = format!("len {}", body.len());
+            let out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                msg.len()
+            );
+            if w.write_all(out.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    (a, conns)
+}
+
+/// An `expect: 100-continue` POST whose body is not sent yet; returns its response future
+/// and body stream.
+async fn post_expecting(
+    send: &h2::client::SendRequest<Bytes>,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut s = send.clone().ready().await.unwrap();
+    let req = Request::post(format!("http://svc.local{path}"))
+        .header("expect", "100-continue")
+        .body(())
+        .unwrap();
+    s.send_request(req, false).unwrap()
+}
+
+/// RFC 9110 §10.1.1: a client that sent `expect: 100-continue` waits for the 100 before its
+/// body. An h2 client on an HTTP/1.1 upstream gets the upstream's 100 as an informational
+/// HEADERS frame (RFC 9113 §8.1); it never came before (curl then waits 1 s of its own).
+#[test]
+fn expect_100_continue_is_relayed_to_an_h2_client_before_its_body() {
+    let (up, _) = expect_upstream();
+    let p = proxy(&[up], H1_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let (mut resp, mut body) = post_expecting(&send, "/continue").await;
+        // The 100 comes while no body byte was sent (bounded only so a failure ends).
+        let informational = std::future::poll_fn(|cx| resp.poll_informational(cx));
+        let got = tokio::time::timeout(Duration::from_secs(20), informational)
+            .await
+            .expect("no 100 Continue while the client held its body back")
+            .expect("an informational response")
+            .unwrap();
+        assert_eq!(got.status(), 100);
+        body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        let (data, _) = read_body(rbody).await.unwrap();
+        assert_eq!(data, b"len 5");
+        // A client that does not wait for the 100 still has its body sent as it comes.
+        let (resp, mut body) = post_expecting(&send, "/continue").await;
+        body.send_data(Bytes::from_static(b"no wait"), true)
+            .unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"len 7");
+    });
+}
+
+/// A final answer to an `expect: 100-continue` request before its body: relayed to the h2
+/// client, which never has to send the body, and that upstream connection is not reused (the
+/// upstream may still read a body that will never come).
+#[test]
+fn an_early_final_answer_to_expect_reaches_the_h2_client_without_its_body() {
+    let (up, conns) = expect_upstream();
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{H1_UP}\n"
+    ));
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let (resp, _body) = post_expecting(&send, "/refuse").await;
+        let answer = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("no answer while the client held its body back")
+            .unwrap();
+        let (head, rbody) = answer.into_parts();
+        assert_eq!(head.status, 413);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"big");
+        let (resp, mut body) = post_expecting(&send, "/continue").await;
+        body.send_data(Bytes::from_static(b"next"), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"len 4");
+    });
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the connection that answered before the body was reused"
+    );
+}

@@ -365,7 +365,19 @@ async fn stream(
         at.set(Some(a));
     };
 
-    // Until the response head: the exchange, unless the client resets the stream first.
+    // Until the response head: the exchange, unless the client resets the stream first. The
+    // exchange may relay a `100 Continue` meanwhile (each use of the cell is one poll or one
+    // call: never held across an await).
+    let respond_cell = std::cell::RefCell::new(respond);
+    let continue_client = || {
+        let informational = Response::builder()
+            .status(http::StatusCode::CONTINUE)
+            .body(())
+            .expect("a status and no fields");
+        if let Err(e) = respond_cell.borrow_mut().send_informational(informational) {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: 100 Continue not relayed");
+        }
+    };
     let outcome = {
         // Boxed: the task holds only the variant in use (spawning copies the task's state).
         let h2 = match l.cfg.upstream_protocol {
@@ -383,17 +395,27 @@ async fn stream(
         } else {
             Box::pin(async {
                 let other = || dest.other(&l, route, first);
-                let (head, body) =
-                    to_h1::exchange(&l, first, parts, body, timeout, other, connected).await?;
+                let (head, body) = to_h1::exchange(
+                    &l,
+                    first,
+                    parts,
+                    body,
+                    timeout,
+                    other,
+                    connected,
+                    &continue_client,
+                )
+                .await?;
                 Ok((head, UpBody::H1(body)))
             })
         };
-        let reset = poll_fn(|cx| respond.poll_reset(cx));
+        let reset = poll_fn(|cx| respond_cell.borrow_mut().poll_reset(cx));
         monoio::select! {
             r = exchange => Some(r),
             _ = reset => None,
         }
     };
+    let mut respond = respond_cell.into_inner();
     let addr = at.get().unwrap_or(first);
     let m = dest.metrics_of(&l, route, Protocol::Http2, Some(addr), authority);
     if at.get().is_none() {

@@ -7,8 +7,9 @@
 //!
 //! The request body is sent before the response is read (as the HTTP/1 proxy does); a
 //! bodiless request that meets a pooled connection the upstream closed meanwhile is sent once
-//! more on a fresh connection. Not here: HTTP/1 response trailers (dropped), 1xx responses
-//! (not relayed), upgrades.
+//! more on a fresh connection. A `100 Continue` to an `expect: 100-continue` request is
+//! relayed to the client before its body goes upstream. Not here: HTTP/1 response trailers
+//! (dropped), other 1xx responses (not relayed), upgrades.
 
 use std::io;
 use std::io::Write as _;
@@ -169,6 +170,13 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, HeadError>
 /// ([`Pools::h1`](crate::upstream::pool::Pools::h1): beyond them the stream waits its turn);
 /// a failed connect is tried on the endpoint `other()` names, if any.
 /// `connected` is told the endpoint (`addr`, or the other one) once the connection is ready.
+///
+/// A request with `expect: 100-continue` and a body still to come (RFC 9110 §10.1.1) waits,
+/// within `timeout`, for whichever speaks first: the client's body (sent on as usual) or the
+/// upstream, whose `100 Continue` is relayed to the client through `continue_client` (an
+/// informational HEADERS frame, RFC 9113 §8.1) before the body is sent, and whose final
+/// answer ends the exchange without the body (the connection is then not pooled).
+#[allow(clippy::too_many_arguments)] // the exchange's inputs and its three callbacks
 pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
@@ -177,6 +185,7 @@ pub(super) async fn exchange(
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
     connected: impl FnOnce(SocketAddr),
+    continue_client: &dyn Fn(),
 ) -> Result<(response::Parts, Body), Failure> {
     let eos = body.is_end_stream();
     let (head, chunked) = encode_request(&parts, eos)?;
@@ -191,8 +200,52 @@ pub(super) async fn exchange(
     let mut resend = Resend::new(pooled, eos, &head);
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
     let mut answered_early = false;
+    // Bytes of the response read before the body was sent (after a relayed 100).
+    let mut buf = Vec::with_capacity(8192);
+    let mut first = None;
+    let mut interim = 0;
+    if !eos && expects_continue(&parts.headers) {
+        match first_to_speak(&up, &mut body, timeout).await? {
+            Speaker::Client(data) => first = data,
+            Speaker::Upstream => loop {
+                let mut started = false;
+                let read = read_head(&mut up, &mut buf, &mut started, |b| parse_head(b, is_head));
+                let head = match monoio::time::timeout(timeout, read).await {
+                    Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
+                    Ok(HeadRead::Head(h)) => h,
+                    Ok(other) => {
+                        let why = other.why();
+                        debug!(upstream = %addr, why, "http2→h1: bad or no upstream response: 502");
+                        return Err(Failure::Status(502, "bad or no upstream response"));
+                    }
+                };
+                buf.drain(..head.head_len);
+                if head.parts.status == http::StatusCode::CONTINUE {
+                    continue_client();
+                    // A final answer read together with the 100 came before the body.
+                    answered_early = !buf.is_empty();
+                    break;
+                }
+                if head.interim {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(Failure::Status(502, "too many interim responses"));
+                    }
+                    continue;
+                }
+                // A final answer before the body: relayed, the body never sent, and the
+                // connection not pooled (the upstream may still read a body or not).
+                if check_framing(head.framing, &buf).is_err() {
+                    return Err(Failure::Status(502, "malformed upstream response body"));
+                }
+                debug!(upstream = %addr, code = head.parts.status.as_u16(), "http2→h1: upstream answered an expect: 100-continue request before its body");
+                return Ok(response(head, up, buf, addr, l, false));
+            },
+        }
+    }
     if !eos {
-        match send_body(&mut up, &mut body, chunked, l.http1.body_timeout).await {
+        let sent = send_body(&mut up, &mut body, first, chunked, l.http1.body_timeout).await;
+        match sent {
             Ok(answered) => answered_early = answered,
             // The upstream stopped taking the body: relay the answer it sent meanwhile.
             Err(f @ Failure::Status(502, _)) => {
@@ -215,11 +268,9 @@ pub(super) async fn exchange(
     if answered_early {
         debug!(upstream = %addr, "http2→h1: upstream answered before the request body was all written; its connection is not reused");
     }
-    let mut buf = Vec::with_capacity(8192);
     // After a body, `response_timeout_ms` counts from when the upstream had taken the whole
     // request (as for HTTP/1 clients); a gRPC deadline (`grpc-timeout`) stays a deadline.
     let after_ack = !eos && super::grpc::timeout(&parts.headers).is_none();
-    let mut interim = 0;
     let head = loop {
         let fd = after_ack.then(|| tcp_fd(&up)).flatten();
         let read = within_after_acked(
@@ -287,21 +338,74 @@ fn response(
     )
 }
 
+/// Whether a request's `expect` field is `100-continue` (RFC 9110 §10.1.1; the token is
+/// case-insensitive).
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    })
+}
+
+/// Who spoke first after an `expect: 100-continue` request head went upstream.
+enum Speaker {
+    /// The client sent body data (or ended the stream: `None`) without waiting for a 100.
+    Client(Option<Bytes>),
+    /// The upstream has bytes for us (a 100, a final answer, or its close).
+    Upstream,
+}
+
+/// Waits up to `timeout` for the client's first body bytes or the upstream's first answer
+/// bytes, whichever comes first. The upstream side is a readiness wait (nothing read), and
+/// the client side's `data()` loses nothing when dropped (h2 keeps the frame), so the one not
+/// chosen is intact.
+///
+/// Errors: 504 when neither comes within `timeout`; the client's stream error as a reset.
+async fn first_to_speak(
+    up: &UpConn,
+    body: &mut RecvStream,
+    timeout: Duration,
+) -> Result<Speaker, Failure> {
+    let up = up.stream();
+    let first = async {
+        monoio::select! {
+            biased;
+            _ = up.readable(false) => Ok(Speaker::Upstream),
+            d = body.data() => match d {
+                None => Ok(Speaker::Client(None)),
+                Some(Ok(d)) => Ok(Speaker::Client(Some(d))),
+                Some(Err(e)) => Err(Failure::Reset(e.reason().unwrap_or(Reason::CANCEL))),
+            },
+        }
+    };
+    monoio::time::timeout(timeout, first)
+        .await
+        .unwrap_or(Err(Failure::Status(504, "upstream response timeout")))
+}
+
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
-/// as the upstream takes the bytes. A write the upstream does not take within `pause` (it
+/// as the upstream takes the bytes; `first` is body data the client sent already. A write the upstream does not take within `pause` (it
 /// may have answered early and stopped reading) fails like a broken connection. Returns
 /// whether an answer was waiting before one of its writes ([`answer_waiting`]).
 async fn send_body(
     up: &mut UpConn,
     body: &mut RecvStream,
+    mut first: Option<Bytes>,
     chunked: bool,
     pause: Duration,
 ) -> Result<bool, Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     // Every write here follows the head's (see `answer_waiting`).
     let mut answered = false;
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(reset)?;
+    loop {
+        let chunk = match first.take() {
+            Some(d) => d,
+            None => match body.data().await {
+                Some(chunk) => chunk.map_err(reset)?,
+                None => break,
+            },
+        };
         let n = chunk.len();
         if n == 0 {
             continue;
