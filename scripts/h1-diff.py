@@ -220,6 +220,12 @@ CHOICES = [
           lambda d, sw, ref: re.search(rb"\n[0-9a-fA-F]+[ \t]+;", d) is not None),
      "RFC 9112 §7.1.1: chunk-ext = *( BWS \";\" ... ): whitespace before `;` is allowed "
      "(sidewire); h11's chunk-header pattern refuses it"),
+    ("chunk-ext-grammar",
+     both(ref_accepts,
+          lambda d, sw, ref: sw.startswith("accept chunked error malformed chunk extension")),
+     "RFC 9112 §7.1.1: a chunk extension is `;` name [`=` token or quoted-string], whitespace "
+     "only around `;` and `=`; sidewire refuses anything else (an empty name, a CTL, an "
+     "unterminated quote, whitespace before the CRLF); h11 takes anything from `;` to the CRLF"),
 ]
 
 

@@ -253,6 +253,16 @@ fn documented_choices_hold() {
             format!("{chunked}5 ;x\r\nhello\r\n0\r\n\r\n"),
             "accept chunked done",
         ),
+        (
+            "chunk-ext-grammar",
+            format!("{chunked}5;a=\"x\r\nhello\r\n0\r\n\r\n"),
+            "accept chunked error malformed chunk extension",
+        ),
+        (
+            "chunk-ext-grammar",
+            format!("{chunked}5;\r\nhello\r\n0\r\n\r\n"),
+            "accept chunked error malformed chunk extension",
+        ),
     ];
     for (choice, input, want) in cases {
         let got = verdict(input.as_bytes());

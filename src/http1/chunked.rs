@@ -18,8 +18,8 @@ enum State {
     /// After the size, whitespace: only more of it, `;` or CR may follow (RFC 9112 §7.1.1:
     /// BWS comes only before an extension).
     SizeWs,
-    /// In the extensions (after `;`): anything until CR.
-    Ext,
+    /// In the chunk extensions (RFC 9112 §7.1.1), where in their grammar.
+    Ext(Ext),
     /// Expecting the LF after the size line's CR.
     SizeLf,
     /// Inside chunk data, this many bytes left.
@@ -38,6 +38,66 @@ enum State {
     TrailerLf { end: bool },
     /// The body is complete.
     Done,
+}
+
+/// Where in a chunk extension the decoder is (RFC 9112 §7.1.1: `*( BWS ";" BWS
+/// chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`, the name a token, the value a token or a
+/// quoted-string). Whitespace is BWS: only before `;`, after `;`, and around `=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then the name.
+    BeforeName,
+    /// In the name.
+    Name,
+    /// Whitespace after the name: `=` or `;` next.
+    AfterName,
+    /// After `=`: whitespace, then the value.
+    BeforeValue,
+    /// In a token value.
+    Token,
+    /// In a quoted-string value.
+    Quoted,
+    /// After a backslash in a quoted-string.
+    QuotedPair,
+    /// Right after a value: CR, `;` or whitespace.
+    AfterValue,
+    /// Whitespace after a value: only `;` may follow.
+    Ws,
+}
+
+impl Ext {
+    /// The state after byte `b` (never CR or LF: the caller handles line ends); `Err` for a
+    /// byte the grammar does not allow here.
+    fn step(self, b: u8) -> Result<Ext, ChunkError> {
+        let ws = b == b' ' || b == b'\t';
+        let bad = Err(ChunkError("malformed chunk extension"));
+        Ok(match self {
+            Ext::BeforeName if ws => Ext::BeforeName,
+            Ext::BeforeName | Ext::Name if is_tchar(b) => Ext::Name,
+            Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+            Ext::Name | Ext::AfterName | Ext::AfterValue | Ext::Ws if b == b';' => Ext::BeforeName,
+            Ext::Name | Ext::AfterName if b == b'=' => Ext::BeforeValue,
+            Ext::BeforeValue if ws => Ext::BeforeValue,
+            Ext::BeforeValue if b == b'"' => Ext::Quoted,
+            Ext::BeforeValue | Ext::Token if is_tchar(b) => Ext::Token,
+            Ext::Token if ws => Ext::Ws,
+            Ext::Token if b == b';' => Ext::BeforeName,
+            // qdtext: HTAB, SP, visible ASCII but `"` and `\`, obs-text.
+            Ext::Quoted if b == b'"' => Ext::AfterValue,
+            Ext::Quoted if b == b'\\' => Ext::QuotedPair,
+            Ext::Quoted | Ext::QuotedPair if ws || (0x21..=0x7e).contains(&b) || b >= 0x80 => {
+                Ext::Quoted
+            }
+            Ext::AfterValue | Ext::Ws if ws => Ext::Ws,
+            _ => return bad,
+        })
+    }
+
+    /// Whether the line may end here (CR): after a name or a value, not inside a
+    /// quoted-string, not after `;`, `=` or whitespace.
+    fn may_end(self) -> bool {
+        matches!(self, Ext::Name | Ext::Token | Ext::AfterValue)
+    }
 }
 
 /// A chunked-framing error.
@@ -91,7 +151,7 @@ impl Decoder {
             self.state,
             State::Size { .. }
                 | State::SizeWs
-                | State::Ext
+                | State::Ext(_)
                 | State::SizeLf
                 | State::DataCr
                 | State::DataLf
@@ -155,23 +215,25 @@ impl Decoder {
                     } else if b == b'\r' {
                         self.state = State::SizeLf;
                     } else if b == b';' {
-                        self.state = State::Ext;
+                        self.state = State::Ext(Ext::BeforeName);
                     } else if b == b' ' || b == b'\t' {
                         self.state = State::SizeWs;
                     } else {
                         return Err(ChunkError("invalid chunk size"));
                     }
                 }
+                // Whitespace after the size: BWS before an extension's `;`, or before the
+                // CRLF (taken, as h11 does; no more size digits, no other byte).
                 State::SizeWs => match b {
                     b' ' | b'\t' => {}
-                    b';' => self.state = State::Ext,
+                    b';' => self.state = State::Ext(Ext::BeforeName),
                     b'\r' => self.state = State::SizeLf,
                     _ => return Err(ChunkError("invalid chunk size")),
                 },
-                State::Ext => match b {
-                    b'\r' => self.state = State::SizeLf,
+                State::Ext(e) => match b {
+                    b'\r' if e.may_end() => self.state = State::SizeLf,
                     b'\n' => return Err(ChunkError("bare LF in chunk size line")),
-                    _ => {}
+                    _ => self.state = State::Ext(e.step(b)?),
                 },
                 State::SizeLf => {
                     if b != b'\n' {
@@ -283,6 +345,51 @@ mod tests {
             20,
             "hex sizes"
         );
+    }
+
+    /// Chunk extensions follow RFC 9112 §7.1.1's grammar (review: whitespace after an
+    /// extension, an empty one, a CTL, an unterminated quoted-string and `;a b` were all
+    /// taken). Whitespace right after the size stays taken (see the test below).
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        for line in [
+            "5;a",
+            "5;a=b",
+            "5 ; a = b",
+            "5\t;\ta\t=\tb",
+            "5;a=b;c;d=\"e f\"",
+            "5;a=\"q \\\" x\"",
+            "5;a=\"\"",
+            "5;a=\"x\" ;b",
+            "5;a=b ;c",
+            "5;!#$%&'*+-.^_`|~09AZaz",
+        ] {
+            let body = format!("{line}\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(whole(body.as_bytes()), Ok(body.len()), "{line:?}");
+        }
+        for line in [
+            "5;",
+            "5; ",
+            "5;a ",
+            "5;a=",
+            "5;a= ",
+            "5;a=b ",
+            "5;a=\x01",
+            "5;a\x7f",
+            "5;a=\"x",
+            "5;a=\"x\" y",
+            "5;a b",
+            "5;=b",
+            "5;a=b=c",
+            "5;a=\"x\"y",
+            "5;;a",
+        ] {
+            let body = format!("{line}\r\nhello\r\n0\r\n\r\n");
+            assert!(
+                Decoder::default().feed(body.as_bytes()).is_err(),
+                "{line:?} was taken"
+            );
+        }
     }
 
     /// The trailer section is bounded as a head is (review: 1.6 MB of trailers were relayed).
