@@ -1564,3 +1564,51 @@ fn drain_closes_idle_keep_alive_clients_and_tells_busy_ones() {
         t0.elapsed()
     );
 }
+
+/// Review: once the proxy answered a request body itself (400 for bad chunk framing here),
+/// the upstream kept the half-sent request open until the client's lingering close ended (5 s
+/// with a client that stays connected). It sees the request end at once now.
+#[test]
+fn the_upstream_of_a_refused_request_body_sees_its_end_at_once() {
+    let (events, seen) = std::sync::mpsc::channel::<&'static str>();
+    let events = Arc::new(std::sync::Mutex::new(events));
+    let (up, _) = upstream(move |mut c: TcpStream| {
+        let tell = |what| {
+            let _ = events.lock().unwrap().send(what);
+        };
+        let mut buf = [0u8; 4096];
+        let mut first = true;
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if first => {
+                    first = false;
+                    tell("bytes");
+                }
+                Ok(_) => {}
+            }
+        }
+        tell("end");
+    });
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    assert_eq!(seen.recv().unwrap(), "bytes");
+    // Bad framing after a chunk that went upstream: the proxy answers 400.
+    c.write_all(b"zz\r\n").unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut c, &mut buf);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // The client stays connected (the proxy lingers on it); the upstream's read ends now.
+    // (Bounded below the 5 s linger only so that a failure ends.)
+    let end = seen.recv_timeout(Duration::from_secs(4));
+    assert_eq!(
+        end,
+        Ok("end"),
+        "the upstream still held the request while the client lingered"
+    );
+    drop(c);
+}

@@ -402,8 +402,17 @@ async fn send_request_body(
     r.m.proxy_answer(code, ErrorLabel::of_status(code), r.t0.elapsed());
     proxy_error(client, code, reason).await;
     r.access(client, code);
+    end_upstream(up);
     linger_close(client).await;
     None
+}
+
+/// Sends FIN to an upstream whose request will not be completed, before the client's
+/// [`linger_close`]: the upstream sees the request end now, not when the client has gone
+/// (up to [`LINGER`] later; review: a half-sent body held the upstream for 5 s). The
+/// connection is dropped, not pooled, by the caller.
+fn end_upstream(up: &UpConn) {
+    let _ = sys::shutdown_write(up.stream().as_raw_fd());
 }
 
 /// After the upstream stopped taking a request body: relays the final response it sent
@@ -430,6 +439,7 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     let code = resp.code;
     let relayed = relay_response(up, client, resp, ubuf, pause, r.splice).await;
     r.access(client, code);
+    end_upstream(up);
     match relayed {
         Ok(_) => linger_close(client).await,
         Err(_) => abort(client),
