@@ -23,7 +23,7 @@ use crate::detect::{
 };
 use crate::error::{ConnectError, Refusal, Side};
 use crate::forward::Ended;
-use crate::metrics::{Close, Opened, PeerCounters, StreamTimeout};
+use crate::metrics::{Close, ListenerMetrics, Opened, PeerCounters, StreamTimeout};
 use crate::upstream::{self, pool, Target};
 use crate::{forward, http1, http2};
 
@@ -125,8 +125,8 @@ pub fn serve(
         let how = match result {
             // The client left without a word; an upstream dialled meanwhile is just dropped.
             DetectResult::Closed => {
-                if let Some(Ok(_)) = early {
-                    m.early_dial_unused();
+                if let Some(Ok(u)) = early {
+                    close_spare(m, addr, u);
                 }
                 Close::Clean
             }
@@ -138,9 +138,10 @@ pub fn serve(
                 // (`{ early }` moves all of it here, so no part of it waits in the task's
                 // state for the connection's life.)
                 if let Some(Ok(u)) = { early } {
-                    let pooled = !l.pools.has_idle_h1(addr)
-                        && pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u));
-                    if !pooled {
+                    if l.pools.has_idle_h1(addr) {
+                        close_spare(m, addr, u);
+                    } else if !pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u)) {
+                        // Counted in `dst` as its pooled connection would have been.
                         m.early_dial_unused();
                     }
                 }
@@ -160,8 +161,10 @@ pub fn serve(
             DetectResult::Http2 if l.http2.enabled => {
                 // Nor for HTTP/2: it becomes the pooled connection its streams use.
                 if let Some(Ok(u)) = { early } {
-                    if !http2::adopt_upstream(&listener, addr, u) {
-                        m.early_dial_unused();
+                    match http2::adopt_upstream(&listener, addr, u) {
+                        Ok(true) => {}
+                        Ok(false) => m.early_dial_unused(),
+                        Err(u) => close_spare(m, addr, u),
                     }
                 }
                 let dest = HttpDest::new(&target);
@@ -186,6 +189,15 @@ pub fn serve(
         src.closed(how);
         m.record_duration(t0.elapsed());
     }
+}
+
+/// Closes an upstream connection dialled during detection that nothing will use, counted
+/// as the unused early dial it is and as an upstream connection opened and closed
+/// (`tcp_open_total` / `tcp_close_total{peer="dst"}`: the upstream did accept it; review: 19
+/// connections accepted, 2 counted).
+fn close_spare(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream) {
+    m.early_dial_unused();
+    drop(pool::UpConn::new(u, &m.dst_for(addr)));
 }
 
 /// An upstream dialled during detection, or its failure (`None`: none was dialled).

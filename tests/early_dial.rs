@@ -97,6 +97,15 @@ fn an_early_dial_next_to_an_idle_pooled_connection_is_not_kept() {
         assert_eq!(body, b"1", "client {client}: on the first connection");
     }
     wait_metric(&p, UNUSED, 1.0);
+    // The closed spare was accepted by the upstream all the same: it counts as an upstream
+    // connection opened and closed, one stays open in the pool (review: unused early dials
+    // were missing from the upstream-side connection counts).
+    wait_metric(&p, DST_OPENED, 2.0);
+    wait_metric(
+        &p,
+        "tcp_open_connections{listener=\"t\",direction=\"outbound\",peer=\"dst\"}",
+        1.0,
+    );
 }
 
 /// A current-thread tokio runtime for one side of an HTTP/2 exchange.

@@ -71,26 +71,32 @@ impl UpBody {
 /// listener's HTTP/2 streams can use it: the HTTP/2 pool (`upstream_protocol` "client",
 /// "http2", or "auto" once `addr` is known to speak h2c) or the HTTP/1 pool ("http1", or
 /// "auto" once known not to; not when that pool already holds an idle connection to `addr`).
-/// Returns whether it was taken (else it is closed).
-pub fn adopt_upstream(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool {
+/// Returns `Ok(true)` when it was taken; `Ok(false)` when it was taken and closed at once
+/// (the HTTP/1 pool was full: counted in `dst` as a pooled connection); `Err` with the
+/// connection, untouched, when it is not wanted.
+pub fn adopt_upstream(
+    l: &Rc<Listener>,
+    addr: SocketAddr,
+    tcp: TcpStream,
+) -> Result<bool, TcpStream> {
     let h2 = match l.cfg.upstream_protocol {
         UpstreamProtocol::Client | UpstreamProtocol::Http2 => true,
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Auto => match l.pools.learned(addr) {
             Some(h2) => h2,
-            None => return false,
+            None => return Err(tcp),
         },
     };
     if h2 {
-        return to_h2::adopt(l, addr, tcp);
+        return to_h2::adopt(l, addr, tcp).map(|()| true);
     }
     // As for HTTP/1 clients: a spare next to an idle pooled connection would only idle out.
     if l.pools.has_idle_h1(addr) {
-        return false;
+        return Err(tcp);
     }
     match crate::upstream::pool::adopt_h1(&l.metrics, addr, tcp) {
-        Some(u) => l.pools.put_h1(addr, u),
-        None => false,
+        Some(u) => Ok(l.pools.put_h1(addr, u)),
+        None => Ok(false),
     }
 }
 

@@ -221,10 +221,10 @@ pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
 
 /// Takes `tcp`, a connection to `addr` dialled during detection, as the pooled HTTP/2
 /// connection to `addr` (its handshake runs on first use), unless one is pooled already.
-/// Returns whether it was taken.
-pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool {
+/// Errors: `tcp` back, untouched, when one is.
+pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Result<(), TcpStream> {
     if l.pools.h2(addr).is_some() {
-        return false;
+        return Err(tcp);
     }
     let listener = l.clone();
     let handshake = async move {
@@ -239,7 +239,7 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> bool 
         .await
     };
     l.pools.put_h2(addr, handshake.boxed_local().shared());
-    true
+    Ok(())
 }
 
 /// The pooled sender for `addr` (dialled if there is none), once it can take a stream.
