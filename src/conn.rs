@@ -237,7 +237,9 @@ async fn detect_stage(
         eager_dial: l.detect.eager_dial && dial_early,
         ..l.detect
     };
-    match detect::detect(client, &s, &core.peek_buf, dial).await {
+    // An early connection the upstream closed before the client spoke.
+    let spare = |u| close_spare(m, addr, u);
+    match detect::detect(client, &s, &core.peek_buf, dial, spare).await {
         Ok(Detection::Decided {
             result,
             hello,

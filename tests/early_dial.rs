@@ -191,3 +191,38 @@ fn a_silent_client_is_closed_soon_after_a_failed_early_dial() {
         .expect("closed before the read timeout");
     assert!(rest.is_empty());
 }
+
+/// Review: an upstream that closes connections silent for longer than its first-request
+/// timeout closed the early-dialled one before the client spoke; the close was taken for a
+/// server speaking first, the connection went opaque and the client's request got an empty
+/// reply. The closed connection is given up now and the request gets a fresh one.
+#[test]
+fn an_early_connection_the_upstream_closes_is_not_a_server_speaking_first() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let n = Arc::new(AtomicUsize::new(0));
+    // Closes its first connection at once, without a byte; serves the others.
+    let (up, _h) = upstream(move |c: TcpStream| {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return;
+        }
+        keep_alive(c)
+    });
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
+    ));
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // The early connection was dialled and the upstream closed it: given up, counted.
+    wait_metric(&p, UNUSED, 1.0);
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (head, body) = common::h1::read_response(&mut c, &mut Vec::new());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    wait_metric(
+        &p,
+        "tcp_detect_total{listener=\"t\",result=\"http/1\"}",
+        1.0,
+    );
+    wait_metric(&p, DST_OPENED, 2.0);
+}

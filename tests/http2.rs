@@ -1396,7 +1396,8 @@ fn a_reload_routes_new_streams_of_an_open_connection_under_the_new_settings() {
 
 /// An HTTP/1.1 upstream for `expect: 100-continue` requests: `/continue` gets a `100
 /// Continue` after the head, then `200` with `len <n>` of the body it read; `/refuse` gets a
-/// `413` at once, its body never read (the connection stays open). Counts connections.
+/// `413` at once, its body never read (the connection stays open); `/100then413` gets a `100`
+/// and a `413` in one write, and nothing more on that connection. Counts connections.
 fn expect_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = conns.clone();
@@ -1421,6 +1422,14 @@ fn expect_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                 let _ =
                     w.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig");
                 continue;
+            }
+            if head.starts_with("POST /100then413") {
+                // Back to back, then never another answer on this connection.
+                let _ = w.write_all(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig",
+                );
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+                return;
             }
             if lower.contains("expect: 100-continue") {
                 w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
@@ -1544,4 +1553,42 @@ fn an_early_final_answer_to_expect_reaches_the_h2_client_without_its_body() {
         2,
         "the connection that answered before the body was reused"
     );
+}
+
+/// Review: an upstream that sent `100 Continue` and a final answer back to back (one read)
+/// had its connection pooled all the same for an h2 client (the flag was overwritten once the
+/// body was sent), and the next request waited behind the unread body for a 504. Over
+/// HTTP/1.1 it was already right.
+#[test]
+fn a_final_answer_right_behind_the_100_keeps_the_h1_upstream_out_of_the_pool() {
+    let (up, conns) = expect_upstream();
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{H1_UP}\n"
+    ));
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let (mut resp, mut body) = post_expecting(&send, "/100then413").await;
+        let informational = std::future::poll_fn(|cx| resp.poll_informational(cx));
+        let got = tokio::time::timeout(Duration::from_secs(20), informational)
+            .await
+            .expect("no 100 Continue")
+            .expect("an informational response")
+            .unwrap();
+        assert_eq!(got.status(), 100);
+        body.send_data(Bytes::from_static(b"body"), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 413);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"big");
+        let (resp, mut body) = post_expecting(&send, "/continue").await;
+        body.send_data(Bytes::from_static(b"next"), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(
+            head.status, 200,
+            "the next request met the connection that answered early"
+        );
+        assert_eq!(read_body(rbody).await.unwrap().0, b"len 4");
+    });
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

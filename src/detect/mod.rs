@@ -267,6 +267,7 @@ pub async fn detect<F>(
     s: &DetectSettings,
     scratch: &RefCell<Box<[u8]>>,
     mut dial: impl FnMut() -> F,
+    mut spare: impl FnMut(TcpStream),
 ) -> io::Result<Detection>
 where
     F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -359,9 +360,23 @@ where
                 let n = match sys::peek(u.as_raw_fd(), &mut buf[..64]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => 0, // reset: the opaque path will carry it to the client
+                    Err(_) => 0,
                 };
-                let verdict = if n == 0 { Probe::No } else { http::probe_h2_server_settings(&buf[..n]) };
+                if n == 0 {
+                    // Closed (or reset) without a byte: not a greeting but an upstream that
+                    // drops idle connections (a first-request timeout shorter than the
+                    // client's silence). The connection is given up and detection goes on;
+                    // the client's traffic gets a fresh one (review: such clients were
+                    // made opaque and got an empty reply).
+                    drop(buf);
+                    up_lowat = None;
+                    watch_up = false;
+                    if let Some(u) = up.take() {
+                        spare(u);
+                    }
+                    continue;
+                }
+                let verdict = http::probe_h2_server_settings(&buf[..n]);
                 let first = Prefix::new(&buf[..n]);
                 drop(buf);
                 match verdict {
@@ -370,7 +385,7 @@ where
                     Probe::NeedMore(k) => {
                         if let Some(lw) = up_lowat.as_mut() { lw.set(k) }
                     }
-                    // Bytes (or EOF) from the server first: opaque now, greeting flows at once.
+                    // Bytes from the server first: opaque now, the greeting flows at once.
                     Probe::No => {
                         drop(up_lowat);
                         seen.upstream = first;

@@ -246,7 +246,8 @@ pub(super) async fn exchange(
     if !eos {
         let sent = send_body(&mut up, &mut body, first, chunked, l.http1.body_timeout).await;
         match sent {
-            Ok(answered) => answered_early = answered,
+            // (Also true already when a final answer came with the 100.)
+            Ok(answered) => answered_early |= answered,
             // The upstream stopped taking the body: relay the answer it sent meanwhile.
             Err(f @ Failure::Status(502, _)) => {
                 let Some((head, buf)) =
