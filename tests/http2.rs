@@ -1592,3 +1592,25 @@ fn a_final_answer_right_behind_the_100_keeps_the_h1_upstream_out_of_the_pool() {
     });
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// RFC 9110 §10.1.1: a client MUST NOT send a 100-continue expectation in a request without
+/// content. An h2 request that ends with its HEADERS has none, so its `expect` does not go to
+/// the HTTP/1.1 upstream (second review: it went with `content-length: 0`).
+#[test]
+fn expect_on_a_request_without_a_body_is_not_forwarded() {
+    let up = h1_upstream();
+    let p = proxy(&[up], H1_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let req = Request::post("http://svc.local/empty")
+            .header("expect", "100-continue")
+            .body(())
+            .unwrap();
+        let (head, _, _) = fetch(&send, req).await.unwrap();
+        assert_eq!(head.status, 200);
+        let seen = head.headers["x-head"].to_str().unwrap().to_string();
+        assert!(seen.contains("|content-length: 0|"), "{seen}");
+        assert!(!seen.to_ascii_lowercase().contains("expect"), "{seen}");
+    });
+}

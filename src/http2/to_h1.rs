@@ -66,7 +66,8 @@ fn encode_request(parts: &request::Parts, eos: bool) -> Result<(Vec<u8>, bool), 
     head.extend_from_slice(host);
     head.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if skip_request_field(name, value) {
+        // RFC 9110 §10.1.1: no 100-continue expectation on a request without content.
+        if skip_request_field(name, value) || (eos && name == http::header::EXPECT) {
             continue;
         }
         head.extend_from_slice(name.as_str().as_bytes());
