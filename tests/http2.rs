@@ -1473,6 +1473,19 @@ fn expect_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     (a, conns)
 }
 
+/// The status of the next informational response on `resp` (bounded only so that a failure
+/// ends: none came within 20 s while the client held its body back).
+async fn informational_status(resp: &mut h2::client::ResponseFuture) -> u16 {
+    let informational = std::future::poll_fn(|cx| resp.poll_informational(cx));
+    tokio::time::timeout(Duration::from_secs(20), informational)
+        .await
+        .expect("no 100 Continue while the client held its body back")
+        .expect("an informational response")
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// An `expect: 100-continue` POST whose body is not sent yet; returns its response future
 /// and body stream.
 async fn post_expecting(
@@ -1498,14 +1511,8 @@ fn expect_100_continue_is_relayed_to_an_h2_client_before_its_body() {
     rt().block_on(async move {
         let send = client(target).await;
         let (mut resp, mut body) = post_expecting(&send, "/continue").await;
-        // The 100 comes while no body byte was sent (bounded only so a failure ends).
-        let informational = std::future::poll_fn(|cx| resp.poll_informational(cx));
-        let got = tokio::time::timeout(Duration::from_secs(20), informational)
-            .await
-            .expect("no 100 Continue while the client held its body back")
-            .expect("an informational response")
-            .unwrap();
-        assert_eq!(got.status(), 100);
+        // The 100 comes while no body byte was sent.
+        assert_eq!(informational_status(&mut resp).await, 100);
         body.send_data(Bytes::from_static(b"hello"), true).unwrap();
         let (head, rbody) = resp.await.unwrap().into_parts();
         assert_eq!(head.status, 200);
@@ -1570,13 +1577,7 @@ fn a_final_answer_right_behind_the_100_keeps_the_h1_upstream_out_of_the_pool() {
     rt().block_on(async move {
         let send = client(target).await;
         let (mut resp, mut body) = post_expecting(&send, "/100then413").await;
-        let informational = std::future::poll_fn(|cx| resp.poll_informational(cx));
-        let got = tokio::time::timeout(Duration::from_secs(20), informational)
-            .await
-            .expect("no 100 Continue")
-            .expect("an informational response")
-            .unwrap();
-        assert_eq!(got.status(), 100);
+        assert_eq!(informational_status(&mut resp).await, 100);
         body.send_data(Bytes::from_static(b"body"), true).unwrap();
         let (head, rbody) = resp.await.unwrap().into_parts();
         assert_eq!(head.status, 413);
