@@ -1473,6 +1473,28 @@ fn expect_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     (a, conns)
 }
 
+/// A proxy with one worker (one HTTP/1 pool, so reuse is visible) on the HTTP/1.1 upstream
+/// `up`.
+fn one_worker_h1(up: SocketAddr) -> sidewire::server::Server {
+    start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{H1_UP}\n"
+    ))
+}
+
+/// A next `/continue` upload on `send` gets its `200` (not a 504 behind a connection that
+/// answered early and was reused).
+async fn next_post_is_served(send: &h2::client::SendRequest<Bytes>) {
+    let (resp, mut body) = post_expecting(send, "/continue").await;
+    body.send_data(Bytes::from_static(b"next"), true).unwrap();
+    let (head, rbody) = resp.await.unwrap().into_parts();
+    assert_eq!(
+        head.status, 200,
+        "the next request met the connection that answered early"
+    );
+    assert_eq!(read_body(rbody).await.unwrap().0, b"len 4");
+}
+
 /// The status of the next informational response on `resp` (bounded only so that a failure
 /// ends: none came within 20 s while the client held its body back).
 async fn informational_status(resp: &mut h2::client::ResponseFuture) -> u16 {
@@ -1534,10 +1556,7 @@ fn expect_100_continue_is_relayed_to_an_h2_client_before_its_body() {
 #[test]
 fn an_early_final_answer_to_expect_reaches_the_h2_client_without_its_body() {
     let (up, conns) = expect_upstream();
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{H1_UP}\n"
-    ));
+    let p = one_worker_h1(up);
     let target = addr(&p);
     rt().block_on(async move {
         let send = client(target).await;
@@ -1549,11 +1568,7 @@ fn an_early_final_answer_to_expect_reaches_the_h2_client_without_its_body() {
         let (head, rbody) = answer.into_parts();
         assert_eq!(head.status, 413);
         assert_eq!(read_body(rbody).await.unwrap().0, b"big");
-        let (resp, mut body) = post_expecting(&send, "/continue").await;
-        body.send_data(Bytes::from_static(b"next"), true).unwrap();
-        let (head, rbody) = resp.await.unwrap().into_parts();
-        assert_eq!(head.status, 200);
-        assert_eq!(read_body(rbody).await.unwrap().0, b"len 4");
+        next_post_is_served(&send).await;
     });
     assert_eq!(
         conns.load(std::sync::atomic::Ordering::SeqCst),
@@ -1569,10 +1584,7 @@ fn an_early_final_answer_to_expect_reaches_the_h2_client_without_its_body() {
 #[test]
 fn a_final_answer_right_behind_the_100_keeps_the_h1_upstream_out_of_the_pool() {
     let (up, conns) = expect_upstream();
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{H1_UP}\n"
-    ));
+    let p = one_worker_h1(up);
     let target = addr(&p);
     rt().block_on(async move {
         let send = client(target).await;
@@ -1582,14 +1594,7 @@ fn a_final_answer_right_behind_the_100_keeps_the_h1_upstream_out_of_the_pool() {
         let (head, rbody) = resp.await.unwrap().into_parts();
         assert_eq!(head.status, 413);
         assert_eq!(read_body(rbody).await.unwrap().0, b"big");
-        let (resp, mut body) = post_expecting(&send, "/continue").await;
-        body.send_data(Bytes::from_static(b"next"), true).unwrap();
-        let (head, rbody) = resp.await.unwrap().into_parts();
-        assert_eq!(
-            head.status, 200,
-            "the next request met the connection that answered early"
-        );
-        assert_eq!(read_body(rbody).await.unwrap().0, b"len 4");
+        next_post_is_served(&send).await;
     });
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
