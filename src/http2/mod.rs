@@ -161,7 +161,8 @@ pub async fn serve(
             return Close::Failed;
         }
     };
-    let io = Coalesce::new(Counted::new(&mut client.socket, src));
+    let fd = client.socket.as_raw_fd();
+    let io = Coalesce::new(Counted::new(&mut client.socket, src.clone()), fd, src);
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)

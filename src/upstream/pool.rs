@@ -382,9 +382,10 @@ pub async fn handshake_h2(
     timeout: Duration,
     dst: &Rc<PeerCounters>,
 ) -> Result<SendRequest<Bytes>, Failure> {
+    let fd = tcp.as_raw_fd();
     let io = tcp
         .into_poll_io()
-        .map(|io| Coalesce::new(Counted::new(io, dst.clone())))
+        .map(|io| Coalesce::new(Counted::new(io, dst.clone()), fd, dst.clone()))
         .map_err(|_| Failure::Status(502, "upstream socket error"))?;
     let mut b = h2::client::Builder::new();
     b.initial_window_size(c.initial_stream_window)
