@@ -768,7 +768,7 @@ impl Core {
         });
         let mut building = self.connections.start_report(self.id, q, ids.as_deref());
         while !self.connections.add_rows(&mut building, ROWS_PER_TURN) {
-            yield_now().await;
+            crate::io::yield_now().await;
         }
         let mut report = building.finish();
         report.listeners = listeners;
@@ -793,22 +793,6 @@ impl Core {
         *self.drained.borrow_mut() = Some(tx);
         let _ = rx.await;
     }
-}
-
-/// Lets the core's other tasks, and its I/O completions, run before this task goes on (monoio
-/// 0.2 has no `yield_now`): wakes itself at once, so it is queued behind the tasks already
-/// ready, and the event loop polls the driver when the queue has run.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
 }
 
 #[cfg(test)]
