@@ -1620,3 +1620,58 @@ fn expect_on_a_request_without_a_body_is_not_forwarded() {
         assert!(!seen.to_ascii_lowercase().contains("expect"), "{seen}");
     });
 }
+
+/// An HTTP/2 upstream that answers each connection's first request with its head and 100
+/// bytes of body, then closes the connection: no GOAWAY, no RST_STREAM.
+fn upstream_that_dies_mid_response() -> SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                // Our SETTINGS, and the ACK of the proxy's.
+                let _ = s.write_all(&[frame(4, 0, 0, &[]), frame(4, 1, 0, &[])].concat());
+                // Frames after the 24-byte preface, until a HEADERS frame (the request).
+                let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+                let id = 'scan: loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    let mut at = 24;
+                    while got.len() >= at + 9 {
+                        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]);
+                        let id = u32::from_be_bytes(got[at + 5..at + 9].try_into().unwrap());
+                        if got[at + 3] == 1 {
+                            break 'scan id & 0x7fff_ffff;
+                        }
+                        at += 9 + len as usize;
+                    }
+                };
+                // :status 200 (HPACK static index 8), part of a body, then gone.
+                let answer = [frame(1, 0x4, id, &[0x88]), frame(0, 0, id, &[b'a'; 100])];
+                let _ = s.write_all(&answer.concat());
+            });
+        }
+    });
+    a
+}
+
+#[test]
+fn an_upstream_gone_mid_response_resets_the_stream_as_the_metric_says() {
+    let p = proxy(&[upstream_that_dies_mid_response()], H2_UP);
+    let target = addr(&p);
+    let reason = rt().block_on(async move {
+        let send = client(target).await;
+        fetch(&send, get("x", "/")).await.unwrap_err().reason()
+    });
+    // Neither the client nor the upstream chose a reason: the proxy's failure.
+    assert_eq!(reason, Some(Reason::INTERNAL_ERROR));
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",status_code=\"200\",error=\"h2(INTERNAL_ERROR)\"}",
+        1.0,
+    );
+}

@@ -65,9 +65,17 @@ pub async fn pump_counted(
     }
     .await;
     if let Err(e) = &moved {
-        dst.send_reset(e.reason().unwrap_or(Reason::CANCEL));
+        dst.send_reset(reset_reason(e));
     }
     moved
+}
+
+/// The reason a stream is reset with when moving its body failed: the peer's, or, when no peer
+/// gave one (a connection lost, an I/O error), `INTERNAL_ERROR` (RFC 9113 §7: the proxy's own
+/// failure; the HTTP/1 upstream path resets with it too). The metric's `error="h2(REASON)"`
+/// label names the same reason.
+pub fn reset_reason(e: &h2::Error) -> Reason {
+    e.reason().unwrap_or(Reason::INTERNAL_ERROR)
 }
 
 /// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with

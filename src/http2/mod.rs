@@ -495,7 +495,7 @@ async fn stream(
         Err(e) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "http2: response body failed");
             // The client saw a reset stream, as Linkerd labels it: `error="h2(REASON)"`.
-            let reason = e.reason().unwrap_or(Reason::INTERNAL_ERROR);
+            let reason = body::reset_reason(&e);
             m.completed(code, None, Some(ErrorLabel::H2(u32::from(reason))));
         }
     }
