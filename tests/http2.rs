@@ -1215,6 +1215,43 @@ fn a_slow_but_steady_h1_upload_reader_is_not_timed_out() {
     });
 }
 
+/// On h2 → h2 too, `response_timeout_ms` counts from the end of the request body, not from
+/// its start: a client stream that sends for longer than the bound (a slow upload, a gRPC
+/// client stream) is answered; once its body has ended, an upstream that does not answer
+/// still gets the client a 504 after the bound.
+#[test]
+fn a_request_body_sent_for_longer_than_the_response_timeout_is_answered() {
+    let (up, _events) = app_upstream("a");
+    let p = proxy_with(&[up], "[http2]\nresponse_timeout_ms = 150\n", "");
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let req = Request::post("http://x/echo").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        let mut sent = Vec::new();
+        for i in 0..3u8 {
+            // The pauses between pieces are what is tested: together longer than the bound.
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            let piece = generated(u64::from(i), 1000);
+            sent.extend_from_slice(&piece);
+            send_h2_data(&mut body, piece).await;
+        }
+        body.send_data(Bytes::new(), true).unwrap();
+        let (head, rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200, "a body still being sent is not timed out");
+        let (got, _) = read_body(rbody).await.unwrap();
+        assert_eq!(got, sent);
+
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/hang").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        send_h2_data(&mut body, Bytes::from_static(b"last")).await;
+        body.send_data(Bytes::new(), true).unwrap();
+        let head = resp.await.unwrap();
+        assert_eq!(head.status(), 504, "after the body's end the bound holds");
+    });
+}
+
 #[test]
 fn h1_upstream_body_that_stalls_resets_the_stream() {
     // 10 of 100 promised bytes, then nothing: after `stream_idle_timeout_ms` the stream is

@@ -299,7 +299,8 @@ pub struct RawHttp2 {
     pub max_local_error_reset_streams: usize,
     /// Bytes buffered per stream towards a peer before back-pressure.
     pub max_send_buffer_bytes: usize,
-    /// The response (headers) must start within this long; 504 (gRPC: DEADLINE_EXCEEDED).
+    /// The response (headers) must start within this long after the request's end (its body
+    /// handed upstream); 504 (gRPC: DEADLINE_EXCEEDED).
     pub response_timeout_ms: u64,
     /// A client connection without streams for this long gets GOAWAY.
     pub idle_timeout_ms: u64,

@@ -36,7 +36,11 @@ pub(crate) struct Body {
 }
 
 /// Sends the request on the pooled connection to `addr` and waits up to `timeout` for the
-/// response head.
+/// response head. For a request with a body, unless `timeout` is the client's gRPC deadline
+/// (`grpc-timeout`), `timeout` counts from when the whole body has been handed to the
+/// upstream stream (the upstream's flow-control window took its last bytes), as on the HTTP/1
+/// path: a slow upload or a long client stream is not cut while it is still sending. A response
+/// head that comes before the body's end (bidirectional streaming) is taken at once.
 ///
 /// A bodiless request the upstream did not process is sent once more on a new connection
 /// (RFC 9113 §8.7): one above the last-stream-id of a GOAWAY (§6.8), or one reset with
@@ -68,21 +72,36 @@ pub(super) async fn exchange(
     };
     connected(addr);
     if !body.is_end_stream() {
-        return attempt(l, addr, Some(first), parts, Some(body), deadline)
+        let wait = if super::grpc::timeout(&parts.headers).is_some() {
+            Wait::Until(deadline)
+        } else {
+            Wait::AfterBody(timeout)
+        };
+        return attempt(l, addr, Some(first), parts, Some(body), wait)
             .await
             .map_err(|a| a.into_failure(l, addr));
     }
     let copy = copy_head(&parts);
-    match attempt(l, addr, Some(first), parts, None, deadline).await {
+    match attempt(l, addr, Some(first), parts, None, Wait::Until(deadline)).await {
         Err(Attempt::Unprocessed(why)) => {
             l.pools.forget_h2(addr);
             debug!(upstream = %addr, why, "http2: stream not processed by the upstream; sending it once more");
-            attempt(l, addr, None, copy, None, deadline)
+            attempt(l, addr, None, copy, None, Wait::Until(deadline))
                 .await
                 .map_err(|a| a.into_failure(l, addr))
         }
         r => r.map_err(|a| a.into_failure(l, addr)),
     }
+}
+
+/// How long an attempt waits for the response head.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Until this instant (a bodiless request, or a gRPC deadline).
+    Until(Instant),
+    /// This long after the request body's end was handed to the upstream stream; without
+    /// bound while the body is still being sent.
+    AfterBody(Duration),
 }
 
 /// How one attempt at a stream failed.
@@ -134,15 +153,15 @@ async fn sender(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>
 }
 
 /// One try: the request on `first` (a ready sender) or on the pooled (or a new) connection,
-/// its body (`None`: bodiless) pumped by its own task, the response head awaited until
-/// `deadline`.
+/// its body (`None`: bodiless) pumped by its own task, the response head awaited as `wait`
+/// says.
 async fn attempt(
     l: &Rc<Listener>,
     addr: SocketAddr,
     first: Option<SendRequest<Bytes>>,
     parts: request::Parts,
     body: Option<RecvStream>,
-    deadline: Instant,
+    wait: Wait,
 ) -> Result<(response::Parts, Body), Attempt> {
     let mut sender = match first {
         Some(s) => s,
@@ -155,11 +174,16 @@ async fn attempt(
             l.pools.forget_h2(addr);
             Attempt::Failed(Failure::Status(502, "upstream HTTP/2 connection failed"))
         })?;
+    // `sent` fires when the pump has handed the body's end to the upstream stream; it is
+    // dropped unfired when the pump fails (the stream is reset then, so the response fails).
+    let (sent_tx, sent) = oneshot::channel::<()>();
     let abort = body.map(|body| {
         let (tx, rx) = oneshot::channel::<()>();
         monoio::spawn(async move {
             monoio::select! {
-                _ = pump(body, send_body, &|| {}) => {}
+                r = pump(body, send_body, &|| {}) => if r.is_ok() {
+                    let _ = sent_tx.send(());
+                },
                 // Dropped guard: the response side is over, so stop and reset the upstream
                 // stream (dropping `send_body` with the rest does that).
                 _ = rx => {}
@@ -167,8 +191,21 @@ async fn attempt(
         });
         tx
     });
-    let left = deadline.saturating_duration_since(Instant::now());
-    let resp = match monoio::time::timeout(left, response).await {
+    let head = async {
+        let mut response = response;
+        let left = match wait {
+            Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
+            Wait::AfterBody(timeout) => {
+                monoio::select! {
+                    r = &mut response => return Ok(r),
+                    _ = sent => {}
+                }
+                timeout
+            }
+        };
+        monoio::time::timeout(left, response).await
+    };
+    let resp = match head.await {
         Err(_) => {
             return Err(Attempt::Failed(Failure::Status(
                 504,
