@@ -1661,6 +1661,12 @@ fn expect_on_a_request_without_a_body_is_not_forwarded() {
 /// An HTTP/2 upstream that answers each connection's first request with its head and 100
 /// bytes of body, then closes the connection: no GOAWAY, no RST_STREAM.
 fn upstream_that_dies_mid_response() -> SocketAddr {
+    raw_h2_upstream(false)
+}
+
+/// A raw HTTP/2 upstream: reads each connection's first request; then, with `reset`, resets
+/// the connection (TCP RST) without an answer, else [`upstream_that_dies_mid_response`].
+fn raw_h2_upstream(reset: bool) -> SocketAddr {
     use std::io::{Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = l.local_addr().unwrap();
@@ -1687,6 +1693,10 @@ fn upstream_that_dies_mid_response() -> SocketAddr {
                         at += 9 + len as usize;
                     }
                 };
+                if reset {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    return;
+                }
                 // :status 200 (HPACK static index 8), part of a body, then gone.
                 let answer = [frame(1, 0x4, id, &[0x88]), frame(0, 0, id, &[b'a'; 100])];
                 let _ = s.write_all(&answer.concat());
@@ -1709,6 +1719,59 @@ fn an_upstream_gone_mid_response_resets_the_stream_as_the_metric_says() {
     wait_metric(
         &p,
         "response_total{listener=\"t\",status_code=\"200\",error=\"h2(INTERNAL_ERROR)\"}",
+        1.0,
+    );
+}
+
+/// `tcp_close_total` names the errno of an HTTP/2 connection reset on either side, though `h2`
+/// reports only the error's kind: an upstream that resets its connection (the client gets a
+/// 502), then a client that resets its own.
+#[test]
+fn reset_h2_connections_are_counted_with_their_errno() {
+    use std::io::{Read, Write};
+    let p = proxy(&[raw_h2_upstream(true)], H2_UP);
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // GET http://x/ (HPACK: :method GET, :scheme http, :path /, :authority "x"), whole.
+    let head = frame(1, 0x5, 1, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x']);
+    let hello = [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &frame(4, 0, 0, &[]),
+        &head,
+    ]
+    .concat();
+    c.write_all(&hello).unwrap();
+    // Frames until the end of stream 1 (the 502: END_STREAM on HEADERS or DATA).
+    let (mut got, mut at, mut buf) = (Vec::new(), 0, [0u8; 4096]);
+    'read: loop {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the proxy closed before answering");
+        got.extend_from_slice(&buf[..n]);
+        while got.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+            if got.len() < at + 9 + len {
+                break;
+            }
+            let (kind, flags) = (got[at + 3], got[at + 4]);
+            let id = u32::from_be_bytes(got[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+            if id == 1 && (kind == 0 || kind == 1) && flags & 0x1 != 0 {
+                break 'read;
+            }
+            at += 9 + len;
+        }
+    }
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",errno=\"ECONNRESET\"}",
+        1.0,
+    );
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
         1.0,
     );
 }

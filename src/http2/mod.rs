@@ -46,7 +46,8 @@ use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::Failure;
-use crate::io::{coalesce::Coalesce, counted::Counted};
+use crate::io::coalesce::{Coalesce, LastErrno};
+use crate::io::counted::Counted;
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, PeerCounters, Protocol};
 
@@ -121,12 +122,14 @@ impl Streams {
     }
 }
 
-/// How an HTTP/2 connection error ends the client connection.
-fn close_of(e: &h2::Error) -> Close {
+/// How an HTTP/2 connection error ends the client connection: an I/O error by the OS error
+/// number its socket last returned (`errno`; `h2` keeps only the kind).
+fn close_of(e: &h2::Error, errno: &LastErrno) -> Close {
     if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
         Close::Clean
     } else {
-        e.get_io().map_or(Close::Failed, Close::of_error)
+        e.get_io()
+            .map_or(Close::Failed, |io| Close::of_io(io, errno.get()))
     }
 }
 
@@ -163,6 +166,7 @@ pub async fn serve(
     };
     let fd = client.socket.as_raw_fd();
     let io = Coalesce::new(Counted::new(&mut client.socket, src.clone()), fd, src);
+    let errno = io.last_errno();
     let c = &l.http2;
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(c.max_concurrent_streams)
@@ -180,7 +184,7 @@ pub async fn serve(
             Ok(Err(e)) => {
                 debug!(listener = %l.cfg.name, %peer, error = %e, "http2: handshake failed");
                 l.metrics.h2_error();
-                return close_of(&e).worst(Close::Failed);
+                return close_of(&e, &errno).worst(Close::Failed);
             }
             Err(_) => {
                 debug!(listener = %l.cfg.name, %peer, "http2: handshake timed out");
@@ -238,7 +242,7 @@ pub async fn serve(
                 if !e.is_io() {
                     l.metrics.h2_error();
                 }
-                return close_of(&e);
+                return close_of(&e, &errno);
             }
             None => return Close::Clean,
         }

@@ -24,6 +24,10 @@
 //! straight through. Bytes the flusher sends are counted in the connection's counters (the
 //! wrapped I/O counts its own).
 //!
+//! The OS error number of the last failed read, write, flush or shutdown is kept where the
+//! connection's owner can read it after `h2` has taken the I/O ([`Coalesce::last_errno`]):
+//! `h2` keeps only an error's kind and message, and the close metric wants the errno.
+//!
 //! Costs: one copy of the outgoing frame bytes and one allocation per batch (the buffer is
 //! freed once written, so an idle connection holds none), one flusher task per round per
 //! core.
@@ -162,6 +166,29 @@ impl Future for Flusher {
 pub struct Coalesce<T> {
     io: T,
     out: Rc<RefCell<Outbox>>,
+    errno: LastErrno,
+}
+
+/// The OS error number (`errno`, positive) of the last I/O error a [`Coalesce`] returned, if
+/// any; a handle that stays readable after the I/O object has moved into `h2`.
+#[derive(Clone, Debug, Default)]
+pub struct LastErrno(Rc<Cell<Option<i32>>>);
+
+impl LastErrno {
+    /// The number, if an error with one has been returned.
+    pub fn get(&self) -> Option<i32> {
+        self.0.get()
+    }
+
+    /// Passes `r` through, keeping its error's number.
+    fn note<R>(&self, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(e)) = &r {
+            if let Some(n) = e.raw_os_error() {
+                self.0.set(Some(n));
+            }
+        }
+        r
+    }
 }
 
 impl<T> Coalesce<T> {
@@ -181,7 +208,13 @@ impl<T> Coalesce<T> {
         Coalesce {
             io,
             out: Rc::new(RefCell::new(out)),
+            errno: LastErrno::default(),
         }
+    }
+
+    /// Where the number of its last OS error is kept.
+    pub fn last_errno(&self) -> LastErrno {
+        self.errno.clone()
     }
 }
 
@@ -237,7 +270,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.errno.note(r)
     }
 }
 
@@ -247,7 +281,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.room(cx))?;
+        if let Err(e) = std::task::ready!(self.room(cx)) {
+            return self.errno.note(Poll::Ready(Err(e)));
+        }
         self.out.borrow_mut().buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
@@ -257,7 +293,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.room(cx))?;
+        if let Err(e) = std::task::ready!(self.room(cx)) {
+            return self.errno.note(Poll::Ready(Err(e)));
+        }
         let mut out = self.out.borrow_mut();
         let mut n = 0;
         for b in bufs {
@@ -271,11 +309,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         true
     }
 
+    /// See [`Coalesce::poll_flush_inner`].
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.poll_flush_inner(cx);
+        self.errno.note(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = match self.drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.io).poll_shutdown(cx),
+            other => other,
+        };
+        self.errno.note(r)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Coalesce<T> {
     /// Nothing buffered: flushes the inner I/O. Otherwise lists the buffer for the round-end
     /// flusher and returns `Ready(Ok)` at once; after the flusher found the socket full, writes
     /// the rest through the inner I/O (`Pending` while the socket stays full); after it
     /// failed, returns its error.
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         {
             let mut out = self.out.borrow_mut();
             if let Some(e) = out.error.take() {
@@ -299,13 +353,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         }
         match self.drain(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut self.io).poll_flush(cx),
-            other => other,
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut self.io).poll_shutdown(cx),
             other => other,
         }
     }
@@ -468,14 +515,19 @@ mod tests {
         on_both_drivers(|| {
             Box::pin(async {
                 let (mut c, _, _, _ours, theirs) = connection();
+                let errno = c.last_errno();
                 drop(theirs);
                 write(&mut c, b"frame").await;
                 flush(&mut c).await;
+                assert_eq!(errno.get(), None);
                 rest_of_the_round().await;
                 let e = poll_fn(|cx| Pin::new(&mut c).poll_flush(cx))
                     .await
                     .unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+                // Kept for the close metric after the I/O has moved on.
+                drop(c);
+                assert_eq!(errno.get(), Some(libc::EPIPE));
             })
         });
     }

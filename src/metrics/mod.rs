@@ -70,6 +70,15 @@ impl Close {
         }
     }
 
+    /// The close after `e`, an I/O error reported by a layer that may have dropped its OS
+    /// error number (`h2`): then by `last`, the number the socket itself last returned, if any.
+    pub fn of_io(e: &io::Error, last: Option<i32>) -> Close {
+        match (Close::of_error(e), last) {
+            (Close::Failed, Some(n)) => Close::of_error(&io::Error::from_raw_os_error(n)),
+            (c, _) => c,
+        }
+    }
+
     /// `Clean` or `Failed`.
     pub fn ok(ok: bool) -> Close {
         if ok {
@@ -189,6 +198,12 @@ impl Opened {
     /// Marks the connection as ended by `e`, an error on its socket (its errno is counted).
     pub fn failed_with(&mut self, e: &io::Error) {
         self.close = self.close.worst(Close::of_error(e));
+    }
+
+    /// [`Opened::failed_with`] for an error from a layer that may have dropped its errno
+    /// (see [`Close::of_io`]; `last`: the socket's own last one).
+    pub fn failed_with_io(&mut self, e: &io::Error, last: Option<i32>) {
+        self.close = self.close.worst(Close::of_io(e, last));
     }
 }
 
@@ -1180,5 +1195,19 @@ mod tests {
         assert_eq!(Close::Clean.worst(Close::Failed), Close::Failed);
         assert_eq!(Close::Failed.worst(reset), reset);
         assert_eq!(reset.worst(Close::Clean), reset);
+    }
+
+    #[test]
+    fn an_io_error_without_its_number_takes_the_sockets_last() {
+        let kind_only: io::Error = io::ErrorKind::ConnectionReset.into();
+        let reset = Close::Errno(libc::ECONNRESET as u16);
+        assert_eq!(Close::of_io(&kind_only, Some(libc::ECONNRESET)), reset);
+        assert_eq!(Close::of_io(&kind_only, None), Close::Failed);
+        // Its own number wins.
+        let pipe = io::Error::from_raw_os_error(libc::EPIPE);
+        assert_eq!(
+            Close::of_io(&pipe, Some(libc::ECONNRESET)),
+            Close::Errno(libc::EPIPE as u16)
+        );
     }
 }

@@ -387,6 +387,7 @@ pub async fn handshake_h2(
         .into_poll_io()
         .map(|io| Coalesce::new(Counted::new(io, dst.clone()), fd, dst.clone()))
         .map_err(|_| Failure::Status(502, "upstream socket error"))?;
+    let errno = io.last_errno();
     let mut b = h2::client::Builder::new();
     b.initial_window_size(c.initial_stream_window)
         .initial_connection_window_size(c.initial_connection_window)
@@ -406,7 +407,7 @@ pub async fn handshake_h2(
         if let Err(e) = conn.await {
             debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
             match e.get_io() {
-                Some(io) => open.failed_with(io),
+                Some(io) => open.failed_with_io(io, errno.get()),
                 None => open.failed(),
             }
         }
