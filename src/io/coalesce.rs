@@ -28,9 +28,9 @@
 //! connection's owner can read it after `h2` has taken the I/O ([`Coalesce::last_errno`]):
 //! `h2` keeps only an error's kind and message, and the close metric wants the errno.
 //!
-//! Costs: one copy of the outgoing frame bytes and one allocation per batch (the buffer is
-//! freed once written, so an idle connection holds none), one flusher task per round per
-//! core.
+//! Costs: one copy of the outgoing frame bytes, one flusher task per round per core. Batch
+//! buffers go back to a small per-core spare list once written, so an idle connection holds
+//! none and a busy core allocates none per batch.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -48,7 +48,22 @@ use crate::sys;
 /// Buffered bytes beyond which a write goes out without waiting for the flush.
 const WRITE_THROUGH: usize = 256 * 1024;
 
+/// A batch buffer's first capacity, in bytes: a round's frames for a busy connection
+/// usually fit, so a batch rarely grows (each growth is a copy).
+const BATCH_CAPACITY: usize = 16 * 1024;
+
+/// Written-out batch buffers kept per core for the next batch of any connection, at most
+/// (with [`SPARE_MAX_CAPACITY`]: at most 1 MiB per core).
+const SPARE_BUFFERS: usize = 16;
+
+/// A written-out batch buffer that grew past this many bytes is freed, not kept.
+const SPARE_MAX_CAPACITY: usize = 4 * BATCH_CAPACITY;
+
 thread_local! {
+    /// Empty batch buffers, each of [`BATCH_CAPACITY`] to [`SPARE_MAX_CAPACITY`] bytes,
+    /// for the next connection that writes: a busy core reuses them instead of allocating
+    /// and growing one per batch, and an idle connection holds none.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     /// A flusher is queued on this core and has not run yet.
     static FLUSHER_QUEUED: Cell<bool> = const { Cell::new(false) };
     /// The outboxes it will send.
@@ -79,9 +94,28 @@ impl Outbox {
     /// Forgets what was written (the buffer is freed, not kept: an idle connection should not
     /// hold the largest batch it ever wrote).
     fn written(&mut self) {
-        self.buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        if (BATCH_CAPACITY..=SPARE_MAX_CAPACITY).contains(&buf.capacity()) {
+            buf.clear();
+            SPARE.with_borrow_mut(|spare| {
+                if spare.len() < SPARE_BUFFERS {
+                    spare.push(buf);
+                }
+            });
+        }
         self.at = 0;
         self.blocked = false;
+    }
+
+    /// Appends `data`, starting a batch in a spare buffer (or a new one of
+    /// [`BATCH_CAPACITY`]).
+    fn append(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf = SPARE
+                .with_borrow_mut(Vec::pop)
+                .unwrap_or_else(|| Vec::with_capacity(BATCH_CAPACITY));
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The flusher's send: as much as the socket takes now.
@@ -284,7 +318,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         if let Err(e) = std::task::ready!(self.room(cx)) {
             return self.errno.note(Poll::Ready(Err(e)));
         }
-        self.out.borrow_mut().buf.extend_from_slice(data);
+        self.out.borrow_mut().append(data);
         Poll::Ready(Ok(data.len()))
     }
 
@@ -299,7 +333,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         let mut out = self.out.borrow_mut();
         let mut n = 0;
         for b in bufs {
-            out.buf.extend_from_slice(b);
+            out.append(b);
             n += b.len();
         }
         Poll::Ready(Ok(n))
@@ -478,6 +512,39 @@ mod tests {
                 flush(&mut c).await;
                 rest_of_the_round().await;
                 assert!(received(&mut theirs).is_empty());
+            })
+        });
+    }
+
+    #[test]
+    fn a_written_batch_leaves_its_buffer_to_the_next_one() {
+        on_both_drivers(|| {
+            Box::pin(async {
+                let (mut c, _, _, _ours, mut theirs) = connection();
+                write(&mut c, b"first batch").await;
+                let first = c.out.borrow().buf.as_ptr();
+                assert!(c.out.borrow().buf.capacity() >= BATCH_CAPACITY);
+                flush(&mut c).await;
+                rest_of_the_round().await;
+                assert_eq!(received(&mut theirs), b"first batch");
+                // Written: the connection holds no buffer while it idles.
+                assert_eq!(c.out.borrow().buf.capacity(), 0);
+                // Another connection's next batch starts in the same allocation.
+                let (mut d, _, _, _d_ours, mut d_theirs) = connection();
+                write(&mut d, b"next").await;
+                assert_eq!(d.out.borrow().buf.as_ptr(), first);
+                flush(&mut d).await;
+                rest_of_the_round().await;
+                assert_eq!(received(&mut d_theirs), b"next");
+                // A batch that grew past the largest kept is freed, not kept.
+                write(&mut d, &vec![1u8; SPARE_MAX_CAPACITY + 1]).await;
+                let big = d.out.borrow().buf.as_ptr();
+                flush(&mut d).await;
+                rest_of_the_round().await;
+                // (What the socket did not take goes through the wrapped I/O.)
+                flush(&mut d).await;
+                assert_eq!(d.out.borrow().buf.capacity(), 0);
+                assert!(SPARE.with_borrow(|s| s.iter().all(|b| b.as_ptr() != big)));
             })
         });
     }
