@@ -259,6 +259,38 @@ fn dead_upstream_is_502_and_silent_upstream_is_504() {
     let mut resp = String::new();
     c.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+    // The upstream connection the proxy gave up on closes as a failure.
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+}
+
+/// An upstream connection closed because of its upstream's fault (a bad response head,
+/// malformed chunk framing) counts as a `failure` in `tcp_close_total{peer="dst"}`, not as a
+/// success (review: a malformed response's connection was counted `success`).
+#[test]
+fn an_upstream_connection_closed_for_a_bad_response_is_a_failure() {
+    for response in [
+        &b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\n",
+    ] {
+        let p = proxy(&[answers_after_head(response)], "");
+        let text = exchange_to_close(&p, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(text.starts_with("HTTP/1.1 502 "), "{text:?}");
+        wait_metric(
+            &p,
+            "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+            1.0,
+        );
+        let (_, m) = admin_get(&p, "/metrics");
+        let ok = metric(
+            &m,
+            "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
+        );
+        assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+    }
 }
 
 /// Issue 16: with one of two endpoints refusing, every request is answered by the live one

@@ -1161,6 +1161,12 @@ fn malformed_chunks_with_the_h1_upstream_head_get_a_502() {
         assert_eq!(h.status, 502);
         assert_eq!(body, b"malformed upstream response body\n");
     });
+    // Its upstream connection closes as a failure, as on the HTTP/1 path.
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
 }
 
 #[test]

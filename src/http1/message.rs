@@ -610,12 +610,16 @@ pub async fn early_answer<T: ResponseHead>(
                 interim += 1;
                 buf.drain(..h.head_len());
             }
-            Ok(HeadRead::Head(h)) if h.code() < 200 => return None,
             Ok(HeadRead::Head(h)) => {
                 buf.drain(..h.head_len());
                 return Some((h, buf));
             }
-            _ => return None,
+            // Too many interim responses, a bad head, none in time (an I/O error was counted
+            // where it happened).
+            _ => {
+                up.failed();
+                return None;
+            }
         }
     }
 }
