@@ -1258,6 +1258,111 @@ fn a_request_body_sent_for_longer_than_the_response_timeout_is_answered() {
     });
 }
 
+/// An HTTP/2 upstream that takes none of a request body (never opens its window) and never
+/// answers: with the response timeout counting from the body's end, the stream would wait
+/// forever (review); the upstream must take each chunk within the bound, else its stream is
+/// reset and the client gets a 504.
+#[test]
+fn an_h2_upstream_that_takes_none_of_the_body_gets_the_client_a_504() {
+    let (up, events) = app_upstream("a");
+    let p = proxy_with(&[up], "[http2]\nresponse_timeout_ms = 300\n", H2_UP);
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let req = Request::post("http://x/hang").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        // More than the upstream's 64 KiB stream window, which `/hang` never opens.
+        let sender = tokio::spawn(async move {
+            let mut left = 256 * 1024;
+            while left > 0 {
+                body.reserve_capacity(16 * 1024);
+                match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        let n = n.min(left);
+                        if body.send_data(Bytes::from(vec![b'x'; n]), false).is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        });
+        let head = resp.await.unwrap();
+        assert_eq!(head.status(), 504);
+        sender.abort();
+    });
+    let ev = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(ev, "reset Ok(CANCEL)", "the upstream stream is reset");
+}
+
+/// A gRPC deadline (`grpc-timeout`) counts from the request's start on both upstream
+/// protocols, however long the request body takes (review: to an HTTP/1.1 upstream it
+/// counted from the body's end).
+#[test]
+fn a_grpc_deadline_counts_from_the_request_start() {
+    for (up, proto) in [(app_upstream("a").0, H2_UP), (h1_upstream(), H1_UP)] {
+        let p = proxy(&[up], proto);
+        rt().block_on(async {
+            let send = client(addr(&p)).await;
+            let mut s = send.ready().await.unwrap();
+            let req = Request::post("http://x/echo")
+                .header("content-type", "application/grpc")
+                .header("grpc-timeout", "300m")
+                .body(())
+                .unwrap();
+            let (resp, mut body) = s.send_request(req, false).unwrap();
+            let t0 = std::time::Instant::now();
+            let sender = tokio::spawn(async move {
+                // A body still being sent when the deadline passes.
+                for _ in 0..20 {
+                    if body
+                        .send_data(Bytes::from_static(b"\0\0\0\0\x01x"), false)
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = body.send_data(Bytes::new(), true);
+            });
+            let head = resp.await.unwrap();
+            let took = t0.elapsed();
+            assert_eq!(head.status(), 200, "{proto}");
+            assert_eq!(head.headers()["grpc-status"], "4", "{proto}");
+            assert!(took < Duration::from_millis(1500), "{proto}: {took:?}");
+            sender.abort();
+        });
+    }
+}
+
+/// A client that resets its stream before the response head is counted in
+/// `response_total` as the reset it was (`error="h2(CANCEL)"`), to either upstream protocol
+/// (review: h2 → h2 counted nothing, h2 → h1 the reset).
+#[test]
+fn a_stream_the_client_resets_before_the_head_is_counted_as_a_reset() {
+    for (up, proto) in [(app_upstream("a").0, H2_UP), (h1_upstream(), H1_UP)] {
+        let p = proxy(&[up], proto);
+        rt().block_on(async {
+            let send = client(addr(&p)).await;
+            let mut s = send.clone().ready().await.unwrap();
+            let (resp, mut body) = s.send_request(get("x", "/hang"), false).unwrap();
+            body.send_data(Bytes::from_static(b"x"), false).unwrap();
+            // The stream has reached the proxy once a later one is answered.
+            let (h, _, _) = fetch(&send, get("x", "/big/1")).await.unwrap();
+            assert_eq!(h.status, 200);
+            body.send_reset(Reason::CANCEL);
+            drop(resp);
+        });
+        wait_metric(
+            &p,
+            "response_total{listener=\"t\",error=\"h2(CANCEL)\"}",
+            1.0,
+        );
+    }
+}
+
 #[test]
 fn h1_upstream_body_that_stalls_resets_the_stream() {
     // 10 of 100 promised bytes, then nothing: after `stream_idle_timeout_ms` the stream is

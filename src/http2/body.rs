@@ -1,6 +1,6 @@
 //! Moving HTTP/2 bodies: DATA frames and trailers from one stream to another with flow
-//! control end to end ([`pump`]), and sending a chunk as the peer's window allows
-//! ([`send_chunk`]).
+//! control end to end ([`pump_counted`], [`pump_within`]), and sending a chunk as the peer's
+//! window allows ([`send_chunk`]).
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -11,28 +11,54 @@ use h2::{Reason, RecvStream, SendStream};
 use super::grpc;
 
 /// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
-/// only as `dst` takes the bytes. A reset on `src` resets `dst` with the same reason. Returns
-/// the trailers' `grpc-status`. `first` runs once, when the first DATA frame arrives or the
+/// only as `dst` takes the bytes, and adding the DATA bytes `dst` took to `sent` as they go
+/// (for the access log). A reset on `src` resets `dst` with the same reason. Returns the
+/// trailers' `grpc-status`. `first` runs once, when the first DATA frame arrives or the
 /// stream ends without one (a response's latency ends there).
-pub async fn pump(
+pub async fn pump_counted(
     src: RecvStream,
     dst: SendStream<Bytes>,
     first: &dyn Fn(),
+    sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
-    pump_counted(src, dst, first, &Cell::new(0)).await
+    pump_within(src, dst, first, sent, None)
+        .await
+        .map_err(|e| match e {
+            Stop::Stream(e) => e,
+            // (Not without a bound.)
+            Stop::Stalled => Reason::CANCEL.into(),
+        })
 }
 
-/// [`pump`], adding the DATA bytes `dst` took to `sent` as they go (for the access log).
-pub async fn pump_counted(
+/// Why [`pump_within`] stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    /// A stream error on either side (`dst` was reset with [`reset_reason`]).
+    Stream(h2::Error),
+    /// `dst` took no byte of a chunk within the bound (`dst` was reset with CANCEL).
+    Stalled,
+}
+
+impl From<h2::Error> for Stop {
+    fn from(e: h2::Error) -> Stop {
+        Stop::Stream(e)
+    }
+}
+
+/// [`pump_counted`], with `take_within`: the longest `dst` may take to accept each chunk
+/// (flow-control window and send buffer room for it); past it, `dst` is reset with CANCEL
+/// and [`Stop::Stalled`] returned. Waits for `src` are not bounded.
+pub async fn pump_within(
     mut src: RecvStream,
     mut dst: SendStream<Bytes>,
     first: &dyn Fn(),
     sent: &Cell<u64>,
-) -> Result<Option<u8>, h2::Error> {
+    take_within: Option<std::time::Duration>,
+) -> Result<Option<u8>, Stop> {
     let mut first = Some(first);
-    let moved: Result<Option<u8>, h2::Error> = async {
+    let moved: Result<Option<u8>, Stop> = async {
         while let Some(chunk) = src.data().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(Stop::Stream)?;
             if let Some(f) = first.take() {
                 f();
             }
@@ -40,32 +66,40 @@ pub async fn pump_counted(
             // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
             // budget small frames: h2's flood defence counts them).
             let eos = src.is_end_stream();
-            send_chunk(&mut dst, chunk, eos).await?;
+            match take_within {
+                None => send_chunk(&mut dst, chunk, eos).await?,
+                Some(t) => match monoio::time::timeout(t, send_chunk(&mut dst, chunk, eos)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(Stop::Stalled),
+                },
+            }
             sent.set(sent.get() + n as u64);
             let _ = src.flow_control().release_capacity(n);
             if eos {
                 return Ok(None);
             }
         }
-        let trailers = src.trailers().await?;
+        let trailers = src.trailers().await.map_err(Stop::Stream)?;
         if let Some(f) = first.take() {
             f();
         }
         match trailers {
             Some(t) => {
                 let g = grpc::status(&t);
-                dst.send_trailers(t)?;
+                dst.send_trailers(t).map_err(Stop::Stream)?;
                 Ok(g)
             }
             None => {
-                dst.send_data(Bytes::new(), true)?;
+                dst.send_data(Bytes::new(), true).map_err(Stop::Stream)?;
                 Ok(None)
             }
         }
     }
     .await;
-    if let Err(e) = &moved {
-        dst.send_reset(reset_reason(e));
+    match &moved {
+        Err(Stop::Stream(e)) => dst.send_reset(reset_reason(e)),
+        Err(Stop::Stalled) => dst.send_reset(Reason::CANCEL),
+        Ok(_) => {}
     }
     moved
 }

@@ -368,7 +368,8 @@ async fn stream(
         return;
     };
     let authority = l.metrics.authority(host);
-    let timeout = grpc::timeout(&parts.headers).unwrap_or(l.http2.response_timeout);
+    let deadline = grpc::timeout(&parts.headers);
+    let timeout = deadline.unwrap_or(l.http2.response_timeout);
     let at = Cell::new(None);
     let connected = |a: SocketAddr| {
         dest.metrics_of(&l, route, Protocol::Http2, Some(a), authority)
@@ -389,6 +390,7 @@ async fn stream(
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: 100 Continue not relayed");
         }
     };
+    let mut client_reset = None;
     let outcome = {
         // Boxed: the task holds only the variant in use (spawning copies the task's state).
         let h2 = match l.cfg.upstream_protocol {
@@ -420,10 +422,23 @@ async fn stream(
                 Ok((head, UpBody::H1(body)))
             })
         };
+        // A gRPC deadline (`grpc-timeout`) bounds the whole exchange, from the request's
+        // start: connect, request body and response head, on either upstream protocol.
+        let exchange = async {
+            match deadline {
+                None => exchange.await,
+                Some(d) => monoio::time::timeout(d, exchange)
+                    .await
+                    .unwrap_or(Err(Failure::Status(504, "upstream response timeout"))),
+            }
+        };
         let reset = poll_fn(|cx| respond_cell.borrow_mut().poll_reset(cx));
         monoio::select! {
             r = exchange => Some(r),
-            _ = reset => None,
+            r = reset => {
+                client_reset = Some(r.unwrap_or(Reason::CANCEL));
+                None
+            }
         }
     };
     let mut respond = respond_cell.into_inner();
@@ -434,7 +449,11 @@ async fn stream(
     }
     let (head, up_body) = match outcome {
         None => {
-            debug!(listener = %l.cfg.name, %peer, "http2: client reset the stream before the response");
+            // Counted as the client saw it, as when the reset reaches the exchange first
+            // (`error="h2(REASON)"`, no status).
+            let reason = client_reset.unwrap_or(Reason::CANCEL);
+            debug!(listener = %l.cfg.name, %peer, ?reason, "http2: client reset the stream before the response");
+            m.completed(0, None, Some(ErrorLabel::H2(u32::from(reason))));
             return;
         }
         Some(Err(Failure::Reset(reason))) => {

@@ -9,6 +9,7 @@
 //!
 //! Not here: TLS to the upstream, connection-level keepalive pings.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use http::{request, response, Request};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::body::pump;
+use super::body::{pump_within, Stop};
 use crate::core::Listener;
 use crate::error::Failure;
 use crate::metrics::{ConnectRetry, CONNECT_FAILED};
@@ -39,8 +40,10 @@ pub(crate) struct Body {
 /// response head. For a request with a body, unless `timeout` is the client's gRPC deadline
 /// (`grpc-timeout`), `timeout` counts from when the whole body has been handed to the
 /// upstream stream (the upstream's flow-control window took its last bytes), as on the HTTP/1
-/// path: a slow upload or a long client stream is not cut while it is still sending. A response
-/// head that comes before the body's end (bidirectional streaming) is taken at once.
+/// path: a slow upload or a long client stream is not cut while it is still sending. Meanwhile
+/// an upstream that takes no byte of a chunk of the body within `timeout` (it neither reads
+/// nor answers) gets its stream reset, and the client a 504. A response head that comes
+/// before the body's end (bidirectional streaming) is taken at once.
 ///
 /// A bodiless request the upstream did not process is sent once more on a new connection
 /// (RFC 9113 §8.7): one above the last-stream-id of a GOAWAY (§6.8), or one reset with
@@ -99,8 +102,9 @@ pub(super) async fn exchange(
 enum Wait {
     /// Until this instant (a bodiless request, or a gRPC deadline).
     Until(Instant),
-    /// This long after the request body's end was handed to the upstream stream; without
-    /// bound while the body is still being sent.
+    /// This long after the request body's end was handed to the upstream stream. While the
+    /// body is still being sent, the upstream must take each chunk of it within this long
+    /// (waits for the client's next chunk are not bounded).
     AfterBody(Duration),
 }
 
@@ -174,15 +178,24 @@ async fn attempt(
             l.pools.forget_h2(addr);
             Attempt::Failed(Failure::Status(502, "upstream HTTP/2 connection failed"))
         })?;
-    // `sent` fires when the pump has handed the body's end to the upstream stream; it is
-    // dropped unfired when the pump fails (the stream is reset then, so the response fails).
-    let (sent_tx, sent) = oneshot::channel::<()>();
+    // `sent` says `true` when the pump has handed the body's end to the upstream stream,
+    // `false` when the upstream took no byte of a chunk within the response timeout (it
+    // neither reads the body nor answers: the stream is reset); it is dropped unsent when
+    // the pump fails otherwise (a stream reset on either side, so the response fails).
+    let (sent_tx, sent) = oneshot::channel::<bool>();
+    let take_within = match wait {
+        Wait::AfterBody(timeout) => Some(timeout),
+        Wait::Until(_) => None,
+    };
     let abort = body.map(|body| {
         let (tx, rx) = oneshot::channel::<()>();
         monoio::spawn(async move {
+            let none = Cell::new(0);
             monoio::select! {
-                r = pump(body, send_body, &|| {}) => if r.is_ok() {
-                    let _ = sent_tx.send(());
+                r = pump_within(body, send_body, &|| {}, &none, take_within) => match r {
+                    Ok(_) => { let _ = sent_tx.send(true); }
+                    Err(Stop::Stalled) => { let _ = sent_tx.send(false); }
+                    Err(Stop::Stream(_)) => {}
                 },
                 // Dropped guard: the response side is over, so stop and reset the upstream
                 // stream (dropping `send_body` with the rest does that).
@@ -197,30 +210,33 @@ async fn attempt(
             Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
             Wait::AfterBody(timeout) => {
                 monoio::select! {
-                    r = &mut response => return Ok(r),
-                    _ = sent => {}
+                    r = &mut response => return Some(r),
+                    s = sent => if s == Ok(false) {
+                        debug!(upstream = %addr, "http2: upstream took none of the request body within the response timeout");
+                        return None;
+                    },
                 }
                 timeout
             }
         };
-        monoio::time::timeout(left, response).await
+        monoio::time::timeout(left, response).await.ok()
     };
     let resp = match head.await {
-        Err(_) => {
+        None => {
             return Err(Attempt::Failed(Failure::Status(
                 504,
                 "upstream response timeout",
             )))
         }
         // Above the last-stream-id of a GOAWAY: never processed (RFC 9113 §6.8).
-        Ok(Err(e)) if e.is_go_away() && e.is_remote() => {
+        Some(Err(e)) if e.is_go_away() && e.is_remote() => {
             return Err(Attempt::Unprocessed("above the last-stream-id of a GOAWAY"))
         }
         // RFC 9113 §8.7: REFUSED_STREAM means no application processing happened.
-        Ok(Err(e)) if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) => {
+        Some(Err(e)) if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) => {
             return Err(Attempt::Unprocessed("reset with REFUSED_STREAM"))
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             return Err(Attempt::Failed(match e.reason() {
                 Some(r) if e.is_reset() => Failure::Reset(r),
                 _ => {
@@ -229,7 +245,7 @@ async fn attempt(
                 }
             }))
         }
-        Ok(Ok(r)) => r,
+        Some(Ok(r)) => r,
     };
     let (head, recv) = resp.into_parts();
     Ok((
