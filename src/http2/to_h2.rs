@@ -209,12 +209,15 @@ async fn attempt(
         let left = match wait {
             Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
             Wait::AfterBody(timeout) => {
+                // `sent` first: a stalled pump resets the upstream stream, which fails
+                // `response` in the same round, and the client should get the 504.
                 monoio::select! {
-                    r = &mut response => return Some(r),
+                    biased;
                     s = sent => if s == Ok(false) {
                         debug!(upstream = %addr, "http2: upstream took none of the request body within the response timeout");
                         return None;
                     },
+                    r = &mut response => return Some(r),
                 }
                 timeout
             }
