@@ -293,6 +293,31 @@ fn an_upstream_connection_closed_for_a_bad_response_is_a_failure() {
     }
 }
 
+/// Review: an upstream connection the proxy cut because the *client* reset mid-response was
+/// counted `success` (README: a side closed because the other failed is a failure).
+#[test]
+fn an_upstream_connection_cut_because_the_client_reset_is_a_failure() {
+    let p = proxy(&[endless_body_upstream()], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Some of the response has arrived: the body is flowing.
+    let mut some = [0u8; 4096];
+    c.read_exact(&mut some).unwrap();
+    assert!(some.starts_with(b"HTTP/1.1 200"));
+    reset(c);
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    let ok = metric(
+        &m,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
+    );
+    assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+}
+
 /// Issue 16: with one of two endpoints refusing, every request is answered by the live one
 /// (a failed connect is retried there), the request counts in the live endpoint's series, and
 /// the dead endpoint is ejected after `eject_after_failures` failures on a worker.

@@ -691,6 +691,37 @@ fn h2_to_h1_translation() {
     );
 }
 
+/// Review: on h2→h1, an HTTP/1 upstream connection the proxy closed because the client went
+/// away (or reset its stream) mid-response was counted `success` (README: a side closed because the other
+/// failed is a failure).
+#[test]
+fn an_h1_upstream_connection_cut_because_the_client_left_is_a_failure() {
+    let p = proxy(&[endless_body_upstream()], H1_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s.send_request(get("a", "/"), true).unwrap();
+        let (head, mut body) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        // The body is flowing; then the client goes away mid-response (the stream and the
+        // connection end with the runtime).
+        let first = body.data().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+    });
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    let ok = metric(
+        &m,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
+    );
+    assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+}
+
 /// A raw HTTP/2 frame.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(9 + payload.len());

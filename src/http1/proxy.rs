@@ -386,6 +386,11 @@ async fn send_request_body(
         Err(e) => e,
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, error = %e, "request body not forwarded");
+    if e.side() == Side::Client {
+        // The upstream connection, cut with its request half sent because of the client,
+        // closes as a failure (an upstream-side error was counted where it happened).
+        up.failed();
+    }
     let (code, reason) = match e {
         MessageError::ReadTimeout(Side::Client) => (408, "request body timeout"),
         MessageError::BadFraming(Side::Client, _) => (400, "bad chunked request body"),
@@ -443,7 +448,12 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     end_upstream(up);
     match relayed {
         Ok(_) => linger_close(client).await,
-        Err(_) => abort(client),
+        Err(e) => {
+            if e.side() == Side::Client {
+                up.failed();
+            }
+            abort(client);
+        }
     }
     true
 }
@@ -737,6 +747,7 @@ async fn exchange(
             // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
             Some(Speaker::Upstream) => {}
             None => {
+                up.failed();
                 proxy_error(client, 504, "upstream response timeout").await;
                 m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                 ctx.access(client, 504);
@@ -821,6 +832,7 @@ async fn exchange(
             ubuf.drain(..r.head_len);
             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
             if req.minor > 0 && write_all(client, r.head).await.is_err() {
+                up.failed();
                 return Some(false);
             }
             if r.code == 100 && !body_sent {
@@ -856,6 +868,7 @@ async fn exchange(
         let written = write_all(client, out).await;
         ctx.access(client, resp.code);
         if written.is_err() {
+            up.failed();
             return Some(false);
         }
         if !cbuf.is_empty() || !body_buf.is_empty() {
@@ -877,21 +890,28 @@ async fn exchange(
         };
         let spliced =
             forward::splice_both(&core.pipes, counters, client.io(), up.stream(), limits).await;
+        // Cut by the proxy (both sockets reset) or by one side's error: the upstream
+        // connection closes as a failure, as on the opaque path.
         return Some(match spliced {
             Ok(forward::Ended::Eof) => true,
             Ok(forward::Ended::IdleTimeout) => {
                 l.metrics.stream_timeout(StreamTimeout::Idle);
+                up.failed();
                 false
             }
             Ok(forward::Ended::HalfCloseTimeout) => {
                 l.metrics.stream_timeout(StreamTimeout::HalfClose);
+                up.failed();
                 false
             }
             Err(e) => {
                 match e.side {
-                    Some(crate::error::Side::Client) => client.note_error(&e.error),
+                    Some(crate::error::Side::Client) => {
+                        client.note_error(&e.error);
+                        up.failed();
+                    }
                     Some(crate::error::Side::Upstream) => up.note_error(&e.error),
-                    None => {}
+                    None => up.failed(),
                 }
                 false
             }
@@ -918,6 +938,7 @@ async fn exchange(
     if resp.framing != Framing::Empty && ubuf.is_empty() {
         if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
             debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
+            up.failed();
             m.first_byte(code, t0.elapsed());
             m.completed(code, None, Some(ErrorLabel::Client));
             abort(client);
@@ -943,7 +964,11 @@ async fn exchange(
             debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
             let error = match e.side() {
                 Side::Upstream => ErrorLabel::Upstream,
-                Side::Client => ErrorLabel::Client,
+                Side::Client => {
+                    // Closed because the client failed: a failure on the upstream side too.
+                    up.failed();
+                    ErrorLabel::Client
+                }
             };
             m.completed(code, None, Some(error));
             ctx.access(client, code);

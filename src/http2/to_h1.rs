@@ -206,7 +206,9 @@ pub(super) async fn exchange(
     let mut first = None;
     let mut interim = 0;
     if !eos && expects_continue(&parts.headers) {
-        match first_to_speak(&up, &mut body, timeout).await? {
+        // Neither in time, or the client's reset: the connection is closed as a failure.
+        let speaker = first_to_speak(&up, &mut body, timeout).await;
+        match speaker.map_err(|f| upstream_failed(&mut up, f))? {
             Speaker::Client(data) => first = data,
             Speaker::Upstream => loop {
                 let mut started = false;
@@ -279,7 +281,9 @@ pub(super) async fn exchange(
                 debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
                 return Ok(response(head, up, buf, addr, l, false));
             }
-            Err(f) => return Err(f),
+            // The client's reset mid-body: the upstream connection, cut with its request
+            // half sent, closes as a failure.
+            Err(f) => return Err(upstream_failed(&mut up, f)),
         }
     }
     // An answer that was waiting before a write of the body: the connection is not pooled
@@ -346,8 +350,10 @@ pub(super) async fn exchange(
     Ok(response(head, up, buf, addr, l, !answered_early))
 }
 
-/// `f`, a failure that is `up`'s upstream's fault (no, a late or a malformed response),
-/// with `up` marked so that its close counts as a `failure`.
+/// `f`, a failure that ends the exchange on `up` (its upstream's fault: no, a late or a
+/// malformed response; or the client's: a reset before the request was sent), with `up`
+/// marked so that its close counts as a `failure` (`tcp_close_total{peer="dst"}`: a side the
+/// proxy closes because the other failed is a failure).
 fn upstream_failed(up: &mut UpConn, f: Failure) -> Failure {
     up.failed();
     f
@@ -367,7 +373,7 @@ fn response(
     (
         head.parts,
         Body {
-            up,
+            up: Some(up),
             buf,
             done: end.is_done(),
             end,
@@ -497,8 +503,12 @@ async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result
 }
 
 /// An HTTP/1 response body being decoded into DATA frames.
+///
+/// Dropped before the body's end (the client reset the stream or went away, or the upstream
+/// failed), its connection closes counted as a `failure`.
 pub(crate) struct Body {
-    up: UpConn,
+    /// `Some` until [`Body::finish`] pools it.
+    up: Option<UpConn>,
     /// Bytes read but not yet handed out.
     buf: Vec<u8>,
     end: BodyEnd,
@@ -542,7 +552,11 @@ impl Body {
                 }
             }
             let buf = std::mem::take(&mut self.buf);
-            let (r, b) = read_within(&mut self.up, buf, Some(self.pause))
+            let up = self
+                .up
+                .as_mut()
+                .expect("invariant: a Body holds its connection until finish");
+            let (r, b) = read_within(up, buf, Some(self.pause))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
             self.buf = b;
@@ -559,9 +573,21 @@ impl Body {
 
     /// Returns the connection to the pool if the response ended exactly and the upstream
     /// keeps it alive.
-    pub fn finish(self, l: &Listener) {
+    pub fn finish(mut self, l: &Listener) {
         if self.keep_alive && self.done && self.buf.is_empty() {
-            l.pools.put_h1(self.addr, self.up);
+            if let Some(up) = self.up.take() {
+                l.pools.put_h1(self.addr, up);
+            }
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(up) = self.up.as_mut() {
+                up.failed();
+            }
         }
     }
 }

@@ -180,6 +180,32 @@ fn answering_upstream(
     .0
 }
 
+/// An HTTP/1.1 upstream that answers each request with a head promising a 1 GB body and then
+/// writes 64 KiB pieces of it until a write fails (the proxy closed the connection).
+pub fn endless_body_upstream() -> SocketAddr {
+    upstream(|mut c: TcpStream| {
+        if !read_past_head(&mut c) {
+            return;
+        }
+        if c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        let piece = vec![b'x'; 64 << 10];
+        while c.write_all(&piece).is_ok() {}
+    })
+    .0
+}
+
+/// Resets `c` (`SO_LINGER` 0, then close): the peer's next write fails.
+pub fn reset(c: TcpStream) {
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+}
+
 /// A 413 that keeps the connection open, for [`answers_early_and_keeps_the_connection`].
 pub const EARLY_413: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
