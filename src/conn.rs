@@ -228,9 +228,16 @@ async fn detect_stage(
 ) -> Result<(DetectResult, Early), DetectStop> {
     let m = &l.metrics;
     tracked.detecting(timeout);
+    // With keepalive at once: the connection may become an opaque upstream or a pooled one.
     let dial = || {
         m.early_dial();
-        upstream::connect(addr, l.cfg.connect_timeout)
+        async move {
+            let r = upstream::connect(addr, l.cfg.connect_timeout).await;
+            if let Ok(s) = &r {
+                upstream::keepalive(s, l.cfg.keepalive);
+            }
+            r
+        }
     };
     let s = DetectSettings {
         timeout,
@@ -239,7 +246,9 @@ async fn detect_stage(
     };
     // An early connection the upstream closed before the client spoke.
     let spare = |u| close_spare(m, addr, u);
-    match detect::detect(client, &s, &core.peek_buf, dial, spare).await {
+    // An early dial still connecting when the client spoke HTTP (or left): dropped unused.
+    let abandoned = || m.early_dial_unused();
+    match detect::detect(client, &s, &core.peek_buf, dial, spare, abandoned).await {
         Ok(Detection::Decided {
             result,
             hello,
@@ -354,16 +363,17 @@ async fn dial(
     let first = target.addr;
     let other = || target.other(&l.balancer);
     let dialled = match early {
+        // Keepalive already set by detection's dial.
         Some(Ok(s)) => {
             l.health.connected(first);
-            Ok((first, s))
+            return Some((first, s));
         }
         Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
         None => upstream::connect_any(m, &l.health, first, timeout, other).await,
     };
     match dialled {
         Ok((addr, s)) => {
-            keepalive(l, &s);
+            upstream::keepalive(&s, l.cfg.keepalive);
             Some((addr, s))
         }
         Err(e) => {
@@ -371,13 +381,5 @@ async fn dial(
             debug!(listener = %l.cfg.name, %peer, error = %e, "closing client: upstream connect failed");
             None
         }
-    }
-}
-
-/// Turns on TCP keepalive for upstream socket `s` as listener `l` says (accepted sockets
-/// inherit the listening socket's).
-fn keepalive(l: &Listener, s: &TcpStream) {
-    if l.cfg.keepalive.is_some() {
-        l.set_keepalive(s.as_raw_fd());
     }
 }

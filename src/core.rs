@@ -570,6 +570,7 @@ impl Core {
                 cfg.http1.pool_max_idle,
                 l.max_connections_per_endpoint,
                 l.max_connects_per_endpoint,
+                l.keepalive,
             ),
             retired: StopSignal::default(),
             successor: RefCell::new(None),

@@ -226,3 +226,56 @@ fn an_early_connection_the_upstream_closes_is_not_a_server_speaking_first() {
     );
     wait_metric(&p, DST_OPENED, 2.0);
 }
+
+/// A listening socket whose accept queue is full, so further SYNs are dropped: a connect to
+/// it stays in SYN-SENT (a blackholed endpoint). The returned values must be kept alive.
+fn blackholed() -> (std::net::SocketAddr, socket2::Socket, Vec<TcpStream>) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let fillers = (0..4)
+        .filter_map(|_| {
+            TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()
+        })
+        .collect();
+    (addr, s, fillers)
+}
+
+/// Review: with the listener's upstream blackholed, an HTTP client that spoke while the early
+/// dial was still connecting waited for that dial (`connect_timeout_ms`) before its request
+/// was read, though its requests go where routes send them. The dial still in flight is now
+/// dropped for HTTP (counted unused) and the request is served at once.
+#[test]
+fn an_http_client_does_not_wait_for_an_early_dial_still_connecting() {
+    let (dead, _listener, _fillers) = blackholed();
+    let (live, _h) = upstream(keep_alive);
+    let p = proxy(
+        &[dead],
+        &format!(
+            "connect_timeout_ms = 60000\n\
+             [[listener.route]]\nname = \"live\"\nhost = \"live.example\"\nupstream = [\"{live}\"]\n"
+        ),
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    // The early dial has started (to the blackholed endpoint) and cannot finish.
+    wait_metric(&p, EARLY, 1.0);
+    // Well below the 60 s connect timeout the request waited for before.
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: live.example\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok"), "{resp}");
+    wait_metric(&p, UNUSED, 1.0);
+    // The abandoned dial never connected: the route's connection is the only upstream one.
+    wait_metric(&p, DST_OPENED, 1.0);
+}

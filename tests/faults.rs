@@ -244,6 +244,104 @@ fn both_proxied_sockets_have_tcp_keepalive() {
     assert!(!line.contains("keepalive"), "{line}");
 }
 
+/// The keepalive timer (seconds left, as `ss` prints it) on the proxy's socket to `peer`.
+fn keepalive_left(peer: SocketAddr, local: SocketAddr) -> String {
+    let l = ss_line(local, peer).expect("the proxy's upstream socket");
+    l.split("timer:(keepalive,")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no keepalive timer: {l}"))
+        .to_string()
+}
+
+/// Review: pooled HTTP upstream connections had no TCP keepalive (only opaque ones did), so
+/// an upstream that vanished without FIN or RST was found only when retransmission gave up
+/// (~15 min). Now the HTTP/1 pool's connections and the HTTP/2 upstream connection run the
+/// listener's keepalive too.
+#[test]
+fn pooled_http_upstream_connections_have_tcp_keepalive() {
+    let ka =
+        "tcp_keepalive_ms = 7000\ntcp_keepalive_interval_ms = 2000\ntcp_keepalive_probes = 4\n";
+    // HTTP/1: a keep-alive upstream that reports the proxy's socket address.
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let _ = tx.lock().unwrap().send(c.peer_addr().unwrap());
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n"
+                && w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let p = proxy(&[up], &format!("protocol = \"http1\"\n{ka}"));
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (head, body) = common::h1::read_response(&mut c, &mut Vec::new());
+    assert!(head.starts_with("HTTP/1.1 200") && body == b"ok", "{head}");
+    let proxy_up = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let left = keepalive_left(up, proxy_up);
+    assert!(
+        left.starts_with("6.") || left.starts_with('7'),
+        "HTTP/1 pool: {left}"
+    );
+
+    // HTTP/2 (h2c prior knowledge both ways): the pooled upstream connection.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up2 = l.local_addr().unwrap();
+    let (tx2, rx2) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (s, peer) = l.accept().unwrap();
+        tx2.send(peer).unwrap();
+        rt().block_on(async move {
+            s.set_nonblocking(true).unwrap();
+            let s = tokio::net::TcpStream::from_std(s).unwrap();
+            let Ok(mut conn) = h2::server::handshake(s).await else {
+                return;
+            };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                let _ = respond.send_response(http::Response::new(()), true);
+            }
+        })
+    });
+    let p2 = proxy(&[up2], &format!("protocol = \"http2\"\n{ka}"));
+    let client = TcpStream::connect(addr(&p2)).unwrap();
+    rt().block_on(async move {
+        client.set_nonblocking(true).unwrap();
+        let c = tokio::net::TcpStream::from_std(client).unwrap();
+        let (send, conn) = h2::client::handshake(c).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let req = http::Request::get("http://a/").body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200);
+    });
+    let proxy_up2 = rx2.recv_timeout(Duration::from_secs(5)).unwrap();
+    let left = keepalive_left(up2, proxy_up2);
+    assert!(
+        left.starts_with("6.") || left.starts_with('7'),
+        "HTTP/2 upstream: {left}"
+    );
+}
+
+/// A current-thread tokio runtime for one side of an HTTP/2 exchange.
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Accepted sockets inherit keepalive from the listening socket; after a reload that keeps the
 /// socket but changes the keepalive settings, every connection it accepts gets the new ones,
 /// and turning keepalive off turns it off.

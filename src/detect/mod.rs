@@ -29,10 +29,11 @@ pub mod tls;
 mod verdict;
 
 use std::cell::RefCell;
-use std::future::{pending, Future};
+use std::future::{pending, poll_fn, Future};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -255,10 +256,45 @@ where
     }
 }
 
+/// Like [`hand_over`], for a verdict that dials per request (HTTP) or needs no upstream (the
+/// client left): a dial still in flight is not waited for. It is polled once (its result may
+/// already be in) and otherwise dropped, which cancels the connect, and `abandoned` is called.
+/// (Review: with the upstream blackholed, an HTTP client that spoke while the early dial sat
+/// in SYN-SENT waited `connect_timeout_ms` before its request was even read, although its
+/// requests may go to other endpoints or routes.)
+async fn hand_over_ready<F>(
+    up: Option<TcpStream>,
+    dial: Option<Pin<Box<F>>>,
+    abandoned: impl FnOnce(),
+) -> Option<F::Output>
+where
+    F: Future<Output = Result<TcpStream, ConnectError>>,
+{
+    match (up, dial) {
+        (Some(u), _) => Some(Ok(u)),
+        (None, Some(mut d)) => {
+            let now = poll_fn(|cx| Poll::Ready(d.as_mut().poll(cx))).await;
+            match now {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => {
+                    drop(d);
+                    abandoned();
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
 /// Runs detection on `client` with settings `s`. `scratch` is the worker's peek buffer
 /// (at least [`PEEK_CAP`] bytes; borrowed only between awaits). `dial` opens the upstream
 /// the connection will go to; it is called at most once, when the client stays silent for
-/// `s.dial_delay` and `s.eager_dial` is set (server-speaks-first support).
+/// `s.dial_delay` and `s.eager_dial` is set (server-speaks-first support). `spare` takes an
+/// early connection the upstream closed before the client spoke; `abandoned` is called when
+/// an early dial still connecting is dropped because the verdict does not need it (HTTP,
+/// whose requests dial per endpoint, or a client that left): the verdict then carries no
+/// early upstream.
 ///
 /// Errors: the client socket failing (a reset during the peek). A timeout is not an error:
 /// it is the verdict [`DetectResult::Timeout`].
@@ -268,6 +304,7 @@ pub async fn detect<F>(
     scratch: &RefCell<Box<[u8]>>,
     mut dial: impl FnMut() -> F,
     mut spare: impl FnMut(TcpStream),
+    abandoned: impl FnOnce(),
 ) -> io::Result<Detection>
 where
     F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -314,9 +351,15 @@ where
                 match step(scratch, fd, Some(have), &mut seen)? {
                     Step::Decided(result, hello) => {
                         // The client spoke first. A dial still in flight is finished and
-                        // handed over (the opaque path needs it anyway).
+                        // handed over when the verdict is forwarded opaque (that path needs
+                        // it anyway); HTTP and a client that left do not wait for it.
                         drop(up_lowat);
-                        let early = hand_over(up, in_flight).await;
+                        let early = match result {
+                            DetectResult::Http1 | DetectResult::Http2 | DetectResult::Closed => {
+                                hand_over_ready(up, in_flight, abandoned).await
+                            }
+                            _ => hand_over(up, in_flight).await,
+                        };
                         return decided(result, hello, early, seen);
                     }
                     Step::Need { have: h, want } => {

@@ -325,5 +325,6 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
             debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
             Failure::Status(502, crate::metrics::CONNECT_FAILED)
         })?;
+    upstream::keepalive(&tcp, l.cfg.keepalive);
     pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst_for(addr)).await
 }

@@ -14,11 +14,24 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use tracing::debug;
 
+use crate::config::KeepaliveConfig;
 use crate::error::{ConnectError, ConnectErrorKind};
 use crate::metrics::{ConnectRetry, ListenerMetrics};
 use crate::sys;
 
 use super::health::Health;
+
+/// Turns on TCP keepalive `k` (the listener's `tcp_keepalive_*`; `None`: nothing to do) on
+/// upstream socket `s`, so an upstream that vanished without FIN or RST is found within about
+/// `time + interval × probes` instead of when retransmission gives up (~15 min). Failures are
+/// logged at debug, not fatal: the connection works without it.
+pub fn keepalive(s: &TcpStream, k: Option<KeepaliveConfig>) {
+    let Some(k) = k else { return };
+    let secs = |d: Duration| d.as_secs() as u32;
+    if let Err(e) = sys::set_keepalive(s.as_raw_fd(), secs(k.time), secs(k.interval), k.probes) {
+        debug!(error = %e, "could not set TCP keepalive on an upstream socket");
+    }
+}
 
 /// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
 /// non-blocking (as opaque forwarding needs it).

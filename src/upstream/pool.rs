@@ -24,8 +24,8 @@ use tracing::debug;
 
 use super::gate::{Gate, Granted, OpenSlot};
 use super::health::Health;
-use super::{connect, connect_retrying};
-use crate::config::Http2Config;
+use super::{connect, connect_retrying, keepalive};
+use crate::config::{Http2Config, KeepaliveConfig};
 use crate::detect::http::H2_PREFACE;
 use crate::error::{ConnectErrorKind, Failure, Side};
 use crate::io::{coalesce::Coalesce, counted::Counted, Peer};
@@ -105,6 +105,8 @@ pub struct Pools {
     gates: RefCell<Vec<(SocketAddr, Rc<Gate>)>>,
     /// `max_connections_per_endpoint`, `max_connects_per_endpoint` (0: no bound).
     bounds: (u32, u32),
+    /// TCP keepalive for the HTTP/1 connections it dials (`None`: off).
+    keepalive: Option<KeepaliveConfig>,
 }
 
 /// Idle HTTP/1 upstream connections of one listener on one core.
@@ -158,12 +160,14 @@ fn idle_alive(c: &UpConn) -> bool {
 impl Pools {
     /// Empty pools keeping idle HTTP/1 connections up to `h1_idle_timeout`, at most
     /// `h1_max_idle` of them; per endpoint at most `max_open` HTTP/1 connections open and
-    /// `max_dialling` being dialled (0: no bound).
+    /// `max_dialling` being dialled (0: no bound); the HTTP/1 connections it dials get TCP
+    /// keepalive `keepalive`.
     pub fn new(
         h1_idle_timeout: Duration,
         h1_max_idle: usize,
         max_open: u32,
         max_dialling: u32,
+        keepalive: Option<KeepaliveConfig>,
     ) -> Pools {
         Pools {
             h1: Rc::new(IdleH1 {
@@ -176,6 +180,7 @@ impl Pools {
             learned: RefCell::new(Vec::new()),
             gates: RefCell::new(Vec::new()),
             bounds: (max_open, max_dialling),
+            keepalive,
         }
     }
 
@@ -251,6 +256,7 @@ impl Pools {
         match dialled {
             Ok(u) => {
                 h.connected(addr);
+                keepalive(&u, self.keepalive);
                 let mut c = adopt_h1(m, addr, u).ok_or(("upstream socket error", None))?;
                 c._slot = Some(open);
                 Ok((c, false))
