@@ -140,9 +140,12 @@ pub fn serve(
                 if let Some(Ok(u)) = { early } {
                     if l.pools.has_idle_h1(addr) {
                         close_spare(m, addr, u);
-                    } else if !pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u)) {
-                        // Counted in `dst` as its pooled connection would have been.
-                        m.early_dial_unused();
+                    } else {
+                        upstream::keepalive(&u, l.cfg.keepalive);
+                        if !pool::adopt_h1(m, addr, u).is_some_and(|u| l.pools.put_h1(addr, u)) {
+                            // Counted in `dst` as its pooled connection would have been.
+                            m.early_dial_unused();
+                        }
                     }
                 }
                 let dest = HttpDest::new(&target);
@@ -228,16 +231,10 @@ async fn detect_stage(
 ) -> Result<(DetectResult, Early), DetectStop> {
     let m = &l.metrics;
     tracked.detecting(timeout);
-    // With keepalive at once: the connection may become an opaque upstream or a pooled one.
+    // (Keepalive is set where the connection is used: a spare closed unused costs nothing.)
     let dial = || {
         m.early_dial();
-        async move {
-            let r = upstream::connect(addr, l.cfg.connect_timeout).await;
-            if let Ok(s) = &r {
-                upstream::keepalive(s, l.cfg.keepalive);
-            }
-            r
-        }
+        upstream::connect(addr, l.cfg.connect_timeout)
     };
     let s = DetectSettings {
         timeout,
@@ -363,10 +360,9 @@ async fn dial(
     let first = target.addr;
     let other = || target.other(&l.balancer);
     let dialled = match early {
-        // Keepalive already set by detection's dial.
         Some(Ok(s)) => {
             l.health.connected(first);
-            return Some((first, s));
+            Ok((first, s))
         }
         Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
         None => upstream::connect_any(m, &l.health, first, timeout, other).await,

@@ -95,6 +95,7 @@ pub fn adopt_upstream(
     if l.pools.has_idle_h1(addr) {
         return Err(tcp);
     }
+    crate::upstream::keepalive(&tcp, l.cfg.keepalive);
     match crate::upstream::pool::adopt_h1(&l.metrics, addr, tcp) {
         Some(u) => Ok(l.pools.put_h1(addr, u)),
         None => Ok(false),

@@ -282,6 +282,7 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Resul
     if l.pools.h2(addr).is_some() {
         return Err(tcp);
     }
+    upstream::keepalive(&tcp, l.cfg.keepalive);
     let listener = l.clone();
     let handshake = async move {
         let l = listener;
