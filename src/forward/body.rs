@@ -49,7 +49,15 @@ pub struct BodySockets {
     /// Whether the source's peek offset was set ([`BodySockets::peek_src`]): `Some(false)`
     /// once the kernel refused it.
     peek_off: Option<bool>,
+    /// Looks past the next chunk left to skip ([`BodySockets::look_ahead`]).
+    ahead_skip: u32,
 }
+
+/// After a look past the next chunk found nothing queued there (the sender, not the proxy,
+/// sets the pace), the next this many looks are skipped: each costs a `setsockopt` and a
+/// `recv` that would most likely find nothing either, and the peeks at the head of the queue
+/// need no offset meanwhile (plain `MSG_PEEK`, no `setsockopt`).
+const AHEAD_PAUSE: u32 = 16;
 
 impl BodySockets {
     /// Whether the body's sockets are non-blocking now: its reads and writes must then go
@@ -84,6 +92,28 @@ impl BodySockets {
             self.peek_off = Some(true);
         }
         sys::peek(src, buf).map(Some)
+    }
+
+    /// Whether to look for chunks queued past the next one (peeks at an offset): not for the
+    /// [`AHEAD_PAUSE`] looks after one that found nothing there ([`BodySockets::missed_ahead`]).
+    pub fn look_ahead(&mut self) -> bool {
+        if self.ahead_skip > 0 {
+            self.ahead_skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// A look past the next chunk found nothing queued there: the next [`AHEAD_PAUSE`] looks
+    /// are skipped, and the peek offset is turned off meanwhile so that peeks at the head of
+    /// the queue need no `setsockopt` each.
+    pub fn missed_ahead(&mut self) {
+        self.ahead_skip = AHEAD_PAUSE;
+        if let (Some((src, _, _)), Some(true)) = (self.switched, self.peek_off) {
+            if sys::set_peek_offset(src, -1).is_ok() {
+                self.peek_off = None;
+            }
+        }
     }
 
     /// Makes `src` and `dst` non-blocking for the rest of the body. `false` (both put back)
@@ -280,6 +310,33 @@ mod tests {
         let mut probe = vec![0u8; data.len()];
         while b.peek(&mut probe).unwrap() < data.len() {}
         (a, b)
+    }
+
+    #[test]
+    fn a_look_ahead_that_finds_nothing_pauses_the_looks_and_the_offset() {
+        let (_a, b) = queued(b"0123456789abcdef");
+        let fd = b.as_raw_fd();
+        let mut buf = [0u8; 4];
+        let mut s = BodySockets {
+            switched: Some((fd, fd, false)),
+            ..Default::default()
+        };
+        assert!(s.look_ahead());
+        let offsets = s.peek_src(5, &mut buf).unwrap().is_some();
+        s.missed_ahead();
+        // The offset is off again: a peek at the head needs no `setsockopt`, and sees it.
+        assert_eq!(s.peek_off, if offsets { None } else { Some(false) });
+        assert_eq!(s.peek_src(0, &mut buf).unwrap(), Some(4));
+        assert_eq!(&buf, b"0123");
+        for _ in 0..AHEAD_PAUSE {
+            assert!(!s.look_ahead());
+        }
+        assert!(s.look_ahead(), "looks again after the pause");
+        // Offsets work again (where the kernel has them).
+        if offsets {
+            assert_eq!(s.peek_src(5, &mut buf).unwrap(), Some(4));
+            assert_eq!(&buf, b"5678");
+        }
     }
 
     #[test]

@@ -342,6 +342,8 @@ pub async fn forward_message(
     };
     // Non-blocking from the body's first spliced run to its end (dropped on return).
     let mut sockets = BodySockets::default();
+    // The framing peeked at right after the last framed run (see `FramedRun::after`).
+    let mut after: Option<Peeked> = None;
     let rest = loop {
         let (used, done) = end
             .feed(&buf)
@@ -393,10 +395,14 @@ pub async fn forward_message(
         // chunks already queued behind it too, up to a pipe's worth in one run (fewer reads
         // of the source, each of which can send it a window update).
         if let Some(sp) = splice.filter(|_| sockets.nonblocking() && between_chunks(&end)) {
-            if let Some(next) = framed_runs(&end, src, sp, pause, &mut sockets).await? {
+            // What the last framed run saw right after itself, if it was spliced whole and
+            // nothing has been taken from `src` since (this iteration spliced no run).
+            let seen = after.take().filter(|_| !run_next);
+            if let Some(next) = framed_runs(&end, src, sp, pause, &mut sockets, seen).await? {
                 match splice_run(sp, src, dst, next.len, pause, &mut watch, &mut sockets).await {
                     Ok(true) => {
                         end = next.end;
+                        after = next.after;
                         continue;
                     }
                     Ok(false) => {}
@@ -444,14 +450,23 @@ struct FramedRun {
     len: u64,
     /// The body's state once they are through (between two chunks again).
     end: BodyEnd,
+    /// What was peeked at right after the run: the framing of a next chunk to splice that
+    /// did not fit in the pipe with it. Once the run is spliced whole these are the bytes at
+    /// the head of `src`, so the next [`framed_runs`] starts from them instead of peeking
+    /// again (one `setsockopt` and one `recv` less per run).
+    after: Option<Peeked>,
 }
+
+/// Bytes peeked at in a body's source socket: a copy of the first `.1` bytes queued there.
+type Peeked = ([u8; CHUNK_LINE_READ], usize);
 
 /// Looks at what waits in `src` after a chunk of a body whose sockets are non-blocking
 /// (peeks of [`CHUNK_LINE_READ`] bytes), waiting up to `pause` for a first byte. `Some` when
 /// it is the CRLF and a complete, valid size line of a chunk to splice ([`splices`]), with
 /// the chunks queued behind that one added as long as the kernel can peek at their framing
 /// ([`BodySockets::peek_src`]), each is one to splice, and they fit in a pipe
-/// (`sp.pipes.bytes`) together. `None` for anything else next (the terminator, a small chunk,
+/// (`sp.pipes.bytes`) together; not for a while after such a look found nothing queued
+/// ([`BodySockets::look_ahead`]). `None` for anything else next (the terminator, a small chunk,
 /// a line still arriving or longer than the peek, malformed framing), which the normal reads
 /// then take and check.
 ///
@@ -462,13 +477,27 @@ async fn framed_runs(
     sp: BodySplice<'_>,
     pause: Option<Duration>,
     sockets: &mut BodySockets,
+    mut seen: Option<Peeked>,
 ) -> Result<Option<FramedRun>, MessageError> {
     let from = src.side();
     let mut b = [0u8; CHUNK_LINE_READ];
     let mut len = 0u64;
     let mut at = end.clone();
+    let mut after = None;
+    // Chunks past the first are looked for unless such looks keep finding nothing.
+    let ahead = sockets.look_ahead();
     loop {
-        let n = match sockets.peek_src(len, &mut b) {
+        if len > 0 && !ahead {
+            break;
+        }
+        let peeked = match seen.take() {
+            Some((bytes, n)) => {
+                b = bytes;
+                Ok(Some(n))
+            }
+            None => sockets.peek_src(len, &mut b),
+        };
+        let n = match peeked {
             Ok(Some(n)) => n,
             // The first look waits for the bytes; a later one takes what is there.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && len == 0 => {
@@ -479,6 +508,10 @@ async fn framed_runs(
                     .map_err(|e| MessageError::Io(from, e))?;
                 continue;
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sockets.missed_ahead();
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // Not there yet, no offset peeks, or an error the read that follows reports.
             _ => break,
@@ -487,6 +520,8 @@ async fn framed_runs(
             break;
         };
         if len > 0 && len + lead + size > sp.pipes.bytes as u64 {
+            // The head of the queue once this run is through.
+            after = Some((b, n));
             break;
         }
         let fed = at.feed(&b[..lead as usize]);
@@ -494,7 +529,11 @@ async fn framed_runs(
         at.skip(size);
         len += lead + size;
     }
-    Ok((len > 0).then_some(FramedRun { len, end: at }))
+    Ok((len > 0).then_some(FramedRun {
+        len,
+        end: at,
+        after,
+    }))
 }
 
 /// With `end` between two chunks and `peeked` what follows in the stream: the framing's
