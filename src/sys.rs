@@ -308,19 +308,37 @@ fn setsockopt_int(
 
 /// Turns TCP keepalive on: the first probe after `idle_s` seconds without traffic, then one
 /// every `interval_s` seconds; after `probes` unanswered ones the kernel drops the connection
-/// (reads and writes then fail with `ETIMEDOUT`). Four `setsockopt`s.
+/// (reads and writes then fail with `ETIMEDOUT`). Keepalive probes only go out while nothing
+/// is in flight, so the same bound, `idle_s + interval_s × probes` seconds, is also set as
+/// `TCP_USER_TIMEOUT` (milliseconds): data the peer leaves unacknowledged that long ends the
+/// connection too, instead of after ~15 minutes of retransmissions (a peer that vanished
+/// while a request was on its way). Five `setsockopt`s.
 ///
 /// Errors: the kernel refusing a value (out of its range: 1..=32767 s, 1..=127 probes).
 pub fn set_keepalive(fd: RawFd, idle_s: u32, interval_s: u32, probes: u32) -> io::Result<()> {
-    let int = |v: u32| v.min(i32::MAX as u32) as libc::c_int;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle_s))?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, int(interval_s))?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(probes))?;
+    let int = |v: u64| v.min(i32::MAX as u64) as libc::c_int;
+    let bound_ms = (u64::from(idle_s) + u64::from(interval_s) * u64::from(probes)) * 1000;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        int(idle_s.into()),
+    )?;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        int(interval_s.into()),
+    )?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(probes.into()))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, int(bound_ms))?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
 }
 
-/// Turns TCP keepalive off (`SO_KEEPALIVE` = 0; one `setsockopt`).
+/// Turns TCP keepalive off (`SO_KEEPALIVE` = 0) and with it the unacknowledged-data bound
+/// [`set_keepalive`] sets (`TCP_USER_TIMEOUT` = 0: the kernel's default); two `setsockopt`s.
 pub fn clear_keepalive(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 0)?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)
 }
 
@@ -461,6 +479,22 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn keepalive_bounds_unacknowledged_data_as_long_and_clearing_removes_both() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let s = socket2::SockRef::from(&c);
+        set_keepalive(c.as_raw_fd(), 7, 2, 4).unwrap();
+        assert!(s.keepalive().unwrap());
+        assert_eq!(
+            s.tcp_user_timeout().unwrap(),
+            Some(std::time::Duration::from_secs(7 + 2 * 4))
+        );
+        clear_keepalive(c.as_raw_fd()).unwrap();
+        assert!(!s.keepalive().unwrap());
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
+    }
 
     #[test]
     fn tcp_stats_count_payload_both_ways_and_not_the_fins() {
