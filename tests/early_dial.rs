@@ -279,3 +279,115 @@ fn an_http_client_does_not_wait_for_an_early_dial_still_connecting() {
     // The abandoned dial never connected: the route's connection is the only upstream one.
     wait_metric(&p, DST_OPENED, 1.0);
 }
+
+/// Review: with routes, a client that was silent past the grace after a failed early dial
+/// (the listener's own upstream refused) was closed, or forwarded opaque to another endpoint
+/// past its route. With routes a failed early dial no longer cuts detection short: the client
+/// that thinks for 300 ms before its request is routed as usual, and the failed dial counts
+/// as the connect error it was.
+#[test]
+fn a_slow_client_after_a_failed_early_dial_is_still_routed() {
+    let (live, _h) = upstream(keep_alive);
+    let p = proxy(
+        &[dead_addr()],
+        &format!(
+            "[[listener.route]]\nname = \"live\"\nhost = \"live.example\"\nupstream = [\"{live}\"]\n"
+        ),
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    wait_metric(&p, EARLY, 1.0);
+    // The scenario, not a synchronisation: a client that pauses before it speaks, longer
+    // than the 100 ms a silent client keeps after a failed dial on a listener without routes.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.write_all(b"GET / HTTP/1.1\r\nHost: live.example\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok"), "{resp}");
+    wait_metric(
+        &p,
+        "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
+        1.0,
+    );
+}
+
+/// Review: a client that reset during detection dropped the early connection uncounted (an
+/// upstream connection accepted, in no `dst` series, not in the unused early dials).
+#[test]
+fn an_early_connection_of_a_client_that_resets_is_counted() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(tx));
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let _ = tx.lock().unwrap().send(());
+        let mut c = c;
+        let _ = c.read_to_end(&mut Vec::new());
+    });
+    let p = proxy(&[up], "");
+    let c = TcpStream::connect(addr(&p)).unwrap();
+    // The early connection is accepted by the upstream; then the client resets.
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    reset(c);
+    wait_metric(&p, UNUSED, 1.0);
+    wait_metric(&p, DST_OPENED, 1.0);
+    wait_metric(
+        &p,
+        "tcp_open_connections{listener=\"t\",direction=\"outbound\",peer=\"dst\"}",
+        0.0,
+    );
+}
+
+/// Review: connections dialled during detection were pooled whatever the endpoint's
+/// `max_connections_per_endpoint` (ten silent clients, ten upstream connections at once with
+/// a bound of one). One is pooled only while the endpoint is under its bound; else it is
+/// closed unused and the request waits its turn.
+#[test]
+fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
+    use std::sync::{mpsc, Arc, Mutex};
+    let (release, held) = mpsc::channel::<()>();
+    let held = Arc::new(Mutex::new(held));
+    // Answers each request; the first only once the test says so.
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                let _ = held.lock().unwrap().recv();
+                if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
+         max_connections_per_endpoint = 1\n"
+    ));
+    let mut clients = Vec::new();
+    for dials in [1.0, 2.0] {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        wait_metric(&p, EARLY, dials);
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        clients.push(c);
+    }
+    // The second client's early connection found the endpoint at its bound (the first
+    // request holds the one connection): closed unused.
+    wait_metric(&p, UNUSED, 1.0);
+    for _ in 0..2 {
+        release.send(()).unwrap();
+    }
+    for mut c in clients {
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+}

@@ -318,6 +318,45 @@ fn an_upstream_connection_cut_because_the_client_reset_is_a_failure() {
     assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
 }
 
+/// Review: an HTTP/1 client that went away in the middle of its request body left a
+/// `request_total` with no `response_total`; it counts `error="client"` now (no status),
+/// and the upstream connection cut with its request half sent counts as a failure.
+#[test]
+fn a_client_gone_mid_request_body_is_counted_as_a_client_error() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Arc::new(std::sync::Mutex::new(tx));
+    // Reads the head and what body comes, never answers.
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut b = [0u8; 4096];
+        let mut seen = Vec::new();
+        while let Ok(n) = c.read(&mut b) {
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&b[..n]);
+            if seen.ends_with(b"0123456789") {
+                let _ = tx.lock().unwrap().send(());
+            }
+        }
+    });
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    reset(c);
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
+        1.0,
+    );
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+}
+
 /// Issue 16: with one of two endpoints refusing, every request is answered by the live one
 /// (a failed connect is retried there), the request counts in the live endpoint's series, and
 /// the dead endpoint is ejected after `eject_after_failures` failures on a worker.

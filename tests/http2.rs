@@ -722,6 +722,45 @@ fn an_h1_upstream_connection_cut_because_the_client_left_is_a_failure() {
     assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
 }
 
+/// Review: on h2→h1, an HTTP/1 upstream connection cut because the client went away before
+/// the response head (the stream's exchange is cancelled) was counted `success`.
+#[test]
+fn an_h1_upstream_connection_cut_before_the_response_head_is_a_failure() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(std::sync::Mutex::new(tx));
+    // Reads the request, tells the test, never answers.
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        if common::h1::read_request(&mut c, &mut buf).is_some() {
+            let _ = tx.lock().unwrap().send(());
+        }
+        let _ = c.read_to_end(&mut Vec::new());
+    });
+    let p = proxy(&[up], H1_UP);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let (_resp, _) = s.send_request(get("a", "/"), true).unwrap();
+        // The request is upstream; then the client goes away (with the runtime).
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    let ok = metric(
+        &m,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
+    );
+    assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+}
+
 /// A raw HTTP/2 frame.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(9 + payload.len());

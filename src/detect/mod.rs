@@ -230,6 +230,11 @@ pub struct DetectSettings {
     pub eager_dial: bool,
     /// How long the client may stay silent before that dial.
     pub dial_delay: Duration,
+    /// When that dial fails, give a still-silent client only [`AFTER_DIAL_FAILURE`] more
+    /// (a server-first client of a dead upstream is closed promptly). Off where an HTTP
+    /// client's requests may go elsewhere (a listener with routes): the client then has the
+    /// whole `timeout` to speak, as without an early dial.
+    pub close_after_dial_failure: bool,
 }
 
 impl DetectSettings {
@@ -239,6 +244,7 @@ impl DetectSettings {
             timeout: l.detect_timeout,
             eager_dial: d.server_first == ServerFirst::Eager,
             dial_delay: d.dial_delay,
+            close_after_dial_failure: l.routes.is_empty(),
         }
     }
 }
@@ -347,8 +353,23 @@ where
         monoio::select! {
             biased;
             r = client.readable(false) => {
-                r?;
-                match step(scratch, fd, Some(have), &mut seen)? {
+                let stepped = r.and_then(|()| step(scratch, fd, Some(have), &mut seen));
+                let stepped = match stepped {
+                    Ok(s) => s,
+                    // The client failed: an early connection is closed as the spare it is,
+                    // a dial in flight dropped (both counted unused).
+                    Err(e) => {
+                        drop(up_lowat);
+                        if let Some(u) = up {
+                            spare(u);
+                        }
+                        if in_flight.is_some() {
+                            abandoned();
+                        }
+                        return Err(e);
+                    }
+                };
+                match stepped {
                     Step::Decided(result, hello) => {
                         // The client spoke first. A dial still in flight is finished and
                         // handed over when the verdict is forwarded opaque (that path needs
@@ -360,6 +381,9 @@ where
                             }
                             _ => hand_over(up, in_flight).await,
                         };
+                        // An early dial that failed before the client spoke is handed over
+                        // as the failure it was (counted; the opaque path tries elsewhere).
+                        let early = early.or(failed.map(Err));
                         return decided(result, hello, early, seen);
                     }
                     Step::Need { have: h, want } => {
@@ -388,19 +412,22 @@ where
                         up_lowat = Some(LowWater { fd: u.as_raw_fd(), raised: false });
                         up = Some(u);
                     }
-                    // The upstream is down: nothing to proxy to, whatever the client says.
+                    // The upstream is down: nothing to proxy to, whatever the client says
+                    // (unless its HTTP requests may be routed elsewhere).
                     Err(e) => {
-                        let left = AFTER_DIAL_FAILURE.min(s.timeout);
-                        deadline.set(monoio::time::sleep(left));
+                        if s.close_after_dial_failure {
+                            let left = AFTER_DIAL_FAILURE.min(s.timeout);
+                            deadline.set(monoio::time::sleep(left));
+                        }
                         failed = Some(e);
                     }
                 }
             }
             r = async { match up.as_ref() { Some(u) => u.readable(false).await, None => pending().await } }, if watch_up => {
-                r?;
                 let u = up.as_ref().expect("invariant: watch_up implies a connected upstream");
                 let mut buf = scratch.borrow_mut();
-                let n = match sys::peek(u.as_raw_fd(), &mut buf[..64]) {
+                // (An error on the upstream socket is its close, not the client's failure.)
+                let n = match r.and_then(|()| sys::peek(u.as_raw_fd(), &mut buf[..64])) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(_) => 0,

@@ -386,16 +386,16 @@ async fn send_request_body(
         Err(e) => e,
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, error = %e, "request body not forwarded");
-    if e.side() == Side::Client {
-        // The upstream connection, cut with its request half sent because of the client,
-        // closes as a failure (an upstream-side error was counted where it happened).
-        up.failed();
-    }
     let (code, reason) = match e {
         MessageError::ReadTimeout(Side::Client) => (408, "request body timeout"),
         MessageError::BadFraming(Side::Client, _) => (400, "bad chunked request body"),
-        // The client went away: nobody to answer.
-        MessageError::Eof(Side::Client) | MessageError::Io(Side::Client, _) => return None,
+        // The client went away: nobody to answer. Its request ends without a response
+        // (`response_total{error="client"}`, no status; review: requests and responses
+        // drifted apart).
+        MessageError::Eof(Side::Client) | MessageError::Io(Side::Client, _) => {
+            r.m.completed(0, None, Some(ErrorLabel::Client));
+            return None;
+        }
         // The upstream stopped taking the body (closed, reset or stalled).
         _ => {
             if early_response(r, client, up).await {
@@ -447,11 +447,11 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     r.access(client, code);
     end_upstream(up);
     match relayed {
-        Ok(_) => linger_close(client).await,
-        Err(e) => {
-            if e.side() == Side::Client {
-                up.failed();
-            }
+        Ok(_) => {
+            up.end();
+            linger_close(client).await
+        }
+        Err(_) => {
             abort(client);
         }
     }
@@ -699,7 +699,10 @@ async fn exchange(
         answered: Cell::new(false),
     };
     let (addr, mut up, pooled) = match connected {
-        Ok(r) => r,
+        Ok((addr, mut up, pooled)) => {
+            up.begin();
+            (addr, up, pooled)
+        }
         Err(reason) => {
             proxy_error(client, 502, reason).await;
             m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
@@ -747,7 +750,6 @@ async fn exchange(
             // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
             Some(Speaker::Upstream) => {}
             None => {
-                up.failed();
                 proxy_error(client, 504, "upstream response timeout").await;
                 m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                 ctx.access(client, 504);
@@ -799,7 +801,12 @@ async fn exchange(
                     .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
                     .await
                 {
-                    Ok(fresh) => up = fresh,
+                    Ok(fresh) => {
+                        // The stale one was closed by its upstream, not cut by the proxy.
+                        up.end();
+                        up = fresh;
+                        up.begin();
+                    }
                     Err(reason) => {
                         proxy_error(client, 502, reason).await;
                         m.proxy_answer(502, Some(ErrorLabel::Connect), t0.elapsed());
@@ -832,7 +839,7 @@ async fn exchange(
             ubuf.drain(..r.head_len);
             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
             if req.minor > 0 && write_all(client, r.head).await.is_err() {
-                up.failed();
+                m.completed(0, None, Some(ErrorLabel::Client));
                 return Some(false);
             }
             if r.code == 100 && !body_sent {
@@ -868,7 +875,6 @@ async fn exchange(
         let written = write_all(client, out).await;
         ctx.access(client, resp.code);
         if written.is_err() {
-            up.failed();
             return Some(false);
         }
         if !cbuf.is_empty() || !body_buf.is_empty() {
@@ -891,27 +897,25 @@ async fn exchange(
         let spliced =
             forward::splice_both(&core.pipes, counters, client.io(), up.stream(), limits).await;
         // Cut by the proxy (both sockets reset) or by one side's error: the upstream
-        // connection closes as a failure, as on the opaque path.
+        // connection, still in its exchange, closes as a failure, as on the opaque path.
         return Some(match spliced {
-            Ok(forward::Ended::Eof) => true,
+            Ok(forward::Ended::Eof) => {
+                up.end();
+                true
+            }
             Ok(forward::Ended::IdleTimeout) => {
                 l.metrics.stream_timeout(StreamTimeout::Idle);
-                up.failed();
                 false
             }
             Ok(forward::Ended::HalfCloseTimeout) => {
                 l.metrics.stream_timeout(StreamTimeout::HalfClose);
-                up.failed();
                 false
             }
             Err(e) => {
                 match e.side {
-                    Some(crate::error::Side::Client) => {
-                        client.note_error(&e.error);
-                        up.failed();
-                    }
+                    Some(crate::error::Side::Client) => client.note_error(&e.error),
                     Some(crate::error::Side::Upstream) => up.note_error(&e.error),
-                    None => up.failed(),
+                    None => {}
                 }
                 false
             }
@@ -938,7 +942,6 @@ async fn exchange(
     if resp.framing != Framing::Empty && ubuf.is_empty() {
         if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
             debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
-            up.failed();
             m.first_byte(code, t0.elapsed());
             m.completed(code, None, Some(ErrorLabel::Client));
             abort(client);
@@ -957,6 +960,7 @@ async fn exchange(
     m.first_byte(code, t0.elapsed());
     let rest = match relay_response(&mut up, client, resp, ubuf, pause, ctx.splice).await {
         Ok(rest) => {
+            up.end();
             m.completed(code, None, None);
             rest
         }
@@ -964,11 +968,7 @@ async fn exchange(
             debug!(listener = %l.cfg.name, %peer, error = %e, "response body failed; closing");
             let error = match e.side() {
                 Side::Upstream => ErrorLabel::Upstream,
-                Side::Client => {
-                    // Closed because the client failed: a failure on the upstream side too.
-                    up.failed();
-                    ErrorLabel::Client
-                }
+                Side::Client => ErrorLabel::Client,
             };
             m.completed(code, None, Some(error));
             ctx.access(client, code);

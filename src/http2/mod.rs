@@ -55,8 +55,9 @@ use crate::metrics::{Close, ErrorLabel, PeerCounters, Protocol};
 pub(crate) enum UpBody {
     /// From an HTTP/2 upstream (trailers included).
     H2(to_h2::Body),
-    /// From an HTTP/1.1 upstream, decoded from its framing.
-    H1(to_h1::Body),
+    /// From an HTTP/1.1 upstream, decoded from its framing. Boxed: it holds the upstream
+    /// connection (about 230 bytes), which HTTP/2 streams' futures need not carry.
+    H1(Box<to_h1::Body>),
 }
 
 impl UpBody {
@@ -91,15 +92,8 @@ pub fn adopt_upstream(
     if h2 {
         return to_h2::adopt(l, addr, tcp).map(|()| true);
     }
-    // As for HTTP/1 clients: a spare next to an idle pooled connection would only idle out.
-    if l.pools.has_idle_h1(addr) {
-        return Err(tcp);
-    }
-    crate::upstream::keepalive(&tcp, l.cfg.keepalive);
-    match crate::upstream::pool::adopt_h1(&l.metrics, addr, tcp) {
-        Some(u) => Ok(l.pools.put_h1(addr, u)),
-        None => Ok(false),
-    }
+    // As for HTTP/1 clients (not next to an idle pooled connection, within the bound).
+    l.pools.adopt_early_h1(&l.metrics, addr, tcp)
 }
 
 /// A client connection's streams, for its idle bound.
@@ -420,7 +414,7 @@ async fn stream(
                     &continue_client,
                 )
                 .await?;
-                Ok((head, UpBody::H1(body)))
+                Ok((head, UpBody::H1(Box::new(body))))
             })
         };
         // A gRPC deadline (`grpc-timeout`) bounds the whole exchange, from the request's

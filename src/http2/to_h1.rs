@@ -197,6 +197,8 @@ pub(super) async fn exchange(
         .h1(&l.metrics, &l.health, addr, connect_timeout, other)
         .await
         .map_err(|r| Failure::Status(502, r))?;
+    // From here a cut (the client's reset cancels this future) counts as a failure.
+    up.begin();
     connected(addr);
     let mut resend = Resend::new(pooled, eos, &head);
     write_all(&mut up, head).await.map_err(|_| WRITE_FAILED)?;
@@ -206,9 +208,7 @@ pub(super) async fn exchange(
     let mut first = None;
     let mut interim = 0;
     if !eos && expects_continue(&parts.headers) {
-        // Neither in time, or the client's reset: the connection is closed as a failure.
-        let speaker = first_to_speak(&up, &mut body, timeout).await;
-        match speaker.map_err(|f| upstream_failed(&mut up, f))? {
+        match first_to_speak(&up, &mut body, timeout).await? {
             Speaker::Client(data) => first = data,
             Speaker::Upstream => loop {
                 let mut started = false;
@@ -281,9 +281,7 @@ pub(super) async fn exchange(
                 debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
                 return Ok(response(head, up, buf, addr, l, false));
             }
-            // The client's reset mid-body: the upstream connection, cut with its request
-            // half sent, closes as a failure.
-            Err(f) => return Err(upstream_failed(&mut up, f)),
+            Err(f) => return Err(f),
         }
     }
     // An answer that was waiting before a write of the body: the connection is not pooled
@@ -322,10 +320,13 @@ pub(super) async fn exchange(
             Some(HeadRead::Head(h)) => break h,
             // A stale pooled connection: nothing of a response came back.
             Some(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(buf.is_empty()) => {
+                // The stale one was closed by its upstream, not cut by the proxy.
+                up.end();
                 up = resend
                     .resend(&l.metrics, &l.health, addr, connect_timeout)
                     .await
                     .map_err(|r| Failure::Status(502, r))?;
+                up.begin();
             }
             Some(other) => {
                 let why = other.why();
@@ -350,10 +351,9 @@ pub(super) async fn exchange(
     Ok(response(head, up, buf, addr, l, !answered_early))
 }
 
-/// `f`, a failure that ends the exchange on `up` (its upstream's fault: no, a late or a
-/// malformed response; or the client's: a reset before the request was sent), with `up`
-/// marked so that its close counts as a `failure` (`tcp_close_total{peer="dst"}`: a side the
-/// proxy closes because the other failed is a failure).
+/// `f`, a failure that is `up`'s upstream's fault (no, a late or a malformed response),
+/// with `up` marked so that its close counts as a `failure` (as any connection dropped in
+/// the middle of its exchange is: [`UpConn::begin`]).
 fn upstream_failed(up: &mut UpConn, f: Failure) -> Failure {
     up.failed();
     f
@@ -370,10 +370,14 @@ fn response(
     reusable: bool,
 ) -> (response::Parts, Body) {
     let end = BodyEnd::new(head.framing);
+    let mut up = up;
+    if end.is_done() {
+        up.end();
+    }
     (
         head.parts,
         Body {
-            up: Some(up),
+            up,
             buf,
             done: end.is_done(),
             end,
@@ -505,10 +509,9 @@ async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result
 /// An HTTP/1 response body being decoded into DATA frames.
 ///
 /// Dropped before the body's end (the client reset the stream or went away, or the upstream
-/// failed), its connection closes counted as a `failure`.
+/// failed), its connection closes counted as a `failure` ([`UpConn::begin`]).
 pub(crate) struct Body {
-    /// `Some` until [`Body::finish`] pools it.
-    up: Option<UpConn>,
+    up: UpConn,
     /// Bytes read but not yet handed out.
     buf: Vec<u8>,
     end: BodyEnd,
@@ -543,7 +546,9 @@ impl Body {
                     .decode(&self.buf, &mut out)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 self.buf.drain(..used);
-                self.done = self.end.is_done();
+                if self.end.is_done() {
+                    self.ended();
+                }
                 if !out.is_empty() {
                     return Ok(Some(Bytes::from(out)));
                 }
@@ -552,17 +557,13 @@ impl Body {
                 }
             }
             let buf = std::mem::take(&mut self.buf);
-            let up = self
-                .up
-                .as_mut()
-                .expect("invariant: a Body holds its connection until finish");
-            let (r, b) = read_within(up, buf, Some(self.pause))
+            let (r, b) = read_within(&mut self.up, buf, Some(self.pause))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
             self.buf = b;
             if r? == 0 {
                 if matches!(self.end, BodyEnd::Close) {
-                    self.done = true;
+                    self.ended();
                     self.keep_alive = false;
                     return Ok(None);
                 }
@@ -573,22 +574,16 @@ impl Body {
 
     /// Returns the connection to the pool if the response ended exactly and the upstream
     /// keeps it alive.
-    pub fn finish(mut self, l: &Listener) {
+    pub fn finish(self, l: &Listener) {
         if self.keep_alive && self.done && self.buf.is_empty() {
-            if let Some(up) = self.up.take() {
-                l.pools.put_h1(self.addr, up);
-            }
+            l.pools.put_h1(self.addr, self.up);
         }
     }
-}
 
-impl Drop for Body {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Some(up) = self.up.as_mut() {
-                up.failed();
-            }
-        }
+    /// The body has reached its end: the exchange on the connection is over.
+    fn ended(&mut self) {
+        self.done = true;
+        self.up.end();
     }
 }
 

@@ -79,6 +79,11 @@ impl Gate {
         self.queue.borrow().len()
     }
 
+    /// Whether as many connections are open as the bound allows (never without a bound).
+    pub fn at_bound(&self) -> bool {
+        self.max_open != 0 && self.open.get() >= self.max_open
+    }
+
     fn has_room(&self) -> bool {
         (self.max_open == 0 || self.open.get() < self.max_open)
             && (self.max_dialling == 0 || self.dialling.get() < self.max_dialling)

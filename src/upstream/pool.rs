@@ -34,12 +34,19 @@ use crate::sys;
 
 /// An upstream connection of the HTTP proxies (pooled between requests), counted in the
 /// listener's `peer="dst"` metrics from dial to close.
+///
+/// Closed (dropped) in the middle of an exchange ([`UpConn::begin`] without
+/// [`UpConn::end`]), whatever the reason (its client reset, left or stalled; the upstream's
+/// answer was bad or late; the exchange was cancelled), its close counts as a `failure`: the
+/// proxy cut it, as a side closed because the other failed.
 #[derive(Debug)]
 pub struct UpConn {
     stream: TcpStream,
     open: Opened,
     /// Counts it against its endpoint's [`Gate`] bound, when it has one.
     _slot: Option<OpenSlot>,
+    /// A request was started on it and its response has not ended.
+    in_exchange: bool,
 }
 
 impl UpConn {
@@ -49,7 +56,20 @@ impl UpConn {
             stream,
             open: Opened::new(counters),
             _slot: None,
+            in_exchange: false,
         }
+    }
+
+    /// An exchange starts on it: until [`UpConn::end`], dropping it counts its close as a
+    /// `failure`.
+    pub fn begin(&mut self) {
+        self.in_exchange = true;
+    }
+
+    /// The exchange's response has ended (read to its framed end, or to the upstream's close
+    /// that delimits it): closing it now is no failure.
+    pub fn end(&mut self) {
+        self.in_exchange = false;
     }
 
     /// The socket.
@@ -62,6 +82,14 @@ impl UpConn {
     /// `failure` (an I/O error is counted with its errno where it happens).
     pub fn failed(&mut self) {
         self.open.failed();
+    }
+}
+
+impl Drop for UpConn {
+    fn drop(&mut self) {
+        if self.in_exchange {
+            self.open.failed();
+        }
     }
 }
 
@@ -195,6 +223,31 @@ impl Pools {
         g
     }
 
+    /// Pools `u`, an upstream connection to `addr` dialled during detection whose client
+    /// speaks HTTP/1 (or HTTP/2 to an HTTP/1 upstream), counted against the endpoint's bound.
+    /// Returns whether it was pooled (`false`: the pool was full and it was closed);
+    /// `Err(u)` back, untouched, when the pool already has an idle connection to `addr` (the
+    /// request takes that one, and a second would only idle out) or the endpoint is at its
+    /// `max_connections_per_endpoint` (review: ten silent clients opened ten connections to
+    /// an endpoint bounded to one); the caller closes it as a spare.
+    pub fn adopt_early_h1(
+        &self,
+        m: &ListenerMetrics,
+        addr: SocketAddr,
+        u: TcpStream,
+    ) -> Result<bool, TcpStream> {
+        let gate = self.gate(addr);
+        if self.has_idle_h1(addr) || gate.at_bound() {
+            return Err(u);
+        }
+        keepalive(&u, self.keepalive);
+        let Some(mut c) = adopt_h1(m, addr, u) else {
+            return Ok(false);
+        };
+        c._slot = Some(gate.count_open());
+        Ok(self.put_h1(addr, c))
+    }
+
     /// An HTTP/1 connection for one request to `addr`, and whether it came from the pool.
     /// An idle pooled one if there is one; else, within the endpoint's bounds on connects
     /// and connections (waiting its turn beyond them, and then taking a connection returned
@@ -299,6 +352,7 @@ impl Pools {
     ///
     /// Returns whether it was pooled (false: the pool is full and `c` was closed).
     pub fn put_h1(&self, addr: SocketAddr, c: UpConn) -> bool {
+        debug_assert!(!c.in_exchange, "pooled only once its response has ended");
         let mut conns = self.h1.conns.borrow_mut();
         let pooled = conns.len() < self.h1.max;
         if pooled {
