@@ -227,27 +227,6 @@ fn an_early_connection_the_upstream_closes_is_not_a_server_speaking_first() {
     wait_metric(&p, DST_OPENED, 2.0);
 }
 
-/// A listening socket whose accept queue is full, so further SYNs are dropped: a connect to
-/// it stays in SYN-SENT (a blackholed endpoint). The returned values must be kept alive.
-fn blackholed() -> (std::net::SocketAddr, socket2::Socket, Vec<TcpStream>) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    s.listen(0).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    let fillers = (0..4)
-        .filter_map(|_| {
-            TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()
-        })
-        .collect();
-    (addr, s, fillers)
-}
-
 /// Review: with the listener's upstream blackholed, an HTTP client that spoke while the early
 /// dial was still connecting waited for that dial (`connect_timeout_ms`) before its request
 /// was read, though its requests go where routes send them. The dial still in flight is now

@@ -279,17 +279,7 @@ fn an_upstream_connection_closed_for_a_bad_response_is_a_failure() {
         let p = proxy(&[answers_after_head(response)], "");
         let text = exchange_to_close(&p, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(text.starts_with("HTTP/1.1 502 "), "{text:?}");
-        wait_metric(
-            &p,
-            "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
-            1.0,
-        );
-        let (_, m) = admin_get(&p, "/metrics");
-        let ok = metric(
-            &m,
-            "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
-        );
-        assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+        assert_upstream_closes_failed(&p, 1.0);
     }
 }
 
@@ -305,17 +295,7 @@ fn an_upstream_connection_cut_because_the_client_reset_is_a_failure() {
     c.read_exact(&mut some).unwrap();
     assert!(some.starts_with(b"HTTP/1.1 200"));
     reset(c);
-    wait_metric(
-        &p,
-        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
-        1.0,
-    );
-    let (_, m) = admin_get(&p, "/metrics");
-    let ok = metric(
-        &m,
-        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
-    );
-    assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+    assert_upstream_closes_failed(&p, 1.0);
 }
 
 /// Review: an HTTP/1 client that went away in the middle of its request body left a

@@ -167,22 +167,7 @@ fn upstream_refused_closes_client_promptly_and_counts() {
 #[test]
 fn upstream_silent_on_syn_times_out_and_counts() {
     // A listener whose accept queue is full drops further SYNs: the connect can only time out.
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    s.listen(0).unwrap();
-    let full = s.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(c) = TcpStream::connect_timeout(&full, Duration::from_millis(200)) {
-            fillers.push(c);
-        }
-    }
+    let (full, _listener, _fillers) = blackholed();
     let p = proxy(&[full], "connect_timeout_ms = 200");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

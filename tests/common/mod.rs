@@ -198,6 +198,37 @@ pub fn endless_body_upstream() -> SocketAddr {
     .0
 }
 
+/// Waits until listener `t` of `p` has closed `failures` upstream connections as `failure`
+/// (`tcp_close_total{peer="dst"}`), and checks none closed as `success`.
+pub fn assert_upstream_closes_failed(p: &Server, failures: f64) {
+    wait_metric(
+        p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        failures,
+    );
+    let (_, m) = admin_get(p, "/metrics");
+    let ok = metric(
+        &m,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}",
+    );
+    assert_eq!(ok.unwrap_or(0.0), 0.0, "{m}");
+}
+
+/// A listening socket whose accept queue is full, so further SYNs are dropped: a connect to
+/// its address stays in SYN-SENT until it times out (a blackholed endpoint). Keep the socket
+/// and the filler connections alive for as long as the endpoint must stay blackholed.
+pub fn blackholed() -> (SocketAddr, socket2::Socket, Vec<TcpStream>) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let fillers = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    (addr, s, fillers)
+}
+
 /// Resets `c` (`SO_LINGER` 0, then close): the peer's next write fails.
 pub fn reset(c: TcpStream) {
     socket2::SockRef::from(&c)
