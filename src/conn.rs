@@ -267,7 +267,19 @@ async fn detect_stage(
     let spare = |u| close_spare(m, addr, u);
     // An early dial still connecting when the client spoke HTTP (or left): dropped unused.
     let abandoned = || m.early_dial_unused();
-    match detect::detect(client, &s, &core.peek_buf, dial, spare, abandoned).await {
+    // The early dial failed and then the client did too: counted all the same.
+    let dial_failed = |e: ConnectError| early_dial_failed(l, &e);
+    match detect::detect(
+        client,
+        &s,
+        &core.peek_buf,
+        dial,
+        spare,
+        abandoned,
+        dial_failed,
+    )
+    .await
+    {
         Ok(Detection::Decided {
             result,
             hello,

@@ -308,38 +308,34 @@ fn setsockopt_int(
 
 /// Turns TCP keepalive on: the first probe after `idle_s` seconds without traffic, then one
 /// every `interval_s` seconds; after `probes` unanswered ones the kernel drops the connection
-/// (reads and writes then fail with `ETIMEDOUT`). Keepalive probes only go out while nothing
-/// is in flight, so the same bound, `idle_s + interval_s × probes` seconds, is also set as
-/// `TCP_USER_TIMEOUT` (milliseconds): data the peer leaves unacknowledged that long ends the
-/// connection too, instead of after ~15 minutes of retransmissions (a peer that vanished
-/// while a request was on its way). Five `setsockopt`s.
+/// (reads and writes then fail with `ETIMEDOUT`). Four `setsockopt`s.
 ///
 /// Errors: the kernel refusing a value (out of its range: 1..=32767 s, 1..=127 probes).
 pub fn set_keepalive(fd: RawFd, idle_s: u32, interval_s: u32, probes: u32) -> io::Result<()> {
-    let int = |v: u64| v.min(i32::MAX as u64) as libc::c_int;
-    let bound_ms = (u64::from(idle_s) + u64::from(interval_s) * u64::from(probes)) * 1000;
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPIDLE,
-        int(idle_s.into()),
-    )?;
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_KEEPINTVL,
-        int(interval_s.into()),
-    )?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(probes.into()))?;
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, int(bound_ms))?;
+    let int = |v: u32| v.min(i32::MAX as u32) as libc::c_int;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle_s))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, int(interval_s))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(probes))?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
 }
 
-/// Turns TCP keepalive off (`SO_KEEPALIVE` = 0) and with it the unacknowledged-data bound
-/// [`set_keepalive`] sets (`TCP_USER_TIMEOUT` = 0: the kernel's default); two `setsockopt`s.
+/// Turns TCP keepalive off (`SO_KEEPALIVE` = 0; one `setsockopt`).
 pub fn clear_keepalive(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 0)?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0)
+}
+
+/// Sets `TCP_USER_TIMEOUT` to `ms` milliseconds: data the peer leaves unacknowledged that
+/// long, or a receive window it keeps closed that long (Linux 6.x counts zero-window probing
+/// too, even when the probes are answered), ends the connection with `ETIMEDOUT` instead of
+/// ~15 minutes of retransmissions. Keepalive probes go out only while nothing is in flight,
+/// so this is what finds a peer that vanished with data on its way. Only for sockets whose
+/// peer must keep reading (see [`crate::upstream::keepalive_h2`]): a live client or opaque
+/// peer may legitimately stop reading for longer. One `setsockopt`.
+///
+/// Errors: the kernel refusing the value.
+pub fn set_user_timeout(fd: RawFd, ms: u32) -> io::Result<()> {
+    let ms = ms.min(i32::MAX as u32) as libc::c_int;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
 }
 
 /// Clears non-blocking mode (monoio's completion I/O expects blocking sockets: io_uring
@@ -481,19 +477,25 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     #[test]
-    fn keepalive_bounds_unacknowledged_data_as_long_and_clearing_removes_both() {
+    fn keepalive_and_the_user_timeout_are_set_apart() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let s = socket2::SockRef::from(&c);
         set_keepalive(c.as_raw_fd(), 7, 2, 4).unwrap();
         assert!(s.keepalive().unwrap());
         assert_eq!(
+            s.keepalive_time().unwrap(),
+            std::time::Duration::from_secs(7)
+        );
+        // Keepalive alone leaves the unacknowledged-data bound at the kernel's default.
+        assert_eq!(s.tcp_user_timeout().unwrap(), None);
+        set_user_timeout(c.as_raw_fd(), 15_000).unwrap();
+        assert_eq!(
             s.tcp_user_timeout().unwrap(),
-            Some(std::time::Duration::from_secs(7 + 2 * 4))
+            Some(std::time::Duration::from_secs(15))
         );
         clear_keepalive(c.as_raw_fd()).unwrap();
         assert!(!s.keepalive().unwrap());
-        assert_eq!(s.tcp_user_timeout().unwrap(), None);
     }
 
     #[test]

@@ -370,3 +370,39 @@ fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
 }
+
+/// Review: a client that sent part of its request before its early dial failed was closed
+/// 100 ms later as one that "stayed silent" (no routes). It keeps the whole detect timeout:
+/// its request, finished 300 ms later, gets the HTTP answer (a 502: nothing to connect to).
+#[test]
+fn a_client_that_sent_part_of_its_request_is_not_closed_as_silent() {
+    let p = proxy(&[dead_addr()], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    wait_metric(&p, EARLY, 1.0);
+    c.write_all(b"GE").unwrap();
+    // The scenario: the rest comes later than the 100 ms a silent client gets.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.write_all(b"T / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp:?}");
+}
+
+/// Review: a client that reset after its early dial failed took the failure with it
+/// uncounted (nor in the endpoint's health).
+#[test]
+fn a_failed_early_dial_counts_when_the_client_then_resets() {
+    let p = proxy(
+        &[dead_addr()],
+        "[[listener.route]]\nname = \"r\"\nhost = \"r.example\"\nupstream = [\"127.0.0.1:9\"]\n",
+    );
+    let c = TcpStream::connect(addr(&p)).unwrap();
+    wait_metric(&p, EARLY, 1.0);
+    reset(c);
+    wait_metric(
+        &p,
+        "tcp_connect_errors_total{listener=\"t\",error=\"refused\"}",
+        1.0,
+    );
+}

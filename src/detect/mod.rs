@@ -300,7 +300,8 @@ where
 /// early connection the upstream closed before the client spoke; `abandoned` is called when
 /// an early dial still connecting is dropped because the verdict does not need it (HTTP,
 /// whose requests dial per endpoint, or a client that left): the verdict then carries no
-/// early upstream.
+/// early upstream. `dial_failed` takes the early dial's failure when the client fails
+/// (otherwise the failure goes with the verdict, or as [`Detection::DialFailed`]).
 ///
 /// Errors: the client socket failing (a reset during the peek). A timeout is not an error:
 /// it is the verdict [`DetectResult::Timeout`].
@@ -311,6 +312,7 @@ pub async fn detect<F>(
     mut dial: impl FnMut() -> F,
     mut spare: impl FnMut(TcpStream),
     abandoned: impl FnOnce(),
+    dial_failed: impl FnOnce(ConnectError),
 ) -> io::Result<Detection>
 where
     F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -334,6 +336,7 @@ where
     let mut lowat = LowWater { fd, raised: false };
     lowat.set(want);
 
+    let started = monoio::time::Instant::now();
     let mut deadline = pin!(monoio::time::sleep(s.timeout));
     let mut delay = pin!(monoio::time::sleep(s.dial_delay));
     let mut dial_started = !s.eager_dial;
@@ -356,15 +359,19 @@ where
                 let stepped = r.and_then(|()| step(scratch, fd, Some(have), &mut seen));
                 let stepped = match stepped {
                     Ok(s) => s,
-                    // The client failed: an early connection is closed as the spare it is,
-                    // a dial in flight dropped (both counted unused).
+                    // The client failed: an early connection is closed as the spare it is, a
+                    // dial in flight dropped (both counted unused), a failed one counted as
+                    // the failed connect it was.
                     Err(e) => {
                         drop(up_lowat);
-                        if let Some(u) = up {
-                            spare(u);
-                        }
-                        if in_flight.is_some() {
-                            abandoned();
+                        match hand_over_ready(up, in_flight, abandoned).await {
+                            Some(Ok(u)) => spare(u),
+                            Some(Err(f)) => dial_failed(f),
+                            None => {
+                                if let Some(f) = failed {
+                                    dial_failed(f);
+                                }
+                            }
                         }
                         return Err(e);
                     }
@@ -393,7 +400,14 @@ where
                 }
             }
             _ = &mut deadline => {
-                if let Some(e) = failed {
+                if let Some(e) = failed.take() {
+                    // A client that has sent part of a prefix meanwhile is not silent: it
+                    // keeps the whole detect timeout (review: closed as "stayed silent").
+                    if have > 0 && started.elapsed() < s.timeout {
+                        deadline.set(monoio::time::sleep_until(started + s.timeout));
+                        failed = Some(e);
+                        continue;
+                    }
                     return Ok(Detection::DialFailed(e));
                 }
                 drop(up_lowat);
@@ -415,7 +429,7 @@ where
                     // The upstream is down: nothing to proxy to, whatever the client says
                     // (unless its HTTP requests may be routed elsewhere).
                     Err(e) => {
-                        if s.close_after_dial_failure {
+                        if s.close_after_dial_failure && have == 0 {
                             let left = AFTER_DIAL_FAILURE.min(s.timeout);
                             deadline.set(monoio::time::sleep(left));
                         }

@@ -282,7 +282,7 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Resul
     if l.pools.h2(addr).is_some() {
         return Err(tcp);
     }
-    upstream::keepalive(&tcp, l.cfg.keepalive);
+    upstream::keepalive_h2(&tcp, l.cfg.keepalive);
     let listener = l.clone();
     let handshake = async move {
         let l = listener;
@@ -326,6 +326,6 @@ async fn dial(l: Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, F
             debug!(upstream = %addr, error = %e, "http2: upstream connect failed");
             Failure::Status(502, crate::metrics::CONNECT_FAILED)
         })?;
-    upstream::keepalive(&tcp, l.cfg.keepalive);
+    upstream::keepalive_h2(&tcp, l.cfg.keepalive);
     pool::handshake_h2(addr, tcp, &l.http2, timeout, &l.metrics.dst_for(addr)).await
 }

@@ -33,6 +33,24 @@ pub fn keepalive(s: &TcpStream, k: Option<KeepaliveConfig>) {
     }
 }
 
+/// [`keepalive`] for an HTTP/2 upstream connection, plus the same bound on unacknowledged
+/// data and on a closed receive window (`TCP_USER_TIMEOUT`, [`sys::set_user_timeout`]):
+/// keepalive probes go out only while nothing is in flight, so a pooled HTTP/2 upstream
+/// that vanished right after a stream was sent kept getting streams (each answered 504
+/// after the response timeout) until retransmission gave up, ~15 min (review). An HTTP/2
+/// peer reads its socket all the time (control frames, flow control), so one whose window
+/// stays closed that long is stuck; clients and opaque peers may stop reading for longer,
+/// and do not get this bound.
+pub fn keepalive_h2(s: &TcpStream, k: Option<KeepaliveConfig>) {
+    keepalive(s, k);
+    let Some(k) = k else { return };
+    let bound = k.time + k.interval * k.probes;
+    let ms = u32::try_from(bound.as_millis()).unwrap_or(u32::MAX);
+    if let Err(e) = sys::set_user_timeout(s.as_raw_fd(), ms) {
+        debug!(error = %e, "could not set TCP_USER_TIMEOUT on an HTTP/2 upstream socket");
+    }
+}
+
 /// Dials `addr` with `TCP_NODELAY`, giving up after `timeout`. The returned socket is
 /// non-blocking (as opaque forwarding needs it).
 ///

@@ -27,7 +27,7 @@ pub mod gate;
 pub mod health;
 pub mod pool;
 
-pub use connect::{connect, connect_any, connect_retrying, keepalive, second_try};
+pub use connect::{connect, connect_any, connect_retrying, keepalive, keepalive_h2, second_try};
 
 use std::cell::{Cell, RefCell};
 use std::io;
