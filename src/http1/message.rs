@@ -656,7 +656,6 @@ pub async fn early_answer<T: ResponseHead>(
             // Too many interim responses, a bad head, none in time (an I/O error was counted
             // where it happened).
             _ => {
-                up.failed();
                 return None;
             }
         }

@@ -436,7 +436,6 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     if let Err(why) = check_framing(resp.framing, &ubuf) {
         // Not relayed: the caller answers 502 instead.
         debug!(listener = %r.l.cfg.name, peer = %r.peer, why, "malformed body in the upstream's early answer");
-        up.failed();
         return false;
     }
     debug!(listener = %r.l.cfg.name, peer = %r.peer, code = resp.code, "upstream answered before taking the whole request body; relaying it");
@@ -788,7 +787,6 @@ async fn exchange(
         .await;
         let r = match read {
             None => {
-                up.failed();
                 proxy_error(client, 504, "upstream response timeout").await;
                 m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                 ctx.access(client, 504);
@@ -819,7 +817,6 @@ async fn exchange(
             Some(other) => {
                 let why = other.why();
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "bad or no upstream response: 502");
-                up.failed();
                 proxy_error(client, 502, "bad or no upstream response").await;
                 m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                 ctx.access(client, 502);
@@ -830,7 +827,6 @@ async fn exchange(
             interim += 1;
             if interim > MAX_INTERIM {
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, "more than {MAX_INTERIM} interim responses: 502");
-                up.failed();
                 proxy_error(client, 502, "too many interim responses").await;
                 m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
                 ctx.access(client, 502);
@@ -926,7 +922,6 @@ async fn exchange(
     // response has gone out, so the client can still get a 502 rather than a cut-off body.
     if let Err(why) = check_framing(resp.framing, &ubuf) {
         debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "malformed upstream response body");
-        up.failed();
         proxy_error(client, 502, "malformed upstream response body").await;
         m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
         ctx.access(client, 502);

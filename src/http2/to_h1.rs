@@ -214,20 +214,12 @@ pub(super) async fn exchange(
                 let mut started = false;
                 let read = read_head(&mut up, &mut buf, &mut started, |b| parse_head(b, is_head));
                 let head = match monoio::time::timeout(timeout, read).await {
-                    Err(_) => {
-                        return Err(upstream_failed(
-                            &mut up,
-                            Failure::Status(504, "upstream response timeout"),
-                        ))
-                    }
+                    Err(_) => return Err(Failure::Status(504, "upstream response timeout")),
                     Ok(HeadRead::Head(h)) => h,
                     Ok(other) => {
                         let why = other.why();
                         debug!(upstream = %addr, why, "http2→h1: bad or no upstream response: 502");
-                        return Err(upstream_failed(
-                            &mut up,
-                            Failure::Status(502, "bad or no upstream response"),
-                        ));
+                        return Err(Failure::Status(502, "bad or no upstream response"));
                     }
                 };
                 buf.drain(..head.head_len);
@@ -240,20 +232,14 @@ pub(super) async fn exchange(
                 if head.interim {
                     interim += 1;
                     if interim > MAX_INTERIM {
-                        return Err(upstream_failed(
-                            &mut up,
-                            Failure::Status(502, "too many interim responses"),
-                        ));
+                        return Err(Failure::Status(502, "too many interim responses"));
                     }
                     continue;
                 }
                 // A final answer before the body: relayed, the body never sent, and the
                 // connection not pooled (the upstream may still read a body or not).
                 if check_framing(head.framing, &buf).is_err() {
-                    return Err(upstream_failed(
-                        &mut up,
-                        Failure::Status(502, "malformed upstream response body"),
-                    ));
+                    return Err(Failure::Status(502, "malformed upstream response body"));
                 }
                 debug!(upstream = %addr, code = head.parts.status.as_u16(), "http2→h1: upstream answered an expect: 100-continue request before its body");
                 return Ok(response(head, up, buf, addr, l, false));
@@ -273,10 +259,7 @@ pub(super) async fn exchange(
                     return Err(f);
                 };
                 if check_framing(head.framing, &buf).is_err() {
-                    return Err(upstream_failed(
-                        &mut up,
-                        Failure::Status(502, "malformed upstream response body"),
-                    ));
+                    return Err(Failure::Status(502, "malformed upstream response body"));
                 }
                 debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
                 return Ok(response(head, up, buf, addr, l, false));
@@ -301,19 +284,11 @@ pub(super) async fn exchange(
         )
         .await;
         match read {
-            None => {
-                return Err(upstream_failed(
-                    &mut up,
-                    Failure::Status(504, "upstream response timeout"),
-                ))
-            }
+            None => return Err(Failure::Status(504, "upstream response timeout")),
             Some(HeadRead::Head(h)) if h.interim => {
                 interim += 1;
                 if interim > MAX_INTERIM {
-                    return Err(upstream_failed(
-                        &mut up,
-                        Failure::Status(502, "too many interim responses"),
-                    ));
+                    return Err(Failure::Status(502, "too many interim responses"));
                 }
                 buf.drain(..h.head_len);
             }
@@ -331,10 +306,7 @@ pub(super) async fn exchange(
             Some(other) => {
                 let why = other.why();
                 debug!(upstream = %addr, why, "http2→h1: bad or no upstream response: 502");
-                return Err(upstream_failed(
-                    &mut up,
-                    Failure::Status(502, "bad or no upstream response"),
-                ));
+                return Err(Failure::Status(502, "bad or no upstream response"));
             }
         }
     };
@@ -343,20 +315,9 @@ pub(super) async fn exchange(
     // response goes out, as in the HTTP/1 proxy.
     if let Err(why) = check_framing(head.framing, &buf) {
         debug!(upstream = %addr, why, "http2→h1: malformed upstream response body");
-        return Err(upstream_failed(
-            &mut up,
-            Failure::Status(502, "malformed upstream response body"),
-        ));
+        return Err(Failure::Status(502, "malformed upstream response body"));
     }
     Ok(response(head, up, buf, addr, l, !answered_early))
-}
-
-/// `f`, a failure that is `up`'s upstream's fault (no, a late or a malformed response),
-/// with `up` marked so that its close counts as a `failure` (as any connection dropped in
-/// the middle of its exchange is: [`UpConn::begin`]).
-fn upstream_failed(up: &mut UpConn, f: Failure) -> Failure {
-    up.failed();
-    f
 }
 
 /// The response head for HTTP/2 and its body still to read from `up` (`buf` holds the body

@@ -76,13 +76,6 @@ impl UpConn {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
-
-    /// Marks it as ended by its upstream's fault without an OS error (a response that is
-    /// malformed, missing or too late): `tcp_close_total{peer="dst"}` counts its close as a
-    /// `failure` (an I/O error is counted with its errno where it happens).
-    pub fn failed(&mut self) {
-        self.open.failed();
-    }
 }
 
 impl Drop for UpConn {
