@@ -83,10 +83,7 @@ fn an_early_dial_next_to_an_idle_pooled_connection_is_not_kept() {
         }
     });
     // One worker: pools are per worker, and both clients must meet the same one.
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
-    ));
+    let p = one_worker(up, "");
     for (client, dials) in [(1, 1.0), (2, 2.0)] {
         let mut c = TcpStream::connect(addr(&p)).unwrap();
         wait_metric(&p, EARLY, dials);
@@ -106,6 +103,15 @@ fn an_early_dial_next_to_an_idle_pooled_connection_is_not_kept() {
         "tcp_open_connections{listener=\"t\",direction=\"outbound\",peer=\"dst\"}",
         1.0,
     );
+}
+
+/// A proxy with one worker (pools are per worker: clients must meet the same one) and one
+/// listener `t` in front of `up`, with `extra` TOML in the listener table.
+fn one_worker(up: std::net::SocketAddr, extra: &str) -> sidewire::server::Server {
+    start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{extra}"
+    ))
 }
 
 /// A current-thread tokio runtime for one side of an HTTP/2 exchange.
@@ -208,10 +214,7 @@ fn an_early_connection_the_upstream_closes_is_not_a_server_speaking_first() {
         }
         keep_alive(c)
     });
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n"
-    ));
+    let p = one_worker(up, "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     // The early connection was dialled and the upstream closed it: given up, counted.
     wait_metric(&p, UNUSED, 1.0);
@@ -345,11 +348,7 @@ fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
             }
         }
     });
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
-         max_connections_per_endpoint = 1\n"
-    ));
+    let p = one_worker(up, "max_connections_per_endpoint = 1\n");
     let mut clients = Vec::new();
     for dials in [1.0, 2.0] {
         let mut c = TcpStream::connect(addr(&p)).unwrap();
