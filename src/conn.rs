@@ -133,7 +133,7 @@ pub fn serve(
                 Close::Clean
             }
             DetectResult::Http1 if l.http1.enabled => {
-                early_for_http1(l, addr, early);
+                early_for_http(l, addr, early, |u| l.pools.adopt_early_h1(m, addr, u));
                 let dest = HttpDest::new(&target);
                 target.release();
                 Box::pin(http1::proxy::serve(
@@ -148,7 +148,9 @@ pub fn serve(
                 .await
             }
             DetectResult::Http2 if l.http2.enabled => {
-                early_for_http2(&listener, addr, early);
+                early_for_http(l, addr, early, |u| {
+                    http2::adopt_upstream(&listener, addr, u)
+                });
                 let dest = HttpDest::new(&target);
                 target.release();
                 Box::pin(http2::serve(
@@ -182,31 +184,24 @@ fn close_spare(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream) {
     drop(pool::UpConn::new(u, &m.dst_for(addr)));
 }
 
-/// An upstream dialled during detection for an HTTP/1 client: it joins the pool, unless the
-/// pool already has an idle connection to that endpoint (the request takes that one, and a
-/// second would only idle out; review: clients with one connection per request made 45
-/// upstream connections for 100 requests) or the endpoint is at its bound. Taken by value, so
-/// no part of it waits in the connection task's state for the connection's life.
-fn early_for_http1(l: &Listener, addr: SocketAddr, early: Early) {
+/// An upstream dialled during detection, for an HTTP client: `adopt` pools it (the HTTP/1
+/// pool, unless the pool already has an idle connection to that endpoint — the request takes
+/// that one and a second would only idle out; review: clients with one connection per request
+/// made 45 upstream connections for 100 requests — or the endpoint is at its bound; or the
+/// HTTP/2 connection its streams use) and says whether it did, or gives it back to be closed
+/// as a spare. A failed dial is counted. Taken by value, so no part of it waits in the
+/// connection task's state for the connection's life.
+fn early_for_http(
+    l: &Listener,
+    addr: SocketAddr,
+    early: Early,
+    adopt: impl FnOnce(TcpStream) -> Result<bool, TcpStream>,
+) {
     let m = &l.metrics;
     match early {
-        Some(Ok(u)) => match l.pools.adopt_early_h1(m, addr, u) {
+        Some(Ok(u)) => match adopt(u) {
             Ok(true) => {}
             // Counted in `dst` as its pooled connection would have been.
-            Ok(false) => m.early_dial_unused(),
-            Err(u) => close_spare(m, addr, u),
-        },
-        Some(Err(e)) => early_dial_failed(l, &e),
-        None => {}
-    }
-}
-
-/// The same for an HTTP/2 client: it becomes the pooled connection its streams use.
-fn early_for_http2(l: &Rc<Listener>, addr: SocketAddr, early: Early) {
-    let m = &l.metrics;
-    match early {
-        Some(Ok(u)) => match http2::adopt_upstream(l, addr, u) {
-            Ok(true) => {}
             Ok(false) => m.early_dial_unused(),
             Err(u) => close_spare(m, addr, u),
         },
