@@ -8,6 +8,7 @@
 //! sequences them and records the outcome, so the data flow reads top to bottom.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -24,7 +25,7 @@ use crate::detect::{
 use crate::error::{ConnectError, Refusal, Side};
 use crate::forward::Ended;
 use crate::metrics::{Close, ListenerMetrics, Opened, PeerCounters, StreamTimeout};
-use crate::upstream::{self, pool, Target};
+use crate::upstream::{self, Target};
 use crate::{forward, http1, http2};
 
 /// Drives one accepted client connection to its end.
@@ -126,7 +127,7 @@ pub fn serve(
             // The client left without a word; an upstream dialled meanwhile is just dropped.
             DetectResult::Closed => {
                 match early {
-                    Some(Ok(u)) => close_spare(m, addr, u),
+                    Some(Ok(u)) => close_spare(m, addr, u, None),
                     Some(Err(e)) => early_dial_failed(l, &e),
                     None => {}
                 }
@@ -178,10 +179,16 @@ pub fn serve(
 /// Closes an upstream connection dialled during detection that nothing will use, counted
 /// as the unused early dial it is and as an upstream connection opened and closed
 /// (`tcp_open_total` / `tcp_close_total{peer="dst"}`: the upstream did accept it; review: 19
-/// connections accepted, 2 counted).
-fn close_spare(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream) {
+/// connections accepted, 2 counted). `reset`: the error the upstream's reset left on it, if
+/// it was reset (its close is then a failure with that errno; review: counted `success`).
+fn close_spare(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream, reset: Option<io::Error>) {
     m.early_dial_unused();
-    drop(pool::UpConn::new(u, &m.dst_for(addr)));
+    let mut open = Opened::new(&m.dst_for(addr));
+    if let Some(e) = &reset {
+        open.failed_with(e);
+    }
+    drop(u);
+    drop(open);
 }
 
 /// An upstream dialled during detection, for an HTTP client: `adopt` pools it (the HTTP/1
@@ -203,7 +210,7 @@ fn early_for_http(
             Ok(true) => {}
             // Counted in `dst` as its pooled connection would have been.
             Ok(false) => m.early_dial_unused(),
-            Err(u) => close_spare(m, addr, u),
+            Err(u) => close_spare(m, addr, u, None),
         },
         Some(Err(e)) => early_dial_failed(l, &e),
         None => {}
@@ -259,7 +266,7 @@ async fn detect_stage(
         ..l.detect
     };
     // An early connection the upstream closed before the client spoke.
-    let spare = |u| close_spare(m, addr, u);
+    let spare = |u, reset| close_spare(m, addr, u, reset);
     // An early dial still connecting when the client spoke HTTP (or left): dropped unused.
     let abandoned = || m.early_dial_unused();
     // The early dial failed and then the client did too: counted all the same.

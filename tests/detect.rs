@@ -427,3 +427,44 @@ fn request_line_past_the_head_limit_gets_414_however_long() {
     }
     wait_metric(&p, &detect_total("http/1"), 2.0);
 }
+
+/// Review: a client that sent part of a prefix and then reset looked like one that
+/// half-closed (the bytes stay peekable and stop growing either way): it was forwarded opaque
+/// as `client_half_closed`, to a fresh upstream connection, for a client already gone. The
+/// reset is now a client error during detection, and nothing is dialled.
+#[test]
+fn a_client_that_resets_mid_prefix_is_an_error_not_a_half_close() {
+    let (up, _h) = upstream(echo);
+    let p = proxy_with(&[up], "[detect]\nserver_first = \"off\"\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GE").unwrap();
+    reset(c);
+    wait_metric(
+        &p,
+        "outbound_tcp_detect_http_results_total{result=\"error\"}",
+        1.0,
+    );
+    let (_, m) = admin_get(&p, "/metrics");
+    let count = |series: &str| metric(&m, series).unwrap_or(0.0);
+    assert_eq!(
+        count("tcp_open_total{listener=\"t\",peer=\"dst\"}"),
+        0.0,
+        "an upstream was dialled for a client that reset"
+    );
+    assert_eq!(count(&detect_total("opaque")), 0.0);
+}
+
+/// The other side of the above: a client that sends part of a prefix and then half-closes is
+/// forwarded as it is (the bytes are all there will be), and gets its answer.
+#[test]
+fn a_client_that_half_closes_mid_prefix_is_forwarded_as_is() {
+    let (up, _h) = upstream(echo);
+    let p = proxy_with(&[up], "[detect]\nserver_first = \"off\"\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GE").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"GE");
+    wait_metric(&p, &detect_total("opaque"), 1.0);
+}

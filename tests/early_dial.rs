@@ -230,6 +230,45 @@ fn an_early_connection_the_upstream_closes_is_not_a_server_speaking_first() {
     wait_metric(&p, DST_OPENED, 2.0);
 }
 
+/// Review: an early connection the upstream *reset* before the client spoke was counted as
+/// a clean close (`classification="success"`, no errno). Its close is a failure with the
+/// reset's errno, and the client's request still gets a fresh connection.
+#[test]
+fn an_early_connection_the_upstream_resets_counts_its_errno() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let n = Arc::new(AtomicUsize::new(0));
+    // Resets its first connection at once; serves the others.
+    let (up, _h) = upstream(move |c: TcpStream| {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return reset(c);
+        }
+        keep_alive(c)
+    });
+    let p = one_worker(up, "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    wait_metric(&p, UNUSED, 1.0);
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\",errno=\"ECONNRESET\"}",
+        1.0,
+    );
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let (head, body) = common::h1::read_response(&mut c, &mut Vec::new());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    let (_, m) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"success\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{m}"
+    );
+}
+
 /// Review: with the listener's upstream blackholed, an HTTP client that spoke while the early
 /// dial was still connecting waited for that dial (`connect_timeout_ms`) before its request
 /// was read, though its requests go where routes send them. The dial still in flight is now

@@ -143,8 +143,9 @@ enum Step {
 
 /// Peeks the client's queued bytes and classifies them. `prev` is the byte count of the
 /// previous peek after a readiness wake-up (None for the first peek): no growth after a
-/// wake-up means EOF, so the bytes so far are all there will be. `seen` gets the bytes
-/// peeked (a 16-byte copy).
+/// wake-up means EOF (a FIN), so the bytes so far are all there will be, or a reset, which is
+/// returned as the socket's pending error (`ECONNRESET`). `seen` gets the bytes peeked (a
+/// 16-byte copy).
 fn step(
     scratch: &RefCell<Box<[u8]>>,
     fd: i32,
@@ -169,6 +170,14 @@ fn step(
         Verdict::Opaque => Step::Decided(DetectResult::Opaque, None),
         Verdict::NeedMore { want } => {
             let stalled = prev == Some(n);
+            if stalled {
+                // A reset leaves the queued bytes peekable and no growth, like a FIN: the
+                // pending error tells them apart (review: a client that reset after part of
+                // a prefix was forwarded opaque as half-closed, to a fresh upstream dial).
+                if let Some(e) = sys::take_socket_error(fd)? {
+                    return Err(e);
+                }
+            }
             seen.client_eof = stalled;
             if stalled || n >= PEEK_CAP || want > PEEK_CAP {
                 // EOF mid-prefix, or more than we peek (and not a long HTTP/1 request line,
@@ -297,7 +306,8 @@ where
 /// (at least [`PEEK_CAP`] bytes; borrowed only between awaits). `dial` opens the upstream
 /// the connection will go to; it is called at most once, when the client stays silent for
 /// `s.dial_delay` and `s.eager_dial` is set (server-speaks-first support). `spare` takes an
-/// early connection the upstream closed before the client spoke; `abandoned` is called when
+/// early connection the upstream closed before the client spoke (with the error a reset
+/// left on it), or one the client's failure leaves unused; `abandoned` is called when
 /// an early dial still connecting is dropped because the verdict does not need it (HTTP,
 /// whose requests dial per endpoint, or a client that left): the verdict then carries no
 /// early upstream. `dial_failed` takes the early dial's failure when the client fails
@@ -310,7 +320,7 @@ pub async fn detect<F>(
     s: &DetectSettings,
     scratch: &RefCell<Box<[u8]>>,
     mut dial: impl FnMut() -> F,
-    mut spare: impl FnMut(TcpStream),
+    mut spare: impl FnMut(TcpStream, Option<io::Error>),
     abandoned: impl FnOnce(),
     dial_failed: impl FnOnce(ConnectError),
 ) -> io::Result<Detection>
@@ -365,7 +375,7 @@ where
                     Err(e) => {
                         drop(up_lowat);
                         match hand_over_ready(up, in_flight, abandoned).await {
-                            Some(Ok(u)) => spare(u),
+                            Some(Ok(u)) => spare(u, None),
                             Some(Err(f)) => dial_failed(f),
                             None => {
                                 if let Some(f) = failed {
@@ -441,10 +451,12 @@ where
                 let u = up.as_ref().expect("invariant: watch_up implies a connected upstream");
                 let mut buf = scratch.borrow_mut();
                 // (An error on the upstream socket is its close, not the client's failure.)
-                let n = match r.and_then(|()| sys::peek(u.as_raw_fd(), &mut buf[..64])) {
-                    Ok(n) => n,
+                // (The peek that reports a reset also clears it from the socket: kept for
+                // the close's count.)
+                let (n, reset) = match r.and_then(|()| sys::peek(u.as_raw_fd(), &mut buf[..64])) {
+                    Ok(n) => (n, None),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => 0,
+                    Err(e) => (0, Some(e)),
                 };
                 if n == 0 {
                     // Closed (or reset) without a byte: not a greeting but an upstream that
@@ -456,7 +468,7 @@ where
                     up_lowat = None;
                     watch_up = false;
                     if let Some(u) = up.take() {
-                        spare(u);
+                        spare(u, reset);
                     }
                     continue;
                 }
