@@ -177,3 +177,91 @@ fn a_closed_pooled_connection_is_never_handed_to_a_request() {
         closed.recv().unwrap();
     }
 }
+
+/// Review: an HTTP/1 request waiting for its turn under `max_connections_per_endpoint` was
+/// still sent upstream after its client had reset (HTTP/2 streams were cancelled). Client A
+/// holds the one connection; B's request queues behind it and B resets; once A is answered,
+/// the connection's next request is C's, and B's is counted as a client error, never sent.
+#[test]
+fn a_queued_request_whose_client_reset_is_not_sent() {
+    let (seen_tx, seen) = mpsc::channel::<String>();
+    let (release, held) = mpsc::channel::<()>();
+    let held = Arc::new(std::sync::Mutex::new(held));
+    let seen_tx = Arc::new(std::sync::Mutex::new(seen_tx));
+    // Reports each request line; answers each once the test releases it.
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        while let Some(head) = read_request(&mut r) {
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let _ = seen_tx.lock().unwrap().send(line);
+            if held.lock().unwrap().recv().is_err() {
+                return;
+            }
+            if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let p = start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [detect]\nserver_first = \"off\"\n\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
+         max_connections_per_endpoint = 1\n"
+    ));
+    let get = |path: &str| {
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        c
+    };
+    let wait = Duration::from_secs(10);
+    let mut a = get("/a");
+    assert_eq!(seen.recv_timeout(wait).unwrap(), "GET /a HTTP/1.1");
+    let b = get("/b");
+    // B's request has been read (the connection table counts it) and waits for A's
+    // connection.
+    let me = b.local_addr().unwrap().to_string();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let (_, body) = admin_get(&p, "/connections");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let requests = v["connections"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["client"] == me.as_str()))
+            .map(|r| r["requests"].clone());
+        if requests == Some(serde_json::json!(1)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never queued: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reset(b);
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
+        1.0,
+    );
+    release.send(()).unwrap();
+    let mut resp = String::new();
+    a.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let mut c = get("/c");
+    assert_eq!(
+        seen.recv_timeout(wait).unwrap(),
+        "GET /c HTTP/1.1",
+        "B's request was sent"
+    );
+    release.send(()).unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}

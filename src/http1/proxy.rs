@@ -23,8 +23,10 @@
 //! order over one upstream connection at a time (not spread across several).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -484,6 +486,35 @@ async fn linger_close(client: &mut Client<'_>) {
     }
 }
 
+/// Runs `wait` (a request's wait for an upstream connection: its turn under
+/// `max_connections_per_endpoint`, a connect) unless `client` resets first: then `None`, and
+/// the request is not sent for a client that is gone (review: requests queued at an
+/// endpoint's bound still reached the upstream after their clients had reset; HTTP/2
+/// streams are cancelled by their `RST_STREAM`).
+///
+/// The client is watched only while `wait` is pending, so a pooled connection taken at once
+/// costs no readiness op; it stops being watched once it is readable for another reason
+/// (bytes queued: its body or a pipelined request; or a FIN, a half-close HTTP/1 allows):
+/// the reads that follow see what comes after.
+async fn unless_client_resets<T>(client: &TcpStream, wait: impl Future<Output = T>) -> Option<T> {
+    let mut wait = pin!(wait);
+    let mut watch = true;
+    loop {
+        monoio::select! {
+            biased;
+            t = &mut wait => return Some(t),
+            _ = client.readable(false), if watch => {
+                // Readable: bytes, a FIN or a pending error. A reset leaves `SO_ERROR` set
+                // (the bytes it cut stay queued and readable).
+                if matches!(sys::take_socket_error(client.as_raw_fd()), Ok(Some(_))) {
+                    return None;
+                }
+                watch = false;
+            }
+        }
+    }
+}
+
 /// Which side has bytes (or an EOF) to read first.
 enum Speaker {
     Client,
@@ -669,8 +700,16 @@ async fn exchange(
     let other = || dest.other(l, req.route, first);
     let connected = l
         .pools
-        .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other)
-        .await;
+        .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other);
+    let Some(connected) = unless_client_resets(client.io(), connected).await else {
+        // Nobody to answer, and the request must not reach the upstream: it ends without a
+        // response (`response_total{error="client"}`, as a client gone mid-body).
+        debug!(listener = %l.cfg.name, %peer, upstream = %first, "client reset while its request waited for an upstream connection: not sent");
+        let m = dest.metrics_of(l, req.route, Protocol::Http1, Some(first), authority);
+        m.request();
+        m.completed(0, None, Some(ErrorLabel::Client));
+        return Some(false);
+    };
     let to = match &connected {
         Ok((addr, ..)) if *addr != first => {
             inflight = dest.claim(l, req.route, *addr);
