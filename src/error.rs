@@ -41,6 +41,10 @@ pub enum MessageError {
     /// A read or write on the side failed.
     #[error("{0:?}: {1}")]
     Io(Side, io::Error),
+    /// The side receiving a request body answered with an error before its end (RFC 9112
+    /// §9.5): the rest is not sent.
+    #[error("{0:?} refused the rest of the body with an early error answer")]
+    Refused(Side),
 }
 
 impl MessageError {
@@ -51,7 +55,8 @@ impl MessageError {
             | MessageError::WriteStalled(s)
             | MessageError::BadFraming(s, _)
             | MessageError::Eof(s)
-            | MessageError::Io(s, _) => *s,
+            | MessageError::Io(s, _)
+            | MessageError::Refused(s) => *s,
         }
     }
 }

@@ -1027,10 +1027,12 @@ fn malformed_chunks_with_the_upstream_head_get_a_502() {
 /// closes: once the rest of the body fitted in the socket buffers, the proxy pooled that
 /// connection and the next request went down it unread (review: a 502 or 504 for an
 /// unrelated request). An answer already waiting when the body's last byte is written keeps
-/// the connection out of the pool: each request here gets an answer of its own.
+/// the connection out of the pool: each request here gets an answer of its own. (A 202: an
+/// error answer stops the body instead, see
+/// `an_early_error_answer_reaches_a_slow_uploader_at_once`.)
 #[test]
 fn a_connection_that_answered_before_the_body_end_is_not_reused() {
-    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
+    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_202);
     let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -1047,14 +1049,14 @@ fn a_connection_that_answered_before_the_body_end_is_not_reused() {
     c.write_all(&half).unwrap();
     let mut buf = Vec::new();
     let (head, body) = read_response(&mut c, &mut buf);
-    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-    assert_eq!(body, b"too large");
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    assert_eq!(body, b"accepted");
     // The next request, on the same client connection: a new upstream connection answers.
     c.write_all(b"POST /next HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello")
         .unwrap();
     let (head, body) = read_response(&mut c, &mut buf);
-    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-    assert_eq!(body, b"too large");
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    assert_eq!(body, b"accepted");
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
 
@@ -1689,4 +1691,98 @@ fn the_upstream_of_a_refused_request_body_sees_its_end_at_once() {
         "the upstream still held the request while the client lingered"
     );
     drop(c);
+}
+
+/// Review (RFC 9112 §9.5): an upstream that rejects an upload with an error right after its
+/// head (and neither reads on nor closes) while the client is slow to send: the answer reached
+/// the client only after the whole upload, or once the upstream had taken no byte for
+/// `body_timeout_ms`. It is relayed at once now, marked `connection: close`, without the rest
+/// of the body.
+#[test]
+fn an_early_error_answer_reaches_a_slow_uploader_at_once() {
+    let (up, _conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
+    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 60000\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 1000000\r\n\r\n")
+        .unwrap();
+    c.write_all(&[b'x'; 1000]).unwrap();
+    answers.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Nothing more is sent: the answer comes without the rest of the body.
+    let (head, body) = read_response(&mut c, &mut Vec::new());
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"too large");
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",status_code=\"413\"}",
+        1.0,
+    );
+}
+
+/// The same for a client that sends as fast as it can, to an upstream that answers 413 right
+/// after the head and then reads and discards: the body stopped being forwarded once the
+/// answer was seen (before, all of it went upstream first).
+#[test]
+fn an_early_error_answer_stops_the_request_body() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    const BODY: u64 = 256 << 20;
+    let (got_tx, got) = std::sync::mpsc::channel::<u64>();
+    let got_tx = Arc::new(std::sync::Mutex::new(got_tx));
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut body = (head.len() - at) as u64;
+        let _ = c.write_all(common::EARLY_413);
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            body += n as u64;
+        }
+        let _ = got_tx.lock().unwrap().send(body);
+    });
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: {BODY}\r\n\r\n"
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (mut w, stop, sent) = (c.try_clone().unwrap(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 << 10];
+            while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < BODY {
+                if w.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        })
+    };
+    let (head, body) = read_response(&mut c, &mut Vec::new());
+    stop.store(true, Ordering::SeqCst);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(body, b"too large");
+    let upstream_got = got.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        upstream_got < BODY,
+        "the whole body went upstream after its 413 ({upstream_got} bytes)"
+    );
+    drop(c);
+    let _ = writer.join();
 }

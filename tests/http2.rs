@@ -1165,10 +1165,11 @@ fn upload_gets_413(p: &sidewire::server::Server) {
 
 /// The h2→h1 side of tests/http1.rs `a_connection_that_answered_before_the_body_end_is_not_reused`:
 /// an HTTP/1.1 upstream that answers an upload before reading its body, then neither reads nor
-/// closes, does not get the stream's next request on that connection (review: 502s).
+/// closes, does not get the stream's next request on that connection (review: 502s). (A 202:
+/// an error answer stops the body instead.)
 #[test]
 fn h1_upstream_that_answered_before_the_body_end_is_not_reused() {
-    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
+    let (up, conns, answers) = answers_early_and_keeps_the_connection(EARLY_202);
     let p = proxy_with(&[up], "[http1]\nresponse_timeout_ms = 2000\n", H1_UP);
     rt().block_on(async {
         let send = client(addr(&p)).await;
@@ -1184,16 +1185,16 @@ fn h1_upstream_that_answered_before_the_body_end_is_not_reused() {
         send_h2_data(&mut body, generated(2, 16 << 10)).await;
         body.send_data(Bytes::new(), true).unwrap();
         let (head, rbody) = resp.await.unwrap().into_parts();
-        assert_eq!(head.status, 413);
-        assert_eq!(read_body(rbody).await.unwrap().0, b"too large");
+        assert_eq!(head.status, 202);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"accepted");
         // The next request: on a new upstream connection, which answers.
         let mut s = send.ready().await.unwrap();
         let req = Request::post("http://x/next").body(()).unwrap();
         let (resp, mut body) = s.send_request(req, false).unwrap();
         body.send_data(Bytes::from_static(b"hello"), true).unwrap();
         let (head, rbody) = resp.await.unwrap().into_parts();
-        assert_eq!(head.status, 413);
-        assert_eq!(read_body(rbody).await.unwrap().0, b"too large");
+        assert_eq!(head.status, 202);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"accepted");
     });
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
@@ -1938,4 +1939,34 @@ fn reset_h2_connections_are_counted_with_their_errno() {
         "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
         1.0,
     );
+}
+
+/// The h2→h1 side of tests/http1.rs `an_early_error_answer_reaches_a_slow_uploader_at_once`:
+/// an HTTP/1.1 upstream rejects an upload with a 413 right after its head and neither reads
+/// on nor closes, while the h2 client holds the rest of its body back. The 413 reached the
+/// client only after its last DATA frame (review); it comes at once now.
+#[test]
+fn an_early_error_answer_reaches_a_slow_h2_uploader_at_once() {
+    let (up, _conns, answers) = answers_early_and_keeps_the_connection(EARLY_413);
+    let p = proxy(&[up], H1_UP);
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/upload").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        send_h2_data(&mut body, generated(1, 16 << 10)).await;
+        tokio::task::spawn_blocking(move || answers.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+        // The rest of the body is never sent: the answer comes without it.
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("the 413 before the body's end")
+            .unwrap();
+        let (head, rbody) = resp.into_parts();
+        assert_eq!(head.status, 413);
+        assert_eq!(read_body(rbody).await.unwrap().0, b"too large");
+        drop(body);
+    });
 }

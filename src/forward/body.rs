@@ -21,7 +21,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::io::{set_driver_mode, within, within_progress, Peer};
+use crate::io::{set_driver_mode, within_progress, within_watching, Peer, Stopped};
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -165,6 +165,43 @@ pub enum RunError {
     Read(io::Error),
     /// Writing the destination failed.
     Write(io::Error),
+    /// The destination refused the rest of the body (its look said so: see [`BodyWatch`]).
+    Refused,
+}
+
+/// How one request body's move watches its destination (the upstream) for an answer that
+/// comes before the body's end: `look` is called with the destination, the size in bytes of
+/// the batch about to be written (`u64::MAX` for a look outside a write) and whether it is
+/// the run's last, and says whether the destination refused the rest (which ends the move).
+/// While `armed`, a wait for the source's next bytes that runs past
+/// [`crate::io::WATCH_AFTER`] also wakes when the destination turns readable, and looks then
+/// ([`within_watching`]). A response body's watch is never armed and its look says no.
+pub struct BodyWatch<'a, D> {
+    /// The look (the HTTP/1 code's, which knows what an answer is).
+    pub look: &'a mut dyn FnMut(&D, u64, bool) -> bool,
+    /// Whether waits on the source watch the destination too.
+    pub armed: bool,
+}
+
+impl<D: Peer> BodyWatch<'_, D> {
+    /// Looks before a write of `n` bytes to `dst` (`last`: the run's last): `true` when the
+    /// destination refused the rest of the body.
+    pub fn before_write(&mut self, dst: &D, n: u64, last: bool) -> bool {
+        (self.look)(dst, n, last)
+    }
+
+    /// `wait` (for the source's next bytes) bounded by `pause`, watching `dst` as
+    /// [`within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))` when `dst`
+    /// refused the body meanwhile.
+    pub async fn wait<T>(
+        &mut self,
+        wait: impl std::future::Future<Output = T>,
+        pause: Option<Duration>,
+        dst: &D,
+    ) -> Option<Result<T, Stopped>> {
+        let BodyWatch { look, armed } = self;
+        within_watching(wait, pause, dst.tcp(), armed, || look(dst, u64::MAX, false)).await
+    }
 }
 
 /// Moves exactly `n` bytes from `src` to `dst` with `splice(2)`, counting them on both sides
@@ -174,9 +211,10 @@ pub enum RunError {
 /// Returns `Ok(false)`, having moved nothing, when it cannot splice: one of the peers is not a
 /// plain TCP socket, or no pipe could be had (fd exhaustion); the caller copies instead.
 ///
-/// `before_write` is called with `dst`, the batch's size in bytes and whether it is the run's
-/// last, before each batch goes out (the HTTP/1 code looks there for an upstream answer that
-/// comes before the request body's end).
+/// `watch` looks at `dst` before each batch goes out, with the batch's size in bytes and
+/// whether it is the run's last (the HTTP/1 code looks there for an upstream answer that comes
+/// before the request body's end), and watches it while the source is slow; a refusal ends
+/// the run with [`RunError::Refused`].
 ///
 /// `sockets` are the body's: the first run switches them to non-blocking mode, and they stay
 /// so until it is dropped.
@@ -189,7 +227,7 @@ pub async fn splice_run<D: Peer>(
     dst: &mut D,
     n: u64,
     pause: Option<Duration>,
-    before_write: &mut dyn FnMut(&D, u64, bool),
+    watch: &mut BodyWatch<'_, D>,
     sockets: &mut BodySockets,
 ) -> Result<bool, RunError> {
     let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) else {
@@ -204,17 +242,7 @@ pub async fn splice_run<D: Peer>(
         pipes.put(pipe);
         return Ok(false);
     }
-    let moved = run(
-        &pipe,
-        pipes.bytes,
-        sp.metrics,
-        src,
-        dst,
-        n,
-        pause,
-        before_write,
-    )
-    .await;
+    let moved = run(&pipe, pipes.bytes, sp.metrics, src, dst, n, pause, watch).await;
     match moved {
         Ok(()) => {
             pipes.put(pipe);
@@ -241,7 +269,7 @@ async fn run<D: Peer>(
     dst: &mut D,
     mut left: u64,
     pause: Option<Duration>,
-    before_write: &mut dyn FnMut(&D, u64, bool),
+    watch: &mut BodyWatch<'_, D>,
 ) -> Result<(), RunError> {
     let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     while left > 0 {
@@ -251,9 +279,11 @@ async fn run<D: Peer>(
             Ok(0) => return Err(RunError::Eof),
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                within(tcp(src).readable(false), pause)
+                watch
+                    .wait(tcp(src).readable(false), pause, dst)
                     .await
                     .ok_or(RunError::ReadTimeout)?
+                    .map_err(|Stopped| RunError::Refused)?
                     .map_err(RunError::Read)?;
                 continue;
             }
@@ -261,7 +291,10 @@ async fn run<D: Peer>(
             Err(e) => return Err(RunError::Read(e)),
         };
         src.counters().read(got as u64);
-        before_write(dst, got as u64, got as u64 == left);
+        if watch.before_write(dst, got as u64, got as u64 == left) {
+            // (The batch in the pipe goes with it: the pipe is closed, not pooled.)
+            return Err(RunError::Refused);
+        }
         let mut inpipe = got;
         while inpipe > 0 {
             match sys::splice(pr, fd(dst), inpipe) {

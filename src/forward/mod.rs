@@ -11,6 +11,6 @@ pub mod body;
 pub mod pipes;
 pub mod splice;
 
-pub use body::{splice_run, BodySockets, BodySplice, RunError};
+pub use body::{splice_run, BodySockets, BodySplice, BodyWatch, RunError};
 pub use pipes::PipePool;
 pub use splice::{splice_both, Counters, Ended, IdleLimits, SpliceError};

@@ -15,10 +15,10 @@ use std::time::Duration;
 use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
-use crate::forward::{splice_run, BodySockets, BodySplice, RunError};
+use crate::forward::{splice_run, BodySockets, BodySplice, BodyWatch, RunError};
 use crate::io::{
-    read_at_most, read_more, read_ready, read_within, tcp_fd, within, within_progress, write_all,
-    write_ready, Peer, READ_CHUNK,
+    read_at_most, read_more, read_ready, read_within, tcp_fd, within_progress, write_all,
+    write_ready, Peer, Stopped, READ_CHUNK,
 };
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
@@ -186,21 +186,36 @@ pub fn check_framing(framing: Framing, buf: &[u8]) -> Result<(), &'static str> {
     BodyEnd::new(framing).feed(buf).map(|_| ())
 }
 
-/// Whether an answer from `up` is already waiting (one non-blocking peek at up to 512
-/// queued bytes), interim 1xx heads not counted. Looked at before each write of a request
-/// body after the first (see [`forward_message`]): an answer there came before the upstream
-/// could have read the whole body. Such an upstream may never read the rest (which may fit in
-/// the socket buffers all the same), and a next request on the connection would land behind
-/// it unread, so the connection must not be reused (curl closes in the same case). Looked at
-/// before the writes rather than after the last one, so an upstream that reads the whole body
-/// and answers at once is not taken for one (it answers only after the last write).
-pub fn answer_waiting(up: &impl Peer) -> bool {
+/// What an upstream has sent while a request body is still on its way ([`answer_waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Nothing (interim 1xx heads only, or an end of stream without a byte).
+    Nothing,
+    /// A final answer that does not refuse the body (2xx, 3xx, or a status line not all
+    /// there yet): the upstream may still read the rest.
+    Answer,
+    /// A final error answer (4xx, 5xx): the upstream does not want the rest of the body. A
+    /// client seeing one while it sends SHOULD cease sending (RFC 9112 §9.5); the proxy then
+    /// relays it at once instead of after the body.
+    Refusal,
+}
+
+/// What waits on `up` (one non-blocking peek at up to 512 queued bytes), interim 1xx heads
+/// not counted. Looked at before each write of a request body after the first (see
+/// [`forward_message`]), and when the upstream turns readable while the client is slow to
+/// send: an answer there came before the upstream could have read the whole body. Such an
+/// upstream may never read the rest (which may fit in the socket buffers all the same), and a
+/// next request on the connection would land behind it unread, so the connection must not be
+/// reused (curl closes in the same case). Looked at before the writes rather than after the
+/// last one, so an upstream that reads the whole body and answers at once is not taken for
+/// one (it answers only after the last write).
+pub fn answer_waiting(up: &impl Peer) -> Waiting {
     let Some(fd) = tcp_fd(up) else {
-        return false;
+        return Waiting::Nothing;
     };
     let mut b = [0u8; 512];
     let Ok(n) = crate::sys::peek(fd, &mut b) else {
-        return false;
+        return Waiting::Nothing;
     };
     let mut queued = &b[..n];
     // Interim heads (`HTTP/1.x 1xx`: a 100 to `Expect`, a 103) are skipped: what counts is a
@@ -209,10 +224,15 @@ pub fn answer_waiting(up: &impl Peer) -> bool {
         match queued.windows(4).position(|w| w == b"\r\n\r\n") {
             Some(end) => queued = &queued[end + 4..],
             // An interim head longer than the peek, or still arriving: not an answer yet.
-            None => return false,
+            None => return Waiting::Nothing,
         }
     }
-    !queued.is_empty()
+    match queued {
+        [] => Waiting::Nothing,
+        // `HTTP/1.x 4` or `5`: the status class is enough (RFC 9110 §15).
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _, b' ', b'4' | b'5', ..] => Waiting::Refusal,
+        _ => Waiting::Answer,
+    }
 }
 
 /// What reading a head gave.
@@ -309,7 +329,11 @@ pub async fn send_with_head(
 /// checked here, and no byte past the body is read.
 ///
 /// With `answered` (a request body on its way upstream), `dst` is looked at before each body
-/// write but the first ([`answer_waiting`]), and `answered` is set once an answer waits there.
+/// write but the first ([`answer_waiting`]), and while a wait for the body's next bytes runs
+/// past [`crate::io::WATCH_AFTER`], when `dst` turns readable; `answered` is set once an answer waits
+/// there. An error answer ([`Waiting::Refusal`]) ends the move with
+/// [`MessageError::Refused`]: the rest of the body is not sent (nor read), and the caller
+/// relays the answer.
 #[allow(clippy::too_many_arguments)] // each is one facet of the move; a struct would only rename them
 pub async fn forward_message(
     src: &mut impl Peer,
@@ -329,16 +353,25 @@ pub async fn forward_message(
     // an answer that came meanwhile is found before the body's end all the same, at one
     // peek per a few hundred KiB instead of one per 64 KiB batch.
     let mut since_look = 0u64;
-    let mut watch = |dst: &_, n: u64, last: bool| {
+    // `true`: the upstream refused the body (an error answer waits).
+    let mut look = |dst: &_, n: u64, last: bool| {
         let Some(a) = answered.filter(|a| !a.get()) else {
-            return;
+            return false;
         };
         since_look = since_look.saturating_add(n);
         let ends_body = last && framing != Framing::Chunked;
         if ends_body || since_look >= ANSWER_LOOK_EVERY {
             since_look = 0;
-            a.set(answer_waiting(dst));
+            let waiting = answer_waiting(dst);
+            a.set(waiting != Waiting::Nothing);
+            return waiting == Waiting::Refusal;
         }
+        false
+    };
+    // The wait for the body's next bytes also watches `dst` for an answer (request bodies).
+    let mut watch = BodyWatch {
+        look: &mut look,
+        armed: answered.is_some(),
     };
     // Non-blocking from the body's first spliced run to its end (dropped on return).
     let mut sockets = BodySockets::default();
@@ -354,7 +387,9 @@ pub async fn forward_message(
             // The run looks before its own first write, a few bytes later.
             if head.is_empty() && !run_next {
                 // (A framing write always looks: counted as past the bound.)
-                watch(&*dst, u64::MAX, false);
+                if watch.before_write(&*dst, u64::MAX, false) {
+                    return Err(MessageError::Refused(to));
+                }
             }
             let rest = buf.split_off(used);
             // (The head went out with the body's first bytes, before any run.)
@@ -398,7 +433,8 @@ pub async fn forward_message(
             // What the last framed run saw right after itself, if it was spliced whole and
             // nothing has been taken from `src` since (this iteration spliced no run).
             let seen = after.take().filter(|_| !run_next);
-            if let Some(next) = framed_runs(&end, src, sp, pause, &mut sockets, seen).await? {
+            let next = framed_runs(&end, src, &*dst, sp, pause, &mut watch, &mut sockets, seen);
+            if let Some(next) = next.await? {
                 match splice_run(sp, src, dst, next.len, pause, &mut watch, &mut sockets).await {
                     Ok(true) => {
                         end = next.end;
@@ -415,13 +451,23 @@ pub async fn forward_message(
         // data stays in the socket to be spliced too, whether the size line is already there
         // or still on its way.
         let limit = splice.and_then(|sp| end.framing_read(sp.min, CHUNK_LINE_READ));
+        // (A request body's upstream is watched meanwhile: see `BodyWatch`.)
         let read = if sockets.nonblocking() {
-            read_ready(src, buf, limit.unwrap_or(READ_CHUNK), pause).await
+            let ready = read_ready(src, buf, limit.unwrap_or(READ_CHUNK), pause);
+            // (`read_ready` bounds its own waits: no bound here, so never `None`.)
+            watch.wait(ready, None, &*dst).await.unwrap_or(Ok(None))
         } else if let Some(n) = limit {
-            within(read_at_most(src, buf, n), pause).await
+            watch
+                .wait(read_at_most(src, buf, n), pause, &*dst)
+                .await
+                .transpose()
         } else {
-            within(read_more(src, buf), pause).await
+            watch
+                .wait(read_more(src, buf), pause, &*dst)
+                .await
+                .transpose()
         };
+        let read = read.map_err(|Stopped| MessageError::Refused(to))?;
         let (r, b) = read.ok_or(MessageError::ReadTimeout(from))?;
         buf = b;
         match r {
@@ -471,15 +517,18 @@ type Peeked = ([u8; CHUNK_LINE_READ], usize);
 /// then take and check.
 ///
 /// Errors: [`MessageError::ReadTimeout`] when nothing came for `pause`; the read error.
-async fn framed_runs(
+#[allow(clippy::too_many_arguments)] // forward_message's state, lent for one look
+async fn framed_runs<D: Peer>(
     end: &BodyEnd,
     src: &mut impl Peer,
+    dst: &D,
     sp: BodySplice<'_>,
     pause: Option<Duration>,
+    watch: &mut BodyWatch<'_, D>,
     sockets: &mut BodySockets,
     mut seen: Option<Peeked>,
 ) -> Result<Option<FramedRun>, MessageError> {
-    let from = src.side();
+    let (from, to) = (src.side(), dst.side());
     let mut b = [0u8; CHUNK_LINE_READ];
     let mut len = 0u64;
     let mut at = end.clone();
@@ -502,9 +551,11 @@ async fn framed_runs(
             // The first look waits for the bytes; a later one takes what is there.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && len == 0 => {
                 let Some(t) = src.tcp() else { break };
-                within(t.readable(false), pause)
+                watch
+                    .wait(t.readable(false), pause, dst)
                     .await
                     .ok_or(MessageError::ReadTimeout(from))?
+                    .map_err(|Stopped| MessageError::Refused(to))?
                     .map_err(|e| MessageError::Io(from, e))?;
                 continue;
             }
@@ -582,6 +633,7 @@ fn run_error(e: RunError, from: Side, to: Side) -> MessageError {
         RunError::Eof => MessageError::Eof(from),
         RunError::Read(e) => MessageError::Io(from, e),
         RunError::Write(e) => MessageError::Io(to, e),
+        RunError::Refused => MessageError::Refused(to),
     }
 }
 

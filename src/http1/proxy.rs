@@ -398,12 +398,16 @@ async fn send_request_body(
             r.m.completed(0, None, Some(ErrorLabel::Client));
             return None;
         }
-        // The upstream stopped taking the body (closed, reset or stalled).
-        _ => {
+        // The upstream stopped taking the body (closed, reset or stalled), or answered
+        // with an error before its end (RFC 9112 §9.5): its answer is relayed at once.
+        e => {
             if early_response(r, client, up).await {
                 return None;
             }
-            (502, "upstream write failed")
+            match e {
+                MessageError::Refused(_) => (502, "malformed upstream response"),
+                _ => (502, "upstream write failed"),
+            }
         }
     };
     r.m.proxy_answer(code, ErrorLabel::of_status(code), r.t0.elapsed());

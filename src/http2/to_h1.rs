@@ -11,6 +11,7 @@
 //! relayed to the client before its body goes upstream. Not here: HTTP/1 response trailers
 //! (dropped), other 1xx responses (not relayed), upgrades.
 
+use std::cell::Cell;
 use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -28,9 +29,12 @@ use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::message::{
     answer_waiting, check_framing, early_answer, read_head, BodyEnd, HeadRead, Resend,
-    ResponseHead, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    ResponseHead, Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
-use crate::io::{read_within, tcp_fd, within_after_acked, within_progress, write_all, Peer};
+use crate::io::{
+    read_within, tcp_fd, within_after_acked, within_progress, within_watching, write_all, Peer,
+    Stopped,
+};
 use crate::upstream::pool::UpConn;
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
@@ -396,9 +400,12 @@ async fn first_to_speak(
 }
 
 /// Streams the request body to the upstream, chunked or as is, releasing the client's window
-/// as the upstream takes the bytes; `first` is body data the client sent already. A write the upstream does not take within `pause` (it
-/// may have answered early and stopped reading) fails like a broken connection. Returns
-/// whether an answer was waiting before one of its writes ([`answer_waiting`]).
+/// as the upstream takes the bytes; `first` is body data the client sent already. A write the
+/// upstream does not take within `pause` (it may have answered early and stopped reading)
+/// fails like a broken connection. Returns whether an answer was waiting before one of its
+/// writes ([`answer_waiting`]). An error answer there, or one that comes while the client is
+/// slow to send (watched once a wait for its data runs past [`crate::io::WATCH_AFTER`]), ends
+/// the body at once ([`REFUSED`], RFC 9112 §9.5): the caller relays that answer.
 async fn send_body(
     up: &mut UpConn,
     body: &mut RecvStream,
@@ -409,19 +416,40 @@ async fn send_body(
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     // Every write here follows the head's (see `answer_waiting`).
     let mut answered = false;
+    // Whether a slow client's waits also watch the upstream (until it said something that is
+    // not a refusal, which stays queued).
+    let mut armed = true;
     loop {
         let chunk = match first.take() {
             Some(d) => d,
-            None => match body.data().await {
-                Some(chunk) => chunk.map_err(reset)?,
-                None => break,
-            },
+            None => {
+                let seen = Cell::new(Waiting::Nothing);
+                let look = || {
+                    seen.set(answer_waiting(&*up));
+                    seen.get() == Waiting::Refusal
+                };
+                let next = within_watching(body.data(), None, Some(up.stream()), &mut armed, look);
+                let next = next.await;
+                answered = answered || seen.get() == Waiting::Answer;
+                match next {
+                    Some(Ok(Some(chunk))) => chunk.map_err(reset)?,
+                    Some(Ok(None)) => break,
+                    // (No bound was given: `None` does not happen.)
+                    Some(Err(Stopped)) | None => return Err(REFUSED),
+                }
+            }
         };
         let n = chunk.len();
         if n == 0 {
             continue;
         }
-        answered = answered || answer_waiting(up);
+        if !answered {
+            match answer_waiting(up) {
+                Waiting::Refusal => return Err(REFUSED),
+                Waiting::Answer => answered = true,
+                Waiting::Nothing => {}
+            }
+        }
         if chunked {
             let mut framed = Vec::with_capacity(n + 20);
             let _ = write!(framed, "{n:x}\r\n");
@@ -440,7 +468,13 @@ async fn send_body(
     }
     let trailers = body.trailers().await.map_err(reset)?;
     if chunked {
-        answered = answered || answer_waiting(up);
+        if !answered {
+            match answer_waiting(up) {
+                Waiting::Refusal => return Err(REFUSED),
+                Waiting::Answer => answered = true,
+                Waiting::Nothing => {}
+            }
+        }
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
             end.extend_from_slice(name.as_str().as_bytes());
@@ -456,6 +490,11 @@ async fn send_body(
 
 /// A request body write that failed or stalled.
 const WRITE_FAILED: Failure = Failure::Status(502, "upstream write failed");
+
+/// The upstream answered with an error before the request body's end (RFC 9112 §9.5): the
+/// rest is not sent, and the caller relays that answer (a 502 only if it turns out
+/// malformed).
+const REFUSED: Failure = Failure::Status(502, "malformed upstream response");
 
 /// Writes `data` to the upstream, failing when it acknowledges nothing for `pause`
 /// ([`within_progress`]).

@@ -207,6 +207,54 @@ pub async fn within<T>(
     }
 }
 
+/// How long a wait for one peer runs before [`within_watching`] also watches the other: most
+/// waits for a request body's next bytes end well within it and cost no second readiness op.
+pub const WATCH_AFTER: Duration = Duration::from_millis(10);
+
+/// The other peer spoke, and the wait for this one was given up ([`within_watching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// [`within`] for a wait on one peer (a request body's next bytes) while the other (the
+/// upstream the body goes to) may speak first: once `wait` has been pending for
+/// [`WATCH_AFTER`], `other` is watched for readability too, if given and `*armed`. When it
+/// turns readable first, `look()` decides: `true` gives the wait up (`Some(Err(Stopped))`;
+/// `wait` is dropped, a read in flight with it); `false` disarms the watch (`*armed = false`)
+/// and the wait goes on: what made `other` readable stays queued, so watching it again would
+/// wake at once. `None` when `pause` passed first, as with [`within`].
+pub async fn within_watching<T>(
+    wait: impl std::future::Future<Output = T>,
+    pause: Option<Duration>,
+    other: Option<&TcpStream>,
+    armed: &mut bool,
+    mut look: impl FnMut() -> bool,
+) -> Option<Result<T, Stopped>> {
+    let Some(other) = other.filter(|_| *armed) else {
+        return within(wait, pause).await.map(Ok);
+    };
+    let mut wait = std::pin::pin!(wait);
+    let watched = async {
+        monoio::select! {
+            biased;
+            t = &mut wait => return Ok(t),
+            _ = monoio::time::sleep(WATCH_AFTER) => {}
+        }
+        loop {
+            monoio::select! {
+                biased;
+                t = &mut wait => return Ok(t),
+                _ = other.readable(false), if *armed => {
+                    if look() {
+                        return Err(Stopped);
+                    }
+                    *armed = false;
+                }
+            }
+        }
+    };
+    within(watched, pause).await
+}
+
 /// `f`, a wait for a peer to take bytes (a write, or a wait for writability), bounded by
 /// `pause` of **no progress** rather than by its whole length: the wait goes on while the peer
 /// keeps acknowledging bytes of the stream on `fd` ([`sys::tcp_bytes_acked`], looked at every

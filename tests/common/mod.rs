@@ -241,6 +241,11 @@ pub fn reset(c: TcpStream) {
 pub const EARLY_413: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
 
+/// A 202 that keeps the connection open, for [`answers_early_and_keeps_the_connection`]: an
+/// answer before the body that, unlike an error, does not stop the body (RFC 9112 §9.5 asks
+/// a client to stop only for an error).
+pub const EARLY_202: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 8\r\n\r\naccepted";
+
 /// An upstream that answers every request with `response` (in one write; [`EARLY_413`] is a
 /// 413 with no `connection: close`) as soon as it has its head, then neither reads the body
 /// nor closes for the rest of the test. Returns its address, its connection count, and a
