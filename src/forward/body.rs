@@ -21,7 +21,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::io::{set_driver_mode, within_progress, within_watching, Peer, Stopped};
+use crate::io::{set_driver_mode, watching, within_progress, within_watching, Peer, Stopped};
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -190,6 +190,18 @@ impl<D: Peer> BodyWatch<'_, D> {
         (self.look)(dst, n, last)
     }
 
+    /// `wait` (for room to write to `dst`) watching `dst` as [`watching`] does:
+    /// `Err(Stopped)` when `dst` refused the body meanwhile (an upstream that answered with
+    /// an error and stopped reading).
+    pub async fn wait_write<T>(
+        &mut self,
+        wait: impl std::future::Future<Output = T>,
+        dst: &D,
+    ) -> Result<T, Stopped> {
+        let BodyWatch { look, armed } = self;
+        watching(wait, dst.tcp(), armed, || look(dst, u64::MAX, false)).await
+    }
+
     /// `wait` (for the source's next bytes) bounded by `pause`, watching `dst` as
     /// [`within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))` when `dst`
     /// refused the body meanwhile.
@@ -301,9 +313,13 @@ async fn run<D: Peer>(
                 Ok(0) => return Err(RunError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(k) => inpipe -= k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    within_progress(tcp(dst).writable(false), pause, Some(fd(dst)))
+                    // (An upstream that answered with an error may have stopped reading:
+                    // watched meanwhile, so its answer does not wait for the stall bound.)
+                    let writable = watch.wait_write(tcp(dst).writable(false), dst);
+                    within_progress(writable, pause, Some(fd(dst)))
                         .await
                         .ok_or(RunError::WriteStalled)?
+                        .map_err(|Stopped| RunError::Refused)?
                         .map_err(RunError::Write)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

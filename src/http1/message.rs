@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::chunked::Decoder;
 use super::head::{Framing, HeadError};
@@ -18,7 +18,7 @@ use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySockets, BodySplice, BodyWatch, RunError};
 use crate::io::{
     read_at_most, read_more, read_ready, read_within, tcp_fd, within_progress, write_all,
-    write_ready, Peer, Stopped, READ_CHUNK,
+    write_ready, Peer, Stopped, READ_CHUNK, WATCH_AFTER,
 };
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
@@ -217,7 +217,14 @@ pub fn answer_waiting(up: &impl Peer) -> Waiting {
     let Ok(n) = crate::sys::peek(fd, &mut b) else {
         return Waiting::Nothing;
     };
-    let mut queued = &b[..n];
+    waiting_in(&b[..n])
+}
+
+/// What `bytes` (the start of what an upstream sent, not yet relayed) say, as
+/// [`answer_waiting`] reads a socket: also for bytes already read with an interim head (a
+/// 100 and a 413 in one segment; review: the 413 then waited for the whole body).
+pub fn waiting_in(bytes: &[u8]) -> Waiting {
+    let mut queued = bytes;
     // Interim heads (`HTTP/1.x 1xx`: a 100 to `Expect`, a 103) are skipped: what counts is a
     // final answer behind them (review: `100 Continue` and a 413 sent back to back).
     while queued.len() >= 10 && queued.starts_with(b"HTTP/1.") && queued[8..10] == *b" 1" {
@@ -353,6 +360,10 @@ pub async fn forward_message(
     // an answer that came meanwhile is found before the body's end all the same, at one
     // peek per a few hundred KiB instead of one per 64 KiB batch.
     let mut since_look = 0u64;
+    // Also after `WATCH_AFTER` since the last look, so a slow but steady upload (a spliced
+    // run of a few bytes at a time) sees an answer as soon as a paused one does (review: a
+    // 413 reached a 100 KB/s uploader after 2.8 s).
+    let mut looked_at = Instant::now();
     // `true`: the upstream refused the body (an error answer waits).
     let mut look = |dst: &_, n: u64, last: bool| {
         let Some(a) = answered.filter(|a| !a.get()) else {
@@ -360,8 +371,9 @@ pub async fn forward_message(
         };
         since_look = since_look.saturating_add(n);
         let ends_body = last && framing != Framing::Chunked;
-        if ends_body || since_look >= ANSWER_LOOK_EVERY {
+        if ends_body || since_look >= ANSWER_LOOK_EVERY || looked_at.elapsed() >= WATCH_AFTER {
             since_look = 0;
+            looked_at = Instant::now();
             let waiting = answer_waiting(dst);
             a.set(waiting != Waiting::Nothing);
             return waiting == Waiting::Refusal;

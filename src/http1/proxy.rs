@@ -18,8 +18,9 @@
 //! A request body that pauses longer than `body_timeout_ms` gets 408; a response body that
 //! pauses longer than `stream_idle_timeout_ms` closes the connection. An upstream that stops
 //! taking a body has the answer it sent meanwhile relayed (else 502). A client whose body was
-//! cut short is closed gracefully (FIN, then its remaining bytes are read and discarded for up
-//! to `LINGER`, 5 s), so a reset cannot destroy the answer. Pipelined requests are answered in
+//! cut short is closed gracefully (FIN, then its remaining bytes are read and discarded while
+//! it pauses less than `LINGER`, 5 s, for up to `LINGER_TOTAL`, 30 s), so a reset cannot
+//! destroy the answer. Pipelined requests are answered in
 //! order over one upstream connection at a time (not spread across several).
 
 use std::cell::Cell;
@@ -37,8 +38,8 @@ use super::head::{
 };
 use super::message::{
     check_framing, early_answer, forward_dechunked, forward_message, read_head, reason_phrase,
-    send_with_head, HeadRead, Resend, ResponseHead, MAX_INTERIM, MAX_RESPONSE_HEAD,
-    RESPONSE_HEADERS,
+    send_with_head, waiting_in, HeadRead, Resend, ResponseHead, Waiting, MAX_INTERIM,
+    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
@@ -54,10 +55,17 @@ use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, Str
 use crate::upstream::pool::UpConn;
 use crate::{forward, sys};
 
-/// How long a client whose request body was cut short may keep sending after the proxy's
-/// answer (which it reads and discards) before the connection is closed. Closing with unread
-/// bytes would send a reset, which can destroy the answer before the client has read it.
+/// How long a client whose request body was cut short may pause, while it keeps sending
+/// after the proxy's answer (which it reads and discards), before the connection is closed
+/// (nginx's `lingering_timeout`). Closing with unread bytes would send a reset, which can
+/// destroy the answer before the client has read it.
 const LINGER: Duration = Duration::from_secs(5);
+
+/// How long such a client may keep sending in all (nginx's `lingering_time`): one that writes
+/// its whole body before it reads the answer (Python's `http.client`) gets its early answer
+/// for an upload of up to this long (review: with 5 s in all, an 8 s upload ended in a
+/// broken pipe instead of the 413).
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
 
 /// A request head, parsed and rewritten for the upstream.
 struct Req {
@@ -328,6 +336,9 @@ struct InFlight<'a> {
     /// The upstream's answer was waiting before a write of the request body (see
     /// `answer_waiting`): its connection is not pooled.
     answered: Cell<bool>,
+    /// The client was answered before its request body's end: once the upstream connection
+    /// is closed (its slot freed), the client is closed with [`linger_close`].
+    linger: Cell<bool>,
 }
 
 impl InFlight<'_> {
@@ -372,7 +383,8 @@ fn access_log(
 /// what followed the body, or `None` after the client was answered otherwise (no response
 /// byte had gone out yet): 408 for a body that paused too long, 400 for bad chunked framing;
 /// when the upstream stopped taking the body, the answer it sent meanwhile (a 413 or 401 for
-/// an upload, say) or else 502. A client that went away gets nothing.
+/// an upload, say) or else 502. A client that went away gets nothing. After `None` the
+/// caller finishes with [`give_up`].
 async fn send_request_body(
     r: &InFlight<'_>,
     client: &mut Client<'_>,
@@ -414,8 +426,20 @@ async fn send_request_body(
     proxy_error(client, code, reason).await;
     r.access(client, code);
     end_upstream(up);
-    linger_close(client).await;
+    r.linger.set(true);
     None
+}
+
+/// Ends an exchange [`send_request_body`] gave up on: the upstream connection is closed
+/// first, so its `max_connections_per_endpoint` slot is free while the client lingers
+/// (review: a bounded endpoint's next request waited out the whole linger). Returns the
+/// exchange's outcome: the client connection is done.
+async fn give_up(r: &InFlight<'_>, client: &mut Client<'_>, up: UpConn) -> Option<bool> {
+    drop(up);
+    if r.linger.get() {
+        linger_close(client).await;
+    }
+    Some(false)
 }
 
 /// Sends FIN to an upstream whose request will not be completed, before the client's
@@ -427,7 +451,8 @@ fn end_upstream(up: &UpConn) {
 }
 
 /// After the upstream stopped taking a request body: relays the final response it sent
-/// meanwhile (marked `connection: close`), then closes the client with [`linger_close`].
+/// meanwhile (marked `connection: close`); the client is then to close with [`linger_close`]
+/// (`r.linger`).
 /// Returns whether there was such a response (not when chunk framing read with its head is
 /// already malformed: see [`check_framing`]).
 async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpConn) -> bool {
@@ -454,7 +479,7 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
     match relayed {
         Ok(_) => {
             up.end();
-            linger_close(client).await
+            r.linger.set(true);
         }
         Err(_) => {
             abort(client);
@@ -471,16 +496,22 @@ fn abort(client: &mut Client<'_>) {
 }
 
 /// Closes a client whose request was not read to its end without resetting it: sends FIN,
-/// then reads and discards what the client still sends until it closes too, or [`LINGER`].
+/// then reads and discards what the client still sends until it closes too, pauses for
+/// [`LINGER`], or [`LINGER_TOTAL`] has passed.
 async fn linger_close(client: &mut Client<'_>) {
     if sys::shutdown_write(client.io().as_raw_fd()).is_err() {
         return;
     }
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + LINGER_TOTAL;
     let mut buf = Vec::with_capacity(READ_CHUNK);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, read_more(client, buf)).await {
+        if left.is_zero() {
+            // (Checked here: a read that is always ready would otherwise win each race with
+            // an expired timer; review: 5 s ran to 8.5 s.)
+            return;
+        }
+        match monoio::time::timeout(left.min(LINGER), read_more(client, buf)).await {
             Ok((Ok(n), b)) if n > 0 => {
                 buf = b;
                 buf.clear();
@@ -739,6 +770,7 @@ async fn exchange(
             min: l.http1.splice_body_bytes,
         }),
         answered: Cell::new(false),
+        linger: Cell::new(false),
     };
     let (addr, mut up, pooled) = match connected {
         Ok((addr, mut up, pooled)) => {
@@ -768,7 +800,7 @@ async fn exchange(
     if body_sent {
         match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
             Some(rest) => *cbuf = rest,
-            None => return Some(false),
+            None => return give_up(&ctx, client, up).await,
         }
         body_buf = Vec::new();
     } else {
@@ -785,7 +817,7 @@ async fn exchange(
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, Vec::new());
                 match sent.await {
                     Some(rest) => *cbuf = rest,
-                    None => return Some(false),
+                    None => return give_up(&ctx, client, up).await,
                 }
                 body_sent = true;
             }
@@ -882,8 +914,15 @@ async fn exchange(
                 return Some(false);
             }
             if r.code == 100 && !body_sent {
-                // Bytes after the 100, read with it: the final answer came before the body,
-                // which the upstream may then never read (see `answer_waiting`).
+                // An error answer read together with the 100: the body is not sent (RFC
+                // 9112 §9.5); the next round reads that answer, relayed as one that came
+                // before the body (review: it waited for the whole upload, or became a 502
+                // when the upstream then closed).
+                if waiting_in(&ubuf) == Waiting::Refusal {
+                    continue;
+                }
+                // Other bytes after the 100, read with it: the final answer came before the
+                // body, which the upstream may then never read (see `answer_waiting`).
                 if !ubuf.is_empty() {
                     ctx.answered.set(true);
                 }
@@ -892,7 +931,7 @@ async fn exchange(
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
                 match sent.await {
                     Some(rest) => *cbuf = rest,
-                    None => return Some(false),
+                    None => return give_up(&ctx, client, up).await,
                 }
                 body_sent = true;
             }
@@ -1022,9 +1061,10 @@ async fn exchange(
     let reusable = upstream_keep_alive && body_sent && !answered_early && rest.is_empty();
     if reusable {
         l.pools.put_h1(addr, up);
-    }
-    if !body_sent {
-        // Answered before the body: the client may still send it (after its own wait).
+    } else if !body_sent {
+        // Answered before the body: the client may still send it (after its own wait). The
+        // upstream connection closes first: its slot is free while the client lingers.
+        drop(up);
         linger_close(client).await;
         return Some(true);
     }

@@ -28,7 +28,7 @@ use crate::core::Listener;
 use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::message::{
-    answer_waiting, check_framing, early_answer, read_head, BodyEnd, HeadRead, Resend,
+    answer_waiting, check_framing, early_answer, read_head, waiting_in, BodyEnd, HeadRead, Resend,
     ResponseHead, Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::io::{
@@ -229,7 +229,13 @@ pub(super) async fn exchange(
                 buf.drain(..head.head_len);
                 if head.parts.status == http::StatusCode::CONTINUE {
                     continue_client();
-                    // A final answer read together with the 100 came before the body.
+                    // An error answer read together with the 100: the body is not sent (RFC
+                    // 9112 §9.5); the next round reads and relays it (review: it waited for
+                    // the whole upload, or became a 502 when the upstream then closed).
+                    if waiting_in(&buf) == Waiting::Refusal {
+                        continue;
+                    }
+                    // Another final answer read together with the 100 came before the body.
                     answered_early = !buf.is_empty();
                     break;
                 }

@@ -216,43 +216,51 @@ pub const WATCH_AFTER: Duration = Duration::from_millis(10);
 pub struct Stopped;
 
 /// [`within`] for a wait on one peer (a request body's next bytes) while the other (the
-/// upstream the body goes to) may speak first: once `wait` has been pending for
-/// [`WATCH_AFTER`], `other` is watched for readability too, if given and `*armed`. When it
-/// turns readable first, `look()` decides: `true` gives the wait up (`Some(Err(Stopped))`;
-/// `wait` is dropped, a read in flight with it); `false` disarms the watch (`*armed = false`)
-/// and the wait goes on: what made `other` readable stays queued, so watching it again would
-/// wake at once. `None` when `pause` passed first, as with [`within`].
+/// upstream the body goes to) may speak first: [`watching`], bounded by `pause`. `None` when
+/// `pause` passed first, as with [`within`].
 pub async fn within_watching<T>(
     wait: impl std::future::Future<Output = T>,
     pause: Option<Duration>,
     other: Option<&TcpStream>,
     armed: &mut bool,
-    mut look: impl FnMut() -> bool,
+    look: impl FnMut() -> bool,
 ) -> Option<Result<T, Stopped>> {
+    within(watching(wait, other, armed, look), pause).await
+}
+
+/// `wait` (for one peer: a request body's next bytes, or room to write them) while the other
+/// peer may speak first: once `wait` has been pending for [`WATCH_AFTER`], `other` is watched
+/// for readability too, if given and `*armed`. When it turns readable first, `look()`
+/// decides: `true` gives the wait up (`Err(Stopped)`; `wait` is dropped, with an operation in
+/// flight in it); `false` disarms the watch (`*armed = false`) and the wait goes on: what made
+/// `other` readable stays queued, so watching it again would wake at once.
+pub async fn watching<T>(
+    wait: impl std::future::Future<Output = T>,
+    other: Option<&TcpStream>,
+    armed: &mut bool,
+    mut look: impl FnMut() -> bool,
+) -> Result<T, Stopped> {
     let Some(other) = other.filter(|_| *armed) else {
-        return within(wait, pause).await.map(Ok);
+        return Ok(wait.await);
     };
     let mut wait = std::pin::pin!(wait);
-    let watched = async {
+    monoio::select! {
+        biased;
+        t = &mut wait => return Ok(t),
+        _ = monoio::time::sleep(WATCH_AFTER) => {}
+    }
+    loop {
         monoio::select! {
             biased;
             t = &mut wait => return Ok(t),
-            _ = monoio::time::sleep(WATCH_AFTER) => {}
-        }
-        loop {
-            monoio::select! {
-                biased;
-                t = &mut wait => return Ok(t),
-                _ = other.readable(false), if *armed => {
-                    if look() {
-                        return Err(Stopped);
-                    }
-                    *armed = false;
+            _ = other.readable(false), if *armed => {
+                if look() {
+                    return Err(Stopped);
                 }
+                *armed = false;
             }
         }
-    };
-    within(watched, pause).await
+    }
 }
 
 /// `f`, a wait for a peer to take bytes (a write, or a wait for writability), bounded by
