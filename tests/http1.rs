@@ -1721,6 +1721,14 @@ fn an_early_error_answer_reaches_a_slow_uploader_at_once() {
         "response_total{listener=\"t\",status_code=\"413\"}",
         1.0,
     );
+    // The client connection, answered, ends cleanly once the client closes (review: it
+    // counted a failure).
+    drop(c);
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",classification=\"success\"}",
+        1.0,
+    );
 }
 
 /// The same for a client that sends as fast as it can, to an upstream that answers 413 right

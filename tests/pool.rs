@@ -250,6 +250,12 @@ fn a_queued_request_whose_client_reset_is_not_sent() {
         "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
         1.0,
     );
+    // B's close counts its reset (review: errno "").
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
+        1.0,
+    );
     release.send(()).unwrap();
     let mut resp = String::new();
     a.read_to_string(&mut resp).unwrap();

@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
@@ -339,6 +340,9 @@ struct InFlight<'a> {
     /// The client was answered before its request body's end: once the upstream connection
     /// is closed (its slot freed), the client is closed with [`linger_close`].
     linger: Cell<bool>,
+    /// That answer was the upstream's, relayed whole: the client connection then ends
+    /// cleanly (review: counted a failure), as after an answer before an `Expect` body.
+    relayed: Cell<bool>,
 }
 
 impl InFlight<'_> {
@@ -433,13 +437,14 @@ async fn send_request_body(
 /// Ends an exchange [`send_request_body`] gave up on: the upstream connection is closed
 /// first, so its `max_connections_per_endpoint` slot is free while the client lingers
 /// (review: a bounded endpoint's next request waited out the whole linger). Returns the
-/// exchange's outcome: the client connection is done.
+/// exchange's outcome: the client connection is done, cleanly when the upstream's answer was
+/// relayed.
 async fn give_up(r: &InFlight<'_>, client: &mut Client<'_>, up: UpConn) -> Option<bool> {
     drop(up);
     if r.linger.get() {
         linger_close(client).await;
     }
-    Some(false)
+    Some(r.relayed.get())
 }
 
 /// Sends FIN to an upstream whose request will not be completed, before the client's
@@ -480,6 +485,7 @@ async fn early_response(r: &InFlight<'_>, client: &mut Client<'_>, up: &mut UpCo
         Ok(_) => {
             up.end();
             r.linger.set(true);
+            r.relayed.set(true);
         }
         Err(_) => {
             abort(client);
@@ -531,18 +537,21 @@ async fn linger_close(client: &mut Client<'_>) {
 /// costs no readiness op; it stops being watched once it is readable for another reason
 /// (bytes queued: its body or a pipelined request; or a FIN, a half-close HTTP/1 allows):
 /// the reads that follow see what comes after.
-async fn unless_client_resets<T>(client: &TcpStream, wait: impl Future<Output = T>) -> Option<T> {
+async fn unless_client_resets<T>(
+    client: &TcpStream,
+    wait: impl Future<Output = T>,
+) -> Result<T, io::Error> {
     let mut wait = pin!(wait);
     let mut watch = true;
     loop {
         monoio::select! {
             biased;
-            t = &mut wait => return Some(t),
+            t = &mut wait => return Ok(t),
             _ = client.readable(false), if watch => {
                 // Readable: bytes, a FIN or a pending error. A reset leaves `SO_ERROR` set
                 // (the bytes it cut stay queued and readable).
-                if matches!(sys::take_socket_error(client.as_raw_fd()), Ok(Some(_))) {
-                    return None;
+                if let Ok(Some(e)) = sys::take_socket_error(client.as_raw_fd()) {
+                    return Err(e);
                 }
                 watch = false;
             }
@@ -736,14 +745,19 @@ async fn exchange(
     let connected = l
         .pools
         .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other);
-    let Some(connected) = unless_client_resets(client.io(), connected).await else {
-        // Nobody to answer, and the request must not reach the upstream: it ends without a
-        // response (`response_total{error="client"}`, as a client gone mid-body).
-        debug!(listener = %l.cfg.name, %peer, upstream = %first, "client reset while its request waited for an upstream connection: not sent");
-        let m = dest.metrics_of(l, req.route, Protocol::Http1, Some(first), authority);
-        m.request();
-        m.completed(0, None, Some(ErrorLabel::Client));
-        return Some(false);
+    let connected = match unless_client_resets(client.io(), connected).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Nobody to answer, and the request must not reach the upstream: it ends without
+            // a response (`response_total{error="client"}`, as a client gone mid-body); the
+            // client's close counts the reset's errno.
+            debug!(listener = %l.cfg.name, %peer, upstream = %first, error = %e, "client reset while its request waited for an upstream connection: not sent");
+            client.note_error(&e);
+            let m = dest.metrics_of(l, req.route, Protocol::Http1, Some(first), authority);
+            m.request();
+            m.completed(0, None, Some(ErrorLabel::Client));
+            return Some(false);
+        }
     };
     let to = match &connected {
         Ok((addr, ..)) if *addr != first => {
@@ -771,6 +785,7 @@ async fn exchange(
         }),
         answered: Cell::new(false),
         linger: Cell::new(false),
+        relayed: Cell::new(false),
     };
     let (addr, mut up, pooled) = match connected {
         Ok((addr, mut up, pooled)) => {
