@@ -301,11 +301,11 @@ async fn detect_stage(
             m.detect_ended(LinkerdDetect::ReadTimeout, t0.elapsed());
             Err(DetectStop::DialFailed(e))
         }
-        Err(e) => {
-            tracked.client_error();
-            debug!(listener = %l.cfg.name, %peer, error = %e, "client error during detection");
+        Err(f) => {
+            tracked.client_error(f.seen);
+            debug!(listener = %l.cfg.name, %peer, error = %f.error, "client error during detection");
             m.detect_ended(LinkerdDetect::Error, t0.elapsed());
-            Err(DetectStop::Client(Close::of_error(&e)))
+            Err(DetectStop::Client(Close::of_error(&f.error)))
         }
     }
 }

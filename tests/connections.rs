@@ -447,6 +447,20 @@ fn a_refused_connection_is_in_the_closed_ring_with_why() {
     assert_eq!(r["destination"], Value::Null);
 }
 
+/// Review: a client that sent part of a request line and reset during detection was in the
+/// closed ring as `client_error` with `first_bytes: null`, though 2 bytes had come from it.
+#[test]
+fn a_client_error_during_detection_keeps_its_first_bytes() {
+    let (up, _h) = upstream(echo);
+    let p = proxy_with(&[up], "[detect]\nserver_first = \"off\"\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let me = c.local_addr().unwrap();
+    c.write_all(b"GE").unwrap();
+    reset(c);
+    let r = wait_row(&p, "?closed=1&verdict=client_error", me, |_| true);
+    assert_eq!(r["first_bytes"], hex(b"GE"), "{r}");
+}
+
 #[test]
 fn with_the_ring_off_the_closed_view_says_so() {
     let (up, _h) = upstream(echo);

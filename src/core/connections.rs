@@ -535,9 +535,13 @@ impl<'t> Tracked<'t> {
         self.with(|e| e.verdict = Verdict::DialFailed);
     }
 
-    /// The client socket failed during detection.
-    pub fn client_error(&self) {
-        self.with(|e| e.verdict = Verdict::ClientError);
+    /// The client socket failed during detection; `seen`: its bytes by then (review: a
+    /// client that sent two bytes and reset showed none).
+    pub fn client_error(&self, seen: Seen) {
+        self.with(|e| {
+            e.verdict = Verdict::ClientError;
+            e.seen = seen;
+        });
     }
 
     /// An HTTP request (HTTP/2: a stream) started.

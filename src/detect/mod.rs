@@ -131,6 +131,15 @@ pub enum Detection {
     DialFailed(ConnectError),
 }
 
+/// The client failed during detection ([`detect`]'s error).
+#[derive(Debug)]
+pub struct ClientFailed {
+    /// The socket's error (`ECONNRESET` for a reset).
+    pub error: io::Error,
+    /// What had been seen of the client by then (its first bytes, for `GET /connections`).
+    pub seen: Seen,
+}
+
 /// One peek + classify step.
 enum Step {
     Decided(DetectResult, Option<ClientHello>),
@@ -313,8 +322,8 @@ where
 /// early upstream. `dial_failed` takes the early dial's failure when the client fails
 /// (otherwise the failure goes with the verdict, or as [`Detection::DialFailed`]).
 ///
-/// Errors: the client socket failing (a reset during the peek). A timeout is not an error:
-/// it is the verdict [`DetectResult::Timeout`].
+/// Errors: the client socket failing (a reset during the peek), with what had been seen of
+/// it. A timeout is not an error: it is the verdict [`DetectResult::Timeout`].
 pub async fn detect<F>(
     client: &TcpStream,
     s: &DetectSettings,
@@ -323,7 +332,7 @@ pub async fn detect<F>(
     mut spare: impl FnMut(TcpStream, Option<io::Error>),
     abandoned: impl FnOnce(),
     dial_failed: impl FnOnce(ConnectError),
-) -> io::Result<Detection>
+) -> Result<Detection, ClientFailed>
 where
     F: Future<Output = Result<TcpStream, ConnectError>>,
 {
@@ -339,7 +348,8 @@ where
     let mut seen = Seen::default();
 
     // Most clients' first bytes are already queued at accept: decide without waiting.
-    let (mut have, want) = match step(scratch, fd, None, &mut seen)? {
+    let first = step(scratch, fd, None, &mut seen).map_err(|error| ClientFailed { error, seen })?;
+    let (mut have, want) = match first {
         Step::Decided(r, h) => return decided(r, h, None, seen),
         Step::Need { have, want } => (have, want),
     };
@@ -383,7 +393,7 @@ where
                                 }
                             }
                         }
-                        return Err(e);
+                        return Err(ClientFailed { error: e, seen });
                     }
                 };
                 match stepped {
