@@ -1981,3 +1981,73 @@ fn an_upstream_that_answered_and_stopped_reading_is_relayed_without_the_stall_bo
     drop(c);
     let _ = writer.join();
 }
+
+/// Review: an upstream's error answer whose status line came cut before its class digit
+/// (`HTTP/1.1 `, then `413 …`) was taken for a non-error answer at the first look, and no
+/// look came after: the 413 reached a steady uploader only after its whole body. Looks go on
+/// until the class is known.
+#[test]
+fn an_error_answer_with_a_cut_status_line_still_stops_the_body() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::mpsc;
+    let (cut_sent, cut) = mpsc::channel::<()>();
+    let (go_on, rest) = mpsc::channel::<()>();
+    let (cut_sent, rest) = (
+        Arc::new(std::sync::Mutex::new(cut_sent)),
+        Arc::new(std::sync::Mutex::new(rest)),
+    );
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut b = [0u8; 1];
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => return,
+            }
+        }
+        let _ = c.write_all(b"HTTP/1.1 ");
+        let _ = cut_sent.lock().unwrap().send(());
+        let _ = rest.lock().unwrap().recv();
+        let _ = c.write_all(b"413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large");
+        // Reads and discards the rest.
+        let mut buf = vec![0u8; 64 << 10];
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let p = proxy(&[up], "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 10000000\r\n\r\n")
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (mut w, stop, sent) = (c.try_clone().unwrap(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            // 1000 B every 2 ms: 20 s for the whole body.
+            while !stop.load(Ordering::SeqCst) {
+                if w.write_all(&[b'x'; 1000]).is_err() {
+                    return;
+                }
+                sent.fetch_add(1000, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    cut.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Some 20 pieces (and so several looks at the cut status line) before the rest of it.
+    let start = sent.load(Ordering::SeqCst);
+    while sent.load(Ordering::SeqCst) < start + 20_000 {
+        std::thread::yield_now();
+    }
+    go_on.send(()).unwrap();
+    let (head, body) = read_response(&mut c, &mut Vec::new());
+    stop.store(true, Ordering::SeqCst);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"too large");
+    drop(c);
+    let _ = writer.join();
+}

@@ -198,6 +198,22 @@ pub enum Waiting {
     /// client seeing one while it sends SHOULD cease sending (RFC 9112 §9.5); the proxy then
     /// relays it at once instead of after the body.
     Refusal,
+    /// The start of a final answer whose status line is cut before its class digit
+    /// (`HTTP/1.1 `): an answer, whose kind a later look tells (review: taken for a non-error
+    /// answer, it stopped the looks and a 413 waited for the whole body).
+    Partial,
+}
+
+impl Waiting {
+    /// Whether an answer has started (the connection is then not pooled).
+    pub fn is_answer(self) -> bool {
+        self != Waiting::Nothing
+    }
+
+    /// Whether a later look may still find a refusal.
+    pub fn unsettled(self) -> bool {
+        matches!(self, Waiting::Nothing | Waiting::Partial)
+    }
 }
 
 /// What waits on `up` (one non-blocking peek at up to 512 queued bytes), interim 1xx heads
@@ -236,6 +252,8 @@ pub fn waiting_in(bytes: &[u8]) -> Waiting {
     }
     match queued {
         [] => Waiting::Nothing,
+        // Not yet the class digit (byte 10 of `HTTP/1.x NNN`).
+        q if q.len() < 10 => Waiting::Partial,
         // `HTTP/1.x 4` or `5`: the status class is enough (RFC 9110 §15).
         [b'H', b'T', b'T', b'P', b'/', b'1', b'.', _, b' ', b'4' | b'5', ..] => Waiting::Refusal,
         _ => Waiting::Answer,
@@ -364,9 +382,11 @@ pub async fn forward_message(
     // run of a few bytes at a time) sees an answer as soon as a paused one does (review: a
     // 413 reached a 100 KB/s uploader after 2.8 s).
     let mut looked_at = Instant::now();
+    // Looks go on until what waits is known not to be a refusal.
+    let mut unsettled = answered.is_some_and(|a| !a.get());
     // `true`: the upstream refused the body (an error answer waits).
     let mut look = |dst: &_, n: u64, last: bool| {
-        let Some(a) = answered.filter(|a| !a.get()) else {
+        let Some(a) = answered.filter(|_| unsettled) else {
             return false;
         };
         since_look = since_look.saturating_add(n);
@@ -375,7 +395,8 @@ pub async fn forward_message(
             since_look = 0;
             looked_at = Instant::now();
             let waiting = answer_waiting(dst);
-            a.set(waiting != Waiting::Nothing);
+            a.set(a.get() || waiting.is_answer());
+            unsettled = waiting.unsettled();
             return waiting == Waiting::Refusal;
         }
         false

@@ -422,9 +422,23 @@ async fn send_body(
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     // Every write here follows the head's (see `answer_waiting`).
     let mut answered = false;
+    // Whether looks go on: until what waits is known not to be a refusal.
+    let mut unsettled = true;
     // Whether a slow client's waits also watch the upstream (until it said something that is
     // not a refusal, which stays queued).
     let mut armed = true;
+    // One look: `Err(REFUSED)` on an error answer.
+    let mut look_now = |up: &UpConn, answered: &mut bool| {
+        if unsettled {
+            let w = answer_waiting(up);
+            *answered = *answered || w.is_answer();
+            unsettled = w.unsettled();
+            if w == Waiting::Refusal {
+                return Err(REFUSED);
+            }
+        }
+        Ok(())
+    };
     loop {
         let chunk = match first.take() {
             Some(d) => d,
@@ -436,7 +450,7 @@ async fn send_body(
                 };
                 let next = within_watching(body.data(), None, Some(up.stream()), &mut armed, look);
                 let next = next.await;
-                answered = answered || seen.get() == Waiting::Answer;
+                answered = answered || seen.get().is_answer();
                 match next {
                     Some(Ok(Some(chunk))) => chunk.map_err(reset)?,
                     Some(Ok(None)) => break,
@@ -449,13 +463,7 @@ async fn send_body(
         if n == 0 {
             continue;
         }
-        if !answered {
-            match answer_waiting(up) {
-                Waiting::Refusal => return Err(REFUSED),
-                Waiting::Answer => answered = true,
-                Waiting::Nothing => {}
-            }
-        }
+        look_now(up, &mut answered)?;
         if chunked {
             let mut framed = Vec::with_capacity(n + 20);
             let _ = write!(framed, "{n:x}\r\n");
@@ -474,13 +482,7 @@ async fn send_body(
     }
     let trailers = body.trailers().await.map_err(reset)?;
     if chunked {
-        if !answered {
-            match answer_waiting(up) {
-                Waiting::Refusal => return Err(REFUSED),
-                Waiting::Answer => answered = true,
-                Waiting::Nothing => {}
-            }
-        }
+        look_now(up, &mut answered)?;
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
             end.extend_from_slice(name.as_str().as_bytes());
