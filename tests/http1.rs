@@ -1693,6 +1693,75 @@ fn the_upstream_of_a_refused_request_body_sees_its_end_at_once() {
     drop(c);
 }
 
+/// A client's request body sent by its own thread on a clone of the socket: `piece`-byte
+/// writes, each followed by `pause` if given, until [`Uploader::finish`], `limit` bytes, or a
+/// failed write. `sent` counts the bytes written.
+struct Uploader {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Uploader {
+    fn start(c: &TcpStream, piece: usize, pause: Option<Duration>, limit: u64) -> Uploader {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (mut w, halt, count) = (c.try_clone().unwrap(), stop.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            let data = vec![b'x'; piece];
+            while !halt.load(Ordering::SeqCst) && count.load(Ordering::SeqCst) < limit {
+                if w.write_all(&data).is_err() {
+                    return;
+                }
+                count.fetch_add(piece as u64, Ordering::SeqCst);
+                if let Some(d) = pause {
+                    std::thread::sleep(d);
+                }
+            }
+        });
+        Uploader { stop, sent, thread }
+    }
+
+    /// Bytes written so far.
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Stops sending and waits for the thread.
+    fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// An upstream that answers [`EARLY_413`] right after a request head, then reads and discards
+/// the rest until the proxy closes; the receiver gets how many body bytes it read.
+fn refusing_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<u64>) {
+    let (got_tx, got) = std::sync::mpsc::channel::<u64>();
+    let got_tx = Arc::new(std::sync::Mutex::new(got_tx));
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut body = (head.len() - at) as u64;
+        let _ = c.write_all(EARLY_413);
+        while let Ok(n) = c.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            body += n as u64;
+        }
+        let _ = got_tx.lock().unwrap().send(body);
+    });
+    (up, got)
+}
+
 /// Review (RFC 9112 §9.5): an upstream that rejects an upload with an error right after its
 /// head (and neither reads on nor closes) while the client is slow to send: the answer reached
 /// the client only after the whole upload, or once the upstream had taken no byte for
@@ -1736,30 +1805,8 @@ fn an_early_error_answer_reaches_a_slow_uploader_at_once() {
 /// answer was seen (before, all of it went upstream first).
 #[test]
 fn an_early_error_answer_stops_the_request_body() {
-    use std::sync::atomic::{AtomicBool, AtomicU64};
     const BODY: u64 = 256 << 20;
-    let (got_tx, got) = std::sync::mpsc::channel::<u64>();
-    let got_tx = Arc::new(std::sync::Mutex::new(got_tx));
-    let (up, _h) = upstream(move |mut c: TcpStream| {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let mut body = (head.len() - at) as u64;
-        let _ = c.write_all(common::EARLY_413);
-        while let Ok(n) = c.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            body += n as u64;
-        }
-        let _ = got_tx.lock().unwrap().send(body);
-    });
+    let (up, got) = refusing_upstream();
     let p = proxy(&[up], "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -1768,22 +1815,9 @@ fn an_early_error_answer_stops_the_request_body() {
         "POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: {BODY}\r\n\r\n"
     )
     .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (mut w, stop, sent) = (c.try_clone().unwrap(), stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            let chunk = vec![b'x'; 64 << 10];
-            while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < BODY {
-                if w.write_all(&chunk).is_err() {
-                    return;
-                }
-                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-            }
-        })
-    };
+    let writer = Uploader::start(&c, 64 << 10, None, BODY);
     let (head, body) = read_response(&mut c, &mut Vec::new());
-    stop.store(true, Ordering::SeqCst);
+    writer.stop.store(true, Ordering::SeqCst);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(body, b"too large");
     let upstream_got = got.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -1792,7 +1826,7 @@ fn an_early_error_answer_stops_the_request_body() {
         "the whole body went upstream after its 413 ({upstream_got} bytes)"
     );
     drop(c);
-    let _ = writer.join();
+    writer.finish();
 }
 
 /// Review: while a client whose upload got an early error answer lingered (the proxy reads
@@ -1868,49 +1902,16 @@ fn a_lingering_client_does_not_hold_the_endpoint_slot() {
 /// within a few KiB.
 #[test]
 fn a_steady_slow_upload_sees_an_early_error_answer_soon() {
-    let (got_tx, got) = std::sync::mpsc::channel::<u64>();
-    let got_tx = Arc::new(std::sync::Mutex::new(got_tx));
-    // Answers 413 right after the head, then reads and discards (counting the body).
-    let (up, _h) = upstream(move |mut c: TcpStream| {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let mut body = (head.len() - at) as u64;
-        let _ = c.write_all(EARLY_413);
-        while let Ok(n) = c.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            body += n as u64;
-        }
-        let _ = got_tx.lock().unwrap().send(body);
-    });
+    let (up, got) = refusing_upstream();
     let p = proxy(&[up], "");
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 10000000\r\n\r\n")
         .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (mut w, stop) = (c.try_clone().unwrap(), stop.clone());
-        std::thread::spawn(move || {
-            // 800 B every 2 ms: about 400 KB/s.
-            while !stop.load(Ordering::SeqCst) {
-                if w.write_all(&[b'x'; 800]).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    // 800 B every 2 ms: about 400 KB/s.
+    let writer = Uploader::start(&c, 800, Some(Duration::from_millis(2)), u64::MAX);
     let (head, body) = read_response(&mut c, &mut Vec::new());
-    stop.store(true, Ordering::SeqCst);
+    writer.stop.store(true, Ordering::SeqCst);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(body, b"too large");
     let upstream_got = got.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -1919,7 +1920,7 @@ fn a_steady_slow_upload_sees_an_early_error_answer_soon() {
         "{upstream_got} bytes went upstream after its 413 (a look per 256 KiB)"
     );
     drop(c);
-    let _ = writer.join();
+    writer.finish();
 }
 
 /// Review: an upstream that answers 413 and reads no more (without closing), with a client
@@ -1962,24 +1963,13 @@ fn an_upstream_that_answered_and_stopped_reading_is_relayed_without_the_stall_bo
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 268435456\r\n\r\n")
         .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (mut w, stop) = (c.try_clone().unwrap(), stop.clone());
-        std::thread::spawn(move || {
-            let chunk = vec![b'x'; 64 << 10];
-            while !stop.load(Ordering::SeqCst) {
-                if w.write_all(&chunk).is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let writer = Uploader::start(&c, 64 << 10, None, u64::MAX);
     let (head, body) = read_response(&mut c, &mut Vec::new());
-    stop.store(true, Ordering::SeqCst);
+    writer.stop.store(true, Ordering::SeqCst);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(body, b"too large");
     drop(c);
-    let _ = writer.join();
+    writer.finish();
 }
 
 /// Review: an upstream's error answer whose status line came cut before its class digit
@@ -1988,7 +1978,6 @@ fn an_upstream_that_answered_and_stopped_reading_is_relayed_without_the_stall_bo
 /// until the class is known.
 #[test]
 fn an_error_answer_with_a_cut_status_line_still_stops_the_body() {
-    use std::sync::atomic::AtomicU64;
     use std::sync::mpsc;
     let (cut_sent, cut) = mpsc::channel::<()>();
     let (go_on, rest) = mpsc::channel::<()>();
@@ -2018,30 +2007,17 @@ fn an_error_answer_with_a_cut_status_line_still_stops_the_body() {
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 10000000\r\n\r\n")
         .unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (mut w, stop, sent) = (c.try_clone().unwrap(), stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            // 1000 B every 2 ms: 20 s for the whole body.
-            while !stop.load(Ordering::SeqCst) {
-                if w.write_all(&[b'x'; 1000]).is_err() {
-                    return;
-                }
-                sent.fetch_add(1000, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    // 1000 B every 2 ms: 20 s for the whole body.
+    let writer = Uploader::start(&c, 1000, Some(Duration::from_millis(2)), u64::MAX);
     cut.recv_timeout(Duration::from_secs(10)).unwrap();
     // Some 20 pieces (and so several looks at the cut status line) before the rest of it.
-    let start = sent.load(Ordering::SeqCst);
-    while sent.load(Ordering::SeqCst) < start + 20_000 {
+    let start = writer.sent();
+    while writer.sent() < start + 20_000 {
         std::thread::yield_now();
     }
     go_on.send(()).unwrap();
     let (head, body) = read_response(&mut c, &mut Vec::new());
-    stop.store(true, Ordering::SeqCst);
+    writer.stop.store(true, Ordering::SeqCst);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("connection: close"),
@@ -2049,5 +2025,5 @@ fn an_error_answer_with_a_cut_status_line_still_stops_the_body() {
     );
     assert_eq!(body, b"too large");
     drop(c);
-    let _ = writer.join();
+    writer.finish();
 }
