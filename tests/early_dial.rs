@@ -105,13 +105,9 @@ fn an_early_dial_next_to_an_idle_pooled_connection_is_not_kept() {
     );
 }
 
-/// A proxy with one worker (pools are per worker: clients must meet the same one) and one
-/// listener `t` in front of `up`, with `extra` TOML in the listener table.
+/// [`common::one_worker`] with no table before the listener.
 fn one_worker(up: std::net::SocketAddr, extra: &str) -> sidewire::server::Server {
-    start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{extra}"
-    ))
+    common::one_worker(up, "", extra)
 }
 
 /// A current-thread tokio runtime for one side of an HTTP/2 exchange.

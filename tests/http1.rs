@@ -1866,12 +1866,11 @@ fn a_lingering_client_does_not_hold_the_endpoint_slot() {
             }
         }
     });
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [detect]\nserver_first = \"off\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
-         max_connections_per_endpoint = 1\n"
-    ));
+    let p = one_worker(
+        up,
+        "[detect]\nserver_first = \"off\"\n",
+        "max_connections_per_endpoint = 1\n",
+    );
     let mut a = TcpStream::connect(addr(&p)).unwrap();
     a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     a.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 1000000\r\n\r\n")

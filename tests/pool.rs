@@ -205,12 +205,11 @@ fn a_queued_request_whose_client_reset_is_not_sent() {
             }
         }
     });
-    let p = start_toml(&format!(
-        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [detect]\nserver_first = \"off\"\n\
-         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n\
-         max_connections_per_endpoint = 1\n"
-    ));
+    let p = one_worker(
+        up,
+        "[detect]\nserver_first = \"off\"\n",
+        "max_connections_per_endpoint = 1\n",
+    );
     let get = |path: &str| {
         let mut c = TcpStream::connect(addr(&p)).unwrap();
         write!(

@@ -20,6 +20,16 @@ pub fn proxy(upstream: &[SocketAddr], extra: &str) -> Server {
     proxy_with(upstream, "", extra)
 }
 
+/// A proxy with one worker (pools and endpoint bounds are per worker: clients must meet the
+/// same one) and one listener `t` in front of `up`: `top` TOML (e.g. a `[detect]` table)
+/// before the listener, `extra` in the listener table.
+pub fn one_worker(up: SocketAddr, top: &str, extra: &str) -> Server {
+    start_toml(&format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{top}\
+         [[listener]]\nname = \"t\"\nlisten = \"127.0.0.1:0\"\nupstream = [\"{up}\"]\n{extra}"
+    ))
+}
+
 /// Like [`proxy`], with `top` TOML (e.g. a `[detect]` table) before the listener.
 pub fn proxy_with(upstream: &[SocketAddr], top: &str, extra: &str) -> Server {
     let ups: Vec<String> = upstream.iter().map(|a| format!("\"{a}\"")).collect();
