@@ -11,7 +11,6 @@
 //! relayed to the client before its body goes upstream. Not here: HTTP/1 response trailers
 //! (dropped), other 1xx responses (not relayed), upgrades.
 
-use std::cell::Cell;
 use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -421,37 +420,20 @@ async fn send_body(
 ) -> Result<bool, Failure> {
     let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
     // Every write here follows the head's (see `answer_waiting`).
-    let mut answered = false;
-    // Whether looks go on: until what waits is known not to be a refusal.
-    let mut unsettled = true;
+    let mut looks = Looks {
+        answered: false,
+        unsettled: true,
+    };
     // Whether a slow client's waits also watch the upstream (until it said something that is
     // not a refusal, which stays queued).
     let mut armed = true;
-    // One look: `Err(REFUSED)` on an error answer.
-    let mut look_now = |up: &UpConn, answered: &mut bool| {
-        if unsettled {
-            let w = answer_waiting(up);
-            *answered = *answered || w.is_answer();
-            unsettled = w.unsettled();
-            if w == Waiting::Refusal {
-                return Err(REFUSED);
-            }
-        }
-        Ok(())
-    };
     loop {
         let chunk = match first.take() {
             Some(d) => d,
             None => {
-                let seen = Cell::new(Waiting::Nothing);
-                let look = || {
-                    seen.set(answer_waiting(&*up));
-                    seen.get() == Waiting::Refusal
-                };
+                let look = || looks.look(&*up);
                 let next = within_watching(body.data(), None, Some(up.stream()), &mut armed, look);
-                let next = next.await;
-                answered = answered || seen.get().is_answer();
-                match next {
+                match next.await {
                     Some(Ok(Some(chunk))) => chunk.map_err(reset)?,
                     Some(Ok(None)) => break,
                     // (No bound was given: `None` does not happen.)
@@ -463,7 +445,9 @@ async fn send_body(
         if n == 0 {
             continue;
         }
-        look_now(up, &mut answered)?;
+        if looks.look(up) {
+            return Err(REFUSED);
+        }
         if chunked {
             let mut framed = Vec::with_capacity(n + 20);
             let _ = write!(framed, "{n:x}\r\n");
@@ -482,7 +466,9 @@ async fn send_body(
     }
     let trailers = body.trailers().await.map_err(reset)?;
     if chunked {
-        look_now(up, &mut answered)?;
+        if looks.look(up) {
+            return Err(REFUSED);
+        }
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
             end.extend_from_slice(name.as_str().as_bytes());
@@ -493,7 +479,28 @@ async fn send_body(
         end.extend_from_slice(b"\r\n");
         write_within(up, end, pause).await?;
     }
-    Ok(answered)
+    Ok(looks.answered)
+}
+
+/// What the looks at the upstream found while a request body goes out ([`send_body`]).
+struct Looks {
+    /// An answer had started: the connection is not pooled.
+    answered: bool,
+    /// Looks go on: what waits (if anything) may still turn out a refusal.
+    unsettled: bool,
+}
+
+impl Looks {
+    /// One look at `up` ([`answer_waiting`]), while unsettled: `true` on an error answer.
+    fn look(&mut self, up: &UpConn) -> bool {
+        if !self.unsettled {
+            return false;
+        }
+        let w = answer_waiting(up);
+        self.answered |= w.is_answer();
+        self.unsettled = w.unsettled();
+        w == Waiting::Refusal
+    }
 }
 
 /// A request body write that failed or stalled.
