@@ -528,8 +528,8 @@ async fn linger_close(client: &mut Client<'_>) {
 }
 
 /// Runs `wait` (a request's wait for an upstream connection: its turn under
-/// `max_connections_per_endpoint`, a connect) unless `client` resets first: then `None`, and
-/// the request is not sent for a client that is gone (review: requests queued at an
+/// `max_connections_per_endpoint`, a connect) unless `client` resets first: then the reset's
+/// error (`ECONNRESET`), and the request is not sent for a client that is gone (review: requests queued at an
 /// endpoint's bound still reached the upstream after their clients had reset; HTTP/2
 /// streams are cancelled by their `RST_STREAM`).
 ///
