@@ -270,3 +270,113 @@ fn a_queued_request_whose_client_reset_is_not_sent() {
     c.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+/// An upstream that reads one request per connection and never answers: it reports
+/// `"request"` when the request has arrived and `"closed"` when the proxy closes the
+/// connection (EOF or reset). Answers `"late"` (a 200) only if the test sends on the returned
+/// channel, for the half-close case.
+fn silent_upstream() -> (SocketAddr, mpsc::Receiver<&'static str>, mpsc::Sender<()>) {
+    let (seen_tx, seen) = mpsc::channel::<&'static str>();
+    let (answer, answer_rx) = mpsc::channel::<()>();
+    let seen_tx = Arc::new(std::sync::Mutex::new(seen_tx));
+    let answer_rx = Arc::new(std::sync::Mutex::new(answer_rx));
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        if read_request(&mut r).is_none() {
+            return;
+        }
+        let _ = seen_tx.lock().unwrap().send("request");
+        let closer = seen_tx.lock().unwrap().clone();
+        // Watches for the proxy's close while the test decides whether it answers.
+        let watcher = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+            let _ = closer.send("closed");
+        });
+        if answer_rx.lock().unwrap().recv().is_ok() {
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate");
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = watcher.join();
+    });
+    (up, seen, answer)
+}
+
+/// Review item (session 15's list): an HTTP/1 client that reset while its response was
+/// awaited left the upstream connection, its request in flight, open until the upstream
+/// answered or `response_timeout_ms` passed (a long poll the client gave up on held the
+/// connection, and its endpoint slot, for the whole poll). It is now closed at once.
+#[test]
+fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connection() {
+    let (up, seen, _answer) = silent_upstream();
+    let p = one_worker(
+        up,
+        "[detect]\nserver_first = \"off\"\n[http1]\nresponse_timeout_ms = 60000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    assert_eq!(seen.recv_timeout(wait), Ok("request"));
+    reset(c);
+    assert_eq!(
+        seen.recv_timeout(wait),
+        Ok("closed"),
+        "the upstream connection was held after its client reset"
+    );
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
+        1.0,
+    );
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
+        1.0,
+    );
+    wait_metric(
+        &p,
+        "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
+        1.0,
+    );
+}
+
+/// The counterpart: a client that half-closes (FIN) after its request is still answered,
+/// however long the upstream takes (HTTP/1 allows the half-close; only a reset cuts). The
+/// upstream answers once the client's FIN is out; whether the proxy's watch has seen it by
+/// then or not, the answer must arrive whole.
+#[test]
+fn a_client_that_half_closes_while_its_response_is_awaited_still_gets_it() {
+    let (up, seen, answer) = silent_upstream();
+    let p = one_worker(
+        up,
+        "[detect]\nserver_first = \"off\"\n[http1]\nresponse_timeout_ms = 60000\n",
+        "",
+    );
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    assert_eq!(seen.recv_timeout(wait), Ok("request"));
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    // The proxy's watch is armed 10 ms into the wait; the FIN it sees must not cut anything.
+    // Either way the exchange must finish normally, so this is not synchronisation.
+    assert_eq!(
+        seen.recv_timeout(Duration::from_millis(50)),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "the upstream connection was closed after the client's FIN"
+    );
+    answer.send(()).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("late"), "{resp}");
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"200\",classification=\"success\"}",
+        1.0,
+    );
+}

@@ -28,7 +28,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -48,8 +47,8 @@ use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::forward::BodySplice;
 use crate::io::{
-    read_more, read_some, read_within, tcp_fd, within_after_acked, write_all, Client, Peer,
-    READ_CHUNK,
+    read_more, read_some, read_within, tcp_fd, watching, within_after_acked, write_all, Client,
+    Peer, Stopped, READ_CHUNK,
 };
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
@@ -527,35 +526,37 @@ async fn linger_close(client: &mut Client<'_>) {
     }
 }
 
-/// Runs `wait` (a request's wait for an upstream connection: its turn under
-/// `max_connections_per_endpoint`, a connect) unless `client` resets first: then the reset's
-/// error (`ECONNRESET`), and the request is not sent for a client that is gone (review: requests queued at an
-/// endpoint's bound still reached the upstream after their clients had reset; HTTP/2
-/// streams are cancelled by their `RST_STREAM`).
+/// Runs `wait` unless `client` resets first: then the reset's error (`ECONNRESET`). Two waits
+/// of a request use it: for an upstream connection (its turn under
+/// `max_connections_per_endpoint`, a connect), so a request whose client is gone is not sent
+/// (review: requests queued at an endpoint's bound still reached the upstream after their
+/// clients had reset); and for the response head, so an upstream connection with a request
+/// in flight is closed rather than held until the answer or `response_timeout_ms` (a long
+/// poll the client gave up on). HTTP/2 streams are cancelled by their `RST_STREAM`.
 ///
-/// The client is watched only while `wait` is pending, so a pooled connection taken at once
-/// costs no readiness op; it stops being watched once it is readable for another reason
-/// (bytes queued: its body or a pipelined request; or a FIN, a half-close HTTP/1 allows):
-/// the reads that follow see what comes after.
+/// The client is watched only once `wait` has been pending for [`crate::io::WATCH_AFTER`] (a pooled
+/// connection taken at once, or a response within it, costs no readiness op), and only while
+/// `*armed`: once it is readable for another reason (bytes queued: its body or a pipelined
+/// request; or a FIN, a half-close HTTP/1 allows) the watch is disarmed and the reads that
+/// follow see what comes after. A reset leaves `SO_ERROR` set (the bytes it cut stay queued
+/// and readable).
 async fn unless_client_resets<T>(
     client: &TcpStream,
+    armed: &mut bool,
     wait: impl Future<Output = T>,
 ) -> Result<T, io::Error> {
-    let mut wait = pin!(wait);
-    let mut watch = true;
-    loop {
-        monoio::select! {
-            biased;
-            t = &mut wait => return Ok(t),
-            _ = client.readable(false), if watch => {
-                // Readable: bytes, a FIN or a pending error. A reset leaves `SO_ERROR` set
-                // (the bytes it cut stay queued and readable).
-                if let Ok(Some(e)) = sys::take_socket_error(client.as_raw_fd()) {
-                    return Err(e);
-                }
-                watch = false;
-            }
+    let fd = client.as_raw_fd();
+    let mut reset = None;
+    let look = || match sys::take_socket_error(fd) {
+        Ok(Some(e)) => {
+            reset = Some(e);
+            true
         }
+        _ => false,
+    };
+    match watching(wait, Some(client), armed, look).await {
+        Ok(t) => Ok(t),
+        Err(Stopped) => Err(reset.unwrap_or_else(|| io::ErrorKind::ConnectionReset.into())),
     }
 }
 
@@ -745,7 +746,7 @@ async fn exchange(
     let connected = l
         .pools
         .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other);
-    let connected = match unless_client_resets(client.io(), connected).await {
+    let connected = match unless_client_resets(client.io(), &mut true, connected).await {
         Ok(c) => c,
         Err(e) => {
             // Nobody to answer, and the request must not reach the upstream: it ends without
@@ -848,8 +849,11 @@ async fn exchange(
     }
 
     // 4. The response head (interim 1xx responses pass through), under the response timeout.
+    // A client that resets meanwhile (a long poll it gave up on, say) cuts the exchange: the
+    // upstream connection is closed instead of held until the answer or the timeout.
     let mut ubuf: Vec<u8> = Vec::with_capacity(8192);
     let mut interim = 0;
+    let mut watch_client = true;
     let resp = loop {
         // With a body, the bound counts from when the upstream had taken the whole request:
         // a large body may still be draining from the send buffer into a slow but steady
@@ -857,33 +861,38 @@ async fn exchange(
         let up_fd = (req.framing != Framing::Empty)
             .then(|| tcp_fd(&up))
             .flatten();
-        let read = within_after_acked(
-            read_head(&mut up, &mut ubuf, &mut false, |b| {
-                // An answer that comes before the body was sent ends the connection
-                // (the body may still be on its way): say so (RFC 9110 §10.1.1).
-                // A draining worker, or a listener generation a reload retired,
-                // answers `connection: close` (RFC 9112 §9.6) and closes after the
-                // response: the client's next request opens a connection under the
-                // settings in force, and none is lost to a close it did not expect.
-                let to = ClientHop {
-                    minor: req.minor,
-                    keep_alive: req.keep_alive && body_sent && !l.is_retired(),
-                };
-                rewrite_response(b, req.is_head, to, req.upgrade)
-            }),
-            cfg.response_timeout,
-            up_fd,
-        )
-        .await;
-        let r = match read {
+        let mut started = false;
+        let head = read_head(&mut up, &mut ubuf, &mut started, |b| {
+            // An answer that comes before the body was sent ends the connection
+            // (the body may still be on its way): say so (RFC 9110 §10.1.1).
+            // A draining worker, or a listener generation a reload retired,
+            // answers `connection: close` (RFC 9112 §9.6) and closes after the
+            // response: the client's next request opens a connection under the
+            // settings in force, and none is lost to a close it did not expect.
+            let to = ClientHop {
+                minor: req.minor,
+                keep_alive: req.keep_alive && body_sent && !l.is_retired(),
+            };
+            rewrite_response(b, req.is_head, to, req.upgrade)
+        });
+        let watched = unless_client_resets(client.io(), &mut watch_client, head);
+        let r = match within_after_acked(watched, cfg.response_timeout, up_fd).await {
+            Some(Err(e)) => {
+                // Nobody to answer: the upstream connection (its request in flight) is
+                // dropped, not pooled, and counts as cut by the proxy.
+                debug!(listener = %l.cfg.name, %peer, upstream = %addr, error = %e, "client reset while its response was awaited: upstream connection closed");
+                client.note_error(&e);
+                m.completed(0, None, Some(ErrorLabel::Client));
+                return Some(false);
+            }
             None => {
                 proxy_error(client, 504, "upstream response timeout").await;
                 m.proxy_answer(504, Some(ErrorLabel::Timeout), t0.elapsed());
                 ctx.access(client, 504);
                 return Some(false);
             }
-            Some(HeadRead::Head(r)) => r,
-            Some(HeadRead::Closed | HeadRead::Failed(_)) if resend.applies(ubuf.is_empty()) => {
+            Some(Ok(HeadRead::Head(r))) => r,
+            Some(Ok(HeadRead::Closed | HeadRead::Failed(_))) if resend.applies(ubuf.is_empty()) => {
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, "stale pooled connection");
                 match resend
                     .resend(&l.metrics, &l.health, addr, l.cfg.connect_timeout)
@@ -904,7 +913,7 @@ async fn exchange(
                 }
                 continue;
             }
-            Some(other) => {
+            Some(Ok(other)) => {
                 let why = other.why();
                 debug!(listener = %l.cfg.name, %peer, upstream = %addr, why, "bad or no upstream response: 502");
                 proxy_error(client, 502, "bad or no upstream response").await;
