@@ -183,7 +183,7 @@ pub struct BodyWatch<'a, D> {
     pub armed: bool,
 }
 
-impl<D: Peer> BodyWatch<'_, D> {
+impl<'w, D: Peer> BodyWatch<'w, D> {
     /// Looks before a write of `n` bytes to `dst` (`last`: the run's last): `true` when the
     /// destination refused the rest of the body.
     pub fn before_write(&mut self, dst: &D, n: u64, last: bool) -> bool {
@@ -193,26 +193,30 @@ impl<D: Peer> BodyWatch<'_, D> {
     /// `wait` (for room to write to `dst`) watching `dst` as [`watching`] does:
     /// `Err(Stopped)` when `dst` refused the body meanwhile (an upstream that answered with
     /// an error and stopped reading).
-    pub async fn wait_write<T>(
-        &mut self,
-        wait: impl std::future::Future<Output = T>,
-        dst: &D,
-    ) -> Result<T, Stopped> {
+    pub fn wait_write<'b, W: std::future::Future + 'b>(
+        &'b mut self,
+        wait: W,
+        dst: &'b D,
+    ) -> impl std::future::Future<Output = Result<W::Output, Stopped>> + use<'b, 'w, W, D> {
         let BodyWatch { look, armed } = self;
-        watching(wait, dst.tcp(), armed, || look(dst, u64::MAX, false)).await
+        watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false))
     }
 
     /// `wait` (for the source's next bytes) bounded by `pause`, watching `dst` as
     /// [`within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))` when `dst`
     /// refused the body meanwhile.
-    pub async fn wait<T>(
-        &mut self,
-        wait: impl std::future::Future<Output = T>,
+    /// (Plain functions, not `async fn`s, for the reason [`crate::io::within`] gives.)
+    pub fn wait<'b, W: std::future::Future + 'b>(
+        &'b mut self,
+        wait: W,
         pause: Option<Duration>,
-        dst: &D,
-    ) -> Option<Result<T, Stopped>> {
+        dst: &'b D,
+    ) -> impl std::future::Future<Output = Option<Result<W::Output, Stopped>>> + use<'b, 'w, W, D>
+    {
         let BodyWatch { look, armed } = self;
-        within_watching(wait, pause, dst.tcp(), armed, || look(dst, u64::MAX, false)).await
+        within_watching(wait, pause, dst.tcp(), armed, move || {
+            look(dst, u64::MAX, false)
+        })
     }
 }
 

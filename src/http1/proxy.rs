@@ -861,22 +861,29 @@ async fn exchange(
         let up_fd = (req.framing != Framing::Empty)
             .then(|| tcp_fd(&up))
             .flatten();
-        let mut started = false;
-        let head = read_head(&mut up, &mut ubuf, &mut started, |b| {
-            // An answer that comes before the body was sent ends the connection
-            // (the body may still be on its way): say so (RFC 9110 §10.1.1).
-            // A draining worker, or a listener generation a reload retired,
-            // answers `connection: close` (RFC 9112 §9.6) and closes after the
-            // response: the client's next request opens a connection under the
-            // settings in force, and none is lost to a close it did not expect.
-            let to = ClientHop {
-                minor: req.minor,
-                keep_alive: req.keep_alive && body_sent && !l.is_retired(),
-            };
-            rewrite_response(b, req.is_head, to, req.upgrade)
-        });
-        let watched = unless_client_resets(client.io(), &mut watch_client, head);
-        let r = match within_after_acked(watched, cfg.response_timeout, up_fd).await {
+        let read = {
+            let mut started = false;
+            let head = read_head(&mut up, &mut ubuf, &mut started, |b| {
+                // An answer that comes before the body was sent ends the connection
+                // (the body may still be on its way): say so (RFC 9110 §10.1.1).
+                // A draining worker, or a listener generation a reload retired,
+                // answers `connection: close` (RFC 9112 §9.6) and closes after the
+                // response: the client's next request opens a connection under the
+                // settings in force, and none is lost to a close it did not expect.
+                let to = ClientHop {
+                    minor: req.minor,
+                    keep_alive: req.keep_alive && body_sent && !l.is_retired(),
+                };
+                rewrite_response(b, req.is_head, to, req.upgrade)
+            });
+            // Pinned here and handed down by reference: each wrapper holding its own copy of the
+            // read (an `async fn` keeps its argument and what it awaits) made this wait 7 KiB.
+            let head = std::pin::pin!(head);
+            let watched =
+                std::pin::pin!(unless_client_resets(client.io(), &mut watch_client, head));
+            within_after_acked(watched, cfg.response_timeout, up_fd).await
+        };
+        let r = match read {
             Some(Err(e)) => {
                 // Nobody to answer: the upstream connection (its request in flight) is
                 // dropped, not pooled, and counts as cut by the proxy.

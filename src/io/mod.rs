@@ -197,13 +197,21 @@ pub async fn read_within(
 }
 
 /// `f`, bounded by `pause` when there is one: `None` when the bound passed first.
-pub async fn within<T>(
-    f: impl std::future::Future<Output = T>,
+///
+/// A plain function composing futures, not an `async fn`: an `async fn` keeps its argument
+/// and the future it awaits as two copies of `f` in its state, and these wrappers nest (a
+/// request body's wait was 10 KiB, most of it copies; each is also copied whole when its
+/// caller is boxed or spawned).
+pub fn within<F: std::future::Future>(
+    f: F,
     pause: Option<Duration>,
-) -> Option<T> {
+) -> impl std::future::Future<Output = Option<F::Output>> {
+    use futures_util::future::{Either, FutureExt};
     match pause {
-        None => Some(f.await),
-        Some(d) => monoio::time::timeout(d, f).await.ok(),
+        None => Either::Left(f.map(Some as fn(F::Output) -> Option<F::Output>)),
+        Some(d) => Either::Right(monoio::time::timeout(d, f).map(
+            Result::ok as fn(Result<F::Output, monoio::time::error::Elapsed>) -> Option<F::Output>,
+        )),
     }
 }
 
@@ -218,14 +226,15 @@ pub struct Stopped;
 /// [`within`] for a wait on one peer (a request body's next bytes) while the other (the
 /// upstream the body goes to) may speak first: [`watching`], bounded by `pause`. `None` when
 /// `pause` passed first, as with [`within`].
-pub async fn within_watching<T>(
-    wait: impl std::future::Future<Output = T>,
+/// (A plain function, as [`within`] is.)
+pub fn within_watching<'a, T: 'a>(
+    wait: impl std::future::Future<Output = T> + 'a,
     pause: Option<Duration>,
-    other: Option<&TcpStream>,
-    armed: &mut bool,
-    look: impl FnMut() -> bool,
-) -> Option<Result<T, Stopped>> {
-    within(watching(wait, other, armed, look), pause).await
+    other: Option<&'a TcpStream>,
+    armed: &'a mut bool,
+    look: impl FnMut() -> bool + 'a,
+) -> impl std::future::Future<Output = Option<Result<T, Stopped>>> + 'a {
+    within(watching(wait, other, armed, look), pause)
 }
 
 /// `wait` (for one peer: a request body's next bytes, or room to write them) while the other
