@@ -106,14 +106,22 @@ struct Streams {
 }
 
 impl Streams {
-    fn started(&self) {
+    /// A stream starts: the returned guard counts its end when dropped (when its task ends,
+    /// however it ends).
+    fn started(self: &Rc<Self>) -> StreamOpen {
         self.open.set(self.open.get() + 1);
         self.activity.set(self.activity.get() + 1);
+        StreamOpen(self.clone())
     }
+}
 
-    fn ended(&self) {
-        self.open.set(self.open.get() - 1);
-        self.activity.set(self.activity.get() + 1);
+/// One open stream of a connection's [`Streams`]; dropping it counts the stream's end.
+struct StreamOpen(Rc<Streams>);
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.activity.set(self.0.activity.get() + 1);
     }
 }
 
@@ -223,13 +231,12 @@ pub async fn serve(
         match next {
             Some(Ok((req, respond))) => {
                 tracked.request();
-                streams.started();
+                let open = streams.started();
                 // Under the listener's newest settings (a reload may have replaced them).
-                let (l, streams, dest) = (l.latest(), streams.clone(), dest.clone());
-                monoio::spawn(async move {
-                    stream(l, req, respond, peer, dest).await;
-                    streams.ended();
-                });
+                // `stream` itself is the task, not an `async` block around it: the block
+                // would hold the stream's future beside its own copies of the arguments,
+                // and spawning copies a task's whole future.
+                monoio::spawn(stream(l.latest(), req, respond, peer, dest.clone(), open));
             }
             Some(Err(e)) => {
                 // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.
@@ -289,13 +296,14 @@ async fn refuse_preface(client: &mut TcpStream, src: &PeerCounters) {
 }
 
 /// Proxies one stream: route, pick an endpoint, exchange with the upstream, stream the
-/// response back, record metrics.
+/// response back, record metrics. `_open` counts the stream as open until the task ends.
 async fn stream(
     l: Rc<Listener>,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     dest: HttpDest,
+    _open: StreamOpen,
 ) {
     let (mut parts, body) = req.into_parts();
     let has_authority = check::fill_authority(&mut parts);
