@@ -303,13 +303,15 @@ fn silent_upstream() -> (SocketAddr, mpsc::Receiver<&'static str>, mpsc::Sender<
     (up, seen, answer)
 }
 
-/// Review item (session 15's list): an HTTP/1 client that reset while its response was
-/// awaited left the upstream connection, its request in flight, open until the upstream
-/// answered or `response_timeout_ms` passed (a long poll the client gave up on held the
-/// connection, and its endpoint slot, for the whole poll). It is now closed at once.
-#[test]
-fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connection() {
-    let (up, seen, _answer) = silent_upstream();
+/// A proxy in front of [`silent_upstream`] (response timeout 60 s) and a client whose GET the
+/// upstream has received and holds.
+fn held_request() -> (
+    sidewire::server::Server,
+    TcpStream,
+    mpsc::Receiver<&'static str>,
+    mpsc::Sender<()>,
+) {
+    let (up, seen, answer) = silent_upstream();
     let p = one_worker(
         up,
         "[detect]\nserver_first = \"off\"\n[http1]\nresponse_timeout_ms = 60000\n",
@@ -318,8 +320,18 @@ fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connec
     let mut c = TcpStream::connect(addr(&p)).unwrap();
     c.write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
+    assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok("request"));
+    (p, c, seen, answer)
+}
+
+/// Review item (session 15's list): an HTTP/1 client that reset while its response was
+/// awaited left the upstream connection, its request in flight, open until the upstream
+/// answered or `response_timeout_ms` passed (a long poll the client gave up on held the
+/// connection, and its endpoint slot, for the whole poll). It is now closed at once.
+#[test]
+fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connection() {
+    let (p, c, seen, _answer) = held_request();
     let wait = Duration::from_secs(10);
-    assert_eq!(seen.recv_timeout(wait), Ok("request"));
     reset(c);
     assert_eq!(
         seen.recv_timeout(wait),
@@ -349,17 +361,8 @@ fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connec
 /// then or not, the answer must arrive whole.
 #[test]
 fn a_client_that_half_closes_while_its_response_is_awaited_still_gets_it() {
-    let (up, seen, answer) = silent_upstream();
-    let p = one_worker(
-        up,
-        "[detect]\nserver_first = \"off\"\n[http1]\nresponse_timeout_ms = 60000\n",
-        "",
-    );
-    let mut c = TcpStream::connect(addr(&p)).unwrap();
-    c.write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
+    let (p, mut c, seen, answer) = held_request();
     let wait = Duration::from_secs(10);
-    assert_eq!(seen.recv_timeout(wait), Ok("request"));
     c.shutdown(std::net::Shutdown::Write).unwrap();
     // The proxy's watch is armed 10 ms into the wait; the FIN it sees must not cut anything.
     // Either way the exchange must finish normally, so this is not synchronisation.
