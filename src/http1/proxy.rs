@@ -534,12 +534,12 @@ async fn linger_close(client: &mut Client<'_>) {
 /// in flight is closed rather than held until the answer or `response_timeout_ms` (a long
 /// poll the client gave up on). HTTP/2 streams are cancelled by their `RST_STREAM`.
 ///
-/// The client is watched only once `wait` has been pending for [`crate::io::WATCH_AFTER`] (a pooled
-/// connection taken at once, or a response within it, costs no readiness op), and only while
-/// `*armed`: once it is readable for another reason (bytes queued: its body or a pipelined
-/// request; or a FIN, a half-close HTTP/1 allows) the watch is disarmed and the reads that
-/// follow see what comes after. A reset leaves `SO_ERROR` set (the bytes it cut stay queued
-/// and readable).
+/// The client is watched only once `wait` has been pending for [`crate::io::WATCH_AFTER`]
+/// (a pooled connection taken at once, or a response within it, costs no readiness op), and
+/// only while `*armed`: once it is readable for another reason (bytes queued: its body or a
+/// pipelined request; or a FIN, a half-close HTTP/1 allows) the watch is disarmed and the
+/// reads that follow see what comes after. A reset leaves `SO_ERROR` set (the bytes it cut
+/// stay queued and readable).
 async fn unless_client_resets<T>(
     client: &TcpStream,
     armed: &mut bool,
@@ -876,8 +876,9 @@ async fn exchange(
                 };
                 rewrite_response(b, req.is_head, to, req.upgrade)
             });
-            // Pinned here and handed down by reference: each wrapper holding its own copy of the
-            // read (an `async fn` keeps its argument and what it awaits) made this wait 7 KiB.
+            // Pinned here and handed down by reference: each wrapper holding its own copy
+            // of the read (an `async fn` keeps its argument and what it awaits) made this
+            // wait 7 KiB.
             let head = std::pin::pin!(head);
             let watched =
                 std::pin::pin!(unless_client_resets(client.io(), &mut watch_client, head));
