@@ -178,6 +178,21 @@ fn a_closed_pooled_connection_is_never_handed_to_a_request() {
     }
 }
 
+/// Waits until one exchange is counted as ended by its client's reset: `response_total` with
+/// `error="client"` and the client's close with errno `ECONNRESET`.
+fn wait_client_reset_counted(p: &sidewire::server::Server) {
+    wait_metric(
+        p,
+        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
+        1.0,
+    );
+    wait_metric(
+        p,
+        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
+        1.0,
+    );
+}
+
 /// Review: an HTTP/1 request waiting for its turn under `max_connections_per_endpoint` was
 /// still sent upstream after its client had reset (HTTP/2 streams were cancelled). Client A
 /// holds the one connection; B's request queues behind it and B resets; once A is answered,
@@ -244,17 +259,8 @@ fn a_queued_request_whose_client_reset_is_not_sent() {
         std::thread::sleep(Duration::from_millis(5));
     }
     reset(b);
-    wait_metric(
-        &p,
-        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
-        1.0,
-    );
     // B's close counts its reset (review: errno "").
-    wait_metric(
-        &p,
-        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
-        1.0,
-    );
+    wait_client_reset_counted(&p);
     release.send(()).unwrap();
     let mut resp = String::new();
     a.read_to_string(&mut resp).unwrap();
@@ -338,16 +344,7 @@ fn a_client_that_resets_while_its_response_is_awaited_closes_the_upstream_connec
         Ok("closed"),
         "the upstream connection was held after its client reset"
     );
-    wait_metric(
-        &p,
-        "response_total{listener=\"t\",classification=\"failure\",error=\"client\"}",
-        1.0,
-    );
-    wait_metric(
-        &p,
-        "tcp_close_total{listener=\"t\",peer=\"src\",errno=\"ECONNRESET\"}",
-        1.0,
-    );
+    wait_client_reset_counted(&p);
     wait_metric(
         &p,
         "tcp_close_total{listener=\"t\",peer=\"dst\",classification=\"failure\"}",
