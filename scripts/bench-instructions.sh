@@ -13,7 +13,8 @@
 # moved into boxes and tasks showed up there; `rep movsb` counts one per byte under valgrind).
 #
 # Knobs: KIND (default "http1 h2h1 h2h2"), N (3000), SW_BIN (another sidewire binary, e.g. an
-# earlier commit's, to compare), BASE_PORT. Needs: valgrind, h2load (apt-get install valgrind
+# earlier commit's, to compare), BASE_PORT, CG_DIR (keep each kind's callgrind profile there as
+# <kind>.cg, for `callgrind_annotate --inclusive=yes`). Needs: valgrind, h2load (apt-get install valgrind
 # nghttp2-client).
 set -euo pipefail
 
@@ -66,6 +67,7 @@ TOML
   callgrind_control -d "$vg" >/dev/null 2>&1
   kill "$vg"; wait "$vg" 2>/dev/null || true
   ir=$(awk '/^summary:/ {print $2}' "$tmp/$kind.cg.1")
+  if [ -n "${CG_DIR:-}" ]; then mkdir -p "$CG_DIR" && cp "$tmp/$kind.cg.1" "$CG_DIR/$kind.cg"; fi
   mc=$( (callgrind_annotate --threshold=100 --inclusive=no --auto=no "$tmp/$kind.cg.1" 2>/dev/null || true) |
     awk '/__memcpy|__memmove/ {gsub(",", "", $1); s += $1} END {print s + 0}')
   awk -v ir="$ir" -v mc="$mc" -v n="$N" 'BEGIN {printf "%.0f %.0f\n", ir / n, mc / n}'

@@ -13,13 +13,18 @@
 # (an h2 client cannot talk to the HTTP/1.1 backend directly), so the h2h1 numbers include
 # the proxy's translation and the difference between the two backends.
 #
-# Each kind runs open loop at each rate of RATES req/s for SECS seconds. For rep in 1..REPS,
+# Each kind runs open loop at each rate of RATES req/s for WARMUP + SECS seconds, and only the
+# last SECS are measured (loadtest --warmup): the first requests of a run also open the client
+# connections and, through a proxy, its upstream connections (64 connections set up within
+# 3.2 ms at 20,000 req/s), which is connection churn, not keep-alive latency. For rep in 1..REPS,
 # for each kind and rate, the baseline, sidewire and HAProxy run back to back, the order
 # rotated by one each rep (so no target always goes first). For each rep, added latency =
 # proxy percentile − the baseline's percentile from the SAME rep (p50, p99, p99.9). Reported
 # per (kind, rate, proxy): the median across reps of the added values and their spread
 # (min–max), the median absolute percentiles, the median proxy CPU-µs per request
-# (CPU time from /proc/<pid>/task/*/schedstat, nanosecond resolution: bench-lib.sh cpu_ticks) and the errors summed over reps.
+# (CPU time from /proc/<pid>/task/*/schedstat, nanosecond resolution: bench-lib.sh cpu_ticks,
+# over the whole run, warm-up included, divided by the requests sent in it: the measured ones
+# × (WARMUP + SECS) / SECS) and the errors summed over reps.
 #
 # Latency source: loadtest's open loop (loadtest/src/load.rs `measure_from`, used by both
 # `http` and `h2`). Each connection (http) or stream slot (h2) has a fixed schedule; a
@@ -34,13 +39,18 @@
 # absolute tails.
 # Output: a human table, then one `RESULT bench=latency kind=… rate=… proxy=…` line per
 # (kind, rate, target) with key=value fields (parsed by scripts/bench-report.py). RAW_OUT=<file>
-# also saves every single run ("rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns").
+# also saves every single run ("rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns
+# load_busy proxy_busy steal"). The table also gives, per target, the median % of the load CPU
+# and of the proxy CPU that was busy during its runs (anyone's work, softirq included) and the
+# % stolen by the hypervisor: a load CPU near 100 % means the generator and backends, not the
+# target, set the tail (a warning says so).
 # Needs: haproxy (apt-get install haproxy), python3, taskset.
 set -euo pipefail
 
 KINDS=${KINDS:-http1 h2h1 h2h2}
 RATES=${RATES:-1000 5000 20000}
 SECS=${SECS:-5}
+WARMUP=${WARMUP:-1}      # seconds of load before each run's measured SECS (0: measure from the start)
 REPS=${REPS:-5}
 CONNS=${CONNS:-16}       # loadtest http connections (at least; see SCALE_CONNS)
 # SCALE_CONNS=1 (default): at rates above 5,000/s, http1 uses more connections, so that each
@@ -145,11 +155,26 @@ for rate in $RATES; do
   fi
 done
 
+# cpu_stat <cpu>: that CPU's "busy idle steal" jiffies from /proc/stat (busy: user, nice,
+# system, irq, softirq; idle: idle and iowait).
+cpu_stat() {
+  awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat
+}
+# busy_pct <before> <after>: busy and stolen time as % of the interval ("busy steal").
+busy_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    split(a, x, " "); split(b, y, " ");
+    t = (y[1] - x[1]) + (y[2] - x[2]) + (y[3] - x[3]); if (t <= 0) t = 1;
+    printf "%.0f %.0f\n", (y[1] - x[1]) * 100 / t, (y[3] - x[3]) * 100 / t }'
+}
+
 # run <rep> <kind> <rate> <target>: one open-loop run; appends
-# "rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns" to $tmp/raw (conns: http
-# connections, or h2 connections x streams).
+# "rep kind rate target p50 p99 p999 cpu_us_per_req errors ops conns load_busy proxy_busy steal"
+# to $tmp/raw (conns: http connections, or h2 connections x streams; load_busy, proxy_busy:
+# % of the load CPU and of the proxy CPU busy over the run, whoever used them, softirq
+# included; steal: % of both CPUs' time the hypervisor gave to others).
 run() {
-  local rep=$1 kind=$2 rate=$3 target=$4 p pid=- c0=0 c1=0 out args
+  local rep=$1 kind=$2 rate=$3 target=$4 p pid=- c0=0 c1=0 out args l0 l1 x0 x1
   p=$(port "$kind" "$target")
   [ "$target" = sidewire ] && pid=$SW_PID
   [ "$target" = haproxy ] && pid=$HA_PID
@@ -158,10 +183,15 @@ run() {
   else
     args=(h2 --target "127.0.0.1:$p" --connections "$H2_CONNS" --streams "$STREAMS")
   fi
-  args+=(--rate "$rate" --duration "$SECS" --max-error-rate 100)
+  args+=(--rate "$rate" --duration "$SECS" --warmup "$WARMUP" --max-error-rate 100)
   [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" timeout $((SECS + 60)) "$LT" "${args[@]}" 2>&1) || true
+  l0=$(cpu_stat "$LOAD_CPU"); x0=$(cpu_stat "$PROXY_CPU")
+  out=$(taskset -c "$LOAD_CPU" timeout "$(awk -v s="$SECS" -v w="$WARMUP" 'BEGIN{printf "%d", s + w + 60}')" "$LT" "${args[@]}" 2>&1) || true
   [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
+  l1=$(cpu_stat "$LOAD_CPU"); x1=$(cpu_stat "$PROXY_CPU")
+  local lb ls xb xs
+  read -r lb ls < <(busy_pct "$l0" "$l1")
+  read -r xb xs < <(busy_pct "$x0" "$x1")
   local line ops errs p50 p99 p999
   line=$(grep -E '^(http1|h2) ops=' <<<"$out" | head -1 || true)
   if [ -z "$line" ]; then
@@ -174,11 +204,12 @@ run() {
   [ "${errs:-1}" = 0 ] || echo "warning: $kind $target at $rate/s (rep $rep): ${errs:-?} errors" >&2
   local cpu=-
   if [ "$pid" != - ] && [ "${ops:-0}" -gt 0 ]; then
-    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v n="$ops" 'BEGIN{printf "%.2f", (b-a)/t*1e6/n}')
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v n="$ops" -v s="$SECS" -v w="$WARMUP" \
+      'BEGIN{printf "%.2f", (b-a)/t*1e6/(n*(s+w)/s)}')
   fi
   local conns="$H2_CONNS"x"$STREAMS"
   [ "$kind" = http1 ] && conns=$(http_conns "$rate")
-  echo "$rep $kind $rate $target $p50 $p99 $p999 $cpu ${errs:-0} ${ops:-0} $conns" >> "$tmp/raw"
+  echo "$rep $kind $rate $target $p50 $p99 $p999 $cpu ${errs:-0} ${ops:-0} $conns $lb $xb $(( (ls + xs) / 2 ))" >> "$tmp/raw"
 }
 
 : > "$tmp/raw"
@@ -197,7 +228,7 @@ if [ -n "${RAW_OUT:-}" ]; then cp "$tmp/raw" "$RAW_OUT"; fi
 
 echo
 echo "# bench-latency $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) kernel $(uname -r) $(haproxy -v | head -1 | cut -d' ' -f1-3)"
-echo "# knobs: KINDS='$KINDS' RATES='$RATES' SECS=$SECS REPS=$REPS CONNS=$CONNS SCALE_CONNS=$SCALE_CONNS H2_CONNS=$H2_CONNS STREAMS=$STREAMS BODY=$BODY driver=${SW_DRIVER:-auto}; proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU"
+echo "# knobs: KINDS='$KINDS' RATES='$RATES' SECS=$SECS WARMUP=$WARMUP REPS=$REPS CONNS=$CONNS SCALE_CONNS=$SCALE_CONNS H2_CONNS=$H2_CONNS STREAMS=$STREAMS BODY=$BODY driver=${SW_DRIVER:-auto}; proxy on CPU $PROXY_CPU, load+backends on CPU $LOAD_CPU"
 echo "# added = target percentile - baseline percentile of the same rep; median over reps [min..max]; µs"
 python3 - "$tmp/raw" "$KINDS" "$RATES" <<'PY'
 import sys
@@ -207,12 +238,13 @@ raw, kinds, rates = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 runs = defaultdict(dict)  # (kind, rate) -> rep -> target -> row
 for line in open(raw):
     f = line.split()
-    if len(f) != 11:
+    if len(f) != 14:
         continue
     rep, kind, rate, target = f[:4]
     runs[(kind, rate)].setdefault(rep, {})[target] = {
         "p50": int(f[4]), "p99": int(f[5]), "p999": int(f[6]),
         "cpu": None if f[7] == "-" else float(f[7]), "errors": int(f[8]), "ops": int(f[9]), "conns": f[10],
+        "load_busy": int(f[11]), "proxy_busy": int(f[12]), "steal": int(f[13]),
     }
 
 def median(xs):
@@ -224,7 +256,7 @@ def fmt(x, digits=0):
         return "-"
     return f"{x:.{digits}f}" if digits else str(int(round(x)))
 
-hdr = f"{'kind':6} {'rate':>6} {'target':9} {'p50':>6} {'p99':>7} {'p99.9':>7}  {'+p50 [min..max]':>20} {'+p99 [min..max]':>22} {'+p99.9 [min..max]':>24} {'CPU-us/req':>10} {'errors':>6} {'conns':>6}"
+hdr = f"{'kind':6} {'rate':>6} {'target':9} {'p50':>6} {'p99':>7} {'p99.9':>7}  {'+p50 [min..max]':>20} {'+p99 [min..max]':>22} {'+p99.9 [min..max]':>24} {'CPU-us/req':>10} {'errors':>6} {'conns':>6} {'load%':>5} {'proxy%':>6} {'steal%':>6}"
 print(hdr)
 results, warn = [], []
 for kind in kinds:
@@ -242,6 +274,9 @@ for kind in kinds:
                     continue
                 d = [r[target][q] - r["baseline"][q] for r in reps.values() if target in r and "baseline" in r]
                 add[q] = (median(d), min(d), max(d)) if d else (None, None, None)
+            busy = {k: median([r[k] for r in rows]) for k in ("load_busy", "proxy_busy", "steal")}
+            if busy["load_busy"] >= 90:
+                warn.append(f"warning: {kind} {target} at {rate}/s: the load CPU was {busy['load_busy']}% busy (median): the generator and backends, not the target, may set the tail")
             cpus = [r["cpu"] for r in rows if r["cpu"] is not None]
             cpu = median(cpus)
             errors = sum(r["errors"] for r in rows)
@@ -250,13 +285,14 @@ for kind in kinds:
             def a(q, w):
                 m, lo, hi = add[q]
                 return f"{'-':>{w}}" if m is None else f"{m:>+7d} [{lo:+d}..{hi:+d}]".rjust(w)
-            print(f"{kind:6} {rate:>6} {target:9} {abs_['p50']:>6} {abs_['p99']:>7} {abs_['p999']:>7}  {a('p50', 20)} {a('p99', 22)} {a('p999', 24)} {fmt(cpu, 2):>10} {errors:>6} {rows[0]['conns']:>6}")
+            print(f"{kind:6} {rate:>6} {target:9} {abs_['p50']:>6} {abs_['p99']:>7} {abs_['p999']:>7}  {a('p50', 20)} {a('p99', 22)} {a('p999', 24)} {fmt(cpu, 2):>10} {errors:>6} {rows[0]['conns']:>6} {busy['load_busy']:>5} {busy['proxy_busy']:>6} {busy['steal']:>6}")
             kv = [f"bench=latency", f"kind={kind}", f"rate={rate}", f"proxy={target}",
                   f"p50_us={abs_['p50']}", f"p99_us={abs_['p99']}", f"p999_us={abs_['p999']}"]
             for q in ("p50", "p99", "p999"):
                 m, lo, hi = add[q]
                 kv += [f"add_{q}_us={fmt(m)}", f"add_{q}_min={fmt(lo)}", f"add_{q}_max={fmt(hi)}"]
             kv += [f"cpu_us_per_req={fmt(cpu, 2)}", f"errors={errors}", f"reps={len(rows)}", f"conns={rows[0]['conns']}"]
+            kv += [f"load_cpu_busy_pct={busy['load_busy']}", f"proxy_cpu_busy_pct={busy['proxy_busy']}", f"steal_pct={busy['steal']}"]
             results.append("RESULT " + " ".join(kv))
 for w in warn:
     print(w)

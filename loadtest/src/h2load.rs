@@ -14,6 +14,15 @@ use crate::load::{record_corrected, Request, Sample, Statuses};
 
 /// Starts an h2c server on `listen`; every request gets 200 with `body_bytes` of body.
 pub fn spawn_server(listen: SocketAddr, body_bytes: usize) -> Result<SocketAddr> {
+    spawn(listen, body_bytes, Default::default())
+}
+
+/// [`spawn_server`], counting the connections it accepts in `accepted`.
+fn spawn(
+    listen: SocketAddr,
+    body_bytes: usize,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Result<SocketAddr> {
     let std_l = crate::backends::listen_deep(listen)?;
     std_l.set_nonblocking(true)?;
     let addr = std_l.local_addr()?;
@@ -30,6 +39,7 @@ pub fn spawn_server(listen: SocketAddr, body_bytes: usize) -> Result<SocketAddr>
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = s.set_nodelay(true);
                 let body = body.clone();
                 tokio::task::spawn_local(async move {
@@ -74,8 +84,11 @@ pub struct H2Load {
     pub streams: usize,
     /// Requests per second in all; `None` = closed loop.
     pub rate: Option<f64>,
-    /// How long to run.
+    /// How long to measure, after `warmup`.
     pub duration: Duration,
+    /// How long to send at the same rate before measuring (see
+    /// [`HttpLoad::warmup`](crate::load::HttpLoad::warmup)).
+    pub warmup: Duration,
 }
 
 /// Runs h2 load on the calling thread and returns the merged sample.
@@ -96,13 +109,12 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
     local.block_on(&rt, async move {
         let workers = cfg.connections.max(1) * cfg.streams.max(1);
         let start = Instant::now() + Duration::from_millis(20);
-        let end = start + cfg.duration;
+        let window = crate::load::Window::new(start, cfg.warmup, cfg.duration);
         let mut tasks = Vec::new();
         for c in 0..cfg.connections.max(1) {
             // One shared client connection per `c`; a worker that finds it gone (GOAWAY after
             // a server's max-requests, reset) reconnects it, as real h2 clients do.
-            let conn: Rc<RefCell<Option<h2::client::SendRequest<Bytes>>>> =
-                Rc::new(RefCell::new(None));
+            let conn: Rc<Slot> = Rc::new(tokio::sync::Mutex::new((0, None)));
             for k in 0..cfg.streams.max(1) {
                 let conn = conn.clone();
                 let total = t2.clone();
@@ -115,13 +127,14 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                     let mut prev_done = start;
                     loop {
                         let intended = pacer.wait().await;
-                        if intended >= end {
+                        if intended >= window.end {
                             break;
                         }
                         let from = crate::load::measure_from(intended, prev_done, Instant::now());
+                        let recorded = window.records(intended);
                         let mut result = Err(anyhow::anyhow!("not sent"));
                         for _attempt in 0..2 {
-                            let sender = match sender(&conn, &target).await {
+                            let (used, sender) = match sender(&conn, &target).await {
                                 Ok(s) => s,
                                 Err(e) => {
                                     result = Err(e);
@@ -132,9 +145,12 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                             if result.is_ok() {
                                 break;
                             }
-                            conn.borrow_mut().take(); // retry once on a fresh connection
+                            forget(&conn, used).await; // retry once on a fresh connection
                         }
                         prev_done = Instant::now();
+                        if !recorded {
+                            continue;
+                        }
                         let mut t = total.borrow_mut();
                         match result {
                             Ok((status, n)) => {
@@ -164,13 +180,21 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
     Ok(s)
 }
 
-/// The connection's sender, connecting (h2c prior knowledge) if there is none.
+/// One client connection shared by its stream workers. The lock is held while connecting,
+/// so the workers that find no connection wait for one connect instead of each opening
+/// their own (at the start of a run, and after the connection is lost).
+/// The `u64` numbers the connections a slot has had, so that a worker whose request failed
+/// drops only the connection it used.
+type Slot = tokio::sync::Mutex<(u64, Option<h2::client::SendRequest<Bytes>>)>;
+
+/// The connection's number and sender, connecting (h2c prior knowledge) if there is none.
 async fn sender(
-    conn: &RefCell<Option<h2::client::SendRequest<Bytes>>>,
+    conn: &Slot,
     target: &[SocketAddr],
-) -> Result<h2::client::SendRequest<Bytes>> {
-    if let Some(s) = conn.borrow().as_ref() {
-        return Ok(s.clone());
+) -> Result<(u64, h2::client::SendRequest<Bytes>)> {
+    let mut slot = conn.lock().await;
+    if let Some(s) = slot.1.as_ref() {
+        return Ok((slot.0, s.clone()));
     }
     let s = tokio::net::TcpStream::connect(target).await?;
     s.set_nodelay(true)?;
@@ -178,8 +202,18 @@ async fn sender(
     tokio::task::spawn_local(async move {
         let _ = driver.await;
     });
-    *conn.borrow_mut() = Some(send.clone());
-    Ok(send)
+    slot.0 += 1;
+    slot.1 = Some(send.clone());
+    Ok((slot.0, send))
+}
+
+/// Drops the slot's connection number `used` after a request failed on it, unless another
+/// worker has already replaced it (then that newer connection is kept).
+async fn forget(conn: &Slot, used: u64) {
+    let mut slot = conn.lock().await;
+    if slot.0 == used {
+        slot.1 = None;
+    }
 }
 
 /// The request head every stream sends (cloned per stream).
@@ -247,6 +281,7 @@ async fn one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn h2_load_against_the_h2c_backend() {
@@ -258,10 +293,34 @@ mod tests {
             streams: 8,
             rate: Some(2000.0),
             duration: Duration::from_millis(500),
+            warmup: Duration::ZERO,
         })
         .unwrap();
         assert_eq!(s.errors, 0);
         assert!(s.ops >= 800, "ops {}", s.ops);
         assert_eq!(s.bytes, s.ops * 512);
+    }
+
+    #[test]
+    fn the_stream_workers_of_a_connection_share_one_connect() {
+        // 16 workers per connection all start with no connection: one connects, the others
+        // wait for it (before, each opened its own and all but the last were thrown away).
+        let accepted = std::sync::Arc::default();
+        let addr = spawn("127.0.0.1:0".parse().unwrap(), 64, Arc::clone(&accepted)).unwrap();
+        let s = run(&H2Load {
+            target: vec![addr],
+            request: crate::load::HttpLoad::get(addr),
+            connections: 2,
+            streams: 16,
+            rate: Some(4000.0),
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+        })
+        .unwrap();
+        assert_eq!(s.errors, 0);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // 1,200 requests were due after the warm-up; the 400 before it are not counted.
+        assert!((1180..=1200).contains(&s.ops), "ops {}", s.ops);
+        assert_eq!(s.hist.len(), s.ops);
     }
 }

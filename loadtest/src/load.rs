@@ -89,6 +89,35 @@ impl Pacer {
     }
 }
 
+/// The part of a run that is measured: requests are sent from `start`, recorded when due at
+/// or after `measure` (the end of the warm-up), and no more are sent once due at `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// First send.
+    pub start: Instant,
+    /// End of the warm-up: requests due from here on are recorded.
+    pub measure: Instant,
+    /// No request due at or after this is sent.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A warm-up of `warmup` from `start`, then `duration` measured.
+    pub fn new(start: Instant, warmup: Duration, duration: Duration) -> Window {
+        let measure = start + warmup;
+        Window {
+            start,
+            measure,
+            end: measure + duration,
+        }
+    }
+
+    /// Whether a request due (open loop) or sent (closed loop) at `intended` is recorded.
+    pub fn records(&self, intended: Instant) -> bool {
+        intended >= self.measure
+    }
+}
+
 /// Records one latency: from `from` (see [`measure_from`]) to completion.
 pub fn record_corrected(h: &mut Histogram<u64>, intended: Instant, done: Instant) {
     let us = done.saturating_duration_since(intended).as_micros() as u64;
@@ -298,8 +327,12 @@ pub struct HttpLoad {
     pub connections: usize,
     /// Total requests per second across connections; `None` = closed loop.
     pub rate: Option<f64>,
-    /// How long to run.
+    /// How long to measure, after `warmup`.
     pub duration: Duration,
+    /// How long to send at the same rate before measuring: requests due in this first part
+    /// are sent but not recorded (latency, counts, bytes), so the connections' setup (and,
+    /// through a proxy, its upstream connections' setup) is not in the figures.
+    pub warmup: Duration,
     /// Reuse connections (keep-alive) or open one per request.
     pub keepalive: bool,
 }
@@ -326,15 +359,13 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
     let cfg = cfg.clone();
     let total = local.block_on(&rt, async move {
         let start = Instant::now() + Duration::from_millis(20);
-        let end = start + cfg.duration;
+        let window = Window::new(start, cfg.warmup, cfg.duration);
         let tasks: Vec<_> = (0..conns)
             .map(|i| {
                 let cfg = cfg.clone();
                 let req = req.clone();
                 let pacer = Pacer::new(start, cfg.rate, i, conns);
-                tokio::task::spawn_local(
-                    async move { http1_conn(&cfg, &req, pacer, start, end).await },
-                )
+                tokio::task::spawn_local(async move { http1_conn(&cfg, &req, pacer, window).await })
             })
             .collect();
         let mut total = Sample::empty();
@@ -351,24 +382,19 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
     Ok(total)
 }
 
-async fn http1_conn(
-    cfg: &HttpLoad,
-    req: &[u8],
-    mut pacer: Pacer,
-    start: Instant,
-    end: Instant,
-) -> Sample {
+async fn http1_conn(cfg: &HttpLoad, req: &[u8], mut pacer: Pacer, window: Window) -> Sample {
     let mut s = Sample::empty();
     let mut st = Statuses::default();
     let mut conn: Option<Conn> = None;
     let head = cfg.request.method == "HEAD";
-    let mut prev_done = start;
+    let mut prev_done = window.start;
     loop {
         let intended = pacer.wait().await;
-        if intended >= end {
+        if intended >= window.end {
             break;
         }
         let from = measure_from(intended, prev_done, Instant::now());
+        let recorded = window.records(intended);
         let reused = conn.is_some();
         let mut result = exchange(cfg, &mut conn, req, head).await;
         if result.is_err() && reused {
@@ -380,21 +406,25 @@ async fn http1_conn(
         prev_done = Instant::now();
         match result {
             Ok(r) => {
-                record_corrected(&mut s.hist, from, prev_done);
-                st.count(r.status);
-                if Statuses::ok(r.status) {
-                    s.ops += 1;
-                } else {
-                    s.errors += 1;
+                if recorded {
+                    record_corrected(&mut s.hist, from, prev_done);
+                    st.count(r.status);
+                    if Statuses::ok(r.status) {
+                        s.ops += 1;
+                    } else {
+                        s.errors += 1;
+                    }
+                    s.bytes += r.body as u64;
                 }
-                s.bytes += r.body as u64;
                 if !cfg.keepalive || !r.reusable {
                     conn = None;
                 }
             }
             Err(_) => {
-                st.transport += 1;
-                s.errors += 1;
+                if recorded {
+                    st.transport += 1;
+                    s.errors += 1;
+                }
                 conn = None;
             }
         }
@@ -806,6 +836,7 @@ mod tests {
             connections: 1,
             rate: Some(1000.0),
             duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
             keepalive: true,
         })
         .unwrap();
@@ -822,6 +853,34 @@ mod tests {
             "only {slow} slow of {}",
             s.ops
         );
+    }
+
+    #[test]
+    fn a_stall_in_the_warmup_is_not_recorded() {
+        // The same stall, inside a 400 ms warm-up: the requests it delayed were all due in the
+        // warm-up, so none is recorded, and what is measured is the 600 ms after it.
+        let addr = stalling_server(Duration::from_millis(200));
+        let s = http1(&HttpLoad {
+            target: vec![addr],
+            request: HttpLoad::get(addr),
+            connections: 1,
+            rate: Some(1000.0),
+            duration: Duration::from_millis(600),
+            warmup: Duration::from_millis(400),
+            keepalive: true,
+        })
+        .unwrap();
+        assert_eq!(s.errors, 0);
+        // 600 requests were due in the measured part (a few may miss the end by a tick).
+        assert!((590..=600).contains(&s.ops), "ops {}", s.ops);
+        assert_eq!(
+            s.hist.len(),
+            s.ops,
+            "only measured requests are in the histogram"
+        );
+        assert_eq!(s.status.as_ref().map(|st| st.s2xx), Some(s.ops));
+        let max = s.hist.max();
+        assert!(max < 100_000, "max {max}us: the stall was in the warm-up");
     }
 
     #[test]

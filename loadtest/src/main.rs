@@ -109,9 +109,13 @@ enum Cmd {
         /// Requests per second in all (open loop); omit for closed loop (max throughput).
         #[arg(long)]
         rate: Option<f64>,
-        /// Seconds.
+        /// Seconds measured (after the warm-up).
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Seconds of load before measuring: requests due in it are sent at the same rate but
+        /// not recorded, so connection setup is not in the figures.
+        #[arg(long, default_value_t = 0.0)]
+        warmup: f64,
         /// One connection per request instead of keep-alive.
         #[arg(long)]
         close: bool,
@@ -137,9 +141,13 @@ enum Cmd {
         /// Requests per second in all (open loop); omit for closed loop.
         #[arg(long)]
         rate: Option<f64>,
-        /// Seconds.
+        /// Seconds measured (after the warm-up).
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Seconds of load before measuring: requests due in it are sent at the same rate but
+        /// not recorded, so connection setup is not in the figures.
+        #[arg(long, default_value_t = 0.0)]
+        warmup: f64,
         #[command(flatten)]
         request: RequestArgs,
         #[command(flatten)]
@@ -254,6 +262,11 @@ fn check_duration(d: f64) -> Result<Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| anyhow::anyhow!("--duration must be a positive number of seconds"))
+}
+
+fn check_warmup(w: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(w)
+        .map_err(|_| anyhow::anyhow!("--warmup must be zero or a positive number of seconds"))
 }
 
 fn check_rate(rate: Option<f64>) -> Result<()> {
@@ -445,12 +458,14 @@ fn main() -> Result<()> {
             connections,
             rate,
             duration,
+            warmup,
             close,
             request_bytes,
             request,
             output,
         } => {
             let duration = check_duration(duration)?;
+            let warmup = check_warmup(warmup)?;
             check_rate(rate)?;
             let ep = endpoint::endpoint(&target, Scheme::Http)?;
             let (req, params) = build_request(&ep, &request, request_bytes)?;
@@ -460,6 +475,7 @@ fn main() -> Result<()> {
                 connections,
                 rate,
                 duration,
+                warmup,
                 keepalive: !close,
             })?;
             print_latency("http1", &s);
@@ -468,6 +484,7 @@ fn main() -> Result<()> {
                 mode: Some(if rate.is_some() { "open" } else { "closed" }.into()),
                 rate,
                 duration_s: Some(duration.as_secs_f64()),
+                warmup_s: Some(warmup.as_secs_f64()),
                 keepalive: Some(!close),
                 ..params
             };
@@ -489,10 +506,12 @@ fn main() -> Result<()> {
             streams,
             rate,
             duration,
+            warmup,
             request,
             output,
         } => {
             let duration = check_duration(duration)?;
+            let warmup = check_warmup(warmup)?;
             check_rate(rate)?;
             let ep = endpoint::endpoint(&target, Scheme::Http)?;
             let (req, params) = build_request(&ep, &request, 0)?;
@@ -503,6 +522,7 @@ fn main() -> Result<()> {
                 streams,
                 rate,
                 duration,
+                warmup,
             })?;
             print_latency("h2", &s);
             let params = Params {
@@ -511,6 +531,7 @@ fn main() -> Result<()> {
                 mode: Some(if rate.is_some() { "open" } else { "closed" }.into()),
                 rate,
                 duration_s: Some(duration.as_secs_f64()),
+                warmup_s: Some(warmup.as_secs_f64()),
                 ..params
             };
             finish(

@@ -87,9 +87,12 @@ pub struct Params {
     /// Target rate in requests/s (open loop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
-    /// Seconds of load.
+    /// Seconds of load measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// Seconds of load sent before measuring (not in the figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
     /// Keep-alive (true) or a connection per request (false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<bool>,

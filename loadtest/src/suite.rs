@@ -114,6 +114,7 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                 streams,
                 rate: Some(rate),
                 duration: d,
+                warmup: Duration::ZERO,
             })
         }),
     };
@@ -131,6 +132,7 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                     connections: conns,
                     rate: Some(rate),
                     duration: d,
+                    warmup: Duration::ZERO,
                     keepalive: true,
                 })
             }),
@@ -152,6 +154,7 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                     connections: conns,
                     rate: None,
                     duration: d,
+                    warmup: Duration::ZERO,
                     keepalive: true,
                 })
             }),
@@ -169,6 +172,7 @@ fn scenarios(quick: bool, secs: Option<f64>) -> Vec<Scenario> {
                     connections: 4,
                     rate: Some(rate / 4.0),
                     duration: d,
+                    warmup: Duration::ZERO,
                     keepalive: false,
                 })
             }),
