@@ -290,19 +290,41 @@ async fn relay_response(
     splice: Option<BodySplice<'_>>,
 ) -> Result<Vec<u8>, MessageError> {
     if resp.dechunk {
-        forward_dechunked(up, client, resp.head, ubuf, pause).await
-    } else {
-        forward_message(
-            up,
-            client,
-            resp.head,
-            resp.framing,
-            ubuf,
-            pause,
-            splice,
-            None,
-        )
-        .await
+        return Box::pin(forward_dechunked(up, client, resp.head, ubuf, pause)).await;
+    }
+    // The whole body came with the head (the usual small response): one write. Anything
+    // longer goes through `forward_message`, boxed: its state (5 KB: splice runs, timers)
+    // would otherwise size every request's exchange future, which is copied whole into its
+    // box for each request, whatever the response (issue 17: 7.5 KB of `memcpy` per
+    // request).
+    if let Some(n) = whole_body(resp.framing, &ubuf) {
+        let (mut head, mut body) = (resp.head, ubuf);
+        let rest = body.split_off(n);
+        return send_with_head(client, &mut head, body, pause)
+            .await
+            .map(|()| rest);
+    }
+    let moved = forward_message(
+        up,
+        client,
+        resp.head,
+        resp.framing,
+        ubuf,
+        pause,
+        splice,
+        None,
+    );
+    Box::pin(moved).await
+}
+
+/// How many bytes of `buf` (read with a head) are that message's whole body when all of it is
+/// there: 0 with no body, `n` for a `Content-Length: n` body `buf` holds; `None` otherwise
+/// (chunked, until close, or more to read).
+fn whole_body(framing: Framing, buf: &[u8]) -> Option<usize> {
+    match framing {
+        Framing::Empty => Some(0),
+        Framing::Length(n) => usize::try_from(n).ok().filter(|n| *n <= buf.len()),
+        Framing::Chunked | Framing::UntilClose => None,
     }
 }
 
@@ -398,7 +420,25 @@ async fn send_request_body(
 ) -> Option<Vec<u8>> {
     let pause = Some(r.l.http1.body_timeout);
     let answered = Some(&r.answered);
-    let e = match forward_message(client, up, head, framing, buf, pause, r.splice, answered).await {
+    // (With the head: a body sent after a 100 is looked at before its write.)
+    let sent = match whole_body(framing, &buf).filter(|_| !head.is_empty()) {
+        // No body, or all of it read with the head (a GET, a small POST): one write, with the
+        // head, before which `forward_message` takes no look for an early answer either.
+        Some(n) => {
+            let mut head = head;
+            let mut buf = buf;
+            let rest = buf.split_off(n);
+            send_with_head(up, &mut head, buf, pause)
+                .await
+                .map(|()| rest)
+        }
+        // (Boxed: see `relay_response`.)
+        None => {
+            let moved = forward_message(client, up, head, framing, buf, pause, r.splice, answered);
+            Box::pin(moved).await
+        }
+    };
+    let e = match sent {
         Ok(rest) => return Some(rest),
         Err(e) => e,
     };
@@ -741,12 +781,20 @@ async fn exchange(
     cbuf.clear();
     tracked.request();
     let t0 = Instant::now();
-    // A pooled connection, or a new one within the endpoint's bounds.
-    let other = || dest.other(l, req.route, first);
-    let connected = l
-        .pools
-        .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other);
-    let connected = match unless_client_resets(client.io(), &mut true, connected).await {
+    // A pooled connection, or a new one within the endpoint's bounds. (The wait for one is
+    // boxed, and only built when no pooled connection can be had at once: see
+    // `Pools::h1_now`. This future is itself boxed per request, copied whole.)
+    let connected = match l.pools.h1_now(first) {
+        Some(c) => Ok(Ok((first, c, true))),
+        None => {
+            let other = || dest.other(l, req.route, first);
+            let connected = l
+                .pools
+                .h1(&l.metrics, &l.health, first, l.cfg.connect_timeout, other);
+            Box::pin(unless_client_resets(client.io(), &mut true, connected)).await
+        }
+    };
+    let connected = match connected {
         Ok(c) => c,
         Err(e) => {
             // Nobody to answer, and the request must not reach the upstream: it ends without

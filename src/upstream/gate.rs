@@ -84,6 +84,12 @@ impl Gate {
         self.max_open != 0 && self.open.get() >= self.max_open
     }
 
+    /// Whether no request waits for its turn here (one that comes now may take an idle
+    /// connection at once, as [`Gate::turn`] would let it).
+    pub fn nobody_waits(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
     fn has_room(&self) -> bool {
         (self.max_open == 0 || self.open.get() < self.max_open)
             && (self.max_dialling == 0 || self.dialling.get() < self.max_dialling)
