@@ -823,6 +823,20 @@ mod tests {
         addr
     }
 
+    /// Open-loop load of 1,000 GET/s on one keep-alive connection to `addr`.
+    fn one_connection_at_1000(addr: SocketAddr, duration: Duration, warmup: Duration) -> Sample {
+        http1(&HttpLoad {
+            target: vec![addr],
+            request: HttpLoad::get(addr),
+            connections: 1,
+            rate: Some(1000.0),
+            duration,
+            warmup,
+            keepalive: true,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn a_stall_shows_up_in_p99_under_open_loop() {
         // 1,000 req/s on one connection for 1 s; the first answer stalls 200 ms. Requests due
@@ -830,16 +844,7 @@ mod tests {
         // 200 of them wait up to 200 ms, so p99 must be near the stall, not near the
         // sub-millisecond service time (which is what an uncorrected client would report).
         let addr = stalling_server(Duration::from_millis(200));
-        let s = http1(&HttpLoad {
-            target: vec![addr],
-            request: HttpLoad::get(addr),
-            connections: 1,
-            rate: Some(1000.0),
-            duration: Duration::from_secs(1),
-            warmup: Duration::ZERO,
-            keepalive: true,
-        })
-        .unwrap();
+        let s = one_connection_at_1000(addr, Duration::from_secs(1), Duration::ZERO);
         assert_eq!(s.errors, 0);
         assert!(s.ops >= 900, "ops {}", s.ops);
         let p99 = s.hist.value_at_quantile(0.99);
@@ -860,16 +865,8 @@ mod tests {
         // The same stall, inside a 400 ms warm-up: the requests it delayed were all due in the
         // warm-up, so none is recorded, and what is measured is the 600 ms after it.
         let addr = stalling_server(Duration::from_millis(200));
-        let s = http1(&HttpLoad {
-            target: vec![addr],
-            request: HttpLoad::get(addr),
-            connections: 1,
-            rate: Some(1000.0),
-            duration: Duration::from_millis(600),
-            warmup: Duration::from_millis(400),
-            keepalive: true,
-        })
-        .unwrap();
+        let warmup = Duration::from_millis(400);
+        let s = one_connection_at_1000(addr, Duration::from_millis(600), warmup);
         assert_eq!(s.errors, 0);
         // 600 requests were due in the measured part (a few may miss the end by a tick).
         assert!((590..=600).contains(&s.ops), "ops {}", s.ops);
