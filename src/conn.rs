@@ -127,7 +127,7 @@ pub fn serve(
             // The client left without a word; an upstream dialled meanwhile is just dropped.
             DetectResult::Closed => {
                 match early {
-                    Some(Ok(u)) => close_spare(m, addr, u, None),
+                    Some(Ok(u)) => close_spare(m, addr, Some(u), None),
                     Some(Err(e)) => early_dial_failed(l, &e),
                     None => {}
                 }
@@ -181,7 +181,13 @@ pub fn serve(
 /// (`tcp_open_total` / `tcp_close_total{peer="dst"}`: the upstream did accept it; review: 19
 /// connections accepted, 2 counted). `reset`: the error the upstream's reset left on it, if
 /// it was reset (its close is then a failure with that errno; review: counted `success`).
-fn close_spare(m: &ListenerMetrics, addr: SocketAddr, u: TcpStream, reset: Option<io::Error>) {
+/// `u` is `None` when the dial itself ended in that reset ([`ConnectError::reset`]).
+fn close_spare(
+    m: &ListenerMetrics,
+    addr: SocketAddr,
+    u: Option<TcpStream>,
+    reset: Option<io::Error>,
+) {
     m.early_dial_unused();
     let mut open = Opened::new(&m.dst_for(addr));
     if let Some(e) = &reset {
@@ -210,7 +216,7 @@ fn early_for_http(
             Ok(true) => {}
             // Counted in `dst` as its pooled connection would have been.
             Ok(false) => m.early_dial_unused(),
-            Err(u) => close_spare(m, addr, u, None),
+            Err(u) => close_spare(m, addr, Some(u), None),
         },
         Some(Err(e)) => early_dial_failed(l, &e),
         None => {}
@@ -221,7 +227,14 @@ fn early_for_http(
 /// request; a client that left needs nothing): counted as the failed connect it was
 /// (`tcp_connect_errors_total`, the endpoint's health), as the opaque path counts its own.
 /// (Review: 134 refused early dials overtaken by HTTP requests were counted nowhere.)
+/// A dial that ended in the upstream's reset after the handshake ([`ConnectError::reset`])
+/// is counted as the early connection reset unused that it was, as when the reset is read
+/// after the connect.
 fn early_dial_failed(l: &Listener, e: &ConnectError) {
+    if e.reset {
+        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+        return close_spare(&l.metrics, e.addr, None, Some(reset));
+    }
     l.metrics.connect_failed(e.kind);
     l.health.failed(e.addr);
     debug!(listener = %l.cfg.name, upstream = %e.addr, error = %e, "early dial failed; the client's requests dial their own");
@@ -399,6 +412,12 @@ async fn dial(
         Some(Ok(s)) => {
             l.health.connected(first);
             Ok((first, s))
+        }
+        // Reset by the upstream after the handshake, as it could have been while the client
+        // was silent: counted so, and a fresh connection dialled, as then.
+        Some(Err(e)) if e.reset => {
+            early_dial_failed(l, &e);
+            upstream::connect_any(m, &l.health, first, timeout, other).await
         }
         Some(Err(e)) => upstream::second_try(m, &l.health, e, timeout, other).await,
         None => upstream::connect_any(m, &l.health, first, timeout, other).await,

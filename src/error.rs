@@ -104,6 +104,11 @@ pub struct ConnectError {
     pub kind: ConnectErrorKind,
     /// Human-readable cause.
     pub detail: String,
+    /// The handshake had completed and the upstream then reset the connection before the
+    /// connect was seen to finish (`ECONNRESET` from `SO_ERROR`; a reset answering the SYN
+    /// is `ECONNREFUSED`): the upstream accepted the connection. Whether a dial ends so or
+    /// connects and then reads the reset is a race of the two threads' scheduling.
+    pub reset: bool,
 }
 
 impl ConnectError {
@@ -121,6 +126,7 @@ impl ConnectError {
             addr,
             kind,
             detail: e.to_string(),
+            reset: e.raw_os_error() == Some(libc::ECONNRESET),
         }
     }
 }

@@ -316,7 +316,8 @@ where
 /// the connection will go to; it is called at most once, when the client stays silent for
 /// `s.dial_delay` and `s.eager_dial` is set (server-speaks-first support). `spare` takes an
 /// early connection the upstream closed before the client spoke (with the error a reset
-/// left on it), or one the client's failure leaves unused; `abandoned` is called when
+/// left on it; `None` for the socket when the dial itself ended in that reset, see
+/// [`ConnectError::reset`]), or one the client's failure leaves unused; `abandoned` is called when
 /// an early dial still connecting is dropped because the verdict does not need it (HTTP,
 /// whose requests dial per endpoint, or a client that left): the verdict then carries no
 /// early upstream. `dial_failed` takes the early dial's failure when the client fails
@@ -329,7 +330,7 @@ pub async fn detect<F>(
     s: &DetectSettings,
     scratch: &RefCell<Box<[u8]>>,
     mut dial: impl FnMut() -> F,
-    mut spare: impl FnMut(TcpStream, Option<io::Error>),
+    mut spare: impl FnMut(Option<TcpStream>, Option<io::Error>),
     abandoned: impl FnOnce(),
     dial_failed: impl FnOnce(ConnectError),
 ) -> Result<Detection, ClientFailed>
@@ -385,7 +386,7 @@ where
                     Err(e) => {
                         drop(up_lowat);
                         match hand_over_ready(up, in_flight, abandoned).await {
-                            Some(Ok(u)) => spare(u, None),
+                            Some(Ok(u)) => spare(Some(u), None),
                             Some(Err(f)) => dial_failed(f),
                             None => {
                                 if let Some(f) = failed {
@@ -446,6 +447,14 @@ where
                         up_lowat = Some(LowWater { fd: u.as_raw_fd(), raised: false });
                         up = Some(u);
                     }
+                    // The upstream accepted and reset before the dial saw its connect
+                    // finish: the same as an early connection it resets while the client is
+                    // silent (below), not a failed dial; detection goes on. (Review: which
+                    // of the two a reset on accept became depended on scheduling; as a failed
+                    // dial a silent client was closed after `AFTER_DIAL_FAILURE`.)
+                    Err(e) if e.reset => {
+                        spare(None, Some(io::Error::from_raw_os_error(libc::ECONNRESET)));
+                    }
                     // The upstream is down: nothing to proxy to, whatever the client says
                     // (unless its HTTP requests may be routed elsewhere).
                     Err(e) => {
@@ -478,7 +487,7 @@ where
                     up_lowat = None;
                     watch_up = false;
                     if let Some(u) = up.take() {
-                        spare(u, reset);
+                        spare(Some(u), reset);
                     }
                     continue;
                 }

@@ -419,3 +419,79 @@ fn never_panics_on_short_or_hostile_input() {
         let _ = classify(&buf[..len]);
     }
 }
+
+/// A dial that ends in the upstream's reset (the handshake done, the RST read from
+/// `SO_ERROR` before the connect was seen to finish) is an early connection reset unused,
+/// as when the reset is read after the connect: handed to `spare` with its errno, detection
+/// goes on, and the verdict carries no early upstream. (CI: which of the two a reset on
+/// accept became depended on scheduling; as a failed dial, a silent client was closed after
+/// `AFTER_DIAL_FAILURE` and an HTTP one's connection counted a connect error.)
+#[test]
+fn a_dial_ended_by_the_upstreams_reset_is_a_spare_not_a_failed_dial() {
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::rc::Rc;
+
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        let (c, _) = l.accept().unwrap();
+        c.set_nonblocking(true).unwrap();
+        let client = TcpStream::from_std(c).unwrap();
+        let s = DetectSettings {
+            timeout: Duration::from_secs(30),
+            eager_dial: true,
+            dial_delay: Duration::ZERO,
+            close_after_dial_failure: true,
+        };
+        let scratch = RefCell::new(vec![0u8; PEEK_CAP].into_boxed_slice());
+        let dialled = Rc::new(Cell::new(false));
+        let spares = RefCell::new(Vec::new());
+        // The client speaks once the dial has ended (it ends on its first poll, in the same
+        // step of `detect` that started it).
+        let speaker = monoio::spawn({
+            let dialled = dialled.clone();
+            async move {
+                while !dialled.get() {
+                    crate::io::yield_now().await;
+                }
+                peer.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .unwrap();
+                peer
+            }
+        });
+        let detection = detect(
+            &client,
+            &s,
+            &scratch,
+            || {
+                dialled.set(true);
+                let e = io::Error::from_raw_os_error(libc::ECONNRESET);
+                std::future::ready(Err(ConnectError::from_io(addr, e)))
+            },
+            |u, e: Option<io::Error>| {
+                spares
+                    .borrow_mut()
+                    .push((u.is_some(), e.and_then(|e| e.raw_os_error())))
+            },
+            || panic!("no dial was in flight"),
+            |e| panic!("counted as a failed dial: {e}"),
+        )
+        .await
+        .unwrap();
+        let _peer = speaker.await;
+        match detection {
+            Detection::Decided { result, early, .. } => {
+                assert_eq!(result, DetectResult::Http1);
+                assert!(early.is_none(), "the reset dial was handed over: {early:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*spares.borrow(), [(false, Some(libc::ECONNRESET))]);
+    });
+}

@@ -90,6 +90,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
                 addr,
                 kind: ConnectErrorKind::Timeout,
                 detail: format!("no answer within {}ms", timeout.as_millis()),
+                reset: false,
             })
         }
         Ok(Err(e)) => return Err(classify(e)),
