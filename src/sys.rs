@@ -235,6 +235,22 @@ pub fn recv_now(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     Ok(n)
 }
 
+/// `read(fd)` of at most `max` bytes appended to `buf` (grown as needed): for a pipe's
+/// contents (`recv` is for sockets). Returns the bytes read; `Ok(0)` at EOF; `WouldBlock`
+/// on an empty non-blocking pipe.
+pub fn read_now(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: read writes at most `want` bytes into the vector's spare capacity, which holds
+    // at least `want` bytes and is not otherwise borrowed.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    let n = byte_count(n)?;
+    // SAFETY: the kernel initialised the first `n` (≤ `want`) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// A byte-counting syscall's result (`splice`, `recv`, `send`): the count, or `errno` as
 /// the error when it returned a negative value.
 fn byte_count(n: isize) -> io::Result<usize> {

@@ -165,8 +165,16 @@ pub enum RunError {
     Read(io::Error),
     /// Writing the destination failed.
     Write(io::Error),
-    /// The destination refused the rest of the body (its look said so: see [`BodyWatch`]).
-    Refused,
+    /// The destination's look stopped the run (an answer waits there: see [`BodyWatch`]).
+    /// `taken` bytes of the run had been read from the source, of which the last
+    /// `held.len()` had not been written yet (taken out of the pipe, for a caller that goes on
+    /// moving the body another way).
+    Stopped {
+        /// Bytes of the run read from the source.
+        taken: u64,
+        /// The end of those not written to the destination.
+        held: Vec<u8>,
+    },
 }
 
 /// How one request body's move watches its destination (the upstream) for an answer that
@@ -230,7 +238,7 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
 /// `watch` looks at `dst` before each batch goes out, with the batch's size in bytes and
 /// whether it is the run's last (the HTTP/1 code looks there for an upstream answer that comes
 /// before the request body's end), and watches it while the source is slow; a refusal ends
-/// the run with [`RunError::Refused`].
+/// the run with [`RunError::Stopped`].
 ///
 /// `sockets` are the body's: the first run switches them to non-blocking mode, and they stay
 /// so until it is dropped.
@@ -288,6 +296,28 @@ async fn run<D: Peer>(
     watch: &mut BodyWatch<'_, D>,
 ) -> Result<(), RunError> {
     let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let whole = left;
+    // The run stopped by the look with `inpipe` of the batch's `got` bytes still in the pipe.
+    let stopped = |left: u64, got: usize, inpipe: usize, dst: &mut D| {
+        let mut held = Vec::new();
+        while held.len() < inpipe {
+            let want = inpipe - held.len();
+            match sys::read_now(pr, &mut held, want) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // (Cannot happen: the bytes are in the pipe. The body would be cut short.)
+                Err(_) => break,
+            }
+        }
+        let written = (got - inpipe) as u64;
+        dst.wrote(written);
+        m.body_spliced(written);
+        RunError::Stopped {
+            taken: whole - left + got as u64,
+            held,
+        }
+    };
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk);
         let sfd = fd(src);
@@ -299,7 +329,7 @@ async fn run<D: Peer>(
                     .wait(tcp(src).readable(false), pause, dst)
                     .await
                     .ok_or(RunError::ReadTimeout)?
-                    .map_err(|Stopped| RunError::Refused)?
+                    .map_err(|Stopped| stopped(left, 0, 0, dst))?
                     .map_err(RunError::Read)?;
                 continue;
             }
@@ -308,8 +338,8 @@ async fn run<D: Peer>(
         };
         src.counters().read(got as u64);
         if watch.before_write(dst, got as u64, got as u64 == left) {
-            // (The batch in the pipe goes with it: the pipe is closed, not pooled.)
-            return Err(RunError::Refused);
+            // (The pipe is closed, not pooled.)
+            return Err(stopped(left, got, got, dst));
         }
         let mut inpipe = got;
         while inpipe > 0 {
@@ -320,11 +350,13 @@ async fn run<D: Peer>(
                     // (An upstream that answered with an error may have stopped reading:
                     // watched meanwhile, so its answer does not wait for the stall bound.)
                     let writable = watch.wait_write(tcp(dst).writable(false), dst);
-                    within_progress(writable, pause, Some(fd(dst)))
+                    let ready = within_progress(writable, pause, Some(fd(dst)))
                         .await
-                        .ok_or(RunError::WriteStalled)?
-                        .map_err(|Stopped| RunError::Refused)?
-                        .map_err(RunError::Write)?;
+                        .ok_or(RunError::WriteStalled)?;
+                    match ready {
+                        Ok(r) => r.map_err(RunError::Write)?,
+                        Err(Stopped) => return Err(stopped(left, got, inpipe, dst)),
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(RunError::Write(e)),

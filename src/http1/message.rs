@@ -353,14 +353,89 @@ pub async fn send_with_head(
 /// at least [`MIN_SPLICE_RUN`]; chunk-size lines and trailers are still read and
 /// checked here, and no byte past the body is read.
 ///
-/// With `answered` (a request body on its way upstream), `dst` is looked at before each body
-/// write but the first ([`answer_waiting`]), and while a wait for the body's next bytes runs
-/// past [`crate::io::WATCH_AFTER`], when `dst` turns readable; `answered` is set once an answer waits
-/// there. An error answer ([`Waiting::Refusal`]) ends the move with
-/// [`MessageError::Refused`]: the rest of the body is not sent (nor read), and the caller
-/// relays the answer.
+/// Returns what followed the body in `src` (the next message, pipelined).
 #[allow(clippy::too_many_arguments)] // each is one facet of the move; a struct would only rename them
 pub async fn forward_message(
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    head: Vec<u8>,
+    framing: Framing,
+    buf: Vec<u8>,
+    pause: Option<Duration>,
+    splice: Option<BodySplice<'_>>,
+) -> Result<Vec<u8>, MessageError> {
+    let to = dst.side();
+    match move_message(src, dst, head, framing, buf, pause, splice, None).await? {
+        Moved::Whole(rest) => Ok(rest),
+        // (Not reached: without looks nothing stops the move for an answer.)
+        Moved::Answered(_) => Err(MessageError::Refused(to)),
+    }
+}
+
+/// How a request body's move looks at its upstream for an answer ([`forward_request_body`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Looks<'a> {
+    /// Set once an answer waits before one of the body's writes.
+    pub answered: &'a Cell<bool>,
+    /// Whether a non-error answer stops the move ([`Moved::Answered`]): the caller then moves
+    /// the rest of the body and the response at once. Otherwise only an error answer stops
+    /// it, and a non-error one waits for the body's end.
+    pub duplex: bool,
+}
+
+/// How [`forward_request_body`] ended.
+#[derive(Debug)]
+pub enum Moved {
+    /// The whole body went; what followed it in the source (the next request, pipelined).
+    Whole(Vec<u8>),
+    /// The upstream's answer (a non-error final status line) waited before the body's end,
+    /// and the move stopped (with [`Looks::duplex`]): the rest is the caller's to move.
+    Answered(Unfinished),
+}
+
+/// A request body whose move stopped because the upstream answered before its end: where
+/// it stands, for the caller to go on moving it while it relays the answer
+/// (`http1::duplex`).
+#[derive(Debug)]
+pub struct Unfinished {
+    /// Bytes of the body read from the client and not yet written upstream: they go first.
+    pub held: Vec<u8>,
+    /// Then this many bytes of the body are moved as they are, unexamined (the rest of a
+    /// spliced run: payload, and chunk framing the run had already checked).
+    pub passthrough: u64,
+    /// The body's state once those are through.
+    pub end: BodyEnd,
+}
+
+/// [`forward_message`] for a request body on its way upstream (`src` the client, `dst` the
+/// upstream), looking for an answer that comes before the body's end: `dst` is looked at
+/// before each body write but the first ([`answer_waiting`]), and while a wait for the body's
+/// next bytes (or for room to write them) runs past [`crate::io::WATCH_AFTER`], when `dst`
+/// turns readable; `looks.answered` is set once an answer waits there. An error answer
+/// ([`Waiting::Refusal`]) ends the move with [`MessageError::Refused`]: the rest of the body
+/// is not sent (nor read), and the caller relays the answer. A non-error one, with
+/// `looks.duplex`, ends it with [`Moved::Answered`] (an upstream that answers while it reads
+/// the body, an echo or a transcoder, stops reading once its answer fills the buffers between
+/// it and a client that nobody reads from). While the body is moved, its reads and writes
+/// after the head's are non-blocking calls and readiness waits, so that a stop loses none of
+/// its bytes (a completion read cancelled as it completes would).
+#[allow(clippy::too_many_arguments)] // as forward_message
+pub async fn forward_request_body(
+    src: &mut impl Peer,
+    dst: &mut impl Peer,
+    head: Vec<u8>,
+    framing: Framing,
+    buf: Vec<u8>,
+    pause: Option<Duration>,
+    splice: Option<BodySplice<'_>>,
+    looks: Looks<'_>,
+) -> Result<Moved, MessageError> {
+    move_message(src, dst, head, framing, buf, pause, splice, Some(looks)).await
+}
+
+/// [`forward_message`] and [`forward_request_body`].
+#[allow(clippy::too_many_arguments)] // as forward_message
+async fn move_message(
     src: &mut impl Peer,
     dst: &mut impl Peer,
     mut head: Vec<u8>,
@@ -368,9 +443,16 @@ pub async fn forward_message(
     mut buf: Vec<u8>,
     pause: Option<Duration>,
     splice: Option<BodySplice<'_>>,
-    answered: Option<&Cell<bool>>,
-) -> Result<Vec<u8>, MessageError> {
+    looks: Option<Looks<'_>>,
+) -> Result<Moved, MessageError> {
     let (from, to) = (src.side(), dst.side());
+    let answered = looks.map(|l| l.answered);
+    let duplex = looks.is_some_and(|l| l.duplex);
+    // Set when a look stopped the move for a non-error answer (with `duplex`).
+    let for_answer = Cell::new(false);
+    // Request bodies read and write without completion ops once the head is out: see
+    // `forward_request_body`.
+    let readiness = looks.is_some() && src.tcp().is_some() && dst.tcp().is_some();
     let mut end = BodyEnd::new(framing);
     // A request body: set `answered` once an answer waits before one of its writes. Looked
     // at before every write of framing (which includes the chunked body's last), before a
@@ -397,9 +479,26 @@ pub async fn forward_message(
             let waiting = answer_waiting(dst);
             a.set(a.get() || waiting.is_answer());
             unsettled = waiting.unsettled();
+            if waiting == Waiting::Answer && duplex {
+                for_answer.set(true);
+                return true;
+            }
             return waiting == Waiting::Refusal;
         }
         false
+    };
+    // The move stopped by a look, with `held` read and not written, `passthrough` bytes to
+    // move as they are and then `end`: for an answer, handed over; for a refusal, an error.
+    let stop = |held: Vec<u8>, passthrough: u64, end: BodyEnd| {
+        if for_answer.get() {
+            Ok(Moved::Answered(Unfinished {
+                held,
+                passthrough,
+                end,
+            }))
+        } else {
+            Err(MessageError::Refused(to))
+        }
     };
     // The wait for the body's next bytes also watches `dst` for an answer (request bodies).
     let mut watch = BodyWatch {
@@ -421,12 +520,20 @@ pub async fn forward_message(
             if head.is_empty() && !run_next {
                 // (A framing write always looks: counted as past the bound.)
                 if watch.before_write(&*dst, u64::MAX, false) {
-                    return Err(MessageError::Refused(to));
+                    buf.truncate(used);
+                    return stop(buf, 0, end);
                 }
             }
             let rest = buf.split_off(used);
             // (The head went out with the body's first bytes, before any run.)
-            if sockets.nonblocking() && head.is_empty() {
+            if readiness && head.is_empty() {
+                if let Err(w) = write_watched(dst, &buf, pause, &mut watch).await {
+                    return match w {
+                        WriteStop::Stopped(off) => stop(buf.split_off(off), 0, end),
+                        WriteStop::Failed(e) => Err(e),
+                    };
+                }
+            } else if sockets.nonblocking() && head.is_empty() {
                 write_ready(dst, &buf, pause)
                     .await
                     .ok_or(MessageError::WriteStalled(to))?
@@ -452,6 +559,10 @@ pub async fn forward_message(
                         continue;
                     }
                     Ok(false) => {}
+                    Err(RunError::Stopped { taken, held }) => {
+                        end.skip(n);
+                        return stop(held, n - taken, end);
+                    }
                     Err(e) => return Err(run_error(e, from, to)),
                 }
             }
@@ -467,7 +578,12 @@ pub async fn forward_message(
             // nothing has been taken from `src` since (this iteration spliced no run).
             let seen = after.take().filter(|_| !run_next);
             let next = framed_runs(&end, src, &*dst, sp, pause, &mut watch, &mut sockets, seen);
-            if let Some(next) = next.await? {
+            let next = match next.await {
+                // (Stopped while waiting for the framing: nothing was taken.)
+                Err(MessageError::Refused(_)) => return stop(Vec::new(), 0, end),
+                next => next?,
+            };
+            if let Some(next) = next {
                 match splice_run(sp, src, dst, next.len, pause, &mut watch, &mut sockets).await {
                     Ok(true) => {
                         end = next.end;
@@ -475,6 +591,9 @@ pub async fn forward_message(
                         continue;
                     }
                     Ok(false) => {}
+                    Err(RunError::Stopped { taken, held }) => {
+                        return stop(held, next.len - taken, next.end);
+                    }
                     Err(e) => return Err(run_error(e, from, to)),
                 }
             }
@@ -485,7 +604,7 @@ pub async fn forward_message(
         // or still on its way.
         let limit = splice.and_then(|sp| end.framing_read(sp.min, CHUNK_LINE_READ));
         // (A request body's upstream is watched meanwhile: see `BodyWatch`.)
-        let read = if sockets.nonblocking() {
+        let read = if sockets.nonblocking() || readiness {
             let ready = read_ready(src, buf, limit.unwrap_or(READ_CHUNK), pause);
             // (`read_ready` bounds its own waits: no bound here, so never `None`.)
             watch.wait(ready, None, &*dst).await.unwrap_or(Ok(None))
@@ -500,7 +619,10 @@ pub async fn forward_message(
                 .await
                 .transpose()
         };
-        let read = read.map_err(|Stopped| MessageError::Refused(to))?;
+        let Ok(read) = read else {
+            // (Every byte read so far was written: nothing held.)
+            return stop(Vec::new(), 0, end);
+        };
         let (r, b) = read.ok_or(MessageError::ReadTimeout(from))?;
         buf = b;
         match r {
@@ -510,7 +632,69 @@ pub async fn forward_message(
             Err(e) => return Err(MessageError::Io(from, e)),
         }
     };
-    Ok(rest)
+    Ok(Moved::Whole(rest))
+}
+
+/// How [`write_watched`] stopped short.
+enum WriteStop {
+    /// The look stopped it with this many bytes written.
+    Stopped(usize),
+    /// The write failed or stalled.
+    Failed(MessageError),
+}
+
+/// Writes `data` to `dst` (a request body's upstream, with a TCP socket) as [`write_ready`]
+/// does, non-blocking sends and readiness waits bounded by `pause` of no progress, whatever
+/// the socket's mode; a wait also watches `dst` for an answer ([`BodyWatch::wait_write`]),
+/// which may stop the write.
+async fn write_watched<D: Peer>(
+    dst: &mut D,
+    data: &[u8],
+    pause: Option<Duration>,
+    watch: &mut BodyWatch<'_, D>,
+) -> Result<(), WriteStop> {
+    let to = dst.side();
+    let Some(fd) = tcp_fd(dst) else {
+        return Err(WriteStop::Failed(MessageError::Io(
+            to,
+            io::ErrorKind::Unsupported.into(),
+        )));
+    };
+    let mut off = 0;
+    while off < data.len() {
+        match crate::sys::send_now(fd, &data[off..]) {
+            Ok(n) => {
+                dst.wrote(n as u64);
+                off += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let waited = {
+                    let d: &D = dst;
+                    let Some(t) = d.tcp() else {
+                        // (Not reached: `fd` is its socket's.)
+                        return Err(WriteStop::Failed(MessageError::WriteStalled(to)));
+                    };
+                    let writable = watch.wait_write(t.writable(false), d);
+                    within_progress(writable, pause, Some(fd)).await
+                };
+                match waited {
+                    None => return Err(WriteStop::Failed(MessageError::WriteStalled(to))),
+                    Some(Err(Stopped)) => return Err(WriteStop::Stopped(off)),
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        dst.note_error(&e);
+                        return Err(WriteStop::Failed(MessageError::Io(to, e)));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                dst.note_error(&e);
+                return Err(WriteStop::Failed(MessageError::Io(to, e)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of a spliced request body written between two looks for an early answer
@@ -666,7 +850,7 @@ fn run_error(e: RunError, from: Side, to: Side) -> MessageError {
         RunError::Eof => MessageError::Eof(from),
         RunError::Read(e) => MessageError::Io(from, e),
         RunError::Write(e) => MessageError::Io(to, e),
-        RunError::Refused => MessageError::Refused(to),
+        RunError::Stopped { .. } => MessageError::Refused(to),
     }
 }
 

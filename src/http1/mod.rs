@@ -5,6 +5,7 @@
 //! ([`chunked`]).
 
 pub mod chunked;
+pub mod duplex;
 pub mod head;
 pub mod message;
 pub mod proxy;

@@ -33,17 +33,18 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use super::duplex::{duplex, Answer, Pauses};
 use super::head::{
     connection_listed, is_hop_by_hop, parse_request, parse_response, Framing, HeadError, TargetForm,
 };
 use super::message::{
-    check_framing, early_answer, forward_dechunked, forward_message, read_head, reason_phrase,
-    send_with_head, waiting_in, HeadRead, Resend, ResponseHead, Waiting, MAX_INTERIM,
-    MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    check_framing, early_answer, forward_dechunked, forward_message, forward_request_body,
+    read_head, reason_phrase, send_with_head, waiting_in, HeadRead, Looks, Moved, Resend,
+    ResponseHead, Unfinished, Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
 use crate::core::connections::Tracked;
-use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
+use crate::core::{Core, EndpointClaim, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::forward::BodySplice;
 use crate::io::{
@@ -304,16 +305,7 @@ async fn relay_response(
             .await
             .map(|()| rest);
     }
-    let moved = forward_message(
-        up,
-        client,
-        resp.head,
-        resp.framing,
-        ubuf,
-        pause,
-        splice,
-        None,
-    );
+    let moved = forward_message(up, client, resp.head, resp.framing, ubuf, pause, splice);
     Box::pin(moved).await
 }
 
@@ -364,6 +356,10 @@ struct InFlight<'a> {
     /// That answer was the upstream's, relayed whole: the client connection then ends
     /// cleanly (review: counted a failure), as after an answer before an `Expect` body.
     relayed: Cell<bool>,
+    /// Whether a non-error answer before the request body's end is relayed at once, the
+    /// rest of the body moved meanwhile ([`duplex`]): not for upgrades and CONNECT, whose
+    /// answer turns the connection into a tunnel.
+    duplex: bool,
 }
 
 impl InFlight<'_> {
@@ -404,12 +400,25 @@ fn access_log(
     });
 }
 
+/// How [`send_request_body`] ended.
+enum Sent {
+    /// The whole body went; what followed it (the next request, pipelined).
+    Whole(Vec<u8>),
+    /// The upstream answered (a non-error status) before the body's end: the exchange goes
+    /// on with [`answered_duplex`].
+    Answered(Unfinished),
+    /// The client was answered otherwise, or went away: the caller finishes with
+    /// [`give_up`].
+    GaveUp,
+}
+
 /// Forwards a request body (`head` first, if not yet sent) under `body_timeout_ms`. Returns
-/// what followed the body, or `None` after the client was answered otherwise (no response
-/// byte had gone out yet): 408 for a body that paused too long, 400 for bad chunked framing;
-/// when the upstream stopped taking the body, the answer it sent meanwhile (a 413 or 401 for
-/// an upload, say) or else 502. A client that went away gets nothing. After `None` the
-/// caller finishes with [`give_up`].
+/// what followed the body ([`Sent::Whole`]); or, when the upstream started a non-error answer
+/// before the body's end, where the body stands ([`Sent::Answered`]); or [`Sent::GaveUp`]
+/// after the client was answered otherwise (no response byte had gone out yet): 408 for a
+/// body that paused too long, 400 for bad chunked framing; when the upstream stopped taking
+/// the body, the answer it sent meanwhile (a 413 or 401 for an upload, say) or else 502. A
+/// client that went away gets nothing.
 async fn send_request_body(
     r: &InFlight<'_>,
     client: &mut Client<'_>,
@@ -417,9 +426,8 @@ async fn send_request_body(
     head: Vec<u8>,
     framing: Framing,
     buf: Vec<u8>,
-) -> Option<Vec<u8>> {
+) -> Sent {
     let pause = Some(r.l.http1.body_timeout);
-    let answered = Some(&r.answered);
     // (With the head: a body sent after a 100 is looked at before its write.)
     let sent = match whole_body(framing, &buf).filter(|_| !head.is_empty()) {
         // No body, or all of it read with the head (a GET, a small POST): one write, with the
@@ -430,16 +438,22 @@ async fn send_request_body(
             let rest = buf.split_off(n);
             send_with_head(up, &mut head, buf, pause)
                 .await
-                .map(|()| rest)
+                .map(|()| Moved::Whole(rest))
         }
         // (Boxed: see `relay_response`.)
         None => {
-            let moved = forward_message(client, up, head, framing, buf, pause, r.splice, answered);
+            let looks = Looks {
+                answered: &r.answered,
+                duplex: r.duplex,
+            };
+            let moved =
+                forward_request_body(client, up, head, framing, buf, pause, r.splice, looks);
             Box::pin(moved).await
         }
     };
     let e = match sent {
-        Ok(rest) => return Some(rest),
+        Ok(Moved::Whole(rest)) => return Sent::Whole(rest),
+        Ok(Moved::Answered(body)) => return Sent::Answered(body),
         Err(e) => e,
     };
     debug!(listener = %r.l.cfg.name, peer = %r.peer, error = %e, "request body not forwarded");
@@ -451,13 +465,13 @@ async fn send_request_body(
         // drifted apart).
         MessageError::Eof(Side::Client) | MessageError::Io(Side::Client, _) => {
             r.m.completed(0, None, Some(ErrorLabel::Client));
-            return None;
+            return Sent::GaveUp;
         }
         // The upstream stopped taking the body (closed, reset or stalled), or answered
         // with an error before its end (RFC 9112 §9.5): its answer is relayed at once.
         e => {
             if early_response(r, client, up).await {
-                return None;
+                return Sent::GaveUp;
             }
             match e {
                 MessageError::Refused(_) => (502, "malformed upstream response"),
@@ -470,7 +484,116 @@ async fn send_request_body(
     r.access(client, code);
     end_upstream(up);
     r.linger.set(true);
-    None
+    Sent::GaveUp
+}
+
+/// The upstream answered with a non-error status while the request body was still on its
+/// way (`body`: where it stands): the response is relayed at once, marked `connection:
+/// close` unless the exchange may keep the client connection, while the rest of the body
+/// goes on to the upstream ([`duplex`]; RFC 9112 §9.5), pauses bounded by
+/// `stream_idle_timeout_ms` and `body_timeout_ms`. The upstream connection is not reused.
+/// Returns the exchange's outcome (as `exchange`'s): `None` when the client connection goes
+/// on, its next request's bytes in `cbuf`.
+#[allow(clippy::too_many_arguments)] // the exchange's state, handed over
+async fn answered_duplex(
+    r: &InFlight<'_>,
+    client: &mut Client<'_>,
+    mut up: UpConn,
+    body: Unfinished,
+    is_head: bool,
+    keep_alive: bool,
+    claim: EndpointClaim,
+    cbuf: &mut Vec<u8>,
+) -> Option<bool> {
+    let (l, m) = (r.l, r.m);
+    debug!(listener = %l.cfg.name, peer = %r.peer, upstream = %r.upstream, "upstream answered before the end of the request body; moving both at once");
+    // (As in `exchange`: a draining worker or a retired listener closes after the answer.)
+    let to = ClientHop {
+        minor: r.minor,
+        keep_alive: keep_alive && !l.is_retired(),
+    };
+    let parse = |b: &[u8]| {
+        let resp = rewrite_response(b, is_head, to, false)?;
+        Ok(resp.map(|resp| Answer {
+            head: resp.head,
+            head_len: resp.head_len,
+            code: resp.code,
+            framing: resp.framing,
+            dechunk: resp.dechunk,
+            close_after: resp.close_after,
+        }))
+    };
+    let head_at = Cell::new(None);
+    let on_head = |code| {
+        let t = r.t0.elapsed();
+        head_at.set(Some(t));
+        m.first_byte(code, t);
+    };
+    let pauses = Pauses {
+        response: l.http1.stream_idle_timeout,
+        body: l.http1.body_timeout,
+    };
+    let moved = duplex(client, &mut up, body, parse, r.minor == 0, pauses, on_head);
+    let d = Box::pin(moved).await;
+    if let Some(t) = head_at.get() {
+        claim.done(t);
+    }
+    match (d.code, d.result) {
+        (Some(code), Ok(())) => {
+            up.end();
+            drop(up);
+            m.completed(code, None, None);
+            r.access(client, code);
+            if !d.body_whole {
+                // The upstream took no more of the body after its answer; the client may
+                // still be sending it.
+                linger_close(client).await;
+                return Some(true);
+            }
+            if d.close_after {
+                return Some(true);
+            }
+            // The client connection goes on (a new upstream connection for its next request).
+            *cbuf = d.rest;
+            None
+        }
+        (Some(code), Err(e)) => {
+            debug!(listener = %l.cfg.name, peer = %r.peer, upstream = %r.upstream, error = %e, "full-duplex exchange failed after the response head; closing");
+            let error = match e.side() {
+                Side::Upstream => ErrorLabel::Upstream,
+                Side::Client => ErrorLabel::Client,
+            };
+            m.completed(code, None, Some(error));
+            r.access(client, code);
+            abort(client);
+            Some(false)
+        }
+        (None, result) => {
+            // No final head went out: the client, unless it is what failed, still gets one.
+            let e = result.err();
+            debug!(listener = %l.cfg.name, peer = %r.peer, upstream = %r.upstream, error = ?e, "full-duplex exchange failed before the response head");
+            let (code, reason) = match e {
+                Some(MessageError::Io(Side::Client, _) | MessageError::Eof(Side::Client)) => {
+                    m.completed(0, None, Some(ErrorLabel::Client));
+                    return Some(false);
+                }
+                Some(MessageError::ReadTimeout(Side::Upstream)) => {
+                    (504, "upstream response timeout")
+                }
+                Some(MessageError::ReadTimeout(Side::Client)) => (408, "request body timeout"),
+                Some(MessageError::BadFraming(Side::Client, _)) => {
+                    (400, "bad chunked request body")
+                }
+                _ => (502, "bad or no upstream response"),
+            };
+            drop(up);
+            m.proxy_answer(code, ErrorLabel::of_status(code), r.t0.elapsed());
+            proxy_error(client, code, reason).await;
+            r.access(client, code);
+            linger_close(client).await;
+            Some(false)
+        }
+    }
 }
 
 /// Ends an exchange [`send_request_body`] gave up on: the upstream connection is closed
@@ -835,6 +958,7 @@ async fn exchange(
         answered: Cell::new(false),
         linger: Cell::new(false),
         relayed: Cell::new(false),
+        duplex: !req.upgrade && !req.connect,
     };
     let (addr, mut up, pooled) = match connected {
         Ok((addr, mut up, pooled)) => {
@@ -863,8 +987,21 @@ async fn exchange(
     let mut body_sent = !wait_continue;
     if body_sent {
         match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
-            Some(rest) => *cbuf = rest,
-            None => return give_up(&ctx, client, up).await,
+            Sent::Whole(rest) => *cbuf = rest,
+            Sent::Answered(body) => {
+                return answered_duplex(
+                    &ctx,
+                    client,
+                    up,
+                    body,
+                    req.is_head,
+                    req.keep_alive,
+                    inflight,
+                    cbuf,
+                )
+                .await
+            }
+            Sent::GaveUp => return give_up(&ctx, client, up).await,
         }
         body_buf = Vec::new();
     } else {
@@ -880,8 +1017,21 @@ async fn exchange(
                 let sent =
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, Vec::new());
                 match sent.await {
-                    Some(rest) => *cbuf = rest,
-                    None => return give_up(&ctx, client, up).await,
+                    Sent::Whole(rest) => *cbuf = rest,
+                    Sent::Answered(body) => {
+                        return answered_duplex(
+                            &ctx,
+                            client,
+                            up,
+                            body,
+                            req.is_head,
+                            req.keep_alive,
+                            inflight,
+                            cbuf,
+                        )
+                        .await
+                    }
+                    Sent::GaveUp => return give_up(&ctx, client, up).await,
                 }
                 body_sent = true;
             }
@@ -1010,8 +1160,21 @@ async fn exchange(
                 let sent =
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
                 match sent.await {
-                    Some(rest) => *cbuf = rest,
-                    None => return give_up(&ctx, client, up).await,
+                    Sent::Whole(rest) => *cbuf = rest,
+                    Sent::Answered(body) => {
+                        return answered_duplex(
+                            &ctx,
+                            client,
+                            up,
+                            body,
+                            req.is_head,
+                            req.keep_alive,
+                            inflight,
+                            cbuf,
+                        )
+                        .await
+                    }
+                    Sent::GaveUp => return give_up(&ctx, client, up).await,
                 }
                 body_sent = true;
             }
