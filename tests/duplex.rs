@@ -267,3 +267,46 @@ fn an_upstream_that_answers_whole_and_stops_reading_ends_after_the_body_timeout(
         1.0,
     );
 }
+
+/// An `Expect: 100-continue` upload the upstream answers `200` before the body (no 100), as
+/// an echo does: the answer goes to the client at once, marked `connection: close`, and the
+/// body the client sends all the same (curl does, after its own 1 s wait) reaches the
+/// upstream while the echo comes back. Was: the body was never forwarded, and the echo waited
+/// for it until the client gave up.
+#[test]
+fn an_expect_upload_answered_before_its_body_still_gets_the_body_through() {
+    let p = proxy_splicing(4096);
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "POST /echo HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: {BODY}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut b = vec![0u8; 256 * 1024];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = c.read(&mut b).expect("the response head");
+        assert!(n > 0, "closed before the response head");
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // The body, sent after the final answer, comes back whole; then the proxy closes.
+    let w = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_all(w, 11, BODY));
+    let mut got = buf.split_off(end);
+    loop {
+        let n = c.read(&mut b).expect("the response body");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&b[..n]);
+    }
+    assert_eq!(got.len() as u64, BODY);
+    assert_eq!(xxhash_rust::xxh3::xxh3_128(&got), sender.join().unwrap());
+}

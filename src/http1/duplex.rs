@@ -70,7 +70,8 @@ struct Blocked {
 }
 
 /// Moves the rest of the request body `req` from `client` to `up` and the response from `up`
-/// to `client` at once, until the response's end and the body's (or the upstream's refusal of
+/// (`ubuf` first: what was already read from it and not relayed, heads included) to `client`
+/// at once, until the response's end and the body's (or the upstream's refusal of
 /// the rest of it once its answer is whole). `parse` turns the start of what `up` sent into a
 /// response head (`None`: incomplete); interim (1xx) heads pass through (not to an HTTP/1.0
 /// client, `http10`: RFC 9110 §15.2), at most [`MAX_INTERIM`] of them. Each stretch with no
@@ -83,10 +84,12 @@ struct Blocked {
 /// dropped).
 ///
 /// Both peers must have TCP sockets (else `Err(Unsupported)` at once).
+#[allow(clippy::too_many_arguments)] // the exchange's state, handed over
 pub async fn duplex(
     client: &mut impl Peer,
     up: &mut impl Peer,
     req: Unfinished,
+    ubuf: Vec<u8>,
     mut parse: impl FnMut(&[u8]) -> Result<Option<Answer>, HeadError>,
     http10: bool,
     pauses: Pauses,
@@ -106,7 +109,7 @@ pub async fn duplex(
     };
     let mut ended = (false, Vec::new());
     let result = run(
-        client, up, req, &mut parse, http10, pauses, &mut head, &mut ended,
+        client, up, req, ubuf, &mut parse, http10, pauses, &mut head, &mut ended,
     )
     .await;
     (d.body_whole, d.rest) = ended;
@@ -138,6 +141,7 @@ async fn run(
     client: &mut impl Peer,
     up: &mut impl Peer,
     req: Unfinished,
+    mut ubuf: Vec<u8>,
     parse: &mut impl FnMut(&[u8]) -> Result<Option<Answer>, HeadError>,
     http10: bool,
     pauses: Pauses,
@@ -163,7 +167,6 @@ async fn run(
     // The response: read into `ubuf`, framed by `phase`, queued for the client in
     // `out[written..]`.
     let mut phase = Phase::Head;
-    let mut ubuf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut interim = 0;
@@ -271,7 +274,10 @@ async fn run(
                     return Err(Io(Upstream, e));
                 }
             }
-            // What was read: heads, then body bytes, into `out`.
+        }
+        // What was read: heads, then body bytes, into `out`.
+        if !ubuf.is_empty() {
+            let queued = out.len();
             while matches!(phase, Phase::Head) && !ubuf.is_empty() {
                 let reason = |e: HeadError| BadFraming(Upstream, e.reason());
                 let Some(a) = parse(&ubuf).map_err(reason)? else {
@@ -313,6 +319,8 @@ async fn run(
                     phase = Phase::Done;
                 }
             }
+            // (Bytes to write: the next round writes them rather than waits.)
+            moved |= out.len() > queued;
         }
 
         let response_done = matches!(phase, Phase::Done) && out.is_empty();

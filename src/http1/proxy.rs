@@ -39,7 +39,7 @@ use super::head::{
 };
 use super::message::{
     check_framing, early_answer, forward_dechunked, forward_message, forward_request_body,
-    read_head, reason_phrase, send_with_head, waiting_in, HeadRead, Looks, Moved, Resend,
+    read_head, reason_phrase, send_with_head, waiting_in, BodyEnd, HeadRead, Looks, Moved, Resend,
     ResponseHead, Unfinished, Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
 use crate::config::{Limits, RouteConfig};
@@ -500,6 +500,7 @@ async fn answered_duplex(
     client: &mut Client<'_>,
     mut up: UpConn,
     body: Unfinished,
+    ubuf: Vec<u8>,
     is_head: bool,
     keep_alive: bool,
     claim: EndpointClaim,
@@ -533,7 +534,16 @@ async fn answered_duplex(
         response: l.http1.stream_idle_timeout,
         body: l.http1.body_timeout,
     };
-    let moved = duplex(client, &mut up, body, parse, r.minor == 0, pauses, on_head);
+    let moved = duplex(
+        client,
+        &mut up,
+        body,
+        ubuf,
+        parse,
+        r.minor == 0,
+        pauses,
+        on_head,
+    );
     let d = Box::pin(moved).await;
     if let Some(t) = head_at.get() {
         claim.done(t);
@@ -994,6 +1004,7 @@ async fn exchange(
                     client,
                     up,
                     body,
+                    Vec::new(),
                     req.is_head,
                     req.keep_alive,
                     inflight,
@@ -1024,6 +1035,7 @@ async fn exchange(
                             client,
                             up,
                             body,
+                            Vec::new(),
                             req.is_head,
                             req.keep_alive,
                             inflight,
@@ -1167,6 +1179,7 @@ async fn exchange(
                             client,
                             up,
                             body,
+                            Vec::new(),
                             req.is_head,
                             req.keep_alive,
                             inflight,
@@ -1182,6 +1195,20 @@ async fn exchange(
         }
         break r;
     };
+    // A non-error final answer to an `Expect: 100-continue` request, before its body: the
+    // client may send the body all the same (curl does, after its own 1 s wait; RFC 9110
+    // §10.1.1), and an upstream that answers while it reads (an echo) needs it, so both are
+    // moved at once. The answer says `connection: close`: a client that does not send the
+    // body cannot reuse the connection (its next request would be read as the body).
+    if !body_sent && ctx.duplex && resp.code < 400 {
+        let body = Unfinished {
+            held: Vec::new(),
+            passthrough: 0,
+            end: BodyEnd::new(req.framing),
+        };
+        let (is_head, claim) = (req.is_head, inflight);
+        return answered_duplex(&ctx, client, up, body, ubuf, is_head, false, claim, cbuf).await;
+    }
     inflight.done(t0.elapsed());
     ubuf.drain(..resp.head_len);
     let code = resp.code;
