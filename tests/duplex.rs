@@ -129,21 +129,12 @@ fn echoed(p: &sidewire::server::Server, shape: Shape) {
     });
 
     // The head.
-    let mut buf = Vec::new();
     let mut b = vec![0u8; 256 * 1024];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = c.read(&mut b).expect("the response head");
-        assert!(n > 0, "closed before the response head");
-        buf.extend_from_slice(&b[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let (head, mut after) = response_head(&mut c);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
     // The body, to its end as framed.
-    let mut raw = buf.split_off(end);
+    let mut raw = std::mem::take(&mut after);
     let whole = |raw: &[u8]| match shape {
         Shape::Length => raw.len() as u64 >= BODY,
         Shape::Chunked(_) => raw.ends_with(b"\r\n0\r\n\r\n"),
@@ -170,6 +161,22 @@ fn echoed(p: &sidewire::server::Server, shape: Shape) {
     let (head, body) = common::h1::read_response(&mut c, &mut Vec::new());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, b"hello");
+}
+
+/// Reads a response head from `c`: the head (lowercased) and the bytes read after it.
+fn response_head(c: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = c.read(&mut b).expect("the response head");
+        assert!(n > 0, "closed before the response head");
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    (head, buf.split_off(end))
 }
 
 fn proxy_splicing(splice: usize) -> sidewire::server::Server {
@@ -283,23 +290,14 @@ fn an_expect_upload_answered_before_its_body_still_gets_the_body_through() {
         "POST /echo HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: {BODY}\r\n\r\n"
     )
     .unwrap();
-    let mut buf = Vec::new();
     let mut b = vec![0u8; 256 * 1024];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = c.read(&mut b).expect("the response head");
-        assert!(n > 0, "closed before the response head");
-        buf.extend_from_slice(&b[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let (head, mut after) = response_head(&mut c);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
     // The body, sent after the final answer, comes back whole; then the proxy closes.
     let w = c.try_clone().unwrap();
     let sender = std::thread::spawn(move || send_all(w, 11, BODY));
-    let mut got = buf.split_off(end);
+    let mut got = std::mem::take(&mut after);
     loop {
         let n = c.read(&mut b).expect("the response body");
         if n == 0 {

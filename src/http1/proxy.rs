@@ -988,6 +988,25 @@ async fn exchange(
     // sent once more on a fresh connection: it cannot have been processed.
     let mut resend = Resend::new(pooled, req.framing == Framing::Empty, &req.head);
 
+    // After a request body (see `Sent`): go on with what followed it, or end the exchange,
+    // the upstream connection handed over.
+    macro_rules! body_or_return {
+        ($sent:expr) => {
+            match $sent {
+                Sent::Whole(rest) => *cbuf = rest,
+                Sent::Answered(body) => {
+                    let (head, keep_alive) = (req.is_head, req.keep_alive);
+                    let ubuf = Vec::new();
+                    let duplex = answered_duplex(
+                        &ctx, client, up, body, ubuf, head, keep_alive, inflight, cbuf,
+                    );
+                    return duplex.await;
+                }
+                Sent::GaveUp => return give_up(&ctx, client, up).await,
+            }
+        };
+    }
+
     // 3. Head, then body. A client that sent `Expect: 100-continue` (and no body byte yet)
     // decides when its body comes: after a 100, or after its own wait when none comes
     // (RFC 9110 §10.1.1; curl waits 1 s). So the body is forwarded as soon as it starts
@@ -996,24 +1015,9 @@ async fn exchange(
     let wait_continue = req.expect_continue && req.framing != Framing::Empty && body_buf.is_empty();
     let mut body_sent = !wait_continue;
     if body_sent {
-        match send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await {
-            Sent::Whole(rest) => *cbuf = rest,
-            Sent::Answered(body) => {
-                return answered_duplex(
-                    &ctx,
-                    client,
-                    up,
-                    body,
-                    Vec::new(),
-                    req.is_head,
-                    req.keep_alive,
-                    inflight,
-                    cbuf,
-                )
-                .await
-            }
-            Sent::GaveUp => return give_up(&ctx, client, up).await,
-        }
+        body_or_return!(
+            send_request_body(&ctx, client, &mut up, req.head, req.framing, body_buf).await
+        );
         body_buf = Vec::new();
     } else {
         if write_all(&mut up, req.head).await.is_err() {
@@ -1027,24 +1031,7 @@ async fn exchange(
             Some(Speaker::Client) => {
                 let sent =
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, Vec::new());
-                match sent.await {
-                    Sent::Whole(rest) => *cbuf = rest,
-                    Sent::Answered(body) => {
-                        return answered_duplex(
-                            &ctx,
-                            client,
-                            up,
-                            body,
-                            Vec::new(),
-                            req.is_head,
-                            req.keep_alive,
-                            inflight,
-                            cbuf,
-                        )
-                        .await
-                    }
-                    Sent::GaveUp => return give_up(&ctx, client, up).await,
-                }
+                body_or_return!(sent.await);
                 body_sent = true;
             }
             // A 100 or a final answer (or the upstream's EOF): step 4 reads it.
@@ -1171,24 +1158,7 @@ async fn exchange(
                 let pending = std::mem::take(&mut body_buf);
                 let sent =
                     send_request_body(&ctx, client, &mut up, Vec::new(), req.framing, pending);
-                match sent.await {
-                    Sent::Whole(rest) => *cbuf = rest,
-                    Sent::Answered(body) => {
-                        return answered_duplex(
-                            &ctx,
-                            client,
-                            up,
-                            body,
-                            Vec::new(),
-                            req.is_head,
-                            req.keep_alive,
-                            inflight,
-                            cbuf,
-                        )
-                        .await
-                    }
-                    Sent::GaveUp => return give_up(&ctx, client, up).await,
-                }
+                body_or_return!(sent.await);
                 body_sent = true;
             }
             continue;
