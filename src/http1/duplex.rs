@@ -107,13 +107,10 @@ pub async fn duplex(
         d.close_after = a.close_after;
         on_head(a.code)
     };
-    let mut ended = (false, Vec::new());
-    let result = run(
-        client, up, req, ubuf, &mut parse, http10, pauses, &mut head, &mut ended,
-    )
-    .await;
-    (d.body_whole, d.rest) = ended;
-    d.result = result;
+    match run(client, up, req, ubuf, &mut parse, http10, pauses, &mut head).await {
+        Ok((body_whole, rest)) => (d.body_whole, d.rest) = (body_whole, rest),
+        Err(e) => d.result = Err(e),
+    }
     d
 }
 
@@ -136,6 +133,8 @@ enum Phase {
     Done,
 }
 
+/// [`duplex`]'s loop. Returns, once the response went whole, whether the whole body did
+/// too and what the client sent after it.
 #[allow(clippy::too_many_arguments)] // duplex's, lent
 async fn run(
     client: &mut impl Peer,
@@ -146,8 +145,7 @@ async fn run(
     http10: bool,
     pauses: Pauses,
     on_head: &mut impl FnMut(&Answer),
-    ended: &mut (bool, Vec<u8>),
-) -> Result<(), MessageError> {
+) -> Result<(bool, Vec<u8>), MessageError> {
     use MessageError::{BadFraming, Eof, Io, ReadTimeout, WriteStalled};
     use Side::{Client, Upstream};
     let (Some(cfd), Some(ufd)) = (tcp_fd(client), tcp_fd(up)) else {
@@ -325,8 +323,7 @@ async fn run(
 
         let response_done = matches!(phase, Phase::Done) && out.is_empty();
         if response_done && body_done {
-            *ended = (!stopped, rest);
-            return Ok(());
+            return Ok((!stopped, rest));
         }
         if moved {
             continue;
@@ -357,8 +354,7 @@ async fn run(
         if ready.is_none() && response_done {
             // The client has its whole answer; the upstream (or the client) stopped moving
             // the rest of the body.
-            *ended = (false, Vec::new());
-            return Ok(());
+            return Ok((false, Vec::new()));
         }
         if ready.is_none() {
             // The stuck direction the exchange waits on most: the response first.
