@@ -308,3 +308,93 @@ fn an_expect_upload_answered_before_its_body_still_gets_the_body_through() {
     assert_eq!(got.len() as u64, BODY);
     assert_eq!(xxhash_rust::xxh3::xxh3_128(&got), sender.join().unwrap());
 }
+
+// === h2c client → HTTP/1.1 upstream ===
+// The same fault on the HTTP/2 side (`upstream_protocol = "http1"`): the stream's body went
+// upstream whole before its response was read, and a 20 MB echo stalled after 10.3 MB.
+
+/// Sends a [`BODY`] request on one h2c stream through `p` (with `content-length` when
+/// `length`, else chunked to the upstream) while reading its response, and checks the
+/// response is `200` with exactly the body sent.
+fn h2_echoed(p: &sidewire::server::Server, length: bool) {
+    let target = addr(p);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let s = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_connection_window_size(16 << 20)
+            .handshake::<_, bytes::Bytes>(s)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let mut req = http::Request::post("http://a/echo");
+        if length {
+            req = req.header("content-length", BODY);
+        }
+        let (resp, mut body) = send.send_request(req.body(()).unwrap(), false).unwrap();
+        let sender = tokio::spawn(async move {
+            let mut g = Gen::new(13);
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut left = BODY as usize;
+            while left > 0 {
+                body.reserve_capacity(left.min(1 << 20));
+                let n = std::future::poll_fn(|cx| body.poll_capacity(cx))
+                    .await
+                    .expect("capacity")
+                    .expect("capacity");
+                let mut piece = vec![0u8; n.min(left)];
+                g.fill(&mut piece);
+                h.update(&piece);
+                left -= piece.len();
+                body.send_data(piece.into(), left == 0).unwrap();
+            }
+            h.digest128()
+        });
+        let resp = tokio::time::timeout(Duration::from_secs(30), resp)
+            .await
+            .expect("no response head within 30 s")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut rbody = resp.into_body();
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut got = 0u64;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(30), rbody.data())
+                .await
+                .unwrap_or_else(|_| panic!("the echo stalled after {got} bytes"));
+            let Some(d) = next else { break };
+            let d = d.unwrap();
+            got += d.len() as u64;
+            h.update(&d);
+            let _ = rbody.flow_control().release_capacity(d.len());
+        }
+        assert_eq!(got, BODY);
+        assert_eq!(h.digest128(), sender.await.unwrap());
+    });
+}
+
+fn h2_proxy() -> sidewire::server::Server {
+    one_worker(echo_upstream(), "", "upstream_protocol = \"http1\"")
+}
+
+#[test]
+fn an_h2_streams_echoed_content_length_body_is_whole_both_ways() {
+    let p = h2_proxy();
+    h2_echoed(&p, true);
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",protocol=\"http/2\",status_code=\"200\",classification=\"success\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn an_h2_streams_echoed_chunked_body_is_whole_both_ways() {
+    h2_echoed(&h2_proxy(), false);
+}

@@ -498,7 +498,7 @@ async fn stream(
     };
     if eos {
         if let UpBody::H1(b) = up_body {
-            b.finish(&l);
+            b.finish(&l).await;
         }
         m.first_byte(code, t0.elapsed());
         m.completed(code, head_grpc, None);
@@ -576,13 +576,13 @@ async fn forward_response(
                         send_chunk(&mut send, chunk, eos).await?;
                         sent.set(sent.get() + n);
                         if eos {
-                            b.finish(l);
+                            b.finish(l).await;
                             return Ok(None);
                         }
                     }
                     Ok(None) => {
                         send.send_data(Bytes::new(), true)?;
-                        b.finish(l);
+                        b.finish(l).await;
                         return Ok(None);
                     }
                     Err(e) => {

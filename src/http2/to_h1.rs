@@ -5,14 +5,15 @@
 //! fields dropped and its body decoded from its framing into DATA frames. The upstream
 //! connection returns to the pool when the response ended cleanly and both sides allow it.
 //!
-//! The request body is sent before the response is read (as the HTTP/1 proxy does); a
-//! bodiless request that meets a pooled connection the upstream closed meanwhile is sent once
-//! more on a fresh connection. A `100 Continue` to an `expect: 100-continue` request is
+//! The request body goes upstream before the response is read, unless the upstream answers
+//! (2xx/3xx) before the body's end: then both move at once ([`pump`], full duplex, as in the
+//! HTTP/1 proxy), and an error answer stops the body (RFC 9112 §9.5). A bodiless request that
+//! meets a pooled connection the upstream closed meanwhile is sent once more on a fresh
+//! connection. A `100 Continue` to an `expect: 100-continue` request is
 //! relayed to the client before its body goes upstream. Not here: HTTP/1 response trailers
 //! (dropped), other 1xx responses (not relayed), upgrades.
 
 use std::io;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,21 +21,21 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream};
 use http::header::{HeaderName, COOKIE, HOST};
 use http::{request, response, HeaderMap, HeaderValue, Method};
-use monoio::io::AsyncWriteRentExt;
 use tracing::debug;
 
 use crate::core::Listener;
 use crate::error::Failure;
 use crate::http1::head::{connection_listed, is_hop_by_hop, parse_response, Framing, HeadError};
 use crate::http1::message::{
-    answer_waiting, check_framing, early_answer, read_head, waiting_in, BodyEnd, HeadRead, Resend,
-    ResponseHead, Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
+    check_framing, early_answer, read_head, waiting_in, BodyEnd, HeadRead, Resend, ResponseHead,
+    Waiting, MAX_INTERIM, MAX_RESPONSE_HEAD, RESPONSE_HEADERS,
 };
-use crate::io::{
-    read_within, tcp_fd, within_after_acked, within_progress, within_watching, write_all, Peer,
-    Stopped,
-};
+use crate::io::{read_within, tcp_fd, within_after_acked, write_all};
 use crate::upstream::pool::UpConn;
+
+mod pump;
+
+use pump::{Pump, Sent, WRITE_FAILED};
 
 /// Request fields that never cross to HTTP/1 as they are: connection-specific ones (h2
 /// forbids them anyway), Host (rewritten from `:authority`), Cookie (joined).
@@ -245,21 +246,36 @@ pub(super) async fn exchange(
                     }
                     continue;
                 }
-                // A final answer before the body: relayed, the body never sent, and the
-                // connection not pooled (the upstream may still read a body or not).
+                // A final answer before the body: relayed, and the connection not pooled
+                // (the upstream may still read a body or not). After an error answer the body
+                // is not sent (RFC 9112 §9.5); after another, what the client sends is
+                // forwarded while the response moves, as when such an answer comes mid-body.
                 if check_framing(head.framing, &buf).is_err() {
                     return Err(Failure::Status(502, "malformed upstream response body"));
                 }
                 debug!(upstream = %addr, code = head.parts.status.as_u16(), "http2→h1: upstream answered an expect: 100-continue request before its body");
-                return Ok(response(head, up, buf, addr, l, false));
+                let pump =
+                    (head.parts.status.as_u16() < 400).then(|| Pump::new(body, None, chunked));
+                return Ok(response(head, up, buf, addr, l, false, pump));
             },
         }
     }
     if !eos {
-        let sent = send_body(&mut up, &mut body, first, chunked, l.http1.body_timeout).await;
+        let mut pump = Pump::new(body, first, chunked);
+        // A final non-error answer read with the 100 (which the look at the socket would not
+        // see): the body moves while the response does.
+        let sent = if waiting_in(&buf) == Waiting::Answer {
+            Ok(Sent::Answered)
+        } else {
+            pump.send(&mut up, l.http1.body_timeout).await
+        };
         match sent {
             // (Also true already when a final answer came with the 100.)
-            Ok(answered) => answered_early |= answered,
+            Ok(Sent::Whole { answered }) => answered_early |= answered,
+            Ok(Sent::Answered) => {
+                debug!(upstream = %addr, "http2→h1: upstream answered before the request body's end; moving both at once");
+                return duplex(l, up, buf, addr, pump, timeout, is_head, interim).await;
+            }
             // The upstream stopped taking the body: relay the answer it sent meanwhile.
             Err(f @ Failure::Status(502, _)) => {
                 let Some((head, buf)) =
@@ -271,7 +287,7 @@ pub(super) async fn exchange(
                     return Err(Failure::Status(502, "malformed upstream response body"));
                 }
                 debug!(upstream = %addr, "http2→h1: upstream answered before taking the whole request body; relaying it");
-                return Ok(response(head, up, buf, addr, l, false));
+                return Ok(response(head, up, buf, addr, l, false, None));
             }
             Err(f) => return Err(f),
         }
@@ -326,11 +342,13 @@ pub(super) async fn exchange(
         debug!(upstream = %addr, why, "http2→h1: malformed upstream response body");
         return Err(Failure::Status(502, "malformed upstream response body"));
     }
-    Ok(response(head, up, buf, addr, l, !answered_early))
+    Ok(response(head, up, buf, addr, l, !answered_early, None))
 }
 
 /// The response head for HTTP/2 and its body still to read from `up` (`buf` holds the body
 /// bytes read with the head). `reusable`: the connection may be pooled after the body.
+/// `pump`: the rest of the request body, moved while the response is read (the connection
+/// is then not pooled).
 fn response(
     head: Head,
     up: UpConn,
@@ -338,6 +356,7 @@ fn response(
     addr: SocketAddr,
     l: &Listener,
     reusable: bool,
+    pump: Option<Pump>,
 ) -> (response::Parts, Body) {
     let end = BodyEnd::new(head.framing);
     let mut up = up;
@@ -352,10 +371,79 @@ fn response(
             done: end.is_done(),
             end,
             addr,
-            keep_alive: reusable && head.keep_alive && head.framing != Framing::UntilClose,
+            keep_alive: reusable
+                && pump.is_none()
+                && head.keep_alive
+                && head.framing != Framing::UntilClose,
             pause: l.http1.stream_idle_timeout,
+            body_pause: l.http1.body_timeout,
+            pump,
         },
     )
+}
+
+/// Full duplex (see [`pump`]): the upstream answered (not with an error) before the request
+/// body's end. Reads the response head (`buf`: what was read of it already; interim heads
+/// skipped, `interim` of them so far) while `pump` moves the rest of the body, within
+/// `timeout` of no byte moved either way; the response body then moves the same way
+/// ([`Body::next`]), and what is left of the request body after it ([`Body::finish`]).
+///
+/// Errors: 504 when nothing moves for `timeout` before the head; 502 for a bad head, the
+/// upstream's close or a failed read; the client's reset of its stream as a reset.
+#[allow(clippy::too_many_arguments)] // the exchange's state, handed over
+async fn duplex(
+    l: &Listener,
+    mut up: UpConn,
+    mut buf: Vec<u8>,
+    addr: SocketAddr,
+    mut pump: Pump,
+    timeout: Duration,
+    is_head: bool,
+    mut interim: usize,
+) -> Result<(response::Parts, Body), Failure> {
+    let head = loop {
+        match parse_head(&buf, is_head) {
+            Ok(Some(h)) if h.interim => {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(Failure::Status(502, "too many interim responses"));
+                }
+                buf.drain(..h.head_len);
+                continue;
+            }
+            Ok(Some(h)) => break h,
+            Ok(None) => {}
+            Err(e) => {
+                debug!(upstream = %addr, why = e.reason(), "http2→h1: bad upstream response: 502");
+                return Err(Failure::Status(502, "bad or no upstream response"));
+            }
+        }
+        match pump.read_response(&mut up, &mut buf, timeout).await {
+            Ok(0) => {
+                debug!(upstream = %addr, "http2→h1: upstream closed mid-head: 502");
+                return Err(Failure::Status(502, "bad or no upstream response"));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Failure::Status(504, "upstream response timeout"))
+            }
+            Err(_) if pump.client_reset().is_some() => {
+                return Err(Failure::Reset(
+                    pump.client_reset().unwrap_or(Reason::CANCEL),
+                ))
+            }
+            Err(e) => {
+                debug!(upstream = %addr, error = %e, "http2→h1: upstream read failed: 502");
+                return Err(Failure::Status(502, "bad or no upstream response"));
+            }
+        }
+    };
+    buf.drain(..head.head_len);
+    if let Err(why) = check_framing(head.framing, &buf) {
+        debug!(upstream = %addr, why, "http2→h1: malformed upstream response body");
+        return Err(Failure::Status(502, "malformed upstream response body"));
+    }
+    Ok(response(head, up, buf, addr, l, false, Some(pump)))
 }
 
 /// Whether a request's `expect` field is `100-continue` (RFC 9110 §10.1.1; the token is
@@ -404,123 +492,6 @@ async fn first_to_speak(
         .unwrap_or(Err(Failure::Status(504, "upstream response timeout")))
 }
 
-/// Streams the request body to the upstream, chunked or as is, releasing the client's window
-/// as the upstream takes the bytes; `first` is body data the client sent already. A write the
-/// upstream does not take within `pause` (it may have answered early and stopped reading)
-/// fails like a broken connection. Returns whether an answer was waiting before one of its
-/// writes ([`answer_waiting`]). An error answer there, or one that comes while the client is
-/// slow to send (watched once a wait for its data runs past [`crate::io::WATCH_AFTER`]), ends
-/// the body at once ([`REFUSED`], RFC 9112 §9.5): the caller relays that answer.
-async fn send_body(
-    up: &mut UpConn,
-    body: &mut RecvStream,
-    mut first: Option<Bytes>,
-    chunked: bool,
-    pause: Duration,
-) -> Result<bool, Failure> {
-    let reset = |e: h2::Error| Failure::Reset(e.reason().unwrap_or(Reason::CANCEL));
-    // Every write here follows the head's (see `answer_waiting`).
-    let mut looks = Looks {
-        answered: false,
-        unsettled: true,
-    };
-    // Whether a slow client's waits also watch the upstream (until it said something that is
-    // not a refusal, which stays queued).
-    let mut armed = true;
-    loop {
-        let chunk = match first.take() {
-            Some(d) => d,
-            None => {
-                let look = || looks.look(&*up);
-                let next = within_watching(body.data(), None, Some(up.stream()), &mut armed, look);
-                match next.await {
-                    Some(Ok(Some(chunk))) => chunk.map_err(reset)?,
-                    Some(Ok(None)) => break,
-                    // (No bound was given: `None` does not happen.)
-                    Some(Err(Stopped)) | None => return Err(REFUSED),
-                }
-            }
-        };
-        let n = chunk.len();
-        if n == 0 {
-            continue;
-        }
-        if looks.look(up) {
-            return Err(REFUSED);
-        }
-        if chunked {
-            let mut framed = Vec::with_capacity(n + 20);
-            let _ = write!(framed, "{n:x}\r\n");
-            framed.extend_from_slice(&chunk);
-            framed.extend_from_slice(b"\r\n");
-            write_within(up, framed, pause).await?;
-        } else {
-            // `Bytes` as is: no copy.
-            let fd = tcp_fd(up);
-            match within_progress(up.io().write_all(chunk), Some(pause), fd).await {
-                Some((Ok(_), _)) => up.counters().wrote(n as u64),
-                _ => return Err(WRITE_FAILED),
-            }
-        }
-        let _ = body.flow_control().release_capacity(n);
-    }
-    let trailers = body.trailers().await.map_err(reset)?;
-    if chunked {
-        if looks.look(up) {
-            return Err(REFUSED);
-        }
-        let mut end = b"0\r\n".to_vec();
-        for (name, value) in trailers.iter().flatten() {
-            end.extend_from_slice(name.as_str().as_bytes());
-            end.extend_from_slice(b": ");
-            end.extend_from_slice(value.as_bytes());
-            end.extend_from_slice(b"\r\n");
-        }
-        end.extend_from_slice(b"\r\n");
-        write_within(up, end, pause).await?;
-    }
-    Ok(looks.answered)
-}
-
-/// What the looks at the upstream found while a request body goes out ([`send_body`]).
-struct Looks {
-    /// An answer had started: the connection is not pooled.
-    answered: bool,
-    /// Looks go on: what waits (if anything) may still turn out a refusal.
-    unsettled: bool,
-}
-
-impl Looks {
-    /// One look at `up` ([`answer_waiting`]), while unsettled: `true` on an error answer.
-    fn look(&mut self, up: &UpConn) -> bool {
-        if !self.unsettled {
-            return false;
-        }
-        let w = answer_waiting(up);
-        self.answered |= w.is_answer();
-        self.unsettled = w.unsettled();
-        w == Waiting::Refusal
-    }
-}
-
-/// A request body write that failed or stalled.
-const WRITE_FAILED: Failure = Failure::Status(502, "upstream write failed");
-
-/// The upstream answered with an error before the request body's end (RFC 9112 §9.5): the
-/// rest is not sent, and the caller relays that answer (a 502 only if it turns out
-/// malformed).
-const REFUSED: Failure = Failure::Status(502, "malformed upstream response");
-
-/// Writes `data` to the upstream, failing when it acknowledges nothing for `pause`
-/// ([`within_progress`]).
-async fn write_within(up: &mut UpConn, data: Vec<u8>, pause: Duration) -> Result<(), Failure> {
-    let fd = tcp_fd(up);
-    match within_progress(write_all(up, data), Some(pause), fd).await {
-        Some(Ok(_)) => Ok(()),
-        _ => Err(WRITE_FAILED),
-    }
-}
-
 /// An HTTP/1 response body being decoded into DATA frames.
 ///
 /// Dropped before the body's end (the client reset the stream or went away, or the upstream
@@ -536,6 +507,10 @@ pub(crate) struct Body {
     keep_alive: bool,
     /// `http1.stream_idle_timeout`: longest wait for the next bytes of the body.
     pause: Duration,
+    /// `http1.body_timeout`: longest pause of the request body's rest after the response.
+    body_pause: Duration,
+    /// The rest of the request body, moved while the response is read (full duplex).
+    pump: Option<Pump>,
 }
 
 impl Body {
@@ -571,12 +546,21 @@ impl Body {
                     return Ok(None);
                 }
             }
-            let buf = std::mem::take(&mut self.buf);
-            let (r, b) = read_within(&mut self.up, buf, Some(self.pause))
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
-            self.buf = b;
-            if r? == 0 {
+            let n = match &mut self.pump {
+                Some(p) => {
+                    p.read_response(&mut self.up, &mut self.buf, self.pause)
+                        .await?
+                }
+                None => {
+                    let buf = std::mem::take(&mut self.buf);
+                    let (r, b) = read_within(&mut self.up, buf, Some(self.pause))
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+                    self.buf = b;
+                    r?
+                }
+            };
+            if n == 0 {
                 if matches!(self.end, BodyEnd::Close) {
                     self.ended();
                     self.keep_alive = false;
@@ -587,9 +571,16 @@ impl Body {
         }
     }
 
-    /// Returns the connection to the pool if the response ended exactly and the upstream
-    /// keeps it alive.
-    pub fn finish(self, l: &Listener) {
+    /// Once the response has ended: moves what is left of a full-duplex request body
+    /// ([`Pump::finish`], then the connection closes); else returns the connection to the
+    /// pool if the response ended exactly and the upstream keeps it alive.
+    pub async fn finish(mut self, l: &Listener) {
+        if let Some(p) = self.pump.take() {
+            if self.done {
+                p.finish(&mut self.up, self.body_pause).await;
+            }
+            return;
+        }
         if self.keep_alive && self.done && self.buf.is_empty() {
             l.pools.put_h1(self.addr, self.up);
         }
