@@ -193,6 +193,9 @@ impl Pump {
         // Whether a slow client's waits also watch the upstream (until it said something that
         // is not an answer, which stays queued).
         let mut armed = true;
+        // Whether a wait for room also watches the upstream: not again after a wake-up the
+        // look did not stop on (an interim head stays queued) until bytes went.
+        let mut watch = true;
         loop {
             if self.out.is_empty() {
                 match self.state {
@@ -235,20 +238,22 @@ impl Pump {
                 return looks.stopped();
             }
             if self.send_now(up, fd).map_err(|_| WRITE_FAILED)? {
+                watch = true;
                 continue;
             }
-            // The upstream's buffer is full: wait for room, or for an answer (once: what
-            // made it readable stays queued until the next write's look).
-            let watch = looks.unsettled;
+            // The upstream's buffer is full: wait for room, or for an answer (the next
+            // round's look tells what made it readable).
             let t = up.stream();
+            let read = watch && looks.unsettled;
             let wait = async {
                 monoio::select! {
-                    _ = t.writable(false) => {}
-                    _ = t.readable(false), if watch => {}
+                    _ = t.writable(false) => false,
+                    _ = t.readable(false), if read => true,
                 }
             };
-            if within_progress(wait, Some(pause), Some(fd)).await.is_none() {
-                return Err(WRITE_FAILED);
+            match within_progress(wait, Some(pause), Some(fd)).await {
+                None => return Err(WRITE_FAILED),
+                Some(readable) => watch &= !readable,
             }
         }
     }
