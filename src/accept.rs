@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use crate::config::KeepaliveConfig;
 use crate::conn;
 use crate::core::{AcceptSlot, Core};
+use crate::task;
 
 /// Accepts on `socket` until the worker drains or a reload removes the slot's listener,
 /// spawning a task per connection under the slot's current listener generation. The socket
@@ -46,7 +47,10 @@ pub async fn accept_loop(
                     // it accepts carry the old settings, so each gets the new ones.
                     listener.set_keepalive(stream.as_raw_fd());
                 }
-                monoio::spawn(conn::serve(core.clone(), listener, stream, peer));
+                task::spawn(
+                    "connection",
+                    conn::serve(core.clone(), listener, stream, peer),
+                );
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
                 debug!(listener = %listener.cfg.name, "accept: connection aborted by peer");

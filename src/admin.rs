@@ -584,6 +584,7 @@ fn process_info(s: &Scrape) -> ProcessInfo {
         reloads_failed: s.ready.reloads[1].load(Ordering::Relaxed),
         last_reload_ok: s.ready.last_reload_ok.load(Ordering::Relaxed),
         config_loaded_seconds: s.ready.config_loaded_unix_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        task_panics: crate::task::panics(),
     }
 }
 

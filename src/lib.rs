@@ -28,6 +28,8 @@
 //!   with a bounded timeout and server-speaks-first support.
 //! - [`logging`]: the log subscriber (plain or JSON, filter reloadable at run time) and the
 //!   rate-limited access log.
+//! - [`task`]: spawning a connection's or a stream's task with its panics contained (a panic
+//!   ends that task, logged and counted, not the worker).
 //! - [`cpus`]: how many CPUs the process may use (affinity mask, cgroup quota), and pinning.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
 //! - [`error`]: the error taxonomy (which side failed, connect errors, stream failures).
@@ -53,7 +55,7 @@
 //! 12. `upstream`
 //! 13. `io`
 //! 14. `metrics`
-//! 15. `detect`, `cpus`, `logging`
+//! 15. `detect`, `cpus`, `logging`, `task`
 //! 16. `config`
 //! 17. `error`, `sys`
 
@@ -80,5 +82,6 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod sys;
+pub mod task;
 pub mod upstream;
 pub mod worker;

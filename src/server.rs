@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::mpsc;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{Admin, ReadyState, ReloadRequest, Scrape};
 use crate::config::{Config, Driver};
@@ -28,6 +28,7 @@ use crate::core::{Core, ReloadStats, SocketPlan};
 use crate::cpus::CpuBudget;
 use crate::dns::{DnsStats, Resolver};
 use crate::logging::access::{self, AccessStats};
+use crate::task;
 use crate::worker::{self, Control, DriverKind};
 
 /// Listen backlog per worker socket (the kernel caps it at `net.core.somaxconn`).
@@ -303,10 +304,15 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("sidewire-core-{id}"))
                 .spawn(move || {
-                    // A worker that panics (before or after start-up) must not leave the
-                    // supervisor waiting for its start report: say so instead. After start-up
-                    // the report goes nowhere, and `done` tells the supervisor it ended.
+                    // A worker that panics during start-up must not leave the supervisor
+                    // waiting for its start report: say so instead. After start-up a panic
+                    // that escaped its task (connection and stream tasks contain their own:
+                    // `task::spawn`) leaves a core that serves nothing while its listening
+                    // sockets may still take connections: the process exits non-zero, so
+                    // that its supervisor (kubelet, systemd) restarts it.
                     let report = started.clone();
+                    let serving = std::cell::Cell::new(false);
+                    let serving_ref = &serving;
                     let body = std::panic::AssertUnwindSafe(move || {
                         if let Some(cpu) = cpu {
                             if !core_affinity::set_for_current(cpu) {
@@ -340,17 +346,22 @@ impl Server {
                         rt.block_on(worker::run(core, socks, control, |r| {
                             if r.is_ok() {
                                 ready.listening.fetch_add(1, Ordering::AcqRel);
+                                serving_ref.set(true);
                             }
                             let _ =
                                 started.send((id, r.map_err(|e| format!("cannot listen: {e}"))));
                         }));
                     });
                     if let Err(panic) = std::panic::catch_unwind(body) {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
+                        let what = task::panic_message(panic.as_ref());
+                        if serving.get() {
+                            error!(
+                                worker = id,
+                                panic = %what,
+                                "a worker panicked (a bug in sidewire; please report it): exiting so that the proxy is restarted"
+                            );
+                            std::process::exit(70);
+                        }
                         let _ = report.send((id, Err(format!("the worker panicked: {what}"))));
                     }
                     let _ = done.send(id);

@@ -398,3 +398,84 @@ fn an_h2_streams_echoed_content_length_body_is_whole_both_ways() {
 fn an_h2_streams_echoed_chunked_body_is_whole_both_ways() {
     h2_echoed(&h2_proxy(), false);
 }
+
+/// An upstream that answers `200` whole after the request head and closes while the h2
+/// client's body is still coming (servers that do not read an upload do): the client gets
+/// the answer, the rest of its body goes nowhere, and the connection and the worker carry
+/// on. Was: once a write to the closed upstream failed, the body's pump waited with nothing
+/// to wait for, and the panic ended the worker (whose listener went on taking connections
+/// nothing served).
+#[test]
+fn an_h2_upload_whose_upstream_answers_and_closes_mid_body_ends_alone() {
+    let up = answers_after_head(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+    let p = one_worker(up, "", "upstream_protocol = \"http1\"");
+    let target = addr(&p);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..2 {
+        rt.block_on(async move {
+            let s = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (send, conn) = h2::client::handshake(s).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut send = send.ready().await.unwrap();
+            const LEN: usize = 1 << 20;
+            let req = http::Request::post("http://a/upload")
+                .header("content-length", LEN)
+                .body(())
+                .unwrap();
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            // Within the stream's first window, then the answer, then the rest.
+            body.send_data(vec![b'x'; 32 * 1024].into(), false).unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+                .await
+                .expect("no response head within 20 s")
+                .unwrap();
+            assert_eq!(resp.status(), 200, "round {round}");
+            let mut rbody = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(d) = tokio::time::timeout(Duration::from_secs(20), rbody.data())
+                .await
+                .expect("the response body within 20 s")
+            {
+                got.extend_from_slice(&d.unwrap());
+            }
+            assert_eq!(got, b"ok\n", "round {round}");
+            let rest = async {
+                let mut left = LEN - 32 * 1024;
+                while left > 0 {
+                    body.reserve_capacity(left.min(64 * 1024));
+                    let n = match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                        Some(Ok(n)) if n > 0 => n.min(left),
+                        _ => return,
+                    };
+                    left -= n;
+                    if body.send_data(vec![b'y'; n].into(), left == 0).is_err() {
+                        return;
+                    }
+                }
+            };
+            // However the rest went (taken and dropped, or the stream reset), the
+            // connection serves the next stream.
+            let _ = tokio::time::timeout(Duration::from_secs(10), rest).await;
+            let mut send = send.ready().await.expect("the connection still serves");
+            let (resp, _) = send
+                .send_request(http::Request::get("http://a/next").body(()).unwrap(), true)
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+                .await
+                .expect("the next stream's answer within 20 s")
+                .unwrap();
+            assert_eq!(resp.status(), 200, "round {round}");
+        });
+    }
+    let (_, text) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(&text, "sidewire_task_panics_total"),
+        Some(0.0),
+        "{text}"
+    );
+}

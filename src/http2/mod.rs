@@ -50,6 +50,7 @@ use crate::io::coalesce::{Coalesce, LastErrno};
 use crate::io::counted::Counted;
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, PeerCounters, Protocol};
+use crate::task;
 
 /// A response body on its way from the upstream.
 pub(crate) enum UpBody {
@@ -236,7 +237,10 @@ pub async fn serve(
                 // `stream` itself is the task, not an `async` block around it: the block
                 // would hold the stream's future beside its own copies of the arguments,
                 // and spawning copies a task's whole future.
-                monoio::spawn(stream(l.latest(), req, respond, peer, dest.clone(), open));
+                task::spawn(
+                    "http2 stream",
+                    stream(l.latest(), req, respond, peer, dest.clone(), open),
+                );
             }
             Some(Err(e)) => {
                 // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.

@@ -27,6 +27,7 @@ use super::body::{pump_within, Stop};
 use crate::core::Listener;
 use crate::error::Failure;
 use crate::metrics::{ConnectRetry, CONNECT_FAILED};
+use crate::task;
 use crate::upstream::{self, pool};
 
 /// An HTTP/2 response body, with the guard that aborts the request pump when dropped.
@@ -189,7 +190,7 @@ async fn attempt(
     };
     let abort = body.map(|body| {
         let (tx, rx) = oneshot::channel::<()>();
-        monoio::spawn(async move {
+        task::spawn("http2 request body", async move {
             let none = Cell::new(0);
             monoio::select! {
                 r = pump_within(body, send_body, &|| {}, &none, take_within) => match r {

@@ -87,6 +87,8 @@ pub struct ProcessInfo {
     pub last_reload_ok: bool,
     /// When the running configuration was loaded, seconds since the epoch.
     pub config_loaded_seconds: f64,
+    /// Connection and stream tasks that panicked (each ended alone; see `task`).
+    pub task_panics: u64,
 }
 
 /// What `proxy_build_info` says: set by `build.rs`.
@@ -659,6 +661,13 @@ fn render_process(out: &mut String, process: &ProcessInfo) {
         "sidewire_config_reloads_total{{result=\"ok\"}} {}\nsidewire_config_reloads_total{{result=\"error\"}} {}",
         process.reloads_ok, process.reloads_failed
     );
+    header(
+        out,
+        "sidewire_task_panics_total",
+        "counter",
+        "Connection and stream tasks that panicked: a bug (logged at ERROR); the task's connection closed, every other one carried on.",
+    );
+    let _ = writeln!(out, "sidewire_task_panics_total {}", process.task_panics);
     header(
         out,
         "sidewire_config_last_reload_successful",

@@ -31,6 +31,7 @@ use crate::error::{ConnectErrorKind, Failure, Side};
 use crate::io::{coalesce::Coalesce, counted::Counted, Peer};
 use crate::metrics::{ConnectRetry, ListenerMetrics, Opened, PeerCounters};
 use crate::sys;
+use crate::task;
 
 /// An upstream connection of the HTTP proxies (pooled between requests), counted in the
 /// listener's `peer="dst"` metrics from dial to close.
@@ -476,7 +477,7 @@ pub async fn handshake_h2(
             Failure::Status(502, "upstream HTTP/2 handshake failed")
         })?;
     let mut open = Opened::new(dst);
-    monoio::spawn(async move {
+    task::spawn("upstream http2 connection", async move {
         if let Err(e) = conn.await {
             debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
             match e.get_io() {

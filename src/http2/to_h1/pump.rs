@@ -306,6 +306,9 @@ impl Pump {
         while !self.is_done() {
             match self.step(up, fd) {
                 Ok(true) => continue,
+                // The step may have stopped the body (the upstream no longer takes it):
+                // nothing is left to wait for.
+                Ok(false) if self.is_done() => return,
                 Ok(false) => {}
                 Err(_) => return,
             }
@@ -333,7 +336,9 @@ impl Pump {
     }
 
     /// Waits for what can move next: the upstream readable (`read`), room to write what is
-    /// queued, or the client's next data or trailers when nothing is.
+    /// queued, or the client's next data or trailers when nothing is. With nothing to wait
+    /// for (not `read`, and the body done or stopped) it returns [`Woke::Socket`] at once:
+    /// callers look at [`Pump::is_done`] before waiting.
     async fn wait(&mut self, up: &UpConn, read: bool) -> Woke {
         let t = up.stream();
         let write = !self.stopped && !self.out.is_empty();
@@ -352,6 +357,7 @@ impl Pump {
             _ = t.readable(false), if read => Woke::Socket,
             _ = t.writable(false), if write => Woke::Socket,
             w = client, if data || trailers => w,
+            else => Woke::Socket,
         }
     }
 
