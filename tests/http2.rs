@@ -1976,3 +1976,86 @@ fn an_early_error_answer_reaches_a_slow_h2_uploader_at_once() {
         drop(body);
     });
 }
+
+/// An HTTP/2 upstream that answers every stream `200` and then sends DATA for as long as the
+/// stream takes it.
+fn endless_h2_upstream() -> SocketAddr {
+    h2_upstream(Arc::new(|_req, mut respond| {
+        Box::pin(async move {
+            let Ok(mut s) = respond.send_response(Response::new(()), false) else {
+                return;
+            };
+            let piece = Bytes::from(vec![b'x'; 16 << 10]);
+            loop {
+                s.reserve_capacity(piece.len());
+                match std::future::poll_fn(|cx| s.poll_capacity(cx)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        if s.send_data(piece.slice(..n.min(piece.len())), false)
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        })
+    }))
+}
+
+/// A client that stops reading a response (grants no more window) gets the stream reset
+/// with `CANCEL` once it took nothing for `stream_idle_timeout_ms`, counted as that reset;
+/// its connection serves the next stream. Was: the stream (and its upstream connection or
+/// stream) was held for as long as the client kept the connection open.
+fn a_client_that_stops_reading_gets_its_stream_reset(up: SocketAddr, protocol: &str) {
+    let p = proxy_with(&[up], "[http1]\nstream_idle_timeout_ms = 300\n", protocol);
+    let target = addr(&p);
+    let p = &p;
+    rt().block_on(async move {
+        let send = client(target).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s.send_request(get("x", "/endless"), true).unwrap();
+        let mut body = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("a response head within 20 s")
+            .unwrap()
+            .into_body();
+        // Reads what arrives, releasing none of it: the 64 KiB stream window fills.
+        let mut got = 0usize;
+        let end = loop {
+            match tokio::time::timeout(Duration::from_secs(20), body.data()).await {
+                Err(_) => panic!("the stalled stream was not reset within 20 s ({got} bytes)"),
+                Ok(Some(Ok(d))) => got += d.len(),
+                Ok(Some(Err(e))) => break e,
+                Ok(None) => panic!("the endless body ended after {got} bytes"),
+            }
+        };
+        assert_eq!(end.reason(), Some(Reason::CANCEL), "{end}");
+        drop(body);
+        // (Before the next stream, whose own end is not this test's.)
+        wait_metric(
+            &p,
+            "response_total{listener=\"t\",status_code=\"200\",error=\"h2(CANCEL)\"}",
+            1.0,
+        );
+        // The connection carries on: a next stream on it is served.
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s.send_request(get("x", "/next"), true).unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("the next stream's head within 20 s")
+            .unwrap();
+        assert_eq!(head.status(), 200);
+    });
+}
+
+#[test]
+fn an_h2_client_that_stops_reading_an_h1_upstreams_response_gets_its_stream_reset() {
+    a_client_that_stops_reading_gets_its_stream_reset(endless_body_upstream(), H1_UP);
+}
+
+#[test]
+fn an_h2_client_that_stops_reading_an_h2_upstreams_response_gets_its_stream_reset() {
+    a_client_that_stops_reading_gets_its_stream_reset(endless_h2_upstream(), H2_UP);
+}

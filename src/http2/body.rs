@@ -1,5 +1,5 @@
 //! Moving HTTP/2 bodies: DATA frames and trailers from one stream to another with flow
-//! control end to end ([`pump_counted`], [`pump_within`]), and sending a chunk as the peer's
+//! control end to end ([`pump_within`]), and sending a chunk as the peer's
 //! window allows ([`send_chunk`]).
 
 use std::cell::Cell;
@@ -9,26 +9,6 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 
 use super::grpc;
-
-/// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
-/// only as `dst` takes the bytes, and adding the DATA bytes `dst` took to `sent` as they go
-/// (for the access log). A reset on `src` resets `dst` with the same reason. Returns the
-/// trailers' `grpc-status`. `first` runs once, when the first DATA frame arrives or the
-/// stream ends without one (a response's latency ends there).
-pub async fn pump_counted(
-    src: RecvStream,
-    dst: SendStream<Bytes>,
-    first: &dyn Fn(),
-    sent: &Cell<u64>,
-) -> Result<Option<u8>, h2::Error> {
-    pump_within(src, dst, first, sent, None)
-        .await
-        .map_err(|e| match e {
-            Stop::Stream(e) => e,
-            // (Not without a bound.)
-            Stop::Stalled => Reason::CANCEL.into(),
-        })
-}
 
 /// Why [`pump_within`] stopped early.
 #[derive(Debug)]
@@ -45,9 +25,15 @@ impl From<h2::Error> for Stop {
     }
 }
 
-/// [`pump_counted`], with `take_within`: the longest `dst` may take to accept each chunk
-/// (flow-control window and send buffer room for it); past it, `dst` is reset with CANCEL
-/// and [`Stop::Stalled`] returned. Waits for `src` are not bounded.
+/// Moves one HTTP/2 body, DATA then trailers, from `src` to `dst`, releasing `src`'s window
+/// only as `dst` takes the bytes, and adding the DATA bytes `dst` took to `sent` as they go
+/// (for the access log). A reset on `src` resets `dst` with the same reason. Returns the
+/// trailers' `grpc-status`. `first` runs once, when the first DATA frame arrives or the
+/// stream ends without one (a response's latency ends there).
+///
+/// `take_within`: the longest `dst` may take to accept each chunk (flow-control window and
+/// send buffer room for it); past it, `dst` is reset with CANCEL and [`Stop::Stalled`]
+/// returned. Waits for `src` are not bounded.
 pub async fn pump_within(
     mut src: RecvStream,
     mut dst: SendStream<Bytes>,

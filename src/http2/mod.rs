@@ -40,7 +40,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use self::body::{pump_counted, send_chunk};
+use self::body::{pump_within, send_chunk, Stop};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
@@ -557,6 +557,12 @@ fn access_log(
 
 /// Streams the upstream's response body (and trailers) to the client, adding the DATA bytes
 /// sent to `sent`. Returns the `grpc-status` of the trailers, if any.
+///
+/// A client that takes none of a chunk (grants no flow-control window for it, RFC 9113
+/// §5.2) for `http1.stream_idle_timeout_ms` gets the stream reset with `CANCEL`
+/// (§8.1: the proxy no longer needs the stream), as an HTTP/1 client that stops reading is
+/// cut: otherwise a client that stops reading would hold the stream, and the upstream's
+/// connection or stream, for ever.
 async fn forward_response(
     l: &Listener,
     body: UpBody,
@@ -564,8 +570,14 @@ async fn forward_response(
     first: &dyn Fn(),
     sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
+    let client_within = l.http1.stream_idle_timeout;
     match body {
-        UpBody::H2(b) => pump_counted(b.recv, send, first, sent).await,
+        UpBody::H2(b) => pump_within(b.recv, send, first, sent, Some(client_within))
+            .await
+            .map_err(|e| match e {
+                Stop::Stream(e) => e,
+                Stop::Stalled => client_stalled(l),
+            }),
         UpBody::H1(mut b) => {
             let mut first = Some(first);
             loop {
@@ -577,7 +589,18 @@ async fn forward_response(
                     Ok(Some(chunk)) => {
                         let eos = b.is_end_stream();
                         let n = chunk.len() as u64;
-                        send_chunk(&mut send, chunk, eos).await?;
+                        match monoio::time::timeout(
+                            client_within,
+                            send_chunk(&mut send, chunk, eos),
+                        )
+                        .await
+                        {
+                            Ok(r) => r?,
+                            Err(_) => {
+                                send.send_reset(Reason::CANCEL);
+                                return Err(client_stalled(l));
+                            }
+                        }
                         sent.set(sent.get() + n);
                         if eos {
                             b.finish(l).await;
@@ -598,6 +621,16 @@ async fn forward_response(
             }
         }
     }
+}
+
+/// The error of a response stream whose client took none of a chunk within
+/// `stream_idle_timeout_ms` (the stream was reset with `CANCEL`).
+fn client_stalled(l: &Listener) -> h2::Error {
+    debug!(
+        listener = %l.cfg.name,
+        "http2: the client took no response byte within stream_idle_timeout_ms; stream reset (CANCEL)"
+    );
+    Reason::CANCEL.into()
 }
 
 /// Body bytes of [`proxy_error`]'s answer: `reason` and a newline, none for gRPC.
