@@ -2035,7 +2035,7 @@ fn a_client_that_stops_reading_gets_its_stream_reset(up: SocketAddr, protocol: &
         drop(body);
         // (Before the next stream, whose own end is not this test's.)
         wait_metric(
-            &p,
+            p,
             "response_total{listener=\"t\",status_code=\"200\",error=\"h2(CANCEL)\"}",
             1.0,
         );
