@@ -1075,6 +1075,14 @@ fn auto_upstream_protocol_is_learned_per_endpoint() {
             assert!(seen.starts_with("GET /legacy/a HTTP/1.1|"), "{seen}");
         }
     });
+    // Each endpoint's probe connection counts as an upstream connection, beside the one
+    // connection that then carried its requests (the client's streams all ran on one worker).
+    // (The default route's endpoint may also have been dialled early, during detection.)
+    let opened = |up| format!("tcp_open_total{{listener=\"t\",peer=\"dst\",target_addr=\"{up}\"}}");
+    wait_metric(&p, &opened(h1_up), 2.0);
+    let (_, text) = admin_get(&p, "/metrics");
+    let h2_opened = metric(&text, &opened(h2_up)).unwrap_or(0.0);
+    assert!((2.0..=3.0).contains(&h2_opened), "{h2_opened}\n{text}");
 }
 
 #[test]

@@ -268,7 +268,8 @@ pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
     if let Some(h2) = l.pools.learned(addr) {
         return h2;
     }
-    let Some(h2) = pool::probe_h2(addr, l.cfg.connect_timeout).await else {
+    let Some(h2) = pool::probe_h2(addr, l.cfg.connect_timeout, &l.metrics.dst_for(addr)).await
+    else {
         return false;
     };
     debug!(upstream = %addr, h2, "http2: learned the upstream protocol");

@@ -10,6 +10,7 @@
 //! Pools are small `Vec`s scanned linearly: a listener has a handful of endpoints per core.
 
 use std::cell::{Cell, RefCell};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -26,7 +27,8 @@ use super::gate::{Gate, Granted, OpenSlot};
 use super::health::Health;
 use super::{connect, connect_retrying, keepalive};
 use crate::config::{Http2Config, KeepaliveConfig};
-use crate::detect::http::H2_PREFACE;
+use crate::detect::http::{probe_h2_server_settings, H2_PREFACE};
+use crate::detect::Probe;
 use crate::error::{ConnectErrorKind, Failure, Side};
 use crate::io::{coalesce::Coalesce, counted::Counted, Peer};
 use crate::metrics::{ConnectRetry, ListenerMetrics, Opened, PeerCounters};
@@ -490,22 +492,52 @@ pub async fn handshake_h2(
 }
 
 /// Whether `addr` speaks HTTP/2 prior knowledge: a probe connection sends the client preface
-/// and an empty SETTINGS frame; an h2c server answers with its SETTINGS frame (type 4), an
-/// HTTP/1 server with an error response, a close, or nothing within `timeout`. `None` when
-/// `addr` cannot be reached (nothing learned).
-pub async fn probe_h2(addr: SocketAddr, timeout: Duration) -> Option<bool> {
+/// and an empty SETTINGS frame; an h2c server answers with its own preface, a SETTINGS frame
+/// (RFC 9113 §3.4), an HTTP/1 server with an error response, a close, or nothing within
+/// `timeout` (each of those: `false`). `None` when `addr` cannot be reached (nothing learned).
+///
+/// The probe connection counts in `dst` as every upstream connection does
+/// (`tcp_open_total{peer="dst"}`, its bytes, its close: `failure` with the errno when its
+/// socket failed).
+pub async fn probe_h2(addr: SocketAddr, timeout: Duration, dst: &Rc<PeerCounters>) -> Option<bool> {
     let mut s = connect(addr, timeout).await.ok()?;
-    crate::io::set_driver_mode(s.as_raw_fd()).ok()?;
+    let mut open = Opened::new(dst);
+    if let Err(e) = crate::io::set_driver_mode(s.as_raw_fd()) {
+        open.failed_with(&e);
+        return None;
+    }
     let mut probe = H2_PREFACE.to_vec();
     probe.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let sent = probe.len() as u64;
+    let counters = open.counters();
     let answer = async {
         let (r, _) = s.write_all(probe).await;
         r?;
-        let (r, buf) = s.read(Vec::with_capacity(64)).await;
-        r.map(|_| buf)
+        counters.wrote(sent);
+        let mut got = Vec::new();
+        loop {
+            let (r, buf) = s.read(Vec::with_capacity(64)).await;
+            let n = r?;
+            if n == 0 {
+                return Ok(false);
+            }
+            counters.read(n as u64);
+            got.extend_from_slice(&buf[..n]);
+            match probe_h2_server_settings(&got) {
+                Probe::Yes(()) => return Ok(true),
+                Probe::No => return Ok(false),
+                Probe::NeedMore(_) => {}
+            }
+        }
     };
-    Some(match monoio::time::timeout(timeout, answer).await {
-        Ok(Ok(buf)) => buf.len() >= 4 && buf[3] == 4,
-        Ok(Err(_)) | Err(_) => false,
+    let answer: Result<io::Result<bool>, _> = monoio::time::timeout(timeout, answer).await;
+    Some(match answer {
+        Ok(Ok(h2)) => h2,
+        Ok(Err(e)) => {
+            open.failed_with(&e);
+            false
+        }
+        // Silence: an HTTP/1 server waiting for the rest of a request it cannot parse.
+        Err(_) => false,
     })
 }
