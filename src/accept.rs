@@ -47,10 +47,7 @@ pub async fn accept_loop(
                     // it accepts carry the old settings, so each gets the new ones.
                     listener.set_keepalive(stream.as_raw_fd());
                 }
-                task::spawn(
-                    "connection",
-                    conn::serve(core.clone(), listener, stream, peer),
-                );
+                task::spawn(conn::serve(core.clone(), listener, stream, peer));
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
                 debug!(listener = %listener.cfg.name, "accept: connection aborted by peer");

@@ -11,32 +11,53 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
 use tracing::error;
 
 /// Tasks that panicked since the process started (every worker).
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Spawns `task` on the current worker (it must run inside a monoio runtime) with its panics
-/// contained: a panic ends `task` alone, logged with `what` (a static description, such as
-/// `"connection"`) and counted in [`panics`]. The task is detached; its output is dropped.
+/// contained: a panic ends `task` alone, logged with the task's type (which names the
+/// function it runs, such as `sidewire::conn::serve::{{closure}}`) and counted in [`panics`].
+/// The task is detached.
 ///
-/// The wrapper adds no state of its own beside `task` (`CatchUnwind` and `Map` are plain
-/// structs around it, unlike an `async` block, which would hold a second copy), so the
-/// spawned task costs what `task` does.
-pub fn spawn<F>(what: &'static str, task: F)
+/// The spawned future is exactly `task`'s size ([`Contained`] is `task` and nothing else):
+/// a wrapper with state of its own (`futures_util`'s `Map` around `CatchUnwind`) cost 128
+/// bytes on 128-byte-aligned tasks such as an HTTP/2 stream's, and an `async` block around
+/// `task` would hold a second copy of it.
+pub fn spawn<F>(task: F)
 where
-    F: Future + 'static,
-    F::Output: 'static,
+    F: Future<Output = ()> + 'static,
 {
-    let contained = AssertUnwindSafe(task).catch_unwind().map(move |r| {
-        if let Err(panic) = r {
-            report(what, panic.as_ref());
+    drop(monoio::spawn(Contained { task }));
+}
+
+pin_project_lite::pin_project! {
+    /// `task`, each poll of it run under `catch_unwind`: a panic ends it as `Ready(())`,
+    /// reported. (A future that panicked is not polled again: it is done.)
+    struct Contained<F> {
+        #[pin]
+        task: F,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Contained<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = self.project().task;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(p) => p,
+            Err(panic) => {
+                report(std::any::type_name::<F>(), panic.as_ref());
+                Poll::Ready(())
+            }
         }
-    });
-    drop(monoio::spawn(contained));
+    }
 }
 
 /// Tasks that panicked since the process started, on every worker.
@@ -53,7 +74,7 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-fn report(what: &'static str, panic: &(dyn Any + Send)) {
+fn report(what: &str, panic: &(dyn Any + Send)) {
     PANICS.fetch_add(1, Ordering::Relaxed);
     error!(
         task = what,
@@ -74,9 +95,9 @@ mod tests {
             .unwrap();
         let before = panics();
         let after = rt.block_on(async {
-            spawn("test", async { panic!("on purpose") });
+            spawn(async { panic!("on purpose") });
             let (tx, rx) = futures_channel::oneshot::channel();
-            spawn("test", async move {
+            spawn(async move {
                 let _ = tx.send(7);
             });
             // The first task ran (and panicked) before the second: tasks run in spawn order.

@@ -237,10 +237,7 @@ pub async fn serve(
                 // `stream` itself is the task, not an `async` block around it: the block
                 // would hold the stream's future beside its own copies of the arguments,
                 // and spawning copies a task's whole future.
-                task::spawn(
-                    "http2 stream",
-                    stream(l.latest(), req, respond, peer, dest.clone(), open),
-                );
+                task::spawn(stream(l.latest(), req, respond, peer, dest.clone(), open));
             }
             Some(Err(e)) => {
                 // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.

@@ -190,7 +190,7 @@ async fn attempt(
     };
     let abort = body.map(|body| {
         let (tx, rx) = oneshot::channel::<()>();
-        task::spawn("http2 request body", async move {
+        task::spawn(async move {
             let none = Cell::new(0);
             monoio::select! {
                 r = pump_within(body, send_body, &|| {}, &none, take_within) => match r {

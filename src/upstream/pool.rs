@@ -479,7 +479,7 @@ pub async fn handshake_h2(
             Failure::Status(502, "upstream HTTP/2 handshake failed")
         })?;
     let mut open = Opened::new(dst);
-    task::spawn("upstream http2 connection", async move {
+    task::spawn(async move {
         if let Err(e) = conn.await {
             debug!(upstream = %addr, error = %e, "http2: upstream connection ended");
             match e.get_io() {
