@@ -2067,3 +2067,81 @@ fn an_h2_client_that_stops_reading_an_h1_upstreams_response_gets_its_stream_rese
 fn an_h2_client_that_stops_reading_an_h2_upstreams_response_gets_its_stream_reset() {
     a_client_that_stops_reading_gets_its_stream_reset(endless_h2_upstream(), H2_UP);
 }
+
+/// A client that resets its stream while the upstream's response body pauses (a long poll,
+/// a gRPC watch): the reset reaches the upstream at once, not with the upstream's next
+/// bytes (or `stream_idle_timeout_ms` later). Was: the upstream connection or stream stayed
+/// open until then, and cancelled watches filled an HTTP/2 upstream's concurrent streams.
+fn a_client_reset_during_a_paused_response_reaches_the_upstream(
+    up: SocketAddr,
+    protocol: &str,
+    ended: mpsc::Receiver<String>,
+) {
+    let p = proxy(&[up], protocol);
+    let target = addr(&p);
+    rt().block_on(async move {
+        let send = client(target).await;
+        let mut s = send.clone().ready().await.unwrap();
+        let (resp, _) = s.send_request(get("x", "/watch"), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("a response head within 20 s")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(20), body.data())
+            .await
+            .expect("the first body bytes within 20 s");
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+        // The client cancels: dropping its stream's handles resets it (CANCEL).
+        drop(body);
+        drop(s);
+        // (Waited for off the runtime, which must go on driving the client connection.)
+        let seen = tokio::task::spawn_blocking(move || ended.recv_timeout(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("the upstream saw the cancel within 10 s");
+        assert!(!seen.is_empty());
+        // Keep the client connection open meanwhile: the cancel, not a close, did it.
+        drop(send);
+    });
+}
+
+#[test]
+fn a_client_reset_during_a_paused_h1_response_closes_the_upstream_connection() {
+    let (tx, ended) = mpsc::channel::<String>();
+    let (up, _h) = upstream(move |mut c: TcpStream| {
+        if !read_past_head(&mut c) {
+            return;
+        }
+        // 10 of 100 promised bytes, then silence until the proxy closes the connection.
+        if c.write_all(STALLS_MID_BODY).is_err() {
+            return;
+        }
+        let mut b = [0u8; 64];
+        let end = c.read(&mut b);
+        let _ = tx.send(format!("{end:?}"));
+    });
+    a_client_reset_during_a_paused_response_reaches_the_upstream(up, H1_UP, ended);
+}
+
+#[test]
+fn a_client_reset_during_a_paused_h2_response_resets_the_upstream_stream() {
+    let (tx, ended) = mpsc::channel();
+    let tx = Arc::new(std::sync::Mutex::new(tx));
+    let up = h2_upstream(Arc::new(move |_req, mut respond| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let Ok(mut s) = respond.send_response(Response::new(()), false) else {
+                return;
+            };
+            if s.send_data(Bytes::from_static(b"first"), false).is_err() {
+                return;
+            }
+            // Then silence, until the stream is reset.
+            let reason = std::future::poll_fn(|cx| s.poll_reset(cx)).await;
+            let _ = tx.lock().unwrap().send(format!("{reason:?}"));
+        })
+    }));
+    a_client_reset_during_a_paused_response_reaches_the_upstream(up, H2_UP, ended);
+}

@@ -3,7 +3,8 @@
 //! window allows ([`send_chunk`]).
 
 use std::cell::Cell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
@@ -43,7 +44,10 @@ pub async fn pump_within(
 ) -> Result<Option<u8>, Stop> {
     let mut first = Some(first);
     let moved: Result<Option<u8>, Stop> = async {
-        while let Some(chunk) = src.data().await {
+        while let Some(chunk) = unless_reset(&mut dst, src.data())
+            .await
+            .map_err(Stop::Stream)?
+        {
             let chunk = chunk.map_err(Stop::Stream)?;
             if let Some(f) = first.take() {
                 f();
@@ -65,7 +69,10 @@ pub async fn pump_within(
                 return Ok(None);
             }
         }
-        let trailers = src.trailers().await.map_err(Stop::Stream)?;
+        let trailers = unless_reset(&mut dst, src.trailers())
+            .await
+            .map_err(Stop::Stream)?
+            .map_err(Stop::Stream)?;
         if let Some(f) = first.take() {
             f();
         }
@@ -88,6 +95,30 @@ pub async fn pump_within(
         Ok(_) => {}
     }
     moved
+}
+
+/// `next`, a wait for what comes next from one side of a proxied stream, cut short when the
+/// peer of `dst` (the other side) resets its stream (RST_STREAM, RFC 9113 §6.4): then
+/// `Err` with that reset's reason, so the caller drops the waiting side's stream (or
+/// connection) at once. Else a client's cancel of a long poll or a gRPC watch would reach
+/// the upstream only with the upstream's next bytes, holding its connection or stream (and
+/// its share of the upstream's concurrent streams) until then.
+pub async fn unless_reset<T>(
+    dst: &mut SendStream<Bytes>,
+    next: impl Future<Output = T>,
+) -> Result<T, h2::Error> {
+    let mut next = std::pin::pin!(next);
+    poll_fn(|cx| {
+        if let Poll::Ready(t) = next.as_mut().poll(cx) {
+            return Poll::Ready(Ok(t));
+        }
+        match dst.poll_reset(cx) {
+            Poll::Ready(Ok(reason)) => Poll::Ready(Err(reason.into())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// The reason a stream is reset with when moving its body failed: the peer's, or, when no peer

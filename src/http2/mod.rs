@@ -40,7 +40,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use self::body::{pump_within, send_chunk, Stop};
+use self::body::{pump_within, send_chunk, unless_reset, Stop};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
@@ -578,7 +578,15 @@ async fn forward_response(
         UpBody::H1(mut b) => {
             let mut first = Some(first);
             loop {
-                let next = b.next().await;
+                // A client that resets its stream meanwhile ends the wait (and, as `b` is
+                // dropped, the upstream connection) at once.
+                let next = match unless_reset(&mut send, b.next()).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        debug!(listener = %l.cfg.name, error = %e, "http2: the client reset its stream while the HTTP/1 upstream's response body paused");
+                        return Err(e);
+                    }
+                };
                 if let (Ok(_), Some(f)) = (&next, first.take()) {
                     f();
                 }

@@ -162,7 +162,7 @@ pub fn answers_and_holds(
 
 /// Reads from `c` until a request head's end (`CRLF CRLF`) has been read (body bytes read with
 /// it are dropped). `false` when the peer closed or the read failed first.
-fn read_past_head(c: &mut TcpStream) -> bool {
+pub fn read_past_head(c: &mut TcpStream) -> bool {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
