@@ -168,6 +168,8 @@ async fn run(
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0;
     let mut interim = 0;
+    // The upstream closed its side (before the response's end: the end must be in `ubuf`).
+    let mut up_closed = false;
     loop {
         let mut moved = false;
         let mut blocked = Blocked::default();
@@ -255,11 +257,16 @@ async fn run(
             out.clear();
             written = 0;
         }
-        if out.is_empty() && !matches!(phase, Phase::Done) {
+        if out.is_empty() && !matches!(phase, Phase::Done) && !up_closed {
             match sys::recv_now(ufd, &mut ubuf, READ_CHUNK) {
                 Ok(0) => match phase {
                     Phase::Body(BodyEnd::Close, _) => phase = Phase::Done,
-                    _ => return Err(Eof(Upstream)),
+                    // What is already read may hold the whole answer (a head and body
+                    // read while the 100 was awaited, then a close): judged below.
+                    _ => {
+                        up_closed = true;
+                        moved = true;
+                    }
                 },
                 Ok(n) => {
                     up.counters().read(n as u64);
@@ -319,6 +326,9 @@ async fn run(
             }
             // (Bytes to write: the next round writes them rather than waits.)
             moved |= out.len() > queued;
+        }
+        if up_closed && !matches!(phase, Phase::Done) {
+            return Err(Eof(Upstream));
         }
 
         let response_done = matches!(phase, Phase::Done) && out.is_empty();
