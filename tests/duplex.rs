@@ -499,6 +499,9 @@ fn an_expect_upload_answered_and_closed_before_its_body_gets_the_answer() {
         .unwrap();
         let (head, _) = response_head(&mut c);
         assert!(head.starts_with("http/1.1 302"), "round {round}: {head}");
-        assert!(head.contains("location: /elsewhere"), "round {round}: {head}");
+        assert!(
+            head.contains("location: /elsewhere"),
+            "round {round}: {head}"
+        );
     }
 }

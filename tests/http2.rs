@@ -2145,3 +2145,39 @@ fn a_client_reset_during_a_paused_h2_response_resets_the_upstream_stream() {
     }));
     a_client_reset_during_a_paused_response_reaches_the_upstream(up, H2_UP, ended);
 }
+
+/// An answer the proxy makes itself (here a 502: the upstream refuses connections) to a
+/// client that grants no window: its body cannot go, and after `stream_idle_timeout_ms` the
+/// stream is reset (CANCEL) instead of held open (with its connection) for ever.
+#[test]
+fn a_proxy_answer_to_a_client_that_grants_no_window_is_reset() {
+    let p = proxy_with(&[dead_addr()], "[http1]\nstream_idle_timeout_ms = 300\n", "");
+    let target = addr(&p);
+    rt().block_on(async move {
+        let s = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(s)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut s = send.ready().await.unwrap();
+        let (resp, _) = s.send_request(get("x", "/"), true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+            .await
+            .expect("a response head within 20 s")
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        let mut body = resp.into_body();
+        let end = tokio::time::timeout(Duration::from_secs(20), body.data())
+            .await
+            .expect("the stream reset within 20 s");
+        let e = match end {
+            Some(Err(e)) => e,
+            other => panic!("want a reset, got {other:?}"),
+        };
+        assert_eq!(e.reason(), Some(Reason::CANCEL), "{e}");
+    });
+}

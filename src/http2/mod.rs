@@ -339,7 +339,14 @@ async fn stream(
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);
         m.request();
         let reason = "request without :authority or Host";
-        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 400, reason);
+        let (sent, grpc) = proxy_error(
+            &mut respond,
+            is_grpc,
+            400,
+            reason,
+            l.http1.stream_idle_timeout,
+        )
+        .await;
         m.first_byte(sent, std::time::Duration::ZERO);
         m.completed(sent, grpc, None);
         let bytes = error_body_len(is_grpc, reason);
@@ -350,7 +357,14 @@ async fn stream(
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);
         m.request();
         let reason = "CONNECT over HTTP/2 is not supported";
-        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 501, reason);
+        let (sent, grpc) = proxy_error(
+            &mut respond,
+            is_grpc,
+            501,
+            reason,
+            l.http1.stream_idle_timeout,
+        )
+        .await;
         m.first_byte(sent, std::time::Duration::ZERO);
         m.completed(sent, grpc, Some(ErrorLabel::Unsupported));
         let bytes = error_body_len(is_grpc, reason);
@@ -364,7 +378,14 @@ async fn stream(
         debug!(listener = %l.cfg.name, %peer, names = ?l.names(route), "http2: no upstream endpoint: 503");
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);
         m.request();
-        let (sent, grpc) = proxy_error(&mut respond, is_grpc, 503, NO_ENDPOINTS);
+        let (sent, grpc) = proxy_error(
+            &mut respond,
+            is_grpc,
+            503,
+            NO_ENDPOINTS,
+            l.http1.stream_idle_timeout,
+        )
+        .await;
         m.first_byte(sent, std::time::Duration::ZERO);
         m.completed(sent, grpc, Some(ErrorLabel::Connect));
         let bytes = error_body_len(is_grpc, NO_ENDPOINTS);
@@ -468,7 +489,14 @@ async fn stream(
         }
         Some(Err(Failure::Status(code, reason))) => {
             debug!(listener = %l.cfg.name, %peer, upstream = %addr, code, reason, "http2: proxy error");
-            let (sent, grpc) = proxy_error(&mut respond, is_grpc, code, reason);
+            let (sent, grpc) = proxy_error(
+                &mut respond,
+                is_grpc,
+                code,
+                reason,
+                l.http1.stream_idle_timeout,
+            )
+            .await;
             m.first_byte(sent, t0.elapsed());
             m.completed(sent, grpc, ErrorLabel::of_answer(code, reason));
             let bytes = error_body_len(is_grpc, reason);
@@ -650,11 +678,12 @@ fn error_body_len(is_grpc: bool, reason: &str) -> u64 {
 /// A response the proxy makes itself, with `sidewire-error: <reason>`. gRPC clients get
 /// HTTP 200 with the matching `grpc-status` (trailers-only), others `code` and a text body.
 /// Returns the HTTP status and gRPC status sent, for the metrics.
-fn proxy_error(
+async fn proxy_error(
     respond: &mut SendResponse<Bytes>,
     is_grpc: bool,
     code: u16,
     reason: &'static str,
+    within: std::time::Duration,
 ) -> (u16, Option<u8>) {
     let mut headers = HeaderMap::new();
     headers.insert("sidewire-error", HeaderValue::from_static(reason));
@@ -678,7 +707,16 @@ fn proxy_error(
     *resp.headers_mut() = headers;
     match respond.send_response(resp, is_grpc) {
         Ok(mut s) if !is_grpc => {
-            let _ = s.send_data(Bytes::from(format!("{reason}\n")), true);
+            // As the client's window allows; a client that grants none for `within`
+            // (`stream_idle_timeout_ms`) gets the stream reset (CANCEL), as a relayed body's
+            // does, rather than holding it (and its connection's idle bound) for ever.
+            let body = Bytes::from(format!("{reason}\n"));
+            if monoio::time::timeout(within, send_chunk(&mut s, body, true))
+                .await
+                .is_err()
+            {
+                s.send_reset(Reason::CANCEL);
+            }
         }
         _ => {}
     }
