@@ -275,6 +275,8 @@ fn an_upstream_connection_closed_for_a_bad_response_is_a_failure() {
     for response in [
         &b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\n",
+        // A switch the request did not ask for (review: relayed, and the client hung).
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
     ] {
         let p = proxy(&[answers_after_head(response)], "");
         let text = exchange_to_close(&p, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");

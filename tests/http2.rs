@@ -2151,7 +2151,11 @@ fn a_client_reset_during_a_paused_h2_response_resets_the_upstream_stream() {
 /// stream is reset (CANCEL) instead of held open (with its connection) for ever.
 #[test]
 fn a_proxy_answer_to_a_client_that_grants_no_window_is_reset() {
-    let p = proxy_with(&[dead_addr()], "[http1]\nstream_idle_timeout_ms = 300\n", "");
+    let p = proxy_with(
+        &[dead_addr()],
+        "[http1]\nstream_idle_timeout_ms = 300\n",
+        "",
+    );
     let target = addr(&p);
     rt().block_on(async move {
         let s = tokio::net::TcpStream::connect(target).await.unwrap();

@@ -1127,6 +1127,15 @@ async fn exchange(
                 return Some(false);
             }
         };
+        if r.code == 101 && !req.upgrade {
+            // A switch nobody asked for (RFC 9110 §15.2.2: only in answer to Upgrade): the
+            // client could not make sense of what follows it.
+            debug!(listener = %l.cfg.name, %peer, upstream = %addr, "101 to a request without an upgrade: 502");
+            proxy_error(client, 502, "bad or no upstream response").await;
+            m.proxy_answer(502, Some(ErrorLabel::Upstream), t0.elapsed());
+            ctx.access(client, 502);
+            return Some(false);
+        }
         if (100..200).contains(&r.code) && r.code != 101 {
             interim += 1;
             if interim > MAX_INTERIM {
