@@ -56,13 +56,7 @@ pub async fn pump_within(
             // END_STREAM rides on the last DATA frame, not on an extra empty one (peers
             // budget small frames: h2's flood defence counts them).
             let eos = src.is_end_stream();
-            match take_within {
-                None => send_chunk(&mut dst, chunk, eos).await?,
-                Some(t) => match monoio::time::timeout(t, send_chunk(&mut dst, chunk, eos)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(Stop::Stalled),
-                },
-            }
+            send_chunk_within(&mut dst, chunk, eos, take_within).await?;
             sent.set(sent.get() + n as u64);
             let _ = src.flow_control().release_capacity(n);
             if eos {
@@ -127,6 +121,20 @@ pub async fn unless_reset<T>(
 /// label names the same reason.
 pub fn reset_reason(e: &h2::Error) -> Reason {
     e.reason().unwrap_or(Reason::INTERNAL_ERROR)
+}
+
+/// [`send_chunk`], bounded by `within` (`None`: unbounded): [`Stop::Stalled`] when `dst`
+/// took not all of `data` in time (the caller resets it).
+pub async fn send_chunk_within(
+    dst: &mut SendStream<Bytes>,
+    data: Bytes,
+    eos: bool,
+    within: Option<std::time::Duration>,
+) -> Result<(), Stop> {
+    match crate::io::within(send_chunk(dst, data, eos), within).await {
+        Some(r) => r.map_err(Stop::Stream),
+        None => Err(Stop::Stalled),
+    }
 }
 
 /// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with

@@ -40,7 +40,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use self::body::{pump_within, send_chunk, unless_reset, Stop};
+use self::body::{pump_within, send_chunk_within, unless_reset, Stop};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
@@ -622,14 +622,10 @@ async fn forward_response(
                     Ok(Some(chunk)) => {
                         let eos = b.is_end_stream();
                         let n = chunk.len() as u64;
-                        match monoio::time::timeout(
-                            client_within,
-                            send_chunk(&mut send, chunk, eos),
-                        )
-                        .await
-                        {
-                            Ok(r) => r?,
-                            Err(_) => {
+                        match send_chunk_within(&mut send, chunk, eos, Some(client_within)).await {
+                            Ok(()) => {}
+                            Err(Stop::Stream(e)) => return Err(e),
+                            Err(Stop::Stalled) => {
                                 send.send_reset(Reason::CANCEL);
                                 return Err(client_stalled(l));
                             }
@@ -711,10 +707,7 @@ async fn proxy_error(
             // (`stream_idle_timeout_ms`) gets the stream reset (CANCEL), as a relayed body's
             // does, rather than holding it (and its connection's idle bound) for ever.
             let body = Bytes::from(format!("{reason}\n"));
-            if monoio::time::timeout(within, send_chunk(&mut s, body, true))
-                .await
-                .is_err()
-            {
+            if let Err(Stop::Stalled) = send_chunk_within(&mut s, body, true, Some(within)).await {
                 s.send_reset(Reason::CANCEL);
             }
         }
