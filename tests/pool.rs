@@ -380,3 +380,133 @@ fn a_client_that_half_closes_while_its_response_is_awaited_still_gets_it() {
         1.0,
     );
 }
+
+/// An upstream that answers a request with `first` (a response head and the start of its
+/// body) and then pauses: it reports `"request"` when the request has arrived, `"paused"` once
+/// `first` is written and `"closed"` when the proxy closes the connection (EOF or reset). It
+/// sends `last` (the body's end) only if the test sends on the returned channel.
+fn pausing_upstream(
+    first: Vec<u8>,
+    last: &'static [u8],
+) -> (SocketAddr, mpsc::Receiver<&'static str>, mpsc::Sender<()>) {
+    let (seen_tx, seen) = mpsc::channel::<&'static str>();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let seen_tx = Arc::new(std::sync::Mutex::new(seen_tx));
+    let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+    let (up, _h) = upstream(move |c: TcpStream| {
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        if read_request(&mut r).is_none() {
+            return;
+        }
+        let tx = seen_tx.lock().unwrap().clone();
+        let _ = tx.send("request");
+        if w.write_all(&first).is_err() {
+            return;
+        }
+        let _ = tx.send("paused");
+        let watcher = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest);
+            let _ = tx.send("closed");
+        });
+        if go_rx.lock().unwrap().recv().is_ok() {
+            let _ = w.write_all(last);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = watcher.join();
+    });
+    (up, seen, go)
+}
+
+/// Reads from `c` until `marker` has come (a response's first body bytes); the bytes read.
+fn read_until(c: &mut TcpStream, marker: &[u8]) -> Vec<u8> {
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 65536];
+    while !got.windows(marker.len()).any(|w| w == marker) {
+        let n = c.read(&mut b).unwrap();
+        assert!(
+            n > 0,
+            "closed before {marker:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&b[..n]);
+    }
+    got
+}
+
+/// Review item (session 20's list): an HTTP/1 client that reset while the upstream paused
+/// in the middle of the response *body* left the upstream connection open until the
+/// upstream's next bytes or `stream_idle_timeout_ms` (5 minutes by default): the client was
+/// watched only while the response head was awaited. Now the body's waits watch it too, on
+/// every way a response body moves: copied (a short `Content-Length` body), spliced (a long
+/// one), chunked, and de-chunked for an HTTP/1.0 client.
+#[test]
+fn a_client_that_resets_while_the_response_body_pauses_closes_the_upstream_connection() {
+    let mut spliced = b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n0123456789".to_vec();
+    spliced.resize(spliced.len() + 40_000, b'x');
+    let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n";
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("copied", STALLS_MID_BODY.to_vec(), "1.1"),
+        ("spliced", spliced, "1.1"),
+        ("chunked", chunked.to_vec(), "1.1"),
+        ("de-chunked for HTTP/1.0", chunked.to_vec(), "1.0"),
+    ];
+    for (what, first, version) in cases {
+        let (up, seen, _go) = pausing_upstream(first, b"");
+        let p = one_worker(
+            up,
+            "[detect]\nserver_first = \"off\"\n[http1]\nstream_idle_timeout_ms = 60000\n",
+            "",
+        );
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        write!(c, "GET /stream HTTP/{version}\r\nHost: a\r\n\r\n").unwrap();
+        let wait = Duration::from_secs(10);
+        assert_eq!(seen.recv_timeout(wait), Ok("request"), "{what}");
+        assert_eq!(seen.recv_timeout(wait), Ok("paused"), "{what}");
+        read_until(&mut c, b"0123456789");
+        reset(c);
+        assert_eq!(
+            seen.recv_timeout(wait),
+            Ok("closed"),
+            "{what}: the upstream connection was held after its client reset mid-body"
+        );
+        wait_client_reset_counted(&p);
+    }
+}
+
+/// The counterpart: a client that half-closes (FIN) while the response body pauses still
+/// gets the rest of it (HTTP/1 allows the half-close; only a reset cuts).
+#[test]
+fn a_client_that_half_closes_while_the_response_body_pauses_still_gets_it() {
+    let (up, seen, go) = pausing_upstream(STALLS_MID_BODY.to_vec(), &[b'y'; 90]);
+    let p = one_worker(up, "[detect]\nserver_first = \"off\"\n", "");
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    assert_eq!(seen.recv_timeout(wait), Ok("request"));
+    assert_eq!(seen.recv_timeout(wait), Ok("paused"));
+    let mut got = read_until(&mut c, b"0123456789");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    // The proxy's watch is armed 10 ms into the wait; the FIN it sees must not cut anything.
+    // Either way the exchange must finish normally, so this is not synchronisation.
+    assert_eq!(
+        seen.recv_timeout(Duration::from_millis(50)),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "the upstream connection was closed after the client's FIN"
+    );
+    go.send(()).unwrap();
+    c.read_to_end(&mut got).unwrap();
+    assert!(
+        got.ends_with(&[b'y'; 90]),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",route=\"default\",protocol=\"http/1\",status_code=\"200\",classification=\"success\"}",
+        1.0,
+    );
+}

@@ -183,19 +183,23 @@ pub enum RunError {
 /// the run's last, and says whether the destination refused the rest (which ends the move).
 /// While `armed`, a wait for the source's next bytes that runs past
 /// [`crate::io::WATCH_AFTER`] also wakes when the destination turns readable, and looks then
-/// ([`within_watching`]). A response body's watch is never armed and its look says no.
+/// ([`within_watching`]). A response body's watch looks only when a wait wakes (`writes`
+/// false): its destination is the client, watched for a reset while the upstream pauses.
 pub struct BodyWatch<'a, D> {
     /// The look (the HTTP/1 code's, which knows what an answer is).
     pub look: &'a mut dyn FnMut(&D, u64, bool) -> bool,
     /// Whether waits on the source watch the destination too.
     pub armed: bool,
+    /// Whether the look also runs before each write ([`BodyWatch::before_write`]); when
+    /// `false`, only when a watched wait wakes.
+    pub writes: bool,
 }
 
 impl<'w, D: Peer> BodyWatch<'w, D> {
     /// Looks before a write of `n` bytes to `dst` (`last`: the run's last): `true` when the
     /// destination refused the rest of the body.
     pub fn before_write(&mut self, dst: &D, n: u64, last: bool) -> bool {
-        (self.look)(dst, n, last)
+        self.writes && (self.look)(dst, n, last)
     }
 
     /// `wait` (for room to write to `dst`) watching `dst` as [`watching`] does:
@@ -206,7 +210,7 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
         wait: W,
         dst: &'b D,
     ) -> impl std::future::Future<Output = Result<W::Output, Stopped>> + use<'b, 'w, W, D> {
-        let BodyWatch { look, armed } = self;
+        let BodyWatch { look, armed, .. } = self;
         watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false))
     }
 
@@ -221,7 +225,7 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
         dst: &'b D,
     ) -> impl std::future::Future<Output = Option<Result<W::Output, Stopped>>> + use<'b, 'w, W, D>
     {
-        let BodyWatch { look, armed } = self;
+        let BodyWatch { look, armed, .. } = self;
         within_watching(wait, pause, dst.tcp(), armed, move || {
             look(dst, u64::MAX, false)
         })

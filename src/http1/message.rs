@@ -17,7 +17,7 @@ use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySockets, BodySplice, BodyWatch, RunError};
 use crate::io::{
-    read_at_most, read_more, read_ready, read_within, tcp_fd, within_progress, write_all,
+    read_at_most, read_more, read_ready, tcp_fd, within_progress, within_watching, write_all,
     write_ready, Peer, Stopped, READ_CHUNK, WATCH_AFTER,
 };
 use crate::metrics::ListenerMetrics;
@@ -353,6 +353,11 @@ pub async fn send_with_head(
 /// at least [`MIN_SPLICE_RUN`]; chunk-size lines and trailers are still read and
 /// checked here, and no byte past the body is read.
 ///
+/// `dst` is the client (a response body): while a wait for the body's next bytes runs past
+/// [`WATCH_AFTER`], it is watched for a reset, which ends the move with
+/// [`MessageError::Io`] on `dst`'s side (readable for another reason, a pipelined request or
+/// a half-close, it is not watched again for this body).
+///
 /// Returns what followed the body in `src` (the next message, pipelined).
 #[allow(clippy::too_many_arguments)] // each is one facet of the move; a struct would only rename them
 pub async fn forward_message(
@@ -365,10 +370,20 @@ pub async fn forward_message(
     splice: Option<BodySplice<'_>>,
 ) -> Result<Vec<u8>, MessageError> {
     let to = dst.side();
-    match move_message(src, dst, head, framing, buf, pause, splice, None).await? {
-        Moved::Whole(rest) => Ok(rest),
+    match move_message(src, dst, head, framing, buf, pause, splice, None).await {
+        Ok(Moved::Whole(rest)) => Ok(rest),
         // (Not reached: without looks nothing stops the move for an answer.)
-        Moved::Answered(_) => Err(MessageError::Refused(to)),
+        Ok(Moved::Answered(_)) => Err(MessageError::Refused(to)),
+        Err(e) => {
+            // (A reset the watch found was read off the socket, not by a call that noted it:
+            // its errno goes to `tcp_close_total` from here.)
+            if let MessageError::Io(side, err) = &e {
+                if *side == to {
+                    dst.note_error(err);
+                }
+            }
+            Err(e)
+        }
     }
 }
 
@@ -466,8 +481,17 @@ async fn move_message(
     let mut looked_at = Instant::now();
     // Looks go on until what waits is known not to be a refusal.
     let mut unsettled = answered.is_some_and(|a| !a.get());
-    // `true`: the upstream refused the body (an error answer waits).
+    // A response body (no looks) watches its client while the upstream pauses, for a reset,
+    // as the wait for the response head does: a client gone mid-body then frees the
+    // upstream connection at once instead of at the upstream's next bytes or
+    // `stream_idle_timeout_ms` (the reset's error is kept here).
+    let reset: Cell<Option<io::Error>> = Cell::new(None);
+    // `true`: the upstream refused the body (an error answer waits), or the client of a
+    // response body was reset.
     let mut look = |dst: &_, n: u64, last: bool| {
+        if looks.is_none() {
+            return was_reset(dst, &reset);
+        }
         let Some(a) = answered.filter(|_| unsettled) else {
             return false;
         };
@@ -490,6 +514,9 @@ async fn move_message(
     // The move stopped by a look, with `held` read and not written, `passthrough` bytes to
     // move as they are and then `end`: for an answer, handed over; for a refusal, an error.
     let stop = |held: Vec<u8>, passthrough: u64, end: BodyEnd| {
+        if let Some(e) = reset.take() {
+            return Err(MessageError::Io(to, e));
+        }
         if for_answer.get() {
             Ok(Moved::Answered(Unfinished {
                 held,
@@ -500,10 +527,13 @@ async fn move_message(
             Err(MessageError::Refused(to))
         }
     };
-    // The wait for the body's next bytes also watches `dst` for an answer (request bodies).
+    // The wait for the body's next bytes also watches `dst`: for an answer (request bodies)
+    // or a reset (response bodies).
+    let armed = answered.is_some() || dst.tcp().is_some();
     let mut watch = BodyWatch {
         look: &mut look,
-        armed: answered.is_some(),
+        armed,
+        writes: looks.is_some(),
     };
     // Non-blocking from the body's first spliced run to its end (dropped on return).
     let mut sockets = BodySockets::default();
@@ -854,6 +884,19 @@ fn run_error(e: RunError, from: Side, to: Side) -> MessageError {
     }
 }
 
+/// Whether `client`'s socket was reset (`SO_ERROR` set, which is read and cleared): then
+/// `reset` keeps the error. A FIN is not a reset: HTTP/1 lets a client half-close once its
+/// request is sent.
+fn was_reset(client: &impl Peer, reset: &Cell<Option<io::Error>>) -> bool {
+    match tcp_fd(client).map(crate::sys::take_socket_error) {
+        Some(Ok(Some(e))) => {
+            reset.set(Some(e));
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Moves one chunked message from `src` to `dst` like [`forward_message`], but sends only
 /// its payload: chunk framing and trailers are dropped. For a recipient that cannot take the
 /// chunked coding (an HTTP/1.0 client, RFC 9112 §6.1), whose copy of the body then ends at the
@@ -867,6 +910,7 @@ pub async fn forward_dechunked(
 ) -> Result<Vec<u8>, MessageError> {
     let from = src.side();
     let mut end = BodyEnd::new(Framing::Chunked);
+    let mut armed = true;
     loop {
         let mut payload = Vec::with_capacity(buf.len());
         let used = end
@@ -879,9 +923,19 @@ pub async fn forward_dechunked(
         if end.is_done() {
             return Ok(buf);
         }
-        let (r, b) = read_within(src, buf, pause)
-            .await
-            .map_err(|_| MessageError::ReadTimeout(from))?;
+        // (The client is watched for a reset meanwhile, as in `forward_message`.)
+        let reset = Cell::new(None);
+        let read = within_watching(read_more(src, buf), pause, dst.tcp(), &mut armed, || {
+            was_reset(&*dst, &reset)
+        });
+        let read = read.await.ok_or(MessageError::ReadTimeout(from))?;
+        let Ok((r, b)) = read else {
+            let e = reset
+                .take()
+                .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
+            dst.note_error(&e);
+            return Err(MessageError::Io(dst.side(), e));
+        };
         buf = b;
         match r {
             Ok(0) => return Err(MessageError::Eof(from)),
