@@ -51,8 +51,8 @@ pub struct Duplexed {
     /// short if its head went out; otherwise the caller may still answer).
     pub result: Result<(), MessageError>,
     /// Whether the whole request body reached the upstream. Not when the upstream stopped
-    /// taking it after its whole answer (it closed, say): the client, which may still be
-    /// sending, is then to be closed with a linger.
+    /// taking it (it closed, say) and its answer went whole all the same: the client, which
+    /// may still be sending, is then to be closed with a linger.
     pub body_whole: bool,
     /// Whether the final response's head said the client connection closes after it.
     pub close_after: bool,
@@ -152,7 +152,8 @@ async fn run(
         return Err(Io(Upstream, io::ErrorKind::Unsupported.into()));
     };
     // The request body: `held[sent..]` to write, then `passthrough` bytes as they are, then
-    // the rest by `end`. `stopped`: the upstream took no more of it after its whole answer.
+    // the rest by `end`. `stopped`: the upstream took no more of it (a write failed), or the
+    // client sent no more of it after its whole answer.
     let Unfinished {
         mut held,
         mut passthrough,
@@ -175,7 +176,7 @@ async fn run(
         let mut blocked = Blocked::default();
 
         // 1. The request body, client → upstream.
-        if sent < held.len() {
+        if sent < held.len() && !stopped {
             match sys::send_now(ufd, &held[sent..]) {
                 Ok(n) => {
                     up.wrote(n as u64);
@@ -185,12 +186,12 @@ async fn run(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked.up_write = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
                 Err(e) => {
+                    // The upstream takes no more of the body (it closed or reset, having
+                    // answered, or not): its answer, whole in what it sent before, is still
+                    // relayed (a server that answers an upload and closes without reading it
+                    // is reset by its own kernel for the unread bytes, and was a 502:
+                    // fresh-user review); without a whole answer, the reads below fail.
                     up.note_error(&e);
-                    // An upstream that answered whole may close without the rest: its
-                    // choice. Before that, the exchange failed.
-                    if !matches!(phase, Phase::Done) {
-                        return Err(Io(Upstream, e));
-                    }
                     stopped = true;
                 }
             }
