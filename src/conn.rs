@@ -89,8 +89,11 @@ pub fn serve(
                 (r, None)
             }
             Plan::Detect { timeout } => {
-                // Nothing to dial early without an endpoint.
-                let dial_early = !target.is_placeholder();
+                // Nothing to dial early without an endpoint, nor to one known to speak HTTP
+                // (a server that answers HTTP does not speak first, and a request takes the
+                // pooled connection anyway; review: 60-85 % of curl connections on a loaded
+                // machine dialled early, nearly all closed unused).
+                let dial_early = !target.is_placeholder() && !l.pools.speaks_http(addr);
                 match Box::pin(detect_stage(
                     &core, l, &client, &tracked, peer, addr, dial_early, timeout, t0,
                 ))

@@ -338,6 +338,13 @@ impl Pools {
         self.h1.conns.borrow().iter().any(|(a, _, _)| *a == addr)
     }
 
+    /// Whether `addr` is known to speak HTTP: the pool holds an idle HTTP/1 connection to it
+    /// (it answered a request whole) or an HTTP/2 connection (pooled or dialling). Such an
+    /// endpoint does not speak first, so detection dials it no early connection.
+    pub fn speaks_http(&self, addr: SocketAddr) -> bool {
+        self.has_idle_h1(addr) || self.h2(addr).is_some()
+    }
+
     /// A pooled idle HTTP/1 connection to `addr` that has not idled past the pool timeout
     /// and that the upstream has not closed (checked with a peek: a closed connection is
     /// never handed to a request).
