@@ -1159,6 +1159,17 @@ async fn exchange(
                 if waiting_in(&ubuf) == Waiting::Refusal {
                     continue;
                 }
+                // A non-error final answer read together with the 100 (a server that sends
+                // both at once, as Python's `http.server` does, and then reads the body, or
+                // closes without reading it): the body moves with that answer, at once (full
+                // duplex, below), not before it. Sent first, an echo's body stalled behind
+                // its own unrelayed answer (37 s, then a 502), and an answer then a close lost
+                // the answer read here to the failed body write (a 502 in 30-85 % of such
+                // uploads; fresh-user review).
+                if ctx.duplex && waiting_in(&ubuf) == Waiting::Answer {
+                    ctx.answered.set(true);
+                    continue;
+                }
                 // Other bytes after the 100, read with it: the final answer came before the
                 // body, which the upstream may then never read (see `answer_waiting`).
                 if !ubuf.is_empty() {
