@@ -282,31 +282,10 @@ fn a_queued_request_whose_client_reset_is_not_sent() {
 /// connection (EOF or reset). Answers `"late"` (a 200) only if the test sends on the returned
 /// channel, for the half-close case.
 fn silent_upstream() -> (SocketAddr, mpsc::Receiver<&'static str>, mpsc::Sender<()>) {
-    let (seen_tx, seen) = mpsc::channel::<&'static str>();
-    let (answer, answer_rx) = mpsc::channel::<()>();
-    let seen_tx = Arc::new(std::sync::Mutex::new(seen_tx));
-    let answer_rx = Arc::new(std::sync::Mutex::new(answer_rx));
-    let (up, _h) = upstream(move |c: TcpStream| {
-        let mut w = c.try_clone().unwrap();
-        let mut r = BufReader::new(c);
-        if read_request(&mut r).is_none() {
-            return;
-        }
-        let _ = seen_tx.lock().unwrap().send("request");
-        let closer = seen_tx.lock().unwrap().clone();
-        // Watches for the proxy's close while the test decides whether it answers.
-        let watcher = std::thread::spawn(move || {
-            let mut rest = Vec::new();
-            let _ = r.read_to_end(&mut rest);
-            let _ = closer.send("closed");
-        });
-        if answer_rx.lock().unwrap().recv().is_ok() {
-            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate");
-            let _ = w.shutdown(std::net::Shutdown::Write);
-        }
-        let _ = watcher.join();
-    });
-    (up, seen, answer)
+    pausing_upstream(
+        Vec::new(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate",
+    )
 }
 
 /// A proxy in front of [`silent_upstream`] (response timeout 60 s) and a client whose GET the
@@ -382,9 +361,10 @@ fn a_client_that_half_closes_while_its_response_is_awaited_still_gets_it() {
 }
 
 /// An upstream that answers a request with `first` (a response head and the start of its
-/// body) and then pauses: it reports `"request"` when the request has arrived, `"paused"` once
-/// `first` is written and `"closed"` when the proxy closes the connection (EOF or reset). It
-/// sends `last` (the body's end) only if the test sends on the returned channel.
+/// body; nothing, for [`silent_upstream`]) and then pauses: it reports `"request"` when the
+/// request has arrived, `"paused"` once a non-empty `first` is written and `"closed"` when the
+/// proxy closes the connection (EOF or reset). It sends `last` (the rest of the response) and
+/// half-closes only if the test sends on the returned channel.
 fn pausing_upstream(
     first: Vec<u8>,
     last: &'static [u8],
@@ -401,10 +381,12 @@ fn pausing_upstream(
         }
         let tx = seen_tx.lock().unwrap().clone();
         let _ = tx.send("request");
-        if w.write_all(&first).is_err() {
-            return;
+        if !first.is_empty() {
+            if w.write_all(&first).is_err() {
+                return;
+            }
+            let _ = tx.send("paused");
         }
-        let _ = tx.send("paused");
         let watcher = std::thread::spawn(move || {
             let mut rest = Vec::new();
             let _ = r.read_to_end(&mut rest);
