@@ -387,7 +387,9 @@ fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
     use std::sync::{mpsc, Arc, Mutex};
     let (release, held) = mpsc::channel::<()>();
     let held = Arc::new(Mutex::new(held));
-    // Answers each request; the first only once the test says so.
+    let (arrived_tx, arrived) = mpsc::channel::<()>();
+    let arrived_tx = Arc::new(Mutex::new(arrived_tx));
+    // Answers each request (saying when one has arrived) once the test says so.
     let (up, _h) = upstream(move |c: TcpStream| {
         let mut w = c.try_clone().unwrap();
         let mut r = BufReader::new(c);
@@ -398,6 +400,7 @@ fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
                 return;
             }
             if line == "\r\n" {
+                let _ = arrived_tx.lock().unwrap().send(());
                 let _ = held.lock().unwrap().recv();
                 if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .is_err()
@@ -414,6 +417,13 @@ fn an_early_connection_is_not_pooled_beyond_the_endpoint_bound() {
         wait_metric(&p, EARLY, dials);
         c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             .unwrap();
+        if dials == 1.0 {
+            // The first request holds the one connection (not idle in the pool, which
+            // would spare the second client its early dial) before the second client comes.
+            arrived
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+        }
         clients.push(c);
     }
     // The second client's early connection found the endpoint at its bound (the first
