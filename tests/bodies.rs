@@ -7,6 +7,8 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::h1::*;
@@ -608,4 +610,180 @@ fn a_slow_but_steady_upload_reader_is_not_timed_out() {
     let (head, body) = read_response(&mut c, &mut buf);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(String::from_utf8_lossy(&body), size.to_string());
+}
+
+/// Bytes sent fast before a trickle starts, in the trickle tests below: enough for the
+/// kernel to grow the proxy's send buffer towards `tcp_wmem`'s maximum (4 MB by default).
+const FAST: usize = 4 << 20;
+
+/// Writes `FAST` bytes of body at once, then `piece` bytes every 4 ms, as `Content-Length`
+/// bytes or chunks, until a write fails or `stop` is set; returns the bytes written.
+fn trickle(w: &mut TcpStream, chunked: bool, piece: usize, stop: &AtomicBool) -> usize {
+    let piece = payload(3, piece);
+    let mut sent = 0;
+    let framed = |data: &[u8]| -> Vec<u8> {
+        if chunked {
+            let mut v = format!("{:x}\r\n", data.len()).into_bytes();
+            v.extend_from_slice(data);
+            v.extend_from_slice(b"\r\n");
+            v
+        } else {
+            data.to_vec()
+        }
+    };
+    let fast = framed(&payload(5, FAST));
+    if w.write_all(&fast).is_err() {
+        return sent;
+    }
+    sent += FAST;
+    while !stop.load(Ordering::Relaxed) {
+        // Pacing is what the test is about, not synchronisation.
+        std::thread::sleep(Duration::from_millis(4));
+        if w.write_all(&framed(&piece)).is_err() {
+            return sent;
+        }
+        sent += piece.len();
+    }
+    sent
+}
+
+/// The framing header of a trickled body: a `Content-Length` far past what is sent, or
+/// chunked.
+fn trickle_framing(chunked: bool) -> &'static str {
+    if chunked {
+        "transfer-encoding: chunked"
+    } else {
+        "content-length: 1000000000"
+    }
+}
+
+/// A client that stops reading while the response body *trickles* in (an event stream) is
+/// cut once `stream_idle_timeout_ms` passes with no byte acknowledged, though every write
+/// of the proxy to it still succeeds: the bound counts across the body's writes, not only
+/// while one waits. Was (review): the bound started only once the proxy's own send buffer
+/// towards the client, grown to megabytes, had filled at the trickle's pace (an 18 KB/s
+/// stream to a stopped client was not cut in 40 s with a 4 s bound). Both framings, spliced
+/// and copied.
+#[test]
+fn a_reader_that_stops_while_the_body_trickles_is_cut_after_the_pause_bound() {
+    // Bytes the trickle (~2 MB/s) may leave queued in the proxy when the bound cuts it: what
+    // came in 1.25 bounds of 300 ms (~0.75 MB), with room to spare, and well under the 4 MB
+    // send buffer a client that stops used to leave to fill first (measured: 4.6 MB).
+    const LEFT_AT_CUT: usize = 2 << 20;
+    for (chunked, splice) in [(false, MIN), (false, 0), (true, MIN), (true, 0)] {
+        let (tx, sent) = std::sync::mpsc::channel();
+        let (up, _) = upstream(move |mut c: TcpStream| {
+            let mut buf = Vec::new();
+            if read_request(&mut c, &mut buf).is_none() {
+                return;
+            }
+            let _ = write!(c, "HTTP/1.1 200 OK\r\n{}\r\n\r\n", trickle_framing(chunked));
+            let _ = tx.send(trickle(&mut c, chunked, 8 << 10, &AtomicBool::new(false)));
+        });
+        let p = proxy_with(&[up], &paused_top(splice), "");
+        let case = format!("chunked {chunked}, splice {splice}");
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        write!(c, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // Reads the fast part, then stops.
+        let mut got = 0;
+        let mut piece = vec![0u8; 64 << 10];
+        while got < FAST {
+            match std::io::Read::read(&mut c, &mut piece) {
+                Ok(0) | Err(_) => panic!("{case}: closed after {got} bytes"),
+                Ok(n) => got += n,
+            }
+        }
+        wait_metric(
+            &p,
+            "response_total{status_code=\"200\",classification=\"failure\",error=\"client\"}",
+            1.0,
+        );
+        // What the client's kernel had taken: the rest of its receive queue.
+        while let Ok(n) = std::io::Read::read(&mut c, &mut piece) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let sent = sent.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            sent < got + LEFT_AT_CUT,
+            "{case}: the upstream sent {sent} bytes of body, the client took {got}"
+        );
+    }
+}
+
+/// The same for a request body: an upstream that stops reading an upload that trickles in
+/// is given up on once `body_timeout_ms` passes with no byte acknowledged (the client gets
+/// a 502), though every write of the proxy to it still succeeds. Was: only once the
+/// proxy's send buffer towards it had filled at the trickle's pace (review: an upload fed at
+/// 100 KB/s got its 502 after 48.7 s with a 3 s bound). Both framings, spliced and copied.
+#[test]
+fn an_upstream_that_stops_reading_a_trickling_upload_is_given_up_on_after_the_pause_bound() {
+    // Bytes the client may trickle (~0.5 MB/s) after the fast part before its answer: what
+    // the upstream's kernel takes once it stopped reading (its 64 KiB buffer) and 1.25 bounds
+    // of 300 ms, with room to spare (measured: 0.5 MB), and well under what filling the
+    // proxy's send buffer first used to take (measured: 4.6 MB, over 9 s).
+    const TRICKLED: usize = 2 << 20;
+    for (chunked, splice) in [(false, MIN), (false, 0), (true, MIN), (true, 0)] {
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        // A small receive buffer: the upstream's kernel stops acknowledging soon after the
+        // upstream stops reading.
+        let l = {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(64 << 10).unwrap();
+            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .unwrap();
+            s.listen(8).unwrap();
+            std::net::TcpListener::from(s)
+        };
+        let up = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let Ok((mut c, _)) = l.accept() else { return };
+            // The head and the fast part of the body, then nothing until the client got its
+            // answer.
+            let mut got = 0;
+            let mut piece = vec![0u8; 64 << 10];
+            while got < FAST {
+                match std::io::Read::read(&mut c, &mut piece) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            let _ = gone.recv();
+        });
+        let top = format!(
+            "[http1]\nsplice_body_bytes = {splice}\nresponse_timeout_ms = 300\n\
+             body_timeout_ms = 300\n"
+        );
+        let p = proxy_with(&[up], &top, "");
+        let case = format!("chunked {chunked}, splice {splice}");
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        write!(
+            c,
+            "POST /up HTTP/1.1\r\nHost: x\r\n{}\r\n\r\n",
+            trickle_framing(chunked)
+        )
+        .unwrap();
+        let mut w = c.try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let stop = stop.clone();
+            move || trickle(&mut w, chunked, 2 << 10, &stop)
+        });
+        let mut buf = Vec::new();
+        let (head, _) = read_response(&mut c, &mut buf);
+        // (The client's bytes from here on are the proxy's to discard.)
+        stop.store(true, Ordering::Relaxed);
+        assert!(head.starts_with("HTTP/1.1 502"), "{case}: {head}");
+        drop(c);
+        let sent = writer.join().unwrap();
+        let _ = go.send(());
+        assert!(
+            sent < FAST + TRICKLED,
+            "{case}: the client sent {} bytes past the fast part before its answer",
+            sent - FAST
+        );
+    }
 }

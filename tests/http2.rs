@@ -1247,7 +1247,10 @@ fn h1_upstream_that_answers_and_stops_reading_does_not_stall_the_stream() {
     // The upstream answers 413, then neither reads nor closes: after `body_timeout_ms`
     // without progress, the answer is relayed.
     let (up, done) = answers_and_holds(TOO_LARGE);
-    let p = proxy_with(&[up], "[http1]\nbody_timeout_ms = 300\n", H1_UP);
+    // (After the stall, an answer the upstream sent meanwhile is waited for up to
+    // `http2.response_timeout_ms`.)
+    let top = "[http1]\nbody_timeout_ms = 300\n[http2]\nresponse_timeout_ms = 300\n";
+    let p = proxy_with(&[up], top, H1_UP);
     upload_gets_413(&p);
     done.wait();
 }
@@ -1281,6 +1284,67 @@ fn a_slow_but_steady_h1_upload_reader_is_not_timed_out() {
         assert_eq!(String::from_utf8_lossy(&got), size.to_string());
         sender.await.unwrap();
     });
+}
+
+/// An HTTP/1.1 upstream that stops reading an h2 client's upload is given up on once it
+/// acknowledged no byte of it for `http1.body_timeout_ms` while bytes of it waited, even
+/// though the client paused too (its stream open, no more data) and no write of the proxy's
+/// ever had to wait: the client gets a 502. Was (review): nothing watched the upstream while
+/// the client's body paused, and the stream waited until the upstream answered (40 s there;
+/// here, never). The 502 comes once `http2.response_timeout_ms` more passed with no answer.
+#[test]
+fn an_h1_upstream_that_stops_reading_while_the_h2_client_pauses_its_upload_gets_a_502() {
+    // Reads the request head, then nothing, and never answers; a small receive buffer, so
+    // that its kernel stops acknowledging soon after.
+    let l = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(64 << 10).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s.listen(8).unwrap();
+        std::net::TcpListener::from(s)
+    };
+    let up = l.local_addr().unwrap();
+    let (done, held) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => return,
+            }
+        }
+        // Holds the connection, unread, until the test ends.
+        let _ = held.recv();
+    });
+    // (After the stall, an answer the upstream sent meanwhile is waited for up to
+    // `http2.response_timeout_ms`.)
+    let top = "[http1]\nbody_timeout_ms = 300\n[http2]\nresponse_timeout_ms = 300\n";
+    let p = proxy_with(&[up], top, H1_UP);
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/upload")
+            .header("content-length", 64 << 20)
+            .body(())
+            .unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        // 256 KiB: more than the upstream's kernel takes, less than the proxy's send buffer
+        // towards it holds (so no write waits). Then the client pauses, its stream open.
+        send_h2_data(&mut body, generated(4, 256 << 10)).await;
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp).await;
+        let resp = resp.expect("no answer within 10 s").unwrap();
+        assert_eq!(resp.status(), 502);
+        drop(body);
+    });
+    wait_metric(
+        &p,
+        "response_total{status_code=\"502\",classification=\"failure\",error=\"upstream\"}",
+        1.0,
+    );
+    drop(done);
 }
 
 /// On h2 → h2 too, `response_timeout_ms` counts from the end of the request body, not from

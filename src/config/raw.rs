@@ -244,10 +244,10 @@ pub struct RawHttp1 {
     /// written its last byte).
     pub response_timeout_ms: u64,
     /// A request body may pause at most this long between two reads, and the upstream may
-    /// acknowledge no byte of it for this long while a write waits.
+    /// acknowledge no byte of it for this long while bytes of it wait unacknowledged.
     pub body_timeout_ms: u64,
     /// A response body may pause at most this long: between two reads from the upstream,
-    /// and with no byte acknowledged by the client while a write of it waits.
+    /// and with no byte acknowledged by the client while bytes of it wait unacknowledged.
     pub stream_idle_timeout_ms: u64,
     /// Idle pooled upstream connections are dropped after this long.
     pub pool_idle_timeout_ms: u64,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::pipes::PipePool;
-use crate::io::{set_driver_mode, watching, within_progress, within_watching, Peer, Stopped};
+use crate::io::{set_driver_mode, watching, AckWatch, Peer, Stopped};
 use crate::metrics::ListenerMetrics;
 use crate::sys::{self, Pipe};
 
@@ -183,8 +183,13 @@ pub enum RunError {
 /// the run's last, and says whether the destination refused the rest (which ends the move).
 /// While `armed`, a wait for the source's next bytes that runs past
 /// [`crate::io::WATCH_AFTER`] also wakes when the destination turns readable, and looks then
-/// ([`within_watching`]). A response body's watch looks only when a wait wakes (`writes`
-/// false): its destination is the client, watched for a reset while the upstream pauses.
+/// ([`crate::io::within_watching`]). A response body's watch looks only when a wait wakes
+/// (`writes` false): its destination is the client, watched for a reset while the upstream
+/// pauses.
+///
+/// `acks` watches whether the destination keeps acknowledging the body's bytes, across its
+/// writes and its waits ([`AckWatch`]): a stall fails a write wait (`None`), and ends a wait
+/// for the source's next bytes as a look's stop does, with `stalled` set.
 pub struct BodyWatch<'a, D> {
     /// The look (the HTTP/1 code's, which knows what an answer is).
     pub look: &'a mut dyn FnMut(&D, u64, bool) -> bool,
@@ -193,6 +198,10 @@ pub struct BodyWatch<'a, D> {
     /// Whether the look also runs before each write ([`BodyWatch::before_write`]); when
     /// `false`, only when a watched wait wakes.
     pub writes: bool,
+    /// The destination's progress.
+    pub acks: AckWatch,
+    /// Set when a wait for the source ended because the destination stalled.
+    pub stalled: &'a std::cell::Cell<bool>,
 }
 
 impl<'w, D: Peer> BodyWatch<'w, D> {
@@ -202,21 +211,26 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
         self.writes && (self.look)(dst, n, last)
     }
 
-    /// `wait` (for room to write to `dst`) watching `dst` as [`watching`] does:
-    /// `Err(Stopped)` when `dst` refused the body meanwhile (an upstream that answered with
-    /// an error and stopped reading).
-    pub fn wait_write<'b, W: std::future::Future + 'b>(
-        &'b mut self,
+    /// `wait` (for room to write to `dst`) watching `dst` as [`watching`] does, bounded by
+    /// `dst`'s progress ([`AckWatch::within`]): `None` when `dst` stalled, `Some(Err(Stopped))`
+    /// when it refused the body meanwhile (an upstream that answered with an error and
+    /// stopped reading).
+    pub async fn wait_write<W: std::future::Future>(
+        &mut self,
         wait: W,
-        dst: &'b D,
-    ) -> impl std::future::Future<Output = Result<W::Output, Stopped>> + use<'b, 'w, W, D> {
-        let BodyWatch { look, armed, .. } = self;
-        watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false))
+        dst: &D,
+    ) -> Option<Result<W::Output, Stopped>> {
+        let BodyWatch {
+            look, armed, acks, ..
+        } = self;
+        let watched = watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false));
+        acks.within(watched).await
     }
 
     /// `wait` (for the source's next bytes) bounded by `pause`, watching `dst` as
-    /// [`within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))` when `dst`
-    /// refused the body meanwhile.
+    /// [`crate::io::within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))`
+    /// when `dst` refused the body meanwhile, or stalled with bytes of it unacknowledged
+    /// ([`AckWatch::reading`]; `stalled` is then set).
     /// (Plain functions, not `async fn`s, for the reason [`crate::io::within`] gives.)
     pub fn wait<'b, W: std::future::Future + 'b>(
         &'b mut self,
@@ -225,16 +239,29 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
         dst: &'b D,
     ) -> impl std::future::Future<Output = Option<Result<W::Output, Stopped>>> + use<'b, 'w, W, D>
     {
-        let BodyWatch { look, armed, .. } = self;
-        within_watching(wait, pause, dst.tcp(), armed, move || {
-            look(dst, u64::MAX, false)
-        })
+        let BodyWatch {
+            look,
+            armed,
+            acks,
+            stalled,
+            ..
+        } = self;
+        let watched = watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false));
+        async move {
+            match acks.reading(watched, pause).await {
+                Ok(w) => w,
+                Err(_) => {
+                    stalled.set(true);
+                    Some(Err(Stopped))
+                }
+            }
+        }
     }
 }
 
 /// Moves exactly `n` bytes from `src` to `dst` with `splice(2)`, counting them on both sides
-/// as the copying path does. `pause` bounds each wait for the source to have bytes and for the
-/// destination to take them.
+/// as the copying path does. `pause` bounds each wait for the source to have bytes; the
+/// destination's progress is `watch.acks`' ([`AckWatch`]: it stalled, [`RunError::WriteStalled`]).
 ///
 /// Returns `Ok(false)`, having moved nothing, when it cannot splice: one of the peers is not a
 /// plain TCP socket, or no pipe could be had (fd exhaustion); the caller copies instead.
@@ -353,8 +380,8 @@ async fn run<D: Peer>(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // (An upstream that answered with an error may have stopped reading:
                     // watched meanwhile, so its answer does not wait for the stall bound.)
-                    let writable = watch.wait_write(tcp(dst).writable(false), dst);
-                    let ready = within_progress(writable, pause, Some(fd(dst)))
+                    let ready = watch
+                        .wait_write(tcp(dst).writable(false), dst)
                         .await
                         .ok_or(RunError::WriteStalled)?;
                     match ready {
@@ -369,6 +396,7 @@ async fn run<D: Peer>(
         dst.wrote(got as u64);
         m.body_spliced(got as u64);
         left -= got as u64;
+        watch.acks.wrote().map_err(|_| RunError::WriteStalled)?;
     }
     Ok(())
 }

@@ -17,8 +17,8 @@ use super::head::{Framing, HeadError};
 use crate::error::{MessageError, Side};
 use crate::forward::{splice_run, BodySockets, BodySplice, BodyWatch, RunError};
 use crate::io::{
-    read_at_most, read_more, read_ready, tcp_fd, within_progress, within_watching, write_all,
-    write_ready, Peer, Stopped, READ_CHUNK, WATCH_AFTER,
+    read_at_most, read_more, read_ready, tcp_fd, watching, write_all, write_ready, AckWatch, Peer,
+    Stopped, READ_CHUNK, WATCH_AFTER,
 };
 use crate::metrics::ListenerMetrics;
 use crate::upstream::health::Health;
@@ -316,14 +316,16 @@ pub async fn read_head<T>(
 }
 
 /// Writes `data` to `dst`, with `head` (if not yet sent) in front: one send for a head and the
-/// body bytes that came with it, instead of two. With `pause`, a `dst` that acknowledges no
-/// byte for that long fails the write (`dst` is then unusable: part may have gone out); a
-/// slow reader that keeps taking bytes is waited for ([`within_progress`]).
+/// body bytes that came with it, instead of two. `acks` watches `dst`'s progress across the
+/// writes of one message ([`AckWatch`]): a `dst` that stalled (acknowledged no byte for its
+/// bound while bytes waited) fails the write with [`MessageError::WriteStalled`] (`dst` is
+/// then unusable: part may have gone out); a slow reader that keeps taking bytes is waited
+/// for.
 pub async fn send_with_head(
     dst: &mut impl Peer,
     head: &mut Vec<u8>,
     data: Vec<u8>,
-    pause: Option<Duration>,
+    acks: &mut AckWatch,
 ) -> Result<(), MessageError> {
     let side = dst.side();
     let out = if head.is_empty() {
@@ -333,19 +335,20 @@ pub async fn send_with_head(
         out.extend_from_slice(&data);
         out
     };
-    let fd = tcp_fd(dst);
-    within_progress(write_all(dst, out), pause, fd)
+    acks.within(write_all(dst, out))
         .await
         .ok_or(MessageError::WriteStalled(side))?
-        .map(drop)
-        .map_err(|e| MessageError::Io(side, e))
+        .map_err(|e| MessageError::Io(side, e))?;
+    acks.wrote().map_err(|_| MessageError::WriteStalled(side))
 }
 
 /// Moves one message from `src` to `dst`: `head` first (sent together with the first body
 /// bytes), then the body as framed. `buf` holds bytes already read from `src` (they go first);
 /// on return it holds what followed the body (the next message, pipelined).
 /// `pause` bounds the wait for each read of the body ([`MessageError::ReadTimeout`] on
-/// expiry) and each write of it with no progress ([`MessageError::WriteStalled`]).
+/// expiry), and the time `dst` may go without acknowledging a byte of it while bytes wait
+/// for it, across all of the body's writes and waits ([`AckWatch`];
+/// [`MessageError::WriteStalled`]).
 ///
 /// With `splice`, runs of payload of known length (what is left of a `Content-Length` body,
 /// or of one chunk's data; RFC 9112 §6.2, §7.1) are spliced from socket to socket instead of
@@ -486,6 +489,8 @@ async fn move_message(
     // upstream connection at once instead of at the upstream's next bytes or
     // `stream_idle_timeout_ms` (the reset's error is kept here).
     let reset: Cell<Option<io::Error>> = Cell::new(None);
+    // Set when `dst` stalled while the body's next bytes were awaited (see `BodyWatch`).
+    let stalled = Cell::new(false);
     // `true`: the upstream refused the body (an error answer waits), or the client of a
     // response body was reset.
     let mut look = |dst: &_, n: u64, last: bool| {
@@ -514,6 +519,9 @@ async fn move_message(
     // The move stopped by a look, with `held` read and not written, `passthrough` bytes to
     // move as they are and then `end`: for an answer, handed over; for a refusal, an error.
     let stop = |held: Vec<u8>, passthrough: u64, end: BodyEnd| {
+        if stalled.get() {
+            return Err(MessageError::WriteStalled(to));
+        }
         if let Some(e) = reset.take() {
             return Err(MessageError::Io(to, e));
         }
@@ -534,6 +542,8 @@ async fn move_message(
         look: &mut look,
         armed,
         writes: looks.is_some(),
+        acks: AckWatch::new(tcp_fd(dst), pause),
+        stalled: &stalled,
     };
     // Non-blocking from the body's first spliced run to its end (dropped on return).
     let mut sockets = BodySockets::default();
@@ -557,19 +567,19 @@ async fn move_message(
             let rest = buf.split_off(used);
             // (The head went out with the body's first bytes, before any run.)
             if readiness && head.is_empty() {
-                if let Err(w) = write_watched(dst, &buf, pause, &mut watch).await {
+                if let Err(w) = write_watched(dst, &buf, &mut watch).await {
                     return match w {
                         WriteStop::Stopped(off) => stop(buf.split_off(off), 0, end),
                         WriteStop::Failed(e) => Err(e),
                     };
                 }
             } else if sockets.nonblocking() && head.is_empty() {
-                write_ready(dst, &buf, pause)
+                write_ready(dst, &buf, &mut watch.acks)
                     .await
                     .ok_or(MessageError::WriteStalled(to))?
                     .map_err(|e| MessageError::Io(to, e))?;
             } else {
-                send_with_head(dst, &mut head, buf, pause).await?;
+                send_with_head(dst, &mut head, buf, &mut watch.acks).await?;
             }
             buf = rest;
         }
@@ -674,13 +684,12 @@ enum WriteStop {
 }
 
 /// Writes `data` to `dst` (a request body's upstream, with a TCP socket) as [`write_ready`]
-/// does, non-blocking sends and readiness waits bounded by `pause` of no progress, whatever
-/// the socket's mode; a wait also watches `dst` for an answer ([`BodyWatch::wait_write`]),
-/// which may stop the write.
+/// does, non-blocking sends and readiness waits with `dst`'s progress watched by
+/// `watch.acks`, whatever the socket's mode; a wait also watches `dst` for an answer
+/// ([`BodyWatch::wait_write`]), which may stop the write.
 async fn write_watched<D: Peer>(
     dst: &mut D,
     data: &[u8],
-    pause: Option<Duration>,
     watch: &mut BodyWatch<'_, D>,
 ) -> Result<(), WriteStop> {
     let to = dst.side();
@@ -696,6 +705,9 @@ async fn write_watched<D: Peer>(
             Ok(n) => {
                 dst.wrote(n as u64);
                 off += n;
+                if watch.acks.wrote().is_err() {
+                    return Err(WriteStop::Failed(MessageError::WriteStalled(to)));
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let waited = {
@@ -704,8 +716,7 @@ async fn write_watched<D: Peer>(
                         // (Not reached: `fd` is its socket's.)
                         return Err(WriteStop::Failed(MessageError::WriteStalled(to)));
                     };
-                    let writable = watch.wait_write(t.writable(false), d);
-                    within_progress(writable, pause, Some(fd)).await
+                    watch.wait_write(t.writable(false), d).await
                 };
                 match waited {
                     None => return Err(WriteStop::Failed(MessageError::WriteStalled(to))),
@@ -908,16 +919,17 @@ pub async fn forward_dechunked(
     mut buf: Vec<u8>,
     pause: Option<Duration>,
 ) -> Result<Vec<u8>, MessageError> {
-    let from = src.side();
+    let (from, to) = (src.side(), dst.side());
     let mut end = BodyEnd::new(Framing::Chunked);
     let mut armed = true;
+    let mut acks = AckWatch::new(tcp_fd(dst), pause);
     loop {
         let mut payload = Vec::with_capacity(buf.len());
         let used = end
             .decode(&buf, &mut payload)
             .map_err(|e| MessageError::BadFraming(from, e))?;
         if !payload.is_empty() || !head.is_empty() {
-            send_with_head(dst, &mut head, payload, pause).await?;
+            send_with_head(dst, &mut head, payload, &mut acks).await?;
         }
         buf.drain(..used);
         if end.is_done() {
@@ -925,16 +937,20 @@ pub async fn forward_dechunked(
         }
         // (The client is watched for a reset meanwhile, as in `forward_message`.)
         let reset = Cell::new(None);
-        let read = within_watching(read_more(src, buf), pause, dst.tcp(), &mut armed, || {
+        let read = watching(read_more(src, buf), dst.tcp(), &mut armed, || {
             was_reset(&*dst, &reset)
         });
-        let read = read.await.ok_or(MessageError::ReadTimeout(from))?;
+        let read = acks
+            .reading(read, pause)
+            .await
+            .map_err(|_| MessageError::WriteStalled(to))?
+            .ok_or(MessageError::ReadTimeout(from))?;
         let Ok((r, b)) = read else {
             let e = reset
                 .take()
                 .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into());
             dst.note_error(&e);
-            return Err(MessageError::Io(dst.side(), e));
+            return Err(MessageError::Io(to, e));
         };
         buf = b;
         match r {

@@ -48,8 +48,8 @@ use crate::core::{Core, EndpointClaim, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::{MessageError, Side};
 use crate::forward::BodySplice;
 use crate::io::{
-    read_more, read_some, read_within, tcp_fd, watching, within_after_acked, write_all, Client,
-    Peer, Stopped, READ_CHUNK,
+    read_more, read_some, read_within, tcp_fd, watching, within_after_acked, write_all, AckWatch,
+    Client, Peer, Stopped, READ_CHUNK,
 };
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, HttpMetrics, PeerCounters, Protocol, StreamTimeout};
@@ -301,7 +301,8 @@ async fn relay_response(
     if let Some(n) = whole_body(resp.framing, &ubuf) {
         let (mut head, mut body) = (resp.head, ubuf);
         let rest = body.split_off(n);
-        return send_with_head(client, &mut head, body, pause)
+        let mut acks = AckWatch::new(tcp_fd(client), pause);
+        return send_with_head(client, &mut head, body, &mut acks)
             .await
             .map(|()| rest);
     }
@@ -436,7 +437,8 @@ async fn send_request_body(
             let mut head = head;
             let mut buf = buf;
             let rest = buf.split_off(n);
-            send_with_head(up, &mut head, buf, pause)
+            let mut acks = AckWatch::new(tcp_fd(up), pause);
+            send_with_head(up, &mut head, buf, &mut acks)
                 .await
                 .map(|()| Moved::Whole(rest))
         }
@@ -1277,7 +1279,8 @@ async fn exchange(
     let (upstream_keep_alive, close_after) = (resp.keep_alive, resp.close_after);
     let mut resp = resp;
     if resp.framing != Framing::Empty && ubuf.is_empty() {
-        if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), pause).await {
+        let mut acks = AckWatch::new(tcp_fd(client), pause);
+        if let Err(e) = send_with_head(client, &mut resp.head, Vec::new(), &mut acks).await {
             debug!(listener = %l.cfg.name, %peer, error = %e, "response head not sent; closing");
             m.first_byte(code, t0.elapsed());
             m.completed(code, None, Some(ErrorLabel::Client));

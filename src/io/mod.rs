@@ -7,10 +7,12 @@
 //! - [`counted`] and [`coalesce`]: the bridges for poll-style I/O (the `h2` crate over
 //!   monoio's poll-io): byte counting and write coalescing.
 //! - [`sweep`]: idle bounds for waiting connections without a timer each.
+//! - [`acks`]: the writing side's pause bound, from the reader's acknowledgements.
 //!
 //! Not here: what the bytes mean (`http1::message`), the opaque path (`forward`, which splices
 //! and never sees the bytes).
 
+pub mod acks;
 pub mod coalesce;
 pub mod counted;
 pub mod sweep;
@@ -21,6 +23,8 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+
+pub use acks::{AckWatch, Stalled};
 
 use crate::error::Side;
 use crate::metrics::{Close, PeerCounters};
@@ -272,57 +276,6 @@ pub async fn watching<T>(
     }
 }
 
-/// `f`, a wait for a peer to take bytes (a write, or a wait for writability), bounded by
-/// `pause` of **no progress** rather than by its whole length: the wait goes on while the peer
-/// keeps acknowledging bytes of the stream on `fd` ([`sys::tcp_bytes_acked`], looked at every
-/// quarter of `pause`), and ends once `pause` to 1.25 × `pause` passed with none.
-///
-/// A slow but steady reader can keep one write waiting for seconds (the kernel wakes a writer
-/// only when a good part of a send buffer of megabytes is free), and must not be cut for it;
-/// a reader that stopped is cut. Progress is only visible when the reader's window update
-/// arrives, which TCP sends once it has read about one MSS (64 KiB on loopback, about 1.4 KiB
-/// on Ethernet) or a good part of its buffer: a reader slower than that per `pause` looks
-/// stopped. Without `fd` (or where `TCP_INFO` says nothing) this is [`within`].
-///
-/// Returns `None` when a `pause` passed with no progress; `f` is then dropped (cancelled).
-pub async fn within_progress<T>(
-    f: impl std::future::Future<Output = T>,
-    pause: Option<Duration>,
-    fd: Option<std::os::fd::RawFd>,
-) -> Option<T> {
-    let Some(d) = pause else {
-        return Some(f.await);
-    };
-    let mut f = std::pin::pin!(f);
-    // Looks every quarter of `pause`, so a stop is cut between `pause` and 1.25 × `pause`
-    // after the last acknowledgement seen (one look per `pause` would let a stop of almost
-    // twice `pause` through).
-    let look = (d / PROGRESS_LOOKS).max(Duration::from_millis(1));
-    // Most waits end within the first look (a write the send buffer takes at once): the
-    // counter is read only when one does not, so they cost no `getsockopt` (one per chunk
-    // of a chunked body otherwise). Progress before that first look counts from it.
-    if let Ok(v) = monoio::time::timeout(look, f.as_mut()).await {
-        return Some(v);
-    }
-    let mut acked = fd.and_then(sys::tcp_bytes_acked);
-    if acked.is_none() {
-        return monoio::time::timeout(d.saturating_sub(look), f).await.ok();
-    }
-    let mut last = std::time::Instant::now();
-    loop {
-        if let Ok(v) = monoio::time::timeout(look, f.as_mut()).await {
-            return Some(v);
-        }
-        let now = fd.and_then(sys::tcp_bytes_acked);
-        if now > acked {
-            acked = now;
-            last = std::time::Instant::now();
-        } else if last.elapsed() >= d {
-            return None;
-        }
-    }
-}
-
 /// `f`, a wait for the peer on `fd` to answer what was written to it, bounded by `bound`
 /// counted from the peer's last acknowledgement: while bytes written to `fd` are still
 /// unacknowledged ([`sys::tcp_unacked_bytes`]: a request body still draining from the send
@@ -371,10 +324,7 @@ pub async fn within_after_acked<T>(
 /// How often [`within_after_acked`] looks at a socket with bytes still unacknowledged.
 pub const ACK_LOOK: Duration = Duration::from_millis(10);
 
-/// How many times per `pause` [`within_progress`] looks for acknowledged bytes.
-const PROGRESS_LOOKS: u32 = 4;
-
-/// The raw fd of `p`'s TCP socket, for [`within_progress`].
+/// The raw fd of `p`'s TCP socket, for [`AckWatch`].
 pub fn tcp_fd(p: &impl Peer) -> Option<std::os::fd::RawFd> {
     use std::os::fd::AsRawFd;
     p.tcp().map(|t| t.as_raw_fd())
@@ -460,15 +410,16 @@ pub async fn read_ready(
 }
 
 /// [`write_all`] for a peer whose TCP socket is non-blocking for the moment (see
-/// [`read_ready`]): `send` at once, and while the send buffer is full a wait for writability
-/// bounded by `pause` of no progress ([`within_progress`]). `None` when the peer took nothing
-/// for that long; otherwise the write's result.
+/// [`read_ready`]): `send` at once, and while the send buffer is full a wait for writability,
+/// with the peer's progress watched by `acks` ([`AckWatch`]) across both. `None` when the
+/// peer stalled (took nothing for the bound while bytes waited for it); otherwise the
+/// write's result.
 ///
 /// Panics if `s` has no TCP socket.
 pub async fn write_ready(
     s: &mut impl Peer,
     mut data: &[u8],
-    pause: Option<Duration>,
+    acks: &mut AckWatch,
 ) -> Option<io::Result<()>> {
     let fd = tcp_fd(s).expect("only TCP peers are non-blocking");
     while !data.is_empty() {
@@ -476,10 +427,11 @@ pub async fn write_ready(
             Ok(n) => {
                 s.wrote(n as u64);
                 data = &data[n..];
+                acks.wrote().ok()?;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let ready = s.tcp().expect("checked").writable(false);
-                if let Err(e) = within_progress(ready, pause, Some(fd)).await? {
+                if let Err(e) = acks.within(ready).await? {
                     s.note_error(&e);
                     return Some(Err(e));
                 }

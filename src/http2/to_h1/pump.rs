@@ -21,7 +21,7 @@ use http::HeaderMap;
 
 use crate::error::Failure;
 use crate::http1::message::{answer_waiting, Waiting};
-use crate::io::{tcp_fd, within_progress, within_watching, Peer, Stopped, READ_CHUNK};
+use crate::io::{tcp_fd, watching, AckWatch, Peer, Stopped, READ_CHUNK};
 use crate::sys;
 use crate::upstream::pool::UpConn;
 
@@ -61,6 +61,8 @@ pub(super) struct Pump {
     stopped: bool,
     /// The client reset its stream (seen by [`Pump::read_response`] or [`Pump::finish`]).
     reset: Option<Reason>,
+    /// The upstream's progress while [`Pump::send`] moves the body ([`AckWatch`]).
+    acks: AckWatch,
 }
 
 /// What a wait in [`Pump::read_response`] or [`Pump::finish`] saw.
@@ -104,6 +106,7 @@ impl Pump {
             state: State::Data,
             stopped: false,
             reset: None,
+            acks: AckWatch::new(None, None),
         };
         if let Some(d) = first.filter(|d| !d.is_empty()) {
             p.queue(d);
@@ -176,15 +179,17 @@ impl Pump {
 
     /// Moves the body to `up` until its end, or until an answer waits before one of its
     /// writes: an error answer stops it ([`REFUSED`], the caller relays that answer), a
-    /// non-error one hands the rest over ([`Sent::Answered`]). A write the upstream takes no
-    /// byte of for `pause` (it may have stopped reading) fails it ([`WRITE_FAILED`], the
-    /// caller looks for an answer sent meanwhile). A client slow to send is watched once its
+    /// non-error one hands the rest over ([`Sent::Answered`]). An upstream that acknowledges
+    /// no byte of it for `pause` while bytes wait for it (it may have stopped reading), during
+    /// a write or while the client is slow to send the next ones ([`AckWatch`]), fails it
+    /// ([`WRITE_FAILED`], the caller looks for an answer sent meanwhile). A client slow to send is watched once its
     /// wait runs past [`crate::io::WATCH_AFTER`], and so is a write the upstream is slow to
     /// take. Errors: the client's stream error as a reset.
     pub async fn send(&mut self, up: &mut UpConn, pause: Duration) -> Result<Sent, Failure> {
         let Some(fd) = tcp_fd(up) else {
             return Err(WRITE_FAILED);
         };
+        self.acks = AckWatch::new(Some(fd), Some(pause));
         let mut looks = Looks {
             answered: false,
             unsettled: true,
@@ -206,14 +211,12 @@ impl Pump {
                     }
                     State::Data => {
                         let look = || stops(looks.look(&*up));
-                        let next = within_watching(
-                            self.body.data(),
-                            None,
-                            Some(up.stream()),
-                            &mut armed,
-                            look,
-                        );
-                        match next.await {
+                        let next = watching(self.body.data(), Some(up.stream()), &mut armed, look);
+                        // (The upstream may stall meanwhile with bytes of the body unread.)
+                        let Ok(next) = self.acks.reading(next, None).await else {
+                            return Err(WRITE_FAILED);
+                        };
+                        match next {
                             Some(Ok(Some(d))) => {
                                 let d = d.map_err(reset)?;
                                 if !d.is_empty() {
@@ -238,6 +241,7 @@ impl Pump {
                 return looks.stopped();
             }
             if self.send_now(up, fd).map_err(|_| WRITE_FAILED)? {
+                self.acks.wrote().map_err(|_| WRITE_FAILED)?;
                 watch = true;
                 continue;
             }
@@ -251,7 +255,7 @@ impl Pump {
                     _ = t.readable(false), if read => true,
                 }
             };
-            match within_progress(wait, Some(pause), Some(fd)).await {
+            match self.acks.within(wait).await {
                 None => return Err(WRITE_FAILED),
                 Some(readable) => watch &= !readable,
             }
@@ -296,15 +300,17 @@ impl Pump {
         }
     }
 
-    /// Moves what is left of the body once the response has ended, each stretch with no byte
-    /// moved bounded by `pause` (`body_timeout_ms`): an upstream that answered whole may
-    /// read the rest or not, and a client may send it or not; either stopping ends it.
+    /// Moves what is left of the body once the response has ended, the upstream's progress
+    /// bounded by `pause` (`body_timeout_ms`, [`AckWatch`]): an upstream that answered whole
+    /// may read the rest or not, and a client may send it or not; either stopping ends it.
     pub async fn finish(mut self, up: &mut UpConn, pause: Duration) {
         let Some(fd) = tcp_fd(up) else {
             return;
         };
+        let mut acks = AckWatch::new(Some(fd), Some(pause));
         while !self.is_done() {
             match self.step(up, fd) {
+                Ok(true) if acks.wrote().is_err() => return,
                 Ok(true) => continue,
                 // The step may have stopped the body (the upstream no longer takes it):
                 // nothing is left to wait for.
@@ -312,7 +318,7 @@ impl Pump {
                 Ok(false) => {}
                 Err(_) => return,
             }
-            let woke = within_progress(self.wait(up, false), Some(pause), Some(fd)).await;
+            let woke = acks.within(self.wait(up, false)).await;
             match woke.map(|w| self.take(w)) {
                 Some(Ok(())) => {}
                 _ => return,
