@@ -682,6 +682,8 @@ fn a_reader_that_stops_while_the_body_trickles_is_cut_after_the_pause_bound() {
         });
         let p = proxy_with(&[up], &paused_top(splice), "");
         let case = format!("chunked {chunked}, splice {splice}");
+        // (Printed with a failure's output.)
+        println!("case: {case}");
         let mut c = TcpStream::connect(addr(&p)).unwrap();
         write!(c, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         // Reads the fast part, then stops.
@@ -693,10 +695,13 @@ fn a_reader_that_stops_while_the_body_trickles_is_cut_after_the_pause_bound() {
                 Ok(n) => got += n,
             }
         }
-        wait_metric(
+        // (The client's receive buffer, grown to up to 6 MB while it read, fills first at
+        // the trickle's pace.)
+        wait_metric_within(
             &p,
             "response_total{status_code=\"200\",classification=\"failure\",error=\"client\"}",
             1.0,
+            Duration::from_secs(60),
         );
         // What the client's kernel had taken: the rest of its receive queue.
         while let Ok(n) = std::io::Read::read(&mut c, &mut piece) {
@@ -729,15 +734,7 @@ fn an_upstream_that_stops_reading_a_trickling_upload_is_given_up_on_after_the_pa
         let (go, gone) = std::sync::mpsc::channel::<()>();
         // A small receive buffer: the upstream's kernel stops acknowledging soon after the
         // upstream stops reading.
-        let l = {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.set_recv_buffer_size(64 << 10).unwrap();
-            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-                .unwrap();
-            s.listen(8).unwrap();
-            std::net::TcpListener::from(s)
-        };
+        let l = listen_small(64 << 10);
         let up = l.local_addr().unwrap();
         std::thread::spawn(move || {
             let Ok((mut c, _)) = l.accept() else { return };

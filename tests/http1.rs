@@ -1931,14 +1931,7 @@ fn a_steady_slow_upload_sees_an_early_error_answer_soon() {
 /// waiting to write when the answer comes.
 #[test]
 fn an_upstream_that_answered_and_stopped_reading_is_relayed_without_the_stall_bound() {
-    let l = {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(4096).unwrap();
-        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        s.listen(8).unwrap();
-        std::net::TcpListener::from(s)
-    };
+    let l = listen_small(4096);
     let up = l.local_addr().unwrap();
     std::thread::spawn(move || {
         let Ok((mut c, _)) = l.accept() else { return };

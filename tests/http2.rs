@@ -1296,14 +1296,7 @@ fn a_slow_but_steady_h1_upload_reader_is_not_timed_out() {
 fn an_h1_upstream_that_stops_reading_while_the_h2_client_pauses_its_upload_gets_a_502() {
     // Reads the request head, then nothing, and never answers; a small receive buffer, so
     // that its kernel stops acknowledging soon after.
-    let l = {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(64 << 10).unwrap();
-        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        s.listen(8).unwrap();
-        std::net::TcpListener::from(s)
-    };
+    let l = listen_small(64 << 10);
     let up = l.local_addr().unwrap();
     let (done, held) = mpsc::channel::<()>();
     std::thread::spawn(move || {

@@ -223,7 +223,9 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
         let BodyWatch {
             look, armed, acks, ..
         } = self;
-        let watched = watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false));
+        let watched = std::pin::pin!(watching(wait, dst.tcp(), armed, move || {
+            look(dst, u64::MAX, false)
+        }));
         acks.within(watched).await
     }
 
@@ -246,8 +248,10 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
             stalled,
             ..
         } = self;
-        let watched = watching(wait, dst.tcp(), armed, move || look(dst, u64::MAX, false));
         async move {
+            let watched = std::pin::pin!(watching(wait, dst.tcp(), armed, move || {
+                look(dst, u64::MAX, false)
+            }));
             match acks.reading(watched, pause).await {
                 Ok(w) => w,
                 Err(_) => {

@@ -335,8 +335,11 @@ pub async fn send_with_head(
         out.extend_from_slice(&data);
         out
     };
-    acks.within(write_all(dst, out))
-        .await
+    let written = {
+        let write = std::pin::pin!(write_all(dst, out));
+        acks.within(write).await
+    };
+    written
         .ok_or(MessageError::WriteStalled(side))?
         .map_err(|e| MessageError::Io(side, e))?;
     acks.wrote().map_err(|_| MessageError::WriteStalled(side))
@@ -937,12 +940,13 @@ pub async fn forward_dechunked(
         }
         // (The client is watched for a reset meanwhile, as in `forward_message`.)
         let reset = Cell::new(None);
-        let read = watching(read_more(src, buf), dst.tcp(), &mut armed, || {
-            was_reset(&*dst, &reset)
-        });
-        let read = acks
-            .reading(read, pause)
-            .await
+        let read = {
+            let read = std::pin::pin!(watching(read_more(src, buf), dst.tcp(), &mut armed, || {
+                was_reset(&*dst, &reset)
+            }));
+            acks.reading(read, pause).await
+        };
+        let read = read
             .map_err(|_| MessageError::WriteStalled(to))?
             .ok_or(MessageError::ReadTimeout(from))?;
         let Ok((r, b)) = read else {

@@ -11,7 +11,9 @@
 //! goes on, and says the reader stalled once bytes stayed unacknowledged with none taken for
 //! the bound: between 1 and 1.25 times the bound after the last acknowledgement.
 
+use std::future::Future;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -29,7 +31,7 @@ const LOOKS: u32 = 4;
 #[derive(Debug)]
 pub struct AckWatch {
     /// The reader's socket; `None` when there is none, or `TCP_INFO` says nothing for it
-    /// (then each wait is bounded by the bound as a whole, as [`crate::io::within`] does).
+    /// (then each wait is bounded by the bound as a whole).
     fd: Option<RawFd>,
     /// The bound; `None`: none.
     pause: Option<Duration>,
@@ -67,9 +69,9 @@ impl AckWatch {
     /// When the look after one at `now` is due: a quarter of the bound later, at least 1 ms
     /// (without a bound, never: `now` is never looked at).
     fn after(&self, now: Instant) -> Instant {
-        let every = self
-            .pause
-            .map_or(Duration::ZERO, |p| (p / LOOKS).max(Duration::from_millis(1)));
+        let every = self.pause.map_or(Duration::ZERO, |p| {
+            (p / LOOKS).max(Duration::from_millis(1))
+        });
         now.checked_add(every).unwrap_or(now)
     }
 
@@ -124,7 +126,8 @@ impl AckWatch {
     /// looking every quarter of the bound meanwhile. A slow but steady reader keeps one wait
     /// going however long it takes. Without a bound this is `f`; without a socket `TCP_INFO`
     /// can tell about, `f` bounded by the whole bound.
-    pub async fn within<T>(&mut self, f: impl std::future::Future<Output = T>) -> Option<T> {
+    pub async fn within<F: Future>(&mut self, mut f: Pin<&mut F>) -> Option<F::Output> {
+        // (`f` pinned by the caller: the wait is kept once, not again in this future.)
         let Some(pause) = self.pause else {
             return Some(f.await);
         };
@@ -133,7 +136,6 @@ impl AckWatch {
         }
         // (A wait for the reader: bytes are unacknowledged.)
         self.wrote = true;
-        let mut f = std::pin::pin!(f);
         loop {
             let wait = self.next.saturating_duration_since(Instant::now());
             if let Ok(v) = monoio::time::timeout(wait, f.as_mut()).await {
@@ -152,24 +154,19 @@ impl AckWatch {
     /// (`Ok(None)` when that passed; `None`: no bound), while the reader of what was already
     /// written is watched: `Err(Stalled)` when it stalled meanwhile. Looks at the socket only
     /// while bytes may be unacknowledged, on the same timer as the wait's own bound.
-    pub async fn reading<T>(
+    pub async fn reading<F: Future>(
         &mut self,
-        f: impl std::future::Future<Output = T>,
+        mut f: Pin<&mut F>,
         pause: Option<Duration>,
-    ) -> Result<Option<T>, Stalled> {
-        if !self.looking() {
-            return Ok(crate::io::within(f, pause).await);
-        }
+    ) -> Result<Option<F::Output>, Stalled> {
         // (A bound too far to add is none.)
         let deadline = pause.and_then(|p| Instant::now().checked_add(p));
-        let mut f = std::pin::pin!(f);
         loop {
-            let until = if self.looking() {
-                deadline.map_or(self.next, |d| d.min(self.next))
-            } else if let Some(d) = deadline {
-                d
-            } else {
-                return Ok(Some(f.await));
+            let until = match (self.looking(), deadline) {
+                (true, Some(d)) => d.min(self.next),
+                (true, None) => self.next,
+                (false, Some(d)) => d,
+                (false, None) => return Ok(Some(f.await)),
             };
             let wait = until.saturating_duration_since(Instant::now());
             if let Ok(v) = monoio::time::timeout(wait, f.as_mut()).await {

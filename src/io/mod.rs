@@ -430,8 +430,11 @@ pub async fn write_ready(
                 acks.wrote().ok()?;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = s.tcp().expect("checked").writable(false);
-                if let Err(e) = acks.within(ready).await? {
+                let ready = {
+                    let ready = std::pin::pin!(s.tcp().expect("checked").writable(false));
+                    acks.within(ready).await?
+                };
+                if let Err(e) = ready {
                     s.note_error(&e);
                     return Some(Err(e));
                 }

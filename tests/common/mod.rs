@@ -107,6 +107,17 @@ pub fn dead_addr() -> SocketAddr {
     a
 }
 
+/// A loopback listener on port 0 whose connections have a receive buffer of `bytes` (the
+/// kernel doubles it): a peer that stops reading is soon acknowledged no more.
+pub fn listen_small(bytes: usize) -> TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(bytes).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(64).unwrap();
+    s.into()
+}
+
 /// A loopback listener on port 0 with a deep backlog (std's is 128: too shallow for a burst
 /// of 1,000 connects, whose dropped SYNs would turn into upstream connect timeouts).
 pub fn listen_any() -> TcpListener {
@@ -291,14 +302,7 @@ pub fn answers_early_and_keeps_the_connection(
 /// An upstream that reads a request body slowly but steadily (a 16 KiB receive buffer,
 /// 32 KiB every 10 ms, about 3 MB/s), then answers 200 with the byte count it read.
 pub fn slow_reading_upstream() -> SocketAddr {
-    let l = {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(16 << 10).unwrap();
-        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        s.listen(64).unwrap();
-        std::net::TcpListener::from(s)
-    };
+    let l = listen_small(16 << 10);
     let a = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for c in l.incoming() {
@@ -412,7 +416,13 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// Scrapes until `series` equals `want` (metrics are updated by the worker after the client
 /// may already have seen the effect), failing after 10 s.
 pub fn wait_metric(s: &Server, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_metric_within(s, series, want, Duration::from_secs(10));
+}
+
+/// [`wait_metric`] with a deadline of `within` (for outcomes that take seconds to come, such
+/// as a receive buffer filling at a paced rate).
+pub fn wait_metric_within(s: &Server, series: &str, want: f64, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         let (_, text) = admin_get(s, "/metrics");
         let got = metric(&text, series);

@@ -210,10 +210,18 @@ impl Pump {
                         })
                     }
                     State::Data => {
-                        let look = || stops(looks.look(&*up));
-                        let next = watching(self.body.data(), Some(up.stream()), &mut armed, look);
                         // (The upstream may stall meanwhile with bytes of the body unread.)
-                        let Ok(next) = self.acks.reading(next, None).await else {
+                        let next = {
+                            let look = || stops(looks.look(&*up));
+                            let next = std::pin::pin!(watching(
+                                self.body.data(),
+                                Some(up.stream()),
+                                &mut armed,
+                                look
+                            ));
+                            self.acks.reading(next, None).await
+                        };
+                        let Ok(next) = next else {
                             return Err(WRITE_FAILED);
                         };
                         match next {
@@ -249,12 +257,12 @@ impl Pump {
             // round's look tells what made it readable).
             let t = up.stream();
             let read = watch && looks.unsettled;
-            let wait = async {
+            let wait = std::pin::pin!(async {
                 monoio::select! {
                     _ = t.writable(false) => false,
                     _ = t.readable(false), if read => true,
                 }
-            };
+            });
             match self.acks.within(wait).await {
                 None => return Err(WRITE_FAILED),
                 Some(readable) => watch &= !readable,
@@ -318,7 +326,7 @@ impl Pump {
                 Ok(false) => {}
                 Err(_) => return,
             }
-            let woke = acks.within(self.wait(up, false)).await;
+            let woke = acks.within(std::pin::pin!(self.wait(up, false))).await;
             match woke.map(|w| self.take(w)) {
                 Some(Ok(())) => {}
                 _ => return,
