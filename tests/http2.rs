@@ -1340,6 +1340,144 @@ fn an_h1_upstream_that_stops_reading_while_the_h2_client_pauses_its_upload_gets_
     drop(done);
 }
 
+/// An HTTP/2 client that stops reading its socket while its window still lets a slow event
+/// stream go on (a large window, as curl, browsers and gRPC clients grant) has its
+/// connection ended once it acknowledged no byte for `stream_idle_timeout_ms`, as an HTTP/1
+/// client is cut, though every write of the proxy to it still succeeds. Was (review): the
+/// stream was reset only once the proxy's send buffer towards the client (up to 4 MB) had
+/// filled at the stream's pace, 25 s after the last acknowledgement with a 2 s bound, or
+/// never at 50 KB/s; the connection stayed open.
+#[test]
+fn an_h2_client_that_stops_reading_a_trickling_stream_has_its_connection_ended() {
+    // Sent to the client before it stops reading, in bytes.
+    const FAST: usize = 1 << 20;
+    let (tx, sent) = mpsc::channel();
+    let (up, _) = upstream(move |mut c: TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match c.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => return,
+            }
+        }
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        // A fast start, then 8 KiB every 4 ms (about 2 MB/s) until the proxy lets go.
+        let piece = generated(6, 8 << 10);
+        let mut total = 0;
+        loop {
+            let n = if total < FAST { 64 << 10 } else { piece.len() };
+            let mut chunk = format!("{n:x}\r\n").into_bytes();
+            chunk.extend_from_slice(&piece.repeat(n / piece.len()));
+            chunk.extend_from_slice(b"\r\n");
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+            total += n;
+            if total >= FAST {
+                // Pacing is what the test is about, not synchronisation.
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        }
+        let _ = tx.send(total);
+    });
+    let p = proxy_with(&[up], "[http1]\nstream_idle_timeout_ms = 300\n", H1_UP);
+    // A fixed receive buffer (no autotuning): the client's kernel stops acknowledging soon
+    // after the client stops reading.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(128 << 10).unwrap();
+    sock.connect(&addr(&p).into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    // The preface; SETTINGS with a 1 GiB stream window; the connection window to match; a GET
+    // (HPACK: :method GET, :scheme http, :path /, :authority "x").
+    let window: u32 = 1 << 30;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut settings = vec![0, 4];
+    settings.extend_from_slice(&window.to_be_bytes());
+    hello.extend(frame(4, 0, 0, &settings));
+    hello.extend(frame(8, 0, 0, &(window - 65_535).to_be_bytes()));
+    hello.extend(frame(1, 0x5, 1, &[0x82, 0x86, 0x84, 0x41, 0x01, b'x']));
+    c.write_all(&hello).unwrap();
+    // Reads the fast part, then stops reading.
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < FAST {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("closed after {got} bytes"),
+            Ok(n) => got += n,
+        }
+    }
+    // The proxy lets go of the upstream once it ended the client's connection.
+    let sent = sent.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Then the client's connection is over: what its kernel holds, then the end (a stream
+    // reset alone would leave it open, and this read waiting).
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let end = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert!(
+        matches!(end, Ok(()) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the connection did not end: {end:?}"
+    );
+    println!("the upstream sent {} bytes past the fast part", sent - FAST);
+    // What the stall left queued in the proxy: at most what came in 1.25 bounds (~0.75 MB),
+    // the stream's send buffer (400 KiB) and the client's buffer, with room to spare; not
+    // the 4 MB send buffer that used to fill first.
+    assert!(
+        sent < FAST + (5 << 19),
+        "the upstream sent {} bytes past the fast part",
+        sent - FAST
+    );
+}
+
+/// A slow but steady HTTP/2 reader (a 1 KiB stream window, given back every 100 ms) is not
+/// cut by `stream_idle_timeout_ms` (300 ms here) though each 8 KiB chunk of an HTTP/1.1
+/// upstream's response takes it ~0.8 s: the bound is on a wait for window with none
+/// granted, not on a whole chunk. Was (review): a client granting 3–4 KB/s was reset with
+/// `CANCEL` under a 2 s bound.
+#[test]
+fn a_slow_but_steady_h2_reader_is_not_cut() {
+    let p = proxy_with(
+        &[h1_upstream()],
+        "[http1]\nstream_idle_timeout_ms = 300\n",
+        H1_UP,
+    );
+    let size = 24 << 10;
+    let target = addr(&p);
+    rt().block_on(async move {
+        let s = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(1024)
+            .handshake::<_, Bytes>(s)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut s = send.ready().await.unwrap();
+        let req = Request::post("http://x/echo").body(()).unwrap();
+        let (resp, mut body) = s.send_request(req, false).unwrap();
+        let sent = generated(12, size);
+        send_h2_data(&mut body, sent.clone()).await;
+        body.send_data(Bytes::new(), true).unwrap();
+        let (head, mut rbody) = resp.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        let mut got = Vec::new();
+        while let Some(d) = rbody.data().await {
+            let d = d.expect("the stream was reset");
+            got.extend_from_slice(&d);
+            // Pacing is what the test is about, not synchronisation.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = rbody.flow_control().release_capacity(d.len());
+        }
+        assert!(got == sent[..], "{} of {size} bytes", got.len());
+    });
+}
+
 /// On h2 → h2 too, `response_timeout_ms` counts from the end of the request body, not from
 /// its start: a client stream that sends for longer than the bound (a slow upload, a gRPC
 /// client stream) is answered; once its body has ended, an upstream that does not answer

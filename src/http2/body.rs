@@ -1,6 +1,6 @@
 //! Moving HTTP/2 bodies: DATA frames and trailers from one stream to another with flow
 //! control end to end ([`pump_within`]), and sending a chunk as the peer's
-//! window allows ([`send_chunk`]).
+//! window allows ([`send_chunk_within`]).
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -123,43 +123,36 @@ pub fn reset_reason(e: &h2::Error) -> Reason {
     e.reason().unwrap_or(Reason::INTERNAL_ERROR)
 }
 
-/// [`send_chunk`], bounded by `within` (`None`: unbounded): [`Stop::Stalled`] when `dst`
-/// took not all of `data` in time (the caller resets it).
+/// Sends `data` as `dst`'s window and the send buffer allow (`eos` ends the stream with its
+/// last frame), each wait for the window (or for room in the connection's send buffer)
+/// bounded by `within` (`None`: unbounded): [`Stop::Stalled`] when `dst` granted
+/// nothing for that long (the caller resets it). A bound on no progress, not on the whole
+/// chunk: a slow but steady reader that grants a little at a time is not cut (review: one
+/// granting 3–4 KB/s was cut with a 2 s bound, the chunk being 8 KiB).
 pub async fn send_chunk_within(
-    dst: &mut SendStream<Bytes>,
-    data: Bytes,
-    eos: bool,
-    within: Option<std::time::Duration>,
-) -> Result<(), Stop> {
-    match crate::io::within(send_chunk(dst, data, eos), within).await {
-        Some(r) => r.map_err(Stop::Stream),
-        None => Err(Stop::Stalled),
-    }
-}
-
-/// Sends `data` as the peer's window and the send buffer allow; `eos` ends the stream with
-/// its last frame.
-pub async fn send_chunk(
     dst: &mut SendStream<Bytes>,
     mut data: Bytes,
     eos: bool,
-) -> Result<(), h2::Error> {
+    within: Option<std::time::Duration>,
+) -> Result<(), Stop> {
     if data.is_empty() {
         return if eos {
-            dst.send_data(data, true)
+            dst.send_data(data, true).map_err(Stop::Stream)
         } else {
             Ok(())
         };
     }
     while !data.is_empty() {
         dst.reserve_capacity(data.len());
-        match poll_fn(|cx| dst.poll_capacity(cx)).await {
-            None => return Err(Reason::CANCEL.into()),
-            Some(Err(e)) => return Err(e),
+        let granted = crate::io::within(poll_fn(|cx| dst.poll_capacity(cx)), within).await;
+        match granted.ok_or(Stop::Stalled)? {
+            None => return Err(Stop::Stream(Reason::CANCEL.into())),
+            Some(Err(e)) => return Err(Stop::Stream(e)),
             Some(Ok(0)) => {}
             Some(Ok(n)) => {
                 let part = data.split_to(n.min(data.len()));
-                dst.send_data(part, eos && data.is_empty())?;
+                dst.send_data(part, eos && data.is_empty())
+                    .map_err(Stop::Stream)?;
             }
         }
     }

@@ -169,7 +169,12 @@ pub async fn serve(
         }
     };
     let fd = client.socket.as_raw_fd();
-    let io = Coalesce::new(Counted::new(&mut client.socket, src.clone()), fd, src);
+    // A client that stops reading (its kernel acknowledges nothing) while its window lets
+    // the responses go on ends the connection after `stream_idle_timeout_ms`, as an HTTP/1
+    // client would be cut: the streams' own bounds would wait for the send buffer (up to
+    // `tcp_wmem`'s 4 MB) to fill first.
+    let io = Coalesce::new(Counted::new(&mut client.socket, src.clone()), fd, src)
+        .watch_acks(l.http1.stream_idle_timeout);
     let errno = io.last_errno();
     let c = &l.http2;
     let mut b = h2::server::Builder::new();

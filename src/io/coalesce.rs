@@ -39,11 +39,16 @@ use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::acks::AckWatch;
 use crate::metrics::PeerCounters;
 use crate::sys;
+
+/// The error a stalled peer's connection ends with ([`Coalesce::watch_acks`]).
+const STALLED: &str = "the peer acknowledged no byte for stream_idle_timeout_ms";
 
 /// Buffered bytes beyond which a write goes out without waiting for the flush.
 const WRITE_THROUGH: usize = 256 * 1024;
@@ -88,6 +93,8 @@ struct Outbox {
     error: Option<io::Error>,
     /// The connection task, woken when the flusher could not send everything.
     task: Option<Waker>,
+    /// The peer's progress, when watched ([`Coalesce::watch_acks`]).
+    acks: Option<AckWatch>,
 }
 
 impl Outbox {
@@ -118,14 +125,29 @@ impl Outbox {
         self.buf.extend_from_slice(data);
     }
 
+    /// Notes bytes the socket took: `Err` when the watched peer stalled ([`AckWatch`]).
+    fn sent(&mut self, n: usize) -> io::Result<()> {
+        self.at += n;
+        match self.acks.as_mut().map(AckWatch::wrote) {
+            Some(Err(_)) => Err(io::Error::new(io::ErrorKind::TimedOut, STALLED)),
+            _ => Ok(()),
+        }
+    }
+
     /// The flusher's send: as much as the socket takes now.
     fn send(&mut self) {
         let Some(fd) = self.fd else { return };
         while self.at < self.buf.len() {
             match sys::send_now(fd, &self.buf[self.at..]) {
                 Ok(n) => {
-                    self.at += n;
                     self.counters.wrote(n as u64);
+                    if let Err(e) = self.sent(n) {
+                        self.error = Some(e);
+                        if let Some(t) = &self.task {
+                            t.wake_by_ref();
+                        }
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -238,12 +260,26 @@ impl<T> Coalesce<T> {
             blocked: false,
             error: None,
             task: None,
+            acks: None,
         };
         Coalesce {
             io,
             out: Rc::new(RefCell::new(out)),
             errno: LastErrno::default(),
         }
+    }
+
+    /// Watches whether the peer keeps acknowledging what is written to it ([`AckWatch`]):
+    /// once bytes stayed unacknowledged with none taken for `pause` (between 1 and 1.25 times
+    /// `pause` after its last acknowledgement), the next write or flush fails with
+    /// `TimedOut`, which ends the connection. Looked at only after writes: a peer that stops
+    /// once the send buffer is full is left to the waits' own bounds.
+    pub fn watch_acks(self, pause: Duration) -> Coalesce<T> {
+        {
+            let mut out = self.out.borrow_mut();
+            out.acks = Some(AckWatch::new(out.fd, Some(pause)));
+        }
+        self
     }
 
     /// Where the number of its last OS error is kept.
@@ -272,7 +308,7 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             let at = out.at;
             match Pin::new(&mut self.io).poll_write(cx, &out.buf[at..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => out.at += n,
+                Poll::Ready(Ok(n)) => out.sent(n)?,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
