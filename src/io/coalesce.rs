@@ -125,11 +125,18 @@ impl Outbox {
         self.buf.extend_from_slice(data);
     }
 
-    /// Notes bytes the socket took: `Err` when the watched peer stalled ([`AckWatch`]).
+    /// Notes bytes the socket took: `Err` when the watched peer stalled ([`AckWatch`]); its
+    /// socket is then set to close with a reset (`SO_LINGER` 0), so that the close frees the
+    /// bytes it still holds for a peer that may never read them.
     fn sent(&mut self, n: usize) -> io::Result<()> {
         self.at += n;
         match self.acks.as_mut().map(AckWatch::wrote) {
-            Some(Err(_)) => Err(io::Error::new(io::ErrorKind::TimedOut, STALLED)),
+            Some(Err(_)) => {
+                if let Some(fd) = self.fd {
+                    let _ = sys::set_linger_zero(fd);
+                }
+                Err(io::Error::new(io::ErrorKind::TimedOut, STALLED))
+            }
             _ => Ok(()),
         }
     }
