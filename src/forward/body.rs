@@ -183,7 +183,7 @@ pub enum RunError {
 /// the run's last, and says whether the destination refused the rest (which ends the move).
 /// While `armed`, a wait for the source's next bytes that runs past
 /// [`crate::io::WATCH_AFTER`] also wakes when the destination turns readable, and looks then
-/// ([`crate::io::within_watching`]). A response body's watch looks only when a wait wakes
+/// ([`watching`]). A response body's watch looks only when a wait wakes
 /// (`writes` false): its destination is the client, watched for a reset while the upstream
 /// pauses.
 ///
@@ -230,7 +230,7 @@ impl<'w, D: Peer> BodyWatch<'w, D> {
     }
 
     /// `wait` (for the source's next bytes) bounded by `pause`, watching `dst` as
-    /// [`crate::io::within_watching`] does: `None` when `pause` passed, `Some(Err(Stopped))`
+    /// [`watching`] does, bounded by `pause`: `None` when `pause` passed, `Some(Err(Stopped))`
     /// when `dst` refused the body meanwhile, or stalled with bytes of it unacknowledged
     /// ([`AckWatch::reading`]; `stalled` is then set).
     /// (Plain functions, not `async fn`s, for the reason [`crate::io::within`] gives.)

@@ -219,27 +219,13 @@ pub fn within<F: std::future::Future>(
     }
 }
 
-/// How long a wait for one peer runs before [`within_watching`] also watches the other: most
+/// How long a wait for one peer runs before [`watching`] also watches the other: most
 /// waits for a request body's next bytes end well within it and cost no second readiness op.
 pub const WATCH_AFTER: Duration = Duration::from_millis(10);
 
-/// The other peer spoke, and the wait for this one was given up ([`within_watching`]).
+/// The other peer spoke, and the wait for this one was given up ([`watching`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
-
-/// [`within`] for a wait on one peer (a request body's next bytes) while the other (the
-/// upstream the body goes to) may speak first: [`watching`], bounded by `pause`. `None` when
-/// `pause` passed first, as with [`within`].
-/// (A plain function, as [`within`] is.)
-pub fn within_watching<'a, T: 'a>(
-    wait: impl std::future::Future<Output = T> + 'a,
-    pause: Option<Duration>,
-    other: Option<&'a TcpStream>,
-    armed: &'a mut bool,
-    look: impl FnMut() -> bool + 'a,
-) -> impl std::future::Future<Output = Option<Result<T, Stopped>>> + 'a {
-    within(watching(wait, other, armed, look), pause)
-}
 
 /// `wait` (for one peer: a request body's next bytes, or room to write them) while the other
 /// peer may speak first: once `wait` has been pending for [`WATCH_AFTER`], `other` is watched
