@@ -194,6 +194,21 @@ async fn client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
     send
 }
 
+/// An h2 client connection whose streams get a window of `window` bytes (the default
+/// connection window), for clients that grant little or nothing.
+async fn client_with_window(addr: SocketAddr, window: u32) -> h2::client::SendRequest<Bytes> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake::<_, Bytes>(s)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
 fn get(authority: &str, path: &str) -> Request<()> {
     Request::get(format!("http://{authority}{path}"))
         .body(())
@@ -1451,15 +1466,7 @@ fn a_slow_but_steady_h2_reader_is_not_cut() {
     let size = 24 << 10;
     let target = addr(&p);
     rt().block_on(async move {
-        let s = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(1024)
-            .handshake::<_, Bytes>(s)
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let send = client_with_window(target, 1024).await;
         let mut s = send.ready().await.unwrap();
         let req = Request::post("http://x/echo").body(()).unwrap();
         let (resp, mut body) = s.send_request(req, false).unwrap();
@@ -2355,15 +2362,7 @@ fn a_proxy_answer_to_a_client_that_grants_no_window_is_reset() {
     );
     let target = addr(&p);
     rt().block_on(async move {
-        let s = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, Bytes>(s)
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let send = client_with_window(target, 0).await;
         let mut s = send.ready().await.unwrap();
         let (resp, _) = s.send_request(get("x", "/"), true).unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(20), resp)
