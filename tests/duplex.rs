@@ -667,3 +667,59 @@ fn an_echo_that_sends_its_own_100_with_its_answer_echoes_the_whole_body() {
         assert!(body.iter().all(|&b| b == b'x'), "round {round}");
     }
 }
+
+/// A client that stops reading the echo while it keeps trickling its body (1 MB/s): the
+/// response's pause bound counts the client's acknowledgements across the exchange, so the
+/// exchange is cut once the client has taken nothing for `stream_idle_timeout_ms`, though the
+/// body keeps moving. Was: every stretch had bytes moving (the body), so the client was cut
+/// only once every buffer between it, the proxy and the echo had filled and the body stopped
+/// too: about 10 MB of upload later at this pace (copied and spliced alike).
+#[test]
+fn a_client_that_stops_reading_the_echo_while_it_uploads_is_cut_after_the_pause_bound() {
+    for splice in [4096, 0] {
+        let up = echo_upstream();
+        let p = one_worker(
+            up,
+            &format!(
+                "[http1]\nsplice_body_bytes = {splice}\nstream_idle_timeout_ms = 300\n\
+                 body_timeout_ms = 20000\n"
+            ),
+            "",
+        );
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(16 << 10).unwrap();
+        sock.connect(&addr(&p).into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n")
+            .unwrap();
+        // 16 KiB chunks every 16 ms; never reads. Pacing, not synchronisation: the outcome
+        // does not depend on the exact rate.
+        let mut chunk = format!("{:x}\r\n", 16 << 10).into_bytes();
+        chunk.extend(std::iter::repeat(b'x').take(16 << 10));
+        chunk.extend_from_slice(b"\r\n");
+        let limit = 24u64 << 20;
+        let mut sent = 0u64;
+        let started = std::time::Instant::now();
+        while sent < limit {
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+            std::thread::sleep(Duration::from_millis(16));
+        }
+        println!(
+            "splice {splice}: the client sent {sent} body bytes in {:?} before the cut",
+            started.elapsed()
+        );
+        assert!(
+            sent < 4 << 20,
+            "splice {splice}: the client sent {sent} bytes without being cut"
+        );
+        wait_metric(
+            &p,
+            "response_total{status_code=\"200\",classification=\"failure\",error=\"client\"}",
+            1.0,
+        );
+    }
+}

@@ -16,12 +16,12 @@
 //! common one. The connection is not reused after it, on either side.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::head::{Framing, HeadError};
 use super::message::{BodyEnd, Unfinished, MAX_INTERIM};
 use crate::error::{MessageError, Side};
-use crate::io::{tcp_fd, Peer, READ_CHUNK};
+use crate::io::{tcp_fd, AckWatch, Peer, READ_CHUNK};
 use crate::sys;
 
 /// A response head as [`duplex`] relays it: what the caller's `parse` makes of the bytes.
@@ -78,7 +78,11 @@ struct Blocked {
 /// byte moved in either direction is bounded by `pauses`: `body` while only the client's body
 /// is awaited or only the body is left to move (as `body_timeout_ms` bounds a body's pauses;
 /// a body the upstream stops taking after its whole answer then ends the exchange as a
-/// success, `body_whole` false), else `response`. `on_head` is called with the final status
+/// success, `body_whole` false), else `response`. Each reader's acknowledgements are watched
+/// across the exchange too ([`AckWatch`]), however much moves the other way: a client that
+/// acknowledges no response byte for `response` ends it (`WriteStalled(Client)`), an upstream
+/// that acknowledges no body byte for `body` stops the body (as a refused write does; before
+/// the response head, `WriteStalled(Upstream)`). `on_head` is called with the final status
 /// code when its head goes out. Bytes the client sent past the body's end (the next request)
 /// are returned; the upstream connection is not reused (bytes past the response are
 /// dropped).
@@ -171,6 +175,13 @@ async fn run(
     let mut interim = 0;
     // The upstream closed its side (before the response's end: the end must be in `ubuf`).
     let mut up_closed = false;
+    // Whether each reader keeps taking what is written to it, counted across the exchange:
+    // a stretch bound alone never ends while the other direction moves, nor while the
+    // kernel still queues the writes (up to `tcp_wmem`'s maximum).
+    let mut client_acks = AckWatch::new(Some(cfd), Some(pauses.response));
+    let mut up_acks = AckWatch::new(Some(ufd), Some(pauses.body));
+    // The start of the current stretch with nothing moved.
+    let mut still = Instant::now();
     loop {
         let mut moved = false;
         let mut blocked = Blocked::default();
@@ -182,6 +193,9 @@ async fn run(
                     up.wrote(n as u64);
                     sent += n;
                     moved = true;
+                    if up_acks.wrote().is_err() {
+                        stopped = up_stalled(&phase)?;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked.up_write = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
@@ -245,6 +259,7 @@ async fn run(
                     client.wrote(n as u64);
                     written += n;
                     moved = true;
+                    client_acks.wrote().map_err(|_| WriteStalled(Client))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked.client_write = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => moved = true,
@@ -332,11 +347,21 @@ async fn run(
             return Err(Eof(Upstream));
         }
 
+        // A direction whose writes wait may have a reader that stopped, whatever else moves.
+        if blocked.client_write {
+            client_acks.due().map_err(|_| WriteStalled(Client))?;
+        }
+        if blocked.up_write && !stopped && up_acks.due().is_err() {
+            stopped = up_stalled(&phase)?;
+        }
+
         let response_done = matches!(phase, Phase::Done) && out.is_empty();
+        let body_done = body_done || stopped;
         if response_done && body_done {
             return Ok((!stopped, rest));
         }
         if moved {
+            still = Instant::now();
             continue;
         }
         // 3. Nothing moved: wait for a stuck direction that has something to do.
@@ -355,13 +380,30 @@ async fn run(
         let (Some(c), Some(u)) = (client.tcp(), up.tcp()) else {
             return Err(Io(Upstream, io::ErrorKind::Unsupported.into()));
         };
+        // The stretch's end, or sooner a look at a waiting writer's reader.
+        let end = still.checked_add(pause).unwrap_or(still);
+        let mut until = end;
+        for look in [
+            client_acks.next_look().filter(|_| want.client_write),
+            up_acks.next_look().filter(|_| want.up_write),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            until = until.min(look);
+        }
+        let now = Instant::now();
         let ready = monoio::select! {
             r = c.readable(false), if want.client_read => Some(r),
             r = u.writable(false), if want.up_write => Some(r),
             r = u.readable(false), if want.up_read => Some(r),
             r = c.writable(false), if want.client_write => Some(r),
-            _ = monoio::time::sleep(pause) => None,
+            _ = monoio::time::sleep(until.saturating_duration_since(now)) => None,
         };
+        if ready.is_none() && Instant::now() < end {
+            // A look is due: the next round makes it (its writes wait again, or go).
+            continue;
+        }
         if ready.is_none() && response_done {
             // The client has its whole answer; the upstream (or the client) stopped moving
             // the rest of the body.
@@ -380,5 +422,16 @@ async fn run(
             });
         }
         // (A readiness error shows in the next call on the socket.)
+    }
+}
+
+/// What an upstream that acknowledged no byte of the request body for `body_timeout_ms`
+/// means, by where the response stands: before its head, the exchange fails
+/// (`WriteStalled(Upstream)`: the client gets a 502 or 504); after it, the body stops (`true`,
+/// as when the upstream refuses a write) and the response goes on.
+fn up_stalled(phase: &Phase) -> Result<bool, MessageError> {
+    match phase {
+        Phase::Head => Err(MessageError::WriteStalled(Side::Upstream)),
+        _ => Ok(true),
     }
 }

@@ -585,7 +585,11 @@ async fn answered_duplex(
             let e = result.err();
             debug!(listener = %l.cfg.name, peer = %r.peer, upstream = %r.upstream, error = ?e, "full-duplex exchange failed before the response head");
             let (code, reason) = match e {
-                Some(MessageError::Io(Side::Client, _) | MessageError::Eof(Side::Client)) => {
+                Some(
+                    MessageError::Io(Side::Client, _)
+                    | MessageError::Eof(Side::Client)
+                    | MessageError::WriteStalled(Side::Client),
+                ) => {
                     m.completed(0, None, Some(ErrorLabel::Client));
                     return Some(false);
                 }
