@@ -82,7 +82,8 @@ struct Blocked {
 /// across the exchange too ([`AckWatch`]), however much moves the other way: a client that
 /// acknowledges no response byte for `response` ends it (`WriteStalled(Client)`), an upstream
 /// that acknowledges no body byte for `body` stops the body (as a refused write does; before
-/// the response head, `WriteStalled(Upstream)`). `on_head` is called with the final status
+/// the response head, `WriteStalled(Upstream)`); not while the proxy holds that reader back
+/// itself (it reads nothing from it because the other side takes nothing). `on_head` is called with the final status
 /// code when its head goes out. Bytes the client sent past the body's end (the next request)
 /// are returned; the upstream connection is not reused (bytes past the response are
 /// dropped).
@@ -347,7 +348,18 @@ async fn run(
             return Err(Eof(Upstream));
         }
 
-        // A direction whose writes wait may have a reader that stopped, whatever else moves.
+        // A direction whose writes wait may have a reader that stopped, whatever else moves;
+        // but a reader the proxy itself holds back is not stalled: an upstream stops reading
+        // the body while the proxy reads none of its response (the client takes none: a
+        // pause of the client's is not the upstream's), and a client may stop reading while
+        // the proxy takes none of its body (the upstream takes none: a client that writes
+        // and reads in turn). A stretch with nothing moving at all is the stretch bound's.
+        if blocked.client_write {
+            up_acks.restart();
+        }
+        if blocked.up_write {
+            client_acks.restart();
+        }
         if blocked.client_write {
             client_acks.due().map_err(|_| WriteStalled(Client))?;
         }
@@ -427,7 +439,7 @@ async fn run(
 
 /// What an upstream that acknowledged no byte of the request body for `body_timeout_ms`
 /// means, by where the response stands: before its head, the exchange fails
-/// (`WriteStalled(Upstream)`: the client gets a 502 or 504); after it, the body stops (`true`,
+/// (`WriteStalled(Upstream)`: the client gets a 502); after it, the body stops (`true`,
 /// as when the upstream refuses a write) and the response goes on.
 fn up_stalled(phase: &Phase) -> Result<bool, MessageError> {
     match phase {
