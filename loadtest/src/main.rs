@@ -10,6 +10,7 @@ mod endpoint;
 mod h2load;
 mod load;
 mod report;
+mod ringfloor;
 mod suite;
 mod targets;
 
@@ -190,6 +191,18 @@ enum Cmd {
         /// Accepting threads.
         #[arg(long, default_value_t = 8)]
         threads: usize,
+    },
+    /// Reference: the least an io_uring proxy does per opaque TCP connection (accept,
+    /// connect, recv/send both ways, shutdown, close; nothing else), to measure the kernel's
+    /// share of a proxy's CPU per connection (`scripts/bench-ring-floor.sh`). Not a proxy to
+    /// deploy: no timeouts, limits, metrics or short-write handling.
+    RingFloor {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The one upstream (IPv4).
+        #[arg(long)]
+        upstream: SocketAddr,
     },
     /// Backend: read and discard until EOF.
     Sink {
@@ -608,6 +621,7 @@ fn main() -> Result<()> {
             "echo",
             backends::spawn(backends::Kind::Echo, listen, threads)?,
         )?,
+        Cmd::RingFloor { listen, upstream } => ringfloor::run(listen, upstream)?,
         Cmd::Sink { listen } => {
             serve_forever("sink", backends::spawn(backends::Kind::Sink, listen, 2)?)?
         }
