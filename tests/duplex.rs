@@ -686,11 +686,7 @@ fn a_client_that_stops_reading_the_echo_while_it_uploads_is_cut_after_the_pause_
             ),
             "",
         );
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 << 10).unwrap();
-        sock.connect(&addr(&p).into()).unwrap();
-        let mut c: TcpStream = sock.into();
+        let mut c = small_buffer_client(&p);
         c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n")
             .unwrap();
         // 16 KiB chunks every 16 ms; never reads. Pacing, not synchronisation: the outcome
@@ -741,11 +737,7 @@ fn a_client_that_pauses_reading_the_echo_past_the_body_timeout_gets_it_whole() {
             ),
             "",
         );
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(16 << 10).unwrap();
-        sock.connect(&addr(&p).into()).unwrap();
-        let mut c: TcpStream = sock.into();
+        let mut c = small_buffer_client(&p);
         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let len = 16usize << 20;
         let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -785,4 +777,76 @@ fn a_client_that_pauses_reading_the_echo_past_the_body_timeout_gets_it_whole() {
         );
         sender.join().unwrap();
     }
+}
+
+/// A client that reads the echo slowly but steadily (about 320 KB/s, far below what the
+/// upload could send) for 3 s, with a 1 s `stream_idle_timeout_ms`: its acknowledgements
+/// are progress though the proxy's writes to it wait for seconds (the kernel wakes a writer
+/// only once a third of a send buffer of megabytes is free), so it is not cut, and the echo
+/// comes back whole once it reads fast. Was: cut once a wait for room outlasted the bound
+/// (fresh-user review: readers of 200–400 KB/s cut after 2.0–2.5 s with a 2 s bound).
+#[test]
+fn a_slow_but_steady_reader_of_the_echo_is_not_cut() {
+    for splice in [4096, 0] {
+        let p = one_worker(
+            echo_upstream(),
+            &format!(
+                "[http1]\nsplice_body_bytes = {splice}\nstream_idle_timeout_ms = 1000\n\
+                 body_timeout_ms = 20000\n"
+            ),
+            "",
+        );
+        let mut c = TcpStream::connect(addr(&p)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let len = BODY as usize;
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let sent = body.clone();
+        let sender = std::thread::spawn(move || {
+            let head = format!("POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: {len}\r\n\r\n");
+            let _ = w
+                .write_all(head.as_bytes())
+                .and_then(|_| w.write_all(&sent));
+        });
+        let mut got = Vec::with_capacity(len + 1024);
+        let mut piece = vec![0u8; 256 << 10];
+        // (Acknowledgements come as the client's window reopens, about one 64 KiB loopback
+        // segment at a time: the bound must span a few of them at this pace.)
+        let slow_until = std::time::Instant::now() + Duration::from_millis(3000);
+        let head_end = loop {
+            // Pacing, not synchronisation: 8 KiB every 25 ms, then as fast as it comes.
+            let slow = std::time::Instant::now() < slow_until;
+            let want = if slow { 8 << 10 } else { piece.len() };
+            let n = match c.read(&mut piece[..want]) {
+                Ok(n) => n,
+                Err(e) => panic!("splice {splice}: {e} after {} bytes", got.len()),
+            };
+            assert!(n > 0, "splice {splice}: closed after {} bytes", got.len());
+            got.extend_from_slice(&piece[..n]);
+            if let Some(h) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() >= h + 4 + len {
+                    break h + 4;
+                }
+            }
+            if slow {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        };
+        assert!(got.starts_with(b"HTTP/1.1 200"), "splice {splice}");
+        assert_eq!(got.len() - head_end, len, "splice {splice}");
+        assert!(
+            got[head_end..] == body[..],
+            "splice {splice}: the echo differs"
+        );
+        sender.join().unwrap();
+    }
+}
+
+/// A client of `p` with a 16 KiB receive buffer (the kernel doubles it): once it stops
+/// reading, the proxy's writes to it are soon acknowledged no more.
+fn small_buffer_client(p: &sidewire::server::Server) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&addr(p).into()).unwrap();
+    sock.into()
 }

@@ -83,7 +83,8 @@ struct Blocked {
 /// acknowledges no response byte for `response` ends it (`WriteStalled(Client)`), an upstream
 /// that acknowledges no body byte for `body` stops the body (as a refused write does; before
 /// the response head, `WriteStalled(Upstream)`); not while the proxy holds that reader back
-/// itself (it reads nothing from it because the other side takes nothing). `on_head` is called with the final status
+/// itself (it reads nothing from it because the other side takes nothing). A reader whose
+/// writes wait but who acknowledges bytes makes progress for the stretch bound. `on_head` is called with the final status
 /// code when its head goes out. Bytes the client sent past the body's end (the next request)
 /// are returned; the upstream connection is not reused (bytes past the response are
 /// dropped).
@@ -355,10 +356,10 @@ async fn run(
         // the proxy takes none of its body (the upstream takes none: a client that writes
         // and reads in turn). A stretch with nothing moving at all is the stretch bound's.
         if blocked.client_write {
-            up_acks.restart();
+            up_acks.excuse();
         }
         if blocked.up_write {
-            client_acks.restart();
+            client_acks.excuse();
         }
         if blocked.client_write {
             client_acks.due().map_err(|_| WriteStalled(Client))?;
@@ -392,8 +393,21 @@ async fn run(
         let (Some(c), Some(u)) = (client.tcp(), up.tcp()) else {
             return Err(Io(Upstream, io::ErrorKind::Unsupported.into()));
         };
-        // The stretch's end, or sooner a look at a waiting writer's reader.
-        let end = still.checked_add(pause).unwrap_or(still);
+        // The stretch's end, or sooner a look at a waiting writer's reader. A reader that
+        // acknowledges bytes is progress, though its writes wait: the kernel wakes a writer
+        // only once a third of a send buffer of megabytes is free, which a slow but steady
+        // reader takes seconds to make.
+        let mut from = still;
+        for p in [
+            client_acks.progressed().filter(|_| want.client_write),
+            up_acks.progressed().filter(|_| want.up_write),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            from = from.max(p);
+        }
+        let end = from.checked_add(pause).unwrap_or(from);
         let mut until = end;
         for look in [
             client_acks.next_look().filter(|_| want.client_write),

@@ -41,8 +41,11 @@ pub struct AckWatch {
     owed: bool,
     /// Whether bytes were written since the last look.
     wrote: bool,
-    /// When the reader was last seen taking bytes, or with nothing unacknowledged.
+    /// When the reader was last seen taking bytes, or with nothing unacknowledged (or was
+    /// last excused, [`AckWatch::excuse`]).
     since: Instant,
+    /// When a look last saw the reader acknowledge more than at the look before.
+    progressed: Option<Instant>,
     /// When the next look is due.
     next: Instant,
 }
@@ -60,6 +63,7 @@ impl AckWatch {
             owed: false,
             wrote: false,
             since: now,
+            progressed: None,
             next: now,
         };
         w.next = w.after(now);
@@ -104,7 +108,11 @@ impl AckWatch {
             return Ok(());
         };
         let unacked = sys::tcp_unacked_bytes(fd).unwrap_or(0);
-        if !self.owed || self.acked.map_or(true, |a| acked > a) {
+        let more = self.acked.is_some_and(|a| acked > a);
+        if more {
+            self.progressed = Some(now);
+        }
+        if !self.owed || self.acked.is_none() || more {
             self.since = now;
         }
         self.acked = Some(acked);
@@ -130,10 +138,17 @@ impl AckWatch {
         self.look(now)
     }
 
-    /// Starts over as if new: what the reader did not acknowledge so far is not held against
-    /// it (for a reader the proxy itself held back meanwhile).
-    pub fn restart(&mut self) {
-        *self = AckWatch::new(self.fd, self.pause);
+    /// Restarts the stall bound from now: the time the reader took nothing so far is not held
+    /// against it (for a reader the proxy itself holds back). Looks go on as before, and so
+    /// does [`AckWatch::progressed`].
+    pub fn excuse(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// When a look last saw the reader acknowledge more bytes than the look before (`None`:
+    /// not yet): a caller that bounds its own waits can count that as progress.
+    pub fn progressed(&self) -> Option<Instant> {
+        self.progressed
     }
 
     /// When [`AckWatch::due`] must next be called (a wait should end by then), or `None`
@@ -240,9 +255,10 @@ mod tests {
         let next = w.next_look().expect("a look is due after a write");
         assert!(next >= before + hour / 4);
         assert!(next <= Instant::now() + hour / 4);
-        // Restarted, nothing is owed again.
-        w.restart();
-        assert_eq!(w.next_look(), None);
+        // Excused, the looks go on.
+        w.excuse();
+        assert_eq!(w.next_look(), Some(next));
+        assert_eq!(w.progressed(), None);
         // Without a bound, never.
         let mut w = AckWatch::new(Some(0), None);
         assert_eq!(w.wrote(), Ok(()));
