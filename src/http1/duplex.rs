@@ -84,10 +84,10 @@ struct Blocked {
 /// that acknowledges no body byte for `body` stops the body (as a refused write does; before
 /// the response head, `WriteStalled(Upstream)`); not while the proxy holds that reader back
 /// itself (it reads nothing from it because the other side takes nothing). A reader whose
-/// writes wait but who acknowledges bytes makes progress for the stretch bound. `on_head` is called with the final status
-/// code when its head goes out. Bytes the client sent past the body's end (the next request)
-/// are returned; the upstream connection is not reused (bytes past the response are
-/// dropped).
+/// writes wait but who acknowledges bytes makes progress for the stretch bound. `on_head`
+/// is called with the final status code when its head goes out. Bytes the client sent past
+/// the body's end (the next request) are returned; the upstream connection is not reused
+/// (bytes past the response are dropped).
 ///
 /// Both peers must have TCP sockets (else `Err(Unsupported)` at once).
 #[allow(clippy::too_many_arguments)] // the exchange's state, handed over
