@@ -397,27 +397,16 @@ async fn run(
         // acknowledges bytes is progress, though its writes wait: the kernel wakes a writer
         // only once a third of a send buffer of megabytes is free, which a slow but steady
         // reader takes seconds to make.
-        let mut from = still;
-        for p in [
-            client_acks.progressed().filter(|_| want.client_write),
-            up_acks.progressed().filter(|_| want.up_write),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            from = from.max(p);
-        }
+        let watches = [(want.client_write, &client_acks), (want.up_write, &up_acks)];
+        let waiting = watches.iter().filter(|(w, _)| *w).map(|(_, a)| a);
+        let from = waiting
+            .clone()
+            .filter_map(|a| a.progressed())
+            .fold(still, Instant::max);
         let end = from.checked_add(pause).unwrap_or(from);
-        let mut until = end;
-        for look in [
-            client_acks.next_look().filter(|_| want.client_write),
-            up_acks.next_look().filter(|_| want.up_write),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            until = until.min(look);
-        }
+        let until = waiting
+            .filter_map(|a| a.next_look())
+            .fold(end, Instant::min);
         let now = Instant::now();
         let ready = monoio::select! {
             r = c.readable(false), if want.client_read => Some(r),
