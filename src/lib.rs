@@ -30,6 +30,7 @@
 //!   rate-limited access log.
 //! - [`task`]: spawning a connection's or a stream's task with its panics contained (a panic
 //!   ends that task, logged and counted, not the worker).
+//! - [`h2wire`]: the HTTP/2 wire codec, sans-IO (frames; HPACK).
 //! - [`cpus`]: how many CPUs the process may use (affinity mask, cgroup quota), and pinning.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name file, key and problem.
 //! - [`error`]: the error taxonomy (which side failed, connect errors, stream failures).
@@ -55,7 +56,7 @@
 //! 12. `upstream`
 //! 13. `io`
 //! 14. `metrics`
-//! 15. `detect`, `cpus`, `logging`, `task`
+//! 15. `detect`, `cpus`, `h2wire`, `logging`, `task`
 //! 16. `config`
 //! 17. `error`, `sys`
 
@@ -73,6 +74,7 @@ pub mod detect;
 pub mod dns;
 pub mod error;
 pub mod forward;
+pub mod h2wire;
 pub mod http1;
 pub mod http2;
 pub mod init;
