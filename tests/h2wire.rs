@@ -119,90 +119,99 @@ fn serve(mut tcp: TcpStream, cfg: Config, seen: &Seen) -> std::io::Result<()> {
             return Ok(());
         }
         input.extend_from_slice(&chunk[..n]);
-        let mut events = Vec::new();
-        let consumed = server.recv(&input, &mut |e| events.push(e));
-        for e in events {
-            match e {
-                Event::Request {
-                    stream,
-                    head,
-                    end_stream,
-                } => {
-                    let path = head.uri.path().to_string();
-                    let case = head
-                        .headers
-                        .get("x-case")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| path.clone());
-                    let case = case
-                        .find("/c/")
-                        .map_or(case.clone(), |i| case[i..].to_string());
-                    let grpc = head
-                        .headers
-                        .get("content-type")
-                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                    reqs.insert(
+        // `recv` stops once OUTPUT_BOUND bytes of output wait: written, then again.
+        loop {
+            let mut events = Vec::new();
+            let consumed = server.recv(&input, &mut |e| events.push(e));
+            for e in events {
+                match e {
+                    Event::Request {
                         stream,
-                        Req {
-                            path,
-                            case,
-                            grpc,
-                            ..Req::default()
-                        },
-                    );
-                    if path_hangs(&reqs[&stream].path) {
-                        seen.lock()
-                            .unwrap()
-                            .push((reqs[&stream].case.clone(), false));
-                    } else if end_stream {
-                        let r = reqs.remove(&stream).unwrap();
-                        answer(&mut server, stream, r, seen, &mut answers);
-                    }
-                }
-                Event::Data {
-                    stream,
-                    data,
-                    end_stream,
-                } => {
-                    let bytes = &input[data];
-                    if let Some(r) = reqs.get_mut(&stream) {
-                        r.len += bytes.len() as u64;
-                        r.sum = bytes
-                            .iter()
-                            .fold(r.sum, |s, &b| s.wrapping_add(u32::from(b)));
-                        if r.grpc {
-                            r.body.extend_from_slice(bytes);
+                        head,
+                        end_stream,
+                    } => {
+                        let path = head.uri.path().to_string();
+                        let case = head
+                            .headers
+                            .get("x-case")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| path.clone());
+                        let case = case
+                            .find("/c/")
+                            .map_or(case.clone(), |i| case[i..].to_string());
+                        let grpc = head
+                            .headers
+                            .get("content-type")
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                        reqs.insert(
+                            stream,
+                            Req {
+                                path,
+                                case,
+                                grpc,
+                                ..Req::default()
+                            },
+                        );
+                        if path_hangs(&reqs[&stream].path) {
+                            seen.lock()
+                                .unwrap()
+                                .push((reqs[&stream].case.clone(), false));
+                        } else if end_stream {
+                            let r = reqs.remove(&stream).unwrap();
+                            answer(&mut server, stream, r, seen, &mut answers);
                         }
                     }
-                    server.release(stream, bytes.len() as u32);
-                    if end_stream && !reqs.get(&stream).is_some_and(|r| path_hangs(&r.path)) {
+                    Event::Data {
+                        stream,
+                        data,
+                        end_stream,
+                    } => {
+                        let bytes = &input[data];
+                        if let Some(r) = reqs.get_mut(&stream) {
+                            r.len += bytes.len() as u64;
+                            r.sum = bytes
+                                .iter()
+                                .fold(r.sum, |s, &b| s.wrapping_add(u32::from(b)));
+                            if r.grpc {
+                                r.body.extend_from_slice(bytes);
+                            }
+                        }
+                        server.release(stream, bytes.len() as u32);
+                        if end_stream && !reqs.get(&stream).is_some_and(|r| path_hangs(&r.path)) {
+                            if let Some(r) = reqs.remove(&stream) {
+                                answer(&mut server, stream, r, seen, &mut answers);
+                            }
+                        }
+                    }
+                    Event::Trailers { stream, .. } => {
                         if let Some(r) = reqs.remove(&stream) {
-                            answer(&mut server, stream, r, seen, &mut answers);
+                            if !path_hangs(&r.path) {
+                                answer(&mut server, stream, r, seen, &mut answers);
+                            }
                         }
                     }
-                }
-                Event::Trailers { stream, .. } => {
-                    if let Some(r) = reqs.remove(&stream) {
-                        if !path_hangs(&r.path) {
-                            answer(&mut server, stream, r, seen, &mut answers);
-                        }
+                    Event::Reset { stream, .. } => {
+                        reqs.remove(&stream);
+                        answers.remove(&stream);
                     }
+                    Event::Window { .. } | Event::GoAway { .. } => {}
                 }
-                Event::Reset { stream, .. } => {
-                    reqs.remove(&stream);
-                    answers.remove(&stream);
+            }
+            match consumed {
+                Ok(n) => {
+                    input.drain(..n);
+                    if n == 0 || input.is_empty() || server.output_len() == 0 {
+                        break;
+                    }
+                    let out = server.take_output();
+                    tcp.write_all(&out)?;
                 }
-                Event::Window { .. } | Event::GoAway { .. } => {}
-            }
-        }
-        match consumed {
-            Ok(n) => {
-                input.drain(..n);
-            }
-            Err(_) => {
-                // The GOAWAY is in the output: written at the top of the loop.
-                input.clear();
+                Err(_) => {
+                    // The GOAWAY is in the output: written at the top of the loop.
+                    input.clear();
+                    break;
+                }
             }
         }
     }

@@ -38,6 +38,9 @@ const MAX_WINDOW: i64 = frame::MAX_WINDOW as i64;
 /// (RFC 9113 §6.5.2, §6.9.2).
 const DEFAULT_WINDOW: i64 = frame::DEFAULT_WINDOW as i64;
 
+/// Output bytes past which [`Server::recv`] handles no more frames until the output is taken.
+pub const OUTPUT_BOUND: usize = 64 * 1024;
+
 /// The HPACK dynamic table size the decoder allows (RFC 7541 §4.2): the protocol's default,
 /// which the server does not change (so no size update is ever owed to it).
 const HEADER_TABLE_SIZE: usize = 4096;
@@ -156,6 +159,10 @@ pub enum SendError {
     /// The connection has ended (a connection error, or GOAWAY was received and sent and
     /// the stream is past it).
     ConnectionClosed,
+    /// The owner asked for something HTTP/2 does not allow (a bug in the caller): a status
+    /// outside 100..=999 or 101 (RFC 9113 §8.6), a second final response, a response
+    /// after the final one, DATA or trailers before it.
+    Misuse(&'static str),
 }
 
 impl std::fmt::Display for SendError {
@@ -163,6 +170,7 @@ impl std::fmt::Display for SendError {
         f.write_str(match self {
             SendError::Closed => "stream not open for sending",
             SendError::ConnectionClosed => "connection closed",
+            SendError::Misuse(why) => why,
         })
     }
 }
@@ -249,8 +257,18 @@ pub struct Server {
     send_window: i64,
     /// GOAWAY sent: new streams are refused.
     goaway_sent: bool,
-    /// Client resets of unanswered streams, net of answered streams.
+    /// Streams the client reset before their response head (never forgiven: see
+    /// `rapid_resets`).
     pending_resets: usize,
+    /// Streams the client opened (accepted ones).
+    opened: usize,
+    /// Bit `i` set: client stream `last_stream - 2 i` was used (opened, refused or
+    /// answered 431); ids further back count as used. Tells a closed stream (a stream error
+    /// for late frames) from one the client skipped (a connection error, §5.1.1).
+    used: u128,
+    /// The last stream id our GOAWAY named (a later GOAWAY may not name a higher one,
+    /// §6.8).
+    goaway_last: u32,
     /// Streams reset for the client's errors.
     local_resets: usize,
     /// Bytes for the socket.
@@ -281,6 +299,9 @@ impl Server {
             send_window: DEFAULT_WINDOW,
             goaway_sent: false,
             pending_resets: 0,
+            opened: 0,
+            used: 0,
+            goaway_last: u32::MAX >> 1,
             local_resets: 0,
             out: Vec::new(),
         };
@@ -323,8 +344,10 @@ impl Server {
     }
 
     /// Handles the complete frames at the start of `input`, calling `emit` for each event,
-    /// and returns how many bytes it consumed: the rest is the start of a frame that has not
-    /// all arrived, which the caller keeps and passes again, followed by what it reads next.
+    /// and returns how many bytes it consumed. The rest is the start of a frame that has not
+    /// all arrived, or, once [`OUTPUT_BOUND`] bytes of output wait, frames not yet handled:
+    /// the caller writes [`Server::take_output`], then passes the rest again (before reading
+    /// more, while the call consumes something).
     ///
     /// Errors: a connection error (RFC 9113 §5.4.1); its GOAWAY is in the output and nothing
     /// more may be passed.
@@ -349,7 +372,10 @@ impl Server {
                 why: "connection already failed",
             });
         }
-        while input.len() - pos >= HEAD_LEN {
+        // Stops at a frame boundary once OUTPUT_BOUND bytes wait to be written: the answers
+        // to a flood of PINGs or SETTINGS (or frames on closed streams) would otherwise grow
+        // with what the client sends while it reads nothing.
+        while input.len() - pos >= HEAD_LEN && self.out.len() < OUTPUT_BOUND {
             let mut raw = [0u8; HEAD_LEN];
             raw.copy_from_slice(&input[pos..pos + HEAD_LEN]);
             let head = Head::parse(&raw);
@@ -456,7 +482,7 @@ impl Server {
             }
             Frame::Priority { .. } => Ok(()),
             Frame::RstStream { stream, code } => {
-                if stream > self.last_stream {
+                if self.idle(stream) {
                     // §6.4: RST_STREAM on an idle stream.
                     return Err(
                         self.fail(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on an idle stream")
@@ -467,7 +493,12 @@ impl Server {
                     self.note(stream, true);
                     if !s.answered {
                         self.pending_resets += 1;
-                        if self.pending_resets > self.cfg.max_pending_accept_reset_streams {
+                        // More than the bound, and more than half of the streams opened:
+                        // cancelling some requests is normal (deadlines, hedging); cancelling
+                        // most, and many, is the rapid reset flood.
+                        if self.pending_resets > self.cfg.max_pending_accept_reset_streams
+                            && self.pending_resets * 2 > self.opened
+                        {
                             return Err(self.fail(
                                 ErrorCode::ENHANCE_YOUR_CALM,
                                 "too many streams reset by the client before their response",
@@ -522,17 +553,17 @@ impl Server {
         }
         self.recv_window -= flow;
         let Some(i) = self.index(stream) else {
-            if stream > self.last_stream {
+            if self.idle(stream) {
                 // §5.1: DATA on an idle stream.
                 return Err(self.fail(ErrorCode::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
             // A closed stream: the window is given back; frames in flight after our
             // RST_STREAM are ignored, others answered STREAM_CLOSED (§5.1).
             self.grant_conn(flow_len);
-            if !self.recently_reset(stream) {
-                self.reset_closed(stream);
+            if self.recently_reset(stream) {
+                return Ok(());
             }
-            return Ok(());
+            return self.reset_closed(stream);
         };
         let s = &mut self.streams[i];
         if !s.recv_open {
@@ -642,6 +673,9 @@ impl Server {
                 Some(false) => return Ok(()),
                 // §5.1: the client closed it; a stream error STREAM_CLOSED.
                 Some(true) => return self.reset_for_error(stream, ErrorCode::STREAM_CLOSED, emit),
+                None if self.was_used(stream) => {
+                    return self.reset_for_error(stream, ErrorCode::STREAM_CLOSED, emit)
+                }
                 None => {}
             }
             return Err(self.fail(
@@ -649,6 +683,8 @@ impl Server {
                 "HEADERS on a closed stream (identifiers only grow)",
             ));
         }
+        let shift = (stream - self.last_stream) / 2;
+        self.used = if shift >= 128 { 0 } else { self.used << shift } | 1;
         self.last_stream = stream;
         if self.goaway_sent || self.streams.len() >= self.cfg.max_concurrent_streams as usize {
             // §6.8: a stream opened after our GOAWAY is not processed; §5.1.2: nor one past
@@ -685,6 +721,7 @@ impl Server {
             // (RFC 9113 §6.9.2); the difference is taken back at the acknowledgement.
             i64::from(self.cfg.initial_stream_window).max(DEFAULT_WINDOW)
         };
+        self.opened += 1;
         self.streams.push(Stream {
             id: stream,
             recv_open: !end_stream,
@@ -803,7 +840,7 @@ impl Server {
             emit(Event::Window { stream: None });
             return Ok(());
         }
-        if stream > self.last_stream {
+        if self.idle(stream) {
             // §5.1: WINDOW_UPDATE on an idle stream.
             return Err(self.fail(ErrorCode::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
         }
@@ -869,8 +906,27 @@ impl Server {
     /// on the connection now (the owner's later releases of it do nothing).
     fn remove(&mut self, i: usize) -> Stream {
         let s = self.streams.remove(i);
+        if self.streams.is_empty() {
+            // An idle connection holds no stream storage.
+            self.streams = Vec::new();
+        }
         self.grant_conn(s.unreleased);
         s
+    }
+
+    /// Whether client stream `stream` (≤ `last_stream`) was ever used (see `used`).
+    fn was_used(&self, stream: u32) -> bool {
+        if stream % 2 == 0 || stream > self.last_stream {
+            return false;
+        }
+        let d = (self.last_stream - stream) / 2;
+        d >= 128 || self.used >> d & 1 == 1
+    }
+
+    /// Whether `stream` is idle (RFC 9113 §5.1): never opened by the client, and not
+    /// implicitly closed by a higher one (even ids never open on a server).
+    fn idle(&self, stream: u32) -> bool {
+        stream > self.last_stream || stream % 2 == 0
     }
 
     /// Whether the server reset `stream` lately (see `recent_resets`).
@@ -902,10 +958,9 @@ impl Server {
     }
 
     /// A frame on a closed stream the server did not reset: RST_STREAM STREAM_CLOSED (RFC
-    /// 9113 §5.1, a stream error). Not counted as a client error: it costs one frame.
-    fn reset_closed(&mut self, stream: u32) {
-        frame::write_rst_stream(&mut self.out, stream, ErrorCode::STREAM_CLOSED);
-        self.note_reset(stream);
+    /// 9113 §5.1, a stream error), counted as a client error.
+    fn reset_closed(&mut self, stream: u32) -> Result<(), ConnError> {
+        self.reset_for_error(stream, ErrorCode::STREAM_CLOSED, &mut |_| {})
     }
 
     /// Bytes of DATA `stream` may send now (its window and the connection's, 0 when either is
@@ -934,6 +989,12 @@ impl Server {
         end_stream: bool,
     ) -> Result<(), SendError> {
         let i = self.sendable(stream)?;
+        if !(100..=999).contains(&status) || status == 101 {
+            return Err(SendError::Misuse("status outside 100..=999, or 101"));
+        }
+        if self.streams[i].answered {
+            return Err(SendError::Misuse("the final response was already sent"));
+        }
         let informational = (100..200).contains(&status);
         let mut block = Vec::new();
         self.encoder.begin_block(&mut block);
@@ -949,7 +1010,6 @@ impl Server {
         );
         if !informational && !self.streams[i].answered {
             self.streams[i].answered = true;
-            self.pending_resets = self.pending_resets.saturating_sub(1);
         }
         if end_stream {
             self.end_send(i);
@@ -970,6 +1030,9 @@ impl Server {
         end_stream: bool,
     ) -> Result<usize, SendError> {
         let i = self.sendable(stream)?;
+        if !self.streams[i].answered {
+            return Err(SendError::Misuse("DATA before the final response head"));
+        }
         let room = self.streams[i].send_window.min(self.send_window).max(0) as usize;
         let n = data.len().min(room);
         let end = end_stream && n == data.len();
@@ -997,6 +1060,9 @@ impl Server {
     /// Errors: [`SendError::Closed`] when the stream is not open for sending.
     pub fn send_trailers(&mut self, stream: u32, fields: &HeaderMap) -> Result<(), SendError> {
         let i = self.sendable(stream)?;
+        if !self.streams[i].answered {
+            return Err(SendError::Misuse("trailers before the final response head"));
+        }
         let mut block = Vec::new();
         self.encoder.begin_block(&mut block);
         encode_fields(&mut self.encoder, fields, &mut block);
@@ -1030,7 +1096,8 @@ impl Server {
     pub fn go_away(&mut self) {
         if !self.goaway_sent && self.phase != Phase::Failed {
             self.goaway_sent = true;
-            frame::write_goaway(&mut self.out, self.last_stream, ErrorCode::NO_ERROR, b"");
+            self.goaway_last = self.last_stream;
+            frame::write_goaway(&mut self.out, self.goaway_last, ErrorCode::NO_ERROR, b"");
         }
     }
 
@@ -1127,7 +1194,8 @@ impl Server {
     /// A connection error: GOAWAY `code` with the last stream processed (RFC 9113 §5.4.1).
     fn fail(&mut self, code: ErrorCode, why: &'static str) -> ConnError {
         if self.phase != Phase::Failed {
-            frame::write_goaway(&mut self.out, self.last_stream, code, why.as_bytes());
+            let last = self.last_stream.min(self.goaway_last);
+            frame::write_goaway(&mut self.out, last, code, why.as_bytes());
             self.phase = Phase::Failed;
         }
         self.streams.clear();
@@ -1276,7 +1344,11 @@ impl Fields {
         }
         let name = HeaderName::from_bytes(name).map_err(|_| "invalid field name")?;
         let value = HeaderValue::from_bytes(value).map_err(|_| "invalid field value")?;
-        self.map.append(name, value);
+        // `HeaderMap` holds at most 24,576 distinct names (more panics in `append`): a
+        // section that large is answered as too large.
+        if self.map.try_append(name, value).is_err() {
+            self.too_large = true;
+        }
         Ok(())
     }
 
@@ -1299,8 +1371,11 @@ impl Fields {
         } else {
             let scheme = self.scheme.ok_or("no :scheme")?;
             let path = self.path.ok_or("no :path")?;
-            if path.is_empty() {
-                return Err("empty :path");
+            // §8.3.1: origin-form ("/..."), or "*" for OPTIONS (asterisk-form): not
+            // absolute-form, which an HTTP/1 upstream would route by instead of Host.
+            let asterisk = path == b"*" && method == Method::OPTIONS;
+            if path.first() != Some(&b'/') && !asterisk {
+                return Err(":path not origin-form (or * for OPTIONS)");
             }
             uri.path_and_query = Some(
                 http::uri::PathAndQuery::try_from(path.as_slice()).map_err(|_| "invalid :path")?,

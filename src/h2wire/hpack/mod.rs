@@ -43,6 +43,11 @@ pub enum DecodeError {
     SizeUpdateTooLarge,
     /// A dynamic table size update after a header field of the block (RFC 7541 §4.2).
     SizeUpdateNotFirst,
+    /// The block copied more into the dynamic table than twice its own length plus twice the
+    /// table's maximum size: literals with incremental indexing that name a large entry
+    /// cost a copy of it each (two octets can copy 4 KiB), a CPU amplification no honest
+    /// encoder needs (it would re-insert the same name thousands of times in one block).
+    TooManyInsertions,
 }
 
 impl fmt::Display for DecodeError {
@@ -54,6 +59,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadIndex => "HPACK index past the end of the tables",
             DecodeError::HuffmanEos => "HPACK Huffman string contains EOS",
             DecodeError::HuffmanPadding => "HPACK Huffman string has invalid padding",
+            DecodeError::TooManyInsertions => "HPACK block copies too much into its table",
             DecodeError::SizeUpdateTooLarge => {
                 "HPACK dynamic table size update above SETTINGS_HEADER_TABLE_SIZE"
             }
@@ -215,6 +221,10 @@ impl Decoder {
         scratch.clear();
         let mut rest = block;
         let mut field_seen = false;
+        // Octets the block may copy into the table (see `TooManyInsertions`).
+        // Huffman coding expands a string by at most 8/5 (its shortest code is 5 bits), so
+        // an encoder that inserts each field it sends once stays within twice the block.
+        let mut copy_budget = 2 * block.len() + 2 * self.max_table_size;
         while let Some((&first, tail)) = rest.split_first() {
             rest = tail;
             if first & 0x80 != 0 {
@@ -252,6 +262,9 @@ impl Decoder {
                 let value = value.get(scratch);
                 emit(name, value);
                 if indexing {
+                    copy_budget = copy_budget
+                        .checked_sub(name.len() + value.len())
+                        .ok_or(DecodeError::TooManyInsertions)?;
                     if table::entry_size(name, value) > self.table.max_size() {
                         // §4.4: empties the table; nothing to copy.
                         self.table.clear();
@@ -840,6 +853,25 @@ mod tests {
             decode(&mut d, &hex("ff80 ffff ff0f")),
             Err(DecodeError::BadIndex)
         );
+    }
+
+    /// A 4,064-octet name inserted once, then named by index 6,000 times with empty values
+    /// (two octets each, a 4 KiB copy each): stopped, while re-inserting it a few times is
+    /// fine (review of 2026-12-03).
+    #[test]
+    fn re_inserting_a_large_name_thousands_of_times_is_refused() {
+        let mut block = vec![0x40, 0x7f, 0xe1, 0x1e];
+        block.extend([b'a'; 4064]);
+        block.push(0);
+        let mut few = block.clone();
+        for _ in 0..6000 {
+            block.extend([0x7e, 0]);
+        }
+        let mut d = Decoder::new(4096);
+        assert_eq!(decode(&mut d, &block), Err(DecodeError::TooManyInsertions));
+        few.extend([0x7e, 0, 0x7e, 0]);
+        let mut d = Decoder::new(4096);
+        assert!(decode(&mut d, &few).is_ok());
     }
 
     #[test]
