@@ -23,6 +23,19 @@ pub fn malformed(headers: &HeaderMap) -> Option<&'static str> {
         .then_some("field value with leading or trailing whitespace (RFC 9113 §8.2.1)")
 }
 
+/// Why a request's target is malformed (RFC 9113 §8.3.1), if it is: `:path` must be
+/// origin-form (starting with `/`), or `*` for OPTIONS; CONNECT has none. `h2` builds the
+/// target with `http`'s parser, which already refuses an absolute-form or relative `:path`
+/// but takes one starting with `?` (`?a`) and `*` with any method; forwarded to an HTTP/1.1
+/// upstream those make an invalid request line (RFC 9112 §3.2).
+pub fn bad_target(parts: &Parts) -> Option<&'static str> {
+    let path = parts.uri.path_and_query()?.as_str();
+    let origin_form = path.starts_with('/');
+    let asterisk = path == "*" && parts.method == http::Method::OPTIONS;
+    (!origin_form && !asterisk)
+        .then_some(":path neither origin-form nor * for OPTIONS (RFC 9113 §8.3.1)")
+}
+
 /// Gives a request that came without `:authority` the authority of its Host field (RFC 9113
 /// §8.3.1: a request may carry its authority in Host instead; an intermediary that forwards it
 /// over HTTP/2 MUST construct `:authority` from it, and RFC 9110 §7.2 makes Host that
@@ -85,6 +98,30 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert("x-v", http::HeaderValue::from_str(v).unwrap());
             assert_eq!(malformed(&h).is_some(), bad, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_is_origin_form_or_an_options_asterisk_rfc9113_8_3_1() {
+        for (method, path, bad) in [
+            ("GET", "/a?b", false),
+            ("OPTIONS", "*", false),
+            ("GET", "*", true),
+            ("GET", "?a", true),
+        ] {
+            let mut p = parts("/", None);
+            p.method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut u = p.uri.clone().into_parts();
+            u.path_and_query = Some(http::uri::PathAndQuery::from_maybe_shared(path).unwrap());
+            p.uri = http::Uri::from_parts(u).unwrap();
+            assert_eq!(bad_target(&p).is_some(), bad, "{method} {path}");
+        }
+        // What `h2` refuses before the proxy sees it (its target parser).
+        for path in ["http://other/admin", "admin"] {
+            assert!(
+                http::uri::PathAndQuery::from_maybe_shared(path).is_err(),
+                "{path}"
+            );
         }
     }
 

@@ -1318,6 +1318,30 @@ def _(c, p):
     return 1
 
 
+@case("8.3.1/11", "RFC 9113 §8.3.1", ":path in absolute form", MALFORMED)
+def _(c, p):
+    c.send(headers(1, req("http://elsewhere.test" + p, extra=[("x-case", p)])))
+    return 1
+
+
+@case("8.3.1/12", "RFC 9113 §8.3.1", ":path not starting with /", MALFORMED)
+def _(c, p):
+    c.send(headers(1, req(p.lstrip("/"), extra=[("x-case", p)])))
+    return 1
+
+
+@case("8.3.1/14", "RFC 9113 §8.3.1", ":path starting with ?", MALFORMED)
+def _(c, p):
+    c.send(headers(1, req("?q=1", extra=[("x-case", p)])))
+    return 1
+
+
+@case("8.3.1/13", "RFC 9113 §8.3.1", ":path * in a GET request", MALFORMED)
+def _(c, p):
+    c.send(headers(1, req("*", extra=[("x-case", p)])))
+    return 1
+
+
 @case("8.3.1/10", "RFC 9113 §8.3.1; RFC 9110 §7.2", "no :authority, routed by Host", RESPONSE)
 def _(c, p):
     c.send(headers(1, [(":method", "GET"), (":scheme", "http"), (":path", p),
