@@ -262,6 +262,27 @@ fn answer(
     }
 }
 
+/// Runs `f` with an `h2` client connected to `a` (its connection driven by a task), on a
+/// current-thread tokio runtime.
+fn with_h2_client<F, Fut>(a: SocketAddr, f: F)
+where
+    F: FnOnce(h2::client::SendRequest<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(a).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        f(client).await
+    });
+}
+
 /// The Python with Debian's `python3-hpack` (and grpcio): the system one.
 fn python() -> &'static str {
     "/usr/bin/python3"
@@ -327,16 +348,7 @@ fn the_conformance_suite_passes_every_case() {
 #[test]
 fn the_h2_crate_client_downloads_and_uploads_byte_exact() {
     let (a, _) = driver(cfg());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(a).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+    with_h2_client(a, |client| async move {
         // One exchange first, so the client has our SETTINGS (max_concurrent_streams 8)
         // before it opens twenty streams: it then keeps to eight at a time.
         let mut c = client.clone().ready().await.unwrap();
@@ -503,16 +515,7 @@ print('ok')
 #[test]
 fn a_reset_download_stops_and_the_connection_carries_on() {
     let (a, _) = driver(cfg());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(a).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+    with_h2_client(a, |client| async move {
         let mut c = client.ready().await.unwrap();
         let req = http::Request::get("http://a/size/10000000")
             .body(())

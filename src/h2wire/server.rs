@@ -877,15 +877,17 @@ impl Server {
     /// `n` bytes of stream `i` were consumed: granted back on the stream (while the client
     /// may still send on it) and on the connection, each at half its window.
     fn grant_stream(&mut self, i: usize, n: u32) {
-        let half = (self.cfg.initial_stream_window / 2).max(1);
         let s = &mut self.streams[i];
         if s.recv_open {
-            s.to_grant = s.to_grant.saturating_add(n);
-            if s.to_grant >= half {
-                s.recv_window += i64::from(s.to_grant);
-                frame::write_window_update(&mut self.out, s.id, s.to_grant);
-                s.to_grant = 0;
-            }
+            let initial = self.cfg.initial_stream_window;
+            owe(
+                &mut self.out,
+                s.id,
+                initial,
+                &mut s.to_grant,
+                &mut s.recv_window,
+                n,
+            );
         }
         self.grant_conn(n);
     }
@@ -893,13 +895,15 @@ impl Server {
     /// `n` bytes were consumed on the connection: a WINDOW_UPDATE on stream 0 once half its
     /// window is owed.
     fn grant_conn(&mut self, n: u32) {
-        self.to_grant = self.to_grant.saturating_add(n);
-        let half = (self.cfg.initial_connection_window / 2).max(1);
-        if self.to_grant >= half {
-            self.recv_window += i64::from(self.to_grant);
-            frame::write_window_update(&mut self.out, 0, self.to_grant);
-            self.to_grant = 0;
-        }
+        let initial = self.cfg.initial_connection_window;
+        owe(
+            &mut self.out,
+            0,
+            initial,
+            &mut self.to_grant,
+            &mut self.recv_window,
+            n,
+        );
     }
 
     /// Removes stream `i`: what it received and the owner had not released is granted back
@@ -1208,6 +1212,18 @@ impl Server {
     }
 }
 
+/// Adds `n` consumed bytes to what `stream` (0: the connection) owes the client; once that
+/// reaches half of `initial` (its initial receive window), grants it all in one WINDOW_UPDATE
+/// (RFC 9113 §6.9) and widens `window` by as much.
+fn owe(out: &mut Vec<u8>, stream: u32, initial: u32, owed: &mut u32, window: &mut i64, n: u32) {
+    *owed = owed.saturating_add(n);
+    if *owed >= (initial / 2).max(1) {
+        *window += i64::from(*owed);
+        frame::write_window_update(out, stream, *owed);
+        *owed = 0;
+    }
+}
+
 /// Connection-specific fields (RFC 9113 §8.2.2): malformed in a request, never sent.
 fn connection_specific(name: &[u8]) -> bool {
     matches!(
@@ -1248,6 +1264,16 @@ fn content_length(fields: &HeaderMap) -> Result<Option<u64>, ()> {
     Ok(found)
 }
 
+/// Sets a pseudo-header field's `slot` from its parsed value, unless it came already
+/// (RFC 9113 §8.3: each at most once).
+fn once<T>(slot: &mut Option<T>, v: Result<T, &'static str>) -> Result<(), &'static str> {
+    if slot.is_some() {
+        return Err("repeated pseudo-header field");
+    }
+    *slot = Some(v?);
+    Ok(())
+}
+
 /// A header block's fields as they are decoded, checked as they come (RFC 9113 §8.2, §8.3.1).
 #[derive(Debug)]
 struct Fields {
@@ -1261,8 +1287,8 @@ struct Fields {
     regular_seen: bool,
     method: Option<Method>,
     scheme: Option<Vec<u8>>,
-    authority: Option<Vec<u8>>,
-    path: Option<Vec<u8>>,
+    authority: Option<http::uri::Authority>,
+    path: Option<http::uri::PathAndQuery>,
     map: HeaderMap,
 }
 
@@ -1311,24 +1337,28 @@ impl Fields {
             if self.regular_seen {
                 return Err("pseudo-header field after a regular field");
             }
-            let slot = match pseudo {
-                b"method" => {
-                    if self.method.is_some() {
-                        return Err("repeated :method");
-                    }
-                    self.method = Some(Method::from_bytes(value).map_err(|_| "invalid :method")?);
-                    return Ok(());
-                }
-                b"scheme" => &mut self.scheme,
-                b"authority" => &mut self.authority,
-                b"path" => &mut self.path,
-                _ => return Err("unknown pseudo-header field"),
+            // Each parsed as it comes (one copy of the value).
+            return match pseudo {
+                b"method" => once(
+                    &mut self.method,
+                    Method::from_bytes(value).map_err(|_| "invalid :method"),
+                ),
+                b"scheme" => once(&mut self.scheme, Ok(value.to_vec())),
+                b"authority" => once(
+                    &mut self.authority,
+                    // RFC 9113 §8.3.1: no userinfo.
+                    if value.contains(&b'@') {
+                        Err(":authority with userinfo")
+                    } else {
+                        http::uri::Authority::try_from(value).map_err(|_| "invalid :authority")
+                    },
+                ),
+                b"path" => once(
+                    &mut self.path,
+                    http::uri::PathAndQuery::try_from(value).map_err(|_| "invalid :path"),
+                ),
+                _ => Err("unknown pseudo-header field"),
             };
-            if slot.is_some() {
-                return Err("repeated pseudo-header field");
-            }
-            *slot = Some(value.to_vec());
-            return Ok(());
         }
         self.regular_seen = true;
         // §8.2: names are lower case; §8.2.2: no connection-specific fields; `te` only
@@ -1364,31 +1394,19 @@ impl Fields {
             if self.scheme.is_some() || self.path.is_some() {
                 return Err("CONNECT with :scheme or :path");
             }
-            let a = self.authority.ok_or("CONNECT without :authority")?;
-            uri.authority = Some(
-                http::uri::Authority::try_from(a.as_slice()).map_err(|_| "invalid :authority")?,
-            );
+            uri.authority = Some(self.authority.ok_or("CONNECT without :authority")?);
         } else {
             let scheme = self.scheme.ok_or("no :scheme")?;
             let path = self.path.ok_or("no :path")?;
-            // §8.3.1: origin-form ("/..."), or "*" for OPTIONS (asterisk-form): not
-            // absolute-form, which an HTTP/1 upstream would route by instead of Host.
-            let asterisk = path == b"*" && method == Method::OPTIONS;
-            if path.first() != Some(&b'/') && !asterisk {
+            // §8.3.1: origin-form ("/..."), or "*" for OPTIONS (asterisk-form). `http`'s
+            // parser takes "?a" and "*" with any method.
+            let asterisk = path == "*" && method == Method::OPTIONS;
+            if !path.as_str().starts_with('/') && !asterisk {
                 return Err(":path not origin-form (or * for OPTIONS)");
             }
-            uri.path_and_query = Some(
-                http::uri::PathAndQuery::try_from(path.as_slice()).map_err(|_| "invalid :path")?,
-            );
+            uri.path_and_query = Some(path);
             if let Some(a) = self.authority {
-                // RFC 9113 §8.3.1: no userinfo.
-                if a.contains(&b'@') {
-                    return Err(":authority with userinfo");
-                }
-                uri.authority = Some(
-                    http::uri::Authority::try_from(a.as_slice())
-                        .map_err(|_| "invalid :authority")?,
-                );
+                uri.authority = Some(a);
                 uri.scheme = Some(
                     http::uri::Scheme::try_from(scheme.as_slice())
                         .map_err(|_| "invalid :scheme")?,
