@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use sidewire::h2wire::frame::ErrorCode;
 use sidewire::h2wire::server::{Config, Event, Server};
 
 /// What the driver saw: per request, the case path (from `/c/` on, as the conformance suite
@@ -153,6 +154,13 @@ fn serve(mut tcp: TcpStream, cfg: Config, seen: &Seen) -> std::io::Result<()> {
                                 ..Req::default()
                             },
                         );
+                        // What the proxy checks on every request before routing it (the
+                        // rules of an HTTP/1.1 request's target and Host, http2::check).
+                        if sidewire::http2::check::bad_target(&head).is_some() {
+                            reqs.remove(&stream);
+                            server.send_reset(stream, ErrorCode::PROTOCOL_ERROR);
+                            continue;
+                        }
                         if path_hangs(&reqs[&stream].path) {
                             seen.lock()
                                 .unwrap()

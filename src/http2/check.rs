@@ -10,6 +10,8 @@ use http::request::Parts;
 use http::uri::{Authority, Scheme, Uri};
 use http::HeaderMap;
 
+use crate::http1::head::{check_target, valid_host, TargetForm};
+
 /// Why a request is malformed (RFC 9113 §8.1.1), if it is: a field value that starts or ends
 /// with SP or HTAB (RFC 9113 §8.2.1 MUST NOT; `h2` accepts them, and an intermediary MUST NOT
 /// forward a malformed request).
@@ -23,17 +25,42 @@ pub fn malformed(headers: &HeaderMap) -> Option<&'static str> {
         .then_some("field value with leading or trailing whitespace (RFC 9113 §8.2.1)")
 }
 
-/// Why a request's target is malformed (RFC 9113 §8.3.1), if it is: `:path` must be
-/// origin-form (starting with `/`), or `*` for OPTIONS; CONNECT has none. `h2` builds the
-/// target with `http`'s parser, which already refuses an absolute-form or relative `:path`
-/// but takes one starting with `?` (`?a`) and `*` with any method; forwarded to an HTTP/1.1
-/// upstream those make an invalid request line (RFC 9112 §3.2).
+/// Why a request's target or authority is malformed, if it is: the rules an HTTP/1.1
+/// request meets in [`check_target`] and [`valid_host`], so a request is refused or forwarded
+/// the same whichever protocol the client spoke (an HTTP/2 request goes upstream as HTTP/1.1
+/// on h2→h1).
+///
+/// - `:path` (RFC 9113 §8.3.1): origin-form, or `*` for OPTIONS, with only RFC 3986
+///   characters (no `"`, `{`, non-ASCII, `%` without two hex digits). `h2` takes anything
+///   `http`'s parser takes: `?a`, `*` with any method, `/a"b`.
+/// - `:authority`: a valid `host[:port]` without userinfo (RFC 9113 §8.3.1 MUST NOT).
+/// - Host: at most one field, each a valid `host[:port]` (RFC 9112 §3.2 for the HTTP/1.1
+///   request it may become).
+///
+/// CONNECT (no `:path`) is not checked here: the proxy answers it 501.
 pub fn bad_target(parts: &Parts) -> Option<&'static str> {
-    let path = parts.uri.path_and_query()?.as_str();
-    let origin_form = path.starts_with('/');
-    let asterisk = path == "*" && parts.method == http::Method::OPTIONS;
-    (!origin_form && !asterisk)
-        .then_some(":path neither origin-form nor * for OPTIONS (RFC 9113 §8.3.1)")
+    if let Some(pq) = parts.uri.path_and_query() {
+        match check_target(parts.method.as_str(), pq.as_str()) {
+            Ok(t) if matches!(t.form, TargetForm::Origin | TargetForm::Asterisk) => {}
+            Ok(_) => return Some(":path not origin-form or * (RFC 9113 §8.3.1)"),
+            Err(e) => return Some(e.reason()),
+        }
+    }
+    if let Some(a) = parts.uri.authority() {
+        if a.as_str().contains('@') || !valid_host(a.as_str().as_bytes(), false) {
+            return Some("invalid :authority (RFC 9113 §8.3.1)");
+        }
+    }
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    if let Some(h) = hosts.next() {
+        if hosts.next().is_some() {
+            return Some("more than one Host");
+        }
+        if !valid_host(h.as_bytes(), false) {
+            return Some("invalid Host");
+        }
+    }
+    None
 }
 
 /// Gives a request that came without `:authority` the authority of its Host field (RFC 9113
@@ -102,12 +129,17 @@ mod tests {
     }
 
     #[test]
-    fn a_target_is_origin_form_or_an_options_asterisk_rfc9113_8_3_1() {
+    fn a_target_meets_the_http1_rules_rfc9113_8_3_1() {
         for (method, path, bad) in [
             ("GET", "/a?b", false),
+            ("GET", "/a%20b", false),
             ("OPTIONS", "*", false),
             ("GET", "*", true),
             ("GET", "?a", true),
+            ("GET", "/a\"b", true),
+            ("GET", "/a{b}", true),
+            ("GET", "/a%zz", true),
+            ("GET", "/caf\u{e9}", true),
         ] {
             let mut p = parts("/", None);
             p.method = http::Method::from_bytes(method.as_bytes()).unwrap();
@@ -123,6 +155,18 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn an_authority_or_host_meets_the_http1_rules() {
+        assert!(bad_target(&parts("http://example.com:8080/", None)).is_none());
+        assert!(bad_target(&parts("http://user@evil:80/", None)).is_some());
+        assert!(bad_target(&parts("/", Some("a.example"))).is_none());
+        assert!(bad_target(&parts("/", Some("a b"))).is_some());
+        let mut p = parts("/", Some("a.example"));
+        p.headers
+            .append("host", http::HeaderValue::from_static("b.example"));
+        assert_eq!(bad_target(&p), Some("more than one Host"));
     }
 
     #[test]

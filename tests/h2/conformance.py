@@ -1065,12 +1065,14 @@ def _(c, p):
         if t == PING and f & ACK:
             break
     c.send(window_update(1, 99), window_update(0, 100))
-    c.send(headers(3, req(p + "/after")))
     got = 1
     while got < 100:
         t, f, s, pl = c.recv(deadline)
         if t == DATA and s == 1:
             got += len(pl)
+    # Only now: a response on stream 3 meanwhile (its window is 1 too) would have its DATA
+    # taken by the loop above instead of the check, which grants the window as it reads.
+    c.send(headers(3, req(p + "/after")))
     return 3
 
 
@@ -1339,6 +1341,27 @@ def _(c, p):
 @case("8.3.1/13", "RFC 9113 §8.3.1", ":path * in a GET request", MALFORMED)
 def _(c, p):
     c.send(headers(1, req("*", extra=[("x-case", p)])))
+    return 1
+
+
+@case("8.3.1/15", "RFC 9113 §8.3.1; RFC 3986 §3.3", ":path with a character outside RFC 3986",
+      MALFORMED)
+def _(c, p):
+    c.send(headers(1, req(p + '/a"b{c}', extra=[("x-case", p)])))
+    return 1
+
+
+@case("8.3.1/16", "RFC 9113 §8.3.1", ":authority with userinfo", MALFORMED)
+def _(c, p):
+    c.send(headers(1, req(p, authority="user@conformance.test")))
+    return 1
+
+
+@case("8.3.1/17", "RFC 9112 §3.2 (the HTTP/1.1 request it may become)",
+      "two Host fields and no :authority", MALFORMED)
+def _(c, p):
+    c.send(headers(1, [(":method", "GET"), (":scheme", "http"), (":path", p),
+                       ("host", "conformance.test"), ("host", "other.test")]))
     return 1
 
 
