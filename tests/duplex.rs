@@ -415,7 +415,13 @@ fn an_h2_streams_echoed_chunked_body_is_whole_both_ways() {
 /// nothing served).
 #[test]
 fn an_h2_upload_whose_upstream_answers_and_closes_mid_body_ends_alone() {
-    let up = answers_after_head(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+    // (`connection: close`: `/next`'s connection is not pooled either, so each round's upload
+    // goes on a connection of its own. Pooled, the upstream's close after `/next` could come
+    // after the pool's look, and the upload meet a closed connection: a 502, see
+    // `an_h2_upload_whose_upstream_resets_unanswered_while_the_client_waits_gets_a_502`.)
+    let up = answers_after_head(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+    );
     let p = one_worker(up, "", "upstream_protocol = \"http1\"");
     let target = addr(&p);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -486,6 +492,117 @@ fn an_h2_upload_whose_upstream_answers_and_closes_mid_body_ends_alone() {
         Some(0.0),
         "{text}"
     );
+}
+
+/// The part of an upload a client sends before it waits for an answer, in
+/// [`an_upstream_gone_unanswered_while_the_client_waits`].
+const SENT_FIRST: usize = 32 * 1024;
+
+/// An upstream that reads a request head and [`SENT_FIRST`] body bytes, then, without
+/// answering, resets the connection (`reset`) or closes it (a FIN: nothing is left unread).
+fn ends_unanswered_after_first_part(reset: bool) -> SocketAddr {
+    upstream(move |mut c: TcpStream| {
+        let mut buf = Vec::new();
+        let mut b = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                if buf.len() - (i + 4) >= SENT_FIRST {
+                    break;
+                }
+            }
+            match c.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+        if reset {
+            common::reset(c);
+        }
+    })
+    .0
+}
+
+/// An upload whose client sends [`SENT_FIRST`] bytes of its 1 MB body and then waits for an
+/// answer before it sends more (a streaming exchange does; so does any client whose request
+/// met a connection the upstream had closed): the upstream takes those bytes and then resets
+/// (`reset`) or closes without an answer. The client gets a 502 at once, over HTTP/1.1
+/// (`h2`: false) and HTTP/2. Was: the proxy's look at the upstream found no answer, and its
+/// wait went on for client bytes that were not coming: on HTTP/2 forever (the rare hang of
+/// `an_h2_upload_whose_upstream_answers_and_closes_mid_body_ends_alone`, whose pooled
+/// connection the upstream had closed), on HTTP/1.1 until `body_timeout_ms` (30 s) and a 408.
+fn an_upstream_gone_unanswered_while_the_client_waits(reset: bool, h2: bool) {
+    let up = ends_unanswered_after_first_part(reset);
+    let p = one_worker(up, "", "upstream_protocol = \"http1\"");
+    const LEN: usize = 1 << 20;
+    // (Well under `body_timeout_ms`, the HTTP/1.1 side's old bound.)
+    let within = Duration::from_secs(15);
+    for round in 0..3 {
+        if !h2 {
+            let mut c = TcpStream::connect(addr(&p)).unwrap();
+            c.set_read_timeout(Some(within)).unwrap();
+            let head = format!("POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: {LEN}\r\n\r\n");
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&vec![b'x'; SENT_FIRST]).unwrap();
+            let (head, _) = response_head(&mut c);
+            assert!(head.starts_with("http/1.1 502"), "round {round}: {head}");
+            continue;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = tokio::net::TcpStream::connect(addr(&p)).await.unwrap();
+            let (send, conn) = h2::client::handshake(s).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut send = send.ready().await.unwrap();
+            let req = http::Request::post("http://a/up")
+                .header("content-length", LEN)
+                .body(())
+                .unwrap();
+            let (resp, mut body) = send.send_request(req, false).unwrap();
+            body.send_data(vec![b'x'; SENT_FIRST].into(), false)
+                .unwrap();
+            let resp = tokio::time::timeout(within, resp)
+                .await
+                .expect("an answer within 15 s")
+                .unwrap();
+            assert_eq!(resp.status(), 502, "round {round}");
+        });
+    }
+    wait_metric(
+        &p,
+        "response_total{listener=\"t\",status_code=\"502\"}",
+        3.0,
+    );
+    let (_, text) = admin_get(&p, "/metrics");
+    assert_eq!(
+        metric(&text, "sidewire_task_panics_total"),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_h2_upload_whose_upstream_resets_unanswered_while_the_client_waits_gets_a_502() {
+    an_upstream_gone_unanswered_while_the_client_waits(true, true);
+}
+
+#[test]
+fn an_h2_upload_whose_upstream_closes_unanswered_while_the_client_waits_gets_a_502() {
+    an_upstream_gone_unanswered_while_the_client_waits(false, true);
+}
+
+#[test]
+fn an_upload_whose_upstream_resets_unanswered_while_the_client_waits_gets_a_502() {
+    an_upstream_gone_unanswered_while_the_client_waits(true, false);
+}
+
+#[test]
+fn an_upload_whose_upstream_closes_unanswered_while_the_client_waits_gets_a_502() {
+    an_upstream_gone_unanswered_while_the_client_waits(false, false);
 }
 
 /// An `Expect: 100-continue` upload the upstream answers `302` (whole, no body) at once and

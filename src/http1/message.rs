@@ -189,7 +189,7 @@ pub fn check_framing(framing: Framing, buf: &[u8]) -> Result<(), &'static str> {
 /// What an upstream has sent while a request body is still on its way ([`answer_waiting`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
-    /// Nothing (interim 1xx heads only, or an end of stream without a byte).
+    /// Nothing yet (nothing queued, or interim 1xx heads only).
     Nothing,
     /// A final answer that does not refuse the body (2xx, 3xx, or a status line not all
     /// there yet): the upstream may still read the rest.
@@ -202,15 +202,22 @@ pub enum Waiting {
     /// (`HTTP/1.1 `): an answer, whose kind a later look tells (review: taken for a non-error
     /// answer, it stopped the looks and a 413 waited for the whole body).
     Partial,
+    /// No answer, and none can come: the upstream reset the connection (the error's kind) or
+    /// closed its side with nothing before the close (`UnexpectedEof`; an HTTP/1.1 response
+    /// precedes the close, RFC 9112 §9.6). The body's move ends at once with an upstream
+    /// error (a 502) instead of waiting for the client's next bytes: a client that waits for
+    /// an answer before it sends more (a streaming exchange, a stale pooled connection's
+    /// request) waited with it forever on HTTP/2 and until `body_timeout_ms` on HTTP/1.
+    Gone(io::ErrorKind),
 }
 
 impl Waiting {
     /// Whether an answer has started (the connection is then not pooled).
     pub fn is_answer(self) -> bool {
-        self != Waiting::Nothing
+        matches!(self, Waiting::Answer | Waiting::Refusal | Waiting::Partial)
     }
 
-    /// Whether a later look may still find a refusal.
+    /// Whether a later look may still find a refusal (none after [`Waiting::Gone`]).
     pub fn unsettled(self) -> bool {
         matches!(self, Waiting::Nothing | Waiting::Partial)
     }
@@ -230,10 +237,19 @@ pub fn answer_waiting(up: &impl Peer) -> Waiting {
         return Waiting::Nothing;
     };
     let mut b = [0u8; 512];
-    let Ok(n) = crate::sys::peek(fd, &mut b) else {
-        return Waiting::Nothing;
-    };
-    waiting_in(&b[..n])
+    match crate::sys::peek(fd, &mut b) {
+        Ok(0) => Waiting::Gone(io::ErrorKind::UnexpectedEof),
+        Ok(n) => waiting_in(&b[..n]),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Waiting::Nothing
+        }
+        Err(e) => Waiting::Gone(e.kind()),
+    }
 }
 
 /// What `bytes` (the start of what an upstream sent, not yet relayed) say, as
@@ -490,7 +506,8 @@ async fn move_message(
     // A response body (no looks) watches its client while the upstream pauses, for a reset,
     // as the wait for the response head does: a client gone mid-body then frees the
     // upstream connection at once instead of at the upstream's next bytes or
-    // `stream_idle_timeout_ms` (the reset's error is kept here).
+    // `stream_idle_timeout_ms` (the reset's error is kept here). A request body's look keeps
+    // here why its upstream is gone ([`Waiting::Gone`]).
     let reset: Cell<Option<io::Error>> = Cell::new(None);
     // Set when `dst` stalled while the body's next bytes were awaited (see `BodyWatch`).
     let stalled = Cell::new(false);
@@ -511,6 +528,11 @@ async fn move_message(
             let waiting = answer_waiting(dst);
             a.set(a.get() || waiting.is_answer());
             unsettled = waiting.unsettled();
+            if let Waiting::Gone(kind) = waiting {
+                // (Ends the move as the failed write it spares would: `stop`.)
+                reset.set(Some(kind.into()));
+                return true;
+            }
             if waiting == Waiting::Answer && duplex {
                 for_answer.set(true);
                 return true;

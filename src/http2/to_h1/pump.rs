@@ -84,9 +84,11 @@ pub(super) const WRITE_FAILED: Failure = Failure::Status(502, "upstream write fa
 pub(super) const REFUSED: Failure = Failure::Status(502, "malformed upstream response");
 
 /// Whether what waits on the upstream ends [`Pump::send`]: a final answer, whose class is
-/// known (an error refuses the rest, RFC 9112 §9.5; another hands it over).
+/// known (an error refuses the rest, RFC 9112 §9.5; another hands it over), or the
+/// upstream's reset or close with no answer ([`Waiting::Gone`]: the body goes nowhere, and a
+/// client waiting for an answer before it sends more would wait forever).
 fn stops(w: Waiting) -> bool {
-    matches!(w, Waiting::Refusal | Waiting::Answer)
+    matches!(w, Waiting::Refusal | Waiting::Answer | Waiting::Gone(_))
 }
 
 fn reset(e: h2::Error) -> Failure {
@@ -428,6 +430,8 @@ impl Looks {
     fn stopped(&self) -> Result<Sent, Failure> {
         match self.found {
             Waiting::Refusal => Err(REFUSED),
+            // (The caller looks for an answer all the same, as after a failed write.)
+            Waiting::Gone(_) => Err(WRITE_FAILED),
             _ => Ok(Sent::Answered),
         }
     }
