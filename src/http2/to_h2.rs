@@ -1,7 +1,8 @@
-//! h2 → h2: a stream is sent on the worker's pooled HTTP/2 (h2c prior knowledge) connection
-//! to the chosen endpoint, dialled on first use and replaced when it dies. One connection per
-//! endpoint and worker carries every stream, as many as the upstream's
-//! SETTINGS_MAX_CONCURRENT_STREAMS allows (h2 queues the rest).
+//! h2 → h2: a stream is sent on one of the worker's pooled HTTP/2 (h2c prior knowledge)
+//! connections to the chosen endpoint, dialled on first use and replaced when it dies. A
+//! connection carries as many streams as the upstream's SETTINGS_MAX_CONCURRENT_STREAMS
+//! allows; when every connection to the endpoint is full, one more is dialled
+//! ([`pool::H2Slot`]).
 //!
 //! The request body is pumped by its own task, so requests and responses stream at the same
 //! time (gRPC bidirectional streaming). When the response side ends or fails first, the
@@ -35,6 +36,8 @@ pub(crate) struct Body {
     /// DATA frames and trailers from the upstream.
     pub recv: RecvStream,
     _abort: Option<oneshot::Sender<()>>,
+    /// The stream's place on its connection, given up with the body.
+    _flight: pool::InFlight,
 }
 
 /// Sends the request on the pooled connection to `addr` and waits up to `timeout` for the
@@ -83,18 +86,17 @@ pub(super) async fn exchange(
         };
         return attempt(l, addr, Some(first), parts, Some(body), wait)
             .await
-            .map_err(|a| a.into_failure(l, addr));
+            .map_err(|a| a.into_failure(addr));
     }
     let copy = copy_head(&parts);
     match attempt(l, addr, Some(first), parts, None, Wait::Until(deadline)).await {
         Err(Attempt::Unprocessed(why)) => {
-            l.pools.forget_h2(addr);
             debug!(upstream = %addr, why, "http2: stream not processed by the upstream; sending it once more");
             attempt(l, addr, None, copy, None, Wait::Until(deadline))
                 .await
-                .map_err(|a| a.into_failure(l, addr))
+                .map_err(|a| a.into_failure(addr))
         }
-        r => r.map_err(|a| a.into_failure(l, addr)),
+        r => r.map_err(|a| a.into_failure(addr)),
     }
 }
 
@@ -120,10 +122,9 @@ enum Attempt {
 impl Attempt {
     /// What the client gets: an unprocessed stream is reset with REFUSED_STREAM, which tells
     /// the client it may retry (RFC 9113 §8.7).
-    fn into_failure(self, l: &Listener, addr: SocketAddr) -> Failure {
+    fn into_failure(self, addr: SocketAddr) -> Failure {
         match self {
             Attempt::Unprocessed(why) => {
-                l.pools.forget_h2(addr);
                 debug!(upstream = %addr, why, "http2: stream not processed by the upstream");
                 Failure::Reset(Reason::REFUSED_STREAM)
             }
@@ -142,17 +143,17 @@ fn copy_head(parts: &request::Parts) -> request::Parts {
     r.into_parts().0
 }
 
-/// A sender on the pooled (or a new) connection to `addr`, ready for a stream. A pooled
-/// connection may have died since its last use: then it dials once more (a fresh dial that
-/// fails is not repeated).
-async fn sender(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
+/// A sender ready for one stream, and the stream's count on its connection.
+type Ready = (SendRequest<Bytes>, pool::InFlight);
+
+/// A sender on a pooled connection to `addr` with room for the stream, or on a new one,
+/// ready for a stream. A pooled connection may have died since its last use: then it dials
+/// once more (a fresh dial that fails is not repeated).
+async fn sender(l: &Rc<Listener>, addr: SocketAddr) -> Result<Ready, Failure> {
     let pooled = l.pools.h2(addr).is_some();
     match ready(l, addr).await {
         Ok(s) => Ok(s),
-        Err(_) if pooled => {
-            l.pools.forget_h2(addr);
-            ready(l, addr).await
-        }
+        Err(_) if pooled => ready(l, addr).await,
         Err(e) => Err(e),
     }
 }
@@ -163,12 +164,12 @@ async fn sender(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>
 async fn attempt(
     l: &Rc<Listener>,
     addr: SocketAddr,
-    first: Option<SendRequest<Bytes>>,
+    first: Option<Ready>,
     parts: request::Parts,
     body: Option<RecvStream>,
     wait: Wait,
 ) -> Result<(response::Parts, Body), Attempt> {
-    let mut sender = match first {
+    let (mut sender, flight) = match first {
         Some(s) => s,
         None => sender(l, addr).await.map_err(Attempt::Failed)?,
     };
@@ -176,7 +177,7 @@ async fn attempt(
         .send_request(Request::from_parts(parts, ()), body.is_none())
         .map_err(|e| {
             debug!(upstream = %addr, error = %e, "http2: send_request failed");
-            l.pools.forget_h2(addr);
+            l.pools.forget_h2(&flight.conn());
             Attempt::Failed(Failure::Status(502, "upstream HTTP/2 connection failed"))
         })?;
     // `sent` says `true` when the pump has handed the body's end to the upstream stream,
@@ -234,11 +235,13 @@ async fn attempt(
         }
         // Above the last-stream-id of a GOAWAY: never processed (RFC 9113 §6.8).
         Some(Err(e)) if e.is_go_away() && e.is_remote() => {
-            return Err(Attempt::Unprocessed("above the last-stream-id of a GOAWAY"))
+            l.pools.forget_h2(&flight.conn());
+            return Err(Attempt::Unprocessed("above the last-stream-id of a GOAWAY"));
         }
         // RFC 9113 §8.7: REFUSED_STREAM means no application processing happened.
         Some(Err(e)) if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) => {
-            return Err(Attempt::Unprocessed("reset with REFUSED_STREAM"))
+            l.pools.forget_h2(&flight.conn());
+            return Err(Attempt::Unprocessed("reset with REFUSED_STREAM"));
         }
         Some(Err(e)) => {
             return Err(Attempt::Failed(match e.reason() {
@@ -257,6 +260,7 @@ async fn attempt(
         Body {
             recv,
             _abort: abort,
+            _flight: flight,
         },
     ))
 }
@@ -277,9 +281,9 @@ pub(super) async fn speaks_h2(l: &Listener, addr: SocketAddr) -> bool {
     h2
 }
 
-/// Takes `tcp`, a connection to `addr` dialled during detection, as the pooled HTTP/2
-/// connection to `addr` (its handshake runs on first use), unless one is pooled already.
-/// Errors: `tcp` back, untouched, when one is.
+/// Takes `tcp`, a connection to `addr` dialled during detection, as a pooled HTTP/2
+/// connection to `addr` (its handshake runs on first use), unless one with room for a stream
+/// is pooled already. Errors: `tcp` back, untouched, when one is.
 pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Result<(), TcpStream> {
     if l.pools.h2(addr).is_some() {
         return Err(tcp);
@@ -301,21 +305,29 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Resul
     Ok(())
 }
 
-/// The pooled sender for `addr` (dialled if there is none), once it can take a stream.
-async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
-    let conn = match l.pools.h2(addr) {
-        Some(c) => c,
+/// A sender for `addr` on a pooled connection with room for one more stream (dialled if
+/// there is none), once it can take the stream; the stream counts on that connection from
+/// the start of the wait. A connection that failed leaves the pool.
+async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<Ready, Failure> {
+    let slot = match l.pools.h2(addr) {
+        Some(s) => s,
         None => {
-            let c = dial(l.clone(), addr).boxed_local().shared();
-            l.pools.put_h2(addr, c.clone());
-            c
+            if l.pools.has_h2(addr) {
+                debug!(upstream = %addr, "http2: every upstream connection is full; dialling one more");
+            }
+            l.pools
+                .put_h2(addr, dial(l.clone(), addr).boxed_local().shared())
         }
     };
-    let sender = conn.await.inspect_err(|_| l.pools.forget_h2(addr))?;
-    sender.ready().await.map_err(|e| {
+    let flight = l.pools.enter_h2(addr, slot);
+    let conn = flight.conn();
+    let sender = conn.await.inspect_err(|_| l.pools.forget_h2(&flight.conn()))?;
+    let sender = sender.ready().await.map_err(|e| {
         debug!(upstream = %addr, error = %e, "http2: upstream connection not ready");
+        l.pools.forget_h2(&flight.conn());
         Failure::Status(502, "upstream HTTP/2 connection failed")
-    })
+    })?;
+    Ok((sender, flight))
 }
 
 /// A new HTTP/2 connection to `addr`, its driver spawned.

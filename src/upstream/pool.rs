@@ -2,9 +2,9 @@
 //!
 //! - [`UpConn`]: an upstream connection counted in the listener's `peer="dst"` metrics from
 //!   dial to close, readable and writable as an [`io::Peer`](crate::io::Peer).
-//! - [`Pools`]: one listener's idle HTTP/1 connections per endpoint, its HTTP/2 connection
-//!   per endpoint (shared by every stream), and what `upstream_protocol = "auto"` learned
-//!   about each endpoint.
+//! - [`Pools`]: one listener's idle HTTP/1 connections per endpoint, its HTTP/2 connections
+//!   per endpoint (each shared by as many streams as its upstream allows, [`H2Slot`]), and
+//!   what `upstream_protocol = "auto"` learned about each endpoint.
 //! - [`dial_h1`], [`handshake_h2`], [`probe_h2`]: how those connections are made.
 //!
 //! Pools are small `Vec`s scanned linearly: a listener has a handful of endpoints per core.
@@ -112,6 +112,90 @@ impl Peer for UpConn {
 /// streams that arrive together wait for one dial instead of each opening a connection.
 pub type H2Conn = Shared<LocalBoxFuture<'static, Result<SendRequest<Bytes>, Failure>>>;
 
+/// How many streams an HTTP/2 upstream connection is taken to allow until its SETTINGS say
+/// (SETTINGS_MAX_CONCURRENT_STREAMS, RFC 9113 §6.5.2: no limit until then, and it SHOULD be
+/// at least 100): the streams that join a connection still being dialled, and `h2`'s
+/// `initial_max_send_streams` ([`handshake_h2`]).
+pub const ASSUMED_MAX_STREAMS: usize = 100;
+
+/// The HTTP/2 connections to endpoints, each with its count of open streams.
+type H2Conns = Rc<RefCell<Vec<(SocketAddr, H2Slot)>>>;
+
+/// One pooled HTTP/2 upstream connection and how many streams are open on it: a stream is
+/// opened on a connection with room ([`Pools::h2`]) and counted from then until its
+/// [`InFlight`] is dropped (its response body's end, or its failure). Past the upstream's
+/// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §5.1.2) `h2` would queue a stream on the
+/// connection until another ends (a fresh-user review: one client's 150 long streams on an
+/// upstream allowing 100 made 6 of 8 other clients' requests wait 10 s for a 504); a full
+/// connection is passed over instead, and a new one dialled when all are full.
+#[derive(Debug, Clone)]
+pub struct H2Slot {
+    conn: H2Conn,
+    streams: Rc<Cell<usize>>,
+}
+
+impl H2Slot {
+    /// The connection (its dial may still be in progress).
+    pub fn conn(&self) -> H2Conn {
+        self.conn.clone()
+    }
+
+    /// How many streams the connection takes: the upstream's current
+    /// SETTINGS_MAX_CONCURRENT_STREAMS once it is up ([`ASSUMED_MAX_STREAMS`] until its
+    /// SETTINGS come), [`ASSUMED_MAX_STREAMS`] while it is dialled, none once its dial failed.
+    fn limit(&self) -> usize {
+        match self.conn.peek() {
+            None => ASSUMED_MAX_STREAMS,
+            Some(Ok(s)) => s.current_max_send_streams(),
+            Some(Err(_)) => 0,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.streams.get() < self.limit()
+    }
+}
+
+/// One stream counted on a pooled HTTP/2 connection ([`H2Slot`]) while it is alive. When the
+/// last stream on a connection ends and another connection to the endpoint is idle too, this
+/// one leaves the pool (its connection closes once nothing holds its sender): a burst that
+/// needed more connections leaves one idle connection per endpoint behind, not all of them.
+#[derive(Debug)]
+pub struct InFlight {
+    addr: SocketAddr,
+    slot: H2Slot,
+    conns: H2Conns,
+}
+
+impl InFlight {
+    /// The connection the stream was counted on.
+    pub fn conn(&self) -> H2Conn {
+        self.slot.conn()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let left = self.slot.streams.get().saturating_sub(1);
+        self.slot.streams.set(left);
+        if left > 0 {
+            return;
+        }
+        // (Never borrowed across an await: a borrow here is a bug elsewhere, and the pruning
+        // waits for the next stream's end.)
+        let Ok(mut conns) = self.conns.try_borrow_mut() else {
+            return;
+        };
+        let idle = |s: &H2Slot| s.streams.get() == 0 && matches!(s.conn.peek(), Some(Ok(_)));
+        let other_idle = conns
+            .iter()
+            .any(|(a, s)| *a == self.addr && !s.conn.ptr_eq(&self.slot.conn) && idle(s));
+        if other_idle {
+            conns.retain(|(_, s)| !s.conn.ptr_eq(&self.slot.conn));
+        }
+    }
+}
+
 /// How often idle HTTP/1 connections are checked for an upstream close or an expired idle
 /// timeout while the pool holds any (at most; a shorter idle timeout checks more often).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -121,8 +205,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct Pools {
     /// Idle HTTP/1 connections.
     h1: Rc<IdleH1>,
-    /// HTTP/2 upstream connections: one sender per endpoint.
-    h2: RefCell<Vec<(SocketAddr, H2Conn)>>,
+    /// HTTP/2 upstream connections: per endpoint as many as its streams need ([`H2Slot`]).
+    h2: H2Conns,
     /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
     learned: RefCell<Vec<(SocketAddr, bool)>>,
     /// Per endpoint: the bounds on HTTP/1 connects and connections (created on first use).
@@ -200,7 +284,7 @@ impl Pools {
                 conns: RefCell::new(Vec::new()),
                 sweeping: Cell::new(false),
             }),
-            h2: RefCell::new(Vec::new()),
+            h2: Rc::new(RefCell::new(Vec::new())),
             learned: RefCell::new(Vec::new()),
             gates: RefCell::new(Vec::new()),
             bounds: (max_open, max_dialling),
@@ -387,25 +471,45 @@ impl Pools {
         pooled
     }
 
-    /// The pooled (or still dialling) HTTP/2 connection to `addr`, if any.
-    pub fn h2(&self, addr: SocketAddr) -> Option<H2Conn> {
+    /// A pooled (or still dialling) HTTP/2 connection to `addr` with room for one more stream
+    /// ([`H2Slot`]), if any: the first one, so streams fill one connection before the next.
+    pub fn h2(&self, addr: SocketAddr) -> Option<H2Slot> {
         let conns = self.h2.borrow();
         conns
             .iter()
-            .find(|(a, _)| *a == addr)
+            .find(|(a, s)| *a == addr && s.has_room())
             .map(|(_, s)| s.clone())
     }
 
-    /// Pools `c` as the HTTP/2 connection to `addr` (replacing any older one).
-    pub fn put_h2(&self, addr: SocketAddr, c: H2Conn) {
-        let mut conns = self.h2.borrow_mut();
-        conns.retain(|(a, _)| *a != addr);
-        conns.push((addr, c));
+    /// Whether any HTTP/2 connection to `addr` is pooled, full or not.
+    pub fn has_h2(&self, addr: SocketAddr) -> bool {
+        self.h2.borrow().iter().any(|(a, _)| *a == addr)
     }
 
-    /// Drops the pooled HTTP/2 connection to `addr` (it failed).
-    pub fn forget_h2(&self, addr: SocketAddr) {
-        self.h2.borrow_mut().retain(|(a, _)| *a != addr);
+    /// Pools `c` as one more HTTP/2 connection to `addr`; returns its slot.
+    pub fn put_h2(&self, addr: SocketAddr, c: H2Conn) -> H2Slot {
+        let slot = H2Slot {
+            conn: c,
+            streams: Rc::new(Cell::new(0)),
+        };
+        self.h2.borrow_mut().push((addr, slot.clone()));
+        slot
+    }
+
+    /// Counts one stream on `slot`, a connection to `addr`, until the returned guard drops.
+    pub fn enter_h2(&self, addr: SocketAddr, slot: H2Slot) -> InFlight {
+        slot.streams.set(slot.streams.get() + 1);
+        InFlight {
+            addr,
+            slot,
+            conns: self.h2.clone(),
+        }
+    }
+
+    /// Drops the pooled HTTP/2 connection `c` (it failed, or refused a stream); streams open
+    /// on it go on.
+    pub fn forget_h2(&self, c: &H2Conn) {
+        self.h2.borrow_mut().retain(|(_, s)| !s.conn.ptr_eq(c));
     }
 
     /// What `upstream_protocol = "auto"` learned about `addr`: speaks HTTP/2 or not.
@@ -473,6 +577,7 @@ pub async fn handshake_h2(
     let errno = io.last_errno();
     let mut b = h2::client::Builder::new();
     b.initial_window_size(c.initial_stream_window)
+        .initial_max_send_streams(ASSUMED_MAX_STREAMS)
         .initial_connection_window_size(c.initial_connection_window)
         .max_frame_size(c.max_frame_size)
         .max_header_list_size(c.max_header_list_size)
