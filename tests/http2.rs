@@ -321,13 +321,17 @@ fn streams_past_the_upstreams_concurrency_limit_open_another_connection() {
     );
     let target = addr(&p);
     let within = Duration::from_secs(20);
+    async fn next(
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+        what: &str,
+        within: Duration,
+    ) {
+        let e = tokio::time::timeout(within, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the upstream saw no connection {what}"));
+        assert_eq!(e, Some(what));
+    }
     rt().block_on(async {
-        let mut next = async |what: &str| {
-            let e = tokio::time::timeout(within, events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("the upstream saw no connection {what}"));
-            assert_eq!(e, Some(what));
-        };
         let send = client(target).await;
         // One stream first, so the upstream's SETTINGS (LIMIT) are known when the rest come.
         let (head, _, _) = fetch(&send, get("a", "/quick")).await.unwrap();
@@ -338,8 +342,8 @@ fn streams_past_the_upstreams_concurrency_limit_open_another_connection() {
                 tokio::spawn(async move { fetch(&send, get("a", "/hold")).await })
             })
             .collect();
-        next("open").await;
-        next("open").await;
+        next(&mut events, "open", within).await;
+        next(&mut events, "open", within).await;
         // The first connection is full of held streams; this one goes on the second.
         let quick = tokio::time::timeout(within, fetch(&send, get("a", "/quick")))
             .await
@@ -356,7 +360,7 @@ fn streams_past_the_upstreams_concurrency_limit_open_another_connection() {
             assert_eq!(head.status, 200);
         }
         // Both connections idle: one leaves the pool and closes, the other serves on.
-        next("closed").await;
+        next(&mut events, "closed", within).await;
         let (head, _, _) = fetch(&send, get("a", "/quick")).await.unwrap();
         assert_eq!(head.status, 200);
     });

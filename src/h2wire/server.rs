@@ -1110,6 +1110,19 @@ impl Server {
         self.goaway_sent
     }
 
+    /// Whether the client's preface and first SETTINGS have come (RFC 9113 §3.4): the
+    /// connection is open for streams.
+    pub fn established(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Where `stream` stands: `Some((recv_open, send_open))` while it is open (the client
+    /// may still send on it; the server may), `None` once it has ended either way.
+    pub fn stream_state(&self, stream: u32) -> Option<(bool, bool)> {
+        self.index(stream)
+            .map(|i| (self.streams[i].recv_open, self.streams[i].send_open))
+    }
+
     /// The index of a stream open for sending.
     fn sendable(&self, stream: u32) -> Result<usize, SendError> {
         if self.phase == Phase::Failed {

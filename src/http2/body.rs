@@ -4,12 +4,123 @@
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
+use http::HeaderMap;
 
+use super::conn::{RecvBody, SendBody};
 use super::grpc;
+
+/// Where an HTTP/2 body comes from: the client's request ([`RecvBody`]) or an HTTP/2
+/// upstream's response (`h2`'s [`RecvStream`]).
+pub trait Source {
+    /// The next DATA payload; `None` at the end.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>>;
+    /// The trailers, after the DATA.
+    fn poll_trailers(&mut self, cx: &mut Context<'_>)
+        -> Poll<Result<Option<HeaderMap>, h2::Error>>;
+    /// Whether everything of the body was taken.
+    fn is_end_stream(&self) -> bool;
+    /// `n` bytes were passed on: the sender may send as much more.
+    fn release(&mut self, n: usize);
+}
+
+/// Where an HTTP/2 body goes: the client's response ([`SendBody`]) or an HTTP/2 upstream's
+/// request (`h2`'s [`SendStream`]).
+pub trait Sink {
+    /// Asks for room for `n` bytes.
+    fn reserve_capacity(&mut self, n: usize);
+    /// Room granted: bytes that may be sent now.
+    fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<usize, h2::Error>>>;
+    /// Sends DATA (`eos`: the last).
+    fn send_data(&mut self, data: Bytes, eos: bool) -> Result<(), h2::Error>;
+    /// Sends the trailers (the end).
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error>;
+    /// Resets the stream.
+    fn send_reset(&mut self, reason: Reason);
+    /// Ready once the peer reset the stream.
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>>;
+}
+
+impl Source for RecvStream {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
+        RecvStream::poll_data(self, cx)
+    }
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
+        RecvStream::poll_trailers(self, cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        RecvStream::is_end_stream(self)
+    }
+    fn release(&mut self, n: usize) {
+        let _ = self.flow_control().release_capacity(n);
+    }
+}
+
+impl Source for RecvBody {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
+        RecvBody::poll_data(self, cx)
+    }
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
+        RecvBody::poll_trailers(self, cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        RecvBody::is_end_stream(self)
+    }
+    fn release(&mut self, n: usize) {
+        RecvBody::release(self, n);
+    }
+}
+
+impl Sink for SendStream<Bytes> {
+    fn reserve_capacity(&mut self, n: usize) {
+        SendStream::reserve_capacity(self, n);
+    }
+    fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<usize, h2::Error>>> {
+        SendStream::poll_capacity(self, cx)
+    }
+    fn send_data(&mut self, data: Bytes, eos: bool) -> Result<(), h2::Error> {
+        SendStream::send_data(self, data, eos)
+    }
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
+        SendStream::send_trailers(self, trailers)
+    }
+    fn send_reset(&mut self, reason: Reason) {
+        SendStream::send_reset(self, reason);
+    }
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
+        SendStream::poll_reset(self, cx)
+    }
+}
+
+impl Sink for SendBody {
+    fn reserve_capacity(&mut self, n: usize) {
+        SendBody::reserve_capacity(self, n);
+    }
+    fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<usize, h2::Error>>> {
+        SendBody::poll_capacity(self, cx)
+    }
+    fn send_data(&mut self, data: Bytes, eos: bool) -> Result<(), h2::Error> {
+        SendBody::send_data(self, data, eos)
+    }
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
+        SendBody::send_trailers(self, trailers)
+    }
+    fn send_reset(&mut self, reason: Reason) {
+        SendBody::send_reset(self, reason);
+    }
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
+        SendBody::poll_reset(self, cx)
+    }
+}
 
 /// Why [`pump_within`] stopped early.
 #[derive(Debug)]
@@ -36,15 +147,15 @@ impl From<h2::Error> for Stop {
 /// send buffer room for it); past it, `dst` is reset with CANCEL and [`Stop::Stalled`]
 /// returned. Waits for `src` are not bounded.
 pub async fn pump_within(
-    mut src: RecvStream,
-    mut dst: SendStream<Bytes>,
+    mut src: impl Source,
+    mut dst: impl Sink,
     first: &dyn Fn(),
     sent: &Cell<u64>,
     take_within: Option<std::time::Duration>,
 ) -> Result<Option<u8>, Stop> {
     let mut first = Some(first);
     let moved: Result<Option<u8>, Stop> = async {
-        while let Some(chunk) = unless_reset(&mut dst, src.data())
+        while let Some(chunk) = unless_reset(&mut dst, poll_fn(|cx| src.poll_data(cx)))
             .await
             .map_err(Stop::Stream)?
         {
@@ -58,12 +169,12 @@ pub async fn pump_within(
             let eos = src.is_end_stream();
             send_chunk_within(&mut dst, chunk, eos, take_within).await?;
             sent.set(sent.get() + n as u64);
-            let _ = src.flow_control().release_capacity(n);
+            src.release(n);
             if eos {
                 return Ok(None);
             }
         }
-        let trailers = unless_reset(&mut dst, src.trailers())
+        let trailers = unless_reset(&mut dst, poll_fn(|cx| src.poll_trailers(cx)))
             .await
             .map_err(Stop::Stream)?
             .map_err(Stop::Stream)?;
@@ -98,7 +209,7 @@ pub async fn pump_within(
 /// the upstream only with the upstream's next bytes, holding its connection or stream (and
 /// its share of the upstream's concurrent streams) until then.
 pub async fn unless_reset<T>(
-    dst: &mut SendStream<Bytes>,
+    dst: &mut impl Sink,
     next: impl Future<Output = T>,
 ) -> Result<T, h2::Error> {
     let mut next = std::pin::pin!(next);
@@ -130,7 +241,7 @@ pub fn reset_reason(e: &h2::Error) -> Reason {
 /// chunk: a slow but steady reader that grants a little at a time is not cut (review: one
 /// granting 3–4 KB/s was cut with a 2 s bound, the chunk being 8 KiB).
 pub async fn send_chunk_within(
-    dst: &mut SendStream<Bytes>,
+    dst: &mut impl Sink,
     mut data: Bytes,
     eos: bool,
     within: Option<std::time::Duration>,

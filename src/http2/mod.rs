@@ -1,9 +1,10 @@
 //! HTTP/2 proxying (prior knowledge, h2c, as gRPC and meshed clients use it). The client
-//! connection is terminated with the `h2` crate over monoio's poll-io bridge, and each stream
-//! is proxied as one request: routed by `:authority` (or Host) and path with the listener's
-//! routes, balanced per request by the same P2C/peak-EWMA endpoint sets as HTTP/1, then
-//! either multiplexed on a pooled HTTP/2 connection to the endpoint (`to_h2`,
-//! `upstream_protocol = "http2"`) or translated to HTTP/1.1 on the HTTP/1 pool (`to_h1`).
+//! connection is terminated with the proxy's own codec ([`crate::h2wire::server`], driven by
+//! [`conn`]: no buffer held while idle), and each stream is proxied as one request: routed by
+//! `:authority` (or Host) and path with the listener's routes, balanced per request by the
+//! same P2C/peak-EWMA endpoint sets as HTTP/1, then either multiplexed on a pooled HTTP/2
+//! connection to the endpoint (`to_h2`, `upstream_protocol = "http2"`, on the `h2` crate's
+//! client) or translated to HTTP/1.1 on the HTTP/1 pool (`to_h1`).
 //!
 //! Bodies stream with flow control end to end: a stream's receive window is released only as
 //! the other side takes the bytes, so a slow reader throttles its own stream and no other.
@@ -13,14 +14,15 @@
 //!
 //! Limits come from `[http2]`: concurrent streams, header list size (which also bounds
 //! CONTINUATION frames), windows, frame size, and the reset-flood bounds. A peer that breaks
-//! them gets a GOAWAY from `h2`, the connection closes and `http2_connection_errors_total`
-//! counts it. Draining sends GOAWAY and lets open streams finish.
+//! them gets a GOAWAY, the connection closes and `http2_connection_errors_total` counts it.
+//! Draining sends GOAWAY and lets open streams finish.
 //!
 //! Not here: TLS termination, h2c upgrade from HTTP/1.1 (the HTTP/1 proxy strips it), server
 //! push, CONNECT (answered 501), HTTP/1 response trailers (dropped on h2 → h1).
 
 mod body;
 pub mod check;
+mod conn;
 pub mod grpc;
 mod to_h1;
 mod to_h2;
@@ -33,21 +35,18 @@ use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::Reason;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use monoio::net::TcpStream;
 use tracing::debug;
 
 use self::body::{pump_within, send_chunk_within, unless_reset, Stop};
+use self::conn::{Conn, Control, End, RecvBody, Respond, SendBody};
 use crate::config::RouteConfig;
 use crate::config::UpstreamProtocol;
 use crate::core::connections::Tracked;
 use crate::core::{Core, HttpDest, Listener, NO_ENDPOINTS};
 use crate::error::Failure;
-use crate::io::coalesce::{Coalesce, LastErrno};
-use crate::io::counted::Counted;
 use crate::logging::access;
 use crate::metrics::{Close, ErrorLabel, PeerCounters, Protocol};
 use crate::task;
@@ -64,7 +63,7 @@ pub(crate) enum UpBody {
 impl UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::H2(b) => b.recv.is_end_stream(),
+            UpBody::H2(b) => h2::RecvStream::is_end_stream(&b.recv),
             UpBody::H1(b) => b.is_end_stream(),
         }
     }
@@ -126,17 +125,6 @@ impl Drop for StreamOpen {
     }
 }
 
-/// How an HTTP/2 connection error ends the client connection: an I/O error by the OS error
-/// number its socket last returned (`errno`; `h2` keeps only the kind).
-fn close_of(e: &h2::Error, errno: &LastErrno) -> Close {
-    if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
-        Close::Clean
-    } else {
-        e.get_io()
-            .map_or(Close::Failed, |io| Close::of_io(io, errno.get()))
-    }
-}
-
 /// Serves one HTTP/2 client connection (counted in `src`) until it closes; `dest` says where
 /// streams that match no route go. Returns how it ended.
 ///
@@ -159,51 +147,25 @@ pub async fn serve(
         tracked.finish(client.as_raw_fd());
         return Close::Failed;
     }
-    // Dropped last (after `h2`, which borrows it): reports the final counters, then closes.
-    let mut client = match client.try_into_poll_io() {
-        Ok(io) => tracked.closing(io),
-        Err((e, client)) => {
-            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: poll-io conversion failed");
-            tracked.finish(client.as_raw_fd());
-            return Close::Failed;
-        }
-    };
+    // Dropped last: reports the final counters, then closes.
+    let client = tracked.closing(client);
     let fd = client.socket.as_raw_fd();
-    // A client that stops reading (its kernel acknowledges nothing) while its window lets
-    // the responses go on ends the connection after `stream_idle_timeout_ms`, as an HTTP/1
-    // client would be cut: the streams' own bounds would wait for the send buffer (up to
-    // `tcp_wmem`'s 4 MB) to fill first.
-    let io = Coalesce::new(Counted::new(&mut client.socket, src.clone()), fd, src)
-        .watch_acks(l.http1.stream_idle_timeout);
-    let errno = io.last_errno();
     let c = &l.http2;
-    let mut b = h2::server::Builder::new();
-    b.max_concurrent_streams(c.max_concurrent_streams)
-        .max_header_list_size(c.max_header_list_size)
-        .initial_window_size(c.initial_stream_window)
-        .initial_connection_window_size(c.initial_connection_window)
-        .max_frame_size(c.max_frame_size)
-        .max_pending_accept_reset_streams(c.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(Some(c.max_local_error_reset_streams))
-        .max_send_buffer_size(c.max_send_buffer_bytes);
-    // The preface and SETTINGS exchange: bounded like an HTTP/1 request head.
-    let mut conn =
-        match monoio::time::timeout(l.http1.header_timeout, b.handshake::<_, Bytes>(io)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                debug!(listener = %l.cfg.name, %peer, error = %e, "http2: handshake failed");
-                l.metrics.h2_error();
-                return close_of(&e, &errno).worst(Close::Failed);
-            }
-            Err(_) => {
-                debug!(listener = %l.cfg.name, %peer, "http2: handshake timed out");
-                return Close::Failed;
-            }
-        };
+    let conn = Conn::new(
+        crate::h2wire::server::Config {
+            max_concurrent_streams: c.max_concurrent_streams,
+            max_header_list_size: c.max_header_list_size,
+            initial_stream_window: c.initial_stream_window,
+            initial_connection_window: c.initial_connection_window,
+            max_frame_size: c.max_frame_size,
+            max_pending_accept_reset_streams: c.max_pending_accept_reset_streams,
+            max_local_error_reset_streams: c.max_local_error_reset_streams,
+        },
+        c.max_send_buffer_bytes,
+    );
     // Only a drain sends GOAWAY: after a reload, new streams are routed under the
     // listener's newest settings instead (see `core`).
     let mut draining = pin!(core.draining());
-    let mut goaway_sent = false;
     // Idle: no stream open, and none started or ended, during a whole `idle_timeout` tick
     // (so an idle connection closes between one and 2.25 bounds after its last stream ended,
     // however long that stream lasted).
@@ -212,47 +174,56 @@ pub async fn serve(
     // A slot in the core's sweep rather than a timer of its own (see `io::sweep`): a tick
     // ends between one and 1.125 `idle_timeout`s after it began.
     let mut tick = core.sweep.ticket(l.http2.idle_timeout);
-    loop {
-        let next = monoio::select! {
-            next = conn.accept() => next,
-            _ = &mut draining, if !goaway_sent => {
-                // GOAWAY: no new streams; `accept` keeps driving the open ones to their end.
-                conn.graceful_shutdown();
-                goaway_sent = true;
-                continue;
+    let control = |cx: &mut std::task::Context<'_>| {
+        if draining.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Control::GoAway);
+        }
+        if tick.poll_expired(cx).is_ready() {
+            let activity = streams.activity.get();
+            if streams.open.get() == 0 && activity == activity_at_tick {
+                debug!(listener = %l.cfg.name, %peer, "http2: idle connection; GOAWAY");
+                return std::task::Poll::Ready(Control::GoAway);
             }
-            _ = poll_fn(|cx| tick.poll_expired(cx)), if !goaway_sent => {
-                let activity = streams.activity.get();
-                if streams.open.get() == 0 && activity == activity_at_tick {
-                    debug!(listener = %l.cfg.name, %peer, "http2: idle connection; GOAWAY");
-                    conn.graceful_shutdown();
-                    goaway_sent = true;
-                } else {
-                    activity_at_tick = activity;
-                    tick.rearm(l.http2.idle_timeout);
-                }
-                continue;
+            activity_at_tick = activity;
+            tick.rearm(l.http2.idle_timeout);
+            // (Polled again at once: the rearmed tick registers its waker.)
+            if tick.poll_expired(cx).is_ready() {
+                return std::task::Poll::Ready(Control::Serve);
             }
-        };
-        match next {
-            Some(Ok((req, respond))) => {
-                tracked.request();
-                let open = streams.started();
-                // Under the listener's newest settings (a reload may have replaced them).
-                // `stream` itself is the task, not an `async` block around it: the block
-                // would hold the stream's future beside its own copies of the arguments,
-                // and spawning copies a task's whole future.
-                task::spawn(stream(l.latest(), req, respond, peer, dest.clone(), open));
-            }
-            Some(Err(e)) => {
-                // A protocol violation or flood (h2 has sent GOAWAY), or the socket failed.
-                debug!(listener = %l.cfg.name, %peer, error = %e, "http2: connection error");
-                if !e.is_io() {
-                    l.metrics.h2_error();
-                }
-                return close_of(&e, &errno);
-            }
-            None => return Close::Clean,
+        }
+        std::task::Poll::Pending
+    };
+    let request = |req: Request<RecvBody>, respond: Respond| {
+        tracked.request();
+        let open = streams.started();
+        // Under the listener's newest settings (a reload may have replaced them).
+        // `stream` itself is the task, not an `async` block around it: the block
+        // would hold the stream's future beside its own copies of the arguments,
+        // and spawning copies a task's whole future.
+        task::spawn(stream(l.latest(), req, respond, peer, dest.clone(), open));
+    };
+    let end = conn
+        .run(
+            &client.socket,
+            fd,
+            &src,
+            l.http1.header_timeout,
+            l.http1.stream_idle_timeout,
+            control,
+            request,
+        )
+        .await;
+    match end {
+        End::Clean => Close::Clean,
+        End::Protocol(e) => {
+            // A protocol violation or flood: GOAWAY was sent.
+            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: connection error");
+            l.metrics.h2_error();
+            Close::Failed
+        }
+        End::Io(e) => {
+            debug!(listener = %l.cfg.name, %peer, error = %e, "http2: connection ended");
+            Close::of_io(&e, e.raw_os_error())
         }
     }
 }
@@ -305,8 +276,8 @@ async fn refuse_preface(client: &mut TcpStream, src: &PeerCounters) {
 /// response back, record metrics. `_open` counts the stream as open until the task ends.
 async fn stream(
     l: Rc<Listener>,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    req: Request<RecvBody>,
+    mut respond: Respond,
     peer: SocketAddr,
     dest: HttpDest,
     _open: StreamOpen,
@@ -596,7 +567,7 @@ fn access_log(
 async fn forward_response(
     l: &Listener,
     body: UpBody,
-    mut send: SendStream<Bytes>,
+    mut send: SendBody,
     first: &dyn Fn(),
     sent: &Cell<u64>,
 ) -> Result<Option<u8>, h2::Error> {
@@ -642,7 +613,7 @@ async fn forward_response(
                         }
                     }
                     Ok(None) => {
-                        send.send_data(Bytes::new(), true)?;
+                        send.send_data(bytes::Bytes::new(), true)?;
                         b.finish(l).await;
                         return Ok(None);
                     }
@@ -680,7 +651,7 @@ fn error_body_len(is_grpc: bool, reason: &str) -> u64 {
 /// HTTP 200 with the matching `grpc-status` (trailers-only), others `code` and a text body.
 /// Returns the HTTP status and gRPC status sent, for the metrics.
 async fn proxy_error(
-    respond: &mut SendResponse<Bytes>,
+    respond: &mut Respond,
     is_grpc: bool,
     code: u16,
     reason: &'static str,
@@ -711,7 +682,7 @@ async fn proxy_error(
             // As the client's window allows; a client that grants none for `within`
             // (`stream_idle_timeout_ms`) gets the stream reset (CANCEL), as a relayed body's
             // does, rather than holding it (and its connection's idle bound) for ever.
-            let body = Bytes::from(format!("{reason}\n"));
+            let body = bytes::Bytes::from(format!("{reason}\n"));
             if let Err(Stop::Stalled) = send_chunk_within(&mut s, body, true, Some(within)).await {
                 s.send_reset(Reason::CANCEL);
             }

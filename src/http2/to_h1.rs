@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::{Reason, RecvStream};
+use h2::Reason;
+
+use super::conn::RecvBody;
 use http::header::{HeaderName, COOKIE, HOST};
 use http::{request, response, HeaderMap, HeaderValue, Method};
 use tracing::debug;
@@ -186,7 +188,7 @@ pub(super) async fn exchange(
     l: &Listener,
     addr: SocketAddr,
     parts: request::Parts,
-    mut body: RecvStream,
+    mut body: RecvBody,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
     connected: impl FnOnce(SocketAddr),
@@ -472,7 +474,7 @@ enum Speaker {
 /// Errors: 504 when neither comes within `timeout`; the client's stream error as a reset.
 async fn first_to_speak(
     up: &UpConn,
-    body: &mut RecvStream,
+    body: &mut RecvBody,
     timeout: Duration,
 ) -> Result<Speaker, Failure> {
     let up = up.stream();

@@ -20,6 +20,8 @@ use futures_channel::oneshot;
 use futures_util::future::FutureExt;
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
+
+use super::conn::RecvBody;
 use http::{request, response, Request};
 use monoio::net::TcpStream;
 use tracing::debug;
@@ -59,7 +61,7 @@ pub(super) async fn exchange(
     l: &Rc<Listener>,
     addr: SocketAddr,
     parts: request::Parts,
-    body: RecvStream,
+    body: RecvBody,
     timeout: Duration,
     other: impl FnOnce() -> Option<SocketAddr>,
     connected: impl FnOnce(SocketAddr),
@@ -166,7 +168,7 @@ async fn attempt(
     addr: SocketAddr,
     first: Option<Ready>,
     parts: request::Parts,
-    body: Option<RecvStream>,
+    body: Option<RecvBody>,
     wait: Wait,
 ) -> Result<(response::Parts, Body), Attempt> {
     let (mut sender, flight) = match first {
@@ -321,7 +323,9 @@ async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<Ready, Failure> {
     };
     let flight = l.pools.enter_h2(addr, slot);
     let conn = flight.conn();
-    let sender = conn.await.inspect_err(|_| l.pools.forget_h2(&flight.conn()))?;
+    let sender = conn
+        .await
+        .inspect_err(|_| l.pools.forget_h2(&flight.conn()))?;
     let sender = sender.ready().await.map_err(|e| {
         debug!(upstream = %addr, error = %e, "http2: upstream connection not ready");
         l.pools.forget_h2(&flight.conn());

@@ -16,7 +16,9 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use h2::{Reason, RecvStream};
+use h2::Reason;
+
+use crate::http2::conn::RecvBody;
 use http::HeaderMap;
 
 use crate::error::Failure;
@@ -49,7 +51,7 @@ pub(super) enum Sent {
 
 /// A request body on its way from an h2 stream to an HTTP/1.1 upstream, chunked or as is.
 pub(super) struct Pump {
-    body: RecvStream,
+    body: RecvBody,
     /// Bytes to write next (a DATA frame's payload as it came, or framed as a chunk; the last
     /// chunk with the trailers).
     out: Bytes,
@@ -99,7 +101,7 @@ impl Pump {
     /// The body `body` of a request whose head went upstream; `first`: data the client sent
     /// already (read while waiting for a `100 Continue`). `chunked`: the body is framed as
     /// chunks (the request had no `content-length`, RFC 9112 §7.1).
-    pub fn new(body: RecvStream, first: Option<Bytes>, chunked: bool) -> Pump {
+    pub fn new(body: RecvBody, first: Option<Bytes>, chunked: bool) -> Pump {
         let mut p = Pump {
             body,
             out: Bytes::new(),
@@ -165,7 +167,7 @@ impl Pump {
                 up.wrote(n as u64);
                 self.out.advance(n);
                 if self.out.is_empty() && self.release > 0 {
-                    let _ = self.body.flow_control().release_capacity(self.release);
+                    self.body.release(self.release);
                     self.release = 0;
                 }
                 Ok(true)
