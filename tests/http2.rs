@@ -937,6 +937,50 @@ fn rapid_reset_flood_gets_goaway() {
     wait_metric(&p, "http2_connection_errors_total{listener=\"t\"}", 1.0);
 }
 
+/// A client that sends PINGs and reads none of the answers is read no further once the
+/// answers it left unread fill the proxy's bounds (the send buffer's, the codec's 64 KiB, the
+/// kernel's): its writes then block. Was (review of the own codec's driver): the driver took
+/// the codec's output into its own buffer at once, so the codec's bound never held and the
+/// buffer grew as fast as the client sent, for `stream_idle_timeout_ms`.
+#[test]
+fn a_ping_flood_that_reads_nothing_is_read_no_further() {
+    let (up, _) = app_upstream("a");
+    let p = proxy(&[up], H2_UP);
+    let mut c = TcpStream::connect(addr(&p)).unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    c.write_all(&hello).unwrap();
+    let pings: Vec<u8> = (0..4096).flat_map(|_| frame(6, 0, 0, &[7; 8])).collect();
+    // A write that makes no progress for this long: the proxy stopped reading.
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    const LIMIT: usize = 256 << 20;
+    let mut sent = 0;
+    while sent < LIMIT {
+        match c.write(&pings) {
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("the connection failed after {sent} bytes: {e}"),
+        }
+    }
+    assert!(
+        sent < LIMIT,
+        "the proxy read {sent} bytes of PINGs and answered none"
+    );
+    // The proxy itself carries on.
+    rt().block_on(async {
+        let send = client(addr(&p)).await;
+        let (h, _, _) = fetch(&send, get("x", "/big/1")).await.unwrap();
+        assert_eq!(h.status, 200);
+    });
+}
+
 #[test]
 fn continuation_flood_gets_goaway() {
     let (up, _) = app_upstream("a");

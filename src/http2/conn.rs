@@ -32,6 +32,62 @@ use crate::io::{AckWatch, READ_CHUNK};
 use crate::metrics::PeerCounters;
 use crate::sys;
 
+/// Reads a connection's task handles before it lets the core's other tasks run.
+const READS_PER_RUN: u32 = 16;
+
+/// How long a closing connection may take to write its last frames (a GOAWAY), and then to
+/// read what the client still sends ([`linger`]).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Returns `Pending` once (waking itself), so the core's other ready tasks run first.
+async fn yield_once() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Closes gracefully: shuts down the write side after the last frames (a GOAWAY), then reads
+/// and discards what the client still sends, up to its close or [`LINGER`], so that closing
+/// with its bytes unread does not reset the connection (which would drop the GOAWAY and the
+/// last responses from the kernel's queue before the client reads them).
+async fn linger(socket: &TcpStream, fd: RawFd, src: &PeerCounters) {
+    if sys::shutdown_write(fd).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + LINGER;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match sys::recv_now(fd, &mut buf, 16 * 1024) {
+            Ok(0) => return,
+            Ok(n) => {
+                src.read(n as u64);
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if monoio::time::timeout(left, socket.readable(false))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// How a connection's task ended ([`Conn::run`]).
 #[derive(Debug)]
 pub enum End {
@@ -127,7 +183,12 @@ fn reason_of(code: ErrorCode) -> Reason {
     Reason::from(code.0)
 }
 
-fn send_error(e: SendError) -> h2::Error {
+/// Why a send on stream `id` failed: the stream's reset reason when it was reset (by the
+/// client, mostly: the metric's label is the client's reason, as with `h2`).
+fn send_error(st: &mut State, id: u32, e: SendError) -> h2::Error {
+    if let Some(r) = st.slot(id).and_then(|s| s.reset) {
+        return r.into();
+    }
     match e {
         SendError::Closed => Reason::STREAM_CLOSED.into(),
         SendError::ConnectionClosed => closed_error(),
@@ -226,7 +287,14 @@ impl State {
                 match self.slot(stream) {
                     Some(s) if !s.body_gone => {
                         if n > 0 {
-                            s.data.push_back(input.slice(data));
+                            // A slice keeps the whole read's buffer: a payload small beside
+                            // it is copied, so queued DATA holds at most 8 times its size.
+                            let d = if data.len() * 8 < input.len() {
+                                Bytes::copy_from_slice(&input[data])
+                            } else {
+                                input.slice(data)
+                            };
+                            s.data.push_back(d);
                         }
                         s.end |= end_stream;
                         if let Some(w) = s.recv_waker.take() {
@@ -304,10 +372,14 @@ impl Conn {
         mut request: impl FnMut(Request<RecvBody>, Respond),
     ) -> End {
         let started = std::time::Instant::now();
-        // Bytes of a frame that has not all arrived (or not yet handled: the output bound).
+        // Bytes of a frame that has not all arrived, or frames the codec held back (`held`)
+        // while its output bound was reached.
         let mut partial: Vec<u8> = Vec::new();
+        let mut held = false;
         let mut going_away = false;
         let mut acks = AckWatch::new(Some(fd), Some(write_pause));
+        // Reads handled since the task last waited (see `READS_PER_RUN`).
+        let mut reads = 0;
         loop {
             // 1. Write what waits, as far as the socket takes it.
             match self.write_now(fd, src) {
@@ -322,40 +394,33 @@ impl Conn {
                     return End::Io(e);
                 }
             }
-            let (blocked, pending, failed, open) = {
+            let (blocked, pending, open) = {
                 let st = self.st.borrow();
+                // Streams keep to `send_buffer` (`SendBody::poll_capacity`): output past
+                // that and the codec's bound answers a client that sends and does not read
+                // (PINGs, SETTINGS): nothing more of it is read until that is written.
                 (
-                    st.server.output_len() >= OUTPUT_BOUND,
+                    st.pending() >= st.send_buffer + OUTPUT_BOUND,
                     st.pending() > 0,
-                    st.server.failed(),
                     st.slots.len() + st.server.open_streams(),
                 )
             };
-            if failed && !pending {
-                self.st.borrow_mut().close();
-                return End::Protocol(ConnError {
-                    code: ErrorCode::PROTOCOL_ERROR,
-                    why: "connection error",
-                });
-            }
             if going_away && open == 0 && !pending {
                 self.st.borrow_mut().close();
+                linger(socket, fd, src).await;
                 return End::Clean;
             }
-            // 2. Frames held back by the output bound, once the output is written.
-            if !partial.is_empty() && !blocked && !pending && !failed {
-                let before = partial.len();
+            // 2. Frames held back by the codec's output bound, once that output is taken.
+            if held && !blocked {
                 match self.feed(std::mem::take(&mut partial), &mut request) {
-                    Ok(rest) => partial = rest,
-                    Err(e) => return self.fail(e, fd, src),
+                    Ok((rest, h)) => (partial, held) = (rest, h),
+                    Err(e) => return self.fail(e, socket, fd, src).await,
                 }
-                if partial.len() < before {
-                    continue;
-                }
+                continue;
             }
             // 3. Read more, or wait for something to do.
-            let read = !blocked && !failed;
-            if read {
+            let read = !blocked && !held;
+            if read && reads < READS_PER_RUN {
                 let mut input = std::mem::take(&mut partial);
                 match sys::recv_now(fd, &mut input, READ_CHUNK) {
                     // The client closed: its streams end with the connection, as when it
@@ -367,9 +432,10 @@ impl Conn {
                     }
                     Ok(n) => {
                         src.read(n as u64);
+                        reads += 1;
                         match self.feed(input, &mut request) {
-                            Ok(rest) => partial = rest,
-                            Err(e) => return self.fail(e, fd, src),
+                            Ok((rest, h)) => (partial, held) = (rest, h),
+                            Err(e) => return self.fail(e, socket, fd, src).await,
                         }
                         continue;
                     }
@@ -386,7 +452,14 @@ impl Conn {
                 if partial.capacity() > partial.len() + 4096 {
                     partial.shrink_to_fit();
                 }
+            } else if read {
+                // A client that keeps the socket readable (a flood, or a fast upload) lets
+                // the core's other tasks run between batches of reads.
+                reads = 0;
+                yield_once().await;
+                continue;
             }
+            reads = 0;
             let established = self.st.borrow().server.established();
             let wait = async {
                 monoio::select! {
@@ -427,10 +500,24 @@ impl Conn {
         End::Io(io::ErrorKind::TimedOut.into())
     }
 
-    /// A connection error: its GOAWAY is written as far as the socket takes it now.
-    fn fail(&self, e: ConnError, fd: RawFd, src: &PeerCounters) -> End {
-        let _ = self.write_now(fd, src);
+    /// A connection error: its GOAWAY is written (within [`LINGER`]), then the connection
+    /// closes as [`linger`] says.
+    async fn fail(&self, e: ConnError, socket: &TcpStream, fd: RawFd, src: &PeerCounters) -> End {
         self.st.borrow_mut().close();
+        let deadline = std::time::Instant::now() + LINGER;
+        while let Ok(true) = self
+            .write_now(fd, src)
+            .map(|_| self.st.borrow().pending() > 0)
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if monoio::time::timeout(left, socket.writable(false))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        linger(socket, fd, src).await;
         End::Protocol(e)
     }
 
@@ -446,12 +533,18 @@ impl Conn {
     }
 
     /// Hands `input` (what was read, after a held frame's start) to the codec: new requests
-    /// go to `request`, the rest to their streams. Returns the bytes not consumed.
+    /// go to `request`, the rest to their streams. Returns the bytes not consumed, and
+    /// whether the codec held them back for its output bound (rather than for a frame's
+    /// missing bytes).
     fn feed(
         self: &Rc<Self>,
-        input: Vec<u8>,
+        mut input: Vec<u8>,
         request: &mut impl FnMut(Request<RecvBody>, Respond),
-    ) -> Result<Vec<u8>, ConnError> {
+    ) -> Result<(Vec<u8>, bool), ConnError> {
+        // A short read keeps no more than it needs: its DATA may be queued a while.
+        if input.capacity() > 2 * input.len() {
+            input.shrink_to_fit();
+        }
         let input = Bytes::from(input);
         let mut events = Vec::new();
         let consumed = {
@@ -459,14 +552,15 @@ impl Conn {
             st.server.recv(&input, &mut |e| events.push(e))?
         };
         let mut new = Vec::new();
-        {
+        let held = {
             let mut st = self.st.borrow_mut();
             for e in events {
                 if let Some(r) = st.event(e, &input) {
                     new.push(r);
                 }
             }
-        }
+            st.server.output_len() >= OUTPUT_BOUND
+        };
         for (id, head, _) in new {
             let conn = self.clone();
             let body = RecvBody {
@@ -475,7 +569,7 @@ impl Conn {
             };
             request(Request::from_parts(head, body), Respond { conn, id });
         }
-        Ok(input[consumed..].to_vec())
+        Ok((input[consumed..].to_vec(), held))
     }
 
     /// Writes what waits as far as the socket takes it now: `Ok(true)` when bytes went.
@@ -485,6 +579,9 @@ impl Conn {
             st.out = st.server.take_output();
             st.written = 0;
         } else if st.server.output_len() > 0 {
+            // (What was written goes first: the buffer holds only what waits.)
+            let written = std::mem::take(&mut st.written);
+            st.out.drain(..written);
             let more = st.server.take_output();
             st.out.extend_from_slice(&more);
         }
@@ -597,8 +694,12 @@ impl RecvBody {
     /// (RFC 9113 §6.9).
     pub fn release(&mut self, n: usize) {
         let mut st = self.conn.st.borrow_mut();
+        let before = st.server.output_len();
         st.server.release(self.id, n.min(u32::MAX as usize) as u32);
-        st.wrote();
+        // (A WINDOW_UPDATE goes out once half a window is owed, not for every release.)
+        if st.server.output_len() > before {
+            st.wrote();
+        }
     }
 }
 
@@ -612,6 +713,7 @@ impl Drop for RecvBody {
         }
         if unread > 0 {
             st.server.release(self.id, unread as u32);
+            st.wrote();
         }
         st.drop_handle(self.id);
     }
@@ -643,7 +745,7 @@ impl Respond {
                 &parts.headers,
                 end_of_stream,
             )
-            .map_err(send_error)?;
+            .map_err(|e| send_error(&mut st, self.id, e))?;
         st.wrote();
         if let Some(s) = st.slot(self.id) {
             s.handles += 1;
@@ -660,7 +762,7 @@ impl Respond {
         let (parts, ()) = response.into_parts();
         st.server
             .send_response(self.id, parts.status.as_u16(), &parts.headers, false)
-            .map_err(send_error)?;
+            .map_err(|e| send_error(&mut st, self.id, e))?;
         st.wrote();
         Ok(())
     }
@@ -741,7 +843,7 @@ impl SendBody {
         let n = st
             .server
             .send_data(self.id, &data, end_of_stream)
-            .map_err(send_error)?;
+            .map_err(|e| send_error(&mut st, self.id, e))?;
         st.wrote();
         if n < data.len() {
             // More than the windows allowed: a caller that did not wait for capacity.
@@ -758,7 +860,7 @@ impl SendBody {
         let mut st = self.conn.st.borrow_mut();
         st.server
             .send_trailers(self.id, &trailers)
-            .map_err(send_error)?;
+            .map_err(|e| send_error(&mut st, self.id, e))?;
         st.wrote();
         Ok(())
     }
@@ -804,4 +906,144 @@ fn poll_reset(conn: &Conn, id: u32, cx: &mut Context<'_>) -> Poll<Result<Reason,
     }
     s.reset_waker = Some(cx.waker().clone());
     Poll::Pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2wire::frame::{self, Settings, PREFACE};
+
+    fn cfg() -> Config {
+        Config {
+            max_concurrent_streams: 100,
+            max_header_list_size: 16 << 10,
+            initial_stream_window: 1 << 20,
+            initial_connection_window: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
+
+    /// The preface, the client's SETTINGS (a 1 MiB frame size), and a POST on stream 1
+    /// (HPACK: `:method POST`, `:scheme http`, `:path /`, `:authority x`).
+    fn hello() -> Vec<u8> {
+        let mut b = PREFACE.to_vec();
+        frame::write_settings(
+            &mut b,
+            &Settings {
+                max_frame_size: Some(1 << 20),
+                ..Settings::default()
+            },
+        );
+        frame::write_headers(
+            &mut b,
+            1,
+            &[0x83, 0x86, 0x84, 0x41, 0x01, b'x'],
+            false,
+            1 << 14,
+        );
+        b
+    }
+
+    /// Feeds `input` and returns the requests' bodies.
+    fn feed(conn: &Rc<Conn>, input: Vec<u8>) -> Vec<(RecvBody, Respond)> {
+        let mut got = Vec::new();
+        let (rest, held) = conn
+            .feed(input, &mut |r: Request<RecvBody>, respond| {
+                got.push((r.into_body(), respond))
+            })
+            .unwrap();
+        assert!(rest.is_empty() && !held);
+        got
+    }
+
+    fn next_data(body: &mut RecvBody) -> Bytes {
+        let waker = futures_util::task::noop_waker_ref();
+        match body.poll_data(&mut Context::from_waker(waker)) {
+            Poll::Ready(Some(Ok(d))) => d,
+            other => panic!("no DATA: {other:?}"),
+        }
+    }
+
+    /// Review: each queued DATA slice kept its whole read's buffer (64 KiB), so paced 1-byte
+    /// frames could hold gigabytes within a 1 MiB window. A payload small beside its read is
+    /// copied; a large one is shared without a copy.
+    #[test]
+    fn small_data_in_a_large_read_is_copied_and_large_data_is_shared() {
+        let conn = Conn::new(cfg(), 1 << 20);
+        let mut input = hello();
+        frame::write_data(&mut input, 1, b"a", false);
+        frame::write_data(&mut input, 1, &vec![b'b'; 40_000], false);
+        let range = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
+        let mut streams = feed(&conn, input);
+        let (body, _respond) = &mut streams[0];
+        let small = next_data(body);
+        let large = next_data(body);
+        assert_eq!((&small[..], large.len()), (&b"a"[..], 40_000));
+        assert!(!range.contains(&(small.as_ptr() as usize)), "copied");
+        assert!(range.contains(&(large.as_ptr() as usize)), "shared");
+    }
+
+    /// Review: a client that takes what is written slowly left every byte written since its
+    /// backlog began in the buffer (only a fully written buffer was dropped). What was
+    /// written leaves the buffer when more output comes.
+    #[test]
+    fn written_output_leaves_the_buffer_when_more_comes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
+        let conn = Conn::new(cfg(), 1 << 20);
+        let src = PeerCounters::default();
+        // (The server's SETTINGS aside: only `out` and the GOAWAY below count.)
+        let _ = conn.st.borrow_mut().server.take_output();
+        conn.st.borrow_mut().out = vec![0; 64 << 20];
+        // The socket takes part of it (the client reads nothing).
+        assert!(conn.write_now(fd, &src).unwrap());
+        let written = conn.st.borrow().written;
+        assert!(written > 0 && written < 64 << 20);
+        conn.st.borrow_mut().server.go_away();
+        let more = conn.st.borrow().server.output_len();
+        let _ = conn.write_now(fd, &src).unwrap();
+        let st = conn.st.borrow();
+        assert!(
+            st.out.len() <= (64 << 20) - written + more,
+            "{}",
+            st.out.len()
+        );
+        drop(client);
+    }
+
+    /// Review: a send on a stream the client had reset failed with STREAM_CLOSED (the
+    /// metric's label), not the client's reason.
+    #[test]
+    fn a_send_on_a_reset_stream_fails_with_the_reset_reason() {
+        let conn = Conn::new(cfg(), 1 << 20);
+        let mut streams = feed(&conn, hello());
+        let mut rst = Vec::new();
+        frame::write_rst_stream(&mut rst, 1, ErrorCode::CANCEL);
+        assert!(feed(&conn, rst).is_empty());
+        let (_, respond) = &mut streams[0];
+        let e = respond
+            .send_response(Response::new(()), false)
+            .expect_err("the stream was reset");
+        assert_eq!(e.reason(), Some(Reason::CANCEL));
+    }
+
+    /// Review: dropping a request body with unread DATA queued a WINDOW_UPDATE without waking
+    /// the connection's task (only the last handle's drop did).
+    #[test]
+    fn dropping_a_body_with_unread_data_wakes_the_task() {
+        let conn = Conn::new(cfg(), 1 << 20);
+        let mut input = hello();
+        frame::write_data(&mut input, 1, &vec![b'b'; 600_000], false);
+        let mut streams = feed(&conn, input);
+        conn.st.borrow_mut().dirty = false;
+        let (body, _respond) = streams.pop().unwrap();
+        drop(body);
+        let st = conn.st.borrow();
+        assert!(st.dirty, "the task is told");
+        assert!(st.server.output_len() > 0, "a WINDOW_UPDATE waits");
+    }
 }
