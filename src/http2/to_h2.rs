@@ -51,9 +51,11 @@ pub(crate) struct Body {
 /// nor answers) gets its stream reset, and the client a 504. A response head that comes
 /// before the body's end (bidirectional streaming) is taken at once.
 ///
-/// A bodiless request the upstream did not process is sent once more on a new connection
-/// (RFC 9113 §8.7): one above the last-stream-id of a GOAWAY (§6.8), or one reset with
-/// REFUSED_STREAM. A request with a body is not: its body has been streamed away.
+/// A bodiless request the upstream did not process is sent once more (RFC 9113 §8.7): one
+/// above the last-stream-id of a GOAWAY (§6.8), on a new connection; one reset with
+/// REFUSED_STREAM (past the upstream's concurrency limit, mostly), on a pooled connection with
+/// room or a new one. A request with a body is not: its body has been streamed away (the
+/// client gets the REFUSED_STREAM, which tells it that it may retry).
 ///
 /// When no connection to `addr` can be made, the stream goes to the endpoint `other()`
 /// names, if any; `connected` is told the endpoint once a connection to it is ready.
@@ -241,8 +243,9 @@ async fn attempt(
             return Err(Attempt::Unprocessed("above the last-stream-id of a GOAWAY"));
         }
         // RFC 9113 §8.7: REFUSED_STREAM means no application processing happened.
+        // (The connection stays pooled: an upstream refuses streams past its concurrency
+        // limit, and the retry goes where there is room, `pool::H2Slot`.)
         Some(Err(e)) if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) => {
-            l.pools.forget_h2(&flight.conn());
             return Err(Attempt::Unprocessed("reset with REFUSED_STREAM"));
         }
         Some(Err(e)) => {

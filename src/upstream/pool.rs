@@ -132,6 +132,9 @@ type H2Conns = Rc<RefCell<Vec<(SocketAddr, H2Slot)>>>;
 pub struct H2Slot {
     conn: H2Conn,
     streams: Rc<Cell<usize>>,
+    /// The streams it takes until its upstream's SETTINGS say: the endpoint's limit seen on
+    /// its other connections, else [`ASSUMED_MAX_STREAMS`].
+    assumed: usize,
 }
 
 impl H2Slot {
@@ -140,14 +143,22 @@ impl H2Slot {
         self.conn.clone()
     }
 
-    /// How many streams the connection takes: the upstream's current
-    /// SETTINGS_MAX_CONCURRENT_STREAMS once it is up ([`ASSUMED_MAX_STREAMS`] until its
-    /// SETTINGS come), [`ASSUMED_MAX_STREAMS`] while it is dialled, none once its dial failed.
+    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS, once its SETTINGS said (`h2` reports
+    /// [`ASSUMED_MAX_STREAMS`] until then: a limit of exactly that reads as not said, and
+    /// comes to the same).
+    fn said(&self) -> Option<usize> {
+        match self.conn.peek() {
+            Some(Ok(s)) => Some(s.current_max_send_streams()).filter(|&n| n != ASSUMED_MAX_STREAMS),
+            _ => None,
+        }
+    }
+
+    /// How many streams the connection takes: what its upstream said, else `assumed`; none
+    /// once its dial failed.
     fn limit(&self) -> usize {
         match self.conn.peek() {
-            None => ASSUMED_MAX_STREAMS,
-            Some(Ok(s)) => s.current_max_send_streams(),
             Some(Err(_)) => 0,
+            _ => self.said().unwrap_or(self.assumed),
         }
     }
 
@@ -207,6 +218,9 @@ pub struct Pools {
     h1: Rc<IdleH1>,
     /// HTTP/2 upstream connections: per endpoint as many as its streams need ([`H2Slot`]).
     h2: H2Conns,
+    /// Per endpoint: the SETTINGS_MAX_CONCURRENT_STREAMS its connections last said, for the
+    /// connections dialled next (which take that many before their own SETTINGS come).
+    h2_limits: RefCell<Vec<(SocketAddr, usize)>>,
     /// `upstream_protocol = "auto"`: endpoints learned to speak HTTP/2 (true) or not.
     learned: RefCell<Vec<(SocketAddr, bool)>>,
     /// Per endpoint: the bounds on HTTP/1 connects and connections (created on first use).
@@ -285,6 +299,7 @@ impl Pools {
                 sweeping: Cell::new(false),
             }),
             h2: Rc::new(RefCell::new(Vec::new())),
+            h2_limits: RefCell::new(Vec::new()),
             learned: RefCell::new(Vec::new()),
             gates: RefCell::new(Vec::new()),
             bounds: (max_open, max_dialling),
@@ -475,6 +490,11 @@ impl Pools {
     /// ([`H2Slot`]), if any: the first one, so streams fill one connection before the next.
     pub fn h2(&self, addr: SocketAddr) -> Option<H2Slot> {
         let conns = self.h2.borrow();
+        let said = conns
+            .iter()
+            .filter(|(a, _)| *a == addr)
+            .find_map(|(_, s)| s.said());
+        self.learn_h2_limit(addr, said);
         conns
             .iter()
             .find(|(a, s)| *a == addr && s.has_room())
@@ -488,9 +508,16 @@ impl Pools {
 
     /// Pools `c` as one more HTTP/2 connection to `addr`; returns its slot.
     pub fn put_h2(&self, addr: SocketAddr, c: H2Conn) -> H2Slot {
+        let assumed = self
+            .h2_limits
+            .borrow()
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map_or(ASSUMED_MAX_STREAMS, |(_, n)| *n);
         let slot = H2Slot {
             conn: c,
             streams: Rc::new(Cell::new(0)),
+            assumed,
         };
         self.h2.borrow_mut().push((addr, slot.clone()));
         slot
@@ -506,10 +533,24 @@ impl Pools {
         }
     }
 
-    /// Drops the pooled HTTP/2 connection `c` (it failed, or refused a stream); streams open
-    /// on it go on.
+    /// Drops the pooled HTTP/2 connection `c` (it failed, or went away); streams open on it
+    /// go on. What its upstream said of its concurrency limit is kept for the next ones.
     pub fn forget_h2(&self, c: &H2Conn) {
-        self.h2.borrow_mut().retain(|(_, s)| !s.conn.ptr_eq(c));
+        let mut conns = self.h2.borrow_mut();
+        if let Some((addr, s)) = conns.iter().find(|(_, s)| s.conn.ptr_eq(c)) {
+            self.learn_h2_limit(*addr, s.said());
+        }
+        conns.retain(|(_, s)| !s.conn.ptr_eq(c));
+    }
+
+    /// Keeps `said`, the concurrency limit an upstream connection to `addr` said, for the
+    /// connections dialled to it next.
+    fn learn_h2_limit(&self, addr: SocketAddr, said: Option<usize>) {
+        if let Some(n) = said {
+            let mut limits = self.h2_limits.borrow_mut();
+            limits.retain(|(a, _)| *a != addr);
+            limits.push((addr, n));
+        }
     }
 
     /// What `upstream_protocol = "auto"` learned about `addr`: speaks HTTP/2 or not.
