@@ -314,26 +314,38 @@ pub(super) fn adopt(l: &Rc<Listener>, addr: SocketAddr, tcp: TcpStream) -> Resul
 /// there is none), once it can take the stream; the stream counts on that connection from
 /// the start of the wait. A connection that failed leaves the pool.
 async fn ready(l: &Rc<Listener>, addr: SocketAddr) -> Result<Ready, Failure> {
-    let slot = match l.pools.h2(addr) {
-        Some(s) => s,
-        None => {
-            if l.pools.has_h2(addr) {
-                debug!(upstream = %addr, "http2: every upstream connection is full; dialling one more");
+    let mut moves = 0;
+    let (sender, flight) = loop {
+        let slot = match l.pools.h2(addr) {
+            Some(s) => s,
+            None => {
+                if l.pools.has_h2(addr) {
+                    debug!(upstream = %addr, "http2: every upstream connection is full; dialling one more");
+                }
+                l.pools
+                    .put_h2(addr, dial(l.clone(), addr).boxed_local().shared())
             }
-            l.pools
-                .put_h2(addr, dial(l.clone(), addr).boxed_local().shared())
+        };
+        let flight = l.pools.enter_h2(addr, slot);
+        let conn = flight.conn();
+        let sender = conn
+            .await
+            .inspect_err(|_| l.pools.forget_h2(&flight.conn()))?;
+        let sender = sender.ready().await.map_err(|e| {
+            debug!(upstream = %addr, error = %e, "http2: upstream connection not ready");
+            l.pools.forget_h2(&flight.conn());
+            Failure::Status(502, "upstream HTTP/2 connection failed")
+        })?;
+        // Streams that joined the connection while it was dialled may be more than its
+        // SETTINGS, come meanwhile, allow: those over go elsewhere (once or twice) rather
+        // than wait in `h2`'s queue behind the others, which may be long. (The caller sends
+        // the stream with no wait after this: `h2` opens it under the limit checked here.)
+        if flight.over_limit() && moves < 2 {
+            moves += 1;
+            continue;
         }
+        break (sender, flight);
     };
-    let flight = l.pools.enter_h2(addr, slot);
-    let conn = flight.conn();
-    let sender = conn
-        .await
-        .inspect_err(|_| l.pools.forget_h2(&flight.conn()))?;
-    let sender = sender.ready().await.map_err(|e| {
-        debug!(upstream = %addr, error = %e, "http2: upstream connection not ready");
-        l.pools.forget_h2(&flight.conn());
-        Failure::Status(502, "upstream HTTP/2 connection failed")
-    })?;
     Ok((sender, flight))
 }
 

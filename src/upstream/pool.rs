@@ -183,6 +183,12 @@ impl InFlight {
     pub fn conn(&self) -> H2Conn {
         self.slot.conn()
     }
+
+    /// Whether more streams are counted on the connection than it takes now (its SETTINGS
+    /// came with a lower limit than it was assumed to have).
+    pub fn over_limit(&self) -> bool {
+        self.slot.streams.get() > self.slot.limit()
+    }
 }
 
 impl Drop for InFlight {
