@@ -252,7 +252,7 @@ impl State {
     }
 
     /// Routes one event from the codec; a new request is returned for its stream task.
-    fn event(&mut self, e: Event, input: &Bytes) -> Option<(u32, http::request::Parts, bool)> {
+    fn event(&mut self, e: Event, input: &Bytes) -> Option<(u32, http::request::Parts)> {
         match e {
             Event::Request {
                 stream,
@@ -276,7 +276,7 @@ impl State {
                         reset_waker: None,
                     },
                 );
-                return Some((stream, head, end_stream));
+                return Some((stream, head));
             }
             Event::Data {
                 stream,
@@ -561,7 +561,7 @@ impl Conn {
             }
             st.server.output_len() >= OUTPUT_BOUND
         };
-        for (id, head, _) in new {
+        for (id, head) in new {
             let conn = self.clone();
             let body = RecvBody {
                 conn: conn.clone(),

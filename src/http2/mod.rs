@@ -296,7 +296,7 @@ async fn stream(
     let logged = logged.as_ref();
     let is_grpc = grpc::is_grpc(&parts.headers);
     let t0 = Instant::now();
-    if let Some(why) = check::malformed(&parts.headers).or_else(|| check::bad_target(&parts)) {
+    if let Some(why) = check::bad_target(&parts) {
         // RFC 9113 §8.1.1: a stream error PROTOCOL_ERROR, and never forwarded.
         debug!(listener = %l.cfg.name, %peer, why, "http2: malformed request");
         let m = dest.metrics(&l, route, Protocol::Http2, None, host);

@@ -585,6 +585,8 @@ fn malformed_requests_are_reset_and_the_connection_goes_on() {
         ("transfer-encoding", vec![("transfer-encoding", "chunked")]),
         ("te", vec![("te", "gzip")]),
         ("leading space", vec![("x-a", " v")]),
+        ("trailing space", vec![("x-a", "v ")]),
+        ("leading tab", vec![("x-a", "\tv")]),
         ("trailing tab", vec![("x-a", "v\t")]),
         ("pseudo after regular", vec![("x-a", "v"), (":foo", "x")]),
         ("bad content-length", vec![("content-length", "1x")]),
