@@ -139,14 +139,6 @@ pub async fn serve(
     dest: HttpDest,
     tracked: &Tracked<'_>,
 ) -> Close {
-    if first_frame_not_settings(client.as_raw_fd()) {
-        debug!(listener = %l.cfg.name, %peer, "http2: preface not followed by SETTINGS");
-        l.metrics.h2_error();
-        let mut client = client;
-        refuse_preface(&mut client, &src).await;
-        tracked.finish(client.as_raw_fd());
-        return Close::Failed;
-    }
     // Dropped last: reports the final counters, then closes.
     let client = tracked.closing(client);
     let fd = client.socket.as_raw_fd();
@@ -224,50 +216,6 @@ pub async fn serve(
         End::Io(e) => {
             debug!(listener = %l.cfg.name, %peer, error = %e, "http2: connection ended");
             Close::of_io(&e, e.raw_os_error())
-        }
-    }
-}
-
-/// Whether the client's first frame after the preface is known not to be SETTINGS (RFC 9113
-/// §3.4: the preface MUST be followed by SETTINGS, else a connection error PROTOCOL_ERROR;
-/// `h2` takes any frame there). Judged on the bytes already queued (one peek, no wait; the
-/// detection peeked the preface, so it is still queued): clients send the preface and their
-/// SETTINGS together, and a frame header that has not arrived yet is left to `h2`.
-fn first_frame_not_settings(fd: std::os::fd::RawFd) -> bool {
-    /// The 24-byte preface, then a frame header's length (3) and type (1) octets.
-    const TYPE_AT: usize = 24 + 3;
-    let mut b = [0u8; TYPE_AT + 1];
-    matches!(crate::sys::peek(fd, &mut b), Ok(n) if n == b.len()) && b[TYPE_AT] != 0x4
-}
-
-/// Answers an invalid preface: the server preface (an empty SETTINGS, which MUST come first),
-/// GOAWAY PROTOCOL_ERROR with last stream 0 (RFC 9113 §3.4, §5.4.1), FIN; then reads and
-/// discards what the client still sends for up to a second, so closing with unread bytes
-/// does not reset the connection before the client reads the GOAWAY.
-async fn refuse_preface(client: &mut TcpStream, src: &PeerCounters) {
-    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    const SETTINGS_THEN_GOAWAY: [u8; 26] = [
-        0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS, empty, stream 0
-        0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY, 8 octets, stream 0
-        0, 0, 0, 0, 0, 0, 0, 0x1, // last stream 0, PROTOCOL_ERROR
-    ];
-    let (r, _) = client.write_all(SETTINGS_THEN_GOAWAY.to_vec()).await;
-    if let Ok(n) = r {
-        src.wrote(n as u64);
-    }
-    if crate::sys::shutdown_write(client.as_raw_fd()).is_err() {
-        return;
-    }
-    let deadline = Instant::now() + std::time::Duration::from_secs(1);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, client.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
-                src.read(n as u64);
-                buf = b;
-            }
-            _ => return,
         }
     }
 }
