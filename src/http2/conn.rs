@@ -8,9 +8,11 @@
 //! protocol ([`super::body`]).
 //!
 //! Idle, a connection holds the codec's state (about 300 bytes), this module's (streams'
-//! queues only while streams are open) and no buffer: each read gets a buffer of its own,
-//! which the request bodies' DATA then share without a copy (`Bytes` slices of it), and only
-//! the bytes of a frame that has not all arrived stay between reads.
+//! queues only while streams are open) and no buffer: reads land in the core's read buffer
+//! ([`READ_BUFFER`]); a short read is copied out of it at its size, a long one (a body's
+//! DATA) takes the buffer itself, which the request bodies' DATA then share without a copy
+//! (`Bytes` slices of it). Only the bytes of a frame that has not all arrived stay between
+//! reads.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,6 +36,36 @@ use crate::sys;
 
 /// Reads a connection's task handles before it lets the core's other tasks run.
 const READS_PER_RUN: u32 = 16;
+
+/// A read of at least this many bytes (with a held frame's start) keeps the core's read
+/// buffer as its own (no copy; the next read allocates another); a shorter one is copied out
+/// at its size, so that the buffer is used again.
+const HAND_OVER: usize = READ_CHUNK / 2;
+
+thread_local! {
+    /// The core's read buffer for its clients' HTTP/2 connections (up to [`READ_CHUNK`]
+    /// bytes): one per worker thread, used by one connection's read at a time.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One non-blocking read of `fd`, after `partial` (a frame's start kept from the last
+/// read), through the core's [`READ_BUFFER`]. Returns the bytes to feed (`partial` first)
+/// and how many the read added; `Ok((_, 0))` when the client closed; `WouldBlock` when
+/// nothing waits.
+fn read_after(fd: RawFd, partial: &[u8]) -> io::Result<(Bytes, usize)> {
+    READ_BUFFER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(partial);
+        let n = sys::recv_now(fd, &mut buf, READ_CHUNK)?;
+        let input = if buf.len() >= HAND_OVER {
+            Bytes::from(std::mem::take(&mut *buf))
+        } else {
+            Bytes::copy_from_slice(&buf)
+        };
+        Ok((input, n))
+    })
+}
 
 /// How long a closing connection may take to write its last frames (a GOAWAY), and then to
 /// read what the client still sends ([`linger`]).
@@ -412,7 +444,7 @@ impl Conn {
             }
             // 2. Frames held back by the codec's output bound, once that output is taken.
             if held && !blocked {
-                match self.feed(std::mem::take(&mut partial), &mut request) {
+                match self.feed(Bytes::from(std::mem::take(&mut partial)), &mut request) {
                     Ok((rest, h)) => (partial, held) = (rest, h),
                     Err(e) => return self.fail(e, socket, fd, src).await,
                 }
@@ -421,16 +453,15 @@ impl Conn {
             // 3. Read more, or wait for something to do.
             let read = !blocked && !held;
             if read && reads < READS_PER_RUN {
-                let mut input = std::mem::take(&mut partial);
-                match sys::recv_now(fd, &mut input, READ_CHUNK) {
+                match read_after(fd, &partial) {
                     // The client closed: its streams end with the connection, as when it
                     // resets them (RFC 9113 has no half-closed connection).
-                    Ok(0) => {
+                    Ok((_, 0)) => {
                         let _ = self.write_now(fd, src);
                         self.st.borrow_mut().close();
                         return End::Clean;
                     }
-                    Ok(n) => {
+                    Ok((input, n)) => {
                         src.read(n as u64);
                         reads += 1;
                         match self.feed(input, &mut request) {
@@ -439,18 +470,12 @@ impl Conn {
                         }
                         continue;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => partial = input,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        partial = input;
-                        continue;
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         self.st.borrow_mut().close();
                         return End::Io(e);
                     }
-                }
-                if partial.capacity() > partial.len() + 4096 {
-                    partial.shrink_to_fit();
                 }
             } else if read {
                 // A client that keeps the socket readable (a flood, or a fast upload) lets
@@ -538,14 +563,9 @@ impl Conn {
     /// missing bytes).
     fn feed(
         self: &Rc<Self>,
-        mut input: Vec<u8>,
+        input: Bytes,
         request: &mut impl FnMut(Request<RecvBody>, Respond),
     ) -> Result<(Vec<u8>, bool), ConnError> {
-        // A short read keeps no more than it needs: its DATA may be queued a while.
-        if input.capacity() > 2 * input.len() {
-            input.shrink_to_fit();
-        }
-        let input = Bytes::from(input);
         let mut events = Vec::new();
         let consumed = {
             let mut st = self.st.borrow_mut();
@@ -950,7 +970,7 @@ mod tests {
     fn feed(conn: &Rc<Conn>, input: Vec<u8>) -> Vec<(RecvBody, Respond)> {
         let mut got = Vec::new();
         let (rest, held) = conn
-            .feed(input, &mut |r: Request<RecvBody>, respond| {
+            .feed(Bytes::from(input), &mut |r: Request<RecvBody>, respond| {
                 got.push((r.into_body(), respond))
             })
             .unwrap();
@@ -988,6 +1008,47 @@ mod tests {
     /// Review: a client that takes what is written slowly left every byte written since its
     /// backlog began in the buffer (only a fully written buffer was dropped). What was
     /// written leaves the buffer when more output comes.
+    #[test]
+    fn a_short_read_is_copied_out_of_the_cores_buffer_and_a_long_one_takes_it() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let fd = b.as_raw_fd();
+        let buffer = || READ_BUFFER.with(|b| (b.borrow().as_ptr() as usize, b.borrow().capacity()));
+
+        // Nothing waits: WouldBlock, and the buffer stays.
+        let e = read_after(fd, b"").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+
+        // A short read after a held frame's start: both, copied out at their size.
+        a.write_all(b"world").unwrap();
+        let (input, n) = read_after(fd, b"hello ").unwrap();
+        assert_eq!((&input[..], n), (&b"hello world"[..], 5));
+        let (at, cap) = buffer();
+        assert!(cap >= READ_CHUNK, "the buffer is kept for the next read");
+        assert!(
+            !(at..at + cap).contains(&(input.as_ptr() as usize)),
+            "copied"
+        );
+
+        // A long read keeps the buffer's allocation: no copy, and the core's buffer is new.
+        let long = vec![b'x'; HAND_OVER + 10];
+        a.write_all(&long).unwrap();
+        let (input, n) = read_after(fd, b"").unwrap();
+        assert_eq!((input.len(), n), (long.len(), long.len()));
+        assert_eq!(
+            input.as_ptr() as usize,
+            at,
+            "the read's bytes are the buffer's"
+        );
+        assert_eq!(buffer().1, 0, "the next read allocates another");
+
+        // The peer's close reads as 0 bytes.
+        drop(a);
+        assert_eq!(read_after(fd, b"").unwrap().1, 0);
+    }
+
     #[test]
     fn written_output_leaves_the_buffer_when_more_comes() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
