@@ -2,8 +2,10 @@
 # HTTP/1.1 benchmark: sidewire vs HAProxy (and the no-proxy baseline) in one run.
 #
 # `loadtest http` (keep-alive, CONNS connections) → proxy → `loadtest http-server` (1 KiB
-# responses), at full speed (closed loop, SECS) and at a fixed RATE req/s (open loop).
-# Reported: req/s, p99 and the proxy's CPU-µs per request.
+# responses), at full speed (closed loop, SECS) and at a fixed RATE req/s (open loop), and
+# connection churn: one request per client connection (`loadtest http --close`, closed loop,
+# CONNS at a time; the proxies keep their upstream connections pooled).
+# Reported: req/s, p99 and the proxy's CPU-µs per request (per connection for churn).
 #
 # Pinning: the proxy (one worker / one thread) on CPU $PROXY_CPU, load and backend on CPU
 # $LOAD_CPU. Proxy CPU is its threads' time on CPU (bench-lib.sh cpu_ticks). Each measurement runs REPS
@@ -61,11 +63,11 @@ taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 & HA_P
 wait_ports $BE $SW_PORT $HA_PORT
 
 
-# load <port> <pid|-> <rate|max> : prints "cpu_us_per_req req_per_s p99"
+# load <port> <pid|-> <rate|max|close> : prints "cpu_us_per_req req_per_s p99"
 load() {
   local port=$1 pid=$2 rate=$3 c0 c1 out args
   args=(--target "127.0.0.1:$port" --connections "$CONNS" --duration "$SECS" --max-error-rate 100)
-  [ "$rate" != max ] && args+=(--rate "$rate")
+  case $rate in max) ;; close) args+=(--close) ;; *) args+=(--rate "$rate") ;; esac
   [ "$pid" != - ] && c0=$(cpu_ticks "$pid")
   out=$(taskset -c "$LOAD_CPU" "$LT" http "${args[@]}" 2>&1)
   [ "$pid" != - ] && c1=$(cpu_ticks "$pid")
@@ -83,7 +85,7 @@ load() {
 declare -A R
 for rep in $(seq "$REPS"); do
   echo "rep $rep/$REPS ..." >&2
-  for mode in max "$RATE"; do
+  for mode in max "$RATE" close; do
     R[base_$mode]+="$(load $BE - $mode)"$'\n'
     R[sw_$mode]+="$(load $SW_PORT $SW_PID $mode)"$'\n'
     R[ha_$mode]+="$(load $HA_PORT $HA_PID $mode)"$'\n'
@@ -102,11 +104,17 @@ for t in base sw ha; do
 done
 awk -v a="$(col sw_max 1)" -v b="$(col ha_max 1)" -v c="$(col sw_$RATE 1)" -v d="$(col ha_$RATE 1)" \
   'BEGIN{printf "ratio sidewire/haproxy CPU per request: closed loop %.2fx, at '"$RATE"'/s %.2fx\n", a/b, c/d}'
+echo "one request per connection (--close): CPU-us/conn and conn/s"
+for t in base sw ha; do
+  name=$([ $t = base ] && echo baseline || { [ $t = sw ] && echo sidewire || echo haproxy; })
+  printf "%-10s %14s %10s\n" "$name" "$(col ${t}_close 1)" "$(col ${t}_close 2)"
+done
+awk -v a="$(col sw_close 1)" -v b="$(col ha_close 1)" 'BEGIN{printf "ratio sidewire/haproxy CPU per connection: %.2fx\n", a/b}'
 
 # Machine-readable: one line per target (scripts/bench-report.py parses these). Baseline CPU is "-".
 echo
 for t in base sw ha; do
   case $t in base) tname=baseline ;; sw) tname=sidewire ;; *) tname=haproxy ;; esac
   p99=$(colp "${t}_$RATE" 3)
-  echo "RESULT bench=http1 proxy=$tname max_cpu_us_per_req=$(col "${t}_max" 1) max_req_s=$(col "${t}_max" 2) rate=$RATE rate_cpu_us_per_req=$(col "${t}_$RATE" 1) rate_req_s=$(col "${t}_$RATE" 2) rate_p99_us=${p99%us} conns=$CONNS secs=$SECS reps=$REPS"
+  echo "RESULT bench=http1 proxy=$tname max_cpu_us_per_req=$(col "${t}_max" 1) max_req_s=$(col "${t}_max" 2) rate=$RATE rate_cpu_us_per_req=$(col "${t}_$RATE" 1) rate_req_s=$(col "${t}_$RATE" 2) rate_p99_us=${p99%us} close_cpu_us_per_conn=$(col "${t}_close" 1) close_conn_s=$(col "${t}_close" 2) conns=$CONNS secs=$SECS reps=$REPS"
 done

@@ -127,6 +127,11 @@ def build_table(res, meta):
         add(f"HTTP/1 at {rate}/s CPU-µs/req (p99)",
             *[cell(t[p].get("rate_cpu_us_per_req"), extra=f"p99 {t[p].get('rate_p99_us', '?')} µs") for p in PROXIES],
             fmt_ratio(r), goal_ratio(0.8, r))
+        if t["sidewire"].get("close_cpu_us_per_conn") is not None:
+            r = ratio(t["sidewire"].get("close_cpu_us_per_conn"), t["haproxy"].get("close_cpu_us_per_conn"))
+            add("HTTP/1 churn, one request per connection, CPU-µs/conn (conn/s)",
+                *[cell(t[p].get("close_cpu_us_per_conn"), extra=f"{t[p].get('close_conn_s', '?')} conn/s") for p in PROXIES],
+                fmt_ratio(r), goal_ratio(0.8, r))
     else:
         missing.append("bench-http1.sh")
 
