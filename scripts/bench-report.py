@@ -114,6 +114,16 @@ def build_table(res, meta):
             fmt_ratio(r), goal_ratio(0.8, r))
     else:
         missing.append("bench-tcp.sh")
+    # --- the churn floor (bench-ring-floor.sh): what the connection's own syscalls and the
+    # kernel's TCP work cost under a minimal io_uring loop, beside both proxies, paired reps ---
+    f = R.get(bench="ring-floor")
+    if f:
+        add(f"opaque churn beside the io_uring floor (`loadtest ring-floor`), CPU-µs/conn, protocol={f.get('protocol', '?')}, "
+            f"median of {f.get('reps', '?')} paired reps",
+            cell(f.get("floor_us"), extra="floor"), cell(f.get("sidewire_us")), cell(f.get("haproxy_us")),
+            f"{f.get('sw_ha', '?')}x", f"reference: floor/sidewire {f.get('floor_sw', '?')}x, floor/HAProxy {f.get('floor_ha', '?')}x")
+    else:
+        missing.append("bench-ring-floor.sh")
 
     # --- HTTP/1 (bench-http1.sh) ---
     if R.has("http1"):

@@ -3,7 +3,10 @@
 # <!-- perf-table:begin --> and <!-- perf-table:end --> markers) in one run:
 #
 #   bench-tcp.sh                       opaque bulk CPU-s/GiB, churn CPU-µs/conn
-#   bench-http1.sh                     HTTP/1 CPU-µs/req, closed loop and at RATE req/s
+#   bench-ring-floor.sh                opaque churn beside `loadtest ring-floor`, the floor
+#                                      under it (paired reps; ~2 min)
+#   bench-http1.sh                     HTTP/1 CPU-µs/req, closed loop and at RATE req/s, and
+#                                      churn (one request per connection) CPU-µs/conn
 #   bench-h2.sh                        h2→h1 and h2→h2 CPU-µs/req
 #   bench-idle.sh KIND=opaque|http1|http2   RSS per idle connection (N=IDLE_N, default 9000;
 #                                      opaque with PROTOCOL=IDLE_PROTOCOL, default opaque)
@@ -58,6 +61,11 @@ if [ "$QUICK" = 1 ]; then
   bench tcp bench-tcp.sh "${quick[@]}" BULK_BYTES=256M CHURN_SECS=1
 else
   bench tcp bench-tcp.sh
+fi
+if [ "$QUICK" = 1 ]; then
+  bench ring-floor bench-ring-floor.sh REPS=2 CHURN_SECS=1
+else
+  bench ring-floor bench-ring-floor.sh
 fi
 bench http1 bench-http1.sh "${quick[@]}"
 bench h2 bench-h2.sh "${quick[@]}"
