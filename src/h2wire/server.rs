@@ -980,8 +980,11 @@ impl Server {
     }
 
     /// Sends a response head on `stream` (RFC 9113 §8.3.2: `:status`, then the fields;
-    /// connection-specific fields are dropped, §8.2.2). A 1xx status is an interim response
-    /// (it cannot end the stream). `end_stream`: no body follows.
+    /// connection-specific fields and `te` are dropped, §8.2.2). A 1xx status is an interim
+    /// response (it cannot end the stream). `end_stream`: no body follows. A 1xx or 204
+    /// response carries no `content-length` (RFC 9110 §8.6; a client such as nghttp2 takes
+    /// one for a malformed response), so it is dropped there; a 304 or the answer to a HEAD
+    /// keeps it (RFC 9113 §8.1.1).
     ///
     /// Errors: [`SendError::Closed`] when the stream is not open for sending (the client
     /// reset it, or it was answered and ended).
@@ -1003,7 +1006,8 @@ impl Server {
         let mut block = Vec::new();
         self.encoder.begin_block(&mut block);
         self.encoder.status(status, &mut block);
-        encode_fields(&mut self.encoder, fields, &mut block);
+        let bodiless = informational || status == 204;
+        encode_fields(&mut self.encoder, fields, bodiless, &mut block);
         let end_stream = end_stream && !informational;
         frame::write_headers(
             &mut self.out,
@@ -1059,7 +1063,8 @@ impl Server {
         Ok(n)
     }
 
-    /// Sends the response's trailer section, which ends the stream (RFC 9113 §8.1).
+    /// Sends the response's trailer section, which ends the stream (RFC 9113 §8.1); a
+    /// `content-length` in it is dropped (a framing field, RFC 9110 §6.5.1).
     ///
     /// Errors: [`SendError::Closed`] when the stream is not open for sending.
     pub fn send_trailers(&mut self, stream: u32, fields: &HeaderMap) -> Result<(), SendError> {
@@ -1069,7 +1074,7 @@ impl Server {
         }
         let mut block = Vec::new();
         self.encoder.begin_block(&mut block);
-        encode_fields(&mut self.encoder, fields, &mut block);
+        encode_fields(&mut self.encoder, fields, true, &mut block);
         frame::write_headers(
             &mut self.out,
             stream,
@@ -1245,12 +1250,19 @@ fn connection_specific(name: &[u8]) -> bool {
     )
 }
 
-/// Appends `fields` (names are lower case in a `HeaderMap`), minus connection-specific ones;
-/// sensitive values as never-indexed literals.
-fn encode_fields(encoder: &mut Encoder, fields: &HeaderMap, block: &mut Vec<u8>) {
+/// Appends the fields of a response head or trailer section (names are lower case in a
+/// `HeaderMap`), minus connection-specific ones and `te` (a request field, RFC 9113 §8.2.2),
+/// and minus `content-length` when `drop_length` (a section that cannot carry it); sensitive
+/// values as never-indexed literals.
+fn encode_fields(
+    encoder: &mut Encoder,
+    fields: &HeaderMap,
+    drop_length: bool,
+    block: &mut Vec<u8>,
+) {
     for (name, value) in fields {
         let n = name.as_str().as_bytes();
-        if connection_specific(n) || (n == b"te" && value.as_bytes() != b"trailers") {
+        if connection_specific(n) || n == b"te" || (drop_length && n == b"content-length") {
             continue;
         }
         encoder.field(n, value.as_bytes(), value.is_sensitive(), block);

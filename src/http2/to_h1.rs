@@ -81,6 +81,12 @@ fn encode_request(parts: &request::Parts, eos: bool) -> Result<(Vec<u8>, bool), 
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    // RFC 9110 §10.1.4: a sender of TE also lists it in Connection (only `te: trailers` is
+    // left by now, RFC 9113 §8.2.2).
+    let te = parts.headers.get(http::header::TE);
+    if te.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        head.extend_from_slice(b"connection: te\r\n");
+    }
     // RFC 9113 §8.2.3: cookie crumbs are joined with "; " for HTTP/1.
     let mut cookies = parts.headers.get_all(COOKIE).iter();
     if let Some(first) = cookies.next() {
@@ -619,7 +625,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "POST /v1/x?q=1 HTTP/1.1\r\nhost: api.example:8080\r\ncontent-type: text/plain\r\n\
-             te: trailers\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"
+             te: trailers\r\nconnection: te\r\ncookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         let p = parts(
             http::Request::put("http://h/")

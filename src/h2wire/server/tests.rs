@@ -1169,6 +1169,56 @@ fn an_interim_response_does_not_end_the_stream() {
     assert_eq!(heads, vec![("100".into(), false), ("200".into(), true)]);
 }
 
+/// Regression (a 204 from an HTTP/1 upstream with `content-length: 5` went out as HEADERS
+/// END_STREAM with the length, and curl failed the stream with PROTOCOL_ERROR): a 1xx or 204
+/// head and a trailer section never carry `content-length` (RFC 9110 §8.6, §6.5.1), a 304
+/// and a 200 keep it (RFC 9113 §8.1.1); `te` is a request field and never goes out.
+#[test]
+fn a_head_that_cannot_have_content_carries_no_content_length() {
+    let mut fields = HeaderMap::new();
+    fields.insert("content-length", HeaderValue::from_static("5"));
+    fields.insert("te", HeaderValue::from_static("trailers"));
+    fields.insert("x-kept", HeaderValue::from_static("1"));
+    let mut c = Client::new(cfg());
+    let mut sent = Vec::new();
+    for (stream, status) in [(1, 204), (3, 304), (5, 200)] {
+        c.request(stream, &post("1"), false).unwrap();
+        c.server.send_response(stream, 103, &fields, false).unwrap();
+        c.server
+            .send_response(stream, status, &fields, status != 200)
+            .unwrap();
+        if status == 200 {
+            assert_eq!(c.server.send_data(stream, b"hello", false), Ok(5));
+            c.server.send_trailers(stream, &fields).unwrap();
+        }
+        sent.extend(c.out().into_iter().filter_map(|f| match f {
+            Out::Headers { fields, .. } => Some(fields),
+            _ => None,
+        }));
+    }
+    let names = |f: &Vec<(String, String)>| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let without = vec![":status".to_string(), "x-kept".to_string()];
+    let with = vec![
+        ":status".to_string(),
+        "content-length".to_string(),
+        "x-kept".to_string(),
+    ];
+    let trailer = vec!["x-kept".to_string()];
+    let got: Vec<_> = sent.iter().map(names).collect();
+    assert_eq!(
+        got,
+        vec![
+            without.clone(), // 103
+            without.clone(), // 204
+            without.clone(), // 103
+            with.clone(),    // 304
+            without,         // 103
+            with,            // 200
+            trailer,         // its trailers
+        ]
+    );
+}
+
 #[test]
 fn random_frames_never_panic() {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
