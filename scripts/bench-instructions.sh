@@ -73,7 +73,7 @@ TOML
   awk -v ir="$ir" -v mc="$mc" -v n="$N" 'BEGIN {printf "%.0f %.0f\n", ir / n, mc / n}'
 }
 
-echo "# bench-instructions $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) binary ${SW_BIN:-target/release/sidewire}; $N requests, 1 connection, epoll driver, under callgrind"
+echo "# bench-instructions $(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo -) binary $SW; $N requests, 1 connection, epoll driver, under callgrind"
 printf "%-8s %16s %16s\n" kind "instr/request" "memcpy/request"
 i=0
 for kind in $KINDS; do

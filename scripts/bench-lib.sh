@@ -10,14 +10,16 @@ need() {
   done
 }
 
-# build: the release sidewire and loadtest binaries, as $SW and $LT. SW_BIN=<path> measures
-# another sidewire binary instead (an earlier commit's, to compare before and after).
+# build: the release sidewire and loadtest binaries, as $SW and $LT (in $CARGO_TARGET_DIR when
+# set, as cargo puts them). SW_BIN=<path> measures another sidewire binary instead (an
+# earlier commit's, to compare before and after).
 # SW_DRIVER=io_uring|epoll|auto (default auto) sets sidewire's runtime.driver, to measure the
 # epoll fallback beside io_uring.
 build() {
   cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p sidewire -p loadtest
-  SW="${SW_BIN:-$root/target/release/sidewire}"
-  LT="$root/target/release/loadtest"
+  local out=${CARGO_TARGET_DIR:-$root/target}
+  SW="${SW_BIN:-$out/release/sidewire}"
+  LT="$out/release/loadtest"
 }
 
 tmp=$(mktemp -d)

@@ -20,7 +20,7 @@ CHURN_CONC=${CHURN_CONC:-4}
 REPS=${REPS:-10}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-BASE_PORT=${BASE_PORT:-33000}
+BASE_PORT=${BASE_PORT:-30000}
 SW_PROTOCOL=${SW_PROTOCOL:-opaque}   # sidewire's listener: "opaque" (like the floor) or "detect"
 
 root=$(cd "$(dirname "$0")/.." && pwd)

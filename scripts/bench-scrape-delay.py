@@ -68,7 +68,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--proxied", type=int, default=3000)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--sidewire", default=os.path.join(bs.ROOT, "target/release/sidewire"))
+    ap.add_argument("--sidewire", default=os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(bs.ROOT, "target"), "release/sidewire"))
     a = ap.parse_args()
     echo = subprocess.Popen([sys.executable, os.path.join(HERE, "bench-scrape.py"), "--echo"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

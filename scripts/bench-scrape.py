@@ -132,7 +132,7 @@ async def main():
     ap.add_argument("--proxied", type=int, default=9900)
     ap.add_argument("--silent", type=int, default=100)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--sidewire", default=os.path.join(ROOT, "target/release/sidewire"))
+    ap.add_argument("--sidewire", default=os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/sidewire"))
     ap.add_argument("--metrics-only", action="store_true",
                     help="time /metrics only (a build without /connections)")
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
