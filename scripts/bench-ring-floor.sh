@@ -12,9 +12,12 @@
 # CPU-µs per connection (the proxy's time on CPU, bench-lib.sh cpu_ticks), the median over
 # REPS, and the median of the per-rep ratios (paired, so the machine's drift cancels).
 # Pinning: proxies on CPU $PROXY_CPU, load and backends on CPU $LOAD_CPU.
+# QUICK=1: a smoke run (REPS=2, CHURN_SECS=1 unless set), as bench-report.sh's QUICK=1 uses.
 # Needs: haproxy (apt-get install haproxy), taskset.
 set -euo pipefail
 
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then REPS=${REPS:-2}; CHURN_SECS=${CHURN_SECS:-1}; fi
 CHURN_SECS=${CHURN_SECS:-3}
 CHURN_CONC=${CHURN_CONC:-4}
 REPS=${REPS:-10}
