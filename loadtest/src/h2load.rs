@@ -99,7 +99,6 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
     let local = tokio::task::LocalSet::new();
     anyhow::ensure!(!cfg.target.is_empty(), "no address to send to");
     let mut sample = Sample::empty();
-    sample.elapsed = cfg.duration;
     sample.status = Some(Statuses::default());
     let total = Rc::new(RefCell::new(sample));
     let template = Rc::new(h2_request(&cfg.request)?);
@@ -175,6 +174,7 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
         for t in tasks {
             let _ = t.await;
         }
+        t2.borrow_mut().elapsed = window.elapsed();
     });
     let s = total.borrow().clone();
     Ok(s)

@@ -116,6 +116,15 @@ impl Window {
     pub fn records(&self, intended: Instant) -> bool {
         intended >= self.measure
     }
+
+    /// The measured part's wall time as of now (call it when the last request finished):
+    /// from the end of the warm-up to now, and never less than the window's own length. A
+    /// target slower than the open-loop rate finishes the requests due in the window late,
+    /// so its throughput is what it achieved, not the rate asked for.
+    pub fn elapsed(&self) -> Duration {
+        let planned = self.end.saturating_duration_since(self.measure);
+        planned.max(Instant::now().saturating_duration_since(self.measure))
+    }
 }
 
 /// Records one latency: from `from` (see [`measure_from`]) to completion.
@@ -355,7 +364,6 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     let req: std::rc::Rc<[u8]> = cfg.request.encode(cfg.keepalive).into();
-    let duration = cfg.duration;
     let cfg = cfg.clone();
     let total = local.block_on(&rt, async move {
         let start = Instant::now() + Duration::from_millis(20);
@@ -375,10 +383,9 @@ pub fn http1(cfg: &HttpLoad) -> Result<Sample> {
                 total.merge(&s);
             }
         }
+        total.elapsed = window.elapsed();
         total
     });
-    let mut total = total;
-    total.elapsed = duration;
     Ok(total)
 }
 
@@ -791,6 +798,18 @@ pub fn first_byte(target: &[SocketAddr], count: usize) -> Result<Sample> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn a_windows_elapsed_time_is_its_length_or_the_overrun() {
+        let second = Duration::from_secs(1);
+        // Finished on time: the window's own length (warm-up not counted).
+        let on_time = Window::new(Instant::now(), second, second);
+        assert_eq!(on_time.elapsed(), second);
+        // Finished 2 s after a 1 s window began measuring: the 2 s it took.
+        let late = Window::new(Instant::now() - 3 * second, second, second);
+        let e = late.elapsed();
+        assert!(e >= 2 * second && e < 3 * second, "{e:?}");
+    }
 
     /// An HTTP/1.1 server whose first response is `stall` late, then answers at once.
     fn stalling_server(stall: Duration) -> SocketAddr {

@@ -38,13 +38,26 @@ struct Output {
     /// (`report-<date>.*`), with an HdrHistogram percentile distribution (`.hgrm`) beside each.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
-    /// Also write the latency percentile distribution (`.hgrm` text) to FILE (`-`: stdout).
+    /// Also write the latency percentile distribution (`.hgrm` text) to FILE (`-`: stdout,
+    /// and then the summary lines go to stderr, so stdout holds only the `.hgrm` text).
     #[arg(long, value_name = "FILE")]
     hgrm: Option<PathBuf>,
     /// Exit with status 1 when more than PERCENT of the operations failed (HTTP: 4xx, 5xx and
     /// requests without a response; TCP: failed connections or transfers).
     #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
     max_error_rate: f64,
+}
+
+impl Output {
+    /// Prints one summary line: to stdout, or to stderr when stdout carries the `.hgrm` text
+    /// (`--hgrm -`).
+    fn say(&self, line: std::fmt::Arguments) {
+        if self.hgrm.as_deref() == Some(Path::new("-")) {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
 }
 
 /// What each HTTP request sends.
@@ -249,8 +262,8 @@ enum Cmd {
     },
 }
 
-fn print_latency(name: &str, s: &load::Sample) {
-    println!(
+fn print_latency(out: &Output, name: &str, s: &load::Sample) {
+    out.say(format_args!(
         "{name} ops={} errors={} rate={:.0}/s p50={}us p99={}us p99.9={}us max={}us",
         s.ops,
         s.errors,
@@ -259,7 +272,7 @@ fn print_latency(name: &str, s: &load::Sample) {
         s.hist.value_at_quantile(0.99),
         s.hist.value_at_quantile(0.999),
         s.hist.max()
-    );
+    ));
 }
 
 /// Announces a started backend and keeps the process alive for it.
@@ -360,7 +373,7 @@ struct Done<'a> {
 
 fn finish(d: Done, out: &Output) -> Result<()> {
     if let Some(st) = &d.sample.status {
-        println!("status {}", st.line());
+        out.say(format_args!("status {}", st.line()));
     }
     let rec = suite::record(
         d.command,
@@ -394,8 +407,9 @@ fn finish(d: Done, out: &Output) -> Result<()> {
             .write_latest_and_dated(dir)
             .with_context(|| format!("writing the report under {}", dir.display()))?;
         eprintln!(
-            "loadtest: wrote {}/{{latest,{stem}}}.{{json,html}} and {}",
-            dir.display(),
+            "loadtest: wrote {} and {}",
+            dir.join(format!("{{latest,{stem}}}.{{json,html}}"))
+                .display(),
             report.records[0].hgrm_file("latest")
         );
     }
@@ -510,7 +524,7 @@ fn main() -> Result<()> {
                 warmup,
                 keepalive: !close,
             })?;
-            print_latency("http1", &s);
+            print_latency(&output, "http1", &s);
             let params = Params {
                 connections: Some(connections),
                 mode: Some(if rate.is_some() { "open" } else { "closed" }.into()),
@@ -556,7 +570,7 @@ fn main() -> Result<()> {
                 duration,
                 warmup,
             })?;
-            print_latency("h2", &s);
+            print_latency(&output, "h2", &s);
             let params = Params {
                 connections: Some(connections),
                 streams: Some(streams),
@@ -588,12 +602,12 @@ fn main() -> Result<()> {
         } => {
             let ep = endpoint::endpoint(&target, Scheme::Tcp)?;
             let s = load::bulk(&ep.addrs, bytes)?;
-            println!(
+            output.say(format_args!(
                 "bulk bytes={} seconds={:.3} gbit_per_s={:.2}",
                 s.bytes,
                 s.elapsed.as_secs_f64(),
                 s.bytes as f64 * 8.0 / s.elapsed.as_secs_f64() / 1e9
-            );
+            ));
             let params = Params {
                 url: Some(ep.url.clone()),
                 addrs: ep.addrs.iter().map(ToString::to_string).collect(),
@@ -639,14 +653,14 @@ fn main() -> Result<()> {
             if s.ops == 0 {
                 bail!("no greeting received from {}", ep.url);
             }
-            println!(
+            output.say(format_args!(
                 "first_byte_us n={} p50={} p90={} p99={} max={}",
                 s.ops,
                 s.hist.value_at_quantile(0.5),
                 s.hist.value_at_quantile(0.9),
                 s.hist.value_at_quantile(0.99),
                 s.hist.max()
-            );
+            ));
             let params = Params {
                 url: Some(ep.url.clone()),
                 addrs: ep.addrs.iter().map(ToString::to_string).collect(),
@@ -676,13 +690,13 @@ fn main() -> Result<()> {
             let ep = endpoint::endpoint(&target, Scheme::Tcp)?;
             let s = load::churn(&ep.addrs, concurrency, duration, bytes)?;
             // Format parsed by scripts/bench-tcp.sh.
-            println!(
+            output.say(format_args!(
                 "connections={} errors={} seconds={:.3} rate={:.0}",
                 s.ops,
                 s.errors,
                 s.elapsed.as_secs_f64(),
                 s.rate()
-            );
+            ));
             if s.ops == 0 {
                 bail!("no connection completed against {}", ep.url);
             }

@@ -197,12 +197,23 @@ impl Meta {
             cpu_model,
             cores,
             hostname: sh("uname", &["-n"]),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: shell_line(std::env::args()),
             versions,
             pinning: String::new(),
             mode: mode.into(),
         }
     }
+}
+
+/// `args` as one POSIX shell line (`shlex` quoting: `-H 'content-type: application/json'`),
+/// so the report's command pastes back into a shell; an argument with a NUL byte (which no
+/// shell word holds) is shown as `<nul>`.
+fn shell_line(args: impl Iterator<Item = String>) -> String {
+    let args: Vec<String> = args.collect();
+    shlex::try_join(args.iter().map(String::as_str)).unwrap_or_else(|_| {
+        let plain: Vec<String> = args.iter().map(|a| a.replace('\0', "<nul>")).collect();
+        shlex::try_join(plain.iter().map(String::as_str)).unwrap_or_default()
+    })
 }
 
 /// The HdrHistogram percentile distribution of `h` (values in µs) in milliseconds, as
@@ -616,6 +627,24 @@ mod tests {
         assert_eq!(html.matches("<h2>http1-keepalive</h2>").count(), 1);
         assert_eq!(html.matches("<h2>tcp-churn</h2>").count(), 1);
         assert!(html.find("<h2>http1-keepalive</h2>") < html.find("<h2>tcp-churn</h2>"));
+    }
+
+    #[test]
+    fn the_command_line_is_quoted_for_a_shell() {
+        let args = [
+            "loadtest",
+            "http",
+            "-H",
+            "content-type: application/json",
+            "--url",
+            "it's",
+        ];
+        assert_eq!(
+            shell_line(args.iter().map(|a| a.to_string())),
+            "loadtest http -H 'content-type: application/json' --url \"it's\""
+        );
+        let nul = ["a", "b\0c"];
+        assert_eq!(shell_line(nul.iter().map(|a| a.to_string())), "a 'b<nul>c'");
     }
 
     #[test]

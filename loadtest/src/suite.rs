@@ -375,8 +375,10 @@ pub fn run(o: &Options) -> Result<Report> {
     print!("{}", report.table());
     let stem = report.write_latest_and_dated(&o.out_dir)?;
     eprintln!(
-        "loadtest: wrote {}/{{latest,{stem}}}.{{json,html}} and .hgrm files",
-        o.out_dir.display()
+        "loadtest: wrote {} and .hgrm files",
+        o.out_dir
+            .join(format!("{{latest,{stem}}}.{{json,html}}"))
+            .display()
     );
     Ok(report)
 }

@@ -387,6 +387,84 @@ fn report_dir_has_json_with_the_load_parameters_html_and_hgrm() {
 }
 
 /// Starts `loadtest <args>` (a backend) and returns the address it reports on stderr.
+#[test]
+fn hgrm_to_stdout_leaves_stdout_to_the_histogram() {
+    let (addr, _seen) = server(ok_response);
+    let o = loadtest(&[
+        "http",
+        "--url",
+        &format!("http://127.0.0.1:{}/", addr.port()),
+        "--rate",
+        "100",
+        "--duration",
+        "0.2",
+        "--hgrm",
+        "-",
+    ]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("#[Buckets = ") && !out.contains("ops="),
+        "{out}"
+    );
+    // The summary lines went to stderr instead.
+    let err = stderr(&o);
+    assert!(
+        err.contains("http1 ops=") && err.contains("status 1xx="),
+        "{err}"
+    );
+}
+
+#[test]
+fn open_loop_throughput_is_what_a_slow_server_achieved() {
+    // One connection to a server that takes 40 ms per response can complete at most 25
+    // requests a second, whatever rate was asked for: the run takes longer than
+    // --duration to answer the requests due in it, and the rate counts that time.
+    let (addr, _seen) = server(|s: &Seen| {
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        ok_response(s)
+    });
+    let dir = temp_dir("slow");
+    let o = loadtest(&[
+        "http",
+        "--url",
+        &format!("http://127.0.0.1:{}/", addr.port()),
+        "--connections",
+        "1",
+        "--rate",
+        "50",
+        "--duration",
+        "0.4",
+        "--report",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_eq!(status_count(&o, "2xx"), 20, "{}", stdout(&o));
+    let out = stdout(&o);
+    let rate: f64 = out
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("rate="))
+        .and_then(|r| r.strip_suffix("/s"))
+        .unwrap_or_else(|| panic!("no rate in {out}"))
+        .parse()
+        .unwrap();
+    assert!(rate <= 25.5, "reported {rate}/s; at most 25/s was possible");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("latest.json")).unwrap()).unwrap();
+    let t = json["records"][0]["throughput"].as_f64().unwrap();
+    assert!(t <= 25.5, "report throughput {t}");
+    // The JSON's command line pastes back into a shell.
+    assert!(json["meta"]["command"]
+        .as_str()
+        .unwrap()
+        .contains(" --url http://127.0.0.1:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn start_backend(args: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
