@@ -720,7 +720,8 @@ pub fn churn(
     duration: Duration,
     bytes: usize,
 ) -> Result<Sample> {
-    let end = Instant::now() + duration;
+    let start = Instant::now();
+    let end = start + duration;
     let target: std::sync::Arc<[SocketAddr]> = target.into();
     let handles: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
@@ -751,7 +752,8 @@ pub fn churn(
                 .map_err(|_| anyhow::anyhow!("a churn thread panicked"))?,
         );
     }
-    total.elapsed = duration;
+    // Until the last connection finished (each one started before `end` runs to its end).
+    total.elapsed = duration.max(start.elapsed());
     Ok(total)
 }
 
