@@ -62,11 +62,7 @@ if [ "$QUICK" = 1 ]; then
 else
   bench tcp bench-tcp.sh
 fi
-if [ "$QUICK" = 1 ]; then
-  bench ring-floor bench-ring-floor.sh REPS=2 CHURN_SECS=1
-else
-  bench ring-floor bench-ring-floor.sh
-fi
+bench ring-floor bench-ring-floor.sh QUICK="$QUICK"
 bench http1 bench-http1.sh "${quick[@]}"
 bench h2 bench-h2.sh "${quick[@]}"
 n=$IDLE_N; [ "$QUICK" = 1 ] && n=300
