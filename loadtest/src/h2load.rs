@@ -125,10 +125,9 @@ pub fn run(cfg: &H2Load) -> Result<Sample> {
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut prev_done = start;
                     loop {
-                        let intended = pacer.wait().await;
-                        if intended >= window.end {
+                        let Some(intended) = pacer.wait(window.end).await else {
                             break;
-                        }
+                        };
                         let from = crate::load::measure_from(intended, prev_done, Instant::now());
                         let recorded = window.records(intended);
                         let mut result = Err(anyhow::anyhow!("not sent"));
@@ -268,6 +267,8 @@ async fn one(
     }
     let resp = resp.await?;
     let status = resp.status().as_u16();
+    // RFC 9110 §15: 100 to 599 (the `http` crate takes up to 999).
+    anyhow::ensure!(status <= 599, "status code {status}");
     let mut body = resp.into_body();
     let mut n = 0;
     while let Some(chunk) = body.data().await {

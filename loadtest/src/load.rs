@@ -70,10 +70,15 @@ impl Pacer {
         }
     }
 
-    /// Waits for the next send slot and returns its intended time.
-    pub async fn wait(&mut self) -> Instant {
-        match self.interval {
+    /// Waits for the next send slot and returns its intended time, or `None` at once when
+    /// that slot is at or after `end` (so a worker whose next slot falls after the run's window
+    /// ends with its last response, not a slot interval later).
+    pub async fn wait(&mut self, end: Instant) -> Option<Instant> {
+        let t = match self.interval {
             Some(iv) => {
+                if self.next >= end {
+                    return None;
+                }
                 tokio::time::sleep_until(self.next.into()).await;
                 let t = self.next;
                 self.next += iv;
@@ -85,7 +90,8 @@ impl Pacer {
                 }
                 Instant::now()
             }
-        }
+        };
+        (t < end).then_some(t)
     }
 }
 
@@ -396,10 +402,9 @@ async fn http1_conn(cfg: &HttpLoad, req: &[u8], mut pacer: Pacer, window: Window
     let head = cfg.request.method == "HEAD";
     let mut prev_done = window.start;
     loop {
-        let intended = pacer.wait().await;
-        if intended >= window.end {
+        let Some(intended) = pacer.wait(window.end).await else {
             break;
-        }
+        };
         let from = measure_from(intended, prev_done, Instant::now());
         let recorded = window.records(intended);
         let reused = conn.is_some();
@@ -641,6 +646,11 @@ async fn read_response(c: &mut Conn, head_request: bool) -> std::io::Result<Resp
             match resp.parse(c.have()) {
                 Ok(httparse::Status::Complete(used)) => {
                     let status = resp.code.unwrap_or(0);
+                    if !(100..=599).contains(&status) {
+                        // RFC 9110 §15: a status code is 100 to 599; anything else is a
+                        // malformed response, not an answer of some class.
+                        return Err(std::io::Error::other(format!("status code {status}")));
+                    }
                     let close = resp.version == Some(0)
                         || resp.headers.iter().any(|h| {
                             h.name.eq_ignore_ascii_case("connection")

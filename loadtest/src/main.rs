@@ -44,18 +44,20 @@ struct Output {
     hgrm: Option<PathBuf>,
     /// Exit with status 1 when more than PERCENT of the operations failed (HTTP: 4xx, 5xx and
     /// requests without a response; TCP: failed connections or transfers).
-    #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = percent)]
     max_error_rate: f64,
 }
 
 impl Output {
     /// Prints one summary line: to stdout, or to stderr when stdout carries the `.hgrm` text
     /// (`--hgrm -`).
+    /// A closed or full stdout (`| head`, `> /dev/full`) loses the line, not the run.
     fn say(&self, line: std::fmt::Arguments) {
+        use std::io::Write;
         if self.hgrm.as_deref() == Some(Path::new("-")) {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
         } else {
-            println!("{line}");
+            let _ = writeln!(std::io::stdout(), "{line}");
         }
     }
 }
@@ -118,7 +120,7 @@ enum Cmd {
         #[arg(long, visible_alias = "url", value_name = "URL")]
         target: String,
         /// Connections.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
         connections: usize,
         /// Requests per second in all (open loop); omit for closed loop (max throughput).
         #[arg(long)]
@@ -147,10 +149,10 @@ enum Cmd {
         #[arg(long, visible_alias = "url", value_name = "URL")]
         target: String,
         /// Connections.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one)]
         connections: usize,
         /// Concurrent streams per connection.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         streams: usize,
         /// Requests per second in all (open loop); omit for closed loop.
         #[arg(long)]
@@ -238,7 +240,7 @@ enum Cmd {
         #[arg(long, visible_alias = "url", value_name = "URL")]
         target: String,
         /// Connections.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
         count: usize,
         #[command(flatten)]
         output: Output,
@@ -249,7 +251,7 @@ enum Cmd {
         #[arg(long, visible_alias = "url", value_name = "URL")]
         target: String,
         /// Concurrent client threads.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = at_least_one)]
         concurrency: usize,
         /// Seconds.
         #[arg(long, default_value_t = 10.0)]
@@ -304,6 +306,24 @@ fn seconds(flag: &str, v: f64, zero_ok: bool) -> Result<Duration> {
         "--{flag} {v} is too long: at most {MAX_SECONDS} seconds (a year)"
     );
     Ok(Duration::from_secs_f64(v))
+}
+
+/// A count flag (`--connections`, `--streams`, `--concurrency`, `--count`): 1 or more.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--max-error-rate`: a percentage from 0 to 100.
+fn percent(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        Ok(_) => Err("must be a percentage from 0 to 100".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn check_duration(d: f64) -> Result<Duration> {
@@ -391,7 +411,12 @@ fn finish(d: Done, out: &Output) -> Result<()> {
     if let Some(path) = &out.hgrm {
         let text = rec.hgrm.as_deref().unwrap_or_default();
         if path == Path::new("-") {
-            print!("{text}");
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the .hgrm text to stdout")?;
         } else {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         }

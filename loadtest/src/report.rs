@@ -197,7 +197,7 @@ impl Meta {
             cpu_model,
             cores,
             hostname: sh("uname", &["-n"]),
-            command: shell_line(std::env::args()),
+            command: shell_line(std::env::args_os().map(|a| a.to_string_lossy().into_owned())),
             versions,
             pinning: String::new(),
             mode: mode.into(),

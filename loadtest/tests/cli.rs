@@ -465,6 +465,111 @@ fn open_loop_throughput_is_what_a_slow_server_achieved() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_sparse_schedule_is_timed_to_its_last_response() {
+    // 40 connections at 20 req/s: each sends every 2 s, so after the window most workers'
+    // next slot is up to 2 s away; waiting for it was counted as run time (rate=10/s).
+    let (addr, _seen) = server(ok_response);
+    let o = loadtest(&[
+        "http",
+        "--url",
+        &format!("http://127.0.0.1:{}/", addr.port()),
+        "--connections",
+        "40",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+    ]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let rate: f64 = out
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("rate="))
+        .and_then(|r| r.strip_suffix("/s"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(status_count(&o, "2xx"), 20, "{out}");
+    assert!(
+        rate >= 16.0,
+        "reported {rate}/s for 20 answered in the 1 s window"
+    );
+}
+
+#[test]
+fn a_status_code_outside_100_to_599_is_a_malformed_response() {
+    let (addr, _seen) =
+        server(|_: &Seen| vec![b"HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n".to_vec()]);
+    let o = loadtest(&[
+        "http",
+        "--url",
+        &format!("http://127.0.0.1:{}/", addr.port()),
+        "--rate",
+        "50",
+        "--duration",
+        "0.2",
+    ]);
+    assert!(!o.status.success());
+    assert!(status_count(&o, "transport") > 0, "{}", stdout(&o));
+    assert_eq!(status_count(&o, "1xx"), 0);
+    assert!(stdout(&o).contains(" ops=0 "), "{}", stdout(&o));
+}
+
+#[test]
+fn zero_counts_and_a_percentage_past_100_are_refused() {
+    for args in [
+        &["http", "--url", "http://127.0.0.1:9/", "--connections", "0"][..],
+        &["h2", "--url", "http://127.0.0.1:9/", "--streams", "0"],
+        &["churn", "--url", "tcp://127.0.0.1:9", "--concurrency", "0"],
+        &[
+            "http",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--max-error-rate=-1",
+        ],
+        &[
+            "http",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--max-error-rate",
+            "NaN",
+        ],
+    ] {
+        let o = loadtest(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: clap's usage error");
+        let err = stderr(&o);
+        assert!(
+            err.contains("must be at least 1") || err.contains("percentage from 0 to 100"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_stdout_does_not_fail_the_run() {
+    let (addr, _seen) = server(ok_response);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "http",
+            "--url",
+            &format!("http://127.0.0.1:{}/", addr.port()),
+            "--rate",
+            "50",
+            "--duration",
+            "0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `loadtest ... | head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 fn start_backend(args: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
